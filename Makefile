@@ -1,0 +1,96 @@
+# ordertrack: six composable filters over one static library.
+.SUFFIXES:
+
+VERSION   = 0.1.0
+PREFIX   ?= /usr/local
+BINDIR    = $(PREFIX)/bin
+MANDIR    = $(PREFIX)/share/man
+PKGS      = rdkafka hiredis libpq jansson libmicrohttpd
+
+CC       ?= cc
+WARN      = -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
+OT_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -MMD -MP -DOT_VERSION='"$(VERSION)"' \
+            -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+OT_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+ifeq ($(WERROR),1)
+OT_CFLAGS += -Werror
+endif
+ifneq ($(SANITIZE),)
+OT_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+OT_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+TOOLS   = ot-place ot-reserve ot-consume ot-relay ot-cache ot-serve
+BINS    = $(addprefix bin/,$(TOOLS))
+LIBSRC  = $(wildcard lib/*.c)
+LIBOBJ  = $(patsubst lib/%.c,build/lib/%.o,$(LIBSRC)) build/lib/ot_sql.o build/lib/ot_page.o
+SQL     = $(sort $(wildcard lib/sql/*/*.sql))
+UNITSRC = $(wildcard test/unit/test_*.c)
+UNITS   = $(patsubst test/unit/%.c,build/test/%,$(UNITSRC))
+MANS    = $(wildcard man/*.1)
+MANS7   = $(wildcard man/*.7)
+
+all: $(BINS)
+
+build/libordertrack.a: $(LIBOBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+build/lib/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+# Migrations live as .sql files and are compiled in, so a binary never looks for them at run time.
+build/lib/ot_sql.c: $(SQL) scripts/embed-sql
+	@mkdir -p $(@D)
+	scripts/embed-sql $(SQL) > $@
+
+build/lib/ot_sql.o: build/lib/ot_sql.c
+	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+build/lib/ot_page.c: lib/page/index.html scripts/embed-page
+	@mkdir -p $(@D)
+	scripts/embed-page lib/page/index.html > $@
+
+build/lib/ot_page.o: build/lib/ot_page.c
+	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+build/cmd/%.o: cmd/%.c
+	@mkdir -p $(@D)
+	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+bin/%: build/cmd/%.o build/libordertrack.a
+	@mkdir -p $(@D)
+	$(CC) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(OT_LIBS)
+
+build/test/%: test/unit/%.c build/libordertrack.a
+	@mkdir -p $(@D)
+	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(OT_LIBS) -lcmocka
+
+deps:
+	@scripts/deps
+
+units: $(UNITS)
+
+check: deps
+	@$(MAKE) --no-print-directory all units
+	@scripts/check $(UNITS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo
+
+lint:
+	mandoc -Tlint -Wwarning $(MANS) $(MANS7)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)
+	install -m 0644 $(MANS) $(DESTDIR)$(MANDIR)/man1
+	$(if $(MANS7),install -m 0644 $(MANS7) $(DESTDIR)$(MANDIR)/man7)
+
+clean:
+	rm -rf build bin
+
+.PHONY: all deps units check demo lint install clean
+-include $(wildcard build/*/*.d)

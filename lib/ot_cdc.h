@@ -1,0 +1,22 @@
+/* ot_cdc: the outbox read from PostgreSQL's write-ahead log (logical replication, pgoutput). */
+#ifndef OT_CDC_H
+#define OT_CDC_H
+
+#include <stddef.h>
+
+struct ot_out;
+
+/* Streams every row inserted into db's outbox ("orders"/"inventory", at conninfo) to out, in
+ * commit order, through the publication ot_outbox and the replication slot `slot` (both
+ * created on first use). A transaction's LSN is confirmed to the server only after all its
+ * records were acknowledged, and its rows are then deleted; standby status updates go out at
+ * least every few seconds, confirming the server's position while nothing is pending, so an
+ * idle database's WAL is not held back. Resumes after a restart from the last confirmed LSN;
+ * rows left in the table (from before the slot, or not deleted before a crash) are swept
+ * first, as the poll relay would.
+ * With once, returns when caught up. Returns OT_OK or an ot_rc with errstr; *total counts
+ * records sent. */
+int ot_cdc_run(const char *conninfo, const char *db, const char *slot, struct ot_out *out,
+               int once, long *total, char *errstr, size_t errsz);
+
+#endif

@@ -1,0 +1,129 @@
+/* ot_config: flags, then OT_* variables, then defaults. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_log.h"
+
+const char ot_config_usage[] =
+	"  -b, --brokers LIST      Kafka bootstrap servers (OT_KAFKA_BROKERS)\n"
+	"  -G, --group ID          Kafka consumer group (default: the tool's name)\n"
+	"  -o, --offset WHERE      beginning|end|stored|<offset>|s@<ms> (default: stored)\n"
+	"  -e, --exit-at-end       exit at the end of every partition\n"
+	"  -c, --count N           stop after N input records\n"
+	"  -X PROP=VAL             librdkafka property\n"
+	"      --orders-db CONN    orders database (OT_ORDERS_DB)\n"
+	"      --inventory-db CONN inventory database (OT_INVENTORY_DB)\n"
+	"      --redis URL         redis://host:port/db or unix:///path (OT_REDIS_URL)\n"
+	"      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
+	"      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
+	"      --attempts N        tries of one record before giving up on it (OT_RETRY_ATTEMPTS, 8)\n";
+
+static void
+set(char **dst, const char *val)
+{
+	free(*dst);
+	*dst = val ? strdup(val) : NULL;
+}
+
+void
+ot_config_init(struct ot_config *c, const char *tool)
+{
+	memset(c, 0, sizeof *c);
+	c->tool = tool;
+}
+
+int
+ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_t errsz)
+{
+	char *end;
+
+	switch (opt) {
+	case 'b': set(&c->brokers, arg); return 1;
+	case 'G': set(&c->group, arg); return 1;
+	case 'o':
+		if (strcmp(arg, "beginning") && strcmp(arg, "end") && strcmp(arg, "stored") &&
+		    strncmp(arg, "s@", 2) && (strtoll(arg, &end, 10), *end || end == arg))
+			return ot_err(-1, errstr, errsz, "-o %s: expected beginning, end, stored, "
+			              "an offset or s@<ms>", arg);
+		set(&c->offset, arg);
+		return 1;
+	case 'e': c->exit_at_end = 1; return 1;
+	case 'c':
+		errno = 0;
+		c->count = strtol(arg, &end, 10);
+		if (errno || *end || end == arg || c->count < 0)
+			return ot_err(-1, errstr, errsz, "-c %s: expected a count >= 0", arg);
+		return 1;
+	case 'X':
+		if (!strchr(arg, '=') || arg[0] == '=')
+			return ot_err(-1, errstr, errsz, "-X %s: expected prop=value", arg);
+		if (c->nprops == OT_MAX_KAFKA_PROPS)
+			return ot_err(-1, errstr, errsz, "-X: at most %d properties", OT_MAX_KAFKA_PROPS);
+		c->props[c->nprops++] = strdup(arg);
+		return 1;
+	case OT_OPT_ORDERS_DB: set(&c->orders_db, arg); return 1;
+	case OT_OPT_INVENTORY_DB: set(&c->inventory_db, arg); return 1;
+	case OT_OPT_REDIS: set(&c->redis_url, arg); return 1;
+	case OT_OPT_LOG_LEVEL: set(&c->log_level, arg); return 1;
+	case OT_OPT_HTTP_ADDR: set(&c->http_addr, arg); return 1;
+	case OT_OPT_ATTEMPTS:
+		errno = 0;
+		c->attempts = (int)strtol(arg, &end, 10);
+		if (errno || *end || end == arg || c->attempts < 1 || c->attempts > 1000)
+			return ot_err(-1, errstr, errsz, "--attempts %s: expected 1 to 1000", arg);
+		return 1;
+	default: return 0;
+	}
+}
+
+static void
+fill(char **dst, const char *env, const char *def)
+{
+	const char *v;
+
+	if (*dst)
+		return;
+	v = getenv(env);
+	set(dst, v && *v ? v : def);
+}
+
+int
+ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz)
+{
+	fill(&c->brokers, "OT_KAFKA_BROKERS", "localhost:9092");
+	fill(&c->orders_db, "OT_ORDERS_DB", "dbname=ot_orders");
+	fill(&c->inventory_db, "OT_INVENTORY_DB", "dbname=ot_inventory");
+	fill(&c->redis_url, "OT_REDIS_URL", "redis://127.0.0.1:6379/0");
+	fill(&c->log_level, "OT_LOG_LEVEL", "info");
+	fill(&c->http_addr, "OT_HTTP_ADDR", default_http_addr ? default_http_addr : "");
+	fill(&c->group, "OT_KAFKA_GROUP", c->tool);
+	fill(&c->offset, "OT_KAFKA_OFFSET", "stored");
+	if (!c->attempts) {
+		const char *v = getenv("OT_RETRY_ATTEMPTS");
+		c->attempts = v && *v ? atoi(v) : 8;
+		if (c->attempts < 1 || c->attempts > 1000)
+			return ot_err(-1, errstr, errsz, "OT_RETRY_ATTEMPTS=%s: expected 1 to 1000", v);
+	}
+	if (ot_log_parse_level(c->log_level) < 0)
+		return ot_err(-1, errstr, errsz, "log level \"%s\": expected debug, info, warn or error",
+		              c->log_level);
+	ot_log_init(c->tool, c->log_level);
+	return 0;
+}
+
+void
+ot_config_free(struct ot_config *c)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	free(c->brokers); free(c->orders_db); free(c->inventory_db); free(c->redis_url);
+	free(c->log_level); free(c->http_addr); free(c->group); free(c->offset);
+	for (i = 0; i < c->nprops; i++)
+		free(c->props[i]);
+	memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,54 @@
+/* ot_config: settings from flags, then OT_* environment variables, then defaults. */
+#ifndef OT_CONFIG_H
+#define OT_CONFIG_H
+
+#include <getopt.h>
+#include <stddef.h>
+
+#define OT_MAX_KAFKA_PROPS 32
+
+struct ot_config {
+	const char *tool;
+	/* Owned strings; NULL until set. ot_config_finish fills every one. */
+	char *brokers, *orders_db, *inventory_db, *redis_url, *log_level, *http_addr;
+	char *group;          /* -G: consumer group, default "<tool>" */
+	char *offset;         /* -o: beginning|end|stored|<n>|s@<ms>, default "stored" */
+	int exit_at_end;      /* -e */
+	long count;           /* -c: stop after N records, 0 = no limit */
+	int attempts;         /* --attempts: tries of one record before it is given up on */
+	char *props[OT_MAX_KAFKA_PROPS]; /* -X prop=val, passed to librdkafka */
+	size_t nprops;
+};
+
+/* Short options and long options every tool accepts; a tool appends its own. */
+#define OT_CONFIG_SHORTOPTS "b:G:o:ec:X:"
+enum {
+	OT_OPT_ORDERS_DB = 1000, OT_OPT_INVENTORY_DB, OT_OPT_REDIS, OT_OPT_LOG_LEVEL,
+	OT_OPT_HTTP_ADDR, OT_OPT_ATTEMPTS, OT_OPT_TOOL_BASE = 1100
+};
+#define OT_CONFIG_LONGOPTS \
+	{"brokers", required_argument, NULL, 'b'}, \
+	{"group", required_argument, NULL, 'G'}, \
+	{"offset", required_argument, NULL, 'o'}, \
+	{"exit-at-end", no_argument, NULL, 'e'}, \
+	{"count", required_argument, NULL, 'c'}, \
+	{"orders-db", required_argument, NULL, OT_OPT_ORDERS_DB}, \
+	{"inventory-db", required_argument, NULL, OT_OPT_INVENTORY_DB}, \
+	{"redis", required_argument, NULL, OT_OPT_REDIS}, \
+	{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL}, \
+	{"http-addr", required_argument, NULL, OT_OPT_HTTP_ADDR}, \
+	{"attempts", required_argument, NULL, OT_OPT_ATTEMPTS}
+
+/* The lines of usage text for the options above. */
+extern const char ot_config_usage[];
+
+void ot_config_init(struct ot_config *c, const char *tool);
+/* Handles one getopt result. Returns 1 if it was a common option, 0 if not, -1 on a bad
+ * value (errstr says why). */
+int ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_t errsz);
+/* Fills what flags left unset from OT_* variables, then defaults; validates; starts logging.
+ * Returns 0, or -1 with errstr. */
+int ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz);
+void ot_config_free(struct ot_config *c);
+
+#endif

@@ -1,0 +1,32 @@
+/* ot_err: result codes and their exit statuses. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <sysexits.h>
+
+#include "ot_err.h"
+
+int
+ot_exit_status(int rc)
+{
+	switch (rc) {
+	case OT_OK: case OT_SKIP: return EX_OK;
+	case OT_EINPUT: return EX_DATAERR;
+	case OT_ESERVICE: return EX_UNAVAILABLE;
+	case OT_EOUTPUT: return EX_IOERR;
+	case OT_ECONFIG: return EX_CONFIG;
+	default: return EX_SOFTWARE;
+	}
+}
+
+int
+ot_err(int rc, char *errstr, size_t errsz, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errstr && errsz) {
+		va_start(ap, fmt);
+		vsnprintf(errstr, errsz, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}

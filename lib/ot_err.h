@@ -1,0 +1,25 @@
+/* ot_err: result codes shared by the library, and their exit statuses. */
+#ifndef OT_ERR_H
+#define OT_ERR_H
+
+#include <stddef.h>
+
+/* Library calls return one of these; the errstr buffer says why. */
+enum ot_rc {
+	OT_OK = 0,
+	OT_SKIP = 1,        /* nothing to do: a duplicate or a stale event */
+	OT_EINPUT = -1,     /* the record is bad: do not retry it */
+	OT_ESERVICE = -2,   /* a service is unreachable or failed: retry later */
+	OT_EINTERNAL = -3,  /* a bug or resource failure */
+	OT_EOUTPUT = -4,    /* writing the output failed */
+	OT_ECONFIG = -5     /* configuration is invalid */
+};
+
+/* Maps an ot_rc to a <sysexits.h> status. */
+int ot_exit_status(int rc);
+
+/* snprintf into errstr if errstr is not NULL; returns rc so callers can `return ot_err(...)`. */
+int ot_err(int rc, char *errstr, size_t errsz, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+#endif

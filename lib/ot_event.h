@@ -1,0 +1,49 @@
+/* ot_event: the event envelope — parse, validate, build and emit. */
+#ifndef OT_EVENT_H
+#define OT_EVENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* How every tool writes JSON: one line, fields in the order built, reals without noise digits. */
+#define OT_JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10))
+
+#define OT_UUID_LEN 37   /* 36 chars + NUL */
+#define OT_TS_LEN 32
+#define OT_TRACEPARENT_LEN 56 /* "00-" 32 "-" 16 "-01" + NUL */
+
+struct ot_event {
+	char id[OT_UUID_LEN];
+	char type[48];
+	char order_id[64];
+	long long version;
+	char ts[OT_TS_LEN];
+	char source[32];
+	char traceparent[OT_TRACEPARENT_LEN]; /* "" when absent */
+	json_t *data; /* owned; always an object after parse or init */
+};
+
+/* Parses and validates one envelope. Returns 0, or -1 with errstr naming the field and why.
+ * On success the caller owns ev->data (free with ot_event_clear). */
+int ot_event_parse(struct ot_event *ev, const char *buf, size_t len, char *errstr, size_t errsz);
+int ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz);
+
+/* A new event with a fresh id and timestamp. data is stolen (NULL means {}); parent_tp, if set,
+ * continues that trace with a new span. */
+void ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long long version,
+                   const char *source, json_t *data, const char *parent_tp);
+void ot_event_clear(struct ot_event *ev);
+
+/* The envelope as a new JSON object, or as a compact malloc'd string (caller frees). */
+json_t *ot_event_to_json(const struct ot_event *ev);
+char *ot_event_dump(const struct ot_event *ev);
+
+/* Helpers. Each writes a NUL-terminated string into out. */
+void ot_uuid(char out[OT_UUID_LEN]);
+int ot_uuid_valid(const char *s);
+void ot_now_rfc3339(char out[OT_TS_LEN]);
+int ot_rfc3339_valid(const char *s);
+void ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent_or_null);
+int ot_traceparent_valid(const char *s);
+
+#endif

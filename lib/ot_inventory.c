@@ -1,0 +1,258 @@
+/* ot_inventory: stock and all-or-nothing reservations, each decision an outbox event. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ot_err.h"
+#include "ot_inventory.h"
+#include "ot_log.h"
+#include "ot_order.h"
+#include "ot_outbox.h"
+#include "ot_pg.h"
+
+int
+ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz)
+{
+	json_t *sku = json_object_get(line, "sku"), *qty = json_object_get(line, "qty");
+	char q[24];
+	const char *p[2];
+
+	if (!json_is_object(line))
+		return ot_err(OT_EINPUT, errstr, errsz, "a stock line must be a JSON object");
+	if (!json_is_string(sku) || !json_string_length(sku) || json_string_length(sku) > 64)
+		return ot_err(OT_EINPUT, errstr, errsz, "field \"sku\" must be a string of 1 to 64 bytes");
+	if (!json_is_integer(qty) || json_integer_value(qty) < 0 || json_integer_value(qty) > 1000000000)
+		return ot_err(OT_EINPUT, errstr, errsz, "field \"qty\" must be an integer from 0 to 1000000000");
+	snprintf(q, sizeof q, "%lld", (long long)json_integer_value(qty));
+	p[0] = json_string_value(sku);
+	p[1] = q;
+	return ot_pg_exec(db, "INSERT INTO stock (sku, available) VALUES ($1, $2) ON CONFLICT (sku) "
+	                  "DO UPDATE SET available = EXCLUDED.available, updated_at = now()",
+	                  2, p, errstr, errsz);
+}
+
+/* Validates data.items of ORDER_CREATED; returns them as a JSON string (caller frees). */
+static char *
+items_of(const struct ot_event *ev, char *errstr, size_t errsz)
+{
+	json_t *items = json_object_get(ev->data, "items"), *it;
+	size_t i;
+
+	if (!json_is_array(items) || json_array_size(items) == 0) {
+		ot_err(OT_EINPUT, errstr, errsz, "field \"data.items\" must be a non-empty array");
+		return NULL;
+	}
+	json_array_foreach(items, i, it) {
+		json_t *sku = json_object_get(it, "sku"), *qty = json_object_get(it, "qty");
+		if (!json_is_string(sku) || !json_string_length(sku) || !json_is_integer(qty) ||
+		    json_integer_value(qty) <= 0 || json_integer_value(qty) > 1000000) {
+			ot_err(OT_EINPUT, errstr, errsz, "field \"data.items[%zu]\" needs a sku and a qty > 0", i);
+			return NULL;
+		}
+	}
+	return json_dumps(items, JSON_COMPACT);
+}
+
+#define WANT "WITH want AS (SELECT x->>'sku' AS sku, sum((x->>'qty')::int) AS qty " \
+             "FROM jsonb_array_elements($1::jsonb) x GROUP BY 1) "
+
+static int
+reserve(PGconn *db, const struct ot_event *ev, const char *items, char *errstr, size_t errsz)
+{
+	const char *p[2] = {items, ev->order_id};
+	struct ot_event out;
+	PGresult *res;
+	json_t *shortl, *data;
+	int i, rc;
+
+	res = ot_pg_query(db, "SELECT 1 FROM reservations WHERE order_id = $1 LIMIT 1", 1, p + 1, &rc,
+	                  errstr, errsz);
+	if (!res)
+		return rc;
+	i = PQntuples(res);
+	PQclear(res);
+	if (i)
+		return OT_SKIP; /* this order's stock was decided by an earlier event */
+	/* Lock the rows in SKU order so concurrent reservations cannot deadlock. */
+	res = ot_pg_query(db, "SELECT sku FROM stock WHERE sku IN (SELECT x->>'sku' FROM "
+	                  "jsonb_array_elements($1::jsonb) x) ORDER BY sku FOR UPDATE", 1, p, &rc, errstr, errsz);
+	if (!res)
+		return rc;
+	PQclear(res);
+	res = ot_pg_query(db, WANT "SELECT w.sku FROM want w LEFT JOIN stock s USING (sku) "
+	                  "WHERE s.sku IS NULL OR s.available < w.qty ORDER BY w.sku", 1, p, &rc, errstr, errsz);
+	if (!res)
+		return rc;
+	shortl = json_array();
+	for (i = 0; i < PQntuples(res); i++)
+		json_array_append_new(shortl, json_string(PQgetvalue(res, i, 0)));
+	PQclear(res);
+	if (json_array_size(shortl) == 0) {
+		json_decref(shortl);
+		if ((rc = ot_pg_exec(db, WANT "UPDATE stock s SET available = s.available - w.qty, "
+		                     "reserved = s.reserved + w.qty, updated_at = now() FROM want w "
+		                     "WHERE s.sku = w.sku", 1, p, errstr, errsz)) ||
+		    (rc = ot_pg_exec(db, WANT "INSERT INTO reservations (order_id, sku, qty) "
+		                     "SELECT $2, sku, qty FROM want", 2, p, errstr, errsz)))
+			return rc;
+		data = json_pack("{s:o}", "items", json_loads(items, 0, NULL));
+		ot_event_init(&out, "INVENTORY_RESERVED", ev->order_id, ev->version, "ot-reserve", data,
+		              ev->traceparent);
+		OT_INFO(ev->order_id, "reserved stock");
+	} else {
+		data = json_pack("{s:o, s:s}", "short_skus", shortl, "reason", "insufficient stock");
+		ot_event_init(&out, "INVENTORY_RESERVATION_FAILED", ev->order_id, ev->version, "ot-reserve",
+		              data, ev->traceparent);
+		OT_INFO(ev->order_id, "reservation failed: short of %zu SKUs",
+		        json_array_size(json_object_get(data, "short_skus")));
+	}
+	rc = ot_outbox_add(db, OT_TOPIC_INVENTORY, &out, errstr, errsz);
+	ot_event_clear(&out);
+	return rc;
+}
+
+/* Releases the order's open reservations, in SKU order, and announces INVENTORY_RELEASED.
+ * Nothing reserved (rejected, or released already) means nothing to announce. */
+static int
+release(PGconn *db, const char *order_id, const char *reason, long long version,
+        const char *traceparent, char *errstr, size_t errsz)
+{
+	const char *p[2] = {order_id, reason};
+	struct ot_event out;
+	PGresult *res;
+	json_t *items;
+	int i, rc;
+
+	res = ot_pg_query(db, "WITH r AS (UPDATE reservations SET status = 'RELEASED', released_at = now(), "
+	                  "release_reason = $2 WHERE order_id = $1 AND status = 'RESERVED' RETURNING sku, qty), "
+	                  "s AS (UPDATE stock SET available = stock.available + r.qty, "
+	                  "reserved = stock.reserved - r.qty, updated_at = now() FROM r WHERE stock.sku = r.sku) "
+	                  "SELECT sku, qty FROM r ORDER BY sku", 2, p, &rc, errstr, errsz);
+	if (!res)
+		return rc;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return OT_SKIP;
+	}
+	items = json_array();
+	for (i = 0; i < PQntuples(res); i++)
+		json_array_append_new(items, json_pack("{s:s, s:i}", "sku", PQgetvalue(res, i, 0),
+		                                       "qty", atoi(PQgetvalue(res, i, 1))));
+	PQclear(res);
+	ot_event_init(&out, "INVENTORY_RELEASED", order_id, version, "ot-reserve",
+	              json_pack("{s:o, s:s}", "items", items, "reason", reason), traceparent);
+	rc = ot_outbox_add(db, OT_TOPIC_INVENTORY, &out, errstr, errsz);
+	ot_event_clear(&out);
+	if (!rc)
+		OT_INFO(order_id, "released stock (%s)", reason);
+	return rc;
+}
+
+/* The order's decision, for what this event asks of the inventory. */
+static int
+decide(PGconn *db, const struct ot_event *ev, const char *items, char *errstr, size_t errsz)
+{
+	const char *p[1] = {ev->order_id};
+	json_t *st;
+
+	if (!strcmp(ev->type, "ORDER_CREATED"))
+		return reserve(db, ev, items, errstr, errsz);
+	if (!strcmp(ev->type, "ORDER_CANCELLED"))
+		return release(db, ev->order_id, "cancelled", ev->version, ev->traceparent, errstr, errsz);
+	/* ORDER_STATUS_UPDATED to CONFIRMED: the reservation is no longer at risk of expiring. */
+	st = json_object_get(ev->data, "status");
+	if (json_is_string(st) && !strcmp(json_string_value(st), "CONFIRMED"))
+		return ot_pg_exec(db, "UPDATE reservations SET confirmed = true WHERE order_id = $1",
+		                  1, p, errstr, errsz);
+	return OT_SKIP;
+}
+
+/* Releases one order's reservation if it is still open and unconfirmed, re-checked under the
+ * row locks so that a confirmation that arrived meanwhile wins. */
+static int
+expire_one(PGconn *db, const char *order_id, char *errstr, size_t errsz)
+{
+	const char *p[1] = {order_id};
+	char tp[OT_TRACEPARENT_LEN];
+	PGresult *res;
+	int rc, open;
+
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
+		return rc;
+	res = ot_pg_query(db, "SELECT 1 FROM reservations WHERE order_id = $1 AND status = 'RESERVED' "
+	                  "AND NOT confirmed FOR UPDATE", 1, p, &rc, errstr, errsz);
+	open = res && PQntuples(res) > 0;
+	PQclear(res);
+	if (res) {
+		ot_traceparent_new(tp, NULL);
+		rc = open ? release(db, order_id, "expired", 0, tp, errstr, errsz) : OT_SKIP;
+	}
+	if (rc >= 0) {
+		int c = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
+		if (c)
+			rc = c;
+	}
+	ot_pg_rollback(db);
+	return rc;
+}
+
+long
+ot_inventory_expire(PGconn *db, long older_than_s, char *errstr, size_t errsz)
+{
+	char secs[24];
+	const char *p[1] = {secs};
+	PGresult *res;
+	long n = 0;
+	int i, rc = OT_OK;
+
+	snprintf(secs, sizeof secs, "%ld", older_than_s);
+	res = ot_pg_query(db, "SELECT DISTINCT order_id FROM reservations WHERE status = 'RESERVED' "
+	                  "AND NOT confirmed AND created_at < now() - make_interval(secs => $1::float8)",
+	                  1, p, &rc, errstr, errsz);
+	if (!res)
+		return rc;
+	for (i = 0; i < PQntuples(res) && rc >= 0; i++)
+		if ((rc = expire_one(db, PQgetvalue(res, i, 0), errstr, errsz)) == OT_OK)
+			n++;
+	PQclear(res);
+	return rc < 0 ? rc : n;
+}
+
+int
+ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer, char *errstr, size_t errsz)
+{
+	const char *p[2] = {consumer, ev->id};
+	PGresult *res;
+	char *items = NULL;
+	int rc;
+
+	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_CANCELLED") &&
+	    strcmp(ev->type, "ORDER_STATUS_UPDATED"))
+		return OT_SKIP;
+	if (!ot_uuid_valid(ev->order_id))
+		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
+	if (!strcmp(ev->type, "ORDER_CREATED") && !(items = items_of(ev, errstr, errsz)))
+		return OT_EINPUT;
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
+		goto out;
+	res = ot_pg_query(db, "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
+	                  "ON CONFLICT DO NOTHING", 2, p, &rc, errstr, errsz);
+	if (!res)
+		goto out;
+	if (atoi(PQcmdTuples(res)) == 0) {
+		PQclear(res);
+		rc = OT_SKIP;
+		goto out;
+	}
+	PQclear(res);
+	rc = decide(db, ev, items, errstr, errsz);
+	if (rc == OT_OK || rc == OT_SKIP) {
+		int c = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
+		if (c)
+			rc = c;
+	}
+out:
+	ot_pg_rollback(db);
+	free(items);
+	return rc;
+}

@@ -1,0 +1,28 @@
+/* ot_inventory: the Inventory Service — stock, reservations and their events. */
+#ifndef OT_INVENTORY_H
+#define OT_INVENTORY_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "ot_event.h"
+
+/* Sets the available stock of one SKU from {"sku":..,"qty":N}. Returns OT_OK, OT_EINPUT, OT_ESERVICE. */
+int ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz);
+
+/* Handles, in one transaction with processed_events(consumer):
+ * ORDER_CREATED — reserves every line or none, and adds INVENTORY_RESERVED or
+ *   INVENTORY_RESERVATION_FAILED (with the short SKUs) to the outbox;
+ * ORDER_CANCELLED — releases the order's reservation and adds INVENTORY_RELEASED;
+ * ORDER_STATUS_UPDATED to CONFIRMED — marks the reservation confirmed, so it never expires.
+ * Other types are skipped. Returns OT_OK, OT_SKIP, OT_EINPUT, OT_ESERVICE. */
+int ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer,
+                        char *errstr, size_t errsz);
+
+/* Releases reservations still unconfirmed after older_than_s seconds, one order per
+ * transaction, each announced as INVENTORY_RELEASED with reason "expired". Returns the number
+ * of orders released, or an ot_rc. */
+long ot_inventory_expire(PGconn *db, long older_than_s, char *errstr, size_t errsz);
+
+#endif

@@ -1,0 +1,739 @@
+/* ot_io: one interface over stdio and Kafka, so each tool runs the same in a pipe or a cluster. */
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_event.h"
+#include "ot_io.h"
+#include "ot_log.h"
+#include "ot_signal.h"
+
+#define KAFKA_PREFIX "kafka"
+#define MAX_PARTS 256
+
+struct part { char topic[128]; int32_t partition; int eof; };
+
+struct ot_in {
+	/* stdin */
+	FILE *fp;
+	int own_fp;           /* a file we opened, closed by ot_in_free */
+	char *line;
+	size_t cap;
+	long lineno;
+	/* kafka */
+	rd_kafka_t *rk;
+	rd_kafka_message_t *cur;
+	char offset[64];
+	int exit_at_end;
+	struct part parts[MAX_PARTS];
+	int nparts;
+	struct ot_out *dlq;   /* dead letters, opened with the consumer */
+	char group[128];
+	/* both */
+	long count, seen;
+	int attempts;
+};
+
+struct ot_out {
+	FILE *fp;
+	rd_kafka_t *rk;
+	char topic[128];
+	long delivered, failed, queued;
+	char lasterr[256];
+};
+
+static void
+kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	OT_LOG(level <= 3 ? OT_LOG_ERROR : level <= 4 ? OT_LOG_WARN : level <= 6 ? OT_LOG_INFO
+	       : OT_LOG_DEBUG, NULL, "kafka %s: %s", fac, buf);
+}
+
+static void
+kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	(void)rk; (void)opaque;
+	/* Transient broker errors are retried by librdkafka; say so once at warn, not as fatal. */
+	OT_WARN(NULL, "kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+static rd_kafka_conf_t *
+base_conf(const struct ot_config *cfg, char *errstr, size_t errsz)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char e[256];
+
+	if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->brokers, e, sizeof e) ||
+	    rd_kafka_conf_set(conf, "client.id", cfg->tool ? cfg->tool : "ordertrack", e, sizeof e))
+		goto bad;
+	rd_kafka_conf_set_log_cb(conf, kafka_log);
+	rd_kafka_conf_set_error_cb(conf, kafka_error);
+	return conf;
+bad:
+	ot_err(OT_ECONFIG, errstr, errsz, "kafka: %s", e);
+	rd_kafka_conf_destroy(conf);
+	return NULL;
+}
+
+/* -X props go last so an operator can override anything we set. */
+static int
+apply_props(rd_kafka_conf_t *conf, const struct ot_config *cfg, char *errstr, size_t errsz)
+{
+	char e[256], name[256];
+	size_t i;
+	const char *eq;
+
+	for (i = 0; i < cfg->nprops; i++) {
+		eq = strchr(cfg->props[i], '=');
+		snprintf(name, sizeof name, "%.*s", (int)(eq - cfg->props[i]), cfg->props[i]);
+		if (rd_kafka_conf_set(conf, name, eq + 1, e, sizeof e) != RD_KAFKA_CONF_OK)
+			return ot_err(OT_ECONFIG, errstr, errsz, "-X %s: %s", cfg->props[i], e);
+	}
+	return 0;
+}
+
+/* Fails fast, with exit status 69, when no broker answers at start. */
+static int
+check_reachable(rd_kafka_t *rk, const char *brokers, char *errstr, size_t errsz)
+{
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, 10000);
+
+	if (err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "cannot reach Kafka at %s: %s", brokers,
+		              rd_kafka_err2str(err));
+	rd_kafka_metadata_destroy(md);
+	return 0;
+}
+
+static int
+is_kafka_spec(const char *spec)
+{
+	return !strncmp(spec, KAFKA_PREFIX, 5) && (spec[5] == '\0' || spec[5] == ':');
+}
+
+/* Positions a new assignment where -o asked; "stored" keeps the group's committed offsets. */
+static void
+position(rd_kafka_t *rk, struct ot_in *in, rd_kafka_topic_partition_list_t *parts)
+{
+	int i;
+	int64_t off;
+
+	if (!strcmp(in->offset, "stored"))
+		return;
+	if (!strncmp(in->offset, "s@", 2)) {
+		off = strtoll(in->offset + 2, NULL, 10);
+		for (i = 0; i < parts->cnt; i++)
+			parts->elems[i].offset = off;
+		if (rd_kafka_offsets_for_times(rk, parts, 10000))
+			OT_WARN(NULL, "kafka: cannot look up offsets for %s", in->offset);
+		return;
+	}
+	off = !strcmp(in->offset, "beginning") ? RD_KAFKA_OFFSET_BEGINNING
+	    : !strcmp(in->offset, "end") ? RD_KAFKA_OFFSET_END : strtoll(in->offset, NULL, 10);
+	for (i = 0; i < parts->cnt; i++)
+		parts->elems[i].offset = off;
+}
+
+static void
+rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	struct ot_in *in = opaque;
+	int i;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		position(rk, in, parts);
+		in->nparts = 0;
+		for (i = 0; i < parts->cnt && i < MAX_PARTS; i++) {
+			snprintf(in->parts[i].topic, sizeof in->parts[i].topic, "%s", parts->elems[i].topic);
+			in->parts[i].partition = parts->elems[i].partition;
+			in->parts[i].eof = 0;
+			in->nparts++;
+		}
+		OT_INFO(NULL, "kafka: assigned %d partitions", parts->cnt);
+		rd_kafka_assign(rk, parts);
+	} else {
+		/* Commit what is done before the partitions move to another member. */
+		rd_kafka_commit(rk, NULL, 0);
+		in->nparts = 0;
+		OT_INFO(NULL, "kafka: partitions revoked");
+		rd_kafka_assign(rk, NULL);
+	}
+}
+
+static struct part *
+find_part(struct ot_in *in, const char *topic, int32_t partition)
+{
+	int i;
+
+	for (i = 0; i < in->nparts; i++)
+		if (in->parts[i].partition == partition && !strcmp(in->parts[i].topic, topic))
+			return &in->parts[i];
+	return NULL;
+}
+
+static int
+all_eof(const struct ot_in *in)
+{
+	int i;
+
+	if (in->nparts == 0)
+		return 0;
+	for (i = 0; i < in->nparts; i++)
+		if (!in->parts[i].eof)
+			return 0;
+	return 1;
+}
+
+static struct ot_in *
+open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg, int *rc,
+              char *errstr, size_t errsz)
+{
+	rd_kafka_conf_t *conf;
+	rd_kafka_topic_partition_list_t *subs;
+	char e[512], *list, *tok, *save, dlqs[8][140];
+	const char *names[16];
+	size_t i, n = 0;
+	int r;
+
+	if (!*topics) {
+		*rc = ot_err(OT_ECONFIG, errstr, errsz, "kafka: input needs a topic: kafka:TOPIC[,TOPIC]");
+		return NULL;
+	}
+	if (!(conf = base_conf(cfg, errstr, errsz))) {
+		*rc = OT_ECONFIG;
+		return NULL;
+	}
+	snprintf(in->offset, sizeof in->offset, "%s", cfg->offset);
+	snprintf(in->group, sizeof in->group, "%s", cfg->group);
+	in->exit_at_end = cfg->exit_at_end;
+	rd_kafka_conf_set(conf, "group.id", cfg->group, e, sizeof e);
+	rd_kafka_conf_set(conf, "enable.auto.commit", "true", e, sizeof e);
+	/* Offsets are stored by ot_in_done only, after the effect is durable. */
+	rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", e, sizeof e);
+	rd_kafka_conf_set(conf, "auto.offset.reset", strcmp(cfg->offset, "end") ? "earliest" : "latest",
+	                  e, sizeof e);
+	rd_kafka_conf_set(conf, "enable.partition.eof", cfg->exit_at_end ? "true" : "false", e, sizeof e);
+	/* A member that died without leaving holds its partitions until its session expires:
+	 * keep that short, so a restarted consumer takes over in seconds. */
+	rd_kafka_conf_set(conf, "session.timeout.ms", "10000", e, sizeof e);
+	rd_kafka_conf_set(conf, "heartbeat.interval.ms", "2000", e, sizeof e);
+	/* Topics created after we start are picked up within seconds, not minutes. */
+	rd_kafka_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", e, sizeof e);
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance);
+	rd_kafka_conf_set_opaque(conf, in);
+	if ((r = apply_props(conf, cfg, errstr, errsz))) {
+		rd_kafka_conf_destroy(conf);
+		*rc = r;
+		return NULL;
+	}
+	in->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
+	if (!in->rk) {
+		*rc = ot_err(OT_ECONFIG, errstr, errsz, "kafka: %s", e);
+		return NULL;
+	}
+	if ((r = check_reachable(in->rk, cfg->brokers, errstr, errsz))) {
+		*rc = r;
+		return NULL;
+	}
+	rd_kafka_poll_set_consumer(in->rk);
+	list = strdup(topics);
+	subs = rd_kafka_topic_partition_list_new(4);
+	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		rd_kafka_topic_partition_list_add(subs, tok, RD_KAFKA_PARTITION_UA);
+		if (n < 8) {
+			snprintf(dlqs[n], sizeof dlqs[n], "%s.dlq", tok);
+			names[n++] = tok;
+		}
+	}
+	for (i = 0; i < n; i++) /* each input topic and its dead-letter topic */
+		names[n + i] = dlqs[i];
+	r = ot_kafka_ensure_topics(cfg, names, 2 * n, errstr, errsz);
+	if (!r)
+		in->dlq = ot_out_open(KAFKA_PREFIX, cfg, &r, errstr, errsz);
+	if (!r && rd_kafka_subscribe(in->rk, subs))
+		r = ot_err(OT_ESERVICE, errstr, errsz, "kafka: cannot subscribe to %s", topics);
+	rd_kafka_topic_partition_list_destroy(subs);
+	free(list);
+	if (r) {
+		*rc = r;
+		return NULL;
+	}
+	return in;
+}
+
+struct ot_in *
+ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	struct ot_in *in = calloc(1, sizeof *in);
+	int dummy;
+
+	if (!rc)
+		rc = &dummy;
+	*rc = OT_OK;
+	if (!in) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		return NULL;
+	}
+	in->count = cfg->count;
+	in->attempts = cfg->attempts > 0 ? cfg->attempts : 8;
+	if (!spec || !strcmp(spec, "-")) {
+		in->fp = stdin;
+		return in;
+	}
+	if (!is_kafka_spec(spec)) {
+		if (!(in->fp = fopen(spec, "r"))) {
+			*rc = ot_err(OT_EINPUT, errstr, errsz, "cannot open %s: %s", spec, strerror(errno));
+			free(in);
+			return NULL;
+		}
+		in->own_fp = 1;
+		return in;
+	}
+	if (!open_kafka_in(in, spec[5] ? spec + 6 : "", cfg, rc, errstr, errsz)) {
+		ot_in_free(in);
+		return NULL;
+	}
+	return in;
+}
+
+int
+ot_in_is_kafka(const struct ot_in *in)
+{
+	return in && in->rk;
+}
+
+int
+ot_in_attempts(const struct ot_in *in)
+{
+	return in->attempts;
+}
+
+int
+ot_in_dead_letter(struct ot_in *in, const struct ot_msg *m, const char *error, int attempts,
+                  char *errstr, size_t errsz)
+{
+	struct ot_header h[64];
+	rd_kafka_headers_t *orig = NULL;
+	char topic[300], part[16], off[24], att[16], ts[OT_TS_LEN], *key = NULL;
+	const char *name;
+	const void *val;
+	size_t i, n = 0, len;
+	char *copies[64];
+	size_t ncopies = 0;
+	int rc;
+
+	if (!in->rk || !in->dlq || !in->cur)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "dead letters need a Kafka input");
+	/* The original headers first, so the record can be replayed exactly as it came. */
+	if (!rd_kafka_message_headers(in->cur, &orig))
+		for (i = 0; n < 56 && !rd_kafka_header_get_all(orig, i, &name, &val, &len); i++) {
+			if (!strncmp(name, "ot-dlq-", 7))
+				continue; /* a replayed record dead-lettered again gets fresh ones */
+			copies[ncopies] = val ? strndup(val, len) : NULL;
+			h[n].name = name;
+			h[n++].value = copies[ncopies++];
+		}
+	snprintf(topic, sizeof topic, "%s.dlq", m->topic);
+	snprintf(part, sizeof part, "%d", (int)m->partition);
+	snprintf(off, sizeof off, "%lld", (long long)m->offset);
+	snprintf(att, sizeof att, "%d", attempts);
+	ot_now_rfc3339(ts);
+	h[n++] = (struct ot_header){"ot-dlq-topic", m->topic};
+	h[n++] = (struct ot_header){"ot-dlq-partition", part};
+	h[n++] = (struct ot_header){"ot-dlq-offset", off};
+	h[n++] = (struct ot_header){"ot-dlq-group", in->group};
+	h[n++] = (struct ot_header){"ot-dlq-error", error};
+	h[n++] = (struct ot_header){"ot-dlq-attempts", att};
+	h[n++] = (struct ot_header){"ot-dlq-ts", ts};
+	if (m->key)
+		key = strndup(m->key, m->key_len);
+	rc = ot_out_send(in->dlq, topic, key, m->value, m->len, h, n, errstr, errsz);
+	if (!rc)
+		rc = ot_out_flush(in->dlq, 30000, errstr, errsz);
+	free(key);
+	for (i = 0; i < ncopies; i++)
+		free(copies[i]);
+	return rc;
+}
+
+json_t *
+ot_in_describe(const struct ot_in *in, const struct ot_msg *m)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	json_t *o, *h, *v;
+	const char *name;
+	const void *val;
+	size_t i, len;
+
+	o = json_pack("{s:s, s:i, s:I}", "topic", m->topic, "partition", (int)m->partition,
+	              "offset", (json_int_t)m->offset);
+	if (in->cur) {
+		rd_kafka_timestamp_type_t tt;
+		int64_t ts = rd_kafka_message_timestamp(in->cur, &tt);
+		if (ts >= 0)
+			json_object_set_new(o, "timestamp", json_integer(ts));
+	}
+	if (m->key)
+		json_object_set_new(o, "key", json_stringn(m->key, m->key_len));
+	if (in->cur && !rd_kafka_message_headers(in->cur, &hdrs)) {
+		h = json_object();
+		for (i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &len); i++)
+			json_object_set_new(h, name, val ? json_stringn(val, len) : json_null());
+		json_object_set_new(o, "headers", h);
+	}
+	v = json_loadb(m->value, m->len, 0, NULL);
+	json_object_set_new(o, "value", v ? v : json_stringn(m->value, m->len));
+	return o;
+}
+
+static int
+next_line(struct ot_in *in, struct ot_msg *m, char *errstr, size_t errsz)
+{
+	ssize_t n;
+
+	for (;;) {
+		if (ot_stop)
+			return -1;
+		n = getline(&in->line, &in->cap, in->fp);
+		if (n < 0) {
+			if (ferror(in->fp))
+				return ot_err(-2, errstr, errsz, "reading input: read error at line %ld", in->lineno + 1);
+			return -1;
+		}
+		in->lineno++;
+		while (n > 0 && (in->line[n - 1] == '\n' || in->line[n - 1] == '\r'))
+			in->line[--n] = '\0';
+		if (n == 0)
+			continue; /* blank lines separate nothing; skip them */
+		memset(m, 0, sizeof *m);
+		m->value = in->line;
+		m->len = (size_t)n;
+		m->topic = "-";
+		m->partition = -1;
+		m->offset = in->lineno;
+		snprintf(m->where, sizeof m->where, "line %ld", in->lineno);
+		return 1;
+	}
+}
+
+int
+ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, size_t errsz)
+{
+	rd_kafka_message_t *km;
+	struct part *p;
+
+	if (in->count && in->seen >= in->count)
+		return -1;
+	if (in->fp) {
+		int r = next_line(in, m, errstr, errsz);
+		if (r == 1)
+			in->seen++;
+		return r;
+	}
+	if (in->cur) {
+		rd_kafka_message_destroy(in->cur);
+		in->cur = NULL;
+	}
+	if (ot_stop)
+		return -1;
+	if (in->exit_at_end && all_eof(in))
+		return -1;
+	km = rd_kafka_consumer_poll(in->rk, timeout_ms);
+	if (!km)
+		return 0;
+	if (km->err) {
+		int r = 0;
+		if (km->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			if ((p = find_part(in, rd_kafka_topic_name(km->rkt), km->partition)))
+				p->eof = 1;
+			r = in->exit_at_end && all_eof(in) ? -1 : 0;
+		} else if (km->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+		           km->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+		           km->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+			OT_WARN(NULL, "kafka: %s", rd_kafka_message_errstr(km));
+		} else if (km->err == RD_KAFKA_RESP_ERR__FATAL) {
+			ot_err(-2, errstr, errsz, "kafka: %s", rd_kafka_message_errstr(km));
+			r = -2;
+		} else {
+			OT_WARN(NULL, "kafka consumer: %s", rd_kafka_message_errstr(km));
+		}
+		rd_kafka_message_destroy(km);
+		return r;
+	}
+	in->cur = km;
+	if ((p = find_part(in, rd_kafka_topic_name(km->rkt), km->partition)))
+		p->eof = 0;
+	memset(m, 0, sizeof *m);
+	m->value = km->payload ? km->payload : "";
+	m->len = km->len;
+	m->key = km->key;
+	m->key_len = km->key_len;
+	m->topic = rd_kafka_topic_name(km->rkt);
+	m->partition = km->partition;
+	m->offset = km->offset;
+	snprintf(m->where, sizeof m->where, "%s [%d] at offset %lld", m->topic, (int)m->partition,
+	         (long long)m->offset);
+	in->seen++;
+	return 1;
+}
+
+void
+ot_in_done(struct ot_in *in, const struct ot_msg *m)
+{
+	rd_kafka_topic_partition_list_t *l;
+
+	if (!in->rk)
+		return;
+	l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(l, m->topic, m->partition)->offset = m->offset + 1;
+	rd_kafka_offsets_store(in->rk, l);
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+void
+ot_in_free(struct ot_in *in)
+{
+	if (!in)
+		return;
+	if (in->cur)
+		rd_kafka_message_destroy(in->cur);
+	if (in->rk) {
+		rd_kafka_resp_err_t err = rd_kafka_commit(in->rk, NULL, 0);
+		if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+			OT_WARN(NULL, "kafka: final commit: %s", rd_kafka_err2str(err));
+		rd_kafka_consumer_close(in->rk);
+		rd_kafka_destroy(in->rk);
+	}
+	ot_out_free(in->dlq);
+	if (in->own_fp)
+		fclose(in->fp);
+	free(in->line);
+	free(in);
+}
+
+static void
+delivered(rd_kafka_t *rk, const rd_kafka_message_t *km, void *opaque)
+{
+	struct ot_out *o = opaque;
+
+	(void)rk;
+	if (km->err) {
+		o->failed++;
+		snprintf(o->lasterr, sizeof o->lasterr, "%s", rd_kafka_err2str(km->err));
+	} else {
+		o->delivered++;
+	}
+}
+
+struct ot_out *
+ot_out_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	struct ot_out *o = calloc(1, sizeof *o);
+	rd_kafka_conf_t *conf;
+	char e[512];
+	int dummy, r;
+
+	if (!rc)
+		rc = &dummy;
+	*rc = OT_OK;
+	if (!o) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		return NULL;
+	}
+	if (!spec || !strcmp(spec, "-")) {
+		o->fp = stdout;
+		return o;
+	}
+	if (!is_kafka_spec(spec)) {
+		*rc = ot_err(OT_ECONFIG, errstr, errsz, "output \"%s\": expected - or kafka[:TOPIC]", spec);
+		free(o);
+		return NULL;
+	}
+	snprintf(o->topic, sizeof o->topic, "%s", spec[5] ? spec + 6 : "");
+	if (!(conf = base_conf(cfg, errstr, errsz))) {
+		*rc = OT_ECONFIG;
+		free(o);
+		return NULL;
+	}
+	/* Idempotence keeps per-key order across retries; acks=all makes "acknowledged" mean durable. */
+	rd_kafka_conf_set(conf, "enable.idempotence", "true", e, sizeof e);
+	rd_kafka_conf_set(conf, "acks", "all", e, sizeof e);
+	rd_kafka_conf_set(conf, "linger.ms", "5", e, sizeof e);
+	rd_kafka_conf_set(conf, "message.timeout.ms", "30000", e, sizeof e);
+	rd_kafka_conf_set_dr_msg_cb(conf, delivered);
+	rd_kafka_conf_set_opaque(conf, o);
+	if ((r = apply_props(conf, cfg, errstr, errsz))) {
+		rd_kafka_conf_destroy(conf);
+		free(o);
+		*rc = r;
+		return NULL;
+	}
+	o->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+	if (!o->rk) {
+		*rc = ot_err(OT_ECONFIG, errstr, errsz, "kafka: %s", e);
+		free(o);
+		return NULL;
+	}
+	if ((r = check_reachable(o->rk, cfg->brokers, errstr, errsz))) {
+		*rc = r;
+		ot_out_free(o);
+		return NULL;
+	}
+	return o;
+}
+
+int
+ot_out_is_kafka(const struct ot_out *o)
+{
+	return o && o->rk;
+}
+
+int
+ot_out_send(struct ot_out *o, const char *topic, const char *key, const char *value, size_t len,
+            const struct ot_header *hdrs, size_t nhdrs, char *errstr, size_t errsz)
+{
+	rd_kafka_headers_t *h;
+	rd_kafka_resp_err_t err;
+	size_t i;
+
+	if (o->fp) {
+		if (fwrite(value, 1, len, o->fp) != len || putc('\n', o->fp) == EOF)
+			return ot_err(OT_EOUTPUT, errstr, errsz, "writing output failed");
+		return 0;
+	}
+	if (!topic || !*topic)
+		topic = o->topic;
+	if (!*topic)
+		return ot_err(OT_ECONFIG, errstr, errsz, "kafka output: no topic given (use kafka:TOPIC)");
+	for (;;) {
+		h = rd_kafka_headers_new(nhdrs ? nhdrs : 1);
+		for (i = 0; i < nhdrs; i++)
+			if (hdrs[i].value)
+				rd_kafka_header_add(h, hdrs[i].name, -1, hdrs[i].value, -1);
+		err = rd_kafka_producev(o->rk, RD_KAFKA_V_TOPIC(topic),
+		                        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+		                        RD_KAFKA_V_VALUE((void *)value, len),
+		                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		                        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+		if (!err)
+			break;
+		rd_kafka_headers_destroy(h);
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			return ot_err(OT_ESERVICE, errstr, errsz, "kafka produce to %s: %s", topic,
+			              rd_kafka_err2str(err));
+		rd_kafka_poll(o->rk, 100); /* the queue drains as deliveries are acknowledged */
+	}
+	o->queued++;
+	rd_kafka_poll(o->rk, 0);
+	return 0;
+}
+
+int
+ot_out_flush(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz)
+{
+	long failed;
+
+	if (o->fp) {
+		if (fflush(o->fp) || ferror(o->fp))
+			return ot_err(OT_EOUTPUT, errstr, errsz, "writing output failed");
+		return 0;
+	}
+	rd_kafka_flush(o->rk, timeout_ms);
+	if (rd_kafka_outq_len(o->rk) > 0)
+		return ot_err(OT_ESERVICE, errstr, errsz, "kafka: %d records not acknowledged within %d ms",
+		              rd_kafka_outq_len(o->rk), timeout_ms);
+	failed = o->failed;
+	o->failed = 0;
+	if (failed)
+		return ot_err(OT_ESERVICE, errstr, errsz, "kafka: %ld records failed: %s", failed, o->lasterr);
+	return 0;
+}
+
+void
+ot_out_free(struct ot_out *o)
+{
+	if (!o)
+		return;
+	if (o->fp)
+		fflush(o->fp);
+	if (o->rk) {
+		rd_kafka_flush(o->rk, 10000);
+		if (rd_kafka_outq_len(o->rk) > 0)
+			OT_WARN(NULL, "kafka: %d records still unacknowledged at exit", rd_kafka_outq_len(o->rk));
+		rd_kafka_destroy(o->rk);
+	}
+	free(o);
+}
+
+static int
+topics_known(rd_kafka_t *rk, const char *const *topics, size_t n)
+{
+	const struct rd_kafka_metadata *md;
+	size_t i;
+	int j, found = 0;
+
+	if (rd_kafka_metadata(rk, 1, NULL, &md, 5000))
+		return 0;
+	for (i = 0; i < n; i++)
+		for (j = 0; j < md->topic_cnt; j++)
+			if (!strcmp(md->topics[j].topic, topics[i]) && !md->topics[j].err &&
+			    md->topics[j].partition_cnt > 0)
+				found++;
+	rd_kafka_metadata_destroy(md);
+	return (size_t)found == n;
+}
+
+int
+ot_kafka_ensure_topics(const struct ot_config *cfg, const char *const *topics, size_t n,
+                       char *errstr, size_t errsz)
+{
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk;
+	rd_kafka_NewTopic_t *nt[16];
+	rd_kafka_queue_t *q;
+	rd_kafka_event_t *ev;
+	const rd_kafka_topic_result_t **res;
+	size_t i, nres, cnt = n < 16 ? n : 16;
+	char e[512];
+	int rc = 0;
+
+	if (!(conf = base_conf(cfg, errstr, errsz)))
+		return OT_ECONFIG;
+	if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e)))
+		return ot_err(OT_ECONFIG, errstr, errsz, "kafka: %s", e);
+	for (i = 0; i < cnt; i++)
+		nt[i] = rd_kafka_NewTopic_new(topics[i], 3, -1, e, sizeof e);
+	q = rd_kafka_queue_new(rk);
+	rd_kafka_CreateTopics(rk, nt, cnt, NULL, q);
+	ev = rd_kafka_queue_poll(q, 15000);
+	if (!ev) {
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: creating topics timed out");
+	} else if (rd_kafka_event_error(ev)) {
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: creating topics: %s",
+		            rd_kafka_event_error_string(ev));
+	} else {
+		res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres);
+		for (i = 0; i < nres; i++) {
+			rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
+			if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+				rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: creating topic %s: %s",
+				            rd_kafka_topic_result_name(res[i]), rd_kafka_err2str(err));
+		}
+	}
+	if (ev)
+		rd_kafka_event_destroy(ev);
+	rd_kafka_queue_destroy(q);
+	rd_kafka_NewTopic_destroy_array(nt, cnt);
+	/* A consumer that subscribes before the topics show in metadata may not see them for
+	 * minutes: wait until every one has its partitions. */
+	for (i = 0; rc == 0 && i < 100 && !topics_known(rk, topics, cnt); i++)
+		rd_kafka_poll(rk, 100);
+	rd_kafka_destroy(rk);
+	return rc;
+}

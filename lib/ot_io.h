@@ -1,0 +1,75 @@
+/* ot_io: records in and out, from stdio ("-") or Kafka ("kafka:TOPIC[,TOPIC]"), behind one interface. */
+#ifndef OT_IO_H
+#define OT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+struct ot_config;
+
+/* One input record. Pointers stay valid until the next ot_in_next or ot_in_free. */
+struct ot_msg {
+	const char *value;
+	size_t len;
+	const char *key;      /* NULL on stdin */
+	size_t key_len;
+	const char *topic;    /* "-" on stdin */
+	int32_t partition;
+	int64_t offset;       /* line number on stdin */
+	char where[160];      /* "line 7" or "orders.events [2] at offset 41", for messages */
+};
+
+struct ot_in;
+
+/* Opens "-" (stdin), a file, or "kafka:T1,T2" as a consumer in cfg->group, starting at
+ * cfg->offset. Returns NULL with errstr on failure (rc in *rc if rc: OT_EINPUT for a file
+ * that cannot be opened). */
+struct ot_in *ot_in_open(const char *spec, const struct ot_config *cfg, int *rc,
+                         char *errstr, size_t errsz);
+/* Returns 1 with a record in m, 0 when nothing came within timeout_ms, -1 at the end (EOF,
+ * -e at the end of every partition, -c reached, or ot_stop), -2 on an error (errstr). */
+int ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, size_t errsz);
+/* Marks m processed: its offset may now be committed. Call only after its effect is durable. */
+void ot_in_done(struct ot_in *in, const struct ot_msg *m);
+int ot_in_is_kafka(const struct ot_in *in);
+/* How many times a record may be tried before it is given up on (the config's attempts). */
+int ot_in_attempts(const struct ot_in *in);
+/* Sends the Kafka record m to "<topic>.dlq" with its key, value and headers, adding
+ * ot-dlq-topic, -partition, -offset, -group, -error, -attempts and -ts, and waits for the
+ * acknowledgement. Returns 0 (the caller may then mark m done) or an ot_rc. */
+int ot_in_dead_letter(struct ot_in *in, const struct ot_msg *m, const char *error, int attempts,
+                      char *errstr, size_t errsz);
+/* The record with where it came from, for inspection: {"topic","partition","offset",
+ * "timestamp" (ms),"key","headers":{...},"value"} where value is the parsed JSON if it parses, else the string.
+ * Returns a new reference. */
+json_t *ot_in_describe(const struct ot_in *in, const struct ot_msg *m);
+/* Commits what is done and closes. Accepts NULL. */
+void ot_in_free(struct ot_in *in);
+
+struct ot_header { const char *name; const char *value; };
+
+struct ot_out;
+
+/* Opens "-" (stdout) or "kafka" / "kafka:TOPIC" (TOPIC is the default when a send names none).
+ * Returns NULL with errstr on failure. */
+struct ot_out *ot_out_open(const char *spec, const struct ot_config *cfg, int *rc,
+                           char *errstr, size_t errsz);
+/* Queues one record. key may be NULL. On stdout only the value and a newline are written.
+ * Returns 0 or an ot_rc. */
+int ot_out_send(struct ot_out *o, const char *topic, const char *key, const char *value,
+                size_t len, const struct ot_header *hdrs, size_t nhdrs, char *errstr, size_t errsz);
+/* Waits until every queued record is acknowledged (Kafka) or written and flushed (stdout).
+ * Returns 0 if all got through since the last flush, else an ot_rc with errstr. */
+int ot_out_flush(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz);
+int ot_out_is_kafka(const struct ot_out *o);
+/* Flushes (10 s at most) and closes. Accepts NULL. */
+void ot_out_free(struct ot_out *o);
+
+/* Creates the topics if missing (3 partitions). Returns 0 or an ot_rc. */
+int ot_kafka_ensure_topics(const struct ot_config *cfg, const char *const *topics, size_t n,
+                           char *errstr, size_t errsz);
+
+#endif

@@ -1,0 +1,51 @@
+/* ot_order: the Order Service's business logic, shared by ot-place, ot-consume, ot-cache and ot-serve. */
+#ifndef OT_ORDER_H
+#define OT_ORDER_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+
+#include "ot_event.h"
+#include "ot_redis.h"
+
+#define OT_TOPIC_ORDERS "orders.events"
+#define OT_TOPIC_INVENTORY "inventory.events"
+#define OT_TOPIC_DELIVERY "delivery.updates"
+
+/* Places one order request {customer_id, items[{sku,qty}], address, request_id?}: the order,
+ * its items and an ORDER_CREATED outbox row in one transaction, then PENDING in Redis (r may
+ * be NULL). *order gets the created order (new reference); *created is 0 when request_id
+ * had already placed it. Returns OT_OK, OT_EINPUT (errstr names the field), OT_ESERVICE. */
+int ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source,
+                   json_t **order, int *created, char *errstr, size_t errsz);
+
+/* Applies an INVENTORY_*, DELIVERY_UPDATED or ORDER_CANCELLED event through a guarded
+ * transition, records it in processed_events(consumer), adds ORDER_STATUS_UPDATED to the outbox
+ * (and ORDER_CANCELLED with the order's lines when it cancels), commits, then writes Redis
+ * (r may be NULL). INVENTORY_RELEASED with reason "expired" cancels the order. Returns OT_OK, OT_SKIP (duplicate or stale), OT_EINPUT (impossible
+ * transition, unknown order, bad event), OT_ESERVICE. */
+int ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
+                   char *errstr, size_t errsz);
+
+/* Reads the status from the database. Returns 1 found, 0 absent, or an ot_rc. */
+int ot_order_load(PGconn *db, const char *order_id, struct ot_status *st, char *errstr, size_t errsz);
+/* Cache-aside: Redis, else the database and a refill under a single-flight lock (readers of
+ * the same missing order wait up to 0.5 s for one refill instead of all querying). *hit says
+ * whether the answer came from Redis. Returns 1, 0, or an ot_rc. r may be NULL (database only). */
+int ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st,
+                 int *hit, char *errstr, size_t errsz);
+/* Adds the hits, misses and fills ot_order_get counted since the last call to the hash
+ * ot:stats in Redis (kept for the next call if Redis fails). Returns 0 or OT_ESERVICE. */
+int ot_cache_stats_flush(redisContext *r, char *errstr, size_t errsz);
+/* The whole order (items, address, status) as JSON, or NULL with *rc (0 when absent). */
+json_t *ot_order_get_full(PGconn *db, const char *order_id, int *rc, char *errstr, size_t errsz);
+/* The status an orders.events record carries: ORDER_CREATED (PENDING) or ORDER_STATUS_UPDATED.
+ * Returns 1 with st filled, 0 for other types, OT_EINPUT for a malformed one. */
+int ot_status_from_event(const struct ot_event *ev, struct ot_status *st, char *errstr, size_t errsz);
+
+/* Writes every non-terminal order into Redis. Returns the count, or an ot_rc. */
+long ot_order_warm(PGconn *db, redisContext *r, char *errstr, size_t errsz);
+
+#endif

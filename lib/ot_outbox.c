@@ -1,0 +1,131 @@
+/* ot_outbox: rows written with the state change, relayed after it, deleted only once acknowledged. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+
+#include "ot_err.h"
+#include "ot_io.h"
+#include "ot_log.h"
+#include "ot_outbox.h"
+#include "ot_pg.h"
+
+int
+ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char *errstr, size_t errsz)
+{
+	char *payload = ot_event_dump(ev);
+	const char *p[6] = {topic, ev->order_id, ev->id, ev->type, ev->traceparent, payload};
+	int rc;
+
+	if (!payload)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	rc = ot_pg_exec(db, "INSERT INTO outbox (topic, key, event_id, type, traceparent, payload) "
+	                "VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6)", 6, p, errstr, errsz);
+	free(payload);
+	return rc;
+}
+
+long
+ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz)
+{
+	char lim[16], *ids = NULL;
+	const char *p[1];
+	PGresult *res = NULL;
+	size_t idlen = 0, cap = 0;
+	long n = 0;
+	int i, rc;
+
+	snprintf(lim, sizeof lim, "%d", batch > 0 ? batch : 500);
+	p[0] = lim;
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
+		return rc;
+	/* Oldest first, and only the oldest row of each order: a relay beside this one skips the
+	 * rows we lock, and cannot take an order's next row while its previous one is still
+	 * here, so several relays keep each order's events in order. */
+	res = ot_pg_query(db, "SELECT id, topic, key, event_id, type, coalesce(traceparent, ''), payload "
+	                  "FROM outbox o WHERE NOT EXISTS (SELECT 1 FROM outbox p WHERE p.key = o.key "
+	                  "AND p.id < o.id) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+	                  1, p, &rc, errstr, errsz);
+	if (!res)
+		goto out;
+	for (i = 0; i < PQntuples(res); i++) {
+		struct ot_header h[3] = {
+			{"ot-id", PQgetvalue(res, i, 3)},
+			{"ot-type", PQgetvalue(res, i, 4)},
+			{"traceparent", *PQgetvalue(res, i, 5) ? PQgetvalue(res, i, 5) : NULL},
+		};
+		const char *id = PQgetvalue(res, i, 0);
+		size_t l = strlen(id);
+
+		rc = ot_out_send(out, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 6),
+		                 (size_t)PQgetlength(res, i, 6), h, 3, errstr, errsz);
+		if (rc)
+			goto out;
+		if (idlen + l + 3 > cap) {
+			char *nids = realloc(ids, cap = (cap + l + 3) * 2);
+			if (!nids) {
+				rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+				goto out;
+			}
+			ids = nids;
+		}
+		idlen += (size_t)sprintf(ids + idlen, "%s%s", idlen ? "," : "{", id);
+	}
+	n = PQntuples(res);
+	if (n == 0) {
+		rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
+		goto out;
+	}
+	strcpy(ids + idlen, "}");
+	/* At-least-once: rows go only after the broker (or stdout) has taken every record. */
+	if ((rc = ot_out_flush(out, 30000, errstr, errsz)))
+		goto out;
+	p[0] = ids;
+	if ((rc = ot_pg_exec(db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, errstr, errsz)))
+		goto out;
+	rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
+out:
+	if (rc)
+		ot_pg_rollback(db);
+	PQclear(res);
+	free(ids);
+	return rc ? rc : n;
+}
+
+int
+ot_outbox_listen(PGconn *db, char *errstr, size_t errsz)
+{
+	return ot_pg_exec(db, "LISTEN ot_outbox", 0, NULL, errstr, errsz);
+}
+
+int
+ot_outbox_wait(PGconn *db, int timeout_ms)
+{
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	PGnotify *nt;
+	fd_set fds;
+	int sock = PQsocket(db), got = 0;
+
+	if (sock < 0)
+		return -1;
+	/* A NOTIFY that came in during the last query already sits in libpq's queue. */
+	if (!PQconsumeInput(db))
+		return -1;
+	while ((nt = PQnotifies(db))) {
+		got = 1;
+		PQfreemem(nt);
+	}
+	if (got)
+		return 1;
+	FD_ZERO(&fds);
+	FD_SET(sock, &fds);
+	if (select(sock + 1, &fds, NULL, NULL, &tv) < 0)
+		return 0; /* a signal: the caller checks ot_stop */
+	if (!PQconsumeInput(db))
+		return -1;
+	while ((nt = PQnotifies(db))) {
+		got = 1;
+		PQfreemem(nt);
+	}
+	return got;
+}

@@ -1,0 +1,26 @@
+/* ot_outbox: the transactional outbox — add within a transaction, relay after it. */
+#ifndef OT_OUTBOX_H
+#define OT_OUTBOX_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "ot_event.h"
+
+struct ot_out;
+
+/* Inserts ev for topic into the outbox; call inside the caller's transaction.
+ * Returns 0 or an ot_rc. */
+int ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char *errstr, size_t errsz);
+
+/* Relays up to batch rows, oldest first and at most one per order, to out, waits for every
+ * acknowledgement, and only then deletes them; rows another relay holds are skipped (SKIP
+ * LOCKED), so relays can run side by side and each order's events still leave in order.
+ * Returns the number relayed, or an ot_rc. */
+long ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz);
+
+/* LISTEN for new rows, and wait up to timeout_ms for a notification. */
+int ot_outbox_listen(PGconn *db, char *errstr, size_t errsz);
+int ot_outbox_wait(PGconn *db, int timeout_ms);
+
+#endif

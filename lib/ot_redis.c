@@ -1,0 +1,298 @@
+/* ot_redis: Redis connections and the versioned compare-and-set of order:{id}. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "ot_err.h"
+#include "ot_event.h"
+#include "ot_log.h"
+#include "ot_redis.h"
+#include "ot_state.h"
+
+/* Seconds an order stays cached: short while it moves, longer once it is settled. */
+#define TTL_ACTIVE 3600
+#define TTL_TERMINAL (7 * 86400)
+
+/* KEYS[1] order:{id}; ARGV: version status updated_at lat lon eta ttl message.
+ * Writes only a newer version, so late or repeated events never move a status backwards. */
+static const char cas_script[] =
+	"local cur = redis.call('HGET', KEYS[1], 'version')\n"
+	"if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end\n"
+	"redis.call('DEL', KEYS[1])\n"
+	"redis.call('HSET', KEYS[1], 'version', ARGV[1], 'status', ARGV[2], 'updated_at', ARGV[3])\n"
+	"if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lat', ARGV[4], 'lon', ARGV[5]) end\n"
+	"if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'eta', ARGV[6]) end\n"
+	"redis.call('EXPIRE', KEYS[1], ARGV[7])\n"
+	"redis.call('PUBLISH', KEYS[1], ARGV[8])\n"
+	"return 1\n";
+
+int
+ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz)
+{
+	const char *p, *at, *slash, *colon, *q;
+	char *end;
+	long v;
+
+	memset(u, 0, sizeof *u);
+	u->port = 6379;
+	if (!url || !*url)
+		return ot_err(-1, errstr, errsz, "empty Redis URL");
+	if (!strncmp(url, "unix://", 7)) {
+		p = url + 7;
+		q = strchr(p, '?');
+		if ((q ? (size_t)(q - p) : strlen(p)) >= sizeof u->path || *p != '/')
+			return ot_err(-1, errstr, errsz, "Redis URL %s: expected unix:///path/to/socket", url);
+		snprintf(u->path, sizeof u->path, "%.*s", (int)(q ? q - p : (long)strlen(p)), p);
+		if (q && !strncmp(q, "?db=", 4)) {
+			v = strtol(q + 4, &end, 10);
+			if (*end || v < 0)
+				return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", url);
+			u->db = (int)v;
+		}
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8))
+		return ot_err(-1, errstr, errsz, "Redis URL %s: expected redis://host:port/db or unix:///path", url);
+	p = url + 8;
+	at = strchr(p, '@');
+	if (at) {
+		colon = memchr(p, ':', (size_t)(at - p));
+		q = colon ? colon + 1 : p;
+		if ((size_t)(at - q) >= sizeof u->password)
+			return ot_err(-1, errstr, errsz, "Redis URL: password too long");
+		snprintf(u->password, sizeof u->password, "%.*s", (int)(at - q), q);
+		p = at + 1;
+	}
+	slash = strchr(p, '/');
+	colon = strchr(p, ':');
+	if (colon && slash && colon > slash)
+		colon = NULL;
+	{
+		size_t hl = (size_t)((colon ? colon : slash ? slash : p + strlen(p)) - p);
+		if (hl == 0 || hl >= sizeof u->host)
+			return ot_err(-1, errstr, errsz, "Redis URL %s: missing or too long host", url);
+		snprintf(u->host, sizeof u->host, "%.*s", (int)hl, p);
+	}
+	if (colon) {
+		v = strtol(colon + 1, &end, 10);
+		if (end == colon + 1 || (*end && *end != '/') || v < 1 || v > 65535)
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad port", url);
+		u->port = (int)v;
+	}
+	if (slash && slash[1]) {
+		v = strtol(slash + 1, &end, 10);
+		if (*end || v < 0)
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", url);
+		u->db = (int)v;
+	}
+	return 0;
+}
+
+redisContext *
+ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
+{
+	struct ot_redis_url u;
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	redisContext *r;
+	redisReply *rep;
+
+	if (ot_redis_parse_url(url, &u, errstr, errsz))
+		return NULL;
+	r = u.path[0] ? redisConnectUnixWithTimeout(u.path, tv) : redisConnectWithTimeout(u.host, u.port, tv);
+	if (!r || r->err) {
+		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to Redis at %s: %s", url,
+		       r ? r->errstr : "out of memory");
+		redisFree(r);
+		return NULL;
+	}
+	redisSetTimeout(r, tv);
+	if (u.password[0]) {
+		rep = redisCommand(r, "AUTH %s", u.password);
+		if (!rep || rep->type == REDIS_REPLY_ERROR) {
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis AUTH failed at %s: %s", url,
+			       rep ? rep->str : r->errstr);
+			freeReplyObject(rep);
+			redisFree(r);
+			return NULL;
+		}
+		freeReplyObject(rep);
+	}
+	if (u.db) {
+		rep = redisCommand(r, "SELECT %d", u.db);
+		if (!rep || rep->type == REDIS_REPLY_ERROR) {
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis SELECT %d failed at %s", u.db, url);
+			freeReplyObject(rep);
+			redisFree(r);
+			return NULL;
+		}
+		freeReplyObject(rep);
+	}
+	return r;
+}
+
+redisContext *
+ot_redis_live(redisContext **r, const char *url)
+{
+	static __thread long long last_try;
+	struct timespec ts;
+	char err[256];
+	long long now;
+
+	if (*r && !(*r)->err)
+		return *r;
+	if (*r) {
+		OT_WARN(NULL, "Redis connection lost: %s", (*r)->errstr);
+		redisFree(*r);
+		*r = NULL;
+	}
+	/* While Redis is down, each caller tries at most five times a second. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	if (last_try && now - last_try < 200)
+		return NULL;
+	last_try = now;
+	if ((*r = ot_redis_connect(url, 1000, err, sizeof err)))
+		OT_INFO(NULL, "connected to Redis");
+	else
+		OT_DEBUG(NULL, "%s", err);
+	return *r;
+}
+
+static int
+reply_error(redisContext *r, redisReply *rep, const char *what, char *errstr, size_t errsz)
+{
+	ot_err(OT_ESERVICE, errstr, errsz, "Redis %s: %s", what,
+	       rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->err ? r->errstr : "no reply");
+	freeReplyObject(rep);
+	return OT_ESERVICE;
+}
+
+json_t *
+ot_status_to_json(const struct ot_status *st)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I}", "order_id", st->order_id, "status", st->status,
+	                      "version", (json_int_t)st->version);
+
+	if (st->has_pos) {
+		json_object_set_new(o, "lat", json_real(st->lat));
+		json_object_set_new(o, "lon", json_real(st->lon));
+	}
+	if (st->eta[0])
+		json_object_set_new(o, "eta", json_string(st->eta));
+	if (st->updated_at[0])
+		json_object_set_new(o, "updated_at", json_string(st->updated_at));
+	return o;
+}
+
+/* The TTL for the entry's state, plus up to 10% spread by order id, so that entries written
+ * together do not all expire (and miss) together. */
+static int
+ttl_of(const struct ot_status *st)
+{
+	int base = ot_state_terminal(ot_state_parse(st->status)) ? TTL_TERMINAL : TTL_ACTIVE;
+	unsigned h = 2166136261u;
+	const char *p;
+
+	for (p = st->order_id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return base + (int)(h % (unsigned)(base / 10));
+}
+
+int
+ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz)
+{
+	char key[80], ver[24], lat[32] = "", lon[32] = "", ttl[16], *msg;
+	const char *argv[12];
+	redisReply *rep;
+	json_t *o;
+	int rc;
+
+	if (r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+	snprintf(key, sizeof key, "order:%s", st->order_id);
+	snprintf(ver, sizeof ver, "%lld", st->version);
+	if (st->has_pos) {
+		snprintf(lat, sizeof lat, "%.6f", st->lat);
+		snprintf(lon, sizeof lon, "%.6f", st->lon);
+	}
+	snprintf(ttl, sizeof ttl, "%d", ttl_of(st));
+	o = ot_status_to_json(st);
+	msg = json_dumps(o, OT_JSON_FLAGS);
+	json_decref(o);
+	argv[0] = "EVAL"; argv[1] = cas_script; argv[2] = "1"; argv[3] = key;
+	argv[4] = ver; argv[5] = st->status; argv[6] = st->updated_at; argv[7] = lat; argv[8] = lon;
+	argv[9] = st->eta; argv[10] = ttl; argv[11] = msg ? msg : "{}";
+	rep = redisCommandArgv(r, 12, argv, NULL);
+	free(msg);
+	if (!rep || rep->type != REDIS_REPLY_INTEGER)
+		return reply_error(r, rep, "CAS write", errstr, errsz);
+	rc = rep->integer == 1 ? 1 : 0;
+	freeReplyObject(rep);
+	return rc;
+}
+
+int
+ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
+                    char *errstr, size_t errsz)
+{
+	redisReply *rep;
+	size_t i;
+
+	if (r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+	rep = redisCommand(r, "HGETALL order:%s", order_id);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY)
+		return reply_error(r, rep, "HGETALL", errstr, errsz);
+	memset(st, 0, sizeof *st);
+	snprintf(st->order_id, sizeof st->order_id, "%s", order_id);
+	for (i = 0; i + 1 < rep->elements; i += 2) {
+		const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
+		if (!k || !v)
+			continue;
+		if (!strcmp(k, "status"))
+			snprintf(st->status, sizeof st->status, "%s", v);
+		else if (!strcmp(k, "version"))
+			st->version = strtoll(v, NULL, 10);
+		else if (!strcmp(k, "lat"))
+			st->lat = strtod(v, NULL), st->has_pos = 1;
+		else if (!strcmp(k, "lon"))
+			st->lon = strtod(v, NULL);
+		else if (!strcmp(k, "eta"))
+			snprintf(st->eta, sizeof st->eta, "%s", v);
+		else if (!strcmp(k, "updated_at"))
+			snprintf(st->updated_at, sizeof st->updated_at, "%s", v);
+	}
+	i = rep->elements;
+	freeReplyObject(rep);
+	return i > 0 && st->status[0] ? 1 : 0;
+}
+
+int
+ot_redis_del_status(redisContext *r, const char *order_id, char *errstr, size_t errsz)
+{
+	redisReply *rep;
+	int rc;
+
+	rep = redisCommand(r, "DEL order:%s", order_id);
+	if (!rep || rep->type != REDIS_REPLY_INTEGER)
+		return reply_error(r, rep, "DEL", errstr, errsz);
+	rc = rep->integer > 0;
+	freeReplyObject(rep);
+	return rc;
+}
+
+int
+ot_redis_ping(redisContext *r, char *errstr, size_t errsz)
+{
+	redisReply *rep;
+
+	if (r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+	rep = redisCommand(r, "PING");
+	if (!rep || rep->type == REDIS_REPLY_ERROR)
+		return reply_error(r, rep, "PING", errstr, errsz);
+	freeReplyObject(rep);
+	return 0;
+}

@@ -1,0 +1,51 @@
+/* ot_redis: connections, the versioned compare-and-set of order:{id}, and publish. */
+#ifndef OT_REDIS_H
+#define OT_REDIS_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+
+struct ot_redis_url {
+	char host[256];
+	int port;
+	char path[256];     /* unix socket path, "" for TCP */
+	int db;
+	char password[128];
+};
+
+/* Parses redis://[:password@]host[:port][/db] or unix:///path[?db=N]. Returns 0 or -1 with errstr. */
+int ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz);
+/* Connects, authenticates and selects the db. Returns NULL with errstr; caller redisFree's. */
+redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz);
+
+/* Returns a usable connection: *r if healthy, else a new one (at most one attempt per 200 ms,
+ * 1 s timeout), or NULL while Redis is unreachable. Frees a broken *r. */
+redisContext *ot_redis_live(redisContext **r, const char *url);
+
+/* The cached status of one order: the hash order:{id}. */
+struct ot_status {
+	char order_id[64];
+	char status[16];
+	long long version;
+	int has_pos;
+	double lat, lon;
+	char eta[40];
+	char updated_at[40];
+};
+
+/* Writes st into order:{id} only if st->version is newer than the cached one (Lua CAS), sets
+ * the TTL for its state, and PUBLISHes order:{id}. Returns 1 written, 0 stale (kept the newer),
+ * or OT_ESERVICE with errstr. */
+int ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz);
+/* Returns 1 with st filled, 0 on a miss, OT_ESERVICE with errstr. */
+int ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
+                        char *errstr, size_t errsz);
+/* Deletes order:{id}. Returns 1 deleted, 0 absent, OT_ESERVICE. */
+int ot_redis_del_status(redisContext *r, const char *order_id, char *errstr, size_t errsz);
+/* PING. Returns 0 or OT_ESERVICE. */
+int ot_redis_ping(redisContext *r, char *errstr, size_t errsz);
+/* The status as a JSON object (new reference). */
+#include <jansson.h>
+json_t *ot_status_to_json(const struct ot_status *st);
+
+#endif

@@ -1,0 +1,166 @@
+/* ot_replay: a dead-letter topic read back, filtered, and republished or printed. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ot_err.h"
+#include "ot_event.h"
+#include "ot_io.h"
+#include "ot_log.h"
+#include "ot_replay.h"
+#include "ot_signal.h"
+
+#define MAX_HEADERS 64
+
+int
+ot_time_ms(const char *s, long long *ms)
+{
+	struct tm tm;
+	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0;
+	long long frac = 0, scale = 1000;
+	const char *p;
+	char *end;
+
+	if (!s || !*s)
+		return -1;
+	*ms = strtoll(s, &end, 10);
+	if (!*end)
+		return *ms >= 0 ? 0 : -1;
+	if (!ot_rfc3339_valid(s) ||
+	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6)
+		return -1;
+	p = s + n;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			if (scale > 1) {
+				scale /= 10;
+				frac += (*p - '0') * scale;
+			}
+	if (*p == '+' || *p == '-') {
+		sscanf(p + 1, "%2d:%2d", &oh, &om);
+		if (*p == '-')
+			oh = -oh, om = -om;
+	}
+	memset(&tm, 0, sizeof tm);
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	*ms = ((long long)timegm(&tm) - oh * 3600LL - om * 60LL) * 1000 + frac;
+	return 0;
+}
+
+static const char *
+header(json_t *rec, const char *name)
+{
+	return json_string_value(json_object_get(json_object_get(rec, "headers"), name));
+}
+
+/* One dead letter: filtered, refused, printed or republished. */
+static int
+one(json_t *rec, struct ot_out *out, const struct ot_replay *o, struct ot_replay_stats *st,
+    const char *where, char *errstr, size_t errsz)
+{
+	const char *origin = header(rec, "ot-dlq-topic"), *dts = header(rec, "ot-dlq-ts"), *name;
+	const char *rc_s = header(rec, "ot-replay-count");
+	struct ot_header h[MAX_HEADERS];
+	json_t *hdrs = json_object_get(rec, "headers"), *v, *value = json_object_get(rec, "value");
+	char count[16], *line, *vbuf;
+	long long ts;
+	size_t n = 0;
+	int replays = rc_s ? atoi(rc_s) : 0, rc;
+
+	if (!json_is_object(hdrs) || !origin || !*origin || !value)
+		return ot_err(OT_EINPUT, errstr, errsz, "%s: not a dead letter (no headers, ot-dlq-topic or value)", where);
+	if (o->since_ms || o->until_ms) {
+		if (!dts || ot_time_ms(dts, &ts))
+			return ot_err(OT_EINPUT, errstr, errsz, "%s: no usable ot-dlq-ts header", where);
+		if ((o->since_ms && ts < o->since_ms) || (o->until_ms && ts >= o->until_ms)) {
+			st->filtered++;
+			return OT_SKIP;
+		}
+	}
+	/* A record that keeps coming back is not fixed by sending it again. */
+	if (replays >= o->limit) {
+		st->refused++;
+		return ot_err(OT_EINPUT, errstr, errsz, "%s: already replayed %d times (limit %d): "
+		              "refusing to loop; last error: %s", where, replays, o->limit,
+		              header(rec, "ot-dlq-error") ? header(rec, "ot-dlq-error") : "?");
+	}
+	if (o->dry_run) {
+		line = json_dumps(rec, OT_JSON_FLAGS);
+		rc = line ? ot_out_send(out, NULL, NULL, line, strlen(line), NULL, 0, errstr, errsz)
+		          : ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		free(line);
+		if (!rc)
+			st->replayed++;
+		return rc;
+	}
+	json_object_foreach(hdrs, name, v) {
+		if (!strncmp(name, "ot-dlq-", 7) || !strcmp(name, "ot-replay-count") || !json_is_string(v))
+			continue;
+		if (n < MAX_HEADERS - 1)
+			h[n++] = (struct ot_header){name, json_string_value(v)};
+	}
+	snprintf(count, sizeof count, "%d", replays + 1);
+	h[n++] = (struct ot_header){"ot-replay-count", count};
+	vbuf = json_is_string(value) ? strdup(json_string_value(value)) : json_dumps(value, OT_JSON_FLAGS);
+	if (!vbuf)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	rc = ot_out_send(out, origin, json_string_value(json_object_get(rec, "key")), vbuf,
+	                 strlen(vbuf), h, n, errstr, errsz);
+	free(vbuf);
+	if (!rc) {
+		st->replayed++;
+		OT_INFO(json_string_value(json_object_get(rec, "key")), "%s: replayed to %s (replay %d)",
+		        where, origin, replays + 1);
+	}
+	return rc;
+}
+
+int
+ot_replay_run(struct ot_in *in, struct ot_out *out, const struct ot_replay *o,
+              struct ot_replay_stats *st, char *errstr, size_t errsz)
+{
+	struct ot_msg m;
+	json_t *rec;
+	char err[1024];
+	int r, rc = OT_OK, bad = 0;
+
+	memset(st, 0, sizeof *st);
+	while (!ot_stop && (!o->max || st->replayed < o->max)) {
+		r = ot_in_next(in, &m, 500, errstr, errsz);
+		if (r == 0)
+			continue;
+		if (r == -1)
+			break;
+		if (r < 0)
+			return OT_ESERVICE;
+		st->read++;
+		rec = ot_in_is_kafka(in) ? ot_in_describe(in, &m) : json_loadb(m.value, m.len, 0, NULL);
+		if (!json_is_object(rec)) {
+			OT_ERROR(NULL, "%s: not a JSON object", m.where);
+			st->bad++;
+			bad = 1;
+			json_decref(rec);
+			continue;
+		}
+		r = one(rec, out, o, st, m.where, err, sizeof err);
+		json_decref(rec);
+		if (r == OT_EINPUT) {
+			OT_ERROR(NULL, "%s", err);
+			if (!strstr(err, "refusing to loop"))
+				st->bad++;
+			bad = 1;
+		} else if (r < 0) {
+			return ot_err(r, errstr, errsz, "%s", err);
+		}
+	}
+	if ((r = ot_out_flush(out, 30000, errstr, errsz)))
+		return r;
+	return rc ? rc : bad ? OT_EINPUT : OT_OK;
+}

@@ -1,0 +1,31 @@
+/* ot_replay: dead-lettered records sent back to the topic they came from. */
+#ifndef OT_REPLAY_H
+#define OT_REPLAY_H
+
+#include <stddef.h>
+
+struct ot_in;
+struct ot_out;
+
+struct ot_replay {
+	long long since_ms, until_ms; /* dead-lettered in [since, until); 0 = unbounded */
+	long max;                     /* stop after this many; 0 = all */
+	int limit;                    /* refuse a record already replayed this many times */
+	int dry_run;                  /* print the records, as JSON lines, instead */
+};
+
+struct ot_replay_stats {
+	long read, replayed, filtered, refused, bad;
+};
+
+/* Reads dead letters from in (a .dlq topic, or JSON lines as --dry-run or --meta print them)
+ * and republishes each to its ot-dlq-topic with its key, value and original headers plus
+ * ot-replay-count, or prints it when dry_run. Returns OT_OK, OT_EINPUT when a record was
+ * refused or unusable, or the error that stopped it. */
+int ot_replay_run(struct ot_in *in, struct ot_out *out, const struct ot_replay *o,
+                  struct ot_replay_stats *st, char *errstr, size_t errsz);
+
+/* Parses an RFC 3339 time or a count of milliseconds since the epoch. Returns 0 or -1. */
+int ot_time_ms(const char *s, long long *ms);
+
+#endif

@@ -1,0 +1,104 @@
+/* ot_run: the shared record loop. */
+#include <stdlib.h>
+#include <time.h>
+
+#include "ot_err.h"
+#include "ot_log.h"
+#include "ot_run.h"
+#include "ot_signal.h"
+
+void
+ot_backoff(int attempt)
+{
+	long ms = 100L << (attempt < 6 ? attempt : 6);
+	struct timespec ts;
+
+	if (ms > 5000)
+		ms = 5000;
+	ms = ms / 2 + rand() % (ms / 2 + 1); /* jitter: restarts of many consumers spread out */
+	for (; ms > 0 && !ot_stop; ms -= 50) {
+		ts.tv_sec = 0;
+		ts.tv_nsec = (ms < 50 ? ms : 50) * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* What to do with a record the handler gave up on. Returns 0 when it was dealt with. */
+static int
+poison(struct ot_in *in, const struct ot_msg *m, const char *err, int attempts, struct ot_run_stats *st)
+{
+	char derr[512];
+
+	if (!ot_in_is_kafka(in)) {
+		st->bad++;
+		OT_ERROR(NULL, "%s: %s", m->where, err);
+		return 0;
+	}
+	if (ot_in_dead_letter(in, m, err, attempts, derr, sizeof derr)) {
+		/* Not done: it is read again once the dead-letter topic takes it. */
+		OT_ERROR(NULL, "%s: cannot dead-letter (%s): %s", m->where, derr, err);
+		return OT_ESERVICE;
+	}
+	st->dead++;
+	OT_ERROR(NULL, "%s: sent to %s.dlq after %d attempt%s: %s", m->where, m->topic, attempts,
+	         attempts == 1 ? "" : "s", err);
+	return 0;
+}
+
+int
+ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
+{
+	struct ot_run_stats st = {0, 0, 0, 0, 0, 0};
+	struct ot_msg m;
+	char err[1024];
+	int r, rc = OT_OK, attempt, max = ot_in_attempts(in);
+
+	srand((unsigned)time(NULL) ^ (unsigned)clock());
+	while (!ot_stop) {
+		r = ot_in_next(in, &m, 500, err, sizeof err);
+		if (r == 0)
+			continue;
+		if (r == -1)
+			break;
+		if (r < 0) {
+			OT_ERROR(NULL, "%s", err);
+			rc = OT_ESERVICE;
+			break;
+		}
+		st.records++;
+		for (attempt = 1;; attempt++) {
+			err[0] = '\0';
+			r = h(arg, &m, err, sizeof err);
+			if (r == OT_OK || r == OT_SKIP || r == OT_EINPUT || attempt >= max || ot_stop)
+				break;
+			st.retries++;
+			OT_WARN(NULL, "%s: attempt %d of %d failed, retrying: %s", m.where, attempt, max, err);
+			ot_backoff(attempt - 1);
+		}
+		if (r == OT_OK) {
+			st.ok++;
+		} else if (r == OT_SKIP) {
+			st.skipped++;
+			if (err[0])
+				OT_INFO(NULL, "%s: skipped: %s", m.where, err);
+		} else if (r == OT_EINPUT) {
+			if ((rc = poison(in, &m, err, attempt, &st)))
+				break;
+		} else if (ot_stop) {
+			break; /* interrupted between attempts: left for the next run */
+		} else if (r == OT_ESERVICE || r == OT_EOUTPUT) {
+			/* Not done: the record is read again after a restart. */
+			OT_ERROR(NULL, "%s: giving up after %d attempts: %s", m.where, attempt, err);
+			rc = r;
+			break;
+		} else if ((rc = poison(in, &m, err, attempt, &st))) {
+			break; /* failed every attempt while the services answer: poison */
+		}
+		ot_in_done(in, &m);
+	}
+	if (rc == OT_OK && st.bad)
+		rc = OT_EINPUT;
+	if (stats)
+		*stats = st;
+	return rc;
+}

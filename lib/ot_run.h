@@ -1,0 +1,30 @@
+/* ot_run: the record loop every filter shares — bad records reported and skipped, transient
+ * failures retried with backoff, offsets marked done only after the handler succeeded. */
+#ifndef OT_RUN_H
+#define OT_RUN_H
+
+#include <stddef.h>
+
+#include "ot_io.h"
+
+/* Handles one record. Returns OT_OK, OT_SKIP, OT_EINPUT (a poison record), OT_ESERVICE (a
+ * transient failure: retried), or another ot_rc (retried, then treated as poison). */
+typedef int (*ot_handler)(void *arg, const struct ot_msg *m, char *errstr, size_t errsz);
+
+struct ot_run_stats {
+	long records, ok, skipped, bad, dead, retries;
+};
+
+/* Runs until the input ends or ot_stop. A failing record is tried ot_in_attempts(in) times
+ * with backoff. A poison record is reported with its place; from Kafka it then goes to the
+ * dead-letter topic and its offset is committed, from stdin it is skipped and counted bad.
+ * A service still failing after the last attempt stops the loop with the record not done, so
+ * nothing on that partition is skipped. Returns OT_OK, OT_EINPUT if any stdin record was bad,
+ * or the error that stopped it. The stats, if given, are filled. */
+int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
+
+/* Sleeps the backoff for attempt n (0-based): 100 ms doubling to 5 s, with jitter.
+ * Returns early on ot_stop. */
+void ot_backoff(int attempt);
+
+#endif
