@@ -1,0 +1,302 @@
+/* ot-cache: cache maintenance — get (cache-aside), warm, invalidate. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "ot_cache.h"
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_event.h"
+#include "ot_log.h"
+#include "ot_order.h"
+#include "ot_pg.h"
+#include "ot_redis.h"
+#include "ot_run.h"
+#include "ot_signal.h"
+
+static const char *argv0 = "ot-cache";
+
+static void
+usage(FILE *f, int full)
+{
+	fprintf(f, "usage: %s get [ID...]\n"
+	        "       %s warm\n"
+	        "       %s invalidate [ID...]\n"
+	        "       %s rebuild [-i kafka:orders.events] [-o beginning]\n"
+	        "       %s sync [-i kafka:orders.events] [-G group]\n"
+	        "       %s stats\n"
+	        "       %s verify [--repair]\n", argv0, argv0, argv0, argv0, argv0, argv0, argv0);
+	if (!full)
+		return;
+	fprintf(f, "\nget: prints each order's status as JSON, from Redis, else from the database (and\n"
+	        "  refills Redis). warm: caches every order not yet in a final state. invalidate:\n"
+	        "  deletes the cached entries. Without IDs, get and invalidate read ids from stdin.\n"
+	        "rebuild: replays orders.events (from the beginning, to its end) into Redis through the\n"
+	        "  same versioned compare-and-set as live writes, so the result matches them.\n"
+	        "sync: the same, continuously, in a consumer group (default ot-cache-sync): keeps a\n"
+	        "  second cache, or one that lost its data, in step with Kafka.\n"
+	        "stats: hits, misses, fills and hit ratio of cache-aside reads, keys per state.\n"
+	        "verify: compares Redis with the database and prints each drift as a JSON line;\n"
+	        "  --repair replaces drifted entries with the database's state. Exits 65 on drift\n"
+	        "  left unrepaired.\n\n"
+	        "      --repair            verify: fix what drifted\n"
+	        "  -i, --input SPEC        rebuild: kafka:TOPIC or - (default kafka:orders.events)\n"
+	        "  -h, --help              this help\n"
+	        "  -V, --version           print the version\n%s", ot_config_usage);
+}
+
+/* Next id from argv, else from stdin; NULL at the end. */
+static const char *
+next_id(char **argv, int *i, int argc, char **line, size_t *cap)
+{
+	ssize_t n;
+
+	if (argc > 0)
+		return *i < argc ? argv[(*i)++] : NULL;
+	while ((n = getline(line, cap, stdin)) >= 0) {
+		while (n > 0 && ((*line)[n - 1] == '\n' || (*line)[n - 1] == '\r' || (*line)[n - 1] == ' '))
+			(*line)[--n] = '\0';
+		if (n > 0)
+			return *line;
+	}
+	return NULL;
+}
+
+static int
+get(PGconn *db, redisContext *r, const char *id, int *bad)
+{
+	struct ot_status st;
+	char err[1024], *s;
+	json_t *o;
+	int hit, rc;
+
+	rc = ot_order_get(db, r, id, &st, &hit, err, sizeof err);
+	if (rc < 0) {
+		OT_ERROR(id, "%s", err);
+		return rc;
+	}
+	if (rc == 0) {
+		OT_ERROR(id, "order %s not found", id);
+		(*bad)++;
+		return OT_OK;
+	}
+	o = ot_status_to_json(&st);
+	json_object_set_new(o, "cache", json_string(hit ? "hit" : "miss"));
+	s = json_dumps(o, OT_JSON_FLAGS);
+	json_decref(o);
+	if (!s || puts(s) == EOF) {
+		free(s);
+		return OT_EOUTPUT;
+	}
+	free(s);
+	return OT_OK;
+}
+
+static int
+rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
+{
+	redisContext *r = arg;
+	struct ot_status st;
+	struct ot_event ev;
+	int rc;
+
+	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
+		return OT_EINPUT;
+	rc = ot_status_from_event(&ev, &st, errstr, errsz);
+	ot_event_clear(&ev);
+	if (rc <= 0)
+		return rc ? rc : OT_SKIP;
+	rc = ot_redis_put_status(r, &st, errstr, errsz);
+	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP; /* 0: the cache already had a newer version */
+}
+
+/* Replays the topic from its beginning to its end; a fresh group each time, so nothing of an
+ * earlier rebuild is skipped. */
+static int
+rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
+{
+	struct ot_run_stats st;
+	struct ot_in *in;
+	char err[1024], group[64];
+	int rc;
+
+	if (sync) {
+		/* A standing group: after a restart it goes on where it stopped. */
+		if (!strcmp(cfg->group, argv0)) {
+			free(cfg->group);
+			cfg->group = strdup("ot-cache-sync");
+		}
+	} else {
+		if (!strcmp(cfg->offset, "stored")) {
+			free(cfg->offset);
+			cfg->offset = strdup("beginning");
+		}
+		if (!strcmp(cfg->group, argv0)) {
+			snprintf(group, sizeof group, "ot-cache-rebuild-%ld", (long)getpid());
+			free(cfg->group);
+			cfg->group = strdup(group);
+		}
+		cfg->exit_at_end = 1;
+	}
+	if (!(in = ot_in_open(input, cfg, &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		return rc;
+	}
+	rc = ot_run(in, rebuild_one, r, &st);
+	OT_INFO(NULL, "%s: %ld events, %ld written, %ld already current or not a status, %ld bad",
+	        sync ? "sync" : "rebuild", st.records, st.ok, st.skipped, st.bad + st.dead);
+	ot_in_free(in);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		OT_CONFIG_LONGOPTS,
+		{"input", required_argument, NULL, 'i'},
+		{"repair", no_argument, NULL, OT_OPT_TOOL_BASE},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	redisContext *r = NULL;
+	PGconn *db = NULL;
+	const char *cmd, *id, *input = "kafka:" OT_TOPIC_ORDERS;
+	char err[1024], *line = NULL;
+	size_t cap = 0;
+	int c, rc = OT_OK, i = 0, bad = 0, n = 0, repair = 0;
+	long count;
+
+	ot_config_init(&cfg, argv0);
+	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
+		if ((rc = ot_config_opt(&cfg, c, optarg, err, sizeof err)) == 1)
+			continue;
+		if (rc < 0) {
+			fprintf(stderr, "%s: %s\n", argv0, err);
+			return EX_USAGE;
+		}
+		switch (c) {
+		case 'i': input = optarg; break;
+		case OT_OPT_TOOL_BASE: repair = 1; break;
+		case 'h': usage(stdout, 1); return EX_OK;
+		case 'V': puts(OT_VERSION); return EX_OK;
+		default: usage(stderr, 0); return EX_USAGE;
+		}
+	}
+	rc = OT_OK;
+	if (optind >= argc || (strcmp(argv[optind], "get") && strcmp(argv[optind], "warm") &&
+	                       strcmp(argv[optind], "invalidate") && strcmp(argv[optind], "rebuild") &&
+	                       strcmp(argv[optind], "sync") && strcmp(argv[optind], "stats") &&
+	                       strcmp(argv[optind], "verify"))) {
+		if (optind < argc)
+			fprintf(stderr, "%s: unknown command: %s\n", argv0, argv[optind]);
+		usage(stderr, 0);
+		return EX_USAGE;
+	}
+	cmd = argv[optind++];
+	if (repair && strcmp(cmd, "verify")) {
+		fprintf(stderr, "%s: --repair belongs to verify\n", argv0);
+		return EX_USAGE;
+	}
+	if ((strcmp(cmd, "get") && strcmp(cmd, "invalidate")) && optind < argc) {
+		fprintf(stderr, "%s: %s takes no arguments\n", argv0, cmd);
+		return EX_USAGE;
+	}
+	if (ot_config_finish(&cfg, NULL, err, sizeof err)) {
+		fprintf(stderr, "%s: %s\n", argv0, err);
+		ot_config_free(&cfg);
+		return EX_CONFIG;
+	}
+	ot_signal_install();
+	if (!(r = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err))) {
+		if (strcmp(cmd, "get")) {
+			OT_ERROR(NULL, "%s", err);
+			rc = OT_ESERVICE;
+			goto out;
+		}
+		OT_WARN(NULL, "%s; reading the database", err);
+	}
+	if (!strcmp(cmd, "rebuild") || !strcmp(cmd, "sync")) {
+		rc = rebuild(&cfg, input, r, !strcmp(cmd, "sync"));
+		goto out;
+	}
+	if (!strcmp(cmd, "stats")) {
+		json_t *o = ot_cache_stats(r, err, sizeof err);
+		char *js = o ? json_dumps(o, OT_JSON_FLAGS) : NULL;
+		if (!o) {
+			OT_ERROR(NULL, "%s", err);
+			rc = OT_ESERVICE;
+		} else if (!js || puts(js) == EOF) {
+			rc = OT_EOUTPUT;
+		}
+		free(js);
+		json_decref(o);
+		goto out;
+	}
+	if (strcmp(cmd, "invalidate") && !(db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	if (!strcmp(cmd, "verify")) {
+		struct ot_drift d;
+		long drift;
+
+		if ((rc = ot_cache_verify(db, r, repair, stdout, &d, err, sizeof err))) {
+			OT_ERROR(NULL, "verify: %s", err);
+			goto out;
+		}
+		drift = d.stale + d.ahead + d.mismatch + d.orphan;
+		OT_INFO(NULL, "verify: %ld cached entries checked: %ld stale, %ld ahead, %ld mismatched, "
+		        "%ld orphaned, %ld repaired; %ld active orders not cached", d.checked, d.stale,
+		        d.ahead, d.mismatch, d.orphan, d.repaired, d.missing);
+		if (drift > d.repaired)
+			rc = OT_EINPUT;
+		goto out;
+	}
+	if (!strcmp(cmd, "warm")) {
+		count = ot_order_warm(db, r, err, sizeof err);
+		if (count < 0) {
+			OT_ERROR(NULL, "%s", err);
+			rc = (int)count;
+		} else {
+			OT_INFO(NULL, "warmed %ld active orders", count);
+		}
+		goto out;
+	}
+	argc -= optind;
+	argv += optind;
+	while (!ot_stop && (id = next_id(argv, &i, argc, &line, &cap))) {
+		n++;
+		if (!strcmp(cmd, "get")) {
+			if ((rc = get(db, r, id, &bad)))
+				break;
+		} else {
+			c = ot_redis_del_status(r, id, err, sizeof err);
+			if (c < 0) {
+				OT_ERROR(id, "%s", err);
+				rc = c;
+				break;
+			}
+			OT_INFO(id, "%s", c ? "invalidated" : "was not cached");
+		}
+	}
+	if (!rc && bad)
+		rc = OT_EINPUT;
+	if (!strcmp(cmd, "get"))
+		ot_cache_stats_flush(r, err, sizeof err);
+out:
+	if (fflush(stdout) && !rc)
+		rc = OT_EOUTPUT;
+	free(line);
+	if (r)
+		redisFree(r);
+	PQfinish(db);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
+}

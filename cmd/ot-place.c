@@ -1,0 +1,143 @@
+/* ot-place: order requests in, orders placed, created orders out. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_io.h"
+#include "ot_log.h"
+#include "ot_order.h"
+#include "ot_pg.h"
+#include "ot_redis.h"
+#include "ot_run.h"
+#include "ot_signal.h"
+
+static const char *argv0 = "ot-place";
+
+struct place {
+	PGconn *db;
+	redisContext *redis;
+	const char *redis_url;
+	struct ot_out *out;
+};
+
+static void
+usage(FILE *f, int full)
+{
+	fprintf(f, "usage: %s [-i INPUT] [options]\n", argv0);
+	if (!full)
+		return;
+	fprintf(f, "\nPlaces order requests, one JSON object a line:\n"
+	        "  {\"customer_id\":\"c1\",\"items\":[{\"sku\":\"A\",\"qty\":1}],\"address\":\"...\",\"request_id\":\"r1\"}\n"
+	        "Each order and its ORDER_CREATED outbox row commit together; the order is cached as\n"
+	        "PENDING and printed. A request_id seen before prints the order it placed.\n\n"
+	        "  -i, --input SPEC        - (stdin, default) or a file\n"
+	        "  -h, --help              this help\n"
+	        "  -V, --version           print the version\n%s", ot_config_usage);
+}
+
+static int
+handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
+{
+	struct place *p = arg;
+	json_error_t jerr;
+	json_t *req, *order = NULL;
+	char *s;
+	int created, rc;
+
+	req = json_loadb(m->value, m->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!req)
+		return ot_err(OT_EINPUT, errstr, errsz, "not JSON: %s at column %d", jerr.text, jerr.column);
+	if (ot_pg_ensure(p->db)) {
+		json_decref(req);
+		return ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(p->db));
+	}
+	rc = ot_order_place(p->db, ot_redis_live(&p->redis, p->redis_url), req, "ot-place", &order,
+	                    &created, errstr, errsz);
+	json_decref(req);
+	if (rc)
+		return rc;
+	s = json_dumps(order, OT_JSON_FLAGS);
+	json_decref(order);
+	if (!s)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	rc = ot_out_send(p->out, NULL, NULL, s, strlen(s), NULL, 0, errstr, errsz);
+	free(s);
+	if (!rc)
+		rc = ot_out_flush(p->out, 10000, errstr, errsz);
+	return rc ? rc : (created ? OT_OK : OT_SKIP);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		OT_CONFIG_LONGOPTS,
+		{"input", required_argument, NULL, 'i'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	struct place p = {0};
+	struct ot_in *in = NULL;
+	struct ot_run_stats st;
+	const char *input = "-";
+	char err[1024];
+	int c, rc = OT_OK, r;
+
+	ot_config_init(&cfg, argv0);
+	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
+		if ((r = ot_config_opt(&cfg, c, optarg, err, sizeof err)) == 1)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, "%s: %s\n", argv0, err);
+			return EX_USAGE;
+		}
+		switch (c) {
+		case 'i': input = optarg; break;
+		case 'h': usage(stdout, 1); return EX_OK;
+		case 'V': puts(OT_VERSION); return EX_OK;
+		default: usage(stderr, 0); return EX_USAGE;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr, 0);
+		return EX_USAGE;
+	}
+	if (ot_config_finish(&cfg, NULL, err, sizeof err)) {
+		fprintf(stderr, "%s: %s\n", argv0, err);
+		ot_config_free(&cfg);
+		return EX_CONFIG;
+	}
+	ot_signal_install();
+	if (!(p.db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	p.redis_url = cfg.redis_url;
+	if (!(p.redis = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err)))
+		OT_WARN(NULL, "%s; orders are placed in the database and cached later", err);
+	if (!(p.out = ot_out_open("-", &cfg, &rc, err, sizeof err)) ||
+	    !(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	rc = ot_run(in, handle, &p, &st);
+	OT_INFO(NULL, "%ld records: %ld placed, %ld already placed, %ld bad", st.records, st.ok,
+	        st.skipped, st.bad);
+out:
+	ot_in_free(in);
+	if (p.out && ot_out_flush(p.out, 10000, err, sizeof err) && !rc)
+		rc = OT_EOUTPUT;
+	ot_out_free(p.out);
+	if (p.redis)
+		redisFree(p.redis);
+	PQfinish(p.db);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
+}

@@ -1,0 +1,368 @@
+/* ot-relay: the Event Relay — an outbox drained to Kafka or stdout, or envelopes piped to Kafka. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "ot_cdc.h"
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_io.h"
+#include "ot_log.h"
+#include "ot_outbox.h"
+#include "ot_pg.h"
+#include "ot_replay.h"
+#include "ot_run.h"
+#include "ot_signal.h"
+
+static const char *argv0 = "ot-relay";
+
+enum {
+	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_BATCH, OPT_META, OPT_RAW,
+	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT
+};
+
+struct stream {
+	struct ot_in *in;
+	struct ot_out *out;
+	int meta, raw;
+};
+
+static void
+usage(FILE *f, int full)
+{
+	fprintf(f, "usage: %s [--db orders|inventory] [--mode poll|cdc] [-O OUTPUT] [--once] [options]\n"
+	        "       %s -i INPUT -O kafka:TOPIC [options]\n"
+	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n",
+	        argv0, argv0, argv0);
+	if (!full)
+		return;
+	fprintf(f, "\nDrains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
+	        "(each row to its own topic, key = order_id, headers ot-id, ot-type, traceparent).\n"
+	        "Rows are deleted only after every record of the batch was acknowledged. It runs until\n"
+	        "stopped, woken by LISTEN/NOTIFY, or with --once drains what is there and exits.\n"
+	        "With -i it instead copies envelopes from INPUT (-, a file or kafka:TOPIC) to OUTPUT,\n"
+	        "keyed by order_id; a Kafka offset is stored only once its record was written.\n\n"
+	        "      --db NAME           orders (default) or inventory\n"
+	        "  -O, --output SPEC       - (default), kafka or kafka:TOPIC\n"
+	        "  -i, --input SPEC        copy envelopes from -, a file or kafka:TOPIC instead of an outbox\n"
+	        "      --meta              with -i kafka:TOPIC -O -, print topic, partition, offset, key\n"
+	        "                          and headers around each value\n"
+	        "      --raw               with -i, copy lines without checking they are envelopes\n"
+	        "\nreplay republishes dead letters to the topic in their ot-dlq-topic header, with their\n"
+	        "key, value and original headers and ot-replay-count raised by one. It reads the whole\n"
+	        "dead-letter topic (-o to start elsewhere) and commits nothing; --dry-run prints the\n"
+	        "records as JSON lines instead, which replay --from - takes back after any filtering.\n"
+	        "      --from SPEC         a dead-letter topic, or - for JSON lines\n"
+	        "      --since TIME        only records dead-lettered at or after TIME (RFC 3339 or ms)\n"
+	        "      --until TIME        only records dead-lettered before TIME\n"
+	        "      --dry-run           print instead of publishing\n"
+	        "      --max N             stop after N records\n"
+	        "      --limit N           refuse records already replayed N times (default 3)\n"
+	        "      --mode MODE         poll (default): read the table; cdc: stream inserts from the WAL\n"
+	        "                          (logical replication, pgoutput; needs wal_level=logical)\n"
+	        "      --slot NAME         cdc: the replication slot (default ot_relay_<db>)\n"
+	        "      --once              drain the outbox and exit (for a CronJob)\n"
+	        "      --batch N           rows per transaction (default 500)\n"
+	        "  -h, --help              this help\n"
+	        "  -V, --version           print the version\n%s", ot_config_usage);
+}
+
+static int
+publish(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
+{
+	struct stream *s = arg;
+	struct ot_event ev;
+	json_t *d;
+	char *line;
+	int rc;
+
+	if (s->meta) {
+		d = ot_in_describe(s->in, m);
+		line = json_dumps(d, OT_JSON_FLAGS);
+		json_decref(d);
+		rc = line ? ot_out_send(s->out, NULL, NULL, line, strlen(line), NULL, 0, errstr, errsz)
+		          : ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		free(line);
+	} else if (s->raw) {
+		/* Keyed by order_id when the line has one, so even odd records keep their partition. */
+		json_t *o = json_loadb(m->value, m->len, 0, NULL);
+		const char *key = json_string_value(json_object_get(o, "order_id"));
+		rc = ot_out_send(s->out, NULL, key, m->value, m->len, NULL, 0, errstr, errsz);
+		json_decref(o);
+	} else {
+		if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
+			return OT_EINPUT;
+		struct ot_header h[3] = {{"ot-id", ev.id}, {"ot-type", ev.type},
+		                         {"traceparent", ev.traceparent[0] ? ev.traceparent : NULL}};
+		rc = ot_out_send(s->out, NULL, ev.order_id, m->value, m->len, h, 3, errstr, errsz);
+		ot_event_clear(&ev);
+	}
+	/* From Kafka, the offset is stored after this returns: the copy must be durable first. */
+	if (!rc && ot_in_is_kafka(s->in))
+		rc = ot_out_flush(s->out, 30000, errstr, errsz);
+	return rc;
+}
+
+static int
+drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
+{
+	char err[1024];
+	long n;
+	int attempt = 0, listening = 0;
+
+	while (!ot_stop) {
+		if (!listening && !once && !ot_pg_ensure(db))
+			listening = ot_outbox_listen(db, err, sizeof err) == 0;
+		n = ot_outbox_relay(db, out, batch, err, sizeof err);
+		if (n < 0) {
+			if (n != OT_ESERVICE || ++attempt >= max) {
+				OT_ERROR(NULL, "relay: %s", err);
+				return (int)n;
+			}
+			OT_WARN(NULL, "relay: attempt %d of %d failed, retrying: %s", attempt, max, err);
+			listening = 0;
+			ot_backoff(attempt);
+			ot_pg_ensure(db);
+			continue;
+		}
+		attempt = 0;
+		*total += n;
+		if (n > 0) {
+			OT_DEBUG(NULL, "relayed %ld events", n);
+			continue;
+		}
+		if (once)
+			break;
+		/* Idle: wait for a NOTIFY, or poll once a second in case one was missed. */
+		if (ot_outbox_wait(db, 1000) < 0)
+			listening = 0;
+	}
+	return OT_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		OT_CONFIG_LONGOPTS,
+		{"db", required_argument, NULL, OPT_DB},
+		{"output", required_argument, NULL, 'O'},
+		{"input", required_argument, NULL, 'i'},
+		{"once", no_argument, NULL, OPT_ONCE},
+		{"batch", required_argument, NULL, OPT_BATCH},
+		{"meta", no_argument, NULL, OPT_META},
+		{"raw", no_argument, NULL, OPT_RAW},
+		{"from", required_argument, NULL, OPT_FROM},
+		{"since", required_argument, NULL, OPT_SINCE},
+		{"until", required_argument, NULL, OPT_UNTIL},
+		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
+		{"max", required_argument, NULL, OPT_MAX},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"mode", required_argument, NULL, OPT_MODE},
+		{"slot", required_argument, NULL, OPT_SLOT},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	struct ot_out *out = NULL;
+	struct ot_in *in = NULL;
+	struct ot_run_stats st;
+	struct stream sm = {NULL, NULL, 0, 0};
+	struct ot_replay rp = {0, 0, 0, 3, 0};
+	struct ot_replay_stats rst;
+	const char *from = NULL, *mode = "poll", *slot = NULL;
+	char slotbuf[64];
+	int replay_opts = 0;
+	const char *dbname = "orders", *output = "-", *input = NULL;
+	PGconn *db = NULL;
+	char err[1024];
+	int c, rc = OT_OK, r, once = 0, batch = 500, dbset = 0, outset = 0;
+	long total = 0;
+
+	ot_config_init(&cfg, argv0);
+	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "O:i:hV", longopts, NULL)) != -1) {
+		if ((r = ot_config_opt(&cfg, c, optarg, err, sizeof err)) == 1)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, "%s: %s\n", argv0, err);
+			return EX_USAGE;
+		}
+		switch (c) {
+		case OPT_DB: dbname = optarg; dbset = 1; break;
+		case 'O': output = optarg; outset = 1; break;
+		case 'i': input = optarg; break;
+		case OPT_ONCE: once = 1; break;
+		case OPT_META: sm.meta = 1; break;
+		case OPT_RAW: sm.raw = 1; break;
+		case OPT_MODE: mode = optarg; break;
+		case OPT_SLOT: slot = optarg; break;
+		case OPT_FROM: from = optarg; replay_opts = 1; break;
+		case OPT_SINCE:
+		case OPT_UNTIL:
+			if (ot_time_ms(optarg, c == OPT_SINCE ? &rp.since_ms : &rp.until_ms)) {
+				fprintf(stderr, "%s: %s %s: expected an RFC 3339 time or milliseconds\n", argv0,
+				        c == OPT_SINCE ? "--since" : "--until", optarg);
+				return EX_USAGE;
+			}
+			replay_opts = 1;
+			break;
+		case OPT_DRY_RUN: rp.dry_run = 1; replay_opts = 1; break;
+		case OPT_MAX:
+		case OPT_LIMIT:
+			r = atoi(optarg);
+			if (r < 1) {
+				fprintf(stderr, "%s: %s %s: expected a number >= 1\n", argv0,
+				        c == OPT_MAX ? "--max" : "--limit", optarg);
+				return EX_USAGE;
+			}
+			if (c == OPT_MAX)
+				rp.max = r;
+			else
+				rp.limit = r;
+			replay_opts = 1;
+			break;
+		case OPT_BATCH:
+			batch = atoi(optarg);
+			if (batch < 1 || batch > 100000) {
+				fprintf(stderr, "%s: --batch %s: expected 1 to 100000\n", argv0, optarg);
+				return EX_USAGE;
+			}
+			break;
+		case 'h': usage(stdout, 1); return EX_OK;
+		case 'V': puts(OT_VERSION); return EX_OK;
+		default: usage(stderr, 0); return EX_USAGE;
+		}
+	}
+	if (optind < argc && !strcmp(argv[optind], "replay")) {
+		optind++;
+		if (!from || input || dbset || once) {
+			fprintf(stderr, "%s: replay needs --from TOPIC.dlq or -, and takes no -i, --db or --once\n", argv0);
+			return EX_USAGE;
+		}
+		if (!outset)
+			output = rp.dry_run ? "-" : "kafka";
+		if (!rp.dry_run && !strcmp(output, "-")) {
+			fprintf(stderr, "%s: replay publishes to Kafka; use --dry-run to print\n", argv0);
+			return EX_USAGE;
+		}
+	} else if (replay_opts) {
+		fprintf(stderr, "%s: --from, --since, --until, --dry-run, --max and --limit belong to replay\n", argv0);
+		return EX_USAGE;
+	}
+	if (optind < argc) {
+		usage(stderr, 0);
+		return EX_USAGE;
+	}
+	if (strcmp(mode, "poll") && strcmp(mode, "cdc")) {
+		fprintf(stderr, "%s: --mode %s: expected poll or cdc\n", argv0, mode);
+		return EX_USAGE;
+	}
+	if ((!strcmp(mode, "cdc") || slot) && (input || from)) {
+		fprintf(stderr, "%s: --mode cdc and --slot relay an outbox; not with -i or replay\n", argv0);
+		return EX_USAGE;
+	}
+	if (strcmp(dbname, "orders") && strcmp(dbname, "inventory")) {
+		fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, dbname);
+		return EX_USAGE;
+	}
+	if (input && (dbset || once)) {
+		fprintf(stderr, "%s: -i publishes a stream; --db and --once belong to outbox mode\n", argv0);
+		return EX_USAGE;
+	}
+	if ((sm.meta || sm.raw) && !input) {
+		fprintf(stderr, "%s: --meta and --raw belong to -i\n", argv0);
+		return EX_USAGE;
+	}
+	if (sm.meta && (strncmp(input, "kafka", 5) || strcmp(output, "-"))) {
+		fprintf(stderr, "%s: --meta needs -i kafka:TOPIC and -O -\n", argv0);
+		return EX_USAGE;
+	}
+	if (ot_config_finish(&cfg, NULL, err, sizeof err)) {
+		fprintf(stderr, "%s: %s\n", argv0, err);
+		ot_config_free(&cfg);
+		return EX_CONFIG;
+	}
+	ot_signal_install();
+	if (!(out = ot_out_open(output, &cfg, &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	if (from) {
+		char spec[300], group[64];
+
+		/* The whole dead-letter topic unless -o says otherwise, and no commits: replay
+		 * does exactly what its filters select, however often it is run. */
+		if (!strcmp(cfg.offset, "stored")) {
+			free(cfg.offset);
+			cfg.offset = strdup("beginning");
+		}
+		snprintf(group, sizeof group, "ot-relay-replay-%ld", (long)getpid());
+		if (!cfg.group || !strcmp(cfg.group, argv0)) {
+			free(cfg.group);
+			cfg.group = strdup(group);
+		}
+		cfg.exit_at_end = 1;
+		snprintf(spec, sizeof spec, "%s%s", strcmp(from, "-") ? "kafka:" : "", from);
+		if (!(in = ot_in_open(spec, &cfg, &rc, err, sizeof err))) {
+			OT_ERROR(NULL, "%s", err);
+			goto out;
+		}
+		rc = ot_replay_run(in, out, &rp, &rst, err, sizeof err);
+		if (rc && rc != OT_EINPUT)
+			OT_ERROR(NULL, "replay: %s", err);
+		OT_INFO(NULL, "replay: %ld read, %ld %s, %ld outside the time window, %ld refused, %ld bad",
+		        rst.read, rst.replayed, rp.dry_run ? "printed" : "replayed", rst.filtered,
+		        rst.refused, rst.bad);
+		goto out;
+	}
+	if (input) {
+		if (!(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
+			OT_ERROR(NULL, "%s", err);
+			goto out;
+		}
+		sm.in = in;
+		sm.out = out;
+		rc = ot_run(in, publish, &sm, &st);
+		r = ot_out_flush(out, 30000, err, sizeof err);
+		if (r) {
+			OT_ERROR(NULL, "%s", err);
+			rc = r;
+		}
+		OT_INFO(NULL, "%ld records: %ld published, %ld bad, %ld dead-lettered", st.records,
+		        r ? 0 : st.ok, st.bad, st.dead);
+		goto out;
+	}
+	if (!(db = ot_pg_open(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, dbname,
+	                      &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	if (!strcmp(mode, "cdc")) {
+		PQfinish(db);
+		db = NULL;
+		if (!slot) {
+			snprintf(slotbuf, sizeof slotbuf, "ot_relay_%s", dbname);
+			slot = slotbuf;
+		}
+		rc = ot_cdc_run(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, dbname, slot,
+		                out, once, &total, err, sizeof err);
+		if (rc)
+			OT_ERROR(NULL, "cdc: %s", err);
+		OT_INFO(NULL, "relayed %ld events from the %s outbox's WAL", total, dbname);
+		goto out;
+	}
+	OT_INFO(NULL, "relaying the %s outbox to %s%s", dbname, output, once ? " (once)" : "");
+	rc = drain(db, out, batch, once, cfg.attempts, &total);
+	OT_INFO(NULL, "relayed %ld events from the %s outbox", total, dbname);
+out:
+	ot_in_free(in);
+	ot_out_free(out);
+	PQfinish(db);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
+}
