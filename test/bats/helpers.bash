@@ -1,0 +1,82 @@
+# Shared by every .bats file: the real stack's settings come from scripts/check (ot-stack env).
+load '/usr/lib/bats/bats-support/load.bash'
+load '/usr/lib/bats/bats-assert/load.bash'
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+export PATH="$ROOT/bin:$ROOT/scripts:$PATH"
+
+common_setup() {
+	: "${OT_ORDERS_DB:?run through make check, or eval \"\$(scripts/ot-stack env)\" first}"
+	: "${OT_INVENTORY_DB:?}" "${OT_REDIS_URL:?}" "${OT_KAFKA_BROKERS:?}"
+	# Unique names per test, so tests share one stack without seeing each other's data.
+	RUNID="t$$-${BATS_TEST_NUMBER}-$RANDOM"
+	export RUNID
+}
+
+# psql against the orders or inventory database: sql_orders "SELECT ..."
+sql_orders() { psql "$OT_ORDERS_DB" -XAtq -F '|' -v ON_ERROR_STOP=1 -c "$1"; }
+sql_inventory() { psql "$OT_INVENTORY_DB" -XAtq -F '|' -v ON_ERROR_STOP=1 -c "$1"; }
+
+redis_port() { echo "$OT_REDIS_URL" | sed -n 's|redis://[^:]*:\([0-9]*\).*|\1|p'; }
+rcli() { redis-cli -p "$(redis_port)" "$@"; }
+
+# An order request line for customer $1 with items JSON $2 (default one SKU-A).
+request() {
+	local items=${2:-'[{"sku":"SKU-A","qty":1}]'}
+	printf '{"customer_id":"%s","items":%s,"address":"1 Test Street"%s}\n' "$1" "$items" \
+		"${3:+,\"request_id\":\"$3\"}"
+}
+
+# A fresh uuid.
+uuid() { cat /proc/sys/kernel/random/uuid; }
+
+# An envelope: event TYPE ORDER_ID [DATA_JSON] [ID]
+event() {
+	printf '{"id":"%s","type":"%s","order_id":"%s","ts":"2026-11-24T18:00:00.000Z","source":"test","data":%s}\n' \
+		"${4:-$(uuid)}" "$1" "$2" "${3:-{\}}"
+}
+
+# Places one order and prints its id: place_order CUSTOMER [ITEMS]
+place_order() {
+	request "$1" "${2:-}" | ot-place 2>/dev/null | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p'
+}
+
+# Loads stock: stock SKU QTY
+stock() { printf '{"sku":"%s","qty":%d}\n' "$1" "$2" | ot-reserve stock 2>/dev/null; }
+
+# Drains both outboxes so a test starts with only its own events.
+drain_outboxes() {
+	ot-relay --db orders --once >/dev/null 2>&1
+	ot-relay --db inventory --once >/dev/null 2>&1
+}
+
+status_of() { sql_orders "SELECT status FROM orders WHERE id = '$1'"; }
+version_of() { sql_orders "SELECT version FROM orders WHERE id = '$1'"; }
+
+# Waits until a SQL query prints the expected value: wait_sql orders|inventory QUERY EXPECTED [SECONDS]
+wait_sql() {
+	local db=$1 q=$2 want=$3 limit=${4:-30} i got
+	for ((i = 0; i < limit * 5; i++)); do
+		got=$("sql_$db" "$q")
+		[ "$got" = "$want" ] && return 0
+		sleep 0.2
+	done
+	echo "waited ${limit}s for [$q] = $want; last got: $got" >&2
+	return 1
+}
+
+# Starts a background process, logging to a file; stop_bg stops all of them.
+BG_PIDS=()
+start_bg() { # logfile command...
+	local log=$1
+	shift
+	"$@" 2>"$log" &
+	BG_PIDS+=($!)
+}
+stop_bg() {
+	if [ ${#BG_PIDS[@]} -gt 0 ]; then
+		kill -TERM "${BG_PIDS[@]}" 2>/dev/null || true
+		wait "${BG_PIDS[@]}" 2>/dev/null || true
+	fi
+	BG_PIDS=()
+}

@@ -1,0 +1,183 @@
+#!/usr/bin/env bats
+# ot-cache: cache-aside reads, warm-up and invalidation against real Redis and PostgreSQL.
+bats_require_minimum_version 1.5.0
+
+setup() {
+	load helpers
+	common_setup
+	ID=$(place_order "c-$RUNID")
+	[ -n "$ID" ]
+}
+
+@test "ot-cache: get answers from Redis when the order is cached" {
+	run --separate-stderr ot-cache get "$ID"
+	assert_success
+	assert_output --partial "\"order_id\":\"$ID\",\"status\":\"PENDING\",\"version\":1"
+	assert_output --partial '"cache":"hit"'
+}
+
+@test "ot-cache: get on a miss reads the database and refills Redis" {
+	rcli DEL "order:$ID" >/dev/null
+	run --separate-stderr ot-cache get "$ID"
+	assert_success
+	assert_output --partial '"cache":"miss"'
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	run --separate-stderr ot-cache get "$ID"
+	assert_output --partial '"cache":"hit"'
+}
+
+@test "ot-cache: ids can come on stdin; an unknown id exits 65 and the others are answered" {
+	run --separate-stderr ot-cache get <<<"$ID
+00000000-0000-4000-8000-000000000000"
+	assert_failure 65
+	[ "${#lines[@]}" = 1 ]
+	echo "$stderr" | grep -q 'order 00000000-0000-4000-8000-000000000000 not found'
+}
+
+@test "ot-cache: invalidate deletes the cached entry" {
+	run --separate-stderr ot-cache invalidate "$ID"
+	assert_success
+	[ "$(rcli EXISTS "order:$ID")" = 0 ]
+}
+
+@test "ot-cache: warm caches active orders from the database" {
+	rcli DEL "order:$ID" >/dev/null
+	run --separate-stderr ot-cache warm
+	assert_success
+	echo "$stderr" | grep -q 'warmed [0-9]* active orders'
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	[ "$(rcli TTL "order:$ID")" -gt 0 ]
+}
+
+@test "ot-cache: a stale version never overwrites a newer one" {
+	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-consume 2>/dev/null
+	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	# An old copy of the order written back (as a slow refill would) is refused by the CAS.
+	rcli HSET "order:$ID" version 1 status PENDING >/dev/null
+	run --separate-stderr ot-cache warm
+	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	rcli HSET "order:$ID" version 9 status PENDING >/dev/null
+	run --separate-stderr ot-cache warm
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ] # version 9 is newer than the database's 2
+}
+
+@test "ot-cache: with Redis unreachable get falls back to the database; invalidate exits 69" {
+	OT_REDIS_URL=redis://127.0.0.1:1/0 run --separate-stderr ot-cache get "$ID"
+	assert_success
+	assert_output --partial '"status":"PENDING"'
+	OT_REDIS_URL=redis://127.0.0.1:1/0 run --separate-stderr ot-cache invalidate "$ID"
+	assert_failure 69
+}
+
+@test "ot-cache: rebuild from the orders event log gives the same cache as live processing" {
+	drain_outboxes
+	stock "R-$RUNID" 10
+	ids=()
+	for i in 1 2 3; do ids+=("$(place_order "r-$RUNID-$i" "[{\"sku\":\"R-$RUNID\",\"qty\":1}]")"); done
+	log="$BATS_TEST_TMPDIR/orders.events"
+	ot-relay --once 2>/dev/null | tee -a "$log" | ot-reserve 2>/dev/null
+	ot-relay --db inventory --once 2>/dev/null | ot-consume 2>/dev/null
+	printf '%s\n' "${ids[0]}" "${ids[1]}" | ot-courier -n 2 | ot-consume 2>/dev/null
+	event ORDER_CANCELLED "${ids[2]}" | ot-consume 2>/dev/null
+	ot-relay --once 2>/dev/null >> "$log"
+	topic="orders.events.$RUNID"
+	ot-relay -i "$log" -O "kafka:$topic" 2>/dev/null
+	live() { for id in "${ids[@]}"; do rcli HGETALL "order:$id" | paste - - | sort | tr '\n' ' '; echo; done; }
+	before=$(live)
+	[ "$(rcli HGET "order:${ids[0]}" status)" = DELIVERED ]
+	[ "$(rcli HGET "order:${ids[2]}" status)" = CANCELLED ]
+	for id in "${ids[@]}"; do rcli DEL "order:$id" >/dev/null; done
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
+	assert_success
+	[ "$(live)" = "$before" ]
+	for id in "${ids[@]}"; do
+		[ "$(rcli HGET "order:$id" version)" = "$(version_of "$id")" ]
+		[ "$(rcli TTL "order:$id")" -gt 0 ]
+	done
+	# a second rebuild over a current cache writes nothing and changes nothing
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
+	assert_success
+	echo "$stderr" | grep -q ', 0 written,'
+	[ "$(live)" = "$before" ]
+}
+
+@test "ot-cache: stats counts hits, misses and fills of cache-aside reads, and keys per state" {
+	before=$(ot-cache stats 2>/dev/null)
+	hits0=$(echo "$before" | sed -n 's/.*"hits":\([0-9]*\).*/\1/p')
+	misses0=$(echo "$before" | sed -n 's/.*"misses":\([0-9]*\).*/\1/p')
+	ot-cache get "$ID" >/dev/null 2>&1
+	rcli DEL "order:$ID" >/dev/null
+	ot-cache get "$ID" >/dev/null 2>&1
+	run --separate-stderr ot-cache stats
+	assert_success
+	[ "$(echo "$output" | sed -n 's/.*"hits":\([0-9]*\).*/\1/p')" = $((hits0 + 1)) ]
+	[ "$(echo "$output" | sed -n 's/.*"misses":\([0-9]*\).*/\1/p')" = $((misses0 + 1)) ]
+	assert_output --partial '"hit_ratio":0.'
+	echo "$output" | grep -q '"keys_per_state":{.*"PENDING":[1-9]'
+}
+
+@test "ot-cache: verify reports drift as JSON lines and exits 65; --repair puts the database's state back" {
+	other=$(place_order "d-$RUNID")
+	rcli HSET "order:$ID" version 0 status DELIVERED >/dev/null   # stale
+	rcli HSET "order:$other" status CANCELLED >/dev/null         # same version, other status
+	orphan=$(uuid)
+	rcli HSET "order:$orphan" version 3 status PREPARING >/dev/null
+	run --separate-stderr ot-cache verify
+	assert_failure 65
+	assert_output --partial "{\"drift\":\"stale\",\"order_id\":\"$ID\",\"cached\":{\"status\":\"DELIVERED\",\"version\":0},\"database\":{\"status\":\"PENDING\",\"version\":1}}"
+	assert_output --partial "{\"drift\":\"mismatch\",\"order_id\":\"$other\""
+	assert_output --partial "{\"drift\":\"orphan\",\"order_id\":\"$orphan\""
+	run --separate-stderr ot-cache verify --repair
+	assert_success
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	[ "$(rcli HGET "order:$other" status)" = PENDING ]
+	[ "$(rcli EXISTS "order:$orphan")" = 0 ]
+	run --separate-stderr ot-cache verify
+	assert_success
+	assert_output ''
+}
+
+@test "ot-cache: sync keeps Redis in step with the order events, resuming in its group" {
+	topic="orders.events.$RUNID"
+	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-consume 2>/dev/null
+	drain_log="$BATS_TEST_TMPDIR/log"
+	ot-relay --once 2>/dev/null > "$drain_log"
+	ot-relay -i "$drain_log" -O "kafka:$topic" 2>/dev/null
+	rcli DEL "order:$ID" >/dev/null
+	ot-cache sync -i "kafka:$topic" -G "s-$RUNID" 2>"$BATS_TEST_TMPDIR/sync.log" &
+	pid=$!
+	for i in $(seq 1 50); do [ "$(rcli HGET "order:$ID" version)" = 2 ] && break; sleep 0.2; done
+	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	kill -TERM "$pid"
+	wait "$pid"
+	# the group resumes: a restart reads nothing old again
+	run --separate-stderr ot-cache sync -i "kafka:$topic" -G "s-$RUNID" -e
+	assert_success
+	echo "$stderr" | grep -q '"msg":"sync: 0 events'
+}
+
+@test "ot-cache: entries expire by state, spread by up to 10%" {
+	ttl=$(rcli TTL "order:$ID")
+	[ "$ttl" -gt 3500 ] && [ "$ttl" -le 3960 ]
+	printf '%s\n' "$(event INVENTORY_RESERVATION_FAILED "$ID")" | ot-consume 2>/dev/null
+	ttl=$(rcli TTL "order:$ID")
+	[ "$ttl" -gt 604000 ] && [ "$ttl" -le 665280 ]
+}
+
+@test "ot-cache: a crowd of readers missing the same order refills it once (single flight)" {
+	fills() { ot-cache stats 2>/dev/null | sed -n 's/.*"fills":\([0-9]*\).*/\1/p'; }
+	port=$((20000 + RANDOM % 20000))
+	OT_HTTP_ADDR="127.0.0.1:$port" ot-serve 2>"$BATS_TEST_TMPDIR/serve.log" &
+	pid=$!
+	for i in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+	sleep 1.2 # a stats flush of its own start has passed
+	before=$(fills)
+	rcli DEL "order:$ID" >/dev/null
+	seq 1 200 | xargs -P 40 -I{} curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$port/orders/$ID" > "$BATS_TEST_TMPDIR/codes"
+	sleep 1.5 # ot-serve adds its counts to ot:stats once a second
+	kill -TERM "$pid"
+	wait "$pid"
+	[ "$(grep -c '^200$' "$BATS_TEST_TMPDIR/codes")" = 200 ]
+	[ "$(fills)" = $((before + 1)) ]
+	[ "$(rcli EXISTS "lock:order:$ID")" = 0 ]
+}

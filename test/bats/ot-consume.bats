@@ -1,0 +1,181 @@
+#!/usr/bin/env bats
+# ot-consume: guarded transitions, write-through to PostgreSQL then Redis.
+bats_require_minimum_version 1.5.0
+
+setup() {
+	load helpers
+	common_setup
+	ID=$(place_order "c-$RUNID")
+	[ -n "$ID" ]
+}
+
+delivery() { # STATUS [EXTRA_DATA]
+	event DELIVERY_UPDATED "$ID" "{\"status\":\"$1\"${2:+,$2}}"
+}
+
+@test "ot-consume: INVENTORY_RESERVED confirms the order in the database, the outbox and Redis" {
+	drain_outboxes
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID")"
+	assert_success
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "CONFIRMED|2" ]
+	[ "$(sql_orders "SELECT type FROM outbox WHERE key = '$ID'")" = ORDER_STATUS_UPDATED ]
+	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	echo "$stderr" | grep -q "\"msg\":\"PENDING -> CONFIRMED (version 2)\",\"order_id\":\"$ID\""
+}
+
+@test "ot-consume: INVENTORY_RESERVATION_FAILED rejects the order with the short SKUs as reason" {
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVATION_FAILED "$ID" '{"short_skus":["SKU-X"]}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, reason FROM orders WHERE id = '$ID'")" = 'REJECTED|insufficient stock: ["SKU-X"]' ]
+	[ "$(rcli HGET "order:$ID" status)" = REJECTED ]
+}
+
+@test "ot-consume: a duplicate event changes nothing" {
+	ev=$(event INVENTORY_RESERVED "$ID")
+	run --separate-stderr ot-consume <<<"$ev
+$ev"
+	assert_success
+	run --separate-stderr ot-consume <<<"$ev"
+	assert_success
+	echo "$stderr" | grep -q 'already applied'
+	[ "$(version_of "$ID")" = 2 ]
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$ID' AND type = 'ORDER_STATUS_UPDATED'")" -le 1 ]
+}
+
+@test "ot-consume: an impossible transition is refused, logged, and applies nothing" {
+	run --separate-stderr ot-consume <<<"$(delivery DELIVERED)"
+	assert_failure 65
+	echo "$stderr" | grep -q "\"level\":\"error\".*impossible transition PENDING -> DELIVERED refused"
+	echo "$stderr" | grep -q "$ID"
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "PENDING|1" ]
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+}
+
+@test "ot-consume: a late event for a state already passed is skipped, not refused" {
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID")
+$(delivery PREPARING)
+$(event INVENTORY_RESERVED "$ID")"
+	assert_success
+	echo "$stderr" | grep -q 'stale CONFIRMED: order is already PREPARING'
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "PREPARING|3" ]
+}
+
+@test "ot-consume: IN_TRANSIT carries the position into the database and Redis" {
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID")
+$(delivery PREPARING)
+$(delivery IN_TRANSIT '"lat":52.37,"lon":4.89,"eta":"2026-11-24T19:00:00Z"')
+$(delivery IN_TRANSIT '"lat":52.38,"lon":4.90')"
+	assert_success
+	[ "$(sql_orders "SELECT status, version, lat, lon, eta FROM orders WHERE id = '$ID'")" = "IN_TRANSIT|5|52.38|4.9|2026-11-24T19:00:00Z" ]
+	[ "$(rcli HGET "order:$ID" lat)" = 52.380000 ]
+	[ "$(rcli HGET "order:$ID" eta)" = 2026-11-24T19:00:00Z ]
+	[ "$(rcli HGET "order:$ID" version)" = 5 ]
+}
+
+@test "ot-consume: a malformed line among good ones exits 65 with its line number, the good ones applied" {
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID")
+this is not json
+$(delivery PREPARING)
+{\"id\":\"$(uuid)\",\"type\":\"DELIVERY_UPDATED\",\"order_id\":\"$ID\",\"ts\":\"yesterday\",\"data\":{}}"
+	assert_failure 65
+	echo "$stderr" | grep -q '"msg":"line 2: not JSON'
+	echo "$stderr" | grep -q 'line 4: field \\"ts\\" is not an RFC 3339 timestamp'
+	[ "$(status_of "$ID")" = PREPARING ]
+}
+
+@test "ot-consume: a position out of range is refused" {
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID")
+$(delivery PREPARING)
+$(delivery IN_TRANSIT '"lat":123,"lon":4.89')"
+	assert_failure 65
+	echo "$stderr" | grep -q 'line 3: .*data.lat'
+	[ "$(status_of "$ID")" = PREPARING ]
+}
+
+@test "ot-consume: the orders database unreachable at start exits 69" {
+	OT_ORDERS_DB='host=127.0.0.1 port=1 dbname=x connect_timeout=2' run --separate-stderr ot-consume </dev/null
+	assert_failure 69
+	echo "$stderr" | grep -q 'cannot connect to PostgreSQL'
+}
+
+@test "ot-consume: Kafka unreachable at start exits 69" {
+	run --separate-stderr ot-consume -b 127.0.0.1:1 -i kafka:delivery.updates </dev/null
+	assert_failure 69
+	echo "$stderr" | grep -q 'cannot reach Kafka'
+}
+
+@test "ot-consume: from Kafka it applies the records and commits their offsets (-e)" {
+	group="g-$RUNID"
+	topic="inventory.events.$RUNID"
+	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	run --separate-stderr ot-consume -i "kafka:$topic" -G "$group" -e
+	assert_success
+	[ "$(status_of "$ID")" = CONFIRMED ]
+	# The group's offsets were committed: a second run reads nothing new.
+	run --separate-stderr ot-consume -i "kafka:$topic" -G "$group" -e
+	assert_success
+	echo "$stderr" | grep -q '"msg":"0 records'
+}
+
+@test "ot-consume: poison records from Kafka go to the dead-letter topic with their key, value and headers; the rest is applied" {
+	topic="poison.$RUNID"
+	good=$(event INVENTORY_RESERVED "$ID")
+	{
+		echo "$good"
+		echo 'this is not json'
+		event DELIVERY_UPDATED "$ID" '{"status":"DELIVERED"}' # impossible from CONFIRMED
+		echo "{\"id\":\"x\",\"type\":\"DELIVERY_UPDATED\",\"order_id\":\"$ID\",\"ts\":\"2026-11-24T18:00:00Z\"}"
+		event DELIVERY_UPDATED "$ID" '{"status":"PREPARING"}'
+	} | ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
+	run --separate-stderr ot-consume -i "kafka:$topic" -G "g-$RUNID" -e
+	assert_success
+	echo "$stderr" | grep -q '"msg":"5 records: 2 applied, 0 skipped, 0 refused, 3 dead-lettered'
+	echo "$stderr" | grep -q "sent to $topic.dlq after 1 attempt: not JSON"
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "PREPARING|3" ]
+	ot-relay -i "kafka:$topic.dlq" -O - --meta -G "d-$RUNID" -e > "$BATS_TEST_TMPDIR/dlq" 2>/dev/null
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/dlq")" = 3 ]
+	grep -q '"value":"this is not json"' "$BATS_TEST_TMPDIR/dlq"
+	line=$(grep 'impossible transition' "$BATS_TEST_TMPDIR/dlq")
+	echo "$line" | grep -q "\"key\":\"$ID\""
+	echo "$line" | grep -q "\"ot-dlq-topic\":\"$topic\",\"ot-dlq-partition\":\"[0-9]\",\"ot-dlq-offset\":\"[12]\",\"ot-dlq-group\":\"g-$RUNID\""
+	echo "$line" | grep -q '"ot-dlq-attempts":"1","ot-dlq-ts":"20[0-9-]*T[0-9:.]*Z"'
+	echo "$line" | grep -q '"value":{"id":"[0-9a-f-]*","type":"DELIVERY_UPDATED"'
+	# the offsets were committed past the poison: nothing is read twice
+	run --separate-stderr ot-consume -i "kafka:$topic" -G "g-$RUNID" -e
+	echo "$stderr" | grep -q '"msg":"0 records'
+}
+
+@test "ot-consume: --attempts is validated" {
+	run --separate-stderr ot-consume --attempts 0 </dev/null
+	assert_failure 64
+	OT_RETRY_ATTEMPTS=x run --separate-stderr ot-consume </dev/null
+	assert_failure 78
+}
+
+@test "ot-consume: ORDER_CANCELLED cancels the order and announces ORDER_CANCELLED with its lines" {
+	drain_outboxes
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID")
+$(event ORDER_CANCELLED "$ID" '{"reason":"customer called"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, version, reason FROM orders WHERE id = '$ID'")" = "CANCELLED|3|customer called" ]
+	[ "$(rcli HGET "order:$ID" status)" = CANCELLED ]
+	sql_orders "SELECT payload FROM outbox WHERE key = '$ID' AND type = 'ORDER_CANCELLED'" |
+		grep -q '"data":{"reason":"customer called","items":\[{"sku":"SKU-A","qty":1}\]}'
+}
+
+@test "ot-consume: the inventory's answer arriving after a cancel is skipped; an expired release cancels" {
+	run --separate-stderr ot-consume <<<"$(event ORDER_CANCELLED "$ID")
+$(event INVENTORY_RESERVED "$ID")
+$(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "CANCELLED|2" ]
+	other=$(place_order "d-$RUNID")
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RELEASED "$other" '{"reason":"expired"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, reason FROM orders WHERE id = '$other'")" = "CANCELLED|reservation expired" ]
+	# a second cancel changes nothing
+	run --separate-stderr ot-consume <<<"$(event ORDER_CANCELLED "$ID")"
+	assert_success
+	[ "$(version_of "$ID")" = 2 ]
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bats
+# ot-place against the real PostgreSQL and Redis.
+bats_require_minimum_version 1.5.0
+
+setup() {
+	load helpers
+	common_setup
+}
+
+@test "ot-place: an order is stored, its ORDER_CREATED is in the outbox, Redis says PENDING" {
+	drain_outboxes
+	run --separate-stderr ot-place <<<"$(request "c-$RUNID" '[{"sku":"SKU-A","qty":2},{"sku":"SKU-B","qty":1}]')"
+	assert_success
+	id=$(echo "$output" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ -n "$id" ]
+	assert_output --partial '"status":"PENDING"'
+	assert_output --partial '"items":[{"sku":"SKU-A","qty":2},{"sku":"SKU-B","qty":1}]'
+	[ "$(sql_orders "SELECT status, version, customer_id FROM orders WHERE id = '$id'")" = "PENDING|1|c-$RUNID" ]
+	[ "$(sql_orders "SELECT count(*) FROM order_items WHERE order_id = '$id'")" = 2 ]
+	[ "$(sql_orders "SELECT type FROM outbox WHERE key = '$id'")" = ORDER_CREATED ]
+	[ "$(rcli HGET "order:$id" status)" = PENDING ]
+	[ "$(rcli HGET "order:$id" version)" = 1 ]
+}
+
+@test "ot-place: the same request_id twice creates one order" {
+	req=$(request "c-$RUNID" '' "req-$RUNID")
+	run --separate-stderr ot-place <<<"$req
+$req"
+	assert_success
+	[ "${#lines[@]}" = 2 ]
+	a=$(echo "${lines[0]}" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	b=$(echo "${lines[1]}" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ "$a" = "$b" ]
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 1 ]
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$a'")" -le 1 ]
+	# and again in a second run
+	run --separate-stderr ot-place <<<"$req"
+	assert_success
+	assert_output --partial "\"order_id\":\"$a\""
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 1 ]
+}
+
+@test "ot-place: a malformed line among good ones exits 65, names the line, places the good ones" {
+	run --separate-stderr ot-place <<<"$(request "c-$RUNID")
+{\"customer_id\": oops
+$(request "c-$RUNID")"
+	assert_failure 65
+	[ "${#lines[@]}" = 2 ]
+	echo "$stderr" | grep -q '"level":"error".*line 2: not JSON'
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 2 ]
+}
+
+@test "ot-place: a request with a bad field is refused with the field's name" {
+	run --separate-stderr ot-place <<<"$(request "c-$RUNID" '[{"sku":"SKU-A","qty":0}]')"
+	assert_failure 65
+	[ -z "$output" ]
+	echo "$stderr" | grep -q 'line 1: field \\"items\[0\].qty\\"'
+	run --separate-stderr ot-place <<<'{"items":[{"sku":"A","qty":1}],"address":"x"}'
+	assert_failure 65
+	echo "$stderr" | grep -q 'field \\"customer_id\\" is missing'
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 0 ]
+}
+
+@test "ot-place: PostgreSQL unreachable at start exits 69" {
+	OT_ORDERS_DB='host=127.0.0.1 port=1 dbname=x connect_timeout=2' run --separate-stderr ot-place <<<"$(request "c-$RUNID")"
+	assert_failure 69
+	echo "$stderr" | grep -q 'cannot connect to PostgreSQL'
+}
+
+@test "ot-place: with Redis unreachable the order is still placed in the database" {
+	OT_REDIS_URL=redis://127.0.0.1:1/0 run --separate-stderr ot-place <<<"$(request "c-$RUNID")"
+	assert_success
+	echo "$stderr" | grep -q '"level":"warn".*Redis'
+	[ "$(sql_orders "SELECT status FROM orders WHERE customer_id = 'c-$RUNID'")" = PENDING ]
+}
+
+@test "ot-place: -h prints usage on stdout, a bad option exits 64" {
+	run --separate-stderr ot-place -h
+	assert_success
+	assert_output --partial 'usage: ot-place'
+	run --separate-stderr ot-place --no-such-option
+	assert_failure 64
+	[ -z "$output" ]
+	echo "$stderr" | grep -q usage
+}
+
+@test "ot-place: -i reads a file; a missing file exits 65" {
+	request "c-$RUNID" > "$BATS_TEST_TMPDIR/req.jsonl"
+	run --separate-stderr ot-place -i "$BATS_TEST_TMPDIR/req.jsonl"
+	assert_success
+	assert_output --partial '"status":"PENDING"'
+	run --separate-stderr ot-place -i "$BATS_TEST_TMPDIR/nope.jsonl"
+	assert_failure 65
+	echo "$stderr" | grep -q 'cannot open'
+}

@@ -1,0 +1,268 @@
+#!/usr/bin/env bats
+# ot-relay: outbox to stdout or Kafka, and envelopes piped to Kafka.
+bats_require_minimum_version 1.5.0
+
+setup() {
+	load helpers
+	common_setup
+}
+
+teardown() {
+	stop_bg
+}
+
+@test "ot-relay: --once drains the outbox to stdout, oldest first, and empties it" {
+	drain_outboxes
+	a=$(place_order "a-$RUNID")
+	b=$(place_order "b-$RUNID")
+	run --separate-stderr ot-relay --once
+	assert_success
+	[ "${#lines[@]}" = 2 ]
+	echo "${lines[0]}" | grep -q "\"type\":\"ORDER_CREATED\",\"order_id\":\"$a\""
+	echo "${lines[1]}" | grep -q "\"order_id\":\"$b\""
+	[ "$(sql_orders "SELECT count(*) FROM outbox")" = 0 ]
+	run --separate-stderr ot-relay --once
+	assert_success
+	assert_output ''
+}
+
+@test "ot-relay: -O kafka publishes each row to its topic with key order_id and envelope headers" {
+	drain_outboxes
+	id=$(place_order "c-$RUNID")
+	run --separate-stderr ot-relay --once -O kafka
+	assert_success
+	[ "$(sql_orders "SELECT count(*) FROM outbox")" = 0 ]
+	# Read the topic back from the end of its history.
+	ot-relay -i kafka:orders.events -O - --meta -G "g-$RUNID" -e > "$BATS_TEST_TMPDIR/topic" 2>/dev/null
+	line=$(grep "\"key\":\"$id\"" "$BATS_TEST_TMPDIR/topic")
+	[ -n "$line" ]
+	echo "$line" | grep -q '"headers":{"ot-id":"[0-9a-f-]\{36\}","ot-type":"ORDER_CREATED","traceparent":"00-[0-9a-f]\{32\}-[0-9a-f]\{16\}-01"}'
+	echo "$line" | grep -q "\"value\":{\"id\":\"[0-9a-f-]*\",\"type\":\"ORDER_CREATED\",\"order_id\":\"$id\""
+}
+
+@test "ot-relay: the inventory outbox is relayed with --db inventory" {
+	drain_outboxes
+	stock "S-$RUNID" 3
+	printf '{"id":"%s","type":"ORDER_CREATED","order_id":"%s","ts":"2026-11-24T18:00:00Z","data":{"items":[{"sku":"S-%s","qty":1}]}}\n' \
+		"$(uuid)" "$(uuid)" "$RUNID" | ot-reserve 2>/dev/null
+	run --separate-stderr ot-relay --db inventory --once
+	assert_success
+	assert_output --partial '"type":"INVENTORY_RESERVED"'
+	[ "$(sql_inventory "SELECT count(*) FROM outbox")" = 0 ]
+}
+
+@test "ot-relay: running continuously, a new row is relayed within seconds (LISTEN/NOTIFY), SIGTERM exits 0" {
+	drain_outboxes
+	ot-relay > "$BATS_TEST_TMPDIR/out" 2> "$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	sleep 0.5
+	id=$(place_order "c-$RUNID")
+	for i in $(seq 1 50); do grep -q "$id" "$BATS_TEST_TMPDIR/out" && break; sleep 0.1; done
+	grep -q "\"order_id\":\"$id\"" "$BATS_TEST_TMPDIR/out"
+	kill -TERM "$pid"
+	wait "$pid"
+	[ "$(sql_orders "SELECT count(*) FROM outbox")" = 0 ]
+}
+
+@test "ot-relay: the outbox rows stay when Kafka does not acknowledge them" {
+	drain_outboxes
+	id=$(place_order "c-$RUNID")
+	run --separate-stderr ot-relay --once -O kafka -b 127.0.0.1:1
+	assert_failure 69
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$id'")" = 1 ]
+}
+
+@test "ot-relay: -i publishes envelopes to a topic; a bad line exits 65 and the good ones go through" {
+	topic="delivery.updates.$RUNID"
+	id=$(uuid)
+	run --separate-stderr ot-relay -i - -O "kafka:$topic" <<<"$(event DELIVERY_UPDATED "$id" '{"status":"PREPARING"}')
+{\"nope\":1}
+$(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
+	assert_failure 65
+	echo "$stderr" | grep -q 'line 2: field \\"id\\" is missing'
+	ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e > "$BATS_TEST_TMPDIR/topic" 2>/dev/null
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/topic")" = 2 ]
+	grep -q PREPARING "$BATS_TEST_TMPDIR/topic"
+}
+
+@test "ot-relay: contradictory flags are refused with 64" {
+	run --separate-stderr ot-relay -i - --once
+	assert_failure 64
+	run --separate-stderr ot-relay --db shipping
+	assert_failure 64
+	run --separate-stderr ot-relay --batch 0
+	assert_failure 64
+}
+
+@test "ot-relay: a consumer group resumes from its committed offsets; -o beginning and -o s@<ms> replay" {
+	topic="replay.$RUNID"
+	id=$(uuid)
+	before=$(($(date +%s%3N) - 1))
+	for s in PREPARING IN_TRANSIT DELIVERED; do event DELIVERY_UPDATED "$id" "{\"status\":\"$s\"}"; done |
+		ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_success
+	[ "${#lines[@]}" = 3 ]
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_success
+	[ "${#lines[@]}" = 0 ]
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e -o beginning
+	[ "${#lines[@]}" = 3 ]
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "h-$RUNID" -e -o "s@$before"
+	[ "${#lines[@]}" = 3 ]
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "i-$RUNID" -e -o "s@$(($(date +%s%3N) + 60000))"
+	[ "${#lines[@]}" = 0 ]
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "j-$RUNID" -e -c 2
+	[ "${#lines[@]}" = 2 ]
+}
+
+@test "ot-relay replay: a dead letter goes back to its topic and applies once its cause is fixed" {
+	topic="flow.$RUNID"
+	id=$(place_order "c-$RUNID")
+	# PREPARING before the order is confirmed is impossible: dead-lettered.
+	event DELIVERY_UPDATED "$id" '{"status":"PREPARING"}' | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	ot-consume -i "kafka:$topic" -G "g-$RUNID" -e 2>/dev/null
+	[ "$(status_of "$id")" = PENDING ]
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	# dry run: printed, not published
+	run --separate-stderr ot-relay replay --from "$topic.dlq" --dry-run
+	assert_success
+	[ "${#lines[@]}" = 1 ]
+	echo "${lines[0]}" | grep -q "\"ot-dlq-topic\":\"$topic\""
+	run --separate-stderr ot-relay replay --from "$topic.dlq"
+	assert_success
+	echo "$stderr" | grep -q 'replay: 1 read, 1 replayed'
+	ot-consume -i "kafka:$topic" -G "g-$RUNID" -e 2>/dev/null
+	[ "$(status_of "$id")" = PREPARING ]
+	ot-relay -i "kafka:$topic" -O - --meta -G "m-$RUNID" -e 2>/dev/null | tail -1 | grep -q '"ot-replay-count":"1"'
+}
+
+@test "ot-relay replay: --dry-run output filtered and piped back in; --since/--until select; the replay limit refuses loops" {
+	topic="dl.$RUNID"
+	{
+		event DELIVERY_UPDATED "$(uuid)" '{"status":"PREPARING"}'
+		event DELIVERY_UPDATED "$(uuid)" '{"status":"DELIVERED"}'
+	} | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	before=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+	sleep 0.01
+	ot-consume -i "kafka:$topic" -G "g-$RUNID" -e 2>/dev/null # both: unknown orders
+	run --separate-stderr ot-relay replay --from "$topic.dlq" --until "$before"
+	assert_success
+	echo "$stderr" | grep -q 'replay: 2 read, 0 replayed, 2 outside the time window'
+	ot-relay replay --from "$topic.dlq" --dry-run --since "$before" 2>/dev/null > "$BATS_TEST_TMPDIR/dry"
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/dry")" = 2 ]
+	run --separate-stderr ot-relay replay --from - < <(grep DELIVERED "$BATS_TEST_TMPDIR/dry")
+	assert_success
+	ot-relay -i "kafka:$topic" -O - --meta -G "m-$RUNID" -e 2>/dev/null > "$BATS_TEST_TMPDIR/topic"
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/topic")" = 3 ]
+	[ "$(grep -c '"ot-replay-count":"1"' "$BATS_TEST_TMPDIR/topic")" = 1 ]
+	# A record at the limit is refused, and says why.
+	sed 's/"ot-dlq-topic"/"ot-replay-count":"3","ot-dlq-topic"/' "$BATS_TEST_TMPDIR/dry" > "$BATS_TEST_TMPDIR/looping"
+	run --separate-stderr ot-relay replay --from - < "$BATS_TEST_TMPDIR/looping"
+	assert_failure 65
+	echo "$stderr" | grep -q 'already replayed 3 times (limit 3): refusing to loop'
+	run --separate-stderr ot-relay replay --from "$topic.dlq" --max 1 --dry-run
+	[ "${#lines[@]}" = 1 ]
+	run --separate-stderr ot-relay --dry-run
+	assert_failure 64
+}
+
+cdc_slot() { echo "t_${RUNID//-/_}"; }
+drop_slot() { sql_orders "SELECT pg_drop_replication_slot('$(cdc_slot)') FROM pg_replication_slots WHERE slot_name = '$(cdc_slot)'" >/dev/null 2>&1 || true; }
+
+@test "ot-relay --mode cdc: committed outbox rows stream from the WAL to Kafka, then leave the table" {
+	slot=$(cdc_slot)
+	run --separate-stderr ot-relay --mode cdc --slot "$slot" --once -O kafka
+	assert_success
+	[ "$(sql_orders "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'")" = 1 ]
+	ot-relay --mode cdc --slot "$slot" -O kafka 2>"$BATS_TEST_TMPDIR/cdc.log" &
+	pid=$!
+	sleep 1
+	a=$(place_order "a-$RUNID")
+	b=$(place_order "b-$RUNID")
+	lsn=$(sql_orders "SELECT pg_current_wal_lsn()")
+	wait_sql orders "SELECT count(*) FROM outbox WHERE key IN ('$a', '$b')" 0 10
+	wait_sql orders "SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$slot'" t 10
+	kill -TERM "$pid"
+	wait "$pid"
+	ot-relay -i kafka:orders.events -O - --meta -G "g-$RUNID" -e 2>/dev/null > "$BATS_TEST_TMPDIR/topic"
+	for id in "$a" "$b"; do
+		grep "\"key\":\"$id\"" "$BATS_TEST_TMPDIR/topic" | grep -q '"ot-type":"ORDER_CREATED","traceparent":"00-'
+	done
+	drop_slot
+}
+
+@test "ot-relay --mode cdc: killed mid-stream, it resumes from the confirmed LSN and loses nothing" {
+	slot=$(cdc_slot)
+	ot-relay --mode cdc --slot "$slot" --once -O kafka 2>/dev/null
+	ot-relay --mode cdc --slot "$slot" -O kafka 2>"$BATS_TEST_TMPDIR/cdc1.log" &
+	pid=$!
+	for i in $(seq 1 40); do request "c-$RUNID-$i"; done | ot-place > "$BATS_TEST_TMPDIR/placed" 2>/dev/null &
+	placing=$!
+	sleep 0.3
+	kill -KILL "$pid"
+	wait "$placing"
+	ot-relay --mode cdc --slot "$slot" -O kafka 2>"$BATS_TEST_TMPDIR/cdc2.log" &
+	pid=$!
+	wait_sql orders "SELECT count(*) FROM orders o JOIN outbox x ON x.key = o.id::text WHERE o.customer_id LIKE 'c-$RUNID-%'" 0 20
+	kill -TERM "$pid"
+	wait "$pid"
+	ot-relay -i kafka:orders.events -O - --meta -G "g-$RUNID" -e 2>/dev/null > "$BATS_TEST_TMPDIR/topic"
+	for id in $(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed"); do
+		grep -q "\"key\":\"$id\".*\"ot-type\":\"ORDER_CREATED\"" "$BATS_TEST_TMPDIR/topic"
+	done
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/placed")" = 40 ]
+	drop_slot
+}
+
+@test "ot-relay --mode cdc: while the outbox is idle, heartbeats keep confirming so WAL is not held" {
+	slot=$(cdc_slot)
+	ot-relay --mode cdc --slot "$slot" -O kafka 2>"$BATS_TEST_TMPDIR/cdc.log" &
+	pid=$!
+	sleep 1
+	# WAL written elsewhere in the cluster, nothing for the outbox
+	sql_inventory "CREATE TEMP TABLE t AS SELECT g FROM generate_series(1, 1000) g; SELECT 1" >/dev/null
+	sql_orders "SELECT pg_switch_wal()" >/dev/null
+	lsn=$(sql_orders "SELECT pg_current_wal_lsn()")
+	wait_sql orders "SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$slot'" t 30
+	kill -TERM "$pid"
+	wait "$pid"
+	drop_slot
+}
+
+@test "ot-relay --mode: bad values and combinations are refused with 64" {
+	run --separate-stderr ot-relay --mode push
+	assert_failure 64
+	run --separate-stderr ot-relay --mode cdc -i -
+	assert_failure 64
+	run --separate-stderr ot-relay --mode cdc --slot 'Bad-Slot' --once
+	assert_failure 78
+}
+
+@test "ot-relay: two poll relays side by side share the outbox and keep each order's events in order" {
+	drain_outboxes
+	topic="order.$RUNID"
+	# 100 orders, each with 5 events in a row: version 1..5 under one key
+	for i in $(seq 1 100); do
+		k=$(uuid)
+		for v in 1 2 3 4 5; do
+			echo "INSERT INTO outbox (topic, key, event_id, type, payload) VALUES ('$topic', '$k', gen_random_uuid(), 'T', '{\"v\":$v}');"
+		done
+	done | psql "$OT_ORDERS_DB" -Xq -v ON_ERROR_STOP=1
+	ot-relay -O kafka --batch 7 2>"$BATS_TEST_TMPDIR/r1.log" &
+	a=$!
+	ot-relay -O kafka --batch 7 2>"$BATS_TEST_TMPDIR/r2.log" &
+	b=$!
+	wait_sql orders "SELECT count(*) FROM outbox" 0 30
+	kill -TERM "$a" "$b"
+	wait "$a" "$b"
+	ot-relay -i "kafka:$topic" -O - --meta -G "g-$RUNID" -e 2>/dev/null |
+		sed -n 's/.*"offset":\([0-9]*\).*"key":"\([^"]*\)".*"value":{"v":\([0-9]\)}.*/\2 \1 \3/p' > "$BATS_TEST_TMPDIR/seen"
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/seen")" -ge 500 ]
+	# per key, in offset order, the versions never go back
+	[ -z "$(sort -k1,1 -k2,2n "$BATS_TEST_TMPDIR/seen" | awk '$1 == k && $3 < v { print } { k = $1; v = $3 }')" ]
+	[ "$(cut -d' ' -f1,3 "$BATS_TEST_TMPDIR/seen" | sort -u | wc -l)" = 500 ]
+	# both did a share of the work
+	grep -q 'relayed [1-9][0-9]* events' "$BATS_TEST_TMPDIR/r1.log"
+	grep -q 'relayed [1-9][0-9]* events' "$BATS_TEST_TMPDIR/r2.log"
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bats
+# ot-reserve: stock and all-or-nothing reservations against the real inventory database.
+bats_require_minimum_version 1.5.0
+
+setup() {
+	load helpers
+	common_setup
+	A="A-$RUNID"
+	B="B-$RUNID"
+}
+
+created() { # ORDER_ID ITEMS_JSON [EVENT_ID]
+	event ORDER_CREATED "$1" "{\"items\":$2,\"status\":\"PENDING\"}" "${3:-}"
+}
+
+@test "ot-reserve: stock lines set the available quantity" {
+	run --separate-stderr ot-reserve stock <<<"{\"sku\":\"$A\",\"qty\":5}
+{\"sku\":\"$B\",\"qty\":7}
+{\"sku\":\"$A\",\"qty\":9}"
+	assert_success
+	[ "$(sql_inventory "SELECT available FROM stock WHERE sku = '$A'")" = 9 ]
+	[ "$(sql_inventory "SELECT available FROM stock WHERE sku = '$B'")" = 7 ]
+}
+
+@test "ot-reserve: an order with every line in stock is reserved whole" {
+	stock "$A" 5
+	stock "$B" 2
+	drain_outboxes
+	id=$(uuid)
+	run --separate-stderr ot-reserve <<<"$(created "$id" "[{\"sku\":\"$A\",\"qty\":3},{\"sku\":\"$B\",\"qty\":2}]")"
+	assert_success
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "2|3" ]
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$B'")" = "0|2" ]
+	[ "$(sql_inventory "SELECT count(*) FROM reservations WHERE order_id = '$id'")" = 2 ]
+	[ "$(sql_inventory "SELECT type FROM outbox WHERE key = '$id'")" = INVENTORY_RESERVED ]
+}
+
+@test "ot-reserve: one short line reserves nothing and names the short SKU" {
+	stock "$A" 5
+	stock "$B" 1
+	id=$(uuid)
+	run --separate-stderr ot-reserve <<<"$(created "$id" "[{\"sku\":\"$A\",\"qty\":3},{\"sku\":\"$B\",\"qty\":2},{\"sku\":\"NOPE-$RUNID\",\"qty\":1}]")"
+	assert_success
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "5|0" ]
+	[ "$(sql_inventory "SELECT count(*) FROM reservations WHERE order_id = '$id'")" = 0 ]
+	[ "$(sql_inventory "SELECT type FROM outbox WHERE key = '$id'")" = INVENTORY_RESERVATION_FAILED ]
+	payload=$(sql_inventory "SELECT payload FROM outbox WHERE key = '$id'")
+	echo "$payload" | grep -q "\"short_skus\":\[\"$B\",\"NOPE-$RUNID\"\]"
+}
+
+@test "ot-reserve: a repeated ORDER_CREATED changes nothing" {
+	stock "$A" 5
+	id=$(uuid)
+	ev=$(created "$id" "[{\"sku\":\"$A\",\"qty\":2}]")
+	run --separate-stderr ot-reserve <<<"$ev
+$ev"
+	assert_success
+	run --separate-stderr ot-reserve <<<"$ev"
+	assert_success
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "3|2" ]
+	[ "$(sql_inventory "SELECT count(*) FROM outbox WHERE key = '$id'")" = 1 ]
+}
+
+@test "ot-reserve: a bad stock line exits 65 and loads the good ones" {
+	run --separate-stderr ot-reserve stock <<<"{\"sku\":\"$A\",\"qty\":4}
+{\"sku\":\"$B\",\"qty\":-1}"
+	assert_failure 65
+	echo "$stderr" | grep -q 'line 2: field \\"qty\\"'
+	[ "$(sql_inventory "SELECT available FROM stock WHERE sku = '$A'")" = 4 ]
+	[ "$(sql_inventory "SELECT count(*) FROM stock WHERE sku = '$B'")" = 0 ]
+}
+
+@test "ot-reserve: an event that is not a valid envelope exits 65 with the reason" {
+	run --separate-stderr ot-reserve <<<'{"type":"ORDER_CREATED","order_id":"x","ts":"2026-11-24T18:00:00Z","data":{}}'
+	assert_failure 65
+	echo "$stderr" | grep -q 'line 1: field \\"id\\" is missing'
+}
+
+@test "ot-reserve: the inventory database unreachable at start exits 69; an unknown command exits 64" {
+	OT_INVENTORY_DB='host=127.0.0.1 port=1 dbname=x connect_timeout=2' run --separate-stderr ot-reserve </dev/null
+	assert_failure 69
+	run --separate-stderr ot-reserve frobnicate
+	assert_failure 64
+}
+
+@test "ot-reserve: ORDER_CANCELLED releases the reservation and announces INVENTORY_RELEASED, once" {
+	stock "$A" 5
+	id=$(uuid)
+	drain_outboxes
+	{
+		created "$id" "[{\"sku\":\"$A\",\"qty\":3}]"
+		event ORDER_CANCELLED "$id" '{"reason":"changed my mind"}'
+	} | ot-reserve 2>/dev/null
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "5|0" ]
+	[ "$(sql_inventory "SELECT status, release_reason FROM reservations WHERE order_id = '$id'")" = "RELEASED|cancelled" ]
+	[ "$(sql_inventory "SELECT string_agg(type, ',' ORDER BY id) FROM outbox WHERE key = '$id'")" = "INVENTORY_RESERVED,INVENTORY_RELEASED" ]
+	sql_inventory "SELECT payload FROM outbox WHERE key = '$id' AND type = 'INVENTORY_RELEASED'" |
+		grep -q "\"items\":\[{\"sku\":\"$A\",\"qty\":3}\],\"reason\":\"cancelled\""
+	run --separate-stderr ot-reserve <<<"$(event ORDER_CANCELLED "$id")"
+	assert_success
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "5|0" ]
+	[ "$(sql_inventory "SELECT count(*) FROM outbox WHERE key = '$id'")" = 2 ]
+}
+
+@test "ot-reserve: expire releases reservations left unconfirmed past the deadline, and only those" {
+	stock "$A" 10
+	a=$(uuid)
+	b=$(uuid)
+	{
+		created "$a" "[{\"sku\":\"$A\",\"qty\":2}]"
+		created "$b" "[{\"sku\":\"$A\",\"qty\":3}]"
+		event ORDER_STATUS_UPDATED "$b" '{"status":"CONFIRMED"}'
+	} | ot-reserve 2>/dev/null
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "5|5" ]
+	run --separate-stderr ot-reserve expire --older-than 1h
+	assert_success
+	[ "$(sql_inventory "SELECT status FROM reservations WHERE order_id = '$a'")" = RESERVED ]
+	run --separate-stderr ot-reserve expire --older-than 0s
+	assert_success
+	[ "$(sql_inventory "SELECT status, release_reason FROM reservations WHERE order_id = '$a'")" = "RELEASED|expired" ]
+	[ "$(sql_inventory "SELECT status FROM reservations WHERE order_id = '$b'")" = RESERVED ]
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "7|3" ]
+	[ "$(sql_inventory "SELECT count(*) FROM outbox WHERE key = '$a' AND type = 'INVENTORY_RELEASED' AND payload LIKE '%\"reason\":\"expired\"%'")" = 1 ]
+	run --separate-stderr ot-reserve expire --older-than soon
+	assert_failure 64
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bats
+# An order's whole life through all the tools: over plain pipes, and over the real Kafka broker.
+bats_require_minimum_version 1.5.0
+
+setup() {
+	load helpers
+	common_setup
+	SKU="P-$RUNID"
+	stock "$SKU" 100
+}
+
+teardown() {
+	stop_bg
+}
+
+place_n() { # N: places N orders, writes them to $BATS_TEST_TMPDIR/placed
+	for i in $(seq 1 "$1"); do request "c-$RUNID-$i" "[{\"sku\":\"$SKU\",\"qty\":2}]"; done |
+		ot-place > "$BATS_TEST_TMPDIR/placed" 2>/dev/null
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/placed")" = "$1" ]
+}
+
+count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = '$1'"; }
+
+@test "pipeline: over pipes, orders go PENDING -> CONFIRMED -> PREPARING -> IN_TRANSIT -> DELIVERED" {
+	drain_outboxes
+	place_n 3
+	ot-relay --once 2>/dev/null | ot-reserve 2>/dev/null
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$SKU'")" = "94|6" ]
+	ot-relay --db inventory --once 2>/dev/null | ot-consume 2>/dev/null
+	[ "$(count_status CONFIRMED)" = 3 ]
+	ot-courier -n 3 < "$BATS_TEST_TMPDIR/placed" | ot-consume 2>/dev/null
+	[ "$(count_status DELIVERED)" = 3 ]
+	for id in $(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed"); do
+		[ "$(version_of "$id")" = 7 ]
+		[ "$(rcli HGET "order:$id" status)" = DELIVERED ]
+		[ "$(rcli HGET "order:$id" version)" = 7 ]
+		[ -n "$(rcli HGET "order:$id" lat)" ]
+	done
+	# every status change is in the outbox for orders.events
+	[ "$(ot-relay --once 2>/dev/null | grep -c '"type":"ORDER_STATUS_UPDATED"')" = 18 ]
+}
+
+@test "pipeline: over Kafka, the services take orders to DELIVERED and Redis agrees" {
+	start_bg "$BATS_TEST_TMPDIR/relay-orders.log" ot-relay --db orders -O kafka
+	start_bg "$BATS_TEST_TMPDIR/relay-inventory.log" ot-relay --db inventory -O kafka
+	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i kafka:orders.events -G "r-$RUNID"
+	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID"
+	place_n 10
+	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'CONFIRMED'" 10 60
+	ot-courier -n 2 < "$BATS_TEST_TMPDIR/placed" | ot-relay -i - -O kafka:delivery.updates 2>/dev/null
+	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'DELIVERED'" 10 60
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$SKU'")" = "80|20" ]
+	for id in $(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed"); do
+		[ "$(rcli HGET "order:$id" status)" = DELIVERED ]
+		[ "$(rcli HGET "order:$id" version)" = "$(version_of "$id")" ]
+	done
+	# The relays emptied both outboxes once Kafka acknowledged.
+	wait_sql orders "SELECT count(*) FROM outbox" 0 10
+	stop_bg
+	grep -q '"level":"info","tool":"ot-consume","msg":"[0-9]* records' "$BATS_TEST_TMPDIR/consume.log"
+}
+
+@test "pipeline: cancels racing reservations over Kafka end consistent, and stock is conserved" {
+	start_bg "$BATS_TEST_TMPDIR/relay-orders.log" ot-relay --db orders -O kafka
+	start_bg "$BATS_TEST_TMPDIR/relay-inventory.log" ot-relay --db inventory -O kafka
+	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i kafka:orders.events -G "r-$RUNID"
+	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID"
+	place_n 30
+	# Cancel every other order at once, while their reservations are still in flight.
+	sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed" | awk 'NR % 2' |
+		while read -r id; do event ORDER_CANCELLED "$id" '{"reason":"race"}'; done | ot-consume 2>/dev/null
+	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'CANCELLED'" 15 60
+	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'CONFIRMED'" 15 60
+	# Every cancelled order's stock comes back; the confirmed ones keep theirs.
+	wait_sql inventory "SELECT available || '|' || reserved FROM stock WHERE sku = '$SKU'" "70|30" 60
+	cancelled=$(sql_orders "SELECT string_agg(id::text, ',') FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'CANCELLED'")
+	[ "$(sql_inventory "SELECT count(*) FROM reservations WHERE order_id = ANY('{$cancelled}'::uuid[]) AND status = 'RESERVED'")" = 0 ]
+	[ "$(sql_inventory "SELECT coalesce(sum(qty), 0) FROM reservations WHERE sku = '$SKU' AND status = 'RESERVED'")" = 30 ]
+	for id in ${cancelled//,/ }; do
+		[ "$(rcli HGET "order:$id" status)" = CANCELLED ]
+	done
+}

@@ -1,0 +1,239 @@
+/* Unit tests of configuration (flags, then OT_* variables, then defaults), Redis URLs and
+ * exit statuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_redis.h"
+
+static char err[512];
+
+static int
+clear_env(void **state)
+{
+	(void)state;
+	unsetenv("OT_KAFKA_BROKERS"); unsetenv("OT_ORDERS_DB"); unsetenv("OT_INVENTORY_DB");
+	unsetenv("OT_REDIS_URL"); unsetenv("OT_LOG_LEVEL"); unsetenv("OT_HTTP_ADDR");
+	unsetenv("OT_KAFKA_GROUP"); unsetenv("OT_KAFKA_OFFSET"); unsetenv("OT_RETRY_ATTEMPTS");
+	return 0;
+}
+
+static void
+defaults_apply_when_nothing_is_set(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, ":8080", err, sizeof err), 0);
+	assert_string_equal(c.brokers, "localhost:9092");
+	assert_string_equal(c.orders_db, "dbname=ot_orders");
+	assert_string_equal(c.inventory_db, "dbname=ot_inventory");
+	assert_string_equal(c.redis_url, "redis://127.0.0.1:6379/0");
+	assert_string_equal(c.log_level, "info");
+	assert_string_equal(c.http_addr, ":8080");
+	assert_string_equal(c.group, "ot-test");
+	assert_string_equal(c.offset, "stored");
+	ot_config_free(&c);
+}
+
+static void
+environment_beats_defaults(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	setenv("OT_KAFKA_BROKERS", "k1:9092,k2:9092", 1);
+	setenv("OT_ORDERS_DB", "host=db1 dbname=o", 1);
+	setenv("OT_INVENTORY_DB", "host=db2 dbname=i", 1);
+	setenv("OT_REDIS_URL", "redis://r:1/2", 1);
+	setenv("OT_LOG_LEVEL", "warn", 1);
+	setenv("OT_HTTP_ADDR", "127.0.0.1:9999", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, ":8080", err, sizeof err), 0);
+	assert_string_equal(c.brokers, "k1:9092,k2:9092");
+	assert_string_equal(c.orders_db, "host=db1 dbname=o");
+	assert_string_equal(c.inventory_db, "host=db2 dbname=i");
+	assert_string_equal(c.redis_url, "redis://r:1/2");
+	assert_string_equal(c.log_level, "warn");
+	assert_string_equal(c.http_addr, "127.0.0.1:9999");
+	ot_config_free(&c);
+}
+
+static void
+flags_beat_environment(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	setenv("OT_KAFKA_BROKERS", "env:9092", 1);
+	setenv("OT_ORDERS_DB", "dbname=env", 1);
+	setenv("OT_REDIS_URL", "redis://env:1/0", 1);
+	setenv("OT_LOG_LEVEL", "error", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, 'b', "flag:9092", err, sizeof err), 1);
+	assert_int_equal(ot_config_opt(&c, OT_OPT_ORDERS_DB, "dbname=flag", err, sizeof err), 1);
+	assert_int_equal(ot_config_opt(&c, OT_OPT_REDIS, "redis://flag:2/0", err, sizeof err), 1);
+	assert_int_equal(ot_config_opt(&c, OT_OPT_LOG_LEVEL, "debug", err, sizeof err), 1);
+	assert_int_equal(ot_config_opt(&c, OT_OPT_HTTP_ADDR, ":1234", err, sizeof err), 1);
+	assert_int_equal(ot_config_opt(&c, 'G', "my-group", err, sizeof err), 1);
+	assert_int_equal(ot_config_finish(&c, ":8080", err, sizeof err), 0);
+	assert_string_equal(c.brokers, "flag:9092");
+	assert_string_equal(c.orders_db, "dbname=flag");
+	assert_string_equal(c.redis_url, "redis://flag:2/0");
+	assert_string_equal(c.log_level, "debug");
+	assert_string_equal(c.http_addr, ":1234");
+	assert_string_equal(c.group, "my-group");
+	ot_config_free(&c);
+}
+
+static void
+offsets_are_validated(void **state)
+{
+	static const char *good[] = {"beginning", "end", "stored", "42", "s@1700000000000"};
+	static const char *bad[] = {"yesterday", "", "12abc"};
+	struct ot_config c;
+	size_t i;
+
+	(void)state;
+	ot_config_init(&c, "ot-test");
+	for (i = 0; i < sizeof good / sizeof good[0]; i++)
+		assert_int_equal(ot_config_opt(&c, 'o', good[i], err, sizeof err), 1);
+	assert_string_equal(c.offset, "s@1700000000000");
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err[0] = '\0';
+		assert_int_equal(ot_config_opt(&c, 'o', bad[i], err, sizeof err), -1);
+		assert_non_null(strstr(err, "-o"));
+	}
+	ot_config_free(&c);
+}
+
+static void
+counts_and_properties_are_validated(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, 'c', "10", err, sizeof err), 1);
+	assert_int_equal(c.count, 10);
+	assert_int_equal(ot_config_opt(&c, 'c', "-1", err, sizeof err), -1);
+	assert_int_equal(ot_config_opt(&c, 'c', "ten", err, sizeof err), -1);
+	assert_int_equal(ot_config_opt(&c, 'X', "linger.ms=5", err, sizeof err), 1);
+	assert_int_equal(c.nprops, 1);
+	assert_string_equal(c.props[0], "linger.ms=5");
+	assert_int_equal(ot_config_opt(&c, 'X', "linger.ms", err, sizeof err), -1);
+	assert_int_equal(ot_config_opt(&c, 'X', "=5", err, sizeof err), -1);
+	assert_int_equal(ot_config_opt(&c, 'e', NULL, err, sizeof err), 1);
+	assert_int_equal(c.exit_at_end, 1);
+	assert_int_equal(ot_config_opt(&c, 'z', "x", err, sizeof err), 0);
+	ot_config_free(&c);
+}
+
+static void
+a_bad_log_level_is_refused(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	setenv("OT_LOG_LEVEL", "loud", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	assert_non_null(strstr(err, "loud"));
+	ot_config_free(&c);
+	ot_config_free(NULL);
+}
+
+static void
+attempts_come_from_flag_then_environment(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), 0);
+	assert_int_equal(c.attempts, 8);
+	ot_config_free(&c);
+	setenv("OT_RETRY_ATTEMPTS", "3", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), 0);
+	assert_int_equal(c.attempts, 3);
+	ot_config_free(&c);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, OT_OPT_ATTEMPTS, "5", err, sizeof err), 1);
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), 0);
+	assert_int_equal(c.attempts, 5);
+	assert_int_equal(ot_config_opt(&c, OT_OPT_ATTEMPTS, "0", err, sizeof err), -1);
+	ot_config_free(&c);
+	setenv("OT_RETRY_ATTEMPTS", "many", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	ot_config_free(&c);
+	unsetenv("OT_RETRY_ATTEMPTS");
+}
+
+static void
+redis_urls(void **state)
+{
+	struct ot_redis_url u;
+
+	(void)state;
+	assert_int_equal(ot_redis_parse_url("redis://cache", &u, err, sizeof err), 0);
+	assert_string_equal(u.host, "cache");
+	assert_int_equal(u.port, 6379);
+	assert_int_equal(u.db, 0);
+	assert_int_equal(ot_redis_parse_url("redis://cache:1234/2", &u, err, sizeof err), 0);
+	assert_string_equal(u.host, "cache");
+	assert_int_equal(u.port, 1234);
+	assert_int_equal(u.db, 2);
+	assert_int_equal(ot_redis_parse_url("redis://:s3cret@h:1/0", &u, err, sizeof err), 0);
+	assert_string_equal(u.password, "s3cret");
+	assert_string_equal(u.host, "h");
+	assert_int_equal(ot_redis_parse_url("unix:///tmp/r.sock", &u, err, sizeof err), 0);
+	assert_string_equal(u.path, "/tmp/r.sock");
+	assert_int_equal(ot_redis_parse_url("unix:///tmp/r.sock?db=3", &u, err, sizeof err), 0);
+	assert_string_equal(u.path, "/tmp/r.sock");
+	assert_int_equal(u.db, 3);
+	assert_int_equal(ot_redis_parse_url("http://x", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h:0", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h:99999", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h/x", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("", &u, err, sizeof err), -1);
+}
+
+static void
+exit_statuses_follow_sysexits(void **state)
+{
+	(void)state;
+	assert_int_equal(ot_exit_status(OT_OK), 0);
+	assert_int_equal(ot_exit_status(OT_SKIP), 0);
+	assert_int_equal(ot_exit_status(OT_EINPUT), 65);
+	assert_int_equal(ot_exit_status(OT_ESERVICE), 69);
+	assert_int_equal(ot_exit_status(OT_EINTERNAL), 70);
+	assert_int_equal(ot_exit_status(OT_EOUTPUT), 74);
+	assert_int_equal(ot_exit_status(OT_ECONFIG), 78);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(defaults_apply_when_nothing_is_set, clear_env),
+		cmocka_unit_test_setup(environment_beats_defaults, clear_env),
+		cmocka_unit_test_setup(flags_beat_environment, clear_env),
+		cmocka_unit_test_setup(offsets_are_validated, clear_env),
+		cmocka_unit_test_setup(counts_and_properties_are_validated, clear_env),
+		cmocka_unit_test_setup(a_bad_log_level_is_refused, clear_env),
+		cmocka_unit_test_setup(attempts_come_from_flag_then_environment, clear_env),
+		cmocka_unit_test(redis_urls),
+		cmocka_unit_test(exit_statuses_follow_sysexits),
+	};
+	return cmocka_run_group_tests_name("configuration", tests, NULL, NULL);
+}
