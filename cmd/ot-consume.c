@@ -66,6 +66,17 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	return rc;
 }
 
+/* While idle: statuses committed while Redis did not answer go to the cache once it does. */
+static void
+repair(void *arg)
+{
+	struct consume *c = arg;
+	char err[512];
+
+	if (!ot_pg_ensure(c->db))
+		ot_cache_repair(c->db, ot_redis_live(&c->redis, c->redis_url), err, sizeof err);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -121,6 +132,7 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
+	ot_run_set_idle(repair, &cs);
 	rc = ot_run(in, handle, &cs, &st);
 	OT_INFO(NULL, "%ld records: %ld applied, %ld skipped, %ld refused, %ld dead-lettered, %ld retries",
 	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);

@@ -1,6 +1,7 @@
 /* ot-serve: the Order Service HTTP API and the live tracking page. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sysexits.h>
 #include <time.h>
 
@@ -9,10 +10,13 @@
 #include "ot_http.h"
 #include "ot_log.h"
 #include "ot_order.h"
+#include "ot_pg.h"
 #include "ot_redis.h"
 #include "ot_signal.h"
 
 static const char *argv0 = "ot-serve";
+
+enum { OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS };
 
 static void
 usage(FILE *f, int full)
@@ -22,19 +26,62 @@ usage(FILE *f, int full)
 		return;
 	fprintf(f, "\nServes the orders API and the tracking page on [HOST:]PORT (default :8080, every\n"
 	        "IPv4 interface; [::]:PORT for IPv6), with four threads, each with its own connections:\n"
-	        "  GET  /orders/{id}   status from Redis, else the database (X-Cache: HIT|MISS|BYPASS);\n"
-	        "                      ?full=1 adds items and address, from the database\n"
+	        "  GET  /orders/{id}   status from Redis, else the database (X-Cache: HIT|MISS|BYPASS),\n"
+	        "                      with an ETag (If-None-Match -> 304); ?full=1 adds items and\n"
+	        "                      address, from the database\n"
+	        "  GET  /orders/{id}/events  the status changes as Server-Sent Events (Last-Event-ID\n"
+	        "                      resumes); the same stream over WebSocket with Upgrade: websocket,\n"
+	        "                      or at /orders/{id}/ws\n"
 	        "  POST /orders        place an order (application/json, at most 64 KiB; an\n"
 	        "                      Idempotency-Key header serves as request_id) -> 201, 200 if placed before\n"
 	        "  POST /orders/{id}/cancel  cancel it while it is not yet on its way -> 200, 409\n"
 	        "  GET  /              the tracking page\n"
 	        "  GET  /healthz       200 while the process runs\n"
 	        "  GET  /readyz        200 when PostgreSQL and Redis answer, else 503 naming which is down\n"
+	        "  GET  /metrics       Prometheus text: requests, latencies, cache, circuits, streams\n"
+	        "Writes (POST) need an API key: Authorization: Bearer KEY or X-API-Key: KEY (else 401).\n"
+	        "Requests under /orders are rate limited per client in Redis (GCRA; 429 + Retry-After).\n"
 	        "Redis may be down at start: reads then come from the database.\n"
 	        "Exits 0 on SIGINT/SIGTERM; 64 usage; 69 the orders database unreachable at start or the\n"
 	        "address in use; 78 a bad address or Redis URL.\n\n"
 	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n%s", ot_config_usage);
+	        "  -V, --version           print the version\n"
+	        "      --api-key KEY[,KEY] keys that may write (OT_API_KEY)\n"
+	        "      --rate N            requests a second per client, 0 for no limit (OT_RATE_LIMIT; 50)\n"
+	        "      --burst N           requests a client may make at once (OT_RATE_BURST; 100)\n"
+	        "      --stream-max S      seconds a live stream lasts before the client resumes it\n"
+	        "                          (OT_STREAM_MAX_S; 300)\n"
+	        "      --max-streams N     live streams open at once (OT_MAX_STREAMS; 512)\n%s", ot_config_usage);
+}
+
+/* Parses a number in [lo, hi] for the option named; 0, or -1 after saying why. */
+static int
+number(const char *s, const char *name, double lo, double hi, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, "%s: --%s %s: expected a number from %g to %g\n", argv0, name, s, lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int
+whole(const char *s, const char *name, int lo, int hi, int *out)
+{
+	double v;
+
+	if (number(s, name, lo, hi, &v))
+		return -1;
+	if (v != (int)v) {
+		fprintf(stderr, "%s: --%s %s: expected a whole number\n", argv0, name, s);
+		return -1;
+	}
+	*out = (int)v;
+	return 0;
 }
 
 int
@@ -44,12 +91,21 @@ main(int argc, char **argv)
 		OT_CONFIG_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
+		{"api-key", required_argument, NULL, OPT_API_KEY},
+		{"rate", required_argument, NULL, OPT_RATE},
+		{"burst", required_argument, NULL, OPT_BURST},
+		{"stream-max", required_argument, NULL, OPT_STREAM_MAX},
+		{"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
 		{NULL, 0, NULL, 0}
 	};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
+	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512};
+	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
+	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
 	struct ot_http *h;
 	redisContext *stats = NULL;
+	PGconn *db = NULL;
 	long n;
 	char err[1024];
 	int c, r, rc = OT_OK;
@@ -63,6 +119,11 @@ main(int argc, char **argv)
 			return EX_USAGE;
 		}
 		switch (c) {
+		case OPT_API_KEY: o.api_keys = optarg; continue;
+		case OPT_RATE: rate = optarg; continue;
+		case OPT_BURST: burst = optarg; continue;
+		case OPT_STREAM_MAX: smax = optarg; continue;
+		case OPT_MAX_STREAMS: nmax = optarg; continue;
 		case 'h': usage(stdout, 1); return EX_OK;
 		case 'V': puts(OT_VERSION); return EX_OK;
 		default: usage(stderr, 0); return EX_USAGE;
@@ -72,13 +133,19 @@ main(int argc, char **argv)
 		usage(stderr, 0);
 		return EX_USAGE;
 	}
+	if ((rate && number(rate, "rate", 0, 1e6, &o.rate)) || (burst && whole(burst, "burst", 1, 1000000, &o.burst)) ||
+	    (smax && whole(smax, "stream-max", 1, 86400, &o.stream_max_s)) ||
+	    (nmax && whole(nmax, "max-streams", 1, 100000, &o.max_streams))) {
+		ot_config_free(&cfg);
+		return EX_USAGE;
+	}
 	if (ot_config_finish(&cfg, ":8080", err, sizeof err)) {
 		fprintf(stderr, "%s: %s\n", argv0, err);
 		ot_config_free(&cfg);
 		return EX_CONFIG;
 	}
 	ot_signal_install();
-	if (!(h = ot_http_start(&cfg, &rc, err, sizeof err))) {
+	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
@@ -86,14 +153,19 @@ main(int argc, char **argv)
 	for (n = 0; !ot_stop; n++) {
 		nanosleep(&tick, NULL);
 		/* Once a second, the cache statistics the workers counted go to Redis. */
-		if (n % 10 == 9)
+		if (n % 10 == 9) {
 			ot_cache_stats_flush(ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
+			/* Statuses the API committed while Redis did not answer go to the cache now. */
+			if ((db || (db = ot_pg_connect(cfg.orders_db, err, sizeof err))) && !ot_pg_ensure(db))
+				ot_cache_repair(db, ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
+		}
 	}
 	OT_INFO(NULL, "stopping");
 	ot_http_stop(h);
 	ot_cache_stats_flush(ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
 	if (stats)
 		redisFree(stats);
+	PQfinish(db);
 out:
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);

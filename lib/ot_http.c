@@ -15,11 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ot_breaker.h"
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_http.h"
+#include "ot_live.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_redis.h"
@@ -30,6 +33,11 @@
 #define REDIS_TIMEOUT_MS 1000     /* as ot_redis_live connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
+#define HEADER_LIMIT (16 * 1024)  /* request line and headers; larger is answered 431 by MHD */
+#define IDLE_S 30                 /* a connection silent this long is closed */
+#define MAX_CONNECTIONS 1024
+#define BREAKER_FAILURES 5        /* failures in a row that open a circuit */
+#define BREAKER_OPEN_MS 2000      /* how long it stays open before one probe */
 /* A stuck statement must not hold one of the few worker threads for long. */
 #define STATEMENT_TIMEOUT "SET statement_timeout = '5s'"
 
@@ -48,6 +56,12 @@ struct conns {
 struct ot_http {
 	struct MHD_Daemon *d;
 	char *orders_db, *redis_url;
+	char *api_keys;      /* comma-separated; NULL: writes are refused */
+	double rate;         /* requests a second per client; 0: no limit */
+	int burst;
+	struct ot_breaker redis_cb, pg_cb;
+	struct ot_live *live;
+	int breakers;        /* initialised: destroy them */
 	pthread_mutex_t mu;  /* guards conns */
 	struct conns *conns;
 	atomic_int inflight; /* requests begun and not completed */
@@ -59,7 +73,8 @@ struct req {
 	char *body;          /* the first MAX_BODY bytes */
 	size_t len, seen;    /* bytes kept, bytes received */
 	unsigned status;     /* 0 until a response is queued */
-	long long t0;        /* ms, monotonic */
+	enum ot_route route;
+	long long t0;        /* us, monotonic */
 };
 
 /* What a route works with. */
@@ -73,12 +88,18 @@ struct call {
 static _Thread_local struct conns *tconns;
 
 static long long
-now_ms(void)
+now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static long long
+now_ms(void)
+{
+	return now_us() / 1000;
 }
 
 /* The calling worker thread's connections, created on its first request; NULL when out of memory. */
@@ -96,7 +117,7 @@ thread_conns(struct ot_http *h)
 
 /* The thread's database connection, reset if it broke; NULL while PostgreSQL is unreachable. */
 static PGconn *
-db_of(struct call *x)
+db_connect(struct call *x)
 {
 	struct conns *c = x->c;
 	struct pollfd p = {c->db ? PQsocket(c->db) : -1, POLLIN, 0};
@@ -128,6 +149,46 @@ db_of(struct call *x)
 	return c->db;
 }
 
+/* The thread's database connection, or NULL at once while the PostgreSQL circuit is open. The
+ * caller reports how the call went with db_done. */
+static PGconn *
+db_of(struct call *x)
+{
+	PGconn *db;
+
+	if (!ot_breaker_allow(&x->h->pg_cb))
+		return NULL;
+	if (!(db = db_connect(x)))
+		ot_breaker_done(&x->h->pg_cb, 0);
+	return db;
+}
+
+static void
+db_done(struct call *x, int rc)
+{
+	ot_breaker_done(&x->h->pg_cb, rc != OT_ESERVICE);
+}
+
+/* The thread's Redis connection, or NULL (skip Redis) while it is down or its circuit open.
+ * The caller reports with redis_done when it got one. */
+static redisContext *
+redis_of(struct call *x)
+{
+	redisContext *r;
+
+	if (!ot_breaker_allow(&x->h->redis_cb))
+		return NULL;
+	if (!(r = ot_redis_live(&x->c->redis, x->h->redis_url)))
+		ot_breaker_done(&x->h->redis_cb, 0);
+	return r;
+}
+
+static void
+redis_done(struct call *x, redisContext *r, int ok)
+{
+	ot_breaker_done(&x->h->redis_cb, ok && r && !r->err);
+}
+
 /* True when a call that failed with rc may run once more: the connection broke under it (a
  * server restart) and a fresh one is at hand in *db. */
 static int
@@ -136,7 +197,7 @@ db_retry(struct call *x, int rc, PGconn **db)
 	if (rc != OT_ESERVICE || PQstatus(*db) != CONNECTION_BAD)
 		return 0;
 	OT_INFO(x->rq->order_id, "PostgreSQL connection lost, trying once more");
-	return (*db = db_of(x)) != NULL;
+	return (*db = db_connect(x)) != NULL;
 }
 
 /* SELECT 1 within timeout_ms. A connection that does not answer in time is dropped, so the
@@ -245,6 +306,12 @@ is_json(const char *ctype)
 	       (!ctype[16] || ctype[16] == ';' || ctype[16] == ' ');
 }
 
+static enum MHD_Result
+not_found(struct call *x, const char *id)
+{
+	return reply_json(x, 404, json_pack("{s:s, s:s}", "error", "order not found", "order_id", id), NULL);
+}
+
 /* GET /orders/{id}?full=1: the whole order, always from the database. */
 static enum MHD_Result
 get_full(struct call *x, const char *id)
@@ -260,34 +327,33 @@ get_full(struct call *x, const char *id)
 	o = ot_order_get_full(db, id, &rc, err, sizeof err);
 	if (!o && db_retry(x, rc, &db))
 		o = ot_order_get_full(db, id, &rc, err, sizeof err);
+	db_done(x, o ? 0 : rc);
 	if (!o && rc)
 		return failed(x, rc, err);
 	if (!o)
-		return reply_json(x, 404, json_pack("{s:s, s:s}", "error", "order not found", "order_id", id), NULL);
+		return not_found(x, id);
 	return reply_json(x, 200, o, bypass);
 }
 
-/* GET /orders/{id}: Redis first, so a hit needs no database; else the database, refilling Redis. */
-static enum MHD_Result
-get_order(struct call *x, const char *id)
+/* The status of one order: Redis first, so a hit needs no database; else the database,
+ * refilling Redis under the single-flight lock; with Redis down or its circuit open, the
+ * database alone. Returns 1 found (*how says where from), 0 unknown, or an ot_rc with err. */
+static int
+lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_result *how, char *err,
+       size_t errsz)
 {
-	const char *full = MHD_lookup_connection_value(x->con, MHD_GET_ARGUMENT_KIND, "full");
-	const char *hdr[] = {"X-Cache", "BYPASS", NULL};
-	struct ot_status st;
 	redisContext *r;
 	PGconn *db;
-	char err[512];
 	int hit = 0, rc;
 
-	if (!ot_uuid_valid(id))
-		return reply_error(x, 400, "order id must be a UUID", NULL);
-	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
-	if (full && (!strcmp(full, "1") || !strcmp(full, "true")))
-		return get_full(x, id);
-	if ((r = ot_redis_live(&x->c->redis, x->h->redis_url))) {
-		if ((rc = ot_redis_get_status(r, id, &st, err, sizeof err)) == 1) {
-			hdr[1] = "HIT";
-			return reply_json(x, 200, ot_status_to_json(&st), hdr);
+	*how = OT_C_BYPASS;
+	if ((r = redis_of(x))) {
+		rc = ot_redis_get_status(r, id, st, err, errsz);
+		redis_done(x, r, rc >= 0);
+		if (rc == 1) {
+			*how = OT_C_HIT;
+			ot_cache_count(1);
+			return 1;
 		}
 		if (rc < 0) {
 			OT_WARN(id, "cache read failed, reading the database: %s", err);
@@ -295,16 +361,138 @@ get_order(struct call *x, const char *id)
 		}
 	}
 	if (!(db = db_of(x)))
-		return unavailable(x);
-	rc = ot_order_get(db, r, id, &st, &hit, err, sizeof err);
+		return ot_err(OT_ESERVICE, err, errsz, "the orders database is unavailable");
+	rc = ot_order_get(db, r, id, st, &hit, err, errsz);
 	if (db_retry(x, rc, &db))
-		rc = ot_order_get(db, r, id, &st, &hit, err, sizeof err);
+		rc = ot_order_get(db, r, id, st, &hit, err, errsz);
+	db_done(x, rc);
+	if (r)
+		redis_done(x, r, 1);
+	*how = hit ? OT_C_HIT : r && !r->err ? OT_C_MISS : OT_C_BYPASS;
+	return rc;
+}
+
+/* GET /orders/{id}: the status, with an ETag of its version; If-None-Match gets 304. */
+static enum MHD_Result
+get_order(struct call *x, const char *id)
+{
+	static const char *const how_name[OT_C_COUNT] = {"HIT", "MISS", "BYPASS"};
+	const char *full = MHD_lookup_connection_value(x->con, MHD_GET_ARGUMENT_KIND, "full");
+	const char *inm = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	const char *hdr[] = {"X-Cache", NULL, "ETag", NULL, NULL};
+	enum ot_cache_result how;
+	struct ot_status st;
+	char err[512], etag[40];
+	int rc;
+
+	if (!ot_uuid_valid(id))
+		return reply_error(x, 400, "order id must be a UUID", NULL);
+	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
+	if (full && (!strcmp(full, "1") || !strcmp(full, "true")))
+		return get_full(x, id);
+	rc = lookup(x, id, &st, &how, err, sizeof err);
 	if (rc < 0)
 		return failed(x, rc, err);
 	if (rc == 0)
-		return reply_json(x, 404, json_pack("{s:s, s:s}", "error", "order not found", "order_id", id), NULL);
-	hdr[1] = hit ? "HIT" : r && !r->err ? "MISS" : "BYPASS";
+		return not_found(x, id);
+	ot_metrics_cache(how);
+	snprintf(etag, sizeof etag, "\"v%lld\"", st.version);
+	hdr[1] = how_name[how];
+	hdr[3] = etag;
+	if (inm && (strstr(inm, etag) || !strcmp(inm, "*")))
+		return reply(x, 304, "application/json", "", 0, MHD_RESPMEM_PERSISTENT, hdr);
 	return reply_json(x, 200, ot_status_to_json(&st), hdr);
+}
+
+/* Writes need a key from OT_API_KEY, as "Authorization: Bearer KEY" or "X-API-Key: KEY".
+ * Returns 1 when the request carries one. */
+static int
+authorized(struct call *x)
+{
+	const char *auth = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "X-API-Key");
+	const char *k, *end;
+
+	if (!key && auth && !strncasecmp(auth, "Bearer ", 7))
+		key = auth + 7;
+	if (!key || !*key || !x->h->api_keys)
+		return 0;
+	for (k = x->h->api_keys; *k; k = *end ? end + 1 : end) {
+		size_t n = strcspn(k, ","), kl = strlen(key);
+		unsigned char diff = n != kl;
+		end = k + n;
+		/* Time independent of where the first difference is. */
+		for (size_t i = 0; i < n; i++)
+			diff |= (unsigned char)(k[i] ^ (i < kl ? key[i] : 0));
+		if (!diff)
+			return 1;
+	}
+	return 0;
+}
+
+static enum MHD_Result
+unauthorized(struct call *x)
+{
+	static const char *const www[] = {"WWW-Authenticate", "Bearer realm=\"ordertrack\"", NULL};
+
+	return reply_error(x, 401, x->h->api_keys ? "a valid API key is required: Authorization: Bearer KEY"
+	                                          : "writes are disabled: ot-serve runs without OT_API_KEY", www);
+}
+
+/* The client a rate limit applies to: its API key (hashed), else its address. */
+static void
+client_of(struct call *x, char *out, size_t outsz)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(x->con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const char *auth = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "X-API-Key");
+	char host[64] = "unknown";
+
+	if (!key && auth && !strncasecmp(auth, "Bearer ", 7))
+		key = auth + 7;
+	if (key && *key) {
+		unsigned long long h = 1469598103934665603ULL;
+		for (; *key; key++)
+			h = (h ^ (unsigned char)*key) * 1099511628211ULL;
+		snprintf(out, outsz, "key:%016llx", h);
+		return;
+	}
+	if (ci && ci->client_addr)
+		getnameinfo(ci->client_addr, ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		            : sizeof(struct sockaddr_in), host, sizeof host, NULL, 0, NI_NUMERICHOST);
+	snprintf(out, outsz, "ip:%s", host);
+}
+
+/* GCRA in Redis; with Redis down or its circuit open the limit is not enforced (fails open),
+ * since refusing every client would turn a cache outage into an API outage. Returns 1 to go on. */
+static int
+within_limit(struct call *x, long *wait_ms)
+{
+	redisContext *r;
+	char client[80], err[256];
+	int rc;
+
+	*wait_ms = 0;
+	if (x->h->rate <= 0 || !(r = redis_of(x)))
+		return 1;
+	client_of(x, client, sizeof client);
+	rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, wait_ms, err, sizeof err);
+	redis_done(x, r, rc >= 0);
+	if (rc < 0)
+		OT_WARN(NULL, "rate limit not checked: %s", err);
+	return rc != 0;
+}
+
+static enum MHD_Result
+too_many(struct call *x, long wait_ms)
+{
+	char secs[24];
+	const char *hdr[] = {"Retry-After", secs, NULL};
+
+	snprintf(secs, sizeof secs, "%ld", (wait_ms + 999) / 1000);
+	ot_metrics_limited();
+	return reply_json(x, 429, json_pack("{s:s, s:f}", "error", "rate limit exceeded",
+	                                    "retry_after_s", (double)wait_ms / 1000), hdr);
 }
 
 /* POST /orders: the same placement as ot-place. */
@@ -318,8 +506,11 @@ post_order(struct call *x)
 	json_error_t jerr;
 	char err[512], loc[128];
 	int created = 0, rc;
+	redisContext *r;
 	PGconn *db;
 
+	if (!authorized(x))
+		return unauthorized(x);
 	if (!is_json(ctype))
 		return reply_error(x, 415, "Content-Type must be application/json", NULL);
 	if (x->rq->seen > MAX_BODY)
@@ -348,13 +539,15 @@ post_order(struct call *x)
 		json_decref(req);
 		return unavailable(x);
 	}
-	rc = ot_order_place(db, ot_redis_live(&x->c->redis, x->h->redis_url), req, "ot-serve", &order,
-	                    &created, err, sizeof err);
+	r = redis_of(x);
+	rc = ot_order_place(db, r, req, "ot-serve", &order, &created, err, sizeof err);
 	/* Only a request_id makes a second try safe: a lost connection may hide a commit. */
 	rid = json_object_get(req, "request_id");
 	if (rid && !json_is_null(rid) && db_retry(x, rc, &db))
-		rc = ot_order_place(db, ot_redis_live(&x->c->redis, x->h->redis_url), req, "ot-serve",
-		                    &order, &created, err, sizeof err);
+		rc = ot_order_place(db, r, req, "ot-serve", &order, &created, err, sizeof err);
+	db_done(x, rc);
+	if (r)
+		redis_done(x, r, 1);
 	json_decref(req);
 	if (rc == OT_EINPUT)
 		return reply_error(x, 400, err, NULL);
@@ -375,10 +568,13 @@ cancel_order(struct call *x, const char *id)
 	struct ot_event ev;
 	struct ot_status st;
 	json_t *req = NULL, *reason;
+	redisContext *r;
 	PGconn *db;
 	char err[512];
 	int rc, hit;
 
+	if (!authorized(x))
+		return unauthorized(x);
 	if (!ot_uuid_valid(id))
 		return reply_error(x, 400, "order id must be a UUID", NULL);
 	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
@@ -395,14 +591,17 @@ cancel_order(struct call *x, const char *id)
 	              json_pack("{s:s}", "reason", json_is_string(reason) ? json_string_value(reason)
 	                                                               : "cancelled by the customer"), NULL);
 	json_decref(req);
+	r = redis_of(x);
 	/* A repeated cancel is a stale transition, so a second try is safe. */
-	rc = ot_order_apply(db, ot_redis_live(&x->c->redis, x->h->redis_url), &ev, "ot-serve", err, sizeof err);
+	rc = ot_order_apply(db, r, &ev, "ot-serve", err, sizeof err);
 	if (db_retry(x, rc, &db))
-		rc = ot_order_apply(db, ot_redis_live(&x->c->redis, x->h->redis_url), &ev, "ot-serve", err,
-		                    sizeof err);
+		rc = ot_order_apply(db, r, &ev, "ot-serve", err, sizeof err);
+	db_done(x, rc);
+	if (r)
+		redis_done(x, r, 1);
 	ot_event_clear(&ev);
 	if (rc == OT_EINPUT && strstr(err, "unknown order"))
-		return reply_json(x, 404, json_pack("{s:s, s:s}", "error", "order not found", "order_id", id), NULL);
+		return not_found(x, id);
 	if (rc == OT_EINPUT)
 		return reply_error(x, 409, err, NULL);
 	if (rc < 0)
@@ -415,10 +614,129 @@ cancel_order(struct call *x, const char *id)
 	return reply_json(x, 200, ot_status_to_json(&st), NULL);
 }
 
+/* GET /orders/{id}/events (SSE; or WebSocket when the request asks to upgrade): the changes
+ * after Last-Event-ID from orderlog:{id}, the current status if newer, then live changes. */
+static enum MHD_Result
+stream(struct call *x, const char *id, int ws_only)
+{
+	const char *leid = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "Last-Event-ID");
+	const char *q = MHD_lookup_connection_value(x->con, MHD_GET_ARGUMENT_KIND, "last_event_id");
+	const char *up = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
+	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+	int ws = up && !strcasecmp(up, "websocket");
+	struct ot_live_event ev[OT_REDIS_LOG_MAX + 1];
+	enum ot_cache_result how;
+	struct ot_status st;
+	redisReply *hist = NULL;
+	redisContext *r;
+	long long last = 0, top = 0;
+	char err[512], *cur = NULL;
+	size_t n = 0, i;
+	int rc, full = 0;
+	enum MHD_Result ret;
+
+	if (!ot_uuid_valid(id))
+		return reply_error(x, 400, "order id must be a UUID", NULL);
+	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
+	x->rq->route = ws || ws_only ? OT_R_WS : OT_R_EVENTS;
+	if (ws_only && !ws)
+		return reply_error(x, 400, "this endpoint speaks WebSocket only: send Upgrade: websocket", NULL);
+	if (ws && (!key || strlen(key) != 24))
+		return reply_error(x, 400, "a WebSocket upgrade needs a Sec-WebSocket-Key", NULL);
+	if (!x->h->live)
+		return reply_error(x, 503, "live streams are not running", NULL);
+	if (leid || q)
+		last = strtoll(leid ? leid : q, NULL, 10);
+	if (last < 0)
+		last = 0;
+	if ((rc = lookup(x, id, &st, &how, err, sizeof err)) < 0)
+		return failed(x, rc, err);
+	if (rc == 0)
+		return not_found(x, id);
+	if ((r = redis_of(x))) {
+		hist = ot_redis_history(r, id, last, err, sizeof err);
+		redis_done(x, r, hist != NULL);
+		if (!hist)
+			OT_WARN(id, "stream history unavailable: %s", err);
+	}
+	for (i = 0; hist && i + 1 < hist->elements && n < OT_REDIS_LOG_MAX; i += 2) {
+		ev[n].json = hist->element[i]->str;
+		ev[n].version = strtoll(hist->element[i + 1]->str ? hist->element[i + 1]->str : "0", NULL, 10);
+		if (ev[n].json && ev[n].version > top)
+			top = ev[n++].version;
+	}
+	/* The log may lag the status (Redis restarted, or the entry just refilled): the status
+	 * itself is the newest change. */
+	if (st.version > last && st.version > top) {
+		json_t *o = ot_status_to_json(&st);
+		cur = o ? json_dumps(o, OT_JSON_FLAGS) : NULL;
+		json_decref(o);
+		if (cur) {
+			ev[n].json = cur;
+			ev[n++].version = st.version;
+		}
+	}
+	ret = ws ? ot_live_ws(x->h->live, x->con, key, id, last, ev, n, &full)
+	         : ot_live_sse(x->h->live, x->con, id, last, ev, n, &full);
+	freeReplyObject(hist);
+	free(cur);
+	if (full)
+		return reply_error(x, 503, "too many live streams open: try again later", NULL);
+	if (ret == MHD_YES)
+		x->rq->status = ws ? 101 : 200;
+	return ret;
+}
+
+/* GET /metrics: Prometheus text format. */
+static enum MHD_Result
+metrics(struct call *x)
+{
+	struct ot_breaker *cbs[2] = {&x->h->redis_cb, &x->h->pg_cb};
+	static const char *const dep[2] = {"redis", "postgres"};
+	struct ot_live_stats ls;
+	char *buf = NULL, labels[64];
+	size_t len = 0;
+	long opens[2], rejected[2];
+	int e = ot_metrics_render(&buf, &len);
+
+	e |= ot_metrics_head(&buf, &len, "ot_circuit_state", "gauge",
+	                     "Circuit breaker per dependency: 0 closed, 1 half-open, 2 open.");
+	for (int i = 0; i < 2; i++) {
+		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
+		e |= ot_metrics_line(&buf, &len, "ot_circuit_state", labels, ot_breaker_read(cbs[i], &opens[i], &rejected[i]));
+	}
+	e |= ot_metrics_head(&buf, &len, "ot_circuit_opens_total", "counter", "Times a circuit opened.");
+	for (int i = 0; i < 2; i++) {
+		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
+		e |= ot_metrics_line(&buf, &len, "ot_circuit_opens_total", labels, opens[i]);
+	}
+	e |= ot_metrics_head(&buf, &len, "ot_circuit_rejected_total", "counter",
+	                     "Calls failed fast while a circuit was open.");
+	for (int i = 0; i < 2; i++) {
+		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
+		e |= ot_metrics_line(&buf, &len, "ot_circuit_rejected_total", labels, rejected[i]);
+	}
+	ot_live_read(x->h->live, &ls);
+	e |= ot_metrics_head(&buf, &len, "ot_live_streams", "gauge", "Live status streams open, by protocol.");
+	e |= ot_metrics_line(&buf, &len, "ot_live_streams", "protocol=\"sse\"", ls.sse);
+	e |= ot_metrics_line(&buf, &len, "ot_live_streams", "protocol=\"websocket\"", ls.ws);
+	e |= ot_metrics_head(&buf, &len, "ot_live_subscribed", "gauge", "1 while the Redis subscription feeding the streams holds.");
+	e |= ot_metrics_line(&buf, &len, "ot_live_subscribed", "", ls.connected);
+	e |= ot_metrics_head(&buf, &len, "ot_live_messages_total", "counter", "Changes received from Redis pub/sub.");
+	e |= ot_metrics_line(&buf, &len, "ot_live_messages_total", "", ls.messages);
+	e |= ot_metrics_head(&buf, &len, "ot_live_sent_total", "counter", "Changes queued to streams.");
+	e |= ot_metrics_line(&buf, &len, "ot_live_sent_total", "", ls.sent);
+	if (e) {
+		free(buf);
+		return reply_error(x, 500, "out of memory", NULL);
+	}
+	return reply(x, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
 static int
 db_ready(struct call *x)
 {
-	PGconn *db = db_of(x);
+	PGconn *db = db_connect(x);
 	int rc = db ? db_ping(x->c, READY_TIMEOUT_MS) : OT_ESERVICE;
 
 	if (db && rc && x->c->db && db_retry(x, rc, &db))
@@ -451,7 +769,8 @@ redis_ready(struct call *x)
 	return rc;
 }
 
-/* GET /readyz: SELECT 1 and PING, each time. */
+/* GET /readyz: SELECT 1 and PING, each time, past the circuit breakers (this is their probe
+ * from outside). */
 static enum MHD_Result
 readyz(struct call *x)
 {
@@ -476,25 +795,46 @@ route(struct call *x, const char *url, const char *method)
 	/* Spelt so that GCC 12 with sanitizers does not take url for the literal (stringop-overread). */
 	const char *id = url[0] == '/' && !strncmp(url + 1, "orders/", 7) ? url + 8 : NULL;
 	size_t idlen = id ? strcspn(id, "/") : 0;
+	const char *rest = id ? id + idlen : NULL;
 	char oid[64];
+	long wait_ms;
 
-	if (!strcmp(url, "/") || !strcmp(url, "/index.html"))
+	if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
+		x->rq->route = OT_R_PAGE;
 		return get ? reply(x, 200, "text/html; charset=utf-8", ot_page_html, strlen(ot_page_html),
 		                   MHD_RESPMEM_PERSISTENT, page_hdr)
 		           : not_allowed(x, allow_get);
-	if (!strcmp(url, "/healthz"))
+	}
+	if (!strcmp(url, "/healthz")) {
+		x->rq->route = OT_R_HEALTHZ;
 		return get ? reply_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL) : not_allowed(x, allow_get);
-	if (!strcmp(url, "/readyz"))
+	}
+	if (!strcmp(url, "/readyz")) {
+		x->rq->route = OT_R_READYZ;
 		return get ? readyz(x) : not_allowed(x, allow_get);
+	}
+	if (!strcmp(url, "/metrics")) {
+		x->rq->route = OT_R_METRICS;
+		return get ? metrics(x) : not_allowed(x, allow_get);
+	}
+	if (strcmp(url, "/orders") && !(idlen && (!*rest || !strcmp(rest, "/cancel") ||
+	                                         !strcmp(rest, "/events") || !strcmp(rest, "/ws"))))
+		return reply_error(x, 404, "no such resource", NULL);
+	if (!strcmp(url, "/orders"))
+		x->rq->route = OT_R_ORDER_POST;
+	else
+		x->rq->route = !*rest ? OT_R_ORDER_GET : !strcmp(rest, "/cancel") ? OT_R_ORDER_CANCEL
+		             : !strcmp(rest, "/ws") ? OT_R_WS : OT_R_EVENTS;
+	if (!within_limit(x, &wait_ms))
+		return too_many(x, wait_ms);
 	if (!strcmp(url, "/orders"))
 		return post ? post_order(x) : not_allowed(x, allow_post);
-	if (idlen && !id[idlen])
-		return get ? get_order(x, id) : not_allowed(x, allow_get);
-	if (idlen && !strcmp(id + idlen, "/cancel")) {
-		snprintf(oid, sizeof oid, "%.*s", (int)(idlen < sizeof oid ? idlen : sizeof oid - 1), id);
+	snprintf(oid, sizeof oid, "%.*s", (int)(idlen < sizeof oid ? idlen : sizeof oid - 1), id);
+	if (!*rest)
+		return get ? get_order(x, oid) : not_allowed(x, allow_get);
+	if (!strcmp(rest, "/cancel"))
 		return post ? cancel_order(x, oid) : not_allowed(x, allow_post);
-	}
-	return reply_error(x, 404, "no such resource", NULL);
+	return get ? stream(x, oid, !strcmp(rest, "/ws")) : not_allowed(x, allow_get);
 }
 
 /* MHD calls this once with the headers, once per piece of body, and once at the end. */
@@ -512,7 +852,8 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 			return MHD_NO;
 		*con_cls = x.rq;
 		atomic_fetch_add(&x.h->inflight, 1);
-		x.rq->t0 = now_ms();
+		x.rq->t0 = now_us();
+		x.rq->route = OT_R_OTHER;
 		snprintf(x.rq->method, sizeof x.rq->method, "%s", method);
 		snprintf(x.rq->path, sizeof x.rq->path, "%s", url);
 		for (i = 0; x.rq->path[i]; i++) /* the log line must stay valid JSON */
@@ -562,7 +903,8 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	if (!rq)
 		return;
 	atomic_fetch_sub(&h->inflight, 1);
-	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, now_ms() - rq->t0,
+	ot_metrics_request(rq->route, rq->status, (double)(now_us() - rq->t0) / 1e6);
+	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
 	free(rq->body);
 	free(rq);
@@ -636,7 +978,7 @@ listen_on(const char *addr, int *fd, char *errstr, size_t errsz)
 }
 
 struct ot_http *
-ot_http_start(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc, char *errstr, size_t errsz)
 {
 	unsigned poller = MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
 	struct ot_redis_url u;
@@ -662,16 +1004,31 @@ ot_http_start(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
 		OT_WARN(NULL, "%s; reads fall back to the database until it answers", err);
 	if ((h = calloc(1, sizeof *h)))
 		pthread_mutex_init(&h->mu, NULL);
-	if (!h || !(h->orders_db = strdup(cfg->orders_db)) || !(h->redis_url = strdup(cfg->redis_url))) {
+	if (!h || !(h->orders_db = strdup(cfg->orders_db)) || !(h->redis_url = strdup(cfg->redis_url)) ||
+	    (o->api_keys && *o->api_keys && !(h->api_keys = strdup(o->api_keys)))) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto fail;
 	}
-	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | poller | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+	if (!h->api_keys)
+		OT_WARN(NULL, "no OT_API_KEY: POST /orders and cancels answer 401 until one is set");
+	h->rate = o->rate;
+	h->burst = o->burst > 0 ? o->burst : 1;
+	ot_breaker_init(&h->redis_cb, "Redis", BREAKER_FAILURES, BREAKER_OPEN_MS);
+	ot_breaker_init(&h->pg_cb, "PostgreSQL", BREAKER_FAILURES, BREAKER_OPEN_MS);
+	h->breakers = 1;
+	if (!(h->live = ot_live_start(cfg->redis_url, o->stream_max_s, o->max_streams, errstr, errsz))) {
+		*rc = OT_EINTERNAL;
+		goto fail;
+	}
+	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | poller | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+	                        MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE,
 	                        0, NULL, NULL, handler, h,
 	                        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 	                        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
+	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
+	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed, h,
 	                        MHD_OPTION_END);
 	if (!h->d) {
@@ -702,6 +1059,7 @@ ot_http_stop(struct ot_http *h)
 		/* No new connections; requests in flight get their answers before the rest close. */
 		if ((s = MHD_quiesce_daemon(h->d)) != MHD_INVALID_SOCKET)
 			close(s);
+		ot_live_close_all(h->live);
 		for (waited = 0; atomic_load(&h->inflight) > 0 && waited < DRAIN_MS; waited += 50)
 			nanosleep(&tick, NULL);
 		MHD_stop_daemon(h->d);
@@ -713,7 +1071,13 @@ ot_http_stop(struct ot_http *h)
 			redisFree(c->redis);
 		free(c);
 	}
+	ot_live_stop(h->live);
+	if (h->breakers) {
+		ot_breaker_destroy(&h->redis_cb);
+		ot_breaker_destroy(&h->pg_cb);
+	}
 	pthread_mutex_destroy(&h->mu);
+	free(h->api_keys);
 	free(h->orders_db);
 	free(h->redis_url);
 	free(h);

@@ -7,13 +7,23 @@
 struct ot_config;
 struct ot_http;
 
+/* What ot-serve adds to the shared configuration. */
+struct ot_http_opts {
+	const char *api_keys;  /* comma-separated keys that may write; NULL or "": writes get 401 */
+	double rate;           /* requests a second per client (API key, else address); 0: no limit */
+	int burst;             /* requests a client may make at once before the rate applies */
+	int stream_max_s;      /* a live stream ends after this long; the client resumes */
+	int max_streams;       /* live streams open at once; more get 503 */
+};
+
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),
  * migrates the orders database once, then serves on a pool of four threads, each with its own
  * PostgreSQL and Redis connections made on its first request. The orders database must answer
  * at start; Redis need not (reads then come from the database). Returns NULL with *rc and
  * errstr: OT_ESERVICE when the database is unreachable or the address is in use, OT_ECONFIG
  * for a bad address or Redis URL. Free with ot_http_stop. */
-struct ot_http *ot_http_start(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz);
+struct ot_http *ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc,
+                              char *errstr, size_t errsz);
 /* Stops accepting, lets requests in flight finish (up to 5 s), stops serving and frees every
  * connection. Accepts NULL. */
 void ot_http_stop(struct ot_http *h);

@@ -1,5 +1,6 @@
 /* ot_order: placing orders and moving them through guarded, versioned transitions. */
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,13 +39,75 @@ status_from_row(struct ot_status *st, const char *order_id, PGresult *res, int r
 }
 
 /* The cache is a copy: a failed write is logged, the next write or a miss repairs it. */
+/* Orders whose cache write failed after their commit: Redis may still hold their previous
+ * status, so ot_cache_repair rewrites them from the database once Redis answers. */
+#define DIRTY_MAX 8192
+static pthread_mutex_t dirty_mu = PTHREAD_MUTEX_INITIALIZER;
+static char dirty[DIRTY_MAX][64];
+static int ndirty, dirty_lost;
+
+static void
+mark_dirty(const char *order_id)
+{
+	int i;
+
+	pthread_mutex_lock(&dirty_mu);
+	for (i = 0; i < ndirty && strcmp(dirty[i], order_id); i++)
+		;
+	if (i == ndirty) {
+		if (ndirty < DIRTY_MAX)
+			snprintf(dirty[ndirty++], sizeof dirty[0], "%s", order_id);
+		else
+			dirty_lost++; /* left to the TTL, ot-cache sync and ot-cache verify --repair */
+	}
+	pthread_mutex_unlock(&dirty_mu);
+}
+
 static void
 cache_put(redisContext *r, const struct ot_status *st)
 {
 	char err[256];
 
-	if (r && ot_redis_put_status(r, st, err, sizeof err) < 0)
-		OT_WARN(st->order_id, "cache write failed, the database stays authoritative: %s", err);
+	if (!r || ot_redis_put_status(r, st, err, sizeof err) < 0) {
+		OT_WARN(st->order_id, "cache write failed, the database stays authoritative; repaired "
+		        "once Redis answers%s%s", r ? ": " : "", r ? err : "");
+		mark_dirty(st->order_id);
+	}
+}
+
+long
+ot_cache_repair(PGconn *db, redisContext *r, char *errstr, size_t errsz)
+{
+	char ids[64][64];
+	struct ot_status st;
+	long fixed = 0;
+	int n, i, rc = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&dirty_mu);
+		n = ndirty < 64 ? ndirty : 64;
+		ndirty -= n;
+		memcpy(ids, dirty[ndirty], (size_t)n * sizeof ids[0]);
+		if (dirty_lost) {
+			OT_WARN(NULL, "%d cache repairs did not fit in memory: ot-cache verify --repair finds them",
+			        dirty_lost);
+			dirty_lost = 0;
+		}
+		pthread_mutex_unlock(&dirty_mu);
+		if (!n)
+			return fixed;
+		for (i = 0; i < n; i++) {
+			if (!r || r->err || (rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0 ||
+			    (rc == 1 && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0))
+				break;
+			OT_INFO(ids[i], "cache repaired to version %lld", rc >= 0 ? st.version : 0);
+			fixed++;
+		}
+		for (; i < n; i++) /* not this time: keep them for the next call */
+			mark_dirty(ids[i]);
+		if (rc < 0 || !r || r->err)
+			return rc < 0 ? rc : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	}
 }
 
 static const char *
@@ -526,6 +589,12 @@ ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_status
 		return rc;
 	}
 	return ot_order_load(db, order_id, st, errstr, errsz);
+}
+
+void
+ot_cache_count(int hit)
+{
+	atomic_fetch_add(hit ? &stat_hits : &stat_misses, 1);
 }
 
 int

@@ -36,6 +36,12 @@ int ot_order_load(PGconn *db, const char *order_id, struct ot_status *st, char *
  * whether the answer came from Redis. Returns 1, 0, or an ot_rc. r may be NULL (database only). */
 int ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st,
                  int *hit, char *errstr, size_t errsz);
+/* Rewrites from the database every order whose cache write failed since the last call (this
+ * process's writes only), with the versioned compare-and-set, so no stale status outlives a
+ * Redis outage. Returns how many were repaired, or an ot_rc (the rest are kept for later). */
+long ot_cache_repair(PGconn *db, redisContext *r, char *errstr, size_t errsz);
+/* Counts a read the caller served from Redis itself (1) or missed (0), for ot_cache_stats_flush. */
+void ot_cache_count(int hit);
 /* Adds the hits, misses and fills ot_order_get counted since the last call to the hash
  * ot:stats in Redis (kept for the next call if Redis fails). Returns 0 or OT_ESERVICE. */
 int ot_cache_stats_flush(redisContext *r, char *errstr, size_t errsz);

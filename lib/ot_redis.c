@@ -15,8 +15,9 @@
 #define TTL_ACTIVE 3600
 #define TTL_TERMINAL (7 * 86400)
 
-/* KEYS[1] order:{id}; ARGV: version status updated_at lat lon eta ttl message.
- * Writes only a newer version, so late or repeated events never move a status backwards. */
+/* KEYS[1] order:{id}, KEYS[2] orderlog:{id}; ARGV: version status updated_at lat lon eta ttl
+ * message. Writes only a newer version, so late or repeated events never move a status
+ * backwards. orderlog keeps the last changes (by version) for streams that resume. */
 static const char cas_script[] =
 	"local cur = redis.call('HGET', KEYS[1], 'version')\n"
 	"if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end\n"
@@ -25,8 +26,26 @@ static const char cas_script[] =
 	"if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lat', ARGV[4], 'lon', ARGV[5]) end\n"
 	"if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'eta', ARGV[6]) end\n"
 	"redis.call('EXPIRE', KEYS[1], ARGV[7])\n"
+	"redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[1])\n"
+	"redis.call('ZADD', KEYS[2], ARGV[1], ARGV[8])\n"
+	"redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -" OT_REDIS_LOG_MAX_S "-1)\n"
+	"redis.call('EXPIRE', KEYS[2], ARGV[7])\n"
 	"redis.call('PUBLISH', KEYS[1], ARGV[8])\n"
 	"return 1\n";
+
+/* GCRA. KEYS[1] rl:{client}; ARGV: emission interval (ms per request), tolerance (ms: the
+ * burst). Returns {1, 0} allowed or {0, ms to wait}. The clock is Redis's, so every server
+ * shares one. */
+static const char gcra_script[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
+	"if tat < now then tat = now end\n"
+	"local new = tat + tonumber(ARGV[1])\n"
+	"local wait = new - tonumber(ARGV[2]) - now\n"
+	"if wait > 0 then return {0, math.ceil(wait)} end\n"
+	"redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now)))\n"
+	"return {1, 0}\n";
 
 int
 ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz)
@@ -204,7 +223,8 @@ int
 ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz)
 {
 	char key[80], ver[24], lat[32] = "", lon[32] = "", ttl[16], *msg;
-	const char *argv[12];
+	char logkey[80];
+	const char *argv[13];
 	redisReply *rep;
 	json_t *o;
 	int rc;
@@ -221,10 +241,11 @@ ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, s
 	o = ot_status_to_json(st);
 	msg = json_dumps(o, OT_JSON_FLAGS);
 	json_decref(o);
-	argv[0] = "EVAL"; argv[1] = cas_script; argv[2] = "1"; argv[3] = key;
-	argv[4] = ver; argv[5] = st->status; argv[6] = st->updated_at; argv[7] = lat; argv[8] = lon;
-	argv[9] = st->eta; argv[10] = ttl; argv[11] = msg ? msg : "{}";
-	rep = redisCommandArgv(r, 12, argv, NULL);
+	snprintf(logkey, sizeof logkey, "orderlog:%s", st->order_id);
+	argv[0] = "EVAL"; argv[1] = cas_script; argv[2] = "2"; argv[3] = key; argv[4] = logkey;
+	argv[5] = ver; argv[6] = st->status; argv[7] = st->updated_at; argv[8] = lat; argv[9] = lon;
+	argv[10] = st->eta; argv[11] = ttl; argv[12] = msg ? msg : "{}";
+	rep = redisCommandArgv(r, 13, argv, NULL);
 	free(msg);
 	if (!rep || rep->type != REDIS_REPLY_INTEGER)
 		return reply_error(r, rep, "CAS write", errstr, errsz);
@@ -295,4 +316,42 @@ ot_redis_ping(redisContext *r, char *errstr, size_t errsz)
 		return reply_error(r, rep, "PING", errstr, errsz);
 	freeReplyObject(rep);
 	return 0;
+}
+
+redisReply *
+ot_redis_history(redisContext *r, const char *order_id, long long after, char *errstr, size_t errsz)
+{
+	redisReply *rep;
+
+	if (r->err) {
+		ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+		return NULL;
+	}
+	rep = redisCommand(r, "ZRANGEBYSCORE orderlog:%s (%lld +inf WITHSCORES", order_id, after);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+		reply_error(r, rep, "ZRANGEBYSCORE", errstr, errsz);
+		return NULL;
+	}
+	return rep;
+}
+
+int
+ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, long *wait_ms,
+              char *errstr, size_t errsz)
+{
+	redisReply *rep;
+	double interval = 1000.0 / per_s;
+	int rc;
+
+	*wait_ms = 0;
+	if (r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+	rep = redisCommand(r, "EVAL %s 1 rl:%s %.3f %.3f", gcra_script, client, interval, interval * burst);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER)
+		return reply_error(r, rep, "rate limit", errstr, errsz);
+	rc = rep->element[0]->integer == 1;
+	*wait_ms = (long)rep->element[1]->integer;
+	freeReplyObject(rep);
+	return rc;
 }

@@ -33,8 +33,13 @@ struct ot_status {
 	char updated_at[40];
 };
 
+/* How many changes orderlog:{id} keeps for streams that resume. */
+#define OT_REDIS_LOG_MAX 50
+#define OT_REDIS_LOG_MAX_S "50"
+
 /* Writes st into order:{id} only if st->version is newer than the cached one (Lua CAS), sets
- * the TTL for its state, and PUBLISHes order:{id}. Returns 1 written, 0 stale (kept the newer),
+ * the TTL for its state, records the change in orderlog:{id} (a sorted set by version, the
+ * last OT_REDIS_LOG_MAX kept) and PUBLISHes order:{id} with the status JSON. Returns 1 written, 0 stale (kept the newer),
  * or OT_ESERVICE with errstr. */
 int ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz);
 /* Returns 1 with st filled, 0 on a miss, OT_ESERVICE with errstr. */
@@ -44,6 +49,14 @@ int ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status 
 int ot_redis_del_status(redisContext *r, const char *order_id, char *errstr, size_t errsz);
 /* PING. Returns 0 or OT_ESERVICE. */
 int ot_redis_ping(redisContext *r, char *errstr, size_t errsz);
+/* The changes of one order newer than version after, oldest first: an array reply of member
+ * (the status JSON) and score (the version) pairs; caller freeReplyObject's. NULL with errstr. */
+redisReply *ot_redis_history(redisContext *r, const char *order_id, long long after,
+                             char *errstr, size_t errsz);
+/* Rate limit (GCRA, in Lua, on Redis's clock): may client make one more request at per_s a
+ * second with bursts of burst? Returns 1 yes, 0 no (with *wait_ms until it may), OT_ESERVICE. */
+int ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, long *wait_ms,
+                  char *errstr, size_t errsz);
 /* The status as a JSON object (new reference). */
 #include <jansson.h>
 json_t *ot_status_to_json(const struct ot_status *st);

@@ -45,6 +45,16 @@ poison(struct ot_in *in, const struct ot_msg *m, const char *err, int attempts, 
 	return 0;
 }
 
+static void (*idle_fn)(void *);
+static void *idle_arg;
+
+void
+ot_run_set_idle(void (*fn)(void *arg), void *arg)
+{
+	idle_fn = fn;
+	idle_arg = arg;
+}
+
 int
 ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 {
@@ -56,8 +66,11 @@ ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 	srand((unsigned)time(NULL) ^ (unsigned)clock());
 	while (!ot_stop) {
 		r = ot_in_next(in, &m, 500, err, sizeof err);
-		if (r == 0)
+		if (r == 0) {
+			if (idle_fn)
+				idle_fn(idle_arg);
 			continue;
+		}
 		if (r == -1)
 			break;
 		if (r < 0) {

@@ -22,6 +22,9 @@ struct ot_run_stats {
  * nothing on that partition is skipped. Returns OT_OK, OT_EINPUT if any stdin record was bad,
  * or the error that stopped it. The stats, if given, are filled. */
 int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
+/* A function ot_run calls with arg when no record came for a while (each 500 ms wait that
+ * ends empty), for housekeeping such as cache repair. NULL for none. */
+void ot_run_set_idle(void (*fn)(void *arg), void *arg);
 
 /* Sleeps the backoff for attempt n (0-based): 100 ms doubling to 5 s, with jitter.
  * Returns early on ot_stop. */

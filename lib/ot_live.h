@@ -1,0 +1,51 @@
+/* ot_live: live order status streams (Server-Sent Events and WebSocket) fed by Redis pub/sub. */
+#ifndef OT_LIVE_H
+#define OT_LIVE_H
+
+#include <microhttpd.h>
+#include <stddef.h>
+
+struct ot_live;
+
+/* Starts the hub: one thread holding a PSUBSCRIBE order:* connection to redis_url, which
+ * reconnects by itself while Redis is down. Streams last at most max_s seconds (the client
+ * reconnects with Last-Event-ID); at most max_streams are open at once. Returns NULL with
+ * errstr when out of memory or the thread cannot start. Free with ot_live_stop. */
+struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, char *errstr, size_t errsz);
+/* Ends every stream, waits for the WebSocket threads, stops the hub. Accepts NULL.
+ * Call it before MHD_stop_daemon: suspended SSE connections must be resumed to close. */
+void ot_live_close_all(struct ot_live *lv);
+void ot_live_stop(struct ot_live *lv);
+
+/* One change, as the hub and the backlog carry it: the status JSON and its version. */
+struct ot_live_event {
+	long long version;
+	const char *json;
+};
+
+/* Queues an SSE response on con for order_id: first the backlog (versions above last_id, in
+ * order), then each change published after. The connection must have been created by a
+ * daemon with MHD_ALLOW_SUSPEND_RESUME. Returns what MHD_queue_response returned, or MHD_NO;
+ * *full is set when max_streams are open (the caller answers 503). */
+enum MHD_Result ot_live_sse(struct ot_live *lv, struct MHD_Connection *con, const char *order_id,
+                            long long last_id, const struct ot_live_event *backlog, size_t n,
+                            int *full);
+/* The same stream over WebSocket (RFC 6455, text frames with the status JSON), for a request
+ * that asked to upgrade: key is its Sec-WebSocket-Key. The daemon needs MHD_ALLOW_UPGRADE. */
+enum MHD_Result ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key,
+                           const char *order_id, long long last_id,
+                           const struct ot_live_event *backlog, size_t n, int *full);
+
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + GUID)). out gets 29 bytes. */
+void ot_live_ws_accept(const char *key, char out[29]);
+
+/* Counters for /metrics. */
+struct ot_live_stats {
+	long sse, ws;          /* open now */
+	long messages;         /* changes received from Redis */
+	long sent;             /* changes written to streams */
+	int connected;         /* the hub holds its subscription */
+};
+void ot_live_read(struct ot_live *lv, struct ot_live_stats *s);
+
+#endif
