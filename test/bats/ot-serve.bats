@@ -7,22 +7,49 @@ setup() {
 	common_setup
 	PORT=$((20000 + RANDOM % 20000))
 	BASE="http://127.0.0.1:$PORT"
+	KEY="key-$RUNID"
 }
 
 teardown() {
+	# A failed test shows what the server said.
+	[ -n "${BATS_TEST_COMPLETED:-}" ] || [ ! -s "$BATS_TEST_TMPDIR/serve.log" ] ||
+		tail -20 "$BATS_TEST_TMPDIR/serve.log" | sed 's/^/# serve: /' >&3
 	stop_bg
 	[ -z "${OWN_REDIS_PORT:-}" ] || redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 }
 
 serve() { # starts ot-serve on $PORT with the given extra environment, waits for /healthz
-	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$PORT" "$@" ot-serve
+	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$PORT" OT_API_KEY="$KEY" "$@" ot-serve
 	for i in $(seq 1 50); do curl -sf "$BASE/healthz" >/dev/null && return 0; sleep 0.1; done
 	cat "$BATS_TEST_TMPDIR/serve.log" >&2
 	return 1
 }
 
-# curl printing the body, then the status on the last line
-http() { curl -s -w '\n%{http_code}' "$@"; }
+# curl with the API key, printing the body, then the status on the last line
+http() { curl -s -w '\n%{http_code}' -H "Authorization: Bearer $KEY" "$@"; }
+# the same without a key
+anon() { curl -s -w '\n%{http_code}' "$@"; }
+
+# An SSE or WebSocket reader in the background, its output in $BATS_TEST_TMPDIR/$1:
+# sse NAME URL [curl options]
+sse() {
+	local name=$1
+	shift
+	curl -sN --max-time 20 "$@" > "$BATS_TEST_TMPDIR/$name" 2>/dev/null &
+	BG_PIDS+=($!)
+}
+# Waits until file $1 holds $2 lines matching $3
+wait_lines() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ "$(grep -c -- "$3" "$BATS_TEST_TMPDIR/$1" 2>/dev/null)" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	echo "wanted $2 lines like [$3] in $1, have:" >&2
+	cat "$BATS_TEST_TMPDIR/$1" >&2
+	return 1
+}
+metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 @test "ot-serve: GET /orders/{id} answers the status from Redis, then from the database on a miss" {
 	serve
@@ -155,4 +182,200 @@ http() { curl -s -w '\n%{http_code}' "$@"; }
 	assert_line --index 1 404
 	run http "$BASE/orders/$id/cancel"
 	assert_line --index 1 405
+}
+
+@test "ot-serve: GET /orders/{id} has an ETag; If-None-Match with it is 304, after a change 200" {
+	serve
+	id=$(place_order "c-$RUNID")
+	run curl -s -D "$BATS_TEST_TMPDIR/h" -o /dev/null "$BASE/orders/$id"
+	grep -qi '^ETag: "v1"' "$BATS_TEST_TMPDIR/h"
+	run http -H 'If-None-Match: "v1"' "$BASE/orders/$id"
+	assert_line --index 0 304
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	run http -D "$BATS_TEST_TMPDIR/h" -H 'If-None-Match: "v1"' "$BASE/orders/$id"
+	assert_line --index 1 200
+	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
+	grep -qi '^ETag: "v2"' "$BATS_TEST_TMPDIR/h"
+}
+
+@test "ot-serve: writes need the API key (401 without or with a wrong one); X-API-Key works too" {
+	serve OT_API_KEY="other-key,$KEY"
+	body="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"1 Key Street\"}"
+	run anon -D "$BATS_TEST_TMPDIR/h" -X POST -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 401
+	assert_line --index 0 --partial '"error":"a valid API key is required'
+	grep -qi '^WWW-Authenticate: Bearer' "$BATS_TEST_TMPDIR/h"
+	run anon -X POST -H 'Authorization: Bearer wrong' -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 401
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 0 ]
+	run anon -X POST -H "X-API-Key: $KEY" -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 201
+	id=$(echo "${lines[0]}" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	run anon -X POST "$BASE/orders/$id/cancel"
+	assert_line --index 1 401
+	[ "$(status_of "$id")" = PENDING ]
+	# reads need no key
+	run anon "$BASE/orders/$id"
+	assert_line --index 1 200
+}
+
+@test "ot-serve: without OT_API_KEY every write is 401 and says how to enable writes" {
+	start_bg "$BATS_TEST_TMPDIR/serve.log" env -u OT_API_KEY OT_HTTP_ADDR="127.0.0.1:$PORT" ot-serve
+	for i in $(seq 1 50); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+	run http -X POST -H 'Content-Type: application/json' -d '{}' "$BASE/orders"
+	assert_line --index 1 401
+	assert_line --index 0 --partial 'OT_API_KEY'
+	grep -q 'no OT_API_KEY' "$BATS_TEST_TMPDIR/serve.log"
+}
+
+@test "ot-serve: a client over its rate gets 429 with Retry-After; another client is not affected" {
+	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3
+	id=$(place_order "c-$RUNID")
+	codes=$(for i in 1 2 3 4 5 6; do
+		curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer $KEY" "$BASE/orders/$id"
+	done)
+	[ "$codes" = "200 200 200 429 429 429 " ] || { echo "codes: $codes" >&2; false; }
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+	assert_line --index 1 429
+	assert_line --index 0 --partial '"error":"rate limit exceeded"'
+	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
+	KEY="other-$RUNID" run http "$BASE/orders/$id"
+	assert_line --index 1 200
+	[ "$(metric ot_rate_limited_total)" -ge 4 ]
+	sleep 1.1 # the limit is 2 a second: one more is allowed again
+	run http "$BASE/orders/$id"
+	assert_line --index 1 200
+}
+
+@test "ot-serve: oversized headers are 431; a wrong method on a stream 405; errors are JSON" {
+	serve
+	run anon -H "X-Padding: $(head -c 20000 /dev/zero | tr '\0' a)" "$BASE/healthz"
+	assert_line --index 1 431
+	run http -X POST "$BASE/orders/00000000-0000-4000-8000-000000000000/events"
+	assert_line --index 1 405
+	assert_line --index 0 '{"error":"method not allowed"}'
+	run http -X PUT "$BASE/orders"
+	assert_line --index 1 405
+	run http "$BASE/orders/00000000-0000-4000-8000-000000000000/events"
+	assert_line --index 1 404
+	run http "$BASE/orders/nope/events"
+	assert_line --index 1 400
+}
+
+@test "ot-serve: GET /orders/{id}/events streams each change as SSE; Last-Event-ID resumes after it" {
+	serve
+	id=$(place_order "c-$RUNID")
+	sse live "$BASE/orders/$id/events"
+	wait_lines live 1 '^id: 1$'
+	printf '%s\n' "$(event INVENTORY_RESERVED "$id")" "$(event DELIVERY_UPDATED "$id" '{"status":"PREPARING"}')" |
+		ot-consume 2>/dev/null
+	wait_lines live 1 '^id: 3$'
+	run cat "$BATS_TEST_TMPDIR/live"
+	assert_line --index 0 'retry: 1000'
+	assert_line 'event: status'
+	assert_line --partial '"status":"CONFIRMED","version":2'
+	assert_line --partial '"status":"PREPARING","version":3'
+	# a duplicate and a stale event send nothing
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	sleep 0.3
+	[ "$(grep -c '^id: ' "$BATS_TEST_TMPDIR/live")" = 3 ]
+	# resuming after version 1 gets 2 and 3 only, from the change log
+	run curl -sN --max-time 1 -H 'Last-Event-ID: 1' "$BASE/orders/$id/events"
+	[ "$(echo "$output" | grep -c '^id: ')" = 2 ]
+	assert_line 'id: 2'
+	assert_line 'id: 3'
+	run curl -sN --max-time 1 "$BASE/orders/$id/events?last_event_id=3"
+	[ "$(echo "$output" | grep -c '^id: ')" = 0 ]
+	[ "$(metric 'ot_live_streams{protocol="sse"}')" -ge 1 ]
+}
+
+@test "ot-serve: the same stream over WebSocket (101, Sec-WebSocket-Accept, one text frame per change)" {
+	serve
+	id=$(place_order "c-$RUNID")
+	node "$ROOT/test/tools/ws-read.mjs" "$BASE/orders/$id/ws" 2 > "$BATS_TEST_TMPDIR/ws" 2>&1 &
+	BG_PIDS+=($!)
+	wait_lines ws 1 '"version":1'
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	wait_lines ws 1 '"status":"CONFIRMED","version":2'
+	run cat "$BATS_TEST_TMPDIR/ws"
+	assert_line --index 0 'HTTP/1.1 101 Switching Protocols'
+	run node "$ROOT/test/tools/ws-read.mjs" "$BASE/orders/$id/events" 1 1
+	assert_success
+	assert_line --index 1 --partial '"version":2'
+	run http "$BASE/orders/$id/ws"
+	assert_line --index 1 400
+}
+
+@test "ot-serve: with Redis down the circuit opens and reads answer from the database at once; it closes when Redis is back" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
+	for i in $(seq 1 50); do [ "$(redis-cli -p "$OWN_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	id=$(place_order "c-$RUNID")
+	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ]
+	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+	for i in $(seq 1 12); do
+		run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+		assert_line --index 1 200
+	done
+	grep -qi '^X-Cache: BYPASS' "$BATS_TEST_TMPDIR/h"
+	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 2 ]
+	[ "$(metric 'ot_circuit_opens_total{dependency="redis"}')" -ge 1 ]
+	[ "$(metric 'ot_circuit_rejected_total{dependency="redis"}')" -ge 1 ]
+	# a write while Redis is down commits to the database ...
+	run http -X POST "$BASE/orders/$id/cancel"
+	assert_line --index 1 200
+	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
+	# ... and reaches the cache once Redis answers, without a read asking for it
+	for i in $(seq 1 50); do
+		[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" status 2>/dev/null)" = CANCELLED ] && break
+		sleep 0.2
+	done
+	[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" status)" = CANCELLED ]
+	# the circuit half-opens after 2 s, one probe closes it
+	for i in $(seq 1 30); do
+		http -o /dev/null "$BASE/orders/$id" >/dev/null
+		[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ] && break
+		sleep 0.2
+	done
+	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ]
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
+}
+
+@test "ot-serve: a stale cache entry left by a failed write is repaired once Redis answers again" {
+	serve
+	id=$(place_order "c-$RUNID")
+	[ "$(rcli HGET "order:$id" status)" = PENDING ]
+	# Redis keeps its data but takes no writes for 3 s: the cancel commits, its cache write times out
+	rcli CLIENT PAUSE 3000 WRITE >/dev/null
+	run http -X POST "$BASE/orders/$id/cancel"
+	assert_line --index 1 200
+	[ "$(status_of "$id")" = CANCELLED ]
+	for i in $(seq 1 50); do [ "$(rcli HGET "order:$id" status)" = CANCELLED ] && break; sleep 0.2; done
+	[ "$(rcli HGET "order:$id" status)" = CANCELLED ]
+	grep -q 'cache repaired to version' "$BATS_TEST_TMPDIR/serve.log"
+}
+
+@test "ot-serve: /metrics is Prometheus text with requests, latency, cache reads and circuits" {
+	serve
+	id=$(place_order "c-$RUNID")
+	http "$BASE/orders/$id" >/dev/null
+	http "$BASE/orders/00000000-0000-4000-8000-000000000000" >/dev/null
+	run curl -s -D "$BATS_TEST_TMPDIR/h" "$BASE/metrics"
+	assert_success
+	grep -qi '^Content-Type: text/plain; version=0.0.4' "$BATS_TEST_TMPDIR/h"
+	assert_line '# TYPE ot_http_requests_total counter'
+	assert_line 'ot_http_requests_total{route="order_get",code="200"} 1'
+	assert_line 'ot_http_requests_total{route="order_get",code="404"} 1'
+	assert_line '# TYPE ot_http_request_duration_seconds histogram'
+	assert_line 'ot_http_request_duration_seconds_count{route="order_get"} 2'
+	assert_line 'ot_cache_reads_total{result="hit"} 1'
+	assert_line 'ot_circuit_state{dependency="postgres"} 0'
+	assert_line 'ot_live_subscribed 1'
+	# every sample line is "name{labels} number"
+	echo "$output" | grep -v '^#' | grep -vqE '^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$' && false
+	true
 }
