@@ -96,10 +96,16 @@ get(PGconn *db, redisContext *r, const char *id, int *bad)
 	return OT_OK;
 }
 
+struct replay {
+	redisContext *r;
+	const char *orders_db;
+	PGconn *db;          /* opened on the first order Redis knows nothing of */
+};
+
 static int
 rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 {
-	redisContext *r = arg;
+	struct replay *rp = arg;
 	struct ot_status st;
 	struct ot_event ev;
 	int rc;
@@ -110,8 +116,20 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	ot_event_clear(&ev);
 	if (rc <= 0)
 		return rc ? rc : OT_SKIP;
-	rc = ot_redis_put_status(r, &st, errstr, errsz);
-	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP; /* 0: the cache already had a newer version */
+	if (rp->r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", rp->r->errstr);
+	if ((rc = ot_redis_put_known(rp->r, &st, errstr, errsz)) != 2)
+		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP; /* 0: the cache already had a newer version */
+	/* Redis knows nothing of this order (it lost its data, or never had it): its status comes
+	 * from the database, which is never older than this change. */
+	if (!rp->db && !(rp->db = ot_pg_open(rp->orders_db, "orders", &rc, errstr, errsz)))
+		return rc;
+	if (ot_pg_ensure(rp->db))
+		return ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(rp->db));
+	if ((rc = ot_order_load(rp->db, st.order_id, &st, errstr, errsz)) <= 0)
+		return rc ? rc : OT_SKIP; /* not in this database: nothing to cache */
+	rc = ot_redis_put_status(rp->r, &st, errstr, errsz);
+	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
 }
 
 /* Replays the topic from its beginning to its end; a fresh group each time, so nothing of an
@@ -119,6 +137,7 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 static int
 rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 {
+	struct replay rp = {r, cfg->orders_db, NULL};
 	struct ot_run_stats st;
 	struct ot_in *in;
 	char err[1024], group[64];
@@ -146,7 +165,8 @@ rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 		OT_ERROR(NULL, "%s", err);
 		return rc;
 	}
-	rc = ot_run(in, rebuild_one, r, &st);
+	rc = ot_run(in, rebuild_one, &rp, &st);
+	PQfinish(rp.db);
 	OT_INFO(NULL, "%s: %ld events, %ld written, %ld already current or not a status, %ld bad",
 	        sync ? "sync" : "rebuild", st.records, st.ok, st.skipped, st.bad + st.dead);
 	ot_in_free(in);

@@ -347,7 +347,10 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 	int hit = 0, rc;
 
 	*how = OT_C_BYPASS;
-	if ((r = redis_of(x))) {
+	/* A status this server committed while Redis did not take it: the cache may be behind. */
+	if (ot_cache_dirty(id))
+		r = NULL;
+	else if ((r = redis_of(x))) {
 		rc = ot_redis_get_status(r, id, st, err, errsz);
 		redis_done(x, r, rc >= 0);
 		if (rc == 1) {

@@ -63,6 +63,18 @@ mark_dirty(const char *order_id)
 	pthread_mutex_unlock(&dirty_mu);
 }
 
+int
+ot_cache_dirty(const char *order_id)
+{
+	int i, found = 0;
+
+	pthread_mutex_lock(&dirty_mu);
+	for (i = 0; i < ndirty && !found; i++)
+		found = !strcmp(dirty[i], order_id);
+	pthread_mutex_unlock(&dirty_mu);
+	return found;
+}
+
 static void
 cache_put(redisContext *r, const struct ot_status *st)
 {

@@ -40,6 +40,9 @@ int ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_st
  * process's writes only), with the versioned compare-and-set, so no stale status outlives a
  * Redis outage. Returns how many were repaired, or an ot_rc (the rest are kept for later). */
 long ot_cache_repair(PGconn *db, redisContext *r, char *errstr, size_t errsz);
+/* 1 when this process committed a status of order_id that the cache may not have yet: its
+ * reads should go to the database until ot_cache_repair catches up. */
+int ot_cache_dirty(const char *order_id);
 /* Counts a read the caller served from Redis itself (1) or missed (0), for ot_cache_stats_flush. */
 void ot_cache_count(int hit);
 /* Adds the hits, misses and fills ot_order_get counted since the last call to the hash

@@ -16,11 +16,18 @@
 #define TTL_TERMINAL (7 * 86400)
 
 /* KEYS[1] order:{id}, KEYS[2] orderlog:{id}; ARGV: version status updated_at lat lon eta ttl
- * message. Writes only a newer version, so late or repeated events never move a status
- * backwards. orderlog keeps the last changes (by version) for streams that resume. */
+ * message known-only. Writes only a newer version, so late or repeated events never move a status
+ * backwards. orderlog keeps the last changes (by version) for streams that resume, and its
+ * newest version is a floor that outlives order:{id}: a refill that read the database just
+ * before a newer write cannot put the older status back after the entry was invalidated or
+ * expired in between. known-only "1" writes nothing (returns 2) for an order Redis knows
+ * nothing of. */
 static const char cas_script[] =
 	"local cur = redis.call('HGET', KEYS[1], 'version')\n"
 	"if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end\n"
+	"local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')\n"
+	"if top[2] and tonumber(top[2]) > tonumber(ARGV[1]) then return 0 end\n"
+	"if ARGV[9] == '1' and not cur and not top[2] then return 2 end\n"
 	"redis.call('DEL', KEYS[1])\n"
 	"redis.call('HSET', KEYS[1], 'version', ARGV[1], 'status', ARGV[2], 'updated_at', ARGV[3])\n"
 	"if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lat', ARGV[4], 'lon', ARGV[5]) end\n"
@@ -219,12 +226,12 @@ ttl_of(const struct ot_status *st)
 	return base + (int)(h % (unsigned)(base / 10));
 }
 
-int
-ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz)
+static int
+put_status(redisContext *r, const struct ot_status *st, int known_only, char *errstr, size_t errsz)
 {
 	char key[80], ver[24], lat[32] = "", lon[32] = "", ttl[16], *msg;
 	char logkey[80];
-	const char *argv[13];
+	const char *argv[14];
 	redisReply *rep;
 	json_t *o;
 	int rc;
@@ -244,14 +251,26 @@ ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, s
 	snprintf(logkey, sizeof logkey, "orderlog:%s", st->order_id);
 	argv[0] = "EVAL"; argv[1] = cas_script; argv[2] = "2"; argv[3] = key; argv[4] = logkey;
 	argv[5] = ver; argv[6] = st->status; argv[7] = st->updated_at; argv[8] = lat; argv[9] = lon;
-	argv[10] = st->eta; argv[11] = ttl; argv[12] = msg ? msg : "{}";
-	rep = redisCommandArgv(r, 13, argv, NULL);
+	argv[10] = st->eta; argv[11] = ttl; argv[12] = msg ? msg : "{}"; argv[13] = known_only ? "1" : "0";
+	rep = redisCommandArgv(r, 14, argv, NULL);
 	free(msg);
 	if (!rep || rep->type != REDIS_REPLY_INTEGER)
 		return reply_error(r, rep, "CAS write", errstr, errsz);
-	rc = rep->integer == 1 ? 1 : 0;
+	rc = rep->integer == 1 || rep->integer == 2 ? (int)rep->integer : 0;
 	freeReplyObject(rep);
 	return rc;
+}
+
+int
+ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz)
+{
+	return put_status(r, st, 0, errstr, errsz);
+}
+
+int
+ot_redis_put_known(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz)
+{
+	return put_status(r, st, 1, errstr, errsz);
 }
 
 int

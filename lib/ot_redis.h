@@ -42,6 +42,11 @@ struct ot_status {
  * last OT_REDIS_LOG_MAX kept) and PUBLISHes order:{id} with the status JSON. Returns 1 written, 0 stale (kept the newer),
  * or OT_ESERVICE with errstr. */
 int ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz);
+/* The same, for a replayed change (ot-cache rebuild and sync): writes only where Redis knows the
+ * order (its entry or its change log exists). Returns 2 when it does not: the caller takes the
+ * status from the database instead, since an old change written into a cache that lost its
+ * data would show a status older than one already served. */
+int ot_redis_put_known(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz);
 /* Returns 1 with st filled, 0 on a miss, OT_ESERVICE with errstr. */
 int ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
                         char *errstr, size_t errsz);
