@@ -379,3 +379,90 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	echo "$output" | grep -v '^#' | grep -vqE '^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$' && false
 	true
 }
+
+# Reads every order in $BATS_TEST_TMPDIR/ids over and over on one connection until the file
+# $BATS_TEST_TMPDIR/stop exists, appending each answer to $BATS_TEST_TMPDIR/reader.$1.
+reader() {
+	local urls=()
+	while read -r id; do urls+=("$BASE/orders/$id"); done < "$BATS_TEST_TMPDIR/ids"
+	while [ ! -e "$BATS_TEST_TMPDIR/stop" ]; do
+		curl -s "${urls[@]}" >> "$BATS_TEST_TMPDIR/reader.$1" || sleep 0.05
+	done
+}
+
+@test "ot-serve: no read ever sees a status or version go backwards (out-of-order and duplicate events, concurrent reads, refills, invalidations and a Redis restart)" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis() {
+		redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+			--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
+		for i in $(seq 1 50); do [ "$(redis-cli -p "$OWN_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+	}
+	own_redis
+	export OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	serve OT_RATE_LIMIT=0
+	for i in $(seq 1 25); do place_order "c-$RUNID-$i"; done > "$BATS_TEST_TMPDIR/ids"
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/ids")" = 25 ]
+	# Each order's life, one step at a time across all orders; every event sent twice, and after
+	# each step the previous step's event sent again under a new id (stale).
+	steps=('INVENTORY_RESERVED {}' 'DELIVERY_UPDATED {"status":"PREPARING"}'
+		'DELIVERY_UPDATED {"status":"IN_TRANSIT","lat":52.50,"lon":13.40}'
+		'DELIVERY_UPDATED {"status":"IN_TRANSIT","lat":52.51,"lon":13.41}'
+		'DELIVERY_UPDATED {"status":"IN_TRANSIT","lat":52.52,"lon":13.42}'
+		'DELIVERY_UPDATED {"status":"DELIVERED"}')
+	for s in "${!steps[@]}"; do
+		while read -r id; do
+			ev=$(event ${steps[$s]%% *} "$id" "${steps[$s]#* }")
+			printf '%s\n%s\n' "$ev" "$ev"
+			# (a position re-sent is a move, not a stale event, so positions are not re-sent)
+			[ "$s" = 0 ] || [[ ${steps[$s]} == *IN_TRANSIT* && ${steps[$((s - 1))]} == *IN_TRANSIT* ]] ||
+				event ${steps[$((s - 1))]%% *} "$id" "${steps[$((s - 1))]#* }"
+		done < "$BATS_TEST_TMPDIR/ids"
+	done > "$BATS_TEST_TMPDIR/events"
+	# Replays of the changes committed so far, shuffled, racing the live ones (as ot-cache
+	# rebuild during traffic does): the outbox holds each committed ORDER_STATUS_UPDATED.
+	(while [ ! -e "$BATS_TEST_TMPDIR/stop" ]; do
+		sql_orders "SELECT payload FROM outbox WHERE type = 'ORDER_STATUS_UPDATED' AND key IN
+			(SELECT id::text FROM orders WHERE customer_id LIKE 'c-$RUNID-%')" | shuf |
+			ot-cache rebuild -i - >/dev/null 2>>"$BATS_TEST_TMPDIR/replay.log"
+		sleep 0.05
+	done) & BG_PIDS+=($!)
+	for r in 1 2 3 4; do reader "$r" & BG_PIDS+=($!); done
+	# Invalidations force refills that race the writes.
+	(while [ ! -e "$BATS_TEST_TMPDIR/stop" ]; do
+		redis-cli -p "$OWN_REDIS_PORT" DEL "order:$(shuf -n1 "$BATS_TEST_TMPDIR/ids")" >/dev/null 2>&1
+		sleep 0.02
+	done) & BG_PIDS+=($!)
+	half=$(($(wc -l < "$BATS_TEST_TMPDIR/events") / 2))
+	head -n "$half" "$BATS_TEST_TMPDIR/events" | while read -r l; do echo "$l"; sleep 0.002; done |
+		ot-consume 2>"$BATS_TEST_TMPDIR/consume1.log" || true
+	# Redis restarts in the middle, losing every entry.
+	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+	sleep 0.5
+	own_redis
+	tail -n +"$((half + 1))" "$BATS_TEST_TMPDIR/events" | while read -r l; do echo "$l"; sleep 0.002; done |
+		ot-consume 2>"$BATS_TEST_TMPDIR/consume2.log" || true
+	sleep 1.5
+	touch "$BATS_TEST_TMPDIR/stop"
+	sleep 0.3
+	# Every order ended DELIVERED at version 7 (6 changes applied once each) in the database ...
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'DELIVERED' AND version = 7")" = 25 ]
+	# ... and every reader saw each order's version only grow, with the status that version had.
+	cat "$BATS_TEST_TMPDIR"/reader.* | sed -n 's/.*"order_id":"\([^"]*\)","status":"\([A-Z_]*\)","version":\([0-9]*\).*/\1 \2 \3/p' \
+		> "$BATS_TEST_TMPDIR/seen"
+	reads=$(wc -l < "$BATS_TEST_TMPDIR/seen")
+	echo "# $reads reads checked" >&3
+	[ "$reads" -gt 500 ]
+	for r in 1 2 3 4; do
+		sed -n 's/.*"order_id":"\([^"]*\)","status":"\([A-Z_]*\)","version":\([0-9]*\).*/\1 \2 \3/p' "$BATS_TEST_TMPDIR/reader.$r" |
+			awk -v r="$r" 'BEGIN { split("PENDING CONFIRMED PREPARING IN_TRANSIT IN_TRANSIT IN_TRANSIT DELIVERED", want, " ") }
+				$3 < max[$1] { print "reader " r ": " $1 " went from version " max[$1] " back to " $3; bad = 1 }
+				want[$3] != $2 { print "reader " r ": " $1 " version " $3 " with status " $2; bad = 1 }
+				$3 > max[$1] { max[$1] = $3 }
+				END { exit bad }'
+	done
+	# The cache agrees with the database at the end.
+	while read -r id; do
+		v=$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" version)
+		[ -z "$v" ] || [ "$v" = 7 ] || { echo "order:$id has version $v in Redis" >&2; false; }
+	done < "$BATS_TEST_TMPDIR/ids"
+}
