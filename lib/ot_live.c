@@ -210,14 +210,21 @@ each_sub(struct ot_live *lv, int (*f)(struct sub *, void *), void *arg)
 }
 
 static int
+expire_one(struct sub *s, void *arg)
+{
+	if (s->closed || *(long long *)arg < s->deadline)
+		return 0;
+	s->closed = 1;
+	return 1;
+}
+
+static int
 ping_one(struct sub *s, void *arg)
 {
-	long long now = *(long long *)arg;
 	static const unsigned char ping[2] = {0x89, 0x00};
 
-	if (now >= s->deadline)
-		s->closed = 1;
-	else if (s->kind == SSE)
+	(void)arg;
+	if (s->kind == SSE)
 		enqueue(s, ": ping\n\n", 8);
 	else
 		enqueue(s, ping, sizeof ping);
@@ -274,7 +281,7 @@ hub(void *arg)
 	struct ot_live *lv = arg;
 	redisContext *r = NULL;
 	redisReply *rep;
-	long long next_ping = now_ms() + PING_MS;
+	long long next_ping = now_ms() + PING_MS, next_expiry = now_ms() + 1000;
 	char err[256];
 	int down_logged = 0;
 
@@ -319,9 +326,13 @@ hub(void *arg)
 			if (r->err)
 				goto lost;
 		}
-		if (now_ms() >= next_ping) {
-			long long now = now_ms();
-			each_sub(lv, ping_one, &now);
+		long long now = now_ms();
+		if (now >= next_expiry) { /* streams past their lifetime end, within a second */
+			each_sub(lv, expire_one, &now);
+			next_expiry = now + 1000;
+		}
+		if (now >= next_ping) {
+			each_sub(lv, ping_one, NULL);
 			next_ping = now + PING_MS;
 		}
 		continue;

@@ -466,3 +466,14 @@ reader() {
 		[ -z "$v" ] || [ "$v" = 7 ] || { echo "order:$id has version $v in Redis" >&2; false; }
 	done < "$BATS_TEST_TMPDIR/ids"
 }
+
+@test "ot-serve: a live stream ends after --stream-max seconds, so the client resumes it" {
+	serve OT_STREAM_MAX_S=1
+	id=$(place_order "c-$RUNID")
+	t0=$(date +%s%N)
+	run curl -sN --max-time 10 "$BASE/orders/$id/events"
+	assert_success # the server ended the stream: curl did not time out
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ "$ms" -lt 5000 ] || { echo "the stream lasted $ms ms" >&2; false; }
+	assert_line 'id: 1'
+}
