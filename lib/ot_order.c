@@ -420,7 +420,7 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	struct ot_status st;
 	PGresult *res = NULL;
 	json_t *data, *sk;
-	int rc, to = -1, from;
+	int rc, to = -1, from, refresh = 0;
 
 	if ((rc = target_of(ev, &to, errstr, errsz)))
 		return rc;
@@ -448,6 +448,9 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 		goto out;
 	if (atoi(PQcmdTuples(res)) == 0) {
 		rc = ot_err(OT_SKIP, errstr, errsz, "event %s was already applied", ev->id);
+		/* Redelivered: the process that applied it may have died between its commit and its
+		 * cache write (its offset was never stored). The cache gets the database's status. */
+		refresh = 1;
 		goto out;
 	}
 	PQclear(res);
@@ -469,6 +472,7 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 		if (!rc)
 			rc = ot_err(OT_SKIP, errstr, errsz, "stale %s: order is already %s", ot_state_name(to),
 			            ot_state_name(from));
+		refresh = !rc || rc == OT_SKIP; /* as for a duplicate: the cache may be behind */
 		goto out;
 	case OT_TR_IMPOSSIBLE:
 		rc = ot_err(OT_EINPUT, errstr, errsz, "impossible transition %s -> %s refused",
@@ -513,6 +517,8 @@ out:
 	if (rc)
 		ot_pg_rollback(db);
 	PQclear(res);
+	if (refresh && r && ot_order_load(db, ev->order_id, &st, NULL, 0) == 1)
+		cache_put(r, &st);
 	return rc;
 }
 

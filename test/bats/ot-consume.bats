@@ -43,6 +43,20 @@ $ev"
 	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$ID' AND type = 'ORDER_STATUS_UPDATED'")" -le 1 ]
 }
 
+@test "ot-consume: a redelivered event puts the database's status back in a cache left behind (a crash between commit and cache write)" {
+	ev=$(event INVENTORY_RESERVED "$ID")
+	ot-consume <<<"$ev" 2>/dev/null
+	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	# As if the process had died after its commit and before its cache write:
+	rcli HSET "order:$ID" version 1 status PENDING >/dev/null
+	run --separate-stderr ot-consume <<<"$ev"
+	assert_success
+	echo "$stderr" | grep -q 'already applied'
+	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	[ "$(version_of "$ID")" = 2 ]
+}
+
 @test "ot-consume: an impossible transition is refused, logged, and applies nothing" {
 	run --separate-stderr ot-consume <<<"$(delivery DELIVERED)"
 	assert_failure 65
