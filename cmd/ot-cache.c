@@ -195,18 +195,14 @@ main(int argc, char **argv)
 
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
-		if ((rc = ot_config_opt(&cfg, c, optarg, err, sizeof err)) == 1)
+		if ((rc = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
+			if (rc >= 0)
+				return rc;
 			continue;
-		if (rc < 0) {
-			fprintf(stderr, "%s: %s\n", argv0, err);
-			return EX_USAGE;
 		}
 		switch (c) {
 		case 'i': input = optarg; break;
 		case OT_OPT_TOOL_BASE: repair = 1; break;
-		case 'h': usage(stdout, 1); return EX_OK;
-		case 'V': puts(OT_VERSION); return EX_OK;
-		default: usage(stderr, 0); return EX_USAGE;
 		}
 	}
 	rc = OT_OK;
@@ -228,11 +224,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: %s takes no arguments\n", argv0, cmd);
 		return EX_USAGE;
 	}
-	if (ot_config_finish(&cfg, NULL, err, sizeof err)) {
-		fprintf(stderr, "%s: %s\n", argv0, err);
-		ot_config_free(&cfg);
-		return EX_CONFIG;
-	}
+	if ((rc = ot_config_done(&cfg, NULL)))
+		return rc;
 	ot_signal_install();
 	if (!(r = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err))) {
 		if (strcmp(cmd, "get")) {

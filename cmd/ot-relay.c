@@ -186,11 +186,10 @@ main(int argc, char **argv)
 
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "O:i:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_opt(&cfg, c, optarg, err, sizeof err)) == 1)
+		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
+			if (r >= 0)
+				return r;
 			continue;
-		if (r < 0) {
-			fprintf(stderr, "%s: %s\n", argv0, err);
-			return EX_USAGE;
 		}
 		switch (c) {
 		case OPT_DB: dbname = optarg; dbset = 1; break;
@@ -233,9 +232,6 @@ main(int argc, char **argv)
 				return EX_USAGE;
 			}
 			break;
-		case 'h': usage(stdout, 1); return EX_OK;
-		case 'V': puts(OT_VERSION); return EX_OK;
-		default: usage(stderr, 0); return EX_USAGE;
 		}
 	}
 	if (optind < argc && !strcmp(argv[optind], "replay")) {
@@ -282,11 +278,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: --meta needs -i kafka:TOPIC and -O -\n", argv0);
 		return EX_USAGE;
 	}
-	if (ot_config_finish(&cfg, NULL, err, sizeof err)) {
-		fprintf(stderr, "%s: %s\n", argv0, err);
-		ot_config_free(&cfg);
-		return EX_CONFIG;
-	}
+	if ((r = ot_config_done(&cfg, NULL)))
+		return r;
 	ot_signal_install();
 	if (!(out = ot_out_open(output, &cfg, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);

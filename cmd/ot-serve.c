@@ -112,11 +112,10 @@ main(int argc, char **argv)
 
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_opt(&cfg, c, optarg, err, sizeof err)) == 1)
+		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
+			if (r >= 0)
+				return r;
 			continue;
-		if (r < 0) {
-			fprintf(stderr, "%s: %s\n", argv0, err);
-			return EX_USAGE;
 		}
 		switch (c) {
 		case OPT_API_KEY: o.api_keys = optarg; continue;
@@ -124,9 +123,6 @@ main(int argc, char **argv)
 		case OPT_BURST: burst = optarg; continue;
 		case OPT_STREAM_MAX: smax = optarg; continue;
 		case OPT_MAX_STREAMS: nmax = optarg; continue;
-		case 'h': usage(stdout, 1); return EX_OK;
-		case 'V': puts(OT_VERSION); return EX_OK;
-		default: usage(stderr, 0); return EX_USAGE;
 		}
 	}
 	if (optind < argc) {
@@ -139,11 +135,8 @@ main(int argc, char **argv)
 		ot_config_free(&cfg);
 		return EX_USAGE;
 	}
-	if (ot_config_finish(&cfg, ":8080", err, sizeof err)) {
-		fprintf(stderr, "%s: %s\n", argv0, err);
-		ot_config_free(&cfg);
-		return EX_CONFIG;
-	}
+	if ((r = ot_config_done(&cfg, ":8080")))
+		return r;
 	ot_signal_install();
 	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);

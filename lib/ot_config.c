@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 
 #include "ot_config.h"
 #include "ot_err.h"
@@ -126,4 +127,44 @@ ot_config_free(struct ot_config *c)
 	for (i = 0; i < c->nprops; i++)
 		free(c->props[i]);
 	memset(c, 0, sizeof *c);
+}
+
+int
+ot_config_arg(struct ot_config *c, int opt, const char *arg, void (*usage)(FILE *f, int full))
+{
+	char err[512];
+	int r = ot_config_opt(c, opt, arg, err, sizeof err);
+
+	if (r == 1)
+		return OT_ARG_DONE;
+	if (r < 0) {
+		fprintf(stderr, "%s: %s\n", c->tool, err);
+		return EX_USAGE;
+	}
+	switch (opt) {
+	case 'h':
+		usage(stdout, 1);
+		return EX_OK;
+	case 'V':
+		puts(OT_VERSION);
+		return EX_OK;
+	case '?':
+	case ':':
+		usage(stderr, 0);
+		return EX_USAGE;
+	default:
+		return OT_ARG_TOOL;
+	}
+}
+
+int
+ot_config_done(struct ot_config *c, const char *default_http_addr)
+{
+	char err[1024];
+
+	if (!ot_config_finish(c, default_http_addr, err, sizeof err))
+		return 0;
+	fprintf(stderr, "%s: %s\n", c->tool, err);
+	ot_config_free(c);
+	return EX_CONFIG;
 }

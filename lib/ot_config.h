@@ -4,6 +4,7 @@
 
 #include <getopt.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define OT_MAX_KAFKA_PROPS 32
 
@@ -50,5 +51,17 @@ int ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, s
  * Returns 0, or -1 with errstr. */
 int ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz);
 void ot_config_free(struct ot_config *c);
+
+/* What ot_config_arg did with one getopt_long result. */
+enum { OT_ARG_TOOL = -1, OT_ARG_DONE = -2 };
+/* The half of a tool's option loop that every tool shares: stores a shared option, prints
+ * usage(stdout, 1) for -h and the version for -V, and reports a bad value or an unknown option
+ * on stderr. Returns OT_ARG_DONE (on to the next option), OT_ARG_TOOL (the tool's own option,
+ * for it to handle), or an exit status for main to return: 0 after -h or -V, 64 for a usage
+ * error. */
+int ot_config_arg(struct ot_config *c, int opt, const char *arg, void (*usage)(FILE *f, int full));
+/* ot_config_finish for main: a bad setting is reported on stderr and c freed. Returns 0, or
+ * 78 for main to return. */
+int ot_config_done(struct ot_config *c, const char *default_http_addr);
 
 #endif
