@@ -49,6 +49,12 @@ wait_lines() {
 	cat "$BATS_TEST_TMPDIR/$1" >&2
 	return 1
 }
+# A Redis of the test's own on $OWN_REDIS_PORT, to stop and start (again) at will.
+own_redis() {
+	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
+	for i in $(seq 1 50); do [ "$(redis-cli -p "$OWN_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+}
 metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 @test "ot-serve: GET /orders/{id} answers the status from Redis, then from the database on a miss" {
@@ -118,9 +124,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 @test "ot-serve: /readyz goes 503 when Redis stops, reads fall back to the database, and it recovers" {
 	OWN_REDIS_PORT=$((PORT + 1))
-	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
-	for i in $(seq 1 50); do [ "$(redis-cli -p "$OWN_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+	own_redis
 	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
 	id=$(place_order "c-$RUNID")
 	run http "$BASE/readyz"
@@ -134,8 +138,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 200
 	assert_line --index 0 --partial '"status":"PENDING"'
 	grep -qi '^X-Cache: BYPASS' "$BATS_TEST_TMPDIR/h"
-	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
+	own_redis
 	for i in $(seq 1 50); do
 		run http "$BASE/readyz"
 		[ "${lines[1]}" = 200 ] && break
@@ -308,9 +311,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 @test "ot-serve: with Redis down the circuit opens and reads answer from the database at once; it closes when Redis is back" {
 	OWN_REDIS_PORT=$((PORT + 1))
-	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
-	for i in $(seq 1 50); do [ "$(redis-cli -p "$OWN_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+	own_redis
 	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
 	id=$(place_order "c-$RUNID")
 	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ]
@@ -326,8 +327,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	# a write while Redis is down commits to the database ...
 	run http -X POST "$BASE/orders/$id/cancel"
 	assert_line --index 1 200
-	redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-		--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
+	own_redis
 	# ... and reaches the cache once Redis answers, without a read asking for it
 	for i in $(seq 1 50); do
 		[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" status 2>/dev/null)" = CANCELLED ] && break
@@ -392,11 +392,6 @@ reader() {
 
 @test "ot-serve: no read ever sees a status or version go backwards (out-of-order and duplicate events, concurrent reads, refills, invalidations and a Redis restart)" {
 	OWN_REDIS_PORT=$((PORT + 1))
-	own_redis() {
-		redis-server --port "$OWN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-			--logfile "$BATS_TEST_TMPDIR/redis.log" >/dev/null
-		for i in $(seq 1 50); do [ "$(redis-cli -p "$OWN_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
-	}
 	own_redis
 	export OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
 	serve OT_RATE_LIMIT=0
