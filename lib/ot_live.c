@@ -145,12 +145,14 @@ queue_event(struct sub *s, long long version, const char *json)
 	return 1;
 }
 
-/* Collects a sub to wake once the lock is dropped: MHD is never called with it held. */
+/* Subs to wake once the lock is dropped: MHD is never called with it held. */
 struct wakes {
-	struct MHD_Connection *con[64];
-	int n;
+	struct MHD_Connection **con;
+	size_t n, cap;
 };
 
+/* Lock held. A WebSocket thread is woken through its pipe at once; a suspended SSE connection
+ * is noted for wake_all. */
 static void
 want_wake(struct sub *s, struct wakes *w)
 {
@@ -159,54 +161,43 @@ want_wake(struct sub *s, struct wakes *w)
 			OT_WARN(s->order_id, "waking a WebSocket stream: %s", strerror(errno));
 		return;
 	}
-	/* Still suspended until resumed, so MHD cannot free it before the resume below. */
-	if (s->suspended && w->n < (int)(sizeof w->con / sizeof w->con[0])) {
-		s->suspended = 0;
-		w->con[w->n++] = s->con;
+	if (!s->suspended)
+		return; /* running: it finds its queue without a wake */
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 64;
+		struct MHD_Connection **nc = realloc(w->con, cap * sizeof *nc);
+		if (!nc)
+			return; /* it wakes at the next ping */
+		w->con = nc;
+		w->cap = cap;
 	}
+	/* Still suspended until resumed, so MHD cannot free it before wake_all. */
+	s->suspended = 0;
+	w->con[w->n++] = s->con;
 }
 
+/* Lock not held. */
 static void
-do_wakes(struct wakes *w)
+wake_all(struct wakes *w)
 {
-	for (int i = 0; i < w->n; i++)
+	for (size_t i = 0; i < w->n; i++)
 		MHD_resume_connection(w->con[i]);
-	w->n = 0;
+	free(w->con);
 }
 
-/* Applies f to every sub and wakes those it returns 1 for, after dropping the lock: MHD is
- * never called with it held. */
+/* Applies f to every sub and wakes those it returns 1 for. */
 static void
 each_sub(struct ot_live *lv, int (*f)(struct sub *, void *), void *arg)
 {
-	struct MHD_Connection **cons = NULL;
-	size_t n = 0, cap = 0;
+	struct wakes w = {NULL, 0, 0};
 
 	pthread_mutex_lock(&lv->mu);
 	for (int b = 0; b < BUCKETS; b++)
-		for (struct sub *s = lv->bucket[b]; s; s = s->next) {
-			if (!f(s, arg))
-				continue;
-			if (s->kind == WS) {
-				if (write(s->wake[1], "x", 1) < 0 && errno != EAGAIN)
-					OT_WARN(s->order_id, "waking a WebSocket stream: %s", strerror(errno));
-				continue;
-			}
-			if (!s->suspended)
-				continue; /* running: it finds its queue without a wake */
-			if (n == cap) {
-				struct MHD_Connection **nc = realloc(cons, (cap = cap ? cap * 2 : 64) * sizeof *cons);
-				if (!nc)
-					continue; /* it wakes at the next ping */
-				cons = nc;
-			}
-			s->suspended = 0;
-			cons[n++] = s->con;
-		}
+		for (struct sub *s = lv->bucket[b]; s; s = s->next)
+			if (f(s, arg))
+				want_wake(s, &w);
 	pthread_mutex_unlock(&lv->mu);
-	for (size_t i = 0; i < n; i++)
-		MHD_resume_connection(cons[i]);
-	free(cons);
+	wake_all(&w);
 }
 
 static int
@@ -243,7 +234,7 @@ static void
 deliver(struct ot_live *lv, const char *channel, const char *msg)
 {
 	const char *id = strncmp(channel, "order:", 6) ? NULL : channel + 6;
-	struct wakes w = {.n = 0};
+	struct wakes w = {NULL, 0, 0};
 	json_t *o;
 	long long version;
 
@@ -258,11 +249,10 @@ deliver(struct ot_live *lv, const char *channel, const char *msg)
 	for (struct sub *s = lv->bucket[bucket_of(id)]; s; s = s->next)
 		if (!strcmp(s->order_id, id) && queue_event(s, version, msg)) {
 			atomic_fetch_add(&lv->sent, 1);
-			if (w.n < 64)
-				want_wake(s, &w);
+			want_wake(s, &w);
 		}
 	pthread_mutex_unlock(&lv->mu);
-	do_wakes(&w);
+	wake_all(&w);
 }
 
 /* Waits up to ms, or until stop. */

@@ -44,7 +44,8 @@ status_from_row(struct ot_status *st, const char *order_id, PGresult *res, int r
 #define DIRTY_MAX 8192
 static pthread_mutex_t dirty_mu = PTHREAD_MUTEX_INITIALIZER;
 static char dirty[DIRTY_MAX][64];
-static int ndirty, dirty_lost;
+static atomic_int ndirty; /* read without the lock by ot_cache_dirty's fast path */
+static int dirty_lost;
 
 static void
 mark_dirty(const char *order_id)
@@ -68,6 +69,8 @@ ot_cache_dirty(const char *order_id)
 {
 	int i, found = 0;
 
+	if (!atomic_load(&ndirty)) /* nearly always: every read asks */
+		return 0;
 	pthread_mutex_lock(&dirty_mu);
 	for (i = 0; i < ndirty && !found; i++)
 		found = !strcmp(dirty[i], order_id);
