@@ -124,8 +124,8 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	 * from the database, which is never older than this change. */
 	if (!rp->db && !(rp->db = ot_pg_open(rp->orders_db, "orders", &rc, errstr, errsz)))
 		return rc;
-	if (ot_pg_ensure(rp->db))
-		return ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(rp->db));
+	if ((rc = ot_pg_ensure(rp->db, errstr, errsz)))
+		return rc;
 	if ((rc = ot_order_load(rp->db, st.order_id, &st, errstr, errsz)) <= 0)
 		return rc ? rc : OT_SKIP; /* not in this database: nothing to cache */
 	rc = ot_redis_put_status(rp->r, &st, errstr, errsz);

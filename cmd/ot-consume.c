@@ -51,9 +51,7 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 
 	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
 		return OT_EINPUT;
-	if (ot_pg_ensure(c->db))
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(c->db));
-	else
+	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
 		rc = ot_order_apply(c->db, ot_redis_live(&c->redis, c->redis_url), &ev, c->consumer,
 		                    errstr, errsz);
 	if (rc == OT_EINPUT) {
@@ -73,7 +71,7 @@ repair(void *arg)
 	struct consume *c = arg;
 	char err[512];
 
-	if (!ot_pg_ensure(c->db))
+	if (!ot_pg_ensure(c->db, NULL, 0))
 		ot_cache_repair(c->db, ot_redis_live(&c->redis, c->redis_url), err, sizeof err);
 }
 

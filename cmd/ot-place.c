@@ -52,9 +52,9 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	req = json_loadb(m->value, m->len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!req)
 		return ot_err(OT_EINPUT, errstr, errsz, "not JSON: %s at column %d", jerr.text, jerr.column);
-	if (ot_pg_ensure(p->db)) {
+	if ((rc = ot_pg_ensure(p->db, errstr, errsz))) {
 		json_decref(req);
-		return ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(p->db));
+		return rc;
 	}
 	rc = ot_order_place(p->db, ot_redis_live(&p->redis, p->redis_url), req, "ot-place", &order,
 	                    &created, errstr, errsz);

@@ -115,7 +115,7 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 	int attempt = 0, listening = 0;
 
 	while (!ot_stop) {
-		if (!listening && !once && !ot_pg_ensure(db))
+		if (!listening && !once && !ot_pg_ensure(db, NULL, 0))
 			listening = ot_outbox_listen(db, err, sizeof err) == 0;
 		n = ot_outbox_relay(db, out, batch, err, sizeof err);
 		if (n < 0) {
@@ -126,7 +126,7 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 			OT_WARN(NULL, "relay: attempt %d of %d failed, retrying: %s", attempt, max, err);
 			listening = 0;
 			ot_backoff(attempt);
-			ot_pg_ensure(db);
+			ot_pg_ensure(db, NULL, 0);
 			continue;
 		}
 		attempt = 0;

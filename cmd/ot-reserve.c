@@ -71,9 +71,7 @@ handle_event(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 
 	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
 		return OT_EINPUT;
-	if (ot_pg_ensure(r->db))
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(r->db));
-	else
+	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
 		rc = ot_inventory_handle(r->db, &ev, r->consumer, errstr, errsz);
 	ot_event_clear(&ev);
 	return rc;
@@ -89,9 +87,7 @@ handle_stock(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 
 	if (!(line = json_loadb(m->value, m->len, JSON_REJECT_DUPLICATES, &jerr)))
 		return ot_err(OT_EINPUT, errstr, errsz, "not JSON: %s at column %d", jerr.text, jerr.column);
-	if (ot_pg_ensure(r->db))
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(r->db));
-	else
+	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
 		rc = ot_inventory_stock(r->db, line, errstr, errsz);
 	json_decref(line);
 	return rc;

@@ -149,7 +149,7 @@ main(int argc, char **argv)
 		if (n % 10 == 9) {
 			ot_cache_stats_flush(ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
 			/* Statuses the API committed while Redis did not answer go to the cache now. */
-			if ((db || (db = ot_pg_connect(cfg.orders_db, err, sizeof err))) && !ot_pg_ensure(db))
+			if ((db || (db = ot_pg_connect(cfg.orders_db, err, sizeof err))) && !ot_pg_ensure(db, NULL, 0))
 				ot_cache_repair(db, ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
 		}
 	}

@@ -1,17 +1,8 @@
 /* ot_breaker: fail fast while a service is down, and probe it back one call at a time. */
-#include <time.h>
 
+#include "ot_event.h"
 #include "ot_breaker.h"
 #include "ot_log.h"
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 void
 ot_breaker_init(struct ot_breaker *b, const char *name, int threshold, int open_ms)
@@ -38,7 +29,7 @@ ot_breaker_allow(struct ot_breaker *b)
 	int ok = 1;
 
 	pthread_mutex_lock(&b->mu);
-	if (b->state == OT_BREAKER_OPEN && now_ms() - b->opened_at >= b->open_ms) {
+	if (b->state == OT_BREAKER_OPEN && ot_now_ms() - b->opened_at >= b->open_ms) {
 		b->state = OT_BREAKER_HALF_OPEN;
 		b->probing = 0;
 		OT_INFO(NULL, "%s circuit half-open: probing", b->name);
@@ -68,7 +59,7 @@ ot_breaker_done(struct ot_breaker *b, int ok)
 			b->opens++;
 		}
 		b->state = OT_BREAKER_OPEN;
-		b->opened_at = now_ms();
+		b->opened_at = ot_now_ms();
 		b->failures = 0;
 	}
 	b->probing = 0;
@@ -82,7 +73,7 @@ ot_breaker_read(struct ot_breaker *b, long *opens, long *rejected)
 
 	pthread_mutex_lock(&b->mu);
 	s = b->state;
-	if (s == OT_BREAKER_OPEN && now_ms() - b->opened_at >= b->open_ms)
+	if (s == OT_BREAKER_OPEN && ot_now_ms() - b->opened_at >= b->open_ms)
 		s = OT_BREAKER_HALF_OPEN; /* the next call will probe */
 	*opens = b->opens;
 	*rejected = b->rejected;

@@ -7,6 +7,7 @@
 #include <sys/select.h>
 #include <time.h>
 
+#include "ot_event.h"
 #include "ot_cdc.h"
 #include "ot_err.h"
 #include "ot_io.h"
@@ -37,15 +38,6 @@ struct cdc {
 	size_t ids_len, ids_cap;
 	long pending, total;
 };
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 static uint64_t
 get64(const unsigned char *p)
@@ -92,7 +84,7 @@ send_status(struct cdc *c, char *errstr, size_t errsz)
 	buf[33] = 0;
 	if (PQputCopyData(c->repl, (const char *)buf, sizeof buf) <= 0 || PQflush(c->repl))
 		return ot_err(OT_ESERVICE, errstr, errsz, "replication status update: %s", PQerrorMessage(c->repl));
-	c->last_status_ms = now_ms();
+	c->last_status_ms = ot_now_ms();
 	return 0;
 }
 
@@ -215,8 +207,8 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 		p[0] = c->ids;
 		/* The rows only kept the events until Kafka had them. Failing to delete them is not
 		 * fatal: publication is insert-only, a poll relay must not run beside CDC anyway. */
-		if (ot_pg_ensure(c->db) || ot_pg_exec(c->db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
-		                                      1, p, err, sizeof err))
+		if (ot_pg_ensure(c->db, err, sizeof err) ||
+		    ot_pg_exec(c->db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, err, sizeof err))
 			OT_WARN(NULL, "cdc: could not delete relayed outbox rows: %s", err);
 		c->total += c->pending;
 		OT_DEBUG(NULL, "cdc: relayed %ld events up to %X/%X", c->pending,
@@ -290,7 +282,7 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 	struct cdc c;
 	PGresult *res;
 	char cmd[256], *buf = NULL;
-	long long idle_since = now_ms();
+	long long idle_since = ot_now_ms();
 	int rc = OT_OK, n, i;
 
 	memset(&c, 0, sizeof c);
@@ -333,7 +325,7 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 			const unsigned char *m = (const unsigned char *)buf;
 			if (m[0] == 'w') {
 				rc = on_xlogdata(&c, m, (size_t)n, errstr, errsz);
-				idle_since = now_ms();
+				idle_since = ot_now_ms();
 			} else if (m[0] == 'k' && n >= 18) {
 				c.server_end = get64(m + 1);
 				/* Nothing of ours in flight: the server's position is safe to confirm. */
@@ -352,9 +344,9 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 			rc = ot_err(OT_ESERVICE, errstr, errsz, "replication stream ended: %s", PQerrorMessage(c.repl));
 			break;
 		}
-		if (once && !c.in_txn && now_ms() - idle_since > 1000)
+		if (once && !c.in_txn && ot_now_ms() - idle_since > 1000)
 			break;
-		if (now_ms() - c.last_status_ms >= STATUS_INTERVAL_MS && (rc = send_status(&c, errstr, errsz)))
+		if (ot_now_ms() - c.last_status_ms >= STATUS_INTERVAL_MS && (rc = send_status(&c, errstr, errsz)))
 			break;
 		{
 			fd_set fds;

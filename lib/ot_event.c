@@ -252,3 +252,12 @@ ot_event_dump(const struct ot_event *ev)
 	json_decref(o);
 	return s;
 }
+
+long long
+ot_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}

@@ -42,6 +42,8 @@ char *ot_event_dump(const struct ot_event *ev);
 void ot_uuid(char out[OT_UUID_LEN]);
 int ot_uuid_valid(const char *s);
 void ot_now_rfc3339(char out[OT_TS_LEN]);
+/* Milliseconds on the monotonic clock: for intervals and deadlines, never for timestamps. */
+long long ot_now_ms(void);
 int ot_rfc3339_valid(const char *s);
 void ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent_or_null);
 int ot_traceparent_valid(const char *s);

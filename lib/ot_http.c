@@ -96,12 +96,6 @@ now_us(void)
 	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
 
-static long long
-now_ms(void)
-{
-	return now_us() / 1000;
-}
-
 /* The calling worker thread's connections, created on its first request; NULL when out of memory. */
 static struct conns *
 thread_conns(struct ot_http *h)
@@ -130,8 +124,7 @@ db_connect(struct call *x)
 	for (i = 0; i < 4 && c->db && PQstatus(c->db) == CONNECTION_OK && poll(&p, 1, 0) > 0; i++)
 		if (!PQconsumeInput(c->db))
 			break;
-	if (c->db && ot_pg_ensure(c->db)) {
-		snprintf(err, sizeof err, "%s", PQerrorMessage(c->db));
+	if (c->db && ot_pg_ensure(c->db, err, sizeof err)) {
 		err[strcspn(err, "\n")] = '\0';
 		OT_WARN(x->rq->order_id, "PostgreSQL unreachable: %s", err);
 		return NULL;
@@ -205,7 +198,7 @@ db_retry(struct call *x, int rc, PGconn **db)
 static int
 db_ping(struct conns *c, int timeout_ms)
 {
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = ot_now_ms() + timeout_ms;
 	struct pollfd p = {PQsocket(c->db), POLLIN, 0};
 	PGresult *res;
 	int ok = 0;
@@ -213,7 +206,7 @@ db_ping(struct conns *c, int timeout_ms)
 	if (!PQsendQuery(c->db, "SELECT 1"))
 		return OT_ESERVICE;
 	while (PQisBusy(c->db)) {
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - ot_now_ms());
 		if (left <= 0 || poll(&p, 1, left) == 0) {
 			PQfinish(c->db);
 			c->db = NULL;
@@ -361,13 +354,16 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 		if (rc < 0) {
 			OT_WARN(id, "cache read failed, reading the database: %s", err);
 			r = NULL;
+		} else {
+			ot_cache_count(0);
 		}
 	}
 	if (!(db = db_of(x)))
 		return ot_err(OT_ESERVICE, err, errsz, "the orders database is unavailable");
-	rc = ot_order_get(db, r, id, st, &hit, err, errsz);
+	/* Redis was read above: on to the database and the refill. */
+	rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
 	if (db_retry(x, rc, &db))
-		rc = ot_order_get(db, r, id, st, &hit, err, errsz);
+		rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
 	db_done(x, rc);
 	if (r)
 		redis_done(x, r, 1);
@@ -760,13 +756,13 @@ redis_ready(struct call *x)
 	for (tries = 0; tries < 2 && rc; tries++) {
 		if (!(r = ot_redis_live(&x->c->redis, x->h->redis_url)))
 			break;
-		t0 = now_ms();
+		t0 = ot_now_ms();
 		redisSetTimeout(r, quick);
 		if ((rc = ot_redis_ping(r, err, sizeof err)) == 0)
 			redisSetTimeout(r, normal);
 		/* A connection Redis dropped (a restart) fails at once and deserves a fresh one; a
 		 * timeout does not. */
-		else if (now_ms() - t0 >= READY_TIMEOUT_MS / 2)
+		else if (ot_now_ms() - t0 >= READY_TIMEOUT_MS / 2)
 			break;
 	}
 	return rc;

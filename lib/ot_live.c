@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ot_event.h"
 #include "ot_err.h"
 #include "ot_live.h"
 #include "ot_log.h"
@@ -54,15 +55,6 @@ struct ot_live {
 	atomic_long messages, sent;
 	atomic_int connected;
 };
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 static unsigned
 bucket_of(const char *id)
@@ -271,7 +263,7 @@ hub(void *arg)
 	struct ot_live *lv = arg;
 	redisContext *r = NULL;
 	redisReply *rep;
-	long long next_ping = now_ms() + PING_MS, next_expiry = now_ms() + 1000;
+	long long next_ping = ot_now_ms() + PING_MS, next_expiry = ot_now_ms() + 1000;
 	char err[256];
 	int down_logged = 0;
 
@@ -316,7 +308,7 @@ hub(void *arg)
 			if (r->err)
 				goto lost;
 		}
-		long long now = now_ms();
+		long long now = ot_now_ms();
 		if (now >= next_expiry) { /* streams past their lifetime end, within a second */
 			each_sub(lv, expire_one, &now);
 			next_expiry = now + 1000;
@@ -431,7 +423,7 @@ sub_new(struct ot_live *lv, enum kind kind, const char *order_id, long long last
 	snprintf(s->order_id, sizeof s->order_id, "%s", order_id);
 	s->last = last_id;
 	s->wake[0] = s->wake[1] = -1;
-	s->deadline = now_ms() + lv->max_s * 1000LL;
+	s->deadline = ot_now_ms() + lv->max_s * 1000LL;
 	if (kind == SSE)
 		enqueue(s, "retry: 1000\n\n", 13);
 	for (size_t i = 0; i < n; i++)

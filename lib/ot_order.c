@@ -571,27 +571,40 @@ ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_status
 		rc = ot_redis_get_status(r, order_id, st, err, sizeof err);
 		if (rc == 1) {
 			*hit = 1;
-			atomic_fetch_add(&stat_hits, 1);
+			ot_cache_count(1);
 			return 1;
 		}
 		if (rc < 0)
 			OT_WARN(order_id, "cache read failed, reading the database: %s", err);
 		else
-			atomic_fetch_add(&stat_misses, 1);
+			ot_cache_count(0);
 	}
+	return ot_order_refill(db, r, order_id, st, hit, errstr, errsz);
+}
+
+int
+ot_order_refill(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st, int *hit,
+                char *errstr, size_t errsz)
+{
+	char err[256];
+	int rc;
+
+	*hit = 0;
 	/* Single flight: one reader refills a missing entry; the others wait for it, a bounded
 	 * time, then read the database without filling. A crowd on one cold order costs the
 	 * database one query more than nothing, not one per reader. */
 	if (r && !r->err) {
-		int got = refill_lock(r, order_id, 1);
-		for (int i = 0; !got && i < REFILL_WAIT_STEPS; i++) {
-			struct timespec ts = {0, 20 * 1000000L};
-			nanosleep(&ts, NULL);
-			if (ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
-				*hit = 1; /* served by another's refill: counted as the miss it was */
-				return 1;
+		int got = 0;
+		for (int i = 0; i <= REFILL_WAIT_STEPS && !got; i++) {
+			if (i) {
+				struct timespec ts = {0, 20 * 1000000L};
+				nanosleep(&ts, NULL);
+				if (ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
+					*hit = 1; /* served by another's refill: counted as the miss it was */
+					return 1;
+				}
 			}
-			/* Taken after another's refill: that refill may have landed in between. */
+			/* Taken: another's refill may have landed since this reader missed. */
 			if ((got = refill_lock(r, order_id, 1)) &&
 			    ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
 				refill_lock(r, order_id, 0);

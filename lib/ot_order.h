@@ -36,6 +36,9 @@ int ot_order_load(PGconn *db, const char *order_id, struct ot_status *st, char *
  * whether the answer came from Redis. Returns 1, 0, or an ot_rc. r may be NULL (database only). */
 int ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st,
                  int *hit, char *errstr, size_t errsz);
+/* ot_order_get after its own Redis read missed: the database and the single-flight refill. */
+int ot_order_refill(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st,
+                    int *hit, char *errstr, size_t errsz);
 /* Rewrites from the database every order whose cache write failed since the last call (this
  * process's writes only), with the versioned compare-and-set, so no stale status outlives a
  * Redis outage. Returns how many were repaired, or an ot_rc (the rest are kept for later). */

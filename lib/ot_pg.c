@@ -107,13 +107,13 @@ ot_pg_rollback(PGconn *c)
 }
 
 int
-ot_pg_ensure(PGconn *c)
+ot_pg_ensure(PGconn *c, char *errstr, size_t errsz)
 {
 	if (PQstatus(c) == CONNECTION_OK)
 		return 0;
 	PQreset(c);
 	if (PQstatus(c) != CONNECTION_OK)
-		return -1;
+		return ot_err(OT_ESERVICE, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(c));
 	OT_INFO(NULL, "reconnected to PostgreSQL");
 	return 0;
 }

@@ -33,7 +33,8 @@ int ot_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *param
                char *errstr, size_t errsz);
 /* Rolls back quietly if a transaction is open. */
 void ot_pg_rollback(PGconn *c);
-/* Resets a broken connection. Returns 0 when it is usable again. */
-int ot_pg_ensure(PGconn *c);
+/* Resets a broken connection. Returns 0 when it is usable again, else OT_ESERVICE with
+ * errstr (which may be NULL) saying why. */
+int ot_pg_ensure(PGconn *c, char *errstr, size_t errsz);
 
 #endif

@@ -162,7 +162,6 @@ redisContext *
 ot_redis_live(redisContext **r, const char *url)
 {
 	static __thread long long last_try;
-	struct timespec ts;
 	char err[256];
 	long long now;
 
@@ -174,8 +173,7 @@ ot_redis_live(redisContext **r, const char *url)
 		*r = NULL;
 	}
 	/* While Redis is down, each caller tries at most five times a second. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	now = ot_now_ms();
 	if (last_try && now - last_try < 200)
 		return NULL;
 	last_try = now;
