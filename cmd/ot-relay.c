@@ -22,7 +22,8 @@ static const char *argv0 = "ot-relay";
 
 enum {
 	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_BATCH, OPT_META, OPT_RAW,
-	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT
+	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT,
+	OPT_DROP_SLOT
 };
 
 struct stream {
@@ -65,6 +66,7 @@ usage(FILE *f, int full)
 	        "      --mode MODE         poll (default): read the table; cdc: stream inserts from the WAL\n"
 	        "                          (logical replication, pgoutput; needs wal_level=logical)\n"
 	        "      --slot NAME         cdc: the replication slot (default ot_relay_<db>)\n"
+	        "      --drop-slot         cdc: drop the slot, so the server keeps no more WAL for it, and exit\n"
 	        "      --once              drain the outbox and exit (for a CronJob)\n"
 	        "      --batch N           rows per transaction (default 500)\n"
 	        "  -h, --help              this help\n"
@@ -112,12 +114,17 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 {
 	char err[1024];
 	long n;
-	int attempt = 0, listening = 0;
+	int attempt = 0, listening = 0, reconciled = 0;
 
 	while (!ot_stop) {
 		if (!listening && !once && !ot_pg_ensure(db, NULL, 0))
 			listening = ot_outbox_listen(db, err, sizeof err) == 0;
-		n = ot_outbox_relay(db, out, batch, err, sizeof err);
+		/* At start and after every failure: rows Kafka took but the DELETE never removed. */
+		n = reconciled ? 0 : ot_outbox_reconcile(db, out, batch > 1000 ? batch : 1000, err, sizeof err);
+		if (n >= 0) {
+			reconciled = 1;
+			n = ot_outbox_relay(db, out, batch, err, sizeof err);
+		}
 		if (n < 0) {
 			if (n != OT_ESERVICE || ++attempt >= max) {
 				OT_ERROR(NULL, "relay: %s", err);
@@ -125,6 +132,7 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 			}
 			OT_WARN(NULL, "relay: attempt %d of %d failed, retrying: %s", attempt, max, err);
 			listening = 0;
+			reconciled = 0;
 			ot_backoff(attempt);
 			ot_pg_ensure(db, NULL, 0);
 			continue;
@@ -164,6 +172,7 @@ main(int argc, char **argv)
 		{"limit", required_argument, NULL, OPT_LIMIT},
 		{"mode", required_argument, NULL, OPT_MODE},
 		{"slot", required_argument, NULL, OPT_SLOT},
+		{"drop-slot", no_argument, NULL, OPT_DROP_SLOT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -181,7 +190,7 @@ main(int argc, char **argv)
 	const char *dbname = "orders", *output = "-", *input = NULL;
 	PGconn *db = NULL;
 	char err[1024];
-	int c, rc = OT_OK, r, once = 0, batch = 500, dbset = 0, outset = 0;
+	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, batch = 500, dbset = 0, outset = 0;
 	long total = 0;
 
 	ot_config_init(&cfg, argv0);
@@ -200,6 +209,7 @@ main(int argc, char **argv)
 		case OPT_RAW: sm.raw = 1; break;
 		case OPT_MODE: mode = optarg; break;
 		case OPT_SLOT: slot = optarg; break;
+		case OPT_DROP_SLOT: drop_slot = 1; break;
 		case OPT_FROM: from = optarg; replay_opts = 1; break;
 		case OPT_SINCE:
 		case OPT_UNTIL:
@@ -258,6 +268,10 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: --mode %s: expected poll or cdc\n", argv0, mode);
 		return EX_USAGE;
 	}
+	if (drop_slot && (strcmp(mode, "cdc") || once || outset)) {
+		fprintf(stderr, "%s: --drop-slot takes --mode cdc, --db and --slot only\n", argv0);
+		return EX_USAGE;
+	}
 	if ((!strcmp(mode, "cdc") || slot) && (input || from)) {
 		fprintf(stderr, "%s: --mode cdc and --slot relay an outbox; not with -i or replay\n", argv0);
 		return EX_USAGE;
@@ -281,6 +295,19 @@ main(int argc, char **argv)
 	if ((r = ot_config_done(&cfg, NULL)))
 		return r;
 	ot_signal_install();
+	if (!slot) {
+		snprintf(slotbuf, sizeof slotbuf, "ot_relay_%s", dbname);
+		slot = slotbuf;
+	}
+	if (drop_slot) {
+		if ((rc = ot_cdc_drop(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, slot,
+		                      err, sizeof err)) < 0)
+			OT_ERROR(NULL, "cdc: %s", err);
+		else
+			OT_INFO(NULL, "cdc: replication slot %s %s", slot, rc ? "dropped" : "did not exist");
+		rc = rc < 0 ? rc : OT_OK;
+		goto out;
+	}
 	if (!(out = ot_out_open(output, &cfg, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;
@@ -338,12 +365,20 @@ main(int argc, char **argv)
 	if (!strcmp(mode, "cdc")) {
 		PQfinish(db);
 		db = NULL;
-		if (!slot) {
-			snprintf(slotbuf, sizeof slotbuf, "ot_relay_%s", dbname);
-			slot = slotbuf;
+		/* A lost connection (a PostgreSQL restart) resumes from the slot, as a restart would. */
+		for (attempt = 0;;) {
+			long n = 0;
+
+			rc = ot_cdc_run(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, dbname,
+			                slot, out, once, &n, err, sizeof err);
+			total += n;
+			if (n > 0)
+				attempt = 0;
+			if (rc != OT_ESERVICE || once || ot_stop || ++attempt >= cfg.attempts)
+				break;
+			OT_WARN(NULL, "cdc: attempt %d of %d failed, resuming: %s", attempt, cfg.attempts, err);
+			ot_backoff(attempt);
 		}
-		rc = ot_cdc_run(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, dbname, slot,
-		                out, once, &total, err, sizeof err);
 		if (rc)
 			OT_ERROR(NULL, "cdc: %s", err);
 		OT_INFO(NULL, "relayed %ld events from the %s outbox's WAL", total, dbname);

@@ -14,15 +14,22 @@
 #include "ot_log.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
+#include "ot_pgoutput.h"
 #include "ot_signal.h"
 
 #define STATUS_INTERVAL_MS 2000
-#define MAX_COLS 32
+#define VISIBLE_WAIT_MS 30000
 
 /* The outbox's columns we need, by position in the relation pgoutput described. */
 enum { C_ID, C_TOPIC, C_KEY, C_EVENT_ID, C_TYPE, C_TRACEPARENT, C_PAYLOAD, C_COUNT };
 static const char *const col_names[C_COUNT] = {
 	"id", "topic", "key", "event_id", "type", "traceparent", "payload"
+};
+
+/* One outbox row of the open transaction; every field owned (traceparent may be NULL). */
+struct row {
+	char *f[C_COUNT];
+	size_t payload_len;
 };
 
 struct cdc {
@@ -31,13 +38,23 @@ struct cdc {
 	uint32_t relid;
 	int pos[C_COUNT];          /* column index of each, -1 if absent */
 	int in_txn;
+	uint32_t xid;              /* of the open transaction */
 	uint64_t confirmed;        /* flushed to Kafka, confirmed to the server */
 	uint64_t server_end;       /* the server's WAL end, from keepalives */
 	long long last_status_ms;
-	char *ids;                 /* outbox ids of the open transaction: "{1,2,3" */
-	size_t ids_len, ids_cap;
-	long pending, total;
+	struct row *rows;          /* the open transaction's outbox rows */
+	size_t nrows, cap;
+	long total, replayed;
 };
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)(v & 0xff);
+}
 
 static uint64_t
 get64(const unsigned char *p)
@@ -48,21 +65,6 @@ get64(const unsigned char *p)
 	for (i = 0; i < 8; i++)
 		v = v << 8 | p[i];
 	return v;
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	int i;
-
-	for (i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)(v & 0xff);
 }
 
 /* Standby status update: written = flushed = applied = what Kafka has. */
@@ -88,159 +90,237 @@ send_status(struct cdc *c, char *errstr, size_t errsz)
 	return 0;
 }
 
-/* A NUL-terminated string in a pgoutput message; advances *p. NULL if it runs off the end. */
-static const char *
-get_str(const unsigned char **p, const unsigned char *end)
+static void
+clear_rows(struct cdc *c)
 {
-	const unsigned char *s = *p;
+	size_t i;
+	int j;
 
-	while (*p < end && **p)
-		(*p)++;
-	if (*p >= end)
-		return NULL;
-	(*p)++;
-	return (const char *)s;
+	for (i = 0; i < c->nrows; i++)
+		for (j = 0; j < C_COUNT; j++)
+			free(c->rows[i].f[j]);
+	c->nrows = 0;
 }
 
-static int
-on_relation(struct cdc *c, const unsigned char *p, const unsigned char *end)
+static void
+on_relation(struct cdc *c, const struct ot_pgo_msg *m)
 {
-	const char *ns, *name, *col;
-	int i, j, n;
-	uint32_t relid;
+	int i, j;
 
-	if (end - p < 4)
-		return -1;
-	relid = get32(p);
-	p += 4;
-	if (!(ns = get_str(&p, end)) || !(name = get_str(&p, end)) || end - p < 3)
-		return -1;
-	if (strcmp(name, "outbox"))
-		return 0;
-	p += 1; /* replica identity */
-	n = p[0] << 8 | p[1];
-	p += 2;
-	c->relid = relid;
+	if (m->relname.len != 6 || memcmp(m->relname.p, "outbox", 6))
+		return;
+	c->relid = m->relid;
 	for (j = 0; j < C_COUNT; j++)
 		c->pos[j] = -1;
-	for (i = 0; i < n && i < MAX_COLS; i++) {
-		p += 1; /* flags */
-		if (!(col = get_str(&p, end)) || end - p < 8)
-			return -1;
-		p += 8; /* type oid, typmod */
+	for (i = 0; i < m->ncols; i++)
 		for (j = 0; j < C_COUNT; j++)
-			if (!strcmp(col, col_names[j]))
+			if (strlen(col_names[j]) == m->cols[i].len && !memcmp(col_names[j], m->cols[i].p, m->cols[i].len))
 				c->pos[j] = i;
+}
+
+/* Keeps the row until its transaction commits: whether to send it is decided then. */
+static int
+on_insert(struct cdc *c, const struct ot_pgo_msg *m, char *errstr, size_t errsz)
+{
+	struct row *r;
+	int j, k;
+
+	if (m->relid != c->relid)
+		return 0;
+	for (j = 0; j < C_COUNT; j++) {
+		k = c->pos[j];
+		if (j != C_TRACEPARENT && (k < 0 || k >= m->ncols || m->isnull[k]))
+			return ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: outbox row without %s", col_names[j]);
 	}
-	(void)ns;
+	if (c->nrows == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		struct row *nr = realloc(c->rows, cap * sizeof *nr);
+		if (!nr)
+			return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		c->rows = nr;
+		c->cap = cap;
+	}
+	r = &c->rows[c->nrows];
+	memset(r, 0, sizeof *r);
+	for (j = 0; j < C_COUNT; j++) {
+		k = c->pos[j];
+		if (k < 0 || k >= m->ncols || m->isnull[k])
+			continue;
+		if (!(r->f[j] = strndup(m->cols[k].p, m->cols[k].len))) {
+			while (j-- > 0)
+				free(r->f[j]);
+			return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		}
+	}
+	r->payload_len = m->cols[c->pos[C_PAYLOAD]].len;
+	c->nrows++;
 	return 0;
 }
 
-static int
-on_insert(struct cdc *c, const unsigned char *p, const unsigned char *end, char *errstr, size_t errsz)
+/* Appends "{id,id}" of the rows (all, or those marked in keep) to buf. */
+static char *
+id_array(const struct cdc *c, const unsigned char *keep)
 {
-	char *val[MAX_COLS] = {0};
-	struct ot_header h[3];
-	int i, n, rc = 0;
-	uint32_t len;
+	size_t i, len = 2, n = 0;
+	char *s;
 
-	if (end - p < 7 || get32(p) != c->relid || p[4] != 'N')
-		return 0; /* another table, or not a new tuple */
-	p += 5;
-	n = p[0] << 8 | p[1];
-	p += 2;
-	for (i = 0; i < n && i < MAX_COLS; i++) {
-		if (p >= end)
-			return ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: short insert message");
-		if (*p == 't') {
-			if (end - p < 5 || (len = get32(p + 1)) > (size_t)(end - p - 5))
-				return ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: bad column length");
-			val[i] = strndup((const char *)p + 5, len);
-			p += 5 + len;
-		} else {
-			p++; /* 'n' null or 'u' unchanged toast */
-		}
-	}
-	for (i = 0; i < C_COUNT; i++)
-		if (i != C_TRACEPARENT && (c->pos[i] < 0 || !val[c->pos[i]])) {
-			rc = ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: outbox row without %s", col_names[i]);
+	for (i = 0; i < c->nrows; i++)
+		len += strlen(c->rows[i].f[C_ID]) + 1;
+	if (!(s = malloc(len + 1)))
+		return NULL;
+	s[n++] = '{';
+	for (i = 0; i < c->nrows; i++)
+		if (!keep || keep[i])
+			n += (size_t)sprintf(s + n, "%s%s", n > 1 ? "," : "", c->rows[i].f[C_ID]);
+	strcpy(s + n, "}");
+	return s;
+}
+
+/* Which of the transaction's rows are still in the table, once the transaction is visible to
+ * us. A row that is gone was relayed already (by the sweep, or before the slot was rewound by
+ * a server restart) and must not be sent again. Returns 0 with keep[] filled, or an ot_rc. */
+static int
+still_there(struct cdc *c, unsigned char *keep, char *errstr, size_t errsz)
+{
+	const char *p[1];
+	PGresult *res = NULL;
+	char *ids;
+	long long t0 = ot_now_ms();
+	int rc = 0, vis, sleep_ms = 1, i;
+	size_t r;
+
+	if (!(ids = id_array(c, NULL)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	p[0] = ids;
+	for (;;) {
+		if ((rc = ot_pg_ensure(c->db, errstr, errsz)))
+			goto out;
+		/* One statement, one snapshot: the rows we see are those of the snapshot we test. */
+		res = ot_pg_query(c->db, "SELECT txid_current_snapshot()::text, id::text FROM "
+		                  "(SELECT NULL::bigint AS id UNION ALL SELECT id FROM outbox "
+		                  "WHERE id = ANY($1::bigint[])) s", 1, p, &rc, errstr, errsz);
+		if (!res)
+			goto out;
+		vis = ot_pgo_xid_visible(c->xid, PQgetvalue(res, 0, 0));
+		if (vis < 0) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot parse snapshot %s", PQgetvalue(res, 0, 0));
 			goto out;
 		}
-	h[0] = (struct ot_header){"ot-id", val[c->pos[C_EVENT_ID]]};
-	h[1] = (struct ot_header){"ot-type", val[c->pos[C_TYPE]]};
-	h[2] = (struct ot_header){"traceparent", c->pos[C_TRACEPARENT] >= 0 ? val[c->pos[C_TRACEPARENT]] : NULL};
-	rc = ot_out_send(c->out, val[c->pos[C_TOPIC]], val[c->pos[C_KEY]], val[c->pos[C_PAYLOAD]],
-	                 strlen(val[c->pos[C_PAYLOAD]]), h, 3, errstr, errsz);
-	if (!rc) {
-		const char *id = val[c->pos[C_ID]];
-		size_t l = strlen(id);
-		if (c->ids_len + l + 3 > c->ids_cap) {
-			char *nb = realloc(c->ids, c->ids_cap = (c->ids_cap + l + 3) * 2);
-			if (!nb) {
-				rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-				goto out;
-			}
-			c->ids = nb;
+		if (vis)
+			break;
+		PQclear(res);
+		res = NULL;
+		if (ot_now_ms() - t0 > VISIBLE_WAIT_MS) {
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "transaction %u committed but not visible after %d ms",
+			            c->xid, VISIBLE_WAIT_MS);
+			goto out;
 		}
-		c->ids_len += (size_t)sprintf(c->ids + c->ids_len, "%s%s", c->ids_len ? "," : "{", id);
-		c->pending++;
+		nanosleep(&(struct timespec){0, sleep_ms * 1000000L}, NULL);
+		if (sleep_ms < 64)
+			sleep_ms *= 2;
+	}
+	memset(keep, 0, c->nrows);
+	for (i = 0; i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, 1))
+			continue;
+		for (r = 0; r < c->nrows; r++)
+			if (!strcmp(c->rows[r].f[C_ID], PQgetvalue(res, i, 1)))
+				keep[r] = 1;
 	}
 out:
-	for (i = 0; i < MAX_COLS; i++)
-		free(val[i]);
+	PQclear(res);
+	free(ids);
 	return rc;
 }
 
-/* The transaction's records are all sent: once Kafka has them, confirm its end LSN. */
+/* The transaction committed: send the rows still in the outbox, wait for Kafka, delete them,
+ * and only then confirm its end LSN, so a restart at any point sends nothing twice but what
+ * Kafka acknowledged in the instant before the DELETE. */
 static int
 on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 {
 	const char *p[1];
-	char err[512];
-	int rc;
+	unsigned char *keep = NULL;
+	char *ids = NULL;
+	size_t i;
+	long sent = 0;
+	int rc = 0;
 
 	c->in_txn = 0;
-	if (c->pending) {
-		if ((rc = ot_out_flush(c->out, 30000, errstr, errsz)))
-			return rc;
-		strcpy(c->ids + c->ids_len, "}");
-		p[0] = c->ids;
-		/* The rows only kept the events until Kafka had them. Failing to delete them is not
-		 * fatal: publication is insert-only, a poll relay must not run beside CDC anyway. */
-		if (ot_pg_ensure(c->db, err, sizeof err) ||
-		    ot_pg_exec(c->db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, err, sizeof err))
-			OT_WARN(NULL, "cdc: could not delete relayed outbox rows: %s", err);
-		c->total += c->pending;
-		OT_DEBUG(NULL, "cdc: relayed %ld events up to %X/%X", c->pending,
+	if (c->nrows) {
+		if (!(keep = malloc(c->nrows))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			goto out;
+		}
+		if ((rc = still_there(c, keep, errstr, errsz)))
+			goto out;
+		for (i = 0; i < c->nrows; i++) {
+			struct row *r = &c->rows[i];
+			struct ot_header h[3] = {
+				{"ot-id", r->f[C_EVENT_ID]}, {"ot-type", r->f[C_TYPE]},
+				{"traceparent", r->f[C_TRACEPARENT] && *r->f[C_TRACEPARENT] ? r->f[C_TRACEPARENT] : NULL},
+			};
+			if (!keep[i]) {
+				c->replayed++;
+				OT_DEBUG(NULL, "cdc: event %s was relayed already", r->f[C_EVENT_ID]);
+				continue;
+			}
+			if ((rc = ot_out_send(c->out, r->f[C_TOPIC], r->f[C_KEY], r->f[C_PAYLOAD], r->payload_len,
+			                      h, 3, errstr, errsz)))
+				goto out;
+			sent++;
+		}
+		if (sent) {
+			if ((rc = ot_out_flush(c->out, 30000, errstr, errsz)))
+				goto out;
+			if (!(ids = id_array(c, keep))) {
+				rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+				goto out;
+			}
+			p[0] = ids;
+			/* Before the LSN is confirmed: a row that outlived its confirmation would be sent
+			 * again by the next start's sweep. */
+			if ((rc = ot_pg_exec(c->db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p,
+			                     errstr, errsz)))
+				goto out;
+			c->total += sent;
+		}
+		OT_DEBUG(NULL, "cdc: relayed %ld of %zu events up to %X/%X", sent, c->nrows,
 		         (unsigned)(end_lsn >> 32), (unsigned)end_lsn);
 	}
-	c->pending = 0;
-	c->ids_len = 0;
 	c->confirmed = end_lsn;
-	return send_status(c, errstr, errsz);
+	rc = send_status(c, errstr, errsz);
+out:
+	clear_rows(c);
+	free(keep);
+	free(ids);
+	return rc;
 }
 
 static int
 on_xlogdata(struct cdc *c, const unsigned char *m, size_t len, char *errstr, size_t errsz)
 {
-	const unsigned char *p = m + 25, *end = m + len;
+	struct ot_pgo_msg msg;
 
 	if (len < 26)
 		return 0;
-	switch (*p++) {
+	if (ot_pgo_decode(m + 25, len - 25, &msg))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: malformed message of type %c", m[25]);
+	switch (msg.type) {
 	case 'B':
+		clear_rows(c);
 		c->in_txn = 1;
+		c->xid = msg.xid;
 		return 0;
 	case 'R':
-		return on_relation(c, p, end) ? ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: bad relation message") : 0;
+		on_relation(c, &msg);
+		return 0;
 	case 'I':
-		return on_insert(c, p, end, errstr, errsz);
+		return on_insert(c, &msg, errstr, errsz);
 	case 'C':
-		if (end - p < 25)
-			return ot_err(OT_EINTERNAL, errstr, errsz, "pgoutput: short commit message");
-		return on_commit(c, get64(p + 9), errstr, errsz);
+		return on_commit(c, msg.lsn, errstr, errsz);
 	default:
-		return 0; /* origin, type, truncate, update, delete: not ours */
+		return 0;
 	}
 }
 
@@ -249,7 +329,7 @@ setup(PGconn *db, const char *slot, char *errstr, size_t errsz)
 {
 	const char *p[1] = {slot};
 	PGresult *res;
-	int rc, n;
+	int rc, n, lost;
 
 	res = ot_pg_query(db, "SELECT 1 FROM pg_publication WHERE pubname = 'ot_outbox'", 0, NULL, &rc, errstr, errsz);
 	if (!res)
@@ -259,11 +339,21 @@ setup(PGconn *db, const char *slot, char *errstr, size_t errsz)
 	if (!n && (rc = ot_pg_exec(db, "CREATE PUBLICATION ot_outbox FOR TABLE outbox WITH (publish = 'insert')",
 	                           0, NULL, errstr, errsz)))
 		return rc;
-	res = ot_pg_query(db, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", 1, p, &rc, errstr, errsz);
+	res = ot_pg_query(db, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+	                  1, p, &rc, errstr, errsz);
 	if (!res)
 		return rc;
 	n = PQntuples(res);
+	lost = n && !strcmp(PQgetvalue(res, 0, 0), "lost");
 	PQclear(res);
+	/* Past max_slot_wal_keep_size the server gave up the slot's WAL. Nothing is lost with it:
+	 * every row not yet relayed is still in the table, and the sweep sends it. */
+	if (lost) {
+		OT_WARN(NULL, "cdc: slot %s lost its WAL (max_slot_wal_keep_size); recreating it", slot);
+		if ((rc = ot_pg_exec(db, "SELECT pg_drop_replication_slot($1)", 1, p, errstr, errsz)))
+			return rc;
+		n = 0;
+	}
 	if (!n) {
 		if ((rc = ot_pg_exec(db, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", 1, p,
 		                     errstr, errsz)))
@@ -296,8 +386,13 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 		return rc;
 	if ((rc = setup(c.db, slot, errstr, errsz)))
 		goto out;
-	/* Rows from before the slot existed, or relayed before a crash but not yet deleted, are
-	 * not in the stream from the slot's position: sweep them first (at least once). */
+	/* Rows that Kafka took just before the last run died, before their DELETE: not again. */
+	if ((n = (int)ot_outbox_reconcile(c.db, out, 1000, errstr, errsz)) < 0) {
+		rc = n;
+		goto out;
+	}
+	/* Rows from before the slot existed are not in the stream from the slot's position, and
+	 * rows the slot will replay are skipped once swept: sweep them first (at least once). */
 	while ((n = (int)ot_outbox_relay(c.db, out, 500, errstr, errsz)) > 0)
 		c.total += n;
 	if (n < 0) {
@@ -329,7 +424,7 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 			} else if (m[0] == 'k' && n >= 18) {
 				c.server_end = get64(m + 1);
 				/* Nothing of ours in flight: the server's position is safe to confirm. */
-				if (!c.in_txn && !c.pending && c.server_end > c.confirmed)
+				if (!c.in_txn && c.server_end > c.confirmed)
 					c.confirmed = c.server_end;
 				if (m[17])
 					rc = send_status(&c, errstr, errsz);
@@ -367,9 +462,40 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 out:
 	if (total)
 		*total = c.total;
-	free(c.ids);
+	if (c.replayed)
+		OT_INFO(NULL, "cdc: %ld replayed events were relayed already and not sent again", c.replayed);
+	clear_rows(&c);
+	free(c.rows);
 	if (c.repl)
 		PQfinish(c.repl);
 	PQfinish(c.db);
+	return rc;
+}
+
+int
+ot_cdc_drop(const char *conninfo, const char *slot, char *errstr, size_t errsz)
+{
+	const char *p[1] = {slot};
+	PGresult *res;
+	PGconn *db;
+	int rc;
+
+	if (!(db = ot_pg_connect(conninfo, errstr, errsz)))
+		return OT_ESERVICE;
+	res = ot_pg_query(db, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", 1, p, &rc,
+	                  errstr, errsz);
+	if (!res)
+		goto out;
+	if (!PQntuples(res)) {
+		rc = 0;
+	} else if (!PQgetisnull(res, 0, 0)) {
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "slot %s is in use by server process %s: stop its relay first",
+		            slot, PQgetvalue(res, 0, 0));
+	} else if (!(rc = ot_pg_exec(db, "SELECT pg_drop_replication_slot($1)", 1, p, errstr, errsz))) {
+		rc = 1;
+	}
+	PQclear(res);
+out:
+	PQfinish(db);
 	return rc;
 }

@@ -19,4 +19,9 @@ struct ot_out;
 int ot_cdc_run(const char *conninfo, const char *db, const char *slot, struct ot_out *out,
                int once, long *total, char *errstr, size_t errsz);
 
+/* Drops the replication slot `slot` of the database at conninfo, so the server stops keeping
+ * WAL for it. Returns 1 when dropped, 0 when there was none, or an ot_rc (OT_ESERVICE while
+ * a relay still streams from it) with errstr. */
+int ot_cdc_drop(const char *conninfo, const char *slot, char *errstr, size_t errsz);
+
 #endif

@@ -737,3 +737,125 @@ ot_kafka_ensure_topics(const struct ot_config *cfg, const char *const *topics, s
 	rd_kafka_destroy(rk);
 	return rc;
 }
+
+/* Producer settings copied into a consumer draw a warning per property: keep only errors. */
+static void
+tail_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	if (level <= 3)
+		kafka_log(rk, level, fac, buf);
+}
+
+int
+ot_out_recent_ids(struct ot_out *o, const char *topic, long last,
+                  void (*each)(const char *id, size_t len, void *arg), void *arg,
+                  char *errstr, size_t errsz)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	rd_kafka_topic_t *rkt = NULL;
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk = NULL;
+	int64_t *high = NULL, lo, hi;
+	int i, np = 0, left = 0, rc = 0;
+	long long deadline;
+	char e[512];
+
+	if (!o->rk)
+		return 0;
+	/* The producer's own settings: the same brokers, and the same -X security properties. */
+	conf = rd_kafka_conf_dup(rd_kafka_conf(o->rk));
+	rd_kafka_conf_set_log_cb(conf, tail_log);
+	if (rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof e) ||
+	    rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof e) ||
+	    rd_kafka_conf_set(conf, "group.id", "ordertrack-tail", e, sizeof e) ||
+	    !(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e))) {
+		if (!rk)
+			rd_kafka_conf_destroy(conf);
+		return ot_err(OT_ESERVICE, errstr, errsz, "kafka: reading back %s: %s", topic, e);
+	}
+	if (!(rkt = rd_kafka_topic_new(rk, topic, NULL)) ||
+	    rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1) {
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: no metadata for %s", topic);
+		goto out;
+	}
+	if (md->topics[0].err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+	    md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+		goto out; /* nothing was ever published there */
+	np = md->topics[0].partition_cnt;
+	if (!(high = calloc((size_t)np + 1, sizeof *high)) ||
+	    !(parts = rd_kafka_topic_partition_list_new(np + 1))) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < np; i++) {
+		int32_t p = md->topics[0].partitions[i].id;
+
+		if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000)) {
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: no offsets for %s [%d]", topic, p);
+			goto out;
+		}
+		high[i] = hi;
+		if (hi <= lo)
+			continue;
+		rd_kafka_topic_partition_list_add(parts, topic, p)->offset = hi - last > lo ? hi - last : lo;
+		left++;
+	}
+	if (!left)
+		goto out;
+	if (rd_kafka_assign(rk, parts)) {
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: cannot read %s", topic);
+		goto out;
+	}
+	deadline = ot_now_ms() + 30000;
+	while (left > 0) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+		rd_kafka_headers_t *h;
+		const void *v;
+		size_t vlen;
+		int at_end = 0;
+
+		if (ot_now_ms() > deadline) {
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: reading back %s took over 30 s", topic);
+			goto out;
+		}
+		if (!m)
+			continue;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			at_end = 1;
+		} else if (m->err) {
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: reading back %s: %s", topic,
+			            rd_kafka_message_errstr(m));
+			rd_kafka_message_destroy(m);
+			goto out;
+		} else {
+			if (!rd_kafka_message_headers(m, &h) &&
+			    !rd_kafka_header_get_last(h, "ot-id", &v, &vlen) && v)
+				each(v, vlen, arg);
+			for (i = 0; i < np; i++)
+				if (md->topics[0].partitions[i].id == m->partition)
+					at_end = m->offset + 1 >= high[i];
+		}
+		/* Each partition ends once: at its last record, or at EOF (when the last offsets are
+		 * transaction markers); mark it so the other does not count it again. */
+		for (i = 0; at_end && i < np; i++)
+			if (md->topics[0].partitions[i].id == m->partition && high[i] >= 0) {
+				high[i] = -1;
+				left--;
+			}
+		rd_kafka_message_destroy(m);
+	}
+out:
+	if (rk)
+		rd_kafka_consumer_close(rk);
+	if (parts)
+		rd_kafka_topic_partition_list_destroy(parts);
+	free(high);
+	if (md)
+		rd_kafka_metadata_destroy(md);
+	if (rkt)
+		rd_kafka_topic_destroy(rkt);
+	if (rk)
+		rd_kafka_destroy(rk);
+	return rc;
+}

@@ -67,6 +67,13 @@ int ot_out_flush(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz);
 int ot_out_is_kafka(const struct ot_out *o);
 /* Flushes (10 s at most) and closes. Accepts NULL. */
 void ot_out_free(struct ot_out *o);
+/* Calls each(id, len, arg) with the ot-id header of every one of the last `last` records of
+ * each partition of topic, as the broker has them now: what an earlier run of a producer may
+ * have published just before it died. Uses o's Kafka settings; does nothing for stdout, or
+ * for a topic that does not exist. Returns 0 or an ot_rc. */
+int ot_out_recent_ids(struct ot_out *o, const char *topic, long last,
+                      void (*each)(const char *id, size_t len, void *arg), void *arg,
+                      char *errstr, size_t errsz);
 
 /* Creates the topics if missing (3 partitions). Returns 0 or an ot_rc. */
 int ot_kafka_ensure_topics(const struct ot_config *cfg, const char *const *topics, size_t n,

@@ -129,3 +129,79 @@ ot_outbox_wait(PGconn *db, int timeout_ms)
 	}
 	return got;
 }
+
+/* Event ids read back from a topic, as a PostgreSQL uuid[] literal. */
+struct seen {
+	char *buf;
+	size_t len, cap;
+	int oom;
+};
+
+static void
+add_seen(const char *id, size_t len, void *arg)
+{
+	struct seen *s = arg;
+	size_t i;
+
+	if (len != 36 || s->oom)
+		return; /* not an event id of ours */
+	for (i = 0; i < len; i++)
+		if (!strchr("0123456789abcdefABCDEF-", id[i]))
+			return;
+	if (s->len + len + 3 > s->cap) {
+		char *nb = realloc(s->buf, s->cap = (s->cap + len + 3) * 2);
+		if (!nb) {
+			s->oom = 1;
+			return;
+		}
+		s->buf = nb;
+	}
+	s->buf[s->len] = s->len ? ',' : '{';
+	s->len++;
+	memcpy(s->buf + s->len, id, len);
+	s->len += len;
+}
+
+long
+ot_outbox_reconcile(PGconn *db, struct ot_out *out, long last, char *errstr, size_t errsz)
+{
+	PGresult *topics;
+	const char *p[2];
+	struct seen s = {0};
+	long done = 0;
+	int i, rc = 0;
+
+	if (!ot_out_is_kafka(out))
+		return 0;
+	if (!(topics = ot_pg_query(db, "SELECT DISTINCT topic FROM outbox", 0, NULL, &rc, errstr, errsz)))
+		return rc;
+	for (i = 0; i < PQntuples(topics); i++) {
+		PGresult *res;
+
+		s.len = 0;
+		if ((rc = ot_out_recent_ids(out, PQgetvalue(topics, i, 0), last, add_seen, &s, errstr, errsz)))
+			goto out;
+		if (s.oom) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			goto out;
+		}
+		if (!s.len)
+			continue;
+		strcpy(s.buf + s.len, "}");
+		p[0] = PQgetvalue(topics, i, 0);
+		p[1] = s.buf;
+		res = ot_pg_query(db, "WITH d AS (DELETE FROM outbox WHERE topic = $1 AND event_id = ANY($2::uuid[]) "
+		                  "RETURNING 1) SELECT count(*) FROM d", 2, p, &rc, errstr, errsz);
+		if (!res)
+			goto out;
+		done += atol(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	if (done)
+		OT_INFO(NULL, "relay: %ld outbox rows were on Kafka already (published before a crash); "
+		        "deleted, not sent again", done);
+out:
+	PQclear(topics);
+	free(s.buf);
+	return rc ? rc : done;
+}

@@ -19,6 +19,13 @@ int ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char
  * Returns the number relayed, or an ot_rc. */
 long ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz);
 
+/* At start, before the first relay: a relay that died after Kafka acknowledged a batch but
+ * before its DELETE committed left rows that are already published. Reads back the last
+ * `last` records of each partition of every topic the outbox names and deletes, unsent, the
+ * rows whose event is there. Does nothing when out is stdout. Returns the number of rows
+ * deleted, or an ot_rc. */
+long ot_outbox_reconcile(PGconn *db, struct ot_out *out, long last, char *errstr, size_t errsz);
+
 /* LISTEN for new rows, and wait up to timeout_ms for a notification. */
 int ot_outbox_listen(PGconn *db, char *errstr, size_t errsz);
 int ot_outbox_wait(PGconn *db, int timeout_ms);

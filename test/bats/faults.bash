@@ -26,8 +26,8 @@ supervise() {
 start_services() {
 	SUP="$BATS_TEST_TMPDIR/sup"
 	mkdir -p "$SUP"
-	supervise relay-orders ot-relay --db orders -O kafka
-	supervise relay-inventory ot-relay --db inventory -O kafka
+	supervise relay-orders ot-relay --db orders -O kafka --mode "${RELAY_MODE:-poll}"
+	supervise relay-inventory ot-relay --db inventory -O kafka --mode "${RELAY_MODE:-poll}"
 	supervise reserve ot-reserve -i kafka:orders.events -G "r-$RUNID"
 	supervise consume ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID"
 }
@@ -111,6 +111,20 @@ check_invariants() {
 	live=$(sql_orders "SELECT coalesce(sum(i.qty), 0) FROM orders o JOIN order_items i ON i.order_id = o.id WHERE $(in_run) AND o.status <> 'CANCELLED'")
 	[ "$(sql_inventory "SELECT reserved FROM stock WHERE sku = '$SKU'")" = "$live" ]
 	[ "$(sql_inventory "SELECT coalesce(sum(qty), 0) FROM reservations WHERE sku = '$SKU' AND status = 'RESERVED'")" = "$live" ]
+}
+
+# How many events of this run's orders TOPIC holds more than once (by ot-id); after
+# check_invariants: published_twice TOPIC
+published_twice() {
+	ot-relay -i "kafka:$1" -O - --meta -G "twice-$RUNID-$1" -e 2>/dev/null |
+		grep -F -f <(cut -d'|' -f1 "$BATS_TEST_TMPDIR/db") |
+		grep -o '"ot-id":"[^"]*"' | sort | uniq -d | wc -l
+}
+
+# After a CDC test: the slots go, so the server keeps no WAL for them.
+drop_slots() {
+	ot-relay --mode cdc --db orders --drop-slot 2>/dev/null || true
+	ot-relay --mode cdc --db inventory --drop-slot 2>/dev/null || true
 }
 
 # One line for the record, after check_invariants: fault, orders, events lost, effects applied

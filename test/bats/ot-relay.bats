@@ -266,3 +266,55 @@ drop_slot() { sql_orders "SELECT pg_drop_replication_slot('$(cdc_slot)') FROM pg
 	grep -q 'relayed [1-9][0-9]* events' "$BATS_TEST_TMPDIR/r1.log"
 	grep -q 'relayed [1-9][0-9]* events' "$BATS_TEST_TMPDIR/r2.log"
 }
+
+# Publishes the outbox rows of order $1 to Kafka by hand, leaving them in the table: what a relay
+# killed between Kafka's acknowledgement and its DELETE leaves behind.
+publish_behind_back() {
+	sql_orders "SELECT payload FROM outbox WHERE key = '$1' ORDER BY id" | ot-relay -i - -O kafka:orders.events 2>/dev/null
+}
+
+count_on_topic() { # ORDER_ID: records of the order on orders.events
+	ot-relay -i kafka:orders.events -O - --meta -G "n-$RUNID-$RANDOM" -e 2>/dev/null | grep -c "\"key\":\"$1\""
+}
+
+@test "ot-relay: rows already on Kafka when a relay starts are deleted, not published again (poll and cdc)" {
+	drain_outboxes
+	a=$(place_order "a-$RUNID")
+	publish_behind_back "$a"
+	[ "$(count_on_topic "$a")" = 1 ]
+	run --separate-stderr ot-relay --once -O kafka
+	assert_success
+	echo "$stderr" | grep -q '"msg":"relay: 1 outbox rows were on Kafka already'
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$a'")" = 0 ]
+	[ "$(count_on_topic "$a")" = 1 ]
+	# cdc: the row is also in the WAL after the slot's position; it is replayed, found gone, skipped
+	slot=$(cdc_slot)
+	ot-relay --mode cdc --slot "$slot" --once -O kafka 2>/dev/null
+	b=$(place_order "b-$RUNID")
+	publish_behind_back "$b"
+	run --separate-stderr ot-relay --mode cdc --slot "$slot" --once -O kafka
+	assert_success
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$b'")" = 0 ]
+	[ "$(count_on_topic "$b")" = 1 ]
+	drop_slot
+}
+
+@test "ot-relay --mode cdc --drop-slot: refused while a relay streams from it, then drops it" {
+	slot=$(cdc_slot)
+	ot-relay --mode cdc --slot "$slot" -O kafka 2>"$BATS_TEST_TMPDIR/cdc.log" &
+	pid=$!
+	wait_sql orders "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND active" 1 20
+	run --separate-stderr ot-relay --mode cdc --slot "$slot" --drop-slot
+	assert_failure 69
+	echo "$stderr" | grep -q 'stop its relay first'
+	kill -TERM "$pid"
+	wait "$pid"
+	run --separate-stderr ot-relay --mode cdc --slot "$slot" --drop-slot
+	assert_success
+	echo "$stderr" | grep -q "replication slot $slot dropped"
+	[ "$(sql_orders "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'")" = 0 ]
+	run --separate-stderr ot-relay --mode cdc --slot "$slot" --drop-slot
+	assert_success
+	run --separate-stderr ot-relay --drop-slot
+	assert_failure 64
+}
