@@ -75,6 +75,7 @@ struct req {
 	unsigned status;     /* 0 until a response is queued */
 	enum ot_route route;
 	long long t0;        /* us, monotonic */
+	void *ws;            /* a WebSocket stream its upgrade has not taken (yet) */
 };
 
 /* What a route works with. */
@@ -675,7 +676,7 @@ stream(struct call *x, const char *id, int ws_only)
 			ev[n++].version = st.version;
 		}
 	}
-	ret = ws ? ot_live_ws(x->h->live, x->con, key, id, last, ev, n, &full)
+	ret = ws ? ot_live_ws(x->h->live, x->con, key, id, last, ev, n, &full, &x->rq->ws)
 	         : ot_live_sse(x->h->live, x->con, id, last, ev, n, &full);
 	freeReplyObject(hist);
 	free(cur);
@@ -902,6 +903,8 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	if (!rq)
 		return;
 	atomic_fetch_sub(&h->inflight, 1);
+	/* The client went before its 101 was written: the stream it was to get goes too. */
+	ot_live_ws_abandon(rq->ws);
 	ot_metrics_request(rq->route, rq->status, (double)(now_us() - rq->t0) / 1e6);
 	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");

@@ -40,6 +40,10 @@ struct sub {
 	int wake[2];                    /* WS: a byte here wakes its thread */
 	MHD_socket sock;                /* WS */
 	struct MHD_UpgradeResponseHandle *urh;
+	void **slot;                    /* WS: where the request holds it until the upgrade */
+	pthread_t th;                   /* WS: its thread, joined once it ended */
+	int running;                    /* WS: the thread owns sock (ot_live_close_all may cut it) */
+	int frag;                       /* WS: inside a fragmented message from the client */
 	long long deadline;
 };
 
@@ -52,6 +56,9 @@ struct ot_live {
 	pthread_mutex_t mu;             /* guards the buckets, every sub's queue and the counts */
 	struct sub *bucket[BUCKETS];
 	long nsse, nws;
+	long nthreads;                  /* WebSocket threads started and not yet ended */
+	struct sub *ended;              /* WebSocket streams whose thread ended, to join and free */
+	int closing;                    /* no new streams: the server stops */
 	atomic_long messages, sent;
 	atomic_int connected;
 };
@@ -247,6 +254,35 @@ deliver(struct ot_live *lv, const char *channel, const char *msg)
 	wake_all(&w);
 }
 
+/* Frees what a stream holds once nothing refers to it any more. */
+static void
+sub_destroy(struct sub *s)
+{
+	if (s->wake[0] >= 0)
+		close(s->wake[0]);
+	if (s->wake[1] >= 0)
+		close(s->wake[1]);
+	free(s->buf);
+	free(s);
+}
+
+/* Joins the WebSocket threads that ended and frees their streams. */
+static void
+reap(struct ot_live *lv)
+{
+	struct sub *s, *next;
+
+	pthread_mutex_lock(&lv->mu);
+	s = lv->ended;
+	lv->ended = NULL;
+	pthread_mutex_unlock(&lv->mu);
+	for (; s; s = next) {
+		next = s->next;
+		pthread_join(s->th, NULL);
+		sub_destroy(s);
+	}
+}
+
 /* Waits up to ms, or until stop. */
 static void
 nap(struct ot_live *lv, int ms)
@@ -317,6 +353,7 @@ hub(void *arg)
 			each_sub(lv, ping_one, NULL);
 			next_ping = now + PING_MS;
 		}
+		reap(lv);
 		continue;
 lost:
 		OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
@@ -353,22 +390,51 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, char *errstr, s
 	return lv;
 }
 
-void
-ot_live_close_all(struct ot_live *lv)
+/* Ends every stream and returns once every WebSocket thread is joined. Streams get grace_ms to
+ * write what is queued and their close; then the sockets of WebSocket streams still open are
+ * shut down, which ends a send blocked on a client that does not read at once. */
+static void
+end_streams(struct ot_live *lv, int grace_ms)
 {
 	struct timespec ts = {0, 20 * 1000000L};
+	long open;
 
-	if (!lv)
-		return;
+	pthread_mutex_lock(&lv->mu);
+	lv->closing = 1;
+	pthread_mutex_unlock(&lv->mu);
 	each_sub(lv, close_one, NULL);
-	for (int i = 0; i < 150; i++) { /* up to 3 s for the streams to end */
+	for (int waited = 0; waited < grace_ms; waited += 20) {
 		pthread_mutex_lock(&lv->mu);
-		long open = lv->nsse + lv->nws;
+		open = lv->nsse + lv->nthreads;
 		pthread_mutex_unlock(&lv->mu);
 		if (!open)
 			break;
 		nanosleep(&ts, NULL);
 	}
+	pthread_mutex_lock(&lv->mu);
+	if (lv->nthreads)
+		OT_WARN(NULL, "%ld WebSocket streams did not end in time: cutting them off", lv->nthreads);
+	for (int b = 0; b < BUCKETS; b++)
+		for (struct sub *s = lv->bucket[b]; s; s = s->next)
+			if (s->kind == WS && s->running)
+				shutdown(s->sock, SHUT_RDWR);
+	pthread_mutex_unlock(&lv->mu);
+	for (;;) {
+		pthread_mutex_lock(&lv->mu);
+		open = lv->nthreads;
+		pthread_mutex_unlock(&lv->mu);
+		if (!open)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	reap(lv);
+}
+
+void
+ot_live_close_all(struct ot_live *lv)
+{
+	if (lv)
+		end_streams(lv, 3000);
 }
 
 void
@@ -379,6 +445,8 @@ ot_live_stop(struct ot_live *lv)
 	atomic_store(&lv->stop, 1);
 	if (lv->started)
 		pthread_join(lv->th, NULL);
+	/* Without ot_live_close_all first, no thread may outlive the memory it uses either. */
+	end_streams(lv, 0);
 	pthread_mutex_destroy(&lv->mu);
 	free(lv->url);
 	free(lv);
@@ -409,7 +477,7 @@ sub_new(struct ot_live *lv, enum kind kind, const char *order_id, long long last
 
 	*full = 0;
 	pthread_mutex_lock(&lv->mu);
-	if (lv->nsse + lv->nws >= lv->max_streams) {
+	if (lv->closing || lv->nsse + lv->nws >= lv->max_streams) {
 		pthread_mutex_unlock(&lv->mu);
 		*full = 1;
 		return NULL;
@@ -438,13 +506,13 @@ sub_new(struct ot_live *lv, enum kind kind, const char *order_id, long long last
 	return s;
 }
 
+/* Takes s off the hub. Lock held. */
 static void
-sub_free(struct sub *s)
+sub_unlink(struct sub *s)
 {
 	struct ot_live *lv = s->lv;
 	struct sub **pp;
 
-	pthread_mutex_lock(&lv->mu);
 	for (pp = &lv->bucket[bucket_of(s->order_id)]; *pp; pp = &(*pp)->next)
 		if (*pp == s) {
 			*pp = s->next;
@@ -454,13 +522,16 @@ sub_free(struct sub *s)
 		lv->nsse--;
 	else
 		lv->nws--;
-	pthread_mutex_unlock(&lv->mu);
-	if (s->wake[0] >= 0)
-		close(s->wake[0]);
-	if (s->wake[1] >= 0)
-		close(s->wake[1]);
-	free(s->buf);
-	free(s);
+}
+
+/* Ends a stream no thread of ours runs: SSE, or WebSocket before its upgrade. */
+static void
+sub_free(struct sub *s)
+{
+	pthread_mutex_lock(&s->lv->mu);
+	sub_unlink(s);
+	pthread_mutex_unlock(&s->lv->mu);
+	sub_destroy(s);
 }
 
 /* MHD asks for more of the stream: what is queued, or nothing yet (the connection waits,
@@ -701,8 +772,18 @@ ws_thread(void *arg)
 		static const unsigned char bye[4] = {0x88, 0x02, 0x03, 0xe9};
 		send_all(s->sock, bye, sizeof bye);
 	}
+	pthread_mutex_lock(&s->lv->mu);
+	s->running = 0; /* from here on the socket is MHD's */
+	pthread_mutex_unlock(&s->lv->mu);
 	MHD_upgrade_action(s->urh, MHD_UPGRADE_ACTION_CLOSE);
-	sub_free(s);
+	/* Done with everything but s itself: on the list the hub (or a stop) joins and frees. */
+	pthread_mutex_lock(&s->lv->mu);
+	sub_unlink(s);
+	s->th = pthread_self();
+	s->next = s->lv->ended;
+	s->lv->ended = s;
+	s->lv->nthreads--;
+	pthread_mutex_unlock(&s->lv->mu);
 	return NULL;
 }
 
@@ -710,32 +791,50 @@ static void
 ws_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const char *extra, size_t extra_len,
             MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
+	static const unsigned char bye[4] = {0x88, 0x02, 0x03, 0xe9};
 	struct sub *s = cls;
+	struct ot_live *lv = s->lv;
 	struct timeval tv = {5, 0};
 	pthread_t th;
-	pthread_attr_t at;
-	int fl;
+	int fl, closing;
 
 	(void)con, (void)con_cls, (void)extra, (void)extra_len;
+	/* The request no longer owns s: its completion must not free it. */
+	*s->slot = NULL;
+	s->slot = NULL;
 	s->sock = sock;
 	s->urh = urh;
 	/* Blocking writes with a deadline: a stalled client costs its own thread, no one else's. */
 	if ((fl = fcntl(sock, F_GETFL)) != -1)
 		fcntl(sock, F_SETFL, fl & ~O_NONBLOCK);
 	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &at, ws_thread, s)) {
-		OT_WARN(s->order_id, "cannot start a WebSocket thread");
-		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-		sub_free(s);
+	pthread_mutex_lock(&lv->mu);
+	if (!(closing = lv->closing)) {
+		lv->nthreads++;
+		s->running = 1;
 	}
-	pthread_attr_destroy(&at);
+	pthread_mutex_unlock(&lv->mu);
+	if (closing) { /* upgraded while the server stops: no thread may start now */
+		send_all(sock, bye, sizeof bye);
+		goto close;
+	}
+	if (pthread_create(&th, NULL, ws_thread, s)) { /* joinable: the thread notes its id in s */
+		OT_WARN(s->order_id, "cannot start a WebSocket thread");
+		pthread_mutex_lock(&lv->mu);
+		lv->nthreads--;
+		s->running = 0;
+		pthread_mutex_unlock(&lv->mu);
+		goto close;
+	}
+	return;
+close:
+	MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+	sub_free(s);
 }
 
 enum MHD_Result
 ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key, const char *order_id,
-           long long last_id, const struct ot_live_event *backlog, size_t n, int *full)
+           long long last_id, const struct ot_live_event *backlog, size_t n, int *full, void **slot)
 {
 	struct MHD_Response *r;
 	struct sub *s;
@@ -759,7 +858,20 @@ ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key, cons
 	ret = MHD_queue_response(con, MHD_HTTP_SWITCHING_PROTOCOLS, r);
 	MHD_destroy_response(r);
 	/* Refused (the client went away): the upgrade handler will never own s. */
-	if (ret != MHD_YES)
+	if (ret != MHD_YES) {
 		sub_free(s);
+		return ret;
+	}
+	/* Queued, but the client may still go before the 101 is written: then no upgrade comes,
+	 * and the request's completion frees s with ot_live_ws_abandon. */
+	s->slot = slot;
+	*slot = s;
 	return ret;
+}
+
+void
+ot_live_ws_abandon(void *stream)
+{
+	if (stream)
+		sub_free(stream);
 }

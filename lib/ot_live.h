@@ -12,9 +12,13 @@ struct ot_live;
  * reconnects with Last-Event-ID); at most max_streams are open at once. Returns NULL with
  * errstr when out of memory or the thread cannot start. Free with ot_live_stop. */
 struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, char *errstr, size_t errsz);
-/* Ends every stream, waits for the WebSocket threads, stops the hub. Accepts NULL.
- * Call it before MHD_stop_daemon: suspended SSE connections must be resumed to close. */
+/* Refuses new streams and ends every open one: up to 3 s for them to write what is queued and
+ * close; then the sockets of WebSocket streams still open are shut down. Returns once every
+ * WebSocket thread is joined. Accepts NULL. Call it before MHD_stop_daemon: suspended SSE
+ * connections must be resumed to close, and upgraded ones closed by their threads. */
 void ot_live_close_all(struct ot_live *lv);
+/* Stops the hub and frees lv, after ending (as ot_live_close_all) and joining any WebSocket
+ * thread still running. Accepts NULL. Call it after MHD_stop_daemon. */
 void ot_live_stop(struct ot_live *lv);
 
 /* One change, as the hub and the backlog carry it: the status JSON and its version. */
@@ -31,10 +35,15 @@ enum MHD_Result ot_live_sse(struct ot_live *lv, struct MHD_Connection *con, cons
                             long long last_id, const struct ot_live_event *backlog, size_t n,
                             int *full);
 /* The same stream over WebSocket (RFC 6455, text frames with the status JSON), for a request
- * that asked to upgrade: key is its Sec-WebSocket-Key. The daemon needs MHD_ALLOW_UPGRADE. */
+ * that asked to upgrade: key is its Sec-WebSocket-Key. The daemon needs MHD_ALLOW_UPGRADE.
+ * On MHD_YES the stream waits in *slot (memory that lives as long as the request) until the
+ * upgrade takes it, which sets *slot to NULL; a client that goes before the 101 is written gets
+ * no upgrade, so the request's completion must pass *slot to ot_live_ws_abandon. */
 enum MHD_Result ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key,
                            const char *order_id, long long last_id,
-                           const struct ot_live_event *backlog, size_t n, int *full);
+                           const struct ot_live_event *backlog, size_t n, int *full, void **slot);
+/* Frees a stream ot_live_ws left in its slot and no upgrade took. Accepts NULL. */
+void ot_live_ws_abandon(void *stream);
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + GUID)). out gets 29 bytes. */
 void ot_live_ws_accept(const char *key, char out[29]);

@@ -309,6 +309,27 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 400
 }
 
+@test "ot-serve: a WebSocket client that resets before its 101 leaves no stream or descriptor behind" {
+	serve OT_RATE_LIMIT=0 OT_MAX_STREAMS=5
+	pid=${BG_PIDS[0]}
+	id=$(place_order "c-$RUNID")
+	fds=$(ls "/proc/$pid/fd" | wc -l)
+	run node "$ROOT/test/tools/ws-raw.mjs" reset "$BASE/orders/$id/ws" 100
+	assert_success
+	# at most the four worker threads' own PostgreSQL and Redis connections are new
+	for i in $(seq 1 50); do
+		[ "$(metric 'ot_live_streams{protocol="websocket"}')" = 0 ] &&
+			[ "$(ls "/proc/$pid/fd" | wc -l)" -le $((fds + 8)) ] && break
+		sleep 0.1
+	done
+	[ "$(metric 'ot_live_streams{protocol="websocket"}')" = 0 ]
+	[ "$(ls "/proc/$pid/fd" | wc -l)" -le $((fds + 8)) ]
+	# and the five slots are free for real clients
+	run node "$ROOT/test/tools/ws-read.mjs" "$BASE/orders/$id/ws" 1
+	assert_success
+	assert_line --index 0 'HTTP/1.1 101 Switching Protocols'
+}
+
 @test "ot-serve: with Redis down the circuit opens and reads answer from the database at once; it closes when Redis is back" {
 	OWN_REDIS_PORT=$((PORT + 1))
 	own_redis
