@@ -1,9 +1,16 @@
-/* Unit tests of the WebSocket handshake key and the circuit breaker. */
+/* Unit tests of the WebSocket handshake key, live streams under a real MHD, and the circuit breaker. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "ot_breaker.h"
@@ -20,6 +27,110 @@ ws_accept_matches_rfc6455(void **state)
 	assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 	ot_live_ws_accept("x3JJHMbDL1EzLkh9GBhXDw==", out);
 	assert_string_equal(out, "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
+}
+
+/* ---- a WebSocket stream served by a real MHD daemon ---- */
+
+#define BACKLOG 240
+static struct ot_live *tlv;
+static struct ot_live_event backlog[BACKLOG];
+static char big[1024];
+
+static enum MHD_Result
+ws_handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+           const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	const char *key = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+	int full;
+
+	(void)cls, (void)url, (void)method, (void)version, (void)upload, (void)upload_size;
+	if (!*con_cls) {
+		*con_cls = calloc(1, sizeof(void *));
+		return MHD_YES;
+	}
+	return ot_live_ws(tlv, con, key, "o-1", 0, backlog, BACKLOG, &full, *con_cls);
+}
+
+static void
+ws_completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)cls, (void)con, (void)toe;
+	if (*con_cls)
+		ot_live_ws_abandon(*(void **)*con_cls);
+	free(*con_cls);
+	*con_cls = NULL;
+}
+
+/* A daemon on a free loopback port whose connections have small send buffers, so a client
+ * that does not read blocks the stream's send soon. */
+static struct MHD_Daemon *
+ws_daemon(int *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096;
+
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	getsockname(fd, (struct sockaddr *)&a, &al);
+	*port = ntohs(a.sin_port);
+	return MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
+	                        MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE, 0, NULL, NULL, ws_handler, NULL,
+	                        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, ws_completed, NULL,
+	                        MHD_OPTION_END);
+}
+
+/* Connects a client that reads its 101 and nothing after. */
+static int
+stalled_client(int port)
+{
+	static const char req[] = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), small = 2048;
+	char head[512];
+	size_t n = 0;
+
+	a.sin_port = htons((uint16_t)port);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+	while (n < sizeof head - 1 && (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4)))
+		assert_int_equal(read(fd, head + n++, 1), 1);
+	head[n] = '\0';
+	assert_memory_equal(head, "HTTP/1.1 101", 12);
+	return fd;
+}
+
+/* A stream blocked in a send to a client that does not read is ended and its thread joined
+ * before ot_live_close_all returns: nothing of it outlives ot_live_stop. */
+static void
+close_all_ends_a_stream_blocked_in_send(void **state)
+{
+	struct timespec ts = {0, 300 * 1000000L};
+	struct ot_live_stats st;
+	struct MHD_Daemon *d;
+	char err[256];
+	int port, fd;
+
+	(void)state;
+	memset(big, 'x', sizeof big - 1);
+	for (int i = 0; i < BACKLOG; i++)
+		backlog[i] = (struct ot_live_event){i + 1, big};
+	assert_non_null(tlv = ot_live_start("redis://127.0.0.1:1/0", 300, 8, err, sizeof err));
+	assert_non_null(d = ws_daemon(&port));
+	fd = stalled_client(port);
+	nanosleep(&ts, NULL);
+	ot_live_read(tlv, &st);
+	assert_int_equal(st.ws, 1);
+	ot_live_close_all(tlv);
+	ot_live_read(tlv, &st);
+	assert_int_equal(st.ws, 0);
+	MHD_stop_daemon(d);
+	ot_live_stop(tlv);
+	close(fd);
 }
 
 static void
@@ -84,6 +195,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ws_accept_matches_rfc6455),
+		cmocka_unit_test(close_all_ends_a_stream_blocked_in_send),
 		cmocka_unit_test(breaker_opens_after_threshold_and_fails_fast),
 		cmocka_unit_test(breaker_half_open_lets_one_probe_through),
 	};
