@@ -784,6 +784,18 @@ readyz(struct call *x)
 	return reply_json(x, db && redis ? 200 : 503, o, NULL);
 }
 
+/* MHD decodes the path in place, so an encoded NUL would end it early and "/orders/{id}%00"
+ * would read as the order. It decodes as DEL instead, a control character like any other,
+ * which route refuses. */
+static size_t
+unescape(void *cls, struct MHD_Connection *con, char *s)
+{
+	(void)cls, (void)con;
+	for (char *p = s; (p = strstr(p, "%00")); p += 3)
+		p[1] = '7', p[2] = 'F';
+	return MHD_http_unescape(s);
+}
+
 static enum MHD_Result
 route(struct call *x, const char *url, const char *method)
 {
@@ -799,6 +811,9 @@ route(struct call *x, const char *url, const char *method)
 	char oid[64];
 	long wait_ms;
 
+	for (const char *p = url; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return reply_error(x, 400, "the path holds a control character", NULL);
 	if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
 		x->rq->route = OT_R_PAGE;
 		return get ? reply(x, 200, "text/html; charset=utf-8", ot_page_html, strlen(ot_page_html),
@@ -1032,6 +1047,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
 	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 	                        MHD_OPTION_END);
 	if (!h->d) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start the HTTP server on %s", cfg->http_addr);

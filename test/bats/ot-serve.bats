@@ -72,6 +72,24 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	[ "$(rcli HGET "order:$id" status)" = PENDING ]
 }
 
+@test "ot-serve: a path with an encoded NUL or control character is 400, not the order" {
+	serve
+	id=$(place_order "c-$RUNID")
+	run http "$BASE/orders/$id"
+	assert_line --index 1 200
+	for bad in "$id%00" "$id%00/events" "$id%0a" "$id%1F" "$id%7f"; do
+		run http "$BASE/orders/$bad"
+		assert_line --index 1 400
+		assert_line --index 0 '{"error":"the path holds a control character"}'
+	done
+	run http "$BASE/healthz%00"
+	assert_line --index 1 400
+	# an escaped percent sign is not a NUL
+	run http "$BASE/orders/$id%2500"
+	assert_line --index 1 400
+	assert_line --index 0 --partial 'must be a UUID'
+}
+
 @test "ot-serve: an unknown order is 404, a malformed id 400, an unknown path 404, a wrong method 405" {
 	serve
 	run http "$BASE/orders/00000000-0000-4000-8000-000000000000"
