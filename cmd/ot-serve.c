@@ -16,7 +16,7 @@
 
 static const char *argv0 = "ot-serve";
 
-enum { OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS };
+enum { OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS, OPT_WS_ORIGINS };
 
 static void
 usage(FILE *f, int full)
@@ -51,7 +51,9 @@ usage(FILE *f, int full)
 	        "      --burst N           requests a client may make at once (OT_RATE_BURST; 100)\n"
 	        "      --stream-max S      seconds a live stream lasts before the client resumes it\n"
 	        "                          (OT_STREAM_MAX_S; 300)\n"
-	        "      --max-streams N     live streams open at once (OT_MAX_STREAMS; 512)\n%s", ot_config_usage);
+	        "      --max-streams N     live streams open at once (OT_MAX_STREAMS; 512)\n"
+	        "      --ws-origins O[,O]  the only Origins a WebSocket may come from, as\n"
+	        "                          https://host[:port] (OT_WS_ORIGINS; any)\n%s", ot_config_usage);
 }
 
 /* Parses a number in [lo, hi] for the option named; 0, or -1 after saying why. */
@@ -96,11 +98,12 @@ main(int argc, char **argv)
 		{"burst", required_argument, NULL, OPT_BURST},
 		{"stream-max", required_argument, NULL, OPT_STREAM_MAX},
 		{"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
+		{"ws-origins", required_argument, NULL, OPT_WS_ORIGINS},
 		{NULL, 0, NULL, 0}
 	};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512};
+	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS")};
 	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
 	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
 	struct ot_http *h;
@@ -123,6 +126,7 @@ main(int argc, char **argv)
 		case OPT_BURST: burst = optarg; continue;
 		case OPT_STREAM_MAX: smax = optarg; continue;
 		case OPT_MAX_STREAMS: nmax = optarg; continue;
+		case OPT_WS_ORIGINS: o.ws_origins = optarg; continue;
 		}
 	}
 	if (optind < argc) {

@@ -57,6 +57,7 @@ struct ot_http {
 	struct MHD_Daemon *d;
 	char *orders_db, *redis_url;
 	char *api_keys;      /* comma-separated; NULL: writes are refused */
+	char *ws_origins;    /* comma-separated Origins a WebSocket may come from; NULL: any */
 	double rate;         /* requests a second per client; 0: no limit */
 	int burst;
 	struct ot_breaker redis_cb, pg_cb;
@@ -614,6 +615,28 @@ cancel_order(struct call *x, const char *id)
 	return reply_json(x, 200, ot_status_to_json(&st), NULL);
 }
 
+/* True when a WebSocket upgrade may come from the request's Origin: any without an allow-list;
+ * with one, a listed Origin (case aside) or none at all, since browsers always send it and
+ * other clients are not the cross-site pages the list keeps out. */
+static int
+origin_allowed(struct call *x)
+{
+	const char *origin = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "Origin");
+	const char *o, *end;
+	size_t ol;
+
+	if (!x->h->ws_origins || !origin)
+		return 1;
+	ol = strlen(origin);
+	for (o = x->h->ws_origins; *o; o = *end ? end + 1 : end) {
+		size_t n = strcspn(o, ",");
+		end = o + n;
+		if (n == ol && !strncasecmp(o, origin, n))
+			return 1;
+	}
+	return 0;
+}
+
 /* GET /orders/{id}/events (SSE; or WebSocket when the request asks to upgrade): the changes
  * after Last-Event-ID from orderlog:{id}, the current status if newer, then live changes. */
 static enum MHD_Result
@@ -643,6 +666,10 @@ stream(struct call *x, const char *id, int ws_only)
 		return reply_error(x, 400, "this endpoint speaks WebSocket only: send Upgrade: websocket", NULL);
 	if (ws && (!key || strlen(key) != 24))
 		return reply_error(x, 400, "a WebSocket upgrade needs a Sec-WebSocket-Key", NULL);
+	if (ws && strcmp(x->rq->method, MHD_HTTP_METHOD_GET))
+		return reply_error(x, 400, "a WebSocket upgrade must be a GET", NULL);
+	if (ws && !origin_allowed(x))
+		return reply_error(x, 403, "WebSockets from this Origin are not allowed", NULL);
 	if (!x->h->live)
 		return reply_error(x, 503, "live streams are not running", NULL);
 	if (leid || q)
@@ -1028,6 +1055,10 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	}
 	if (!h->api_keys)
 		OT_WARN(NULL, "no OT_API_KEY: POST /orders and cancels answer 401 until one is set");
+	if (o->ws_origins && *o->ws_origins && !(h->ws_origins = strdup(o->ws_origins))) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto fail;
+	}
 	h->rate = o->rate;
 	h->burst = o->burst > 0 ? o->burst : 1;
 	ot_breaker_init(&h->redis_cb, "Redis", BREAKER_FAILURES, BREAKER_OPEN_MS);
@@ -1096,6 +1127,7 @@ ot_http_stop(struct ot_http *h)
 	}
 	pthread_mutex_destroy(&h->mu);
 	free(h->api_keys);
+	free(h->ws_origins);
 	free(h->orders_db);
 	free(h->redis_url);
 	free(h);

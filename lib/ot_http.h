@@ -14,6 +14,8 @@ struct ot_http_opts {
 	int burst;             /* requests a client may make at once before the rate applies */
 	int stream_max_s;      /* a live stream ends after this long; the client resumes */
 	int max_streams;       /* live streams open at once; more get 503 */
+	const char *ws_origins; /* comma-separated Origins a WebSocket upgrade may come from (403
+	                         * otherwise; a request without Origin passes); NULL or "": any */
 };
 
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),

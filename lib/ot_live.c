@@ -23,6 +23,7 @@
 #define PING_MS 15000            /* a comment or ping frame this often keeps proxies from closing */
 #define MAX_QUEUE (256 * 1024)   /* a client this far behind is cut off; it reconnects and resumes */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_IN 4096               /* the largest frame a client of this stream may send */
 
 enum kind { SSE, WS };
 
@@ -678,54 +679,107 @@ send_all(MHD_socket fd, const void *p, size_t n)
 	return 0;
 }
 
-/* Reads the client's frames: answers pings, notices a close. Returns 1 to go on, 0 to end. */
+/* Close status codes a peer may send (RFC 6455 7.4, and the IANA registry). */
+static int
+ws_code_valid(unsigned code)
+{
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+	       (code >= 3000 && code <= 4999);
+}
+
+int
+ot_live_ws_frame(const unsigned char *b, size_t n, size_t max, int *frag, struct ot_ws_frame *f)
+{
+	uint64_t len;
+	size_t hl = 6; /* two bytes and the mask */
+
+	memset(f, 0, sizeof *f);
+	if (n < 2)
+		return 0;
+	f->fin = b[0] >> 7;
+	f->opcode = b[0] & 0x0f;
+	len = b[1] & 0x7f;
+	/* No extension was agreed, so no RSV bit; a client masks every frame. */
+	if ((b[0] & 0x70) || (f->opcode > 2 && f->opcode < 8) || f->opcode > 10 || !(b[1] & 0x80))
+		goto protocol;
+	if (f->opcode >= 8 && (!f->fin || len > 125))
+		goto protocol;
+	if ((f->opcode == 0 && !*frag) || ((f->opcode == 1 || f->opcode == 2) && *frag))
+		goto protocol;
+	hl += len == 126 ? 2 : len == 127 ? 8 : 0;
+	if (n < hl)
+		return 0;
+	if (len == 126) {
+		len = (uint64_t)b[2] << 8 | b[3];
+	} else if (len == 127) {
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | b[2 + i];
+	}
+	if (len > max || hl + len > max) {
+		f->code = 1009;
+		return -1;
+	}
+	if (n < hl + len)
+		return 0;
+	f->head = hl;
+	f->len = (size_t)len;
+	f->mask = b + hl - 4;
+	if (f->opcode == 8 && len) {
+		unsigned code = (unsigned)(b[hl] ^ f->mask[0]) << 8 | (b[hl + 1] ^ f->mask[1]);
+		if (len == 1 || !ws_code_valid(code))
+			goto protocol;
+		f->code = (int)code;
+	}
+	if (f->opcode <= 2)
+		*frag = !f->fin;
+	return 1;
+protocol:
+	f->code = 1002;
+	return -1;
+}
+
+/* Sends a close frame with code. */
+static void
+ws_close(struct sub *s, int code)
+{
+	unsigned char bye[4] = {0x88, 0x02, (unsigned char)(code >> 8), (unsigned char)code};
+
+	send_all(s->sock, bye, sizeof bye);
+}
+
+/* Reads the client's frames: answers pings, notices a close, fails the connection (a close
+ * frame with the reason, then the end) on a frame RFC 6455 forbids. Returns 1 to go on, 0 to end. */
 static int
 ws_input(struct sub *s, unsigned char *in, size_t *inlen)
 {
-	ssize_t got = recv(s->sock, in + *inlen, 4096 - *inlen, 0);
+	ssize_t got = recv(s->sock, in + *inlen, WS_IN - *inlen, 0);
+	struct ot_ws_frame f;
 	size_t at = 0;
+	int rc;
 
 	if (got <= 0)
 		return got < 0 && (errno == EAGAIN || errno == EINTR);
 	*inlen += (size_t)got;
-	for (;;) {
-		size_t left = *inlen - at, hl = 2, n;
-		unsigned char *f = in + at;
-		if (left < 2)
-			break;
-		n = f[1] & 0x7f;
-		if (n == 126)
-			hl = 4;
-		else if (n == 127)
-			hl = 10;
-		if (f[1] & 0x80)
-			hl += 4;
-		if (left < hl)
-			break;
-		if (n == 126)
-			n = (size_t)f[2] << 8 | f[3];
-		else if (n == 127)
-			return 0; /* nothing a client of this stream sends is that large */
-		if (hl + n > 4096)
-			return 0;
-		if (left < hl + n)
-			break;
-		int op = f[0] & 0x0f;
-		if (op == 8) {
-			static const unsigned char bye[4] = {0x88, 0x02, 0x03, 0xe8};
-			send_all(s->sock, bye, sizeof bye);
+	while ((rc = ot_live_ws_frame(in + at, *inlen - at, WS_IN, &s->frag, &f)) == 1) {
+		const unsigned char *p = in + at + f.head;
+		if (f.opcode == 8) { /* the client's close, answered with its own code */
+			ws_close(s, f.code ? f.code : 1000);
 			return 0;
 		}
-		if (op == 9) { /* ping: pong with the same payload, unmasked */
+		if (f.opcode == 9) { /* ping: pong with the same payload, unmasked */
 			unsigned char h[10], body[125];
-			const unsigned char *mask = f + hl - 4;
-			size_t m = n < sizeof body ? n : sizeof body;
-			for (size_t i = 0; i < m; i++)
-				body[i] = f[hl + i] ^ ((f[1] & 0x80) ? mask[i % 4] : 0);
-			if (send_all(s->sock, h, ws_header(h, 10, m)) || send_all(s->sock, body, m))
+			for (size_t i = 0; i < f.len; i++)
+				body[i] = p[i] ^ f.mask[i % 4];
+			if (send_all(s->sock, h, ws_header(h, 10, f.len)) || send_all(s->sock, body, f.len))
 				return 0;
 		}
-		at += hl + n;
+		at += f.head + f.len;
+	}
+	if (rc < 0) {
+		OT_INFO(s->order_id, "WebSocket client broke RFC 6455: closing with %d", f.code);
+		ws_close(s, f.code);
+		return 0;
 	}
 	memmove(in, in + at, *inlen - at);
 	*inlen -= at;
@@ -736,7 +790,7 @@ static void *
 ws_thread(void *arg)
 {
 	struct sub *s = arg;
-	unsigned char in[4096];
+	unsigned char in[WS_IN];
 	size_t inlen = 0;
 	int go = 1;
 

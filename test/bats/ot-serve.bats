@@ -348,6 +348,52 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 0 'HTTP/1.1 101 Switching Protocols'
 }
 
+@test "ot-serve: a WebSocket frame RFC 6455 forbids gets a close with 1002, then the end" {
+	serve
+	id=$(place_order "c-$RUNID")
+	mask=01020304
+	# unmasked; RSV1; RSV3; opcode 3; opcode 11; a 126-byte ping; a fragmented ping; a
+	# continuation with nothing to continue; a close with a one-byte status
+	for bad in 8100 c180$mask 9180$mask 8380$mask 8b80$mask "89fe007e$mask$(printf '%0252d' 0)" \
+		0980$mask 8080$mask 8881${mask}02; do
+		run node "$ROOT/test/tools/ws-raw.mjs" frame "$BASE/orders/$id/ws" "$bad"
+		assert_success
+		assert_line --index 0 'HTTP/1.1 101 Switching Protocols'
+		assert_line 'close 1002'
+		assert_line eof
+	done
+	# a masked ping ("hi") gets its pong; a masked close is answered with its own code
+	run node "$ROOT/test/tools/ws-raw.mjs" frame "$BASE/orders/$id/ws" "8982${mask}696b8882${mask}02eb"
+	assert_success
+	assert_line 'pong hi'
+	assert_line 'close 1001'
+	assert_line eof
+	grep -q '"msg":"WebSocket client broke RFC 6455: closing with 1002"' "$BATS_TEST_TMPDIR/serve.log"
+}
+
+@test "ot-serve: a HEAD upgrade is 400; with OT_WS_ORIGINS a WebSocket from another Origin is 403" {
+	serve OT_WS_ORIGINS="https://track.example,http://127.0.0.1:$PORT"
+	id=$(place_order "c-$RUNID")
+	exec {tcp}<>"/dev/tcp/127.0.0.1/$PORT"
+	printf 'HEAD /orders/%s/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' "$id" >&$tcp
+	read -r -t 5 line <&$tcp
+	exec {tcp}<&-
+	[ "$line" = $'HTTP/1.1 400 Bad Request\r' ]
+	close=8880$(printf 01020304)
+	run node "$ROOT/test/tools/ws-raw.mjs" frame "$BASE/orders/$id/ws" "$close" https://evil.example
+	assert_line --index 0 'HTTP/1.1 403 Forbidden'
+	run node "$ROOT/test/tools/ws-raw.mjs" frame "$BASE/orders/$id/ws" "$close" https://track.example.evil
+	assert_line --index 0 'HTTP/1.1 403 Forbidden'
+	for ok in https://TRACK.example "http://127.0.0.1:$PORT" ""; do
+		run node "$ROOT/test/tools/ws-raw.mjs" frame "$BASE/orders/$id/ws" "$close" $ok
+		assert_line --index 0 'HTTP/1.1 101 Switching Protocols'
+		assert_line 'close 1000'
+	done
+	# SSE is not a WebSocket: the list does not apply
+	run curl -s --max-time 1 -o /dev/null -w '%{http_code}' -H 'Origin: https://evil.example' "$BASE/orders/$id/events"
+	assert_output 200
+}
+
 @test "ot-serve: with Redis down the circuit opens and reads answer from the database at once; it closes when Redis is back" {
 	OWN_REDIS_PORT=$((PORT + 1))
 	own_redis

@@ -29,6 +29,129 @@ ws_accept_matches_rfc6455(void **state)
 	assert_string_equal(out, "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
 }
 
+/* ---- client frames (RFC 6455, section 5) ---- */
+
+/* A masked client frame: header byte b0, payload p of n bytes masked with 1 2 3 4. */
+static size_t
+frame(unsigned char *out, unsigned char b0, const char *p, size_t n)
+{
+	static const unsigned char mask[4] = {1, 2, 3, 4};
+	size_t h = 2;
+
+	out[0] = b0;
+	if (n < 126) {
+		out[1] = (unsigned char)(0x80 | n);
+	} else {
+		out[1] = 0x80 | 126;
+		out[2] = (unsigned char)(n >> 8);
+		out[3] = (unsigned char)n;
+		h = 4;
+	}
+	memcpy(out + h, mask, 4);
+	for (size_t i = 0; i < n; i++)
+		out[h + 4 + i] = (unsigned char)p[i] ^ mask[i % 4];
+	return h + 4 + n;
+}
+
+/* What ot_live_ws_frame says of buf with no fragmented message under way: 1, 0, or the close code. */
+static int
+verdict(const unsigned char *buf, size_t n)
+{
+	struct ot_ws_frame f;
+	int frag = 0, rc = ot_live_ws_frame(buf, n, 4096, &frag, &f);
+
+	return rc < 0 ? f.code : rc;
+}
+
+static void
+ws_frame_reads_whole_masked_frames(void **state)
+{
+	unsigned char b[512];
+	struct ot_ws_frame f;
+	size_t n = frame(b, 0x89, "hi", 2);
+	int frag = 0;
+
+	(void)state;
+	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(f.opcode, 9);
+	assert_int_equal(f.head, 6);
+	assert_int_equal(f.len, 2);
+	assert_int_equal(b[f.head] ^ f.mask[0], 'h');
+	/* any prefix asks for more */
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(verdict(b, i), 0);
+	/* a 16-bit length */
+	char big[300];
+	memset(big, 'a', sizeof big);
+	n = frame(b, 0x81, big, sizeof big);
+	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(f.head, 8);
+	assert_int_equal(f.len, 300);
+	/* a close with a status, which the parser reads */
+	n = frame(b, 0x88, "\x03\xe8" "bye", 5);
+	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(f.code, 1000);
+	n = frame(b, 0x88, "", 0);
+	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(f.code, 0);
+}
+
+static void
+ws_frame_refuses_what_rfc6455_forbids(void **state)
+{
+	unsigned char b[512];
+	char body[126];
+
+	(void)state;
+	/* unmasked */
+	assert_int_equal(verdict((const unsigned char *)"\x81\x02hi", 4), 1002);
+	/* RSV1, RSV2, RSV3 */
+	assert_int_equal(verdict(b, frame(b, 0xc1, "x", 1)), 1002);
+	assert_int_equal(verdict(b, frame(b, 0xa1, "x", 1)), 1002);
+	assert_int_equal(verdict(b, frame(b, 0x91, "x", 1)), 1002);
+	/* reserved opcodes 3-7 and 11-15 */
+	for (unsigned op = 3; op < 16; op++)
+		if (op < 8 || op > 10)
+			assert_int_equal(verdict(b, frame(b, (unsigned char)(0x80 | op), "x", 1)), 1002);
+	/* a control frame over 125 bytes, or fragmented */
+	memset(body, 'p', sizeof body);
+	assert_int_equal(verdict(b, frame(b, 0x89, body, 126)), 1002);
+	assert_int_equal(verdict(b, frame(b, 0x89, body, 125)), 1);
+	assert_int_equal(verdict(b, frame(b, 0x09, "x", 1)), 1002);
+	assert_int_equal(verdict(b, frame(b, 0x08, "", 0)), 1002);
+	/* a close status of one byte, or not a code one may send */
+	assert_int_equal(verdict(b, frame(b, 0x88, "\x03", 1)), 1002);
+	assert_int_equal(verdict(b, frame(b, 0x88, "\x03\xed", 2)), 1002);   /* 1005 */
+	assert_int_equal(verdict(b, frame(b, 0x88, "\x03\xe7", 2)), 1002);   /* 999 */
+	assert_int_equal(verdict(b, frame(b, 0x88, "\x0b\xb8", 2)), 1);      /* 3000 */
+	/* a continuation with nothing to continue */
+	assert_int_equal(verdict(b, frame(b, 0x80, "x", 1)), 1002);
+	/* too big for max, whatever the length field */
+	static const unsigned char huge[14] = {0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4};
+	assert_int_equal(verdict(huge, sizeof huge), 1009);
+}
+
+static void
+ws_frame_follows_fragmented_messages(void **state)
+{
+	unsigned char b[64];
+	struct ot_ws_frame f;
+	int frag = 0;
+
+	(void)state;
+	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x01, "a", 1), 4096, &frag, &f), 1);
+	assert_int_equal(frag, 1);
+	/* a ping between fragments is allowed */
+	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x89, "", 0), 4096, &frag, &f), 1);
+	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x00, "b", 1), 4096, &frag, &f), 1);
+	assert_int_equal(frag, 1);
+	/* a new message before this one ended */
+	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x81, "c", 1), 4096, &frag, &f), -1);
+	assert_int_equal(f.code, 1002);
+	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x80, "d", 1), 4096, &frag, &f), 1);
+	assert_int_equal(frag, 0);
+}
+
 /* ---- a WebSocket stream served by a real MHD daemon ---- */
 
 #define BACKLOG 240
@@ -195,6 +318,9 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ws_accept_matches_rfc6455),
+		cmocka_unit_test(ws_frame_reads_whole_masked_frames),
+		cmocka_unit_test(ws_frame_refuses_what_rfc6455_forbids),
+		cmocka_unit_test(ws_frame_follows_fragmented_messages),
 		cmocka_unit_test(close_all_ends_a_stream_blocked_in_send),
 		cmocka_unit_test(breaker_opens_after_threshold_and_fails_fast),
 		cmocka_unit_test(breaker_half_open_lets_one_probe_through),
