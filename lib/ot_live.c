@@ -305,6 +305,7 @@ hub(void *arg)
 	int down_logged = 0;
 
 	while (!atomic_load(&lv->stop)) {
+		reap(lv); /* WebSocket threads that ended, also while Redis is away */
 		if (!r) {
 			if (!(r = ot_redis_connect(lv->url, 1000, err, sizeof err))) {
 				if (!down_logged++)
@@ -354,7 +355,6 @@ hub(void *arg)
 			each_sub(lv, ping_one, NULL);
 			next_ping = now + PING_MS;
 		}
-		reap(lv);
 		continue;
 lost:
 		OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
