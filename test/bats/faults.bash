@@ -106,6 +106,10 @@ check_invariants() {
 		head -10 "$BATS_TEST_TMPDIR/log.diff" >&2
 		return 1
 	fi
+	# published twice: an event of the run on its topic more than once (a test that republishes
+	# a topic on purpose sets ALLOW_TWICE)
+	TWICE=$(( $(published_twice orders.events) + $(published_twice inventory.events) ))
+	[ -n "${ALLOW_TWICE:-}" ] || [ "$TWICE" = 0 ] || { echo "$TWICE events published twice" >&2; return 1; }
 	# stock
 	[ "$(sql_inventory "SELECT available + reserved FROM stock WHERE sku = '$SKU'")" = "$loaded" ]
 	live=$(sql_orders "SELECT coalesce(sum(i.qty), 0) FROM orders o JOIN order_items i ON i.order_id = o.id WHERE $(in_run) AND o.status <> 'CANCELLED'")
@@ -113,8 +117,8 @@ check_invariants() {
 	[ "$(sql_inventory "SELECT coalesce(sum(qty), 0) FROM reservations WHERE sku = '$SKU' AND status = 'RESERVED'")" = "$live" ]
 }
 
-# How many events of this run's orders TOPIC holds more than once (by ot-id); after
-# check_invariants: published_twice TOPIC
+# How many events of this run's orders TOPIC holds more than once (by ot-id), once the run's
+# orders are in $BATS_TEST_TMPDIR/db: published_twice TOPIC
 published_twice() {
 	ot-relay -i "kafka:$1" -O - --meta -G "twice-$RUNID-$1" -e 2>/dev/null |
 		grep -F -f <(cut -d'|' -f1 "$BATS_TEST_TMPDIR/db") |
@@ -130,7 +134,7 @@ drop_slots() {
 # One line for the record, after check_invariants: fault, orders, events lost, effects applied
 # twice (both counted there), recovery seconds.
 report() {
-	local line="fault=$1 orders=$N lost=$LOST duplicate_effects=$DUPS recovery_s=$2"
+	local line="fault=$1 relay=${RELAY_MODE:-poll} orders=$N lost=$LOST duplicate_effects=$DUPS published_twice=${TWICE:-?} recovery_s=$2"
 	echo "# $line" >&3
 	echo "$line" >> "${OT_FAULT_REPORT:-/dev/null}"
 }

@@ -94,6 +94,7 @@ teardown() {
 }
 
 @test "faults: a whole topic delivered twice changes nothing" {
+	ALLOW_TWICE=1
 	start_services
 	place_run
 	settle "'CONFIRMED'" 120
@@ -173,9 +174,6 @@ teardown() {
 	check_invariants "$LOADED"
 	[ "$(sql_orders "SELECT count(*) FROM outbox")" = 0 ]
 	[ "$(sql_inventory "SELECT count(*) FROM outbox")" = 0 ]
-	twice=$(( $(published_twice orders.events) + $(published_twice inventory.events) ))
-	echo "# published twice: $twice" >&3
-	[ "$twice" = 0 ]
 	report cdc-no-fault "$recovery"
 }
 
@@ -199,8 +197,5 @@ teardown() {
 	settle "'DELIVERED'" 180
 	recovery=$((SECONDS - t0))
 	check_invariants "$LOADED"
-	twice=$(( $(published_twice orders.events) + $(published_twice inventory.events) ))
-	echo "# published twice: $twice" >&3
-	[ "$twice" = 0 ]
 	report cdc-postgres-restart-kill "$recovery"
 }
