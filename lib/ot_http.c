@@ -307,7 +307,42 @@ not_found(struct call *x, const char *id)
 	return reply_json(x, 404, json_pack("{s:s, s:s}", "error", "order not found", "order_id", id), NULL);
 }
 
-/* GET /orders/{id}?full=1: the whole order, always from the database. */
+/* Writes need a key from OT_API_KEY, as "Authorization: Bearer KEY" or "X-API-Key: KEY".
+ * Returns 1 when the request carries one. */
+static int
+authorized(struct call *x)
+{
+	const char *auth = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "X-API-Key");
+	const char *k, *end;
+
+	if (!key && auth && !strncasecmp(auth, "Bearer ", 7))
+		key = auth + 7;
+	if (!key || !*key || !x->h->api_keys)
+		return 0;
+	for (k = x->h->api_keys; *k; k = *end ? end + 1 : end) {
+		size_t n = strcspn(k, ","), kl = strlen(key);
+		unsigned char diff = n != kl;
+		end = k + n;
+		/* Time independent of where the first difference is. */
+		for (size_t i = 0; i < n; i++)
+			diff |= (unsigned char)(k[i] ^ (i < kl ? key[i] : 0));
+		if (!diff)
+			return 1;
+	}
+	return 0;
+}
+
+static enum MHD_Result
+unauthorized(struct call *x)
+{
+	static const char *const www[] = {"WWW-Authenticate", "Bearer realm=\"ordertrack\"", NULL};
+
+	return reply_error(x, 401, x->h->api_keys ? "a valid API key is required: Authorization: Bearer KEY"
+	                                          : "writes are disabled: ot-serve runs without OT_API_KEY", www);
+}
+
+/* GET /orders/{id}?full=1: the whole order, always from the database; the caller checked the key. */
 static enum MHD_Result
 get_full(struct call *x, const char *id)
 {
@@ -389,8 +424,9 @@ get_order(struct call *x, const char *id)
 	if (!ot_uuid_valid(id))
 		return reply_error(x, 400, "order id must be a UUID", NULL);
 	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
+	/* The whole order names a customer and an address: only a key holder may read it. */
 	if (full && (!strcmp(full, "1") || !strcmp(full, "true")))
-		return get_full(x, id);
+		return authorized(x) ? get_full(x, id) : unauthorized(x);
 	rc = lookup(x, id, &st, &how, err, sizeof err);
 	if (rc < 0)
 		return failed(x, rc, err);
@@ -403,41 +439,6 @@ get_order(struct call *x, const char *id)
 	if (inm && (strstr(inm, etag) || !strcmp(inm, "*")))
 		return reply(x, 304, "application/json", "", 0, MHD_RESPMEM_PERSISTENT, hdr);
 	return reply_json(x, 200, ot_status_to_json(&st), hdr);
-}
-
-/* Writes need a key from OT_API_KEY, as "Authorization: Bearer KEY" or "X-API-Key: KEY".
- * Returns 1 when the request carries one. */
-static int
-authorized(struct call *x)
-{
-	const char *auth = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "X-API-Key");
-	const char *k, *end;
-
-	if (!key && auth && !strncasecmp(auth, "Bearer ", 7))
-		key = auth + 7;
-	if (!key || !*key || !x->h->api_keys)
-		return 0;
-	for (k = x->h->api_keys; *k; k = *end ? end + 1 : end) {
-		size_t n = strcspn(k, ","), kl = strlen(key);
-		unsigned char diff = n != kl;
-		end = k + n;
-		/* Time independent of where the first difference is. */
-		for (size_t i = 0; i < n; i++)
-			diff |= (unsigned char)(k[i] ^ (i < kl ? key[i] : 0));
-		if (!diff)
-			return 1;
-	}
-	return 0;
-}
-
-static enum MHD_Result
-unauthorized(struct call *x)
-{
-	static const char *const www[] = {"WWW-Authenticate", "Bearer realm=\"ordertrack\"", NULL};
-
-	return reply_error(x, 401, x->h->api_keys ? "a valid API key is required: Authorization: Bearer KEY"
-	                                          : "writes are disabled: ot-serve runs without OT_API_KEY", www);
 }
 
 /* The client a rate limit applies to: its API key (hashed), else its address. */

@@ -240,6 +240,26 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 200
 }
 
+@test "ot-serve: GET /orders/{id}?full=1 needs the API key (401 without or with a wrong one)" {
+	serve
+	id=$(place_order "c-$RUNID")
+	run anon -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id?full=1"
+	assert_line --index 1 401
+	refute_output --partial 'Test Street'
+	refute_output --partial "c-$RUNID"
+	grep -qi '^WWW-Authenticate: Bearer' "$BATS_TEST_TMPDIR/h"
+	run anon -H 'X-API-Key: wrong' "$BASE/orders/$id?full=true"
+	assert_line --index 1 401
+	refute_output --partial 'Test Street'
+	run http "$BASE/orders/$id?full=1"
+	assert_line --index 1 200
+	assert_line --index 0 --partial '"address":"1 Test Street"'
+	assert_line --index 0 --partial "\"customer_id\":\"c-$RUNID\""
+	# the status alone still needs no key
+	run anon "$BASE/orders/$id"
+	assert_line --index 1 200
+}
+
 @test "ot-serve: without OT_API_KEY every write is 401 and says how to enable writes" {
 	start_bg "$BATS_TEST_TMPDIR/serve.log" env -u OT_API_KEY OT_HTTP_ADDR="127.0.0.1:$PORT" ot-serve
 	for i in $(seq 1 50); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
