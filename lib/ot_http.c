@@ -32,6 +32,8 @@
 #define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
 #define REDIS_TIMEOUT_MS 1000     /* as ot_redis_live connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
+#define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
+#define READY_FRESH_MS 10000      /* /healthz trusts the last readiness check this long */
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
 #define HEADER_LIMIT (16 * 1024)  /* request line and headers; larger is answered 431 by MHD */
 #define IDLE_S 30                 /* a connection silent this long is closed */
@@ -66,6 +68,9 @@ struct ot_http {
 	pthread_mutex_t mu;  /* guards conns */
 	struct conns *conns;
 	atomic_int inflight; /* requests begun and not completed */
+	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
+	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
+	int ready_db, ready_redis; /* what it found: 1 answered */
 };
 
 /* One request, from its headers to its completion. */
@@ -715,6 +720,22 @@ stream(struct call *x, const char *id, int ws_only)
 	return ret;
 }
 
+/* 1 when reads cannot use Redis now: its circuit is not closed, the live subscription is down,
+ * or the last readiness check (if recent) found it down. No I/O: /healthz and /metrics stay cheap. */
+static int
+cache_degraded(struct ot_http *h)
+{
+	struct ot_live_stats ls;
+	long opens, rejected;
+	int down;
+
+	ot_live_read(h->live, &ls);
+	pthread_mutex_lock(&h->ready_mu);
+	down = h->ready_at && ot_now_ms() - h->ready_at < READY_FRESH_MS && !h->ready_redis;
+	pthread_mutex_unlock(&h->ready_mu);
+	return down || !ls.connected || ot_breaker_read(&h->redis_cb, &opens, &rejected) != OT_BREAKER_CLOSED;
+}
+
 /* GET /metrics: Prometheus text format. */
 static enum MHD_Result
 metrics(struct call *x)
@@ -744,6 +765,9 @@ metrics(struct call *x)
 		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
 		e |= ot_metrics_line(&buf, &len, "ot_circuit_rejected_total", labels, rejected[i]);
 	}
+	e |= ot_metrics_head(&buf, &len, "ot_cache_degraded", "gauge",
+	                     "1 while reads cannot use Redis and go to the database.");
+	e |= ot_metrics_line(&buf, &len, "ot_cache_degraded", "", cache_degraded(x->h));
 	ot_live_read(x->h->live, &ls);
 	e |= ot_metrics_head(&buf, &len, "ot_live_streams", "gauge", "Live status streams open, by protocol.");
 	e |= ot_metrics_line(&buf, &len, "ot_live_streams", "protocol=\"sse\"", ls.sse);
@@ -797,19 +821,50 @@ redis_ready(struct call *x)
 	return rc;
 }
 
-/* GET /readyz: SELECT 1 and PING, each time, past the circuit breakers (this is their probe
- * from outside). */
+/* The last readiness check, run again first when it is over READY_MAX_AGE_MS old. The checks
+ * go past the circuit breakers (this is their probe from outside). One thread checks while the
+ * others wait for its result, so probes from many replicas' kubelets and load balancers cost one
+ * SELECT 1 and one PING a second at most. */
+static void
+ready_state(struct call *x, int *db, int *redis)
+{
+	pthread_mutex_lock(&x->h->ready_mu);
+	if (!x->h->ready_at || ot_now_ms() - x->h->ready_at >= READY_MAX_AGE_MS) {
+		x->h->ready_db = db_ready(x) == 0;
+		x->h->ready_redis = redis_ready(x) == 0;
+		x->h->ready_at = ot_now_ms();
+	}
+	*db = x->h->ready_db;
+	*redis = x->h->ready_redis;
+	pthread_mutex_unlock(&x->h->ready_mu);
+}
+
+/* GET /healthz: 200 while the process runs; the body says whether the cache is degraded. */
+static enum MHD_Result
+healthz(struct call *x)
+{
+	return reply_json(x, 200, json_pack("{s:s, s:s}", "status", "ok", "cache",
+	                                    cache_degraded(x->h) ? "degraded" : "ok"), NULL);
+}
+
+/* GET /readyz: can this replica serve? Every read and write needs PostgreSQL; Redis only
+ * speeds reads up (they fall back to the database), so Redis down is reported, not 503: one
+ * Redis blip must not take every replica out of its Service at once. */
 static enum MHD_Result
 readyz(struct call *x)
 {
-	int db = db_ready(x) == 0, redis = redis_ready(x) == 0;
-	json_t *o = json_pack("{s:s, s:s, s:s}", "status", db && redis ? "ready" : "unavailable",
-	                      "db", db ? "ok" : "down", "redis", redis ? "ok" : "down");
+	int db, redis;
+	json_t *o;
 
-	if (o && !(db && redis))
-		json_object_set_new(o, "error", json_string(!db && !redis ? "PostgreSQL and Redis are down"
-		                                            : !db ? "PostgreSQL is down" : "Redis is down"));
-	return reply_json(x, db && redis ? 200 : 503, o, NULL);
+	ready_state(x, &db, &redis);
+	o = json_pack("{s:s, s:s, s:s}", "status", db ? "ready" : "unavailable", "db", db ? "ok" : "down",
+	              "redis", redis ? "ok" : "down");
+	if (o && !redis)
+		json_object_set_new(o, "cache", json_string("degraded"));
+	if (o && !db)
+		json_object_set_new(o, "error", json_string(!redis ? "PostgreSQL and Redis are down"
+		                                            : "PostgreSQL is down"));
+	return reply_json(x, db ? 200 : 503, o, NULL);
 }
 
 /* MHD decodes the path in place, so an encoded NUL would end it early and "/orders/{id}%00"
@@ -850,7 +905,7 @@ route(struct call *x, const char *url, const char *method)
 	}
 	if (!strcmp(url, "/healthz")) {
 		x->rq->route = OT_R_HEALTHZ;
-		return get ? reply_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL) : not_allowed(x, allow_get);
+		return get ? healthz(x) : not_allowed(x, allow_get);
 	}
 	if (!strcmp(url, "/readyz")) {
 		x->rq->route = OT_R_READYZ;
@@ -1047,8 +1102,10 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		redisFree(r);
 	else
 		OT_WARN(NULL, "%s; reads fall back to the database until it answers", err);
-	if ((h = calloc(1, sizeof *h)))
+	if ((h = calloc(1, sizeof *h))) {
 		pthread_mutex_init(&h->mu, NULL);
+		pthread_mutex_init(&h->ready_mu, NULL);
+	}
 	if (!h || !(h->orders_db = strdup(cfg->orders_db)) || !(h->redis_url = strdup(cfg->redis_url)) ||
 	    (o->api_keys && *o->api_keys && !(h->api_keys = strdup(o->api_keys)))) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
@@ -1127,6 +1184,7 @@ ot_http_stop(struct ot_http *h)
 		ot_breaker_destroy(&h->pg_cb);
 	}
 	pthread_mutex_destroy(&h->mu);
+	pthread_mutex_destroy(&h->ready_mu);
 	free(h->api_keys);
 	free(h->ws_origins);
 	free(h->orders_db);

@@ -140,7 +140,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	grep -qi '^Content-Type: text/html' "$BATS_TEST_TMPDIR/h"
 }
 
-@test "ot-serve: /readyz goes 503 when Redis stops, reads fall back to the database, and it recovers" {
+@test "ot-serve: with Redis stopped /readyz stays 200 (reads come from the database); /healthz and metrics show the cache degraded" {
 	OWN_REDIS_PORT=$((PORT + 1))
 	own_redis
 	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
@@ -148,10 +148,18 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	run http "$BASE/readyz"
 	assert_line --index 1 200
 	assert_line --index 0 '{"status":"ready","db":"ok","redis":"ok"}'
+	run http "$BASE/healthz"
+	assert_line --index 0 '{"status":"ok","cache":"ok"}'
+	[ "$(metric ot_cache_degraded)" = 0 ]
 	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+	sleep 1.1 # past the age of the last check
 	run http "$BASE/readyz"
-	assert_line --index 1 503
-	assert_line --index 0 --partial '"redis":"down"'
+	assert_line --index 1 200
+	assert_line --index 0 '{"status":"ready","db":"ok","redis":"down","cache":"degraded"}'
+	run http "$BASE/healthz"
+	assert_line --index 1 200
+	assert_line --index 0 '{"status":"ok","cache":"degraded"}'
+	[ "$(metric ot_cache_degraded)" = 1 ]
 	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
 	assert_line --index 1 200
 	assert_line --index 0 --partial '"status":"PENDING"'
@@ -159,10 +167,35 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	own_redis
 	for i in $(seq 1 50); do
 		run http "$BASE/readyz"
-		[ "${lines[1]}" = 200 ] && break
+		[ "${lines[0]}" = '{"status":"ready","db":"ok","redis":"ok"}' ] && break
 		sleep 0.2
 	done
-	assert_line --index 1 200
+	assert_line --index 0 '{"status":"ready","db":"ok","redis":"ok"}'
+	for i in $(seq 1 50); do
+		[ "$(metric ot_cache_degraded)" = 0 ] && break
+		sleep 0.2
+	done
+	[ "$(metric ot_cache_degraded)" = 0 ]
+}
+
+@test "ot-serve: /readyz checks PostgreSQL and Redis at most once a second however often it is asked" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	redis-cli -p "$OWN_REDIS_PORT" CONFIG RESETSTAT >/dev/null
+	t0=$(date +%s%N)
+	for i in $(seq 1 100); do echo "url = \"$BASE/readyz\""; echo 'output = /dev/null'; done > "$BATS_TEST_TMPDIR/urls"
+	codes=$(curl -s -w '%{http_code}\n' -K "$BATS_TEST_TMPDIR/urls" | sort | uniq -c | awk '{ print $2 "x" $1 }')
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ "$codes" = 200x100 ] || { echo "codes: $codes" >&2; false; }
+	pings=$(redis-cli -p "$OWN_REDIS_PORT" INFO commandstats | sed -n 's/^cmdstat_ping:calls=\([0-9]*\).*/\1/p')
+	echo "# 100 /readyz in $ms ms: ${pings:-0} PINGs" >&3
+	[ "${pings:-0}" -le $((ms / 1000 + 2)) ]
+	# the result is never more than a second old
+	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+	sleep 1.1
+	run http "$BASE/readyz"
+	assert_line --index 0 --partial '"redis":"down"'
 }
 
 @test "ot-serve: the orders database unreachable at start exits 69; a bad address exits 78" {
