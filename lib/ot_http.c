@@ -40,6 +40,8 @@
 #define MAX_CONNECTIONS 1024
 #define BREAKER_FAILURES 5        /* failures in a row that open a circuit */
 #define BREAKER_OPEN_MS 2000      /* how long it stays open before one probe */
+#define AUTH_FAIL_RATE (1.0 / 6)  /* failed authentications a second per address, after ... */
+#define AUTH_FAIL_BURST 10        /* ... this many at once */
 /* A stuck statement must not hold one of the few worker threads for long. */
 #define STATEMENT_TIMEOUT "SET statement_timeout = '5s'"
 
@@ -82,6 +84,8 @@ struct req {
 	enum ot_route route;
 	long long t0;        /* us, monotonic */
 	void *ws;            /* a WebSocket stream its upgrade has not taken (yet) */
+	int auth;            /* 1 a valid API key, -1 a key that is not one, 0 none */
+	char key_id[24];     /* a valid key's name for the rate limiter: a hash, never the key */
 };
 
 /* What a route works with. */
@@ -312,21 +316,27 @@ not_found(struct call *x, const char *id)
 	return reply_json(x, 404, json_pack("{s:s, s:s}", "error", "order not found", "order_id", id), NULL);
 }
 
-/* Writes need a key from OT_API_KEY, as "Authorization: Bearer KEY" or "X-API-Key: KEY".
- * Returns 1 when the request carries one. */
-static int
-authorized(struct call *x)
+/* The API key a request carries, as "Authorization: Bearer KEY" or "X-API-Key: KEY"; NULL if none. */
+static const char *
+key_of(struct call *x)
 {
 	const char *auth = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "X-API-Key");
-	const char *k, *end;
 
 	if (!key && auth && !strncasecmp(auth, "Bearer ", 7))
 		key = auth + 7;
-	if (!key || !*key || !x->h->api_keys)
-		return 0;
-	for (k = x->h->api_keys; *k; k = *end ? end + 1 : end) {
-		size_t n = strcspn(k, ","), kl = strlen(key);
+	return key && *key ? key : NULL;
+}
+
+/* 1 when key is one of the comma-separated keys. */
+static int
+key_valid(const char *keys, const char *key)
+{
+	const char *k, *end;
+	size_t kl = strlen(key);
+
+	for (k = keys; *k; k = *end ? end + 1 : end) {
+		size_t n = strcspn(k, ",");
 		unsigned char diff = n != kl;
 		end = k + n;
 		/* Time independent of where the first difference is. */
@@ -336,6 +346,28 @@ authorized(struct call *x)
 			return 1;
 	}
 	return 0;
+}
+
+/* Checks the request's key once, into rq->auth and rq->key_id. */
+static void
+authenticate(struct call *x)
+{
+	const char *key = key_of(x);
+	unsigned long long h = 1469598103934665603ULL;
+
+	x->rq->auth = !key ? 0 : x->h->api_keys && key_valid(x->h->api_keys, key) ? 1 : -1;
+	if (x->rq->auth != 1)
+		return;
+	for (; *key; key++)
+		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
+	snprintf(x->rq->key_id, sizeof x->rq->key_id, "%016llx", h);
+}
+
+/* Writes and ?full=1 need a key from OT_API_KEY. Returns 1 when the request carries one. */
+static int
+authorized(struct call *x)
+{
+	return x->rq->auth == 1;
 }
 
 static enum MHD_Result
@@ -446,44 +478,48 @@ get_order(struct call *x, const char *id)
 	return reply_json(x, 200, ot_status_to_json(&st), hdr);
 }
 
-/* The client a rate limit applies to: its API key (hashed), else its address. */
+/* The client's address, as "ip:ADDR". */
 static void
-client_of(struct call *x, char *out, size_t outsz)
+addr_of(struct call *x, char *out, size_t outsz)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(x->con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const char *auth = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	const char *key = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "X-API-Key");
 	char host[64] = "unknown";
 
-	if (!key && auth && !strncasecmp(auth, "Bearer ", 7))
-		key = auth + 7;
-	if (key && *key) {
-		unsigned long long h = 1469598103934665603ULL;
-		for (; *key; key++)
-			h = (h ^ (unsigned char)*key) * 1099511628211ULL;
-		snprintf(out, outsz, "key:%016llx", h);
-		return;
-	}
 	if (ci && ci->client_addr)
 		getnameinfo(ci->client_addr, ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 		            : sizeof(struct sockaddr_in), host, sizeof host, NULL, 0, NI_NUMERICHOST);
 	snprintf(out, outsz, "ip:%s", host);
 }
 
-/* GCRA in Redis; with Redis down or its circuit open the limit is not enforced (fails open),
- * since refusing every client would turn a cache outage into an API outage. Returns 1 to go on. */
+/* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
+ * identity: a new one per request must not buy a fresh limit). A request carrying a key also
+ * meets its address's stricter limit on failed authentications: a wrong key counts against
+ * it, and past it every key is refused unchecked, a right guess too, so keys cannot be guessed
+ * faster than AUTH_FAIL_RATE. With Redis down or its circuit open nothing is enforced (fails
+ * open), since refusing every client would turn a cache outage into an API outage. Returns 1
+ * to go on. */
 static int
 within_limit(struct call *x, long *wait_ms)
 {
 	redisContext *r;
-	char client[80], err[256];
-	int rc;
+	char addr[72], client[96], err[256];
+	int rc = 1;
 
 	*wait_ms = 0;
-	if (x->h->rate <= 0 || !(r = redis_of(x)))
+	if ((x->h->rate <= 0 && !x->rq->auth) || !(r = redis_of(x)))
 		return 1;
-	client_of(x, client, sizeof client);
-	rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, wait_ms, err, sizeof err);
+	addr_of(x, addr, sizeof addr);
+	if (x->rq->auth) {
+		snprintf(client, sizeof client, "authfail:%s", addr);
+		rc = ot_redis_gcra(r, client, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->rq->auth < 0, wait_ms, err, sizeof err);
+	}
+	if (rc > 0 && x->h->rate > 0) {
+		if (x->rq->auth > 0)
+			snprintf(client, sizeof client, "key:%s", x->rq->key_id);
+		else
+			snprintf(client, sizeof client, "%s", addr);
+		rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
+	}
 	redis_done(x, r, rc >= 0);
 	if (rc < 0)
 		OT_WARN(NULL, "rate limit not checked: %s", err);
@@ -923,6 +959,7 @@ route(struct call *x, const char *url, const char *method)
 	else
 		x->rq->route = !*rest ? OT_R_ORDER_GET : !strcmp(rest, "/cancel") ? OT_R_ORDER_CANCEL
 		             : !strcmp(rest, "/ws") ? OT_R_WS : OT_R_EVENTS;
+	authenticate(x);
 	if (!within_limit(x, &wait_ms))
 		return too_many(x, wait_ms);
 	if (!strcmp(url, "/orders"))

@@ -41,8 +41,8 @@ static const char cas_script[] =
 	"return 1\n";
 
 /* GCRA. KEYS[1] rl:{client}; ARGV: emission interval (ms per request), tolerance (ms: the
- * burst). Returns {1, 0} allowed or {0, ms to wait}. The clock is Redis's, so every server
- * shares one. */
+ * burst), take ("1" counts the request, "0" only asks whether one more would pass). Returns
+ * {1, 0} allowed or {0, ms to wait}. The clock is Redis's, so every server shares one. */
 static const char gcra_script[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -51,7 +51,7 @@ static const char gcra_script[] =
 	"local new = tat + tonumber(ARGV[1])\n"
 	"local wait = new - tonumber(ARGV[2]) - now\n"
 	"if wait > 0 then return {0, math.ceil(wait)} end\n"
-	"redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now)))\n"
+	"if ARGV[3] == '1' then redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now))) end\n"
 	"return {1, 0}\n";
 
 int
@@ -353,7 +353,7 @@ ot_redis_history(redisContext *r, const char *order_id, long long after, char *e
 }
 
 int
-ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, long *wait_ms,
+ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int take, long *wait_ms,
               char *errstr, size_t errsz)
 {
 	redisReply *rep;
@@ -363,7 +363,8 @@ ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, long
 	*wait_ms = 0;
 	if (r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
-	rep = redisCommand(r, "EVAL %s 1 rl:%s %.3f %.3f", gcra_script, client, interval, interval * burst);
+	rep = redisCommand(r, "EVAL %s 1 rl:%s %.3f %.3f %d", gcra_script, client, interval, interval * burst,
+	                   take ? 1 : 0);
 	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER)
 		return reply_error(r, rep, "rate limit", errstr, errsz);

@@ -303,7 +303,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 }
 
 @test "ot-serve: a client over its rate gets 429 with Retry-After; another client is not affected" {
-	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3
+	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3 OT_API_KEY="$KEY,other-$RUNID"
 	id=$(place_order "c-$RUNID")
 	codes=$(for i in 1 2 3 4 5 6; do
 		curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer $KEY" "$BASE/orders/$id"
@@ -319,6 +319,43 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	sleep 1.1 # the limit is 2 a second: one more is allowed again
 	run http "$BASE/orders/$id"
 	assert_line --index 1 200
+}
+
+@test "ot-serve: a new junk API key per request buys no fresh rate limit: the address's applies" {
+	OWN_REDIS_PORT=$((PORT + 1)) # its own, so the failures counted here stay here
+	own_redis
+	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3 OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	id=$(place_order "c-$RUNID")
+	ok=0
+	for i in $(seq 1 20); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: junk-$i-$RANDOM" "$BASE/orders/$id")
+		[ "$code" != 200 ] || ok=$((ok + 1))
+	done
+	echo "# 20 reads with a new junk key each: $ok allowed" >&3
+	[ "$ok" = 3 ]
+	# the limit was the address's: no bucket per junk key
+	[ "$(redis-cli -p "$OWN_REDIS_PORT" --scan --pattern 'rl:key:*' | wc -l)" = 0 ]
+}
+
+@test "ot-serve: failed authentications are limited per address; past the limit even the right key is refused" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	serve OT_RATE_LIMIT=0 OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	body="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"1 Guess Street\"}"
+	codes=$(for i in $(seq 1 15); do
+		curl -s -o /dev/null -w '%{http_code} ' -X POST -H "Authorization: Bearer guess-$i" \
+			-H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	done)
+	echo "# 15 guessed keys: $codes" >&3
+	[ "$codes" = "401 401 401 401 401 401 401 401 401 401 429 429 429 429 429 " ] || { echo "codes: $codes" >&2; false; }
+	# a right guess now is refused like a wrong one, so it tells nothing
+	run http -D "$BATS_TEST_TMPDIR/h" -X POST -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 429
+	grep -qi '^Retry-After: [1-9]' "$BATS_TEST_TMPDIR/h"
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 0 ]
+	# requests without a key are not failed authentications
+	run anon "$BASE/orders/00000000-0000-4000-8000-000000000000"
+	assert_line --index 1 404
 }
 
 @test "ot-serve: oversized headers are 431; a wrong method on a stream 405; errors are JSON" {
