@@ -59,6 +59,8 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	rc = ot_order_place(p->db, ot_redis_live(&p->redis, p->redis_url), req, "ot-place", &order,
 	                    &created, errstr, errsz);
 	json_decref(req);
+	if (rc == OT_ECONFLICT) /* a request_id reused with another order: a bad record here */
+		rc = OT_EINPUT;
 	if (rc)
 		return rc;
 	s = json_dumps(order, OT_JSON_FLAGS);

@@ -10,7 +10,7 @@ ot_exit_status(int rc)
 {
 	switch (rc) {
 	case OT_OK: case OT_SKIP: return EX_OK;
-	case OT_EINPUT: return EX_DATAERR;
+	case OT_EINPUT: case OT_ECONFLICT: return EX_DATAERR;
 	case OT_ESERVICE: return EX_UNAVAILABLE;
 	case OT_EOUTPUT: return EX_IOERR;
 	case OT_ECONFIG: return EX_CONFIG;

@@ -12,7 +12,8 @@ enum ot_rc {
 	OT_ESERVICE = -2,   /* a service is unreachable or failed: retry later */
 	OT_EINTERNAL = -3,  /* a bug or resource failure */
 	OT_EOUTPUT = -4,    /* writing the output failed */
-	OT_ECONFIG = -5     /* configuration is invalid */
+	OT_ECONFIG = -5,    /* configuration is invalid */
+	OT_ECONFLICT = -6   /* the record contradicts one already taken (a reused idempotency key) */
 };
 
 /* Maps an ot_rc to a <sysexits.h> status. */

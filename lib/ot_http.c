@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <nettle/sha2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -85,7 +86,8 @@ struct req {
 	long long t0;        /* us, monotonic */
 	void *ws;            /* a WebSocket stream its upgrade has not taken (yet) */
 	int auth;            /* 1 a valid API key, -1 a key that is not one, 0 none */
-	char key_id[24];     /* a valid key's name for the rate limiter: a hash, never the key */
+	char key_id[65];     /* a valid key's name for the rate limiter and idempotency keys: its
+	                      * SHA-256, never the key */
 };
 
 /* What a route works with. */
@@ -353,14 +355,18 @@ static void
 authenticate(struct call *x)
 {
 	const char *key = key_of(x);
-	unsigned long long h = 1469598103934665603ULL;
+	struct sha256_ctx ctx;
+	uint8_t d[SHA256_DIGEST_SIZE];
+	size_t i;
 
 	x->rq->auth = !key ? 0 : x->h->api_keys && key_valid(x->h->api_keys, key) ? 1 : -1;
 	if (x->rq->auth != 1)
 		return;
-	for (; *key; key++)
-		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
-	snprintf(x->rq->key_id, sizeof x->rq->key_id, "%016llx", h);
+	sha256_init(&ctx);
+	sha256_update(&ctx, strlen(key), (const uint8_t *)key);
+	sha256_digest(&ctx, sizeof d, d);
+	for (i = 0; i < sizeof d; i++)
+		snprintf(x->rq->key_id + 2 * i, 3, "%02x", d[i]);
 }
 
 /* Writes and ?full=1 need a key from OT_API_KEY. Returns 1 when the request carries one. */
@@ -583,17 +589,21 @@ post_order(struct call *x)
 		return unavailable(x);
 	}
 	r = redis_of(x);
-	rc = ot_order_place(db, r, req, "ot-serve", &order, &created, err, sizeof err);
+	/* An Idempotency-Key is the caller's own: another key's holder never gets this order back. */
+	rc = ot_order_place_as(db, r, req, "ot-serve", x->rq->key_id, &order, &created, err, sizeof err);
 	/* Only a request_id makes a second try safe: a lost connection may hide a commit. */
 	rid = json_object_get(req, "request_id");
 	if (rid && !json_is_null(rid) && db_retry(x, rc, &db))
-		rc = ot_order_place(db, r, req, "ot-serve", &order, &created, err, sizeof err);
+		rc = ot_order_place_as(db, r, req, "ot-serve", x->rq->key_id, &order, &created, err, sizeof err);
 	db_done(x, rc);
 	if (r)
 		redis_done(x, r, 1);
 	json_decref(req);
 	if (rc == OT_EINPUT)
 		return reply_error(x, 400, err, NULL);
+	if (rc == OT_ECONFLICT)
+		return reply_error(x, 422, key && *key ? "Idempotency-Key already used with a different request body"
+		                                       : err, NULL);
 	if (rc)
 		return failed(x, rc, err);
 	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s",

@@ -1,5 +1,6 @@
 /* ot_order: placing orders and moving them through guarded, versioned transitions. */
 #include <math.h>
+#include <nettle/sha2.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -207,11 +208,69 @@ ot_order_get_full(PGconn *db, const char *order_id, int *rc, char *errstr, size_
 }
 
 int
+ot_order_fingerprint(const json_t *req, char out[65])
+{
+	struct sha256_ctx ctx;
+	uint8_t d[SHA256_DIGEST_SIZE];
+	json_t *c = json_deep_copy(req);
+	char *s = NULL;
+	size_t i;
+
+	if (c && json_is_object(c))
+		json_object_del(c, "request_id");
+	if (c)
+		s = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+	json_decref(c);
+	if (!s)
+		return -1;
+	sha256_init(&ctx);
+	sha256_update(&ctx, strlen(s), (const uint8_t *)s);
+	sha256_digest(&ctx, sizeof d, d);
+	free(s);
+	for (i = 0; i < sizeof d; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+	return 0;
+}
+
+/* The order request_id already placed in scope. Returns 1 with id filled, 0 when it placed none,
+ * OT_ECONFLICT when it came with another request (fingerprint fp), or an ot_rc. */
+static int
+placed_before(PGconn *db, const char *scope, const char *request_id, const char *fp, char *id, size_t idsz,
+              char *errstr, size_t errsz)
+{
+	const char *p[2] = {scope, request_id};
+	PGresult *res;
+	int rc;
+
+	if (!(res = ot_pg_query(db, "SELECT order_id, fingerprint FROM idempotency_keys "
+	                        "WHERE scope = $1 AND request_id = $2", 2, p, &rc, errstr, errsz)))
+		return rc;
+	if (PQntuples(res) == 0) {
+		rc = 0;
+	} else if (!PQgetisnull(res, 0, 1) && strcmp(PQgetvalue(res, 0, 1), fp)) {
+		rc = ot_err(OT_ECONFLICT, errstr, errsz, "request_id \"%s\" was already used with a different "
+		            "request", request_id);
+	} else {
+		snprintf(id, idsz, "%s", PQgetvalue(res, 0, 0));
+		rc = 1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int
 ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, json_t **order,
                int *created, char *errstr, size_t errsz)
 {
+	return ot_order_place_as(db, r, req, source, "", order, created, errstr, errsz);
+}
+
+int
+ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, const char *scope,
+                  json_t **order, int *created, char *errstr, size_t errsz)
+{
 	const char *customer, *address, *request_id = NULL;
-	char id[OT_UUID_LEN], *items_s = NULL;
+	char id[OT_UUID_LEN], *items_s = NULL, fp[65];
 	const char *p[4];
 	struct ot_event ev = {0};
 	struct ot_status st;
@@ -232,23 +291,17 @@ ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, jso
 		json_decref(items);
 		return OT_EINPUT;
 	}
-	items_s = json_dumps(items, JSON_COMPACT);
+	if (!(items_s = json_dumps(items, JSON_COMPACT)) || (request_id && ot_order_fingerprint(req, fp))) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto out;
+	}
 	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
 		goto out;
 	ot_uuid(id);
-	if (request_id) {
-		p[0] = request_id;
-		p[1] = id;
-		res = ot_pg_query(db, "SELECT order_id FROM idempotency_keys WHERE request_id = $1", 1, p,
-		                  &rc, errstr, errsz);
-		if (!res)
-			goto out;
-		if (PQntuples(res) > 0) {
-			snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
+	if (request_id && (rc = placed_before(db, scope, request_id, fp, id, sizeof id, errstr, errsz))) {
+		if (rc == 1)
 			goto existing;
-		}
-		PQclear(res);
-		res = NULL;
+		goto out;
 	}
 	/* The event's time is the order's: a cache rebuilt from events matches the database. */
 	ot_event_init(&ev, "ORDER_CREATED", id, 1, source,
@@ -268,10 +321,13 @@ ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, jso
 	                     2, p, errstr, errsz)))
 		goto out;
 	if (request_id) {
-		p[0] = request_id;
-		p[1] = id;
-		res = ot_pg_query(db, "INSERT INTO idempotency_keys (request_id, order_id) VALUES ($1, $2) "
-		                  "ON CONFLICT DO NOTHING RETURNING order_id", 2, p, &rc, errstr, errsz);
+		p[0] = scope;
+		p[1] = request_id;
+		p[2] = id;
+		p[3] = fp;
+		res = ot_pg_query(db, "INSERT INTO idempotency_keys (scope, request_id, order_id, fingerprint) "
+		                  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING order_id", 4, p, &rc,
+		                  errstr, errsz);
 		if (!res)
 			goto out;
 		if (PQntuples(res) == 0) { /* lost a race with the same request_id: theirs stands */
@@ -280,14 +336,11 @@ ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, jso
 			ot_pg_rollback(db);
 			if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
 				goto out;
-			res = ot_pg_query(db, "SELECT order_id FROM idempotency_keys WHERE request_id = $1",
-			                  1, p, &rc, errstr, errsz);
-			if (!res || PQntuples(res) == 0) {
-				rc = rc ? rc : ot_err(OT_ESERVICE, errstr, errsz, "request_id race: retry");
-				goto out;
-			}
-			snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
-			goto existing;
+			if ((rc = placed_before(db, scope, request_id, fp, id, sizeof id, errstr, errsz)) == 1)
+				goto existing;
+			if (rc == 0)
+				rc = ot_err(OT_ESERVICE, errstr, errsz, "request_id race: retry");
+			goto out;
 		}
 		PQclear(res);
 		res = NULL;

@@ -20,6 +20,15 @@
  * had already placed it. Returns OT_OK, OT_EINPUT (errstr names the field), OT_ESERVICE. */
 int ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source,
                    json_t **order, int *created, char *errstr, size_t errsz);
+/* The same, with request_id belonging to scope (ot-serve: a hash of the caller's API key;
+ * ot_order_place uses ""): a request_id answers only within its scope, and only for the body
+ * it first came with (a SHA-256 fingerprint of the request without request_id, keys sorted).
+ * The same request_id with another body returns OT_ECONFLICT. */
+int ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, const char *scope,
+                      json_t **order, int *created, char *errstr, size_t errsz);
+/* The fingerprint of an order request: SHA-256 in hex of its compact JSON with sorted keys,
+ * request_id left out. Returns 0 with out filled (65 bytes), or -1 out of memory. */
+int ot_order_fingerprint(const json_t *req, char out[65]);
 
 /* Applies an INVENTORY_*, DELIVERY_UPDATED or ORDER_CANCELLED event through a guarded
  * transition, records it in processed_events(consumer), adds ORDER_STATUS_UPDATED to the outbox

@@ -40,6 +40,16 @@ $req"
 	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 1 ]
 }
 
+@test "ot-place: a request_id reused with a different request is refused (65), the first order stands" {
+	run --separate-stderr ot-place <<<"$(request "c-$RUNID" '' "req-$RUNID")
+$(request "c-$RUNID" '[{"sku":"SKU-A","qty":7}]' "req-$RUNID")"
+	assert_failure 65
+	[ "${#lines[@]}" = 1 ]
+	echo "$stderr" | grep -q 'line 2: request_id \\"req-'"$RUNID"'\\" was already used with a different request'
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 1 ]
+	[ "$(sql_orders "SELECT sum(qty) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE customer_id = 'c-$RUNID'")" = 1 ]
+}
+
 @test "ot-place: a malformed line among good ones exits 65, names the line, places the good ones" {
 	run --separate-stderr ot-place <<<"$(request "c-$RUNID")
 {\"customer_id\": oops

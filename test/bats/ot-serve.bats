@@ -117,6 +117,33 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	[ "$(sql_orders "SELECT type FROM outbox WHERE key = '$id'")" = ORDER_CREATED ]
 }
 
+@test "ot-serve: an Idempotency-Key reused with another body is 422; another key's holder never gets the order" {
+	serve OT_API_KEY="$KEY,other-$RUNID"
+	body="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"1 First Street\"}"
+	run http -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$body" "$BASE/orders"
+	assert_line --index 1 201
+	id=$(echo "${lines[0]}" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	# the same body, spelt differently, is the same request
+	same="{ \"address\": \"1 First Street\", \"items\": [{\"qty\": 1, \"sku\": \"SKU-A\"}], \"customer_id\": \"c-$RUNID\" }"
+	run http -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$same" "$BASE/orders"
+	assert_line --index 1 200
+	assert_line --index 0 --partial "\"order_id\":\"$id\""
+	# another body under the same key: refused, and nothing of the first order shown
+	other="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":5}],\"address\":\"2 Other Road\"}"
+	run http -D "$BATS_TEST_TMPDIR/h" -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$other" "$BASE/orders"
+	assert_line --index 1 422
+	assert_line --index 0 '{"error":"Idempotency-Key already used with a different request body"}'
+	grep -qi '^Content-Type: application/json' "$BATS_TEST_TMPDIR/h"
+	# the holder of another key with the same Idempotency-Key gets an order of its own
+	KEY="other-$RUNID" run http -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$body" "$BASE/orders"
+	assert_line --index 1 201
+	refute_line --index 0 --partial "$id"
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 2 ]
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE address = '2 Other Road' AND customer_id = 'c-$RUNID'")" = 0 ]
+	# the key's hash, never the key, is stored
+	[ "$(sql_orders "SELECT count(*) FROM idempotency_keys WHERE request_id = 'k-$RUNID' AND scope LIKE '%$KEY%'")" = 0 ]
+}
+
 @test "ot-serve: a bad order is 400 naming the field, a wrong type 415, a huge body 413" {
 	serve
 	run http -X POST -H 'Content-Type: application/json' -d '{"customer_id":"x","items":[{"sku":"A"}],"address":"y"}' "$BASE/orders"
