@@ -63,9 +63,10 @@ bin/%: build/cmd/%.o build/libordertrack.a
 	@mkdir -p $(@D)
 	$(CC) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(OT_LIBS)
 
+# The headers a test depends on (from its .d file) are prerequisites, not inputs.
 build/test/%: test/unit/%.c build/libordertrack.a
 	@mkdir -p $(@D)
-	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(OT_LIBS) -lcmocka
+	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(OT_LIBS) -lcmocka
 
 deps:
 	@scripts/deps
