@@ -16,7 +16,10 @@
 
 static const char *argv0 = "ot-serve";
 
-enum { OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS, OPT_WS_ORIGINS };
+enum {
+	OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS, OPT_WS_ORIGINS,
+	OPT_MAX_PER_CLIENT
+};
 
 static void
 usage(FILE *f, int full)
@@ -57,7 +60,9 @@ usage(FILE *f, int full)
 	        "                          (OT_STREAM_MAX_S; 300)\n"
 	        "      --max-streams N     live streams open at once (OT_MAX_STREAMS; 512)\n"
 	        "      --ws-origins O[,O]  the only Origins a WebSocket may come from, as\n"
-	        "                          https://host[:port] (OT_WS_ORIGINS; any)\n%s", ot_config_usage);
+	        "                          https://host[:port] (OT_WS_ORIGINS; any)\n"
+	        "      --max-per-client N  connections open at once from one address, 0 for no limit\n"
+	        "                          (OT_MAX_PER_CLIENT; 64)\n%s", ot_config_usage);
 }
 
 /* Parses a number in [lo, hi] for the option named; 0, or -1 after saying why. */
@@ -103,13 +108,15 @@ main(int argc, char **argv)
 		{"stream-max", required_argument, NULL, OPT_STREAM_MAX},
 		{"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
 		{"ws-origins", required_argument, NULL, OPT_WS_ORIGINS},
+		{"max-per-client", required_argument, NULL, OPT_MAX_PER_CLIENT},
 		{NULL, 0, NULL, 0}
 	};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS")};
+	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64};
 	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
 	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
+	const char *pmax = getenv("OT_MAX_PER_CLIENT");
 	struct ot_http *h;
 	redisContext *stats = NULL;
 	PGconn *db = NULL;
@@ -131,6 +138,7 @@ main(int argc, char **argv)
 		case OPT_STREAM_MAX: smax = optarg; continue;
 		case OPT_MAX_STREAMS: nmax = optarg; continue;
 		case OPT_WS_ORIGINS: o.ws_origins = optarg; continue;
+		case OPT_MAX_PER_CLIENT: pmax = optarg; continue;
 		}
 	}
 	if (optind < argc) {
@@ -139,7 +147,8 @@ main(int argc, char **argv)
 	}
 	if ((rate && number(rate, "rate", 0, 1e6, &o.rate)) || (burst && whole(burst, "burst", 1, 1000000, &o.burst)) ||
 	    (smax && whole(smax, "stream-max", 1, 86400, &o.stream_max_s)) ||
-	    (nmax && whole(nmax, "max-streams", 1, 100000, &o.max_streams))) {
+	    (nmax && whole(nmax, "max-streams", 1, 100000, &o.max_streams)) ||
+	    (pmax && whole(pmax, "max-per-client", 0, 100000, &o.max_per_client))) {
 		ot_config_free(&cfg);
 		return EX_USAGE;
 	}

@@ -38,6 +38,8 @@
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
 #define HEADER_LIMIT (16 * 1024)  /* request line and headers; larger is answered 431 by MHD */
 #define IDLE_S 30                 /* a connection silent this long is closed */
+#define HEAD_MS 10000             /* each request's line and headers must arrive within this */
+#define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
 #define MAX_CONNECTIONS 1024
 #define BREAKER_FAILURES 5        /* failures in a row that open a circuit */
 #define BREAKER_OPEN_MS 2000      /* how long it stays open before one probe */
@@ -64,6 +66,7 @@ struct ot_http {
 	char *api_keys;      /* comma-separated; NULL: writes are refused */
 	char *ws_origins;    /* comma-separated Origins a WebSocket may come from; NULL: any */
 	double rate;         /* requests a second per client; 0: no limit */
+	int max_per_client;  /* connections at once from one address; 0: no limit */
 	int burst;
 	struct ot_breaker redis_cb, pg_cb;
 	struct ot_live *live;
@@ -74,6 +77,21 @@ struct ot_http {
 	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
 	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
 	int ready_db, ready_redis; /* what it found: 1 answered */
+	pthread_mutex_t tcp_mu; /* guards tcps and each one's head_since */
+	struct tcp *tcps;    /* every open connection */
+	pthread_t sweeper;   /* closes connections past HEAD_MS */
+	int sweeping;        /* the sweeper runs: join it */
+	atomic_int stop_sweep;
+	atomic_long slow_closed; /* connections closed for a late head: a counter for the metrics */
+};
+
+/* One TCP connection, from MHD's connection notifications, so a head that trickles in a byte
+ * at a time (each byte resets MHD's idle timer) still meets a deadline. */
+struct tcp {
+	MHD_socket fd;
+	long long head_since; /* ms, monotonic: waiting for a request head since; 0 while a request
+	                       * is handled, after an upgrade, or once closed */
+	struct tcp *prev, *next;
 };
 
 /* One request, from its headers to its completion. */
@@ -811,6 +829,9 @@ metrics(struct call *x)
 		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
 		e |= ot_metrics_line(&buf, &len, "ot_circuit_rejected_total", labels, rejected[i]);
 	}
+	e |= ot_metrics_head(&buf, &len, "ot_http_slow_heads_total", "counter",
+	                     "Connections closed for not sending a request head within 10 s.");
+	e |= ot_metrics_line(&buf, &len, "ot_http_slow_heads_total", "", atomic_load(&x->h->slow_closed));
 	e |= ot_metrics_head(&buf, &len, "ot_cache_degraded", "gauge",
 	                     "1 while reads cannot use Redis and go to the database.");
 	e |= ot_metrics_line(&buf, &len, "ot_cache_degraded", "", cache_degraded(x->h));
@@ -982,6 +1003,89 @@ route(struct call *x, const char *url, const char *method)
 	return get ? stream(x, oid, !strcmp(rest, "/ws")) : not_allowed(x, allow_get);
 }
 
+/* Marks con's request head as arrived (waiting 0) or the connection as waiting for the next
+ * one (waiting 1). */
+static void
+head_done(struct ot_http *h, struct MHD_Connection *con, int waiting)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct tcp *t = ci ? ci->socket_context : NULL;
+
+	if (!t)
+		return;
+	pthread_mutex_lock(&h->tcp_mu);
+	t->head_since = waiting ? ot_now_ms() : 0;
+	pthread_mutex_unlock(&h->tcp_mu);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: each connection on the list from its start to its close. MHD
+ * closes the socket only after CLOSED, so a socket on the list is still this connection's. */
+static void
+notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_ConnectionNotificationCode toe)
+{
+	struct ot_http *h = cls;
+	const union MHD_ConnectionInfo *ci;
+	struct tcp *t = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!ci || !(t = calloc(1, sizeof *t)))
+			return; /* not watched: MHD's idle timeout still applies */
+		t->fd = ci->connect_fd;
+		t->head_since = ot_now_ms();
+		pthread_mutex_lock(&h->tcp_mu);
+		if ((t->next = h->tcps))
+			t->next->prev = t;
+		h->tcps = t;
+		pthread_mutex_unlock(&h->tcp_mu);
+		*socket_context = t;
+		return;
+	}
+	if (!t)
+		return;
+	pthread_mutex_lock(&h->tcp_mu);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		h->tcps = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	pthread_mutex_unlock(&h->tcp_mu);
+	free(t);
+	*socket_context = NULL;
+}
+
+/* Shuts down every connection that has waited over HEAD_MS for a request head; MHD then sees it
+ * end and closes it. */
+static void *
+sweep(void *arg)
+{
+	struct ot_http *h = arg;
+	struct timespec tick = {0, SWEEP_MS * 1000000L};
+	struct tcp *t;
+	long long now;
+	long n;
+
+	while (!atomic_load(&h->stop_sweep)) {
+		nanosleep(&tick, NULL);
+		now = ot_now_ms();
+		n = 0;
+		pthread_mutex_lock(&h->tcp_mu);
+		for (t = h->tcps; t; t = t->next)
+			if (t->head_since && now - t->head_since > HEAD_MS) {
+				shutdown(t->fd, SHUT_RDWR);
+				t->head_since = 0;
+				n++;
+			}
+		pthread_mutex_unlock(&h->tcp_mu);
+		if (n) {
+			atomic_fetch_add(&h->slow_closed, n);
+			OT_DEBUG(NULL, "closed %ld connections that sent no request head within %d s", n, HEAD_MS / 1000);
+		}
+	}
+	return NULL;
+}
+
 /* MHD calls this once with the headers, once per piece of body, and once at the end. */
 static enum MHD_Result
 handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
@@ -993,6 +1097,7 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 
 	(void)version;
 	if (!x.rq) {
+		head_done(x.h, con, 0);
 		if (!(x.rq = calloc(1, sizeof *x.rq)))
 			return MHD_NO;
 		*con_cls = x.rq;
@@ -1044,9 +1149,11 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	struct ot_http *h = cls;
 	struct req *rq = *con_cls;
 
-	(void)con;
 	if (!rq)
 		return;
+	/* A kept-alive connection waits for its next head from now; an upgraded one is ot_live's. */
+	if (rq->status != 101)
+		head_done(h, con, 1);
 	atomic_fetch_sub(&h->inflight, 1);
 	/* The client went before its 101 was written: the stream it was to get goes too. */
 	ot_live_ws_abandon(rq->ws);
@@ -1063,12 +1170,24 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
 	size_t n;
+	static atomic_llong last_conn_msg;
+	long long now, last;
 
 	(void)cls;
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
+	/* MHD says this once per connection refused or dropped: under a flood of connections, one
+	 * warning each 10 s, the rest at debug level (ot_http_slow_heads_total counts them). */
+	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed")) {
+		now = ot_now_ms();
+		last = atomic_load(&last_conn_msg);
+		if ((last && now - last < 10000) || !atomic_compare_exchange_strong(&last_conn_msg, &last, now)) {
+			OT_DEBUG(NULL, "http: %s", msg);
+			return;
+		}
+	}
 	OT_WARN(NULL, "http: %s", msg);
 }
 
@@ -1152,6 +1271,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	if ((h = calloc(1, sizeof *h))) {
 		pthread_mutex_init(&h->mu, NULL);
 		pthread_mutex_init(&h->ready_mu, NULL);
+		pthread_mutex_init(&h->tcp_mu, NULL);
 	}
 	if (!h || !(h->orders_db = strdup(cfg->orders_db)) || !(h->redis_url = strdup(cfg->redis_url)) ||
 	    (o->api_keys && *o->api_keys && !(h->api_keys = strdup(o->api_keys)))) {
@@ -1165,6 +1285,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		goto fail;
 	}
 	h->rate = o->rate;
+	h->max_per_client = o->max_per_client > 0 ? o->max_per_client : 0;
 	h->burst = o->burst > 0 ? o->burst : 1;
 	ot_breaker_init(&h->redis_cb, "Redis", BREAKER_FAILURES, BREAKER_OPEN_MS);
 	ot_breaker_init(&h->pg_cb, "PostgreSQL", BREAKER_FAILURES, BREAKER_OPEN_MS);
@@ -1182,13 +1303,20 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
 	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
 	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)h->max_per_client,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed, h,
 	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+	                        MHD_OPTION_NOTIFY_CONNECTION, notify, h,
 	                        MHD_OPTION_END);
 	if (!h->d) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start the HTTP server on %s", cfg->http_addr);
 		goto fail;
 	}
+	if (pthread_create(&h->sweeper, NULL, sweep, h)) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
+		goto fail;
+	}
+	h->sweeping = 1;
 	OT_DEBUG(NULL, "%d threads, %s", THREADS, poller == MHD_USE_EPOLL ? "epoll" : "poll");
 	return h;
 fail:
@@ -1218,6 +1346,10 @@ ot_http_stop(struct ot_http *h)
 			nanosleep(&tick, NULL);
 		MHD_stop_daemon(h->d);
 	}
+	if (h->sweeping) {
+		atomic_store(&h->stop_sweep, 1);
+		pthread_join(h->sweeper, NULL);
+	}
 	for (c = h->conns; c; c = next) {
 		next = c->next;
 		PQfinish(c->db);
@@ -1232,6 +1364,7 @@ ot_http_stop(struct ot_http *h)
 	}
 	pthread_mutex_destroy(&h->mu);
 	pthread_mutex_destroy(&h->ready_mu);
+	pthread_mutex_destroy(&h->tcp_mu);
 	free(h->api_keys);
 	free(h->ws_origins);
 	free(h->orders_db);

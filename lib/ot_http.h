@@ -16,11 +16,14 @@ struct ot_http_opts {
 	int max_streams;       /* live streams open at once; more get 503 */
 	const char *ws_origins; /* comma-separated Origins a WebSocket upgrade may come from (403
 	                         * otherwise; a request without Origin passes); NULL or "": any */
+	int max_per_client;    /* connections open at once from one address; more are closed at
+	                        * once; 0: no limit (the global 1024 still applies) */
 };
 
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),
  * migrates the orders database once, then serves on a pool of four threads, each with its own
- * PostgreSQL and Redis connections made on its first request. The orders database must answer
+ * PostgreSQL and Redis connections made on its first request, and one more thread that closes
+ * connections whose request head takes over 10 s to arrive. The orders database must answer
  * at start; Redis need not (reads then come from the database). Returns NULL with *rc and
  * errstr: OT_ESERVICE when the database is unreachable or the address is in use, OT_ECONFIG
  * for a bad address or Redis URL. Free with ot_http_stop. */

@@ -400,6 +400,35 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 400
 }
 
+# Measures GET /healthz from 127.0.0.1 every 0.2 s until $BATS_TEST_TMPDIR/stop exists: one
+# line per probe, "time_total code", in $BATS_TEST_TMPDIR/probe.
+probe_healthz() {
+	while [ ! -e "$BATS_TEST_TMPDIR/stop" ]; do
+		curl -s -o /dev/null -w '%{time_total} %{http_code}\n' --max-time 5 "$BASE/healthz" >> "$BATS_TEST_TMPDIR/probe"
+		sleep 0.2
+	done
+}
+
+@test "ot-serve: slow clients: one address gets --max-per-client connections, each head has 10 s; /healthz stays quick" {
+	serve OT_MAX_PER_CLIENT=20
+	probe_healthz & BG_PIDS+=($!)
+	# 40 connections from 127.0.0.2, each trickling its head a byte a second for up to 14 s
+	run python3 "$ROOT/test/tools/slow-heads.py" 127.0.0.1 "$PORT" 40 14 127.0.0.2
+	touch "$BATS_TEST_TMPDIR/stop"
+	echo "# $output" >&3
+	assert_success
+	# 20 refused at once, the other 20 closed when their 10 s were up, none left open
+	assert_output --regexp '"failed": 0, "refused": 20, "open": 0, "closed": 20, "closed_min_s": 1[01]\.[0-9], "closed_max_s": 1[01]\.[0-9]'
+	[ "$(metric ot_http_slow_heads_total)" = 20 ]
+	sleep 0.3
+	slow=$(awk '$2 != 200 || $1 > 1 { n++ } END { print n + 0 }' "$BATS_TEST_TMPDIR/probe")
+	echo "# $(wc -l < "$BATS_TEST_TMPDIR/probe") /healthz probes, $slow slow or failed; slowest $(sort -n "$BATS_TEST_TMPDIR/probe" | tail -1)" >&3
+	[ "$slow" = 0 ]
+	# a client that keeps its connection alive between requests is not cut off mid-use
+	run curl -s -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\n' "$BASE/healthz" "$BASE/healthz"
+	assert_line --index 1 '200 0'
+}
+
 @test "ot-serve: GET /orders/{id}/events streams each change as SSE; Last-Event-ID resumes after it" {
 	serve
 	id=$(place_order "c-$RUNID")
