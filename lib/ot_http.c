@@ -387,7 +387,7 @@ authenticate(struct call *x)
 		snprintf(x->rq->key_id + 2 * i, 3, "%02x", d[i]);
 }
 
-/* Writes and ?full=1 need a key from OT_API_KEY. Returns 1 when the request carries one. */
+/* Writes and ?full=1 need a key from OT_API_KEY. Returns 1 when authenticate found a valid one. */
 static int
 authorized(struct call *x)
 {

@@ -429,6 +429,17 @@ probe_healthz() {
 	assert_line --index 1 '200 0'
 }
 
+@test "ot-serve: the 10 s head deadline leaves live streams alone" {
+	serve
+	id=$(place_order "c-$RUNID")
+	sse live "$BASE/orders/$id/events"
+	wait_lines live 1 '^id: 1$'
+	sleep 11
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	wait_lines live 1 '^id: 2$'
+	[ "$(metric ot_http_slow_heads_total)" = 0 ]
+}
+
 @test "ot-serve: GET /orders/{id}/events streams each change as SSE; Last-Event-ID resumes after it" {
 	serve
 	id=$(place_order "c-$RUNID")
