@@ -158,10 +158,12 @@ setup() {
 
 @test "ot-cache: entries expire by state, spread by up to 10%" {
 	ttl=$(rcli TTL "order:$ID")
-	[ "$ttl" -gt 3500 ] && [ "$ttl" -le 3960 ]
+	[ "$ttl" -gt 3500 ]
+	[ "$ttl" -le 3960 ]
 	printf '%s\n' "$(event INVENTORY_RESERVATION_FAILED "$ID")" | ot-consume 2>/dev/null
 	ttl=$(rcli TTL "order:$ID")
-	[ "$ttl" -gt 604000 ] && [ "$ttl" -le 665280 ]
+	[ "$ttl" -gt 604000 ]
+	[ "$ttl" -le 665280 ]
 }
 
 @test "ot-cache: a crowd of readers missing the same order refills it once (single flight)" {

@@ -618,8 +618,8 @@ probe_healthz() {
 	assert_line 'ot_circuit_state{dependency="postgres"} 0'
 	assert_line 'ot_live_subscribed 1'
 	# every sample line is "name{labels} number"
-	echo "$output" | grep -v '^#' | grep -vqE '^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$' && false
-	true
+	bad=$(echo "$output" | grep -v '^#' | grep -vE '^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$' || true)
+	[ -z "$bad" ]
 }
 
 # Reads every order in $BATS_TEST_TMPDIR/ids over and over on one connection until the file
