@@ -49,19 +49,25 @@ usage(FILE *f, int full)
 	        "  -V, --version           print the version\n%s", ot_config_usage);
 }
 
-/* Next id from argv, else from stdin; NULL at the end. */
+/* Next id from argv, else from stdin, in its canonical form when it is a UUID; NULL at the end. */
 static const char *
 next_id(char **argv, int *i, int argc, char **line, size_t *cap)
 {
 	ssize_t n;
 
-	if (argc > 0)
-		return *i < argc ? argv[(*i)++] : NULL;
+	if (argc > 0) {
+		if (*i >= argc)
+			return NULL;
+		ot_id_canon(argv[*i]);
+		return argv[(*i)++];
+	}
 	while ((n = getline(line, cap, stdin)) >= 0) {
 		while (n > 0 && ((*line)[n - 1] == '\n' || (*line)[n - 1] == '\r' || (*line)[n - 1] == ' '))
 			(*line)[--n] = '\0';
-		if (n > 0)
+		if (n > 0) {
+			ot_id_canon(*line);
 			return *line;
+		}
 	}
 	return NULL;
 }
@@ -286,7 +292,10 @@ main(int argc, char **argv)
 	argv += optind;
 	while (!ot_stop && (id = next_id(argv, &i, argc, &line, &cap))) {
 		n++;
-		if (!strcmp(cmd, "get")) {
+		if (!ot_uuid_valid(id)) {
+			OT_ERROR(NULL, "order id is not a UUID: %s", id);
+			bad++;
+		} else if (!strcmp(cmd, "get")) {
 			if ((rc = get(db, r, id, &bad)))
 				break;
 		} else {

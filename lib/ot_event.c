@@ -69,6 +69,19 @@ ot_uuid_valid(const char *s)
 	       is_hex(s + 24, 12);
 }
 
+int
+ot_id_canon(char *id)
+{
+	char *p;
+
+	if (!ot_uuid_valid(id))
+		return -1;
+	for (p = id; *p; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p - 'A' + 'a');
+	return 0;
+}
+
 void
 ot_now_rfc3339(char out[OT_TS_LEN])
 {
@@ -166,6 +179,9 @@ ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz)
 		return -1;
 	if (!ot_uuid_valid(ev->id))
 		return ot_err(-1, errstr, errsz, "field \"id\" is not a UUID: \"%s\"", ev->id);
+	/* An upper-case id would name another cache entry than the order's. */
+	if (ot_id_canon(ev->order_id))
+		return ot_err(-1, errstr, errsz, "field \"order_id\" is not a UUID");
 	if (!ot_rfc3339_valid(ev->ts))
 		return ot_err(-1, errstr, errsz, "field \"ts\" is not an RFC 3339 timestamp: \"%s\"", ev->ts);
 	if (ev->traceparent[0] && !ot_traceparent_valid(ev->traceparent))
@@ -209,6 +225,7 @@ ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long 
 	ot_uuid(ev->id);
 	snprintf(ev->type, sizeof ev->type, "%s", type);
 	snprintf(ev->order_id, sizeof ev->order_id, "%s", order_id);
+	ot_id_canon(ev->order_id);
 	ev->version = version;
 	ot_now_rfc3339(ev->ts);
 	snprintf(ev->source, sizeof ev->source, "%s", source ? source : "");

@@ -23,13 +23,14 @@ struct ot_event {
 	json_t *data; /* owned; always an object after parse or init */
 };
 
-/* Parses and validates one envelope. Returns 0, or -1 with errstr naming the field and why.
+/* Parses and validates one envelope; order_id must be a UUID and comes out in lower case (the
+ * canonical form). Returns 0, or -1 with errstr naming the field and why.
  * On success the caller owns ev->data (free with ot_event_clear). */
 int ot_event_parse(struct ot_event *ev, const char *buf, size_t len, char *errstr, size_t errsz);
 int ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz);
 
-/* A new event with a fresh id and timestamp. data is stolen (NULL means {}); parent_tp, if set,
- * continues that trace with a new span. */
+/* A new event with a fresh id and timestamp; a UUID order_id is kept in its canonical form. data
+ * is stolen (NULL means {}); parent_tp, if set, continues that trace with a new span. */
 void ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long long version,
                    const char *source, json_t *data, const char *parent_tp);
 void ot_event_clear(struct ot_event *ev);
@@ -41,6 +42,10 @@ char *ot_event_dump(const struct ot_event *ev);
 /* Helpers. Each writes a NUL-terminated string into out. */
 void ot_uuid(char out[OT_UUID_LEN]);
 int ot_uuid_valid(const char *s);
+/* An order id's one canonical form is a UUID in lower case. Lower-cases id in place and returns
+ * 0 when it is a UUID in any letter case; returns -1 and leaves id as it was otherwise. Every
+ * boundary (HTTP path, stdin, Kafka record) calls it before the id names a key, row or log line. */
+int ot_id_canon(char *id);
 void ot_now_rfc3339(char out[OT_TS_LEN]);
 /* Milliseconds on the monotonic clock: for intervals and deadlines, never for timestamps. */
 long long ot_now_ms(void);

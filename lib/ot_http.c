@@ -996,6 +996,7 @@ route(struct call *x, const char *url, const char *method)
 	if (!strcmp(url, "/orders"))
 		return post ? post_order(x) : not_allowed(x, allow_post);
 	snprintf(oid, sizeof oid, "%.*s", (int)(idlen < sizeof oid ? idlen : sizeof oid - 1), id);
+	ot_id_canon(oid); /* one cache entry per order, whatever the letter case asked */
 	if (!*rest)
 		return get ? get_order(x, oid) : not_allowed(x, allow_get);
 	if (!strcmp(rest, "/cancel"))

@@ -34,6 +34,23 @@ setup() {
 	echo "$stderr" | grep -q 'order 00000000-0000-4000-8000-000000000000 not found'
 }
 
+@test "ot-cache: an id in upper case is the canonical order; a non-UUID is refused (65)" {
+	up=$(echo "$ID" | tr a-f A-F)
+	rcli DEL "order:$ID" >/dev/null
+	run --separate-stderr ot-cache get <<<"$up"
+	assert_success
+	assert_output --partial "\"order_id\":\"$ID\",\"status\":\"PENDING\""
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	[ "$(rcli EXISTS "order:$up")" = 0 ]
+	run --separate-stderr ot-cache invalidate "$up"
+	assert_success
+	[ "$(rcli EXISTS "order:$ID")" = 0 ]
+	run --separate-stderr ot-cache get "$ID" not-an-order
+	assert_failure 65
+	[ "${#lines[@]}" = 1 ]
+	echo "$stderr" | grep -q '"msg":"order id is not a UUID: not-an-order"'
+}
+
 @test "ot-cache: invalidate deletes the cached entry" {
 	run --separate-stderr ot-cache invalidate "$ID"
 	assert_success

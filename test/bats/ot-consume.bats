@@ -193,3 +193,17 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	assert_success
 	[ "$(version_of "$ID")" = 2 ]
 }
+
+@test "ot-consume: an event naming the order in upper case updates the canonical cache entry" {
+	up=$(echo "$ID" | tr a-f A-F)
+	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	run --separate-stderr ot-consume <<<"$(event ORDER_CANCELLED "$up" '{"reason":"case"}')"
+	assert_success
+	[ "$(status_of "$ID")" = CANCELLED ]
+	[ "$(rcli HGET "order:$ID" status)" = CANCELLED ]
+	[ "$(rcli EXISTS "order:$up")" = 0 ]
+	echo "$stderr" | grep -q "\"order_id\":\"$ID\""
+	! echo "$stderr" | grep -q "$up" || false
+	# the announcement for the Inventory Service carries the canonical id too
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE type = 'ORDER_CANCELLED' AND key = '$ID' AND payload LIKE '%\"order_id\":\"$ID\"%'")" = 1 ]
+}

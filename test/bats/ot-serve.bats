@@ -714,3 +714,31 @@ reader() {
 	[ "$ms" -lt 5000 ] || { echo "the stream lasted $ms ms" >&2; false; }
 	assert_line 'id: 1'
 }
+
+@test "ot-serve: an order id in any letter case is the one order: one cache entry, and a cancel reaches every reader" {
+	serve
+	id=$(place_order "c-$RUNID")
+	up=$(echo "$id" | tr a-f A-F)
+	mixed="${up:0:18}${id:18}"
+	for v in "$id" "$up" "$mixed"; do
+		run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$v"
+		assert_line --index 1 200
+		assert_line --index 0 --partial "\"order_id\":\"$id\",\"status\":\"PENDING\""
+	done
+	# one entry, under the canonical (lower-case) id
+	[ "$(rcli --scan --pattern "order:*" | grep -ic "order:$id")" = 1 ]
+	# a cancel that names the order in upper case
+	printf '%s\n' "$(event ORDER_CANCELLED "$up" '{"reason":"case"}')" | ot-consume 2>/dev/null
+	[ "$(status_of "$id")" = CANCELLED ]
+	stale=0
+	for v in "$id" "$up" "$mixed"; do
+		run http "$BASE/orders/$v"
+		[[ ${lines[0]} == *'"status":"CANCELLED"'* ]] || stale=$((stale + 1))
+	done
+	echo "# stale answers after the cancel: $stale of 3" >&3
+	[ "$stale" = 0 ]
+	# the cancel over HTTP with an upper-case id answers the canonical order
+	run http -X POST "$BASE/orders/$up/cancel"
+	assert_line --index 1 200
+	assert_line --index 0 --partial "\"order_id\":\"$id\""
+}

@@ -11,6 +11,7 @@
 #include "ot_event.h"
 
 #define ID "0b6c8f0e-5a1f-4c2e-9d3b-1f2e3d4c5b6a"
+#define OID "5d3c2b1a-0f9e-4d8c-b7a6-958473625140"
 #define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 static char err[512];
@@ -28,12 +29,12 @@ parses_a_full_envelope(void **state)
 	struct ot_event ev;
 
 	(void)state;
-	assert_int_equal(parse("{\"id\":\"" ID "\",\"type\":\"ORDER_STATUS_UPDATED\",\"order_id\":\"o-1\","
+	assert_int_equal(parse("{\"id\":\"" ID "\",\"type\":\"ORDER_STATUS_UPDATED\",\"order_id\":\"" OID "\","
 	                       "\"version\":4,\"ts\":\"2026-11-24T18:00:00.123Z\",\"source\":\"ot-consume\","
 	                       "\"traceparent\":\"" TP "\",\"data\":{\"status\":\"IN_TRANSIT\",\"lat\":52.37}}", &ev), 0);
 	assert_string_equal(ev.id, ID);
 	assert_string_equal(ev.type, "ORDER_STATUS_UPDATED");
-	assert_string_equal(ev.order_id, "o-1");
+	assert_string_equal(ev.order_id, OID);
 	assert_int_equal(ev.version, 4);
 	assert_string_equal(ev.ts, "2026-11-24T18:00:00.123Z");
 	assert_string_equal(ev.source, "ot-consume");
@@ -48,7 +49,7 @@ parses_a_minimal_envelope(void **state)
 	struct ot_event ev;
 
 	(void)state;
-	assert_int_equal(parse("{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", &ev), 0);
+	assert_int_equal(parse("{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", &ev), 0);
 	assert_int_equal(ev.version, 0);
 	assert_string_equal(ev.source, "");
 	assert_string_equal(ev.traceparent, "");
@@ -62,19 +63,20 @@ static void
 refuses_bad_envelopes(void **state)
 {
 	static const struct { const char *json, *says; } bad[] = {
-		{"{\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"id\" is missing"},
-		{"{\"id\":\"\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"id\" is empty"},
-		{"{\"id\":7,\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"id\" must be a string"},
-		{"{\"id\":\"nope\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", "not a UUID"},
-		{"{\"id\":\"" ID "\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"type\" is missing"},
+		{"{\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"id\" is missing"},
+		{"{\"id\":\"\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"id\" is empty"},
+		{"{\"id\":7,\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"id\" must be a string"},
+		{"{\"id\":\"nope\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "not a UUID"},
+		{"{\"id\":\"" ID "\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"type\" is missing"},
 		{"{\"id\":\"" ID "\",\"type\":\"X\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"order_id\" is missing"},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\"}", "\"ts\" is missing"},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"yesterday\"}", "RFC 3339"},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\",\"version\":-1}", "\"version\""},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\",\"version\":\"4\"}", "\"version\""},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\",\"data\":[]}", "\"data\" must be an object"},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\",\"traceparent\":\"00-x\"}", "traceparent"},
-		{"{\"id\":\"" ID "\",\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o\",\"ts\":\"2026-11-24T18:00:00Z\"}", "not JSON"},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"o-1\",\"ts\":\"2026-11-24T18:00:00Z\"}", "\"order_id\" is not a UUID"},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\"}", "\"ts\" is missing"},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"yesterday\"}", "RFC 3339"},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"version\":-1}", "\"version\""},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"version\":\"4\"}", "\"version\""},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"data\":[]}", "\"data\" must be an object"},
+		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"traceparent\":\"00-x\"}", "traceparent"},
+		{"{\"id\":\"" ID "\",\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "not JSON"},
 		{"{\"id\":", "not JSON"},
 		{"[1,2]", "must be a JSON object"},
 	};
@@ -96,7 +98,7 @@ round_trips(void **state)
 	char *s;
 
 	(void)state;
-	ot_event_init(&a, "DELIVERY_UPDATED", "order-9", 7, "test", json_pack("{s:s, s:f}", "status", "IN_TRANSIT", "lat", 52.5), NULL);
+	ot_event_init(&a, "DELIVERY_UPDATED", OID, 7, "test", json_pack("{s:s, s:f}", "status", "IN_TRANSIT", "lat", 52.5), NULL);
 	s = ot_event_dump(&a);
 	assert_non_null(s);
 	assert_int_equal(parse(s, &b), 0);
@@ -133,6 +135,29 @@ uuids_are_valid_v4_and_distinct(void **state)
 	assert_false(ot_uuid_valid("0b6c8f0e-5a1f-4c2e-9d3b-1f2e3d4c5b6"));
 	assert_false(ot_uuid_valid("0b6c8f0e-5a1f-4c2e-9d3b-1f2e3d4c5b6g"));
 	assert_false(ot_uuid_valid("0b6c8f0e05a1f-4c2e-9d3b-1f2e3d4c5b6a"));
+}
+
+/* An order id in any letter case is one order: its canonical form is lower case. */
+static void
+order_ids_are_lower_cased(void **state)
+{
+	char a[] = "5D3C2B1A-0F9E-4d8C-B7A6-958473625140", b[] = "5d3c2b1a-0f9e-4d8c-b7a6-95847362514G";
+	struct ot_event ev;
+
+	(void)state;
+	assert_int_equal(ot_id_canon(a), 0);
+	assert_string_equal(a, OID);
+	assert_int_equal(ot_id_canon(a), 0);
+	assert_string_equal(a, OID);
+	assert_int_equal(ot_id_canon(b), -1);
+	assert_string_equal(b, "5d3c2b1a-0f9e-4d8c-b7a6-95847362514G");
+	assert_int_equal(parse("{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":"
+	                       "\"5D3C2B1A-0F9E-4D8C-B7A6-958473625140\",\"ts\":\"2026-11-24T18:00:00Z\"}", &ev), 0);
+	assert_string_equal(ev.order_id, OID);
+	ot_event_clear(&ev);
+	ot_event_init(&ev, "X", "5D3C2B1A-0F9E-4D8C-B7A6-958473625140", 1, "test", NULL, NULL);
+	assert_string_equal(ev.order_id, OID);
+	ot_event_clear(&ev);
 }
 
 static void
@@ -190,6 +215,7 @@ main(void)
 		cmocka_unit_test(refuses_bad_envelopes),
 		cmocka_unit_test(round_trips),
 		cmocka_unit_test(uuids_are_valid_v4_and_distinct),
+		cmocka_unit_test(order_ids_are_lower_cased),
 		cmocka_unit_test(timestamps_have_milliseconds),
 		cmocka_unit_test(rfc3339_validation),
 		cmocka_unit_test(traceparent_continues_a_trace),
