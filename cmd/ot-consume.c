@@ -54,8 +54,8 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
 		rc = ot_order_apply(c->db, ot_redis_live(&c->redis, c->redis_url), &ev, c->consumer,
 		                    errstr, errsz);
-	if (rc == OT_EINPUT) {
-		/* Say which order, so the refusal can be found by order_id in the logs. */
+	if ((rc == OT_EINPUT || rc == OT_SKIP) && errstr[0]) {
+		/* Say which order, so the refusal or skip can be found by order_id in the logs. */
 		char tmp[768];
 		snprintf(tmp, sizeof tmp, "order %s: %s", ev.order_id, errstr);
 		snprintf(errstr, errsz, "%s", tmp);
@@ -125,8 +125,9 @@ main(int argc, char **argv)
 	}
 	ot_run_set_idle(repair, &cs);
 	rc = ot_run(in, handle, &cs, &st);
-	OT_INFO(NULL, "%ld records: %ld applied, %ld skipped, %ld refused, %ld dead-lettered, %ld retries",
-	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);
+	OT_INFO(NULL, "%ld records: %ld applied, %ld skipped, %ld refused, %ld dead-lettered, %ld retries; "
+	        "%ld of the skipped late (the order was cancelled meanwhile)",
+	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries, ot_order_late());
 out:
 	ot_in_free(in);
 	if (cs.redis)

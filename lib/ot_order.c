@@ -22,6 +22,14 @@
 
 /* Cache reads since the last ot_cache_stats_flush, from every thread. */
 static atomic_long stat_hits, stat_misses, stat_fills;
+/* Events skipped because the order was cancelled meanwhile, since the process started. */
+static atomic_long late_count;
+
+long
+ot_order_late(void)
+{
+	return atomic_load(&late_count);
+}
 
 static void
 status_from_row(struct ot_status *st, const char *order_id, PGresult *res, int row)
@@ -477,6 +485,7 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	PGresult *res = NULL;
 	json_t *data, *sk;
 	int rc, to = -1, from, refresh = 0;
+	enum ot_transition tr;
 
 	if ((rc = target_of(ev, &to, errstr, errsz)))
 		return rc;
@@ -521,13 +530,19 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	from = ot_state_parse(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	res = NULL;
-	switch (ot_state_check(from, to)) {
+	switch ((tr = ot_state_check(from, to))) {
 	case OT_TR_STALE:
+	case OT_TR_LATE:
 		/* Keep the processed_events row: a third copy is then refused at once. */
 		rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
-		if (!rc)
+		if (!rc && tr == OT_TR_LATE) {
+			atomic_fetch_add(&late_count, 1);
+			rc = ot_err(OT_SKIP, errstr, errsz, "late %s: the order was cancelled meanwhile",
+			            ev->type);
+		} else if (!rc) {
 			rc = ot_err(OT_SKIP, errstr, errsz, "stale %s: order is already %s", ot_state_name(to),
 			            ot_state_name(from));
+		}
 		refresh = !rc || rc == OT_SKIP; /* as for a duplicate: the cache may be behind */
 		goto out;
 	case OT_TR_IMPOSSIBLE:

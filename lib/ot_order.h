@@ -33,10 +33,15 @@ int ot_order_fingerprint(const json_t *req, char out[65]);
 /* Applies an INVENTORY_*, DELIVERY_UPDATED or ORDER_CANCELLED event through a guarded
  * transition, records it in processed_events(consumer), adds ORDER_STATUS_UPDATED to the outbox
  * (and ORDER_CANCELLED with the order's lines when it cancels), commits, then writes Redis
- * (r may be NULL). INVENTORY_RELEASED with reason "expired" cancels the order. Returns OT_OK, OT_SKIP (duplicate or stale), OT_EINPUT (impossible
+ * (r may be NULL). INVENTORY_RELEASED with reason "expired" cancels the order. Returns OT_OK,
+ * OT_SKIP (duplicate, stale, or late: for an order cancelled meanwhile), OT_EINPUT (impossible
  * transition, unknown order, bad event), OT_ESERVICE. */
 int ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
                    char *errstr, size_t errsz);
+
+/* How many events ot_order_apply skipped as late since the process started: answers and
+ * courier updates for an order cancelled meanwhile (an expected race, never dead-lettered). */
+long ot_order_late(void);
 
 /* Reads the status from the database. Returns 1 found, 0 absent, or an ot_rc. */
 int ot_order_load(PGconn *db, const char *order_id, struct ot_status *st, char *errstr, size_t errsz);

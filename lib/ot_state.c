@@ -60,9 +60,10 @@ ot_state_check(int from, int to)
 		return OT_TR_APPLY;
 	if (from == to)
 		return OT_TR_STALE;
-	/* The inventory's answer to an order cancelled meanwhile: the release follows it. */
-	if (from == OT_ST_CANCELLED && (to == OT_ST_CONFIRMED || to == OT_ST_REJECTED))
-		return OT_TR_STALE;
+	/* The inventory's answer (the release follows it), or a courier's update, for an order
+	 * cancelled meanwhile: the cancel won a race nobody can prevent. */
+	if (from == OT_ST_CANCELLED && to != OT_ST_PENDING)
+		return OT_TR_LATE;
 	/* Behind on the main line (CONFIRMED after PREPARING, say): an old event arriving late. */
 	if (to != OT_ST_REJECTED && to != OT_ST_CANCELLED && from != OT_ST_REJECTED &&
 	    from != OT_ST_CANCELLED && rank[to] < rank[from])

@@ -11,7 +11,9 @@ enum ot_state {
 enum ot_transition {
 	OT_TR_APPLY,      /* allowed: apply it */
 	OT_TR_STALE,      /* already there or past it: a late duplicate, skip */
-	OT_TR_IMPOSSIBLE  /* never allowed from here: refuse */
+	OT_TR_LATE,       /* the order was cancelled meanwhile: an answer or a courier update that
+	                   * lost the race, expected, skip */
+	OT_TR_IMPOSSIBLE  /* never allowed from here by the protocol: refuse */
 };
 
 /* Returns the state for a name such as "IN_TRANSIT", or -1. */

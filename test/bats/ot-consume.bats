@@ -207,3 +207,28 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	# the announcement for the Inventory Service carries the canonical id too
 	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE type = 'ORDER_CANCELLED' AND key = '$ID' AND payload LIKE '%\"order_id\":\"$ID\"%'")" = 1 ]
 }
+
+@test "ot-consume: courier updates for an order cancelled meanwhile are skipped as late, counted and logged at info, never dead-lettered" {
+	topic="late.$RUNID"
+	other=$(place_order "d-$RUNID")
+	{
+		event INVENTORY_RESERVED "$ID"
+		event ORDER_CANCELLED "$ID" '{"reason":"changed my mind"}'
+		delivery PREPARING
+		delivery IN_TRANSIT '"lat":52.37,"lon":4.89'
+		delivery DELIVERED
+		event DELIVERY_UPDATED "$other" '{"status":"DELIVERED"}' # impossible from PENDING
+	} | ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
+	run --separate-stderr ot-consume -i "kafka:$topic" -G "g-$RUNID" -e
+	assert_success
+	echo "$stderr" | grep -q '"msg":"6 records: 2 applied, 3 skipped, 0 refused, 1 dead-lettered, 0 retries; 3 of the skipped late'
+	[ "$(echo "$stderr" | grep -c "\"level\":\"info\".*skipped: order $ID: late DELIVERY_UPDATED: the order was cancelled meanwhile")" = 3 ]
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "CANCELLED|3" ]
+	[ "$(rcli HGET "order:$ID" status)" = CANCELLED ]
+	ot-relay -i "kafka:$topic.dlq" -O - --meta -G "d-$RUNID" -e > "$BATS_TEST_TMPDIR/dlq" 2>/dev/null
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/dlq")" = 1 ]
+	grep -q "\"key\":\"$other\".*impossible transition PENDING -> DELIVERED" "$BATS_TEST_TMPDIR/dlq"
+	# from stdin too: a late update is no bad record
+	run --separate-stderr ot-consume <<<"$(delivery PREPARING)"
+	assert_success
+}

@@ -9,6 +9,7 @@
 
 #define A OT_TR_APPLY
 #define S OT_TR_STALE
+#define L OT_TR_LATE
 #define I OT_TR_IMPOSSIBLE
 
 /* expected[from][to], in the order of enum ot_state:
@@ -20,7 +21,7 @@ static const int expected[OT_ST_COUNT][OT_ST_COUNT] = {
 	/* PREPARING  */ {S, S, I, S, A, I, A},
 	/* IN_TRANSIT */ {S, S, I, S, A, A, I},
 	/* DELIVERED  */ {S, S, I, S, S, S, I},
-	/* CANCELLED  */ {I, S, S, I, I, I, S},
+	/* CANCELLED  */ {I, L, L, L, L, L, S},
 };
 
 static void
@@ -54,19 +55,23 @@ skipping_ahead_is_impossible(void **state)
 	assert_int_equal(ot_state_check(OT_ST_PENDING, OT_ST_DELIVERED), I);
 	assert_int_equal(ot_state_check(OT_ST_PENDING, OT_ST_IN_TRANSIT), I);
 	assert_int_equal(ot_state_check(OT_ST_REJECTED, OT_ST_PREPARING), I);
-	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_PREPARING), I);
 	assert_int_equal(ot_state_check(OT_ST_IN_TRANSIT, OT_ST_CANCELLED), I);
 	assert_int_equal(ot_state_check(-1, OT_ST_CONFIRMED), I);
 	assert_int_equal(ot_state_check(OT_ST_PENDING, OT_ST_COUNT), I);
 }
 
-/* A cancel can overtake the inventory's answer; that answer is then late, not wrong. */
+/* A cancel can overtake the inventory's answer or the courier's updates; those are then late,
+ * not wrong. */
 static void
-a_reservation_answer_after_a_cancel_is_stale(void **state)
+an_answer_or_update_after_a_cancel_is_late(void **state)
 {
 	(void)state;
-	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_CONFIRMED), S);
-	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_REJECTED), S);
+	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_CONFIRMED), L);
+	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_REJECTED), L);
+	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_PREPARING), L);
+	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_IN_TRANSIT), L);
+	assert_int_equal(ot_state_check(OT_ST_CANCELLED, OT_ST_DELIVERED), L);
+	assert_int_equal(ot_state_check(OT_ST_REJECTED, OT_ST_IN_TRANSIT), I);
 	assert_int_equal(ot_state_check(OT_ST_PENDING, OT_ST_CANCELLED), A);
 	assert_int_equal(ot_state_check(OT_ST_CONFIRMED, OT_ST_CANCELLED), A);
 	assert_int_equal(ot_state_check(OT_ST_PREPARING, OT_ST_CANCELLED), A);
@@ -109,7 +114,7 @@ main(void)
 		cmocka_unit_test(every_pair_is_classified_as_designed),
 		cmocka_unit_test(the_happy_path_applies),
 		cmocka_unit_test(skipping_ahead_is_impossible),
-		cmocka_unit_test(a_reservation_answer_after_a_cancel_is_stale),
+		cmocka_unit_test(an_answer_or_update_after_a_cancel_is_late),
 		cmocka_unit_test(names_round_trip),
 		cmocka_unit_test(terminal_states),
 	};
