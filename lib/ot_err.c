@@ -4,6 +4,7 @@
 #include <sysexits.h>
 
 #include "ot_err.h"
+#include "ot_text.h"
 
 int
 ot_exit_status(int rc)
@@ -25,7 +26,8 @@ ot_err(int rc, char *errstr, size_t errsz, const char *fmt, ...)
 
 	if (errstr && errsz) {
 		va_start(ap, fmt);
-		vsnprintf(errstr, errsz, fmt, ap);
+		if (vsnprintf(errstr, errsz, fmt, ap) >= (int)errsz) /* cut: on a character boundary */
+			errstr[ot_utf8_cut(errstr, errsz - 1)] = '\0';
 		va_end(ap);
 	}
 	return rc;

@@ -14,6 +14,7 @@
 #include "ot_outbox.h"
 #include "ot_pg.h"
 #include "ot_state.h"
+#include "ot_text.h"
 
 #define TS_SQL(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define STATUS_COLS "status, version, coalesce(lat::text, ''), coalesce(lon::text, ''), " \
@@ -496,12 +497,13 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	if (to == OT_ST_REJECTED && (sk = json_object_get(ev->data, "short_skus")) && json_is_array(sk)) {
 		char *s = json_dumps(sk, JSON_COMPACT);
 		snprintf(reason, sizeof reason, "insufficient stock: %s", s ? s : "");
+		reason[ot_utf8_cut(reason, sizeof reason)] = '\0'; /* whole characters only */
 		free(s);
 	}
 	if (to == OT_ST_CANCELLED) {
 		sk = json_object_get(ev->data, "reason");
-		snprintf(reason, sizeof reason, "%s", !strcmp(ev->type, "INVENTORY_RELEASED") ?
-		         "reservation expired" : json_is_string(sk) ? json_string_value(sk) : "cancelled");
+		ot_utf8_copy(reason, sizeof reason, !strcmp(ev->type, "INVENTORY_RELEASED") ?
+		             "reservation expired" : json_is_string(sk) ? json_string_value(sk) : "cancelled");
 	}
 	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
 		goto out;

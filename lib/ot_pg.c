@@ -79,9 +79,20 @@ ot_pg_query(PGconn *c, const char *sql, int nparams, const char *const *params, 
 		return res;
 	}
 	r = classify(c, res);
-	ot_err(r, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(c));
-	if (errstr)
-		trim(errstr);
+	if (r == OT_EINPUT) {
+		/* Refused data: the caller may show errstr to a client, so the database's own words
+		 * (which can quote the data and name tables) go only to the log. */
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+		trim(msg);
+		OT_WARN(NULL, "PostgreSQL refused the data: %s", msg);
+		ot_err(r, errstr, errsz, "the database refused the data (SQLSTATE %s)",
+		       PQresultErrorField(res, PG_DIAG_SQLSTATE));
+	} else {
+		ot_err(r, errstr, errsz, "PostgreSQL: %s", PQerrorMessage(c));
+		if (errstr)
+			trim(errstr);
+	}
 	if (rc)
 		*rc = r;
 	PQclear(res);

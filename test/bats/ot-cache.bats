@@ -51,6 +51,12 @@ setup() {
 	echo "$stderr" | grep -q '"msg":"order id is not a UUID: not-an-order"'
 }
 
+@test "ot-cache: a log line quoting bytes that are not UTF-8 is written, with them escaped" {
+	run --separate-stderr ot-cache get < <(printf 'bad\xff\xc3id\n')
+	assert_failure 65
+	echo "$stderr" | grep -qF '"level":"error","tool":"ot-cache","msg":"order id is not a UUID: bad\\xFF\\xC3id"'
+}
+
 @test "ot-cache: invalidate deletes the cached entry" {
 	run --separate-stderr ot-cache invalidate "$ID"
 	assert_success

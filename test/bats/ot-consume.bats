@@ -232,3 +232,13 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	run --separate-stderr ot-consume <<<"$(delivery PREPARING)"
 	assert_success
 }
+
+@test "ot-consume: a long list of short SKUs in UTF-8 becomes a reason cut on a character boundary" {
+	# 'insufficient stock: ["' is 22 bytes: the 255-byte cut falls inside the 117th "é"
+	sku=$(printf 'é%.0s' $(seq 1 150))
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVATION_FAILED "$ID" "{\"short_skus\":[\"$sku\"]}")"
+	assert_success
+	[ "$(status_of "$ID")" = REJECTED ]
+	[ "$(sql_orders "SELECT reason = 'insufficient stock: [\"' || repeat('é', 116) FROM orders WHERE id = '$ID'")" = t ]
+	[ "$(rcli HGET "order:$ID" status)" = REJECTED ]
+}

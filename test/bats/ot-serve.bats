@@ -742,3 +742,16 @@ reader() {
 	assert_line --index 1 200
 	assert_line --index 0 --partial "\"order_id\":\"$id\""
 }
+
+@test "ot-serve: a long reason in UTF-8 is cut on a character boundary and the cancel happens" {
+	serve
+	id=$(place_order "c-$RUNID")
+	reason=$(printf 'é%.0s' $(seq 1 200))
+	run http -X POST -H 'Content-Type: application/json' -d "{\"reason\":\"$reason\"}" "$BASE/orders/$id/cancel"
+	assert_line --index 1 200
+	assert_line --index 0 --partial '"status":"CANCELLED"'
+	refute_output --partial 'PostgreSQL'
+	[ "$(status_of "$id")" = CANCELLED ]
+	# 127 whole characters (254 bytes) of the 200 fit in the 255 bytes kept
+	[ "$(sql_orders "SELECT length(reason), octet_length(reason) FROM orders WHERE id = '$id'")" = "127|254" ]
+}

@@ -1,0 +1,25 @@
+/* ot_text: text that leaves the process, in whole UTF-8 characters. */
+#ifndef OT_TEXT_H
+#define OT_TEXT_H
+
+#include <stddef.h>
+
+/* 1 when the n bytes at s are valid UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), else 0. */
+int ot_utf8_valid(const char *s, size_t n);
+
+/* The length of the longest prefix of the string s, at most max bytes, that does not end inside
+ * a character: s[ot_utf8_cut(s, max)] = '\0' truncates on a character boundary, including a
+ * string snprintf already cut in the middle of one. Bytes that are not UTF-8 are left alone. */
+size_t ot_utf8_cut(const char *s, size_t max);
+
+/* Copies the string src into dst (dstsz bytes, NUL included), cut on a character boundary.
+ * Returns the length written. dstsz must be at least 1. */
+size_t ot_utf8_copy(char *dst, size_t dstsz, const char *src);
+
+/* Copies the string src into dst as valid UTF-8: each byte that is not part of a valid character
+ * is written as the four characters \xNN. Stops on a character (or escape) boundary when dst
+ * (dstsz bytes, NUL included, at least 1) is full. Returns the length written. */
+size_t ot_utf8_escape(char *dst, size_t dstsz, const char *src);
+
+#endif

@@ -1,0 +1,132 @@
+/* Unit tests of ot_text: UTF-8 cut on character boundaries, invalid bytes escaped. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ot_err.h"
+#include "ot_text.h"
+
+#define E_ACUTE "\xC3\xA9"       /* é, 2 bytes */
+#define EURO "\xE2\x82\xAC"      /* €, 3 bytes */
+#define PILE "\xF0\x9F\x92\xA9"  /* U+1F4A9, 4 bytes */
+
+static void
+validates_utf8_as_rfc_3629(void **state)
+{
+	static const char *const good[] = {"", "plain", E_ACUTE, EURO, PILE, "a" E_ACUTE EURO PILE "z",
+	                                   "\xEF\xBF\xBF", "\xF4\x8F\xBF\xBF"};
+	static const char *const bad[] = {
+		"\xC3",             /* cut short */
+		"\xE2\x82",         /* cut short */
+		"\xA9",             /* a continuation byte alone */
+		"\xC0\xAF",         /* overlong '/' */
+		"\xE0\x80\xAF",     /* overlong */
+		"\xF0\x80\x80\xAF", /* overlong */
+		"\xED\xA0\x80",     /* a surrogate */
+		"\xF4\x90\x80\x80", /* above U+10FFFF */
+		"\xFF", "a\xFE" "b",
+		"\xC3\x28",         /* a lead byte without its continuation */
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof good / sizeof good[0]; i++)
+		assert_true(ot_utf8_valid(good[i], strlen(good[i])));
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (ot_utf8_valid(bad[i], strlen(bad[i])))
+			fail_msg("bad[%zu] was taken for valid UTF-8", i);
+}
+
+/* 200 x "é" (400 bytes) into a 256-byte buffer: 127 whole characters, never half of one. */
+static void
+copy_cuts_on_a_character_boundary(void **state)
+{
+	char src[401], dst[256];
+	size_t i, n;
+
+	(void)state;
+	for (i = 0; i < 200; i++)
+		memcpy(src + 2 * i, E_ACUTE, 2);
+	src[400] = '\0';
+	n = ot_utf8_copy(dst, sizeof dst, src);
+	assert_int_equal(n, 254);
+	assert_int_equal(strlen(dst), 254);
+	assert_true(ot_utf8_valid(dst, n));
+	/* every width of character at the edge */
+	assert_int_equal(ot_utf8_copy(dst, 4, "ab" E_ACUTE), 2);
+	assert_string_equal(dst, "ab");
+	assert_int_equal(ot_utf8_copy(dst, 5, "ab" E_ACUTE), 4);
+	assert_int_equal(ot_utf8_copy(dst, 5, "ab" EURO), 2);
+	assert_int_equal(ot_utf8_copy(dst, 6, "ab" EURO), 5);
+	assert_int_equal(ot_utf8_copy(dst, 6, "ab" PILE), 2);
+	assert_int_equal(ot_utf8_copy(dst, 7, "ab" PILE), 6);
+	assert_int_equal(ot_utf8_copy(dst, 1, "abc"), 0);
+	assert_string_equal(dst, "");
+	/* what fits is copied whole, invalid bytes included (cutting is not cleaning) */
+	assert_int_equal(ot_utf8_copy(dst, 16, "a\xFF" "b"), 3);
+}
+
+/* What snprintf left cut in the middle of a character loses the half character. */
+static void
+cut_trims_a_character_snprintf_split(void **state)
+{
+	const char *src = "abcde" EURO;
+	char buf[8];
+
+	(void)state;
+	memcpy(buf, src, 7); /* as snprintf(buf, sizeof buf, "%s", src) leaves it */
+	buf[7] = '\0';
+	assert_int_equal(strlen(buf), 7); /* "abcde" and 2 of the 3 bytes */
+	buf[ot_utf8_cut(buf, sizeof buf)] = '\0';
+	assert_string_equal(buf, "abcde");
+	assert_int_equal(ot_utf8_cut("abc", 100), 3);
+	assert_int_equal(ot_utf8_cut("abc", 2), 2);
+	assert_int_equal(ot_utf8_cut(PILE PILE, 7), 4);
+}
+
+static void
+escape_writes_invalid_bytes_as_hex(void **state)
+{
+	char out[64];
+
+	(void)state;
+	assert_int_equal(ot_utf8_escape(out, sizeof out, "ok " E_ACUTE), 5);
+	assert_string_equal(out, "ok " E_ACUTE);
+	ot_utf8_escape(out, sizeof out, "a\xFF" "b\xC3");
+	assert_string_equal(out, "a\\xFFb\\xC3");
+	ot_utf8_escape(out, sizeof out, "\xED\xA0\x80");
+	assert_string_equal(out, "\\xED\\xA0\\x80");
+	assert_true(ot_utf8_valid(out, strlen(out)));
+	/* full: stops before an escape or character that does not fit whole */
+	assert_int_equal(ot_utf8_escape(out, 5, "ab\xFF"), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(ot_utf8_escape(out, 4, "a" EURO), 1);
+}
+
+/* ot_err's message, when cut, ends on a character boundary. */
+static void
+errors_are_cut_on_a_character_boundary(void **state)
+{
+	char err[6];
+
+	(void)state;
+	assert_int_equal(ot_err(OT_EINPUT, err, sizeof err, "%s", "abcd" E_ACUTE), OT_EINPUT);
+	assert_string_equal(err, "abcd");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(validates_utf8_as_rfc_3629),
+		cmocka_unit_test(copy_cuts_on_a_character_boundary),
+		cmocka_unit_test(cut_trims_a_character_snprintf_split),
+		cmocka_unit_test(escape_writes_invalid_bytes_as_hex),
+		cmocka_unit_test(errors_are_cut_on_a_character_boundary),
+	};
+	return cmocka_run_group_tests_name("text", tests, NULL, NULL);
+}
