@@ -6,6 +6,7 @@
 #include "ot_err.h"
 #include "ot_log.h"
 #include "ot_pg.h"
+#include "ot_text.h"
 
 static void
 notice(void *arg, const char *msg)
@@ -38,9 +39,13 @@ ot_pg_connect(const char *conninfo, char *errstr, size_t errsz)
 		return NULL;
 	}
 	if (PQstatus(c) != CONNECTION_OK) {
-		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to PostgreSQL (%s): %s", conninfo,
-		       PQerrorMessage(c));
-		trim(errstr);
+		/* Connection strings carry passwords; libpq's message may quote one it cannot parse. */
+		char safe[512], msg[1024];
+		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to PostgreSQL (%s): %s",
+		       ot_redact(conninfo, safe, sizeof safe),
+		       ot_redact_msg(PQerrorMessage(c), conninfo, msg, sizeof msg));
+		if (errstr)
+			trim(errstr);
 		PQfinish(c);
 		return NULL;
 	}

@@ -10,6 +10,7 @@
 #include "ot_log.h"
 #include "ot_redis.h"
 #include "ot_state.h"
+#include "ot_text.h"
 
 /* Seconds an order stays cached: short while it moves, longer once it is settled. */
 #define TTL_ACTIVE 3600
@@ -58,29 +59,30 @@ int
 ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz)
 {
 	const char *p, *at, *slash, *colon, *q;
-	char *end;
+	char *end, safe[512];
 	long v;
 
 	memset(u, 0, sizeof *u);
 	u->port = 6379;
 	if (!url || !*url)
 		return ot_err(-1, errstr, errsz, "empty Redis URL");
+	ot_redact(url, safe, sizeof safe); /* what the messages below quote */
 	if (!strncmp(url, "unix://", 7)) {
 		p = url + 7;
 		q = strchr(p, '?');
 		if ((q ? (size_t)(q - p) : strlen(p)) >= sizeof u->path || *p != '/')
-			return ot_err(-1, errstr, errsz, "Redis URL %s: expected unix:///path/to/socket", url);
+			return ot_err(-1, errstr, errsz, "Redis URL %s: expected unix:///path/to/socket", safe);
 		snprintf(u->path, sizeof u->path, "%.*s", (int)(q ? q - p : (long)strlen(p)), p);
 		if (q && !strncmp(q, "?db=", 4)) {
 			v = strtol(q + 4, &end, 10);
 			if (*end || v < 0)
-				return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", url);
+				return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", safe);
 			u->db = (int)v;
 		}
 		return 0;
 	}
 	if (strncmp(url, "redis://", 8))
-		return ot_err(-1, errstr, errsz, "Redis URL %s: expected redis://host:port/db or unix:///path", url);
+		return ot_err(-1, errstr, errsz, "Redis URL %s: expected redis://host:port/db or unix:///path", safe);
 	p = url + 8;
 	at = strchr(p, '@');
 	if (at) {
@@ -98,19 +100,19 @@ ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t
 	{
 		size_t hl = (size_t)((colon ? colon : slash ? slash : p + strlen(p)) - p);
 		if (hl == 0 || hl >= sizeof u->host)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: missing or too long host", url);
+			return ot_err(-1, errstr, errsz, "Redis URL %s: missing or too long host", safe);
 		snprintf(u->host, sizeof u->host, "%.*s", (int)hl, p);
 	}
 	if (colon) {
 		v = strtol(colon + 1, &end, 10);
 		if (end == colon + 1 || (*end && *end != '/') || v < 1 || v > 65535)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: bad port", url);
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad port", safe);
 		u->port = (int)v;
 	}
 	if (slash && slash[1]) {
 		v = strtol(slash + 1, &end, 10);
 		if (*end || v < 0)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", url);
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", safe);
 		u->db = (int)v;
 	}
 	return 0;
@@ -123,12 +125,14 @@ ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
 	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
 	redisContext *r;
 	redisReply *rep;
+	char safe[512];
 
 	if (ot_redis_parse_url(url, &u, errstr, errsz))
 		return NULL;
+	ot_redact(url, safe, sizeof safe); /* the URL as messages show it */
 	r = u.path[0] ? redisConnectUnixWithTimeout(u.path, tv) : redisConnectWithTimeout(u.host, u.port, tv);
 	if (!r || r->err) {
-		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to Redis at %s: %s", url,
+		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to Redis at %s: %s", safe,
 		       r ? r->errstr : "out of memory");
 		redisFree(r);
 		return NULL;
@@ -137,7 +141,7 @@ ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
 	if (u.password[0]) {
 		rep = redisCommand(r, "AUTH %s", u.password);
 		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			ot_err(OT_ESERVICE, errstr, errsz, "Redis AUTH failed at %s: %s", url,
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis AUTH failed at %s: %s", safe,
 			       rep ? rep->str : r->errstr);
 			freeReplyObject(rep);
 			redisFree(r);
@@ -148,7 +152,7 @@ ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
 	if (u.db) {
 		rep = redisCommand(r, "SELECT %d", u.db);
 		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			ot_err(OT_ESERVICE, errstr, errsz, "Redis SELECT %d failed at %s", u.db, url);
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis SELECT %d failed at %s", u.db, safe);
 			freeReplyObject(rep);
 			redisFree(r);
 			return NULL;

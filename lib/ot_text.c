@@ -1,5 +1,7 @@
-/* ot_text: UTF-8 cut on character boundaries, and invalid bytes escaped rather than lost. */
+/* ot_text: UTF-8 cut on character boundaries, invalid bytes escaped rather than lost, and
+ * passwords taken out of connection strings before they are shown. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ot_text.h"
@@ -109,3 +111,185 @@ ot_utf8_escape(char *dst, size_t dstsz, const char *src)
 	return o;
 }
 
+/* Appends n bytes of s to out at *o, as far as they fit; out stays NUL-terminated. */
+static void
+put(char *out, size_t outsz, size_t *o, const char *s, size_t n)
+{
+	if (*o + 1 >= outsz)
+		return;
+	if (n > outsz - 1 - *o)
+		n = outsz - 1 - *o;
+	memcpy(out + *o, s, n);
+	*o += n;
+	out[*o] = '\0';
+}
+
+static int
+is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* The end of the value of a conninfo keyword that starts at p: a quoted value ends after its
+ * unescaped closing quote (or at the end of a string that never closes it), a bare one at
+ * the next space. Backslash escapes the next character in both. */
+static const char *
+value_end(const char *p)
+{
+	if (*p == '\'') {
+		for (p++; *p && *p != '\''; p++)
+			if (*p == '\\' && p[1])
+				p++;
+		return *p ? p + 1 : p;
+	}
+	for (; *p && !is_space(*p); p++)
+		if (*p == '\\' && p[1])
+			p++;
+	return p;
+}
+
+/* Calls each(arg, start, len) for every password value in conn (as it is written there). */
+static void
+each_secret(const char *conn, void (*each)(void *arg, const char *s, size_t n), void *arg)
+{
+	const char *p = conn, *k, *v, *e, *auth, *at, *q;
+	int redis = !strncmp(conn, "redis://", 8) || !strncmp(conn, "rediss://", 9);
+
+	if (redis || !strncmp(conn, "postgresql://", 13) || !strncmp(conn, "postgres://", 11)) {
+		auth = strstr(conn, "://") + 3;
+		/* The last @ ends the user information: a password may hold an unencoded @. */
+		at = strrchr(auth, '@');
+		if (at) {
+			q = memchr(auth, ':', (size_t)(at - auth));
+			if (q)
+				each(arg, q + 1, (size_t)(at - q - 1));
+			else if (redis) /* redis://secret@host: the whole of it is the password */
+				each(arg, auth, (size_t)(at - auth));
+		}
+		/* Query parameters: ?password=...&sslpassword=... */
+		for (q = strchr(at ? at : auth, '?'); q; q = strchr(q + 1, '&')) {
+			k = q + 1;
+			if (!strncmp(k, "password=", 9))
+				v = k + 9;
+			else if (!strncmp(k, "sslpassword=", 12))
+				v = k + 12;
+			else
+				continue;
+			e = v + strcspn(v, "&#");
+			each(arg, v, (size_t)(e - v));
+		}
+		return;
+	}
+	/* key = value pairs, as libpq reads them */
+	while (*p) {
+		while (is_space(*p))
+			p++;
+		k = p;
+		while (*p && *p != '=' && !is_space(*p))
+			p++;
+		e = p;
+		while (is_space(*p))
+			p++;
+		if (*p != '=') { /* not key=value: skip the word */
+			if (p == k)
+				p++;
+			continue;
+		}
+		p++;
+		while (is_space(*p))
+			p++;
+		v = p;
+		p = value_end(v);
+		if (((size_t)(e - k) == 8 && !strncmp(k, "password", 8)) ||
+		    ((size_t)(e - k) == 11 && !strncmp(k, "sslpassword", 11)))
+			each(arg, v, (size_t)(p - v));
+	}
+}
+
+struct spans {
+	const char *s[8];
+	size_t n[8];
+	int count;
+};
+
+static void
+add_span(void *arg, const char *s, size_t n)
+{
+	struct spans *sp = arg;
+
+	if (n && sp->count < 8) {
+		sp->s[sp->count] = s;
+		sp->n[sp->count++] = n;
+	}
+}
+
+char *
+ot_redact(const char *conn, char *out, size_t outsz)
+{
+	struct spans sp = {{0}, {0}, 0};
+	const char *p = conn;
+	size_t o = 0;
+	int i;
+
+	if (!outsz)
+		return out;
+	out[0] = '\0';
+	if (!conn)
+		return out;
+	each_secret(conn, add_span, &sp);
+	for (i = 0; i < sp.count; i++) { /* the spans come in order and never overlap */
+		put(out, outsz, &o, p, (size_t)(sp.s[i] - p));
+		put(out, outsz, &o, OT_REDACTED, strlen(OT_REDACTED));
+		p = sp.s[i] + sp.n[i];
+	}
+	put(out, outsz, &o, p, strlen(p));
+	out[ot_utf8_cut(out, o)] = '\0';
+	return out;
+}
+
+char *
+ot_redact_msg(const char *msg, const char *conn, char *out, size_t outsz)
+{
+	struct spans sp = {{0}, {0}, 0};
+	const char *p = msg, *best;
+	size_t o = 0, bestn;
+	int i;
+
+	if (!outsz)
+		return out;
+	out[0] = '\0';
+	if (!msg)
+		return out;
+	if (conn)
+		each_secret(conn, add_span, &sp);
+	/* Quoted values appear unquoted in messages too: match what is inside the quotes. */
+	for (i = 0; i < sp.count; i++)
+		if (sp.n[i] >= 2 && sp.s[i][0] == '\'' && sp.s[i][sp.n[i] - 1] == '\'') {
+			sp.s[i]++;
+			sp.n[i] -= 2;
+		}
+	while (*p) {
+		best = NULL;
+		bestn = 0;
+		for (i = 0; i < sp.count; i++) {
+			const char *hit;
+			char *tmp;
+			if (!sp.n[i] || !(tmp = strndup(sp.s[i], sp.n[i])))
+				continue;
+			hit = strstr(p, tmp);
+			free(tmp);
+			if (hit && (!best || hit < best || (hit == best && sp.n[i] > bestn))) {
+				best = hit;
+				bestn = sp.n[i];
+			}
+		}
+		if (!best)
+			break;
+		put(out, outsz, &o, p, (size_t)(best - p));
+		put(out, outsz, &o, OT_REDACTED, strlen(OT_REDACTED));
+		p = best + bestn;
+	}
+	put(out, outsz, &o, p, strlen(p));
+	out[ot_utf8_cut(out, o)] = '\0';
+	return out;
+}

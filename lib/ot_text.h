@@ -1,4 +1,4 @@
-/* ot_text: text that leaves the process, in whole UTF-8 characters. */
+/* ot_text: text that leaves the process: in whole UTF-8 characters, and without secrets. */
 #ifndef OT_TEXT_H
 #define OT_TEXT_H
 
@@ -21,5 +21,20 @@ size_t ot_utf8_copy(char *dst, size_t dstsz, const char *src);
  * is written as the four characters \xNN. Stops on a character (or escape) boundary when dst
  * (dstsz bytes, NUL included, at least 1) is full. Returns the length written. */
 size_t ot_utf8_escape(char *dst, size_t dstsz, const char *src);
+
+/* What stands in for a secret in redacted text. */
+#define OT_REDACTED "***"
+
+/* Copies a connection string into out (outsz bytes, NUL included) with its passwords replaced
+ * by OT_REDACTED, for logs and error messages: libpq key=value conninfo (password and
+ * sslpassword, quoted or not), postgresql:// and postgres:// URIs (user:password@ and
+ * ?password=), and redis:// and rediss:// URLs (user:password@, or a bare password@ as
+ * ot_redis_parse_url reads it). Anything else is copied as it is. Returns out. */
+char *ot_redact(const char *conn, char *out, size_t outsz);
+
+/* Copies msg into out (outsz bytes, NUL included) with every occurrence of each password that
+ * conn carries replaced by OT_REDACTED: for messages such as libpq's, which may quote the
+ * connection string they failed to parse. Returns out. */
+char *ot_redact_msg(const char *msg, const char *conn, char *out, size_t outsz);
 
 #endif

@@ -57,6 +57,20 @@ setup() {
 	echo "$stderr" | grep -qF '"level":"error","tool":"ot-cache","msg":"order id is not a UUID: bad\\xFF\\xC3id"'
 }
 
+@test "ot-cache: a Redis URL's password never shows in errors" {
+	OT_REDIS_URL='redis://:hunter2@127.0.0.1:1/0' run --separate-stderr ot-cache invalidate "$ID"
+	assert_failure 69
+	echo "$stderr" | grep -qF 'cannot connect to Redis at redis://:***@127.0.0.1:1/0'
+	OT_REDIS_URL='redis://user:hunter2@127.0.0.1:nope/0' run --separate-stderr ot-cache invalidate "$ID"
+	assert_failure 69
+	echo "$stderr" | grep -qF 'Redis URL redis://user:***@127.0.0.1:nope/0: bad port'
+	OT_REDIS_URL='redis://hunter2@127.0.0.1:1/0' run --separate-stderr ot-cache invalidate "$ID"
+	echo "$stderr" | grep -qF 'redis://***@127.0.0.1:1/0'
+	OT_REDIS_URL='redis://:hunter2@127.0.0.1:1/0' run --separate-stderr ot-cache get "$ID"
+	assert_success
+	! echo "$stderr" | grep -q hunter2 || false
+}
+
 @test "ot-cache: invalidate deletes the cached entry" {
 	run --separate-stderr ot-cache invalidate "$ID"
 	assert_success

@@ -242,3 +242,23 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	[ "$(sql_orders "SELECT reason = 'insufficient stock: [\"' || repeat('é', 116) FROM orders WHERE id = '$ID'")" = t ]
 	[ "$(rcli HGET "order:$ID" status)" = REJECTED ]
 }
+
+@test "ot-consume: a failing connection never shows the database password (conninfo, URI, help)" {
+	for db in 'host=127.0.0.1 port=1 dbname=x user=u password=hunter2 connect_timeout=2' \
+		"host=127.0.0.1 port=1 dbname=x password='hunter2 with space' connect_timeout=2" \
+		'postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=2' \
+		'postgresql://u@127.0.0.1:1/x?password=hunter2&connect_timeout=2' \
+		'postgresql://u:hunter2@[::1'; do
+		OT_ORDERS_DB=$db run --separate-stderr ot-consume </dev/null
+		assert_failure 69
+		echo "$stderr" | grep -q 'cannot connect to PostgreSQL'
+		echo "$stderr" | grep -qF '***'
+		if echo "$stderr" | grep -q hunter2; then
+			echo "password shown for $db: $stderr" >&2
+			false
+		fi
+	done
+	OT_ORDERS_DB='host=db password=hunter2' OT_REDIS_URL='redis://:hunter2@redis/0' run ot-consume -h
+	assert_success
+	refute_output --partial hunter2
+}

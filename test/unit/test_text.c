@@ -118,6 +118,84 @@ errors_are_cut_on_a_character_boundary(void **state)
 	assert_string_equal(err, "abcd");
 }
 
+static void
+expect_redacted(const char *conn, const char *want)
+{
+	char out[512];
+
+	ot_redact(conn, out, sizeof out);
+	if (strcmp(out, want))
+		fail_msg("ot_redact(%s) gave %s, wanted %s", conn, out, want);
+}
+
+/* libpq key=value conninfo: password and sslpassword, bare or quoted, wherever they stand. */
+static void
+redacts_key_value_conninfo(void **state)
+{
+	(void)state;
+	expect_redacted("host=db dbname=ot_orders user=ordertrack password=change-me",
+	                "host=db dbname=ot_orders user=ordertrack password=***");
+	expect_redacted("password=s3cret host=db", "password=*** host=db");
+	expect_redacted("host=db password = 'with space\\ and \\' quote' dbname=x",
+	                "host=db password = *** dbname=x");
+	expect_redacted("host=db sslpassword=k password='' user=u", "host=db sslpassword=*** password=*** user=u");
+	expect_redacted("host=db password='never closed", "host=db password=***");
+	expect_redacted("host=db passwordx=1 mypassword=2", "host=db passwordx=1 mypassword=2");
+	expect_redacted("dbname=ot_orders", "dbname=ot_orders");
+	expect_redacted("host=db broken password", "host=db broken password");
+	expect_redacted("", "");
+}
+
+/* postgresql:// URIs: the password of the user information and of the query. */
+static void
+redacts_postgresql_uris(void **state)
+{
+	(void)state;
+	expect_redacted("postgresql://ordertrack:change-me@db:5432/ot_orders",
+	                "postgresql://ordertrack:***@db:5432/ot_orders");
+	expect_redacted("postgres://u:p%40ss@db/x?sslmode=require", "postgres://u:***@db/x?sslmode=require");
+	expect_redacted("postgresql://u:p@ss@db/x", "postgresql://u:***@db/x");
+	expect_redacted("postgresql://u@db/x?password=secret&sslmode=require",
+	                "postgresql://u@db/x?password=***&sslmode=require");
+	expect_redacted("postgresql://db/x?sslpassword=k", "postgresql://db/x?sslpassword=***");
+	expect_redacted("postgresql://ordertrack@db/ot_orders", "postgresql://ordertrack@db/ot_orders");
+	expect_redacted("postgresql:///ot_orders", "postgresql:///ot_orders");
+}
+
+/* redis:// URLs as ot_redis_parse_url reads them. */
+static void
+redacts_redis_urls(void **state)
+{
+	(void)state;
+	expect_redacted("redis://user:pa55@redis:6379/0", "redis://user:***@redis:6379/0");
+	expect_redacted("redis://:pa55@redis:6379/0", "redis://:***@redis:6379/0");
+	expect_redacted("redis://pa55@redis/0", "redis://***@redis/0");
+	expect_redacted("rediss://u:p@redis", "rediss://u:***@redis");
+	expect_redacted("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0");
+	expect_redacted("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1");
+}
+
+/* A message that quotes the connection string (libpq's parse errors do) loses the password. */
+static void
+redacts_a_password_quoted_in_a_message(void **state)
+{
+	char out[256];
+
+	(void)state;
+	ot_redact_msg("missing \"=\" after \"hunter2\" in connection info string", "host=db password=hunter2",
+	              out, sizeof out);
+	assert_string_equal(out, "missing \"=\" after \"***\" in connection info string");
+	ot_redact_msg("bad: 'two words' and two words", "password='two words'", out, sizeof out);
+	assert_string_equal(out, "bad: '***' and ***");
+	ot_redact_msg("nothing secret here", "host=db", out, sizeof out);
+	assert_string_equal(out, "nothing secret here");
+	ot_redact_msg("could not connect", NULL, out, sizeof out);
+	assert_string_equal(out, "could not connect");
+	/* a short buffer is still a string */
+	ot_redact("host=db password=hunter2", out, 12);
+	assert_string_equal(out, "host=db pas");
+}
+
 int
 main(void)
 {
@@ -127,6 +205,10 @@ main(void)
 		cmocka_unit_test(cut_trims_a_character_snprintf_split),
 		cmocka_unit_test(escape_writes_invalid_bytes_as_hex),
 		cmocka_unit_test(errors_are_cut_on_a_character_boundary),
+		cmocka_unit_test(redacts_key_value_conninfo),
+		cmocka_unit_test(redacts_postgresql_uris),
+		cmocka_unit_test(redacts_redis_urls),
+		cmocka_unit_test(redacts_a_password_quoted_in_a_message),
 	};
 	return cmocka_run_group_tests_name("text", tests, NULL, NULL);
 }
