@@ -159,8 +159,12 @@ setup() {
 	rcli HSET "order:$other" status CANCELLED >/dev/null         # same version, other status
 	orphan=$(uuid)
 	rcli HSET "order:$orphan" version 3 status PREPARING >/dev/null
+	# an entry under an upper-case id (as the letter-case bug left them): nobody reads it
+	up=$(echo "$ID" | tr a-f A-F)
+	rcli HSET "order:$up" version 1 status PENDING >/dev/null
 	run --separate-stderr ot-cache verify
 	assert_failure 65
+	assert_output --partial "{\"drift\":\"orphan\",\"order_id\":\"$up\""
 	assert_output --partial "{\"drift\":\"stale\",\"order_id\":\"$ID\",\"cached\":{\"status\":\"DELIVERED\",\"version\":0},\"database\":{\"status\":\"PENDING\",\"version\":1}}"
 	assert_output --partial "{\"drift\":\"mismatch\",\"order_id\":\"$other\""
 	assert_output --partial "{\"drift\":\"orphan\",\"order_id\":\"$orphan\""
@@ -169,6 +173,7 @@ setup() {
 	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
 	[ "$(rcli HGET "order:$other" status)" = PENDING ]
 	[ "$(rcli EXISTS "order:$orphan")" = 0 ]
+	[ "$(rcli EXISTS "order:$up")" = 0 ]
 	run --separate-stderr ot-cache verify
 	assert_success
 	assert_output ''
