@@ -90,9 +90,13 @@ publish(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		          : ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		free(line);
 	} else if (s->raw) {
-		/* Keyed by order_id when the line has one, so even odd records keep their partition. */
+		/* Keyed by order_id when the line has one, so even odd records keep their partition
+		 * (the order's: its id in canonical form, whatever the case written). */
 		json_t *o = json_loadb(m->value, m->len, 0, NULL);
 		const char *key = json_string_value(json_object_get(o, "order_id"));
+		char canon[OT_UUID_LEN];
+		if (key && strlen(key) < sizeof canon && !ot_id_canon(strcpy(canon, key)))
+			key = canon;
 		rc = ot_out_send(s->out, NULL, key, m->value, m->len, NULL, 0, errstr, errsz);
 		json_decref(o);
 	} else {

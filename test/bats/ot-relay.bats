@@ -85,6 +85,16 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	grep -q PREPARING "$BATS_TEST_TMPDIR/topic"
 }
 
+@test "ot-relay: a record naming its order in upper case is keyed by the canonical id, raw or not" {
+	topic="delivery.updates.$RUNID"
+	id=$(uuid)
+	up=$(echo "$id" | tr a-f A-F)
+	event DELIVERY_UPDATED "$up" '{"status":"PREPARING"}' | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	event DELIVERY_UPDATED "$up" '{"status":"IN_TRANSIT"}' | ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
+	ot-relay -i "kafka:$topic" -O - --meta -G "g-$RUNID" -e > "$BATS_TEST_TMPDIR/topic" 2>/dev/null
+	[ "$(grep -c "\"key\":\"$id\"" "$BATS_TEST_TMPDIR/topic")" = 2 ]
+}
+
 @test "ot-relay: contradictory flags are refused with 64" {
 	run --separate-stderr ot-relay -i - --once
 	assert_failure 64
