@@ -1,5 +1,6 @@
 /* ot_config: flags, then OT_* variables, then defaults. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
@@ -11,7 +12,8 @@
 const char ot_config_usage[] =
 	"  -b, --brokers LIST      Kafka bootstrap servers (OT_KAFKA_BROKERS)\n"
 	"  -G, --group ID          Kafka consumer group (default: the tool's name)\n"
-	"  -o, --offset WHERE      beginning|end|stored|<offset>|s@<ms> (default: stored)\n"
+	"  -o, --offset WHERE      where a group without a committed offset starts:\n"
+	"                          beginning|end|stored|<offset>|-<count>|s@<ms> (default: stored)\n"
 	"  -e, --exit-at-end       exit at the end of every partition\n"
 	"  -c, --count N           stop after N input records\n"
 	"  -X PROP=VAL             librdkafka property\n"
@@ -21,6 +23,48 @@ const char ot_config_usage[] =
 	"      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
 	"      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
 	"      --attempts N        tries of one record before giving up on it (OT_RETRY_ATTEMPTS, 8)\n";
+
+/* Plain decimal digits, at least one, no sign, space or overflow. */
+static int
+digits(const char *s, long long *v)
+{
+	long long n = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || n > (LLONG_MAX - (*s - '0')) / 10)
+			return -1;
+		n = n * 10 + (*s - '0');
+	}
+	*v = n;
+	return 0;
+}
+
+int
+ot_offset_parse(const char *s, struct ot_offset *o)
+{
+	long long v = 0;
+
+	memset(o, 0, sizeof *o);
+	if (!s)
+		return -1;
+	if (!strcmp(s, "stored"))
+		o->kind = OT_OFFSET_STORED;
+	else if (!strcmp(s, "beginning"))
+		o->kind = OT_OFFSET_BEGINNING;
+	else if (!strcmp(s, "end"))
+		o->kind = OT_OFFSET_END;
+	else if (!strncmp(s, "s@", 2) && !digits(s + 2, &v))
+		*o = (struct ot_offset){OT_OFFSET_TIME, v};
+	else if (s[0] == '-' && !digits(s + 1, &v) && v >= 1 && v <= OT_OFFSET_TAIL_MAX)
+		*o = (struct ot_offset){OT_OFFSET_TAIL, v};
+	else if (!digits(s, &v))
+		*o = (struct ot_offset){OT_OFFSET_ABS, v};
+	else
+		return -1;
+	return 0;
+}
 
 static void
 set(char **dst, const char *val)
@@ -39,16 +83,16 @@ ot_config_init(struct ot_config *c, const char *tool)
 int
 ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_t errsz)
 {
+	struct ot_offset off;
 	char *end;
 
 	switch (opt) {
 	case 'b': set(&c->brokers, arg); return 1;
 	case 'G': set(&c->group, arg); return 1;
 	case 'o':
-		if (strcmp(arg, "beginning") && strcmp(arg, "end") && strcmp(arg, "stored") &&
-		    strncmp(arg, "s@", 2) && (strtoll(arg, &end, 10), *end || end == arg))
+		if (ot_offset_parse(arg, &off))
 			return ot_err(-1, errstr, errsz, "-o %s: expected beginning, end, stored, "
-			              "an offset or s@<ms>", arg);
+			              "an offset, -<count> or s@<ms>", arg);
 		set(&c->offset, arg);
 		return 1;
 	case 'e': c->exit_at_end = 1; return 1;
@@ -94,6 +138,8 @@ fill(char **dst, const char *env, const char *def)
 int
 ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz)
 {
+	struct ot_offset off;
+
 	fill(&c->brokers, "OT_KAFKA_BROKERS", "localhost:9092");
 	fill(&c->orders_db, "OT_ORDERS_DB", "dbname=ot_orders");
 	fill(&c->inventory_db, "OT_INVENTORY_DB", "dbname=ot_inventory");
@@ -102,6 +148,9 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 	fill(&c->http_addr, "OT_HTTP_ADDR", default_http_addr ? default_http_addr : "");
 	fill(&c->group, "OT_KAFKA_GROUP", c->tool);
 	fill(&c->offset, "OT_KAFKA_OFFSET", "stored");
+	if (ot_offset_parse(c->offset, &off))
+		return ot_err(-1, errstr, errsz, "OT_KAFKA_OFFSET=%s: expected beginning, end, stored, "
+		              "an offset, -<count> or s@<ms>", c->offset);
 	if (!c->attempts) {
 		const char *v = getenv("OT_RETRY_ATTEMPTS");
 		c->attempts = v && *v ? atoi(v) : 8;

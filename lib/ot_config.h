@@ -13,13 +13,34 @@ struct ot_config {
 	/* Owned strings; NULL until set. ot_config_finish fills every one. */
 	char *brokers, *orders_db, *inventory_db, *redis_url, *log_level, *http_addr;
 	char *group;          /* -G: consumer group, default "<tool>" */
-	char *offset;         /* -o: beginning|end|stored|<n>|s@<ms>, default "stored" */
+	char *offset;         /* -o: beginning|end|stored|<n>|-<n>|s@<ms>, default "stored" */
 	int exit_at_end;      /* -e */
 	long count;           /* -c: stop after N records, 0 = no limit */
 	int attempts;         /* --attempts: tries of one record before it is given up on */
 	char *props[OT_MAX_KAFKA_PROPS]; /* -X prop=val, passed to librdkafka */
 	size_t nprops;
 };
+
+/* Where a consumer group without a committed offset starts on a partition (-o). */
+enum ot_offset_kind {
+	OT_OFFSET_STORED,     /* "stored": the group's offset, else the earliest */
+	OT_OFFSET_BEGINNING,  /* "beginning" */
+	OT_OFFSET_END,        /* "end" */
+	OT_OFFSET_ABS,        /* "<n>": offset n */
+	OT_OFFSET_TAIL,       /* "-<n>": the last n records */
+	OT_OFFSET_TIME        /* "s@<ms>": the first record at or after ms since the epoch */
+};
+struct ot_offset {
+	enum ot_offset_kind kind;
+	long long value;      /* n or ms; 0 for the named kinds */
+};
+/* The largest n of "-<n>": librdkafka encodes the tail as -2000 - n in an int64. */
+#define OT_OFFSET_TAIL_MAX (9223372036854775807LL - 2000)
+
+/* Parses an -o value: beginning, end, stored, <n> (n >= 0), -<n> (1 <= n <=
+ * OT_OFFSET_TAIL_MAX) or s@<ms> (ms >= 0), numbers in plain decimal digits only. Returns 0
+ * with *o filled, or -1 (s NULL or malformed; *o then zeroed). Pure: no allocation, no I/O. */
+int ot_offset_parse(const char *s, struct ot_offset *o);
 
 /* Short options and long options every tool accepts; a tool appends its own. */
 #define OT_CONFIG_SHORTOPTS "b:G:o:ec:X:"

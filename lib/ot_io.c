@@ -27,7 +27,7 @@ struct ot_in {
 	/* kafka */
 	rd_kafka_t *rk;
 	rd_kafka_message_t *cur;
-	char offset[64];
+	struct ot_offset start; /* -o, for partitions the group has no offset on */
 	int exit_at_end;
 	struct part parts[MAX_PARTS];
 	int nparts;
@@ -117,27 +117,64 @@ is_kafka_spec(const char *spec)
 	return !strncmp(spec, KAFKA_PREFIX, 5) && (spec[5] == '\0' || spec[5] == ':');
 }
 
-/* Positions a new assignment where -o asked; "stored" keeps the group's committed offsets. */
+/* Positions a new assignment: a partition the group has committed an offset on resumes there,
+ * whatever -o says, so a restart or a rebalance never re-reads or skips a topic; only a
+ * partition without one starts where -o asks. If the committed offsets cannot be read, every
+ * partition is left to librdkafka (committed, else auto.offset.reset). */
 static void
 position(rd_kafka_t *rk, struct ot_in *in, rd_kafka_topic_partition_list_t *parts)
 {
-	int i;
+	rd_kafka_topic_partition_list_t *committed = NULL, *times = NULL;
+	rd_kafka_resp_err_t err;
 	int64_t off;
+	int i, fresh = 0;
 
-	if (!strcmp(in->offset, "stored"))
+	if (in->start.kind == OT_OFFSET_STORED || parts->cnt == 0)
 		return;
-	if (!strncmp(in->offset, "s@", 2)) {
-		off = strtoll(in->offset + 2, NULL, 10);
-		for (i = 0; i < parts->cnt; i++)
-			parts->elems[i].offset = off;
-		if (rd_kafka_offsets_for_times(rk, parts, 10000))
-			OT_WARN(NULL, "kafka: cannot look up offsets for %s", in->offset);
-		return;
+	committed = rd_kafka_topic_partition_list_copy(parts);
+	if ((err = rd_kafka_committed(rk, committed, 10000))) {
+		OT_WARN(NULL, "kafka: cannot read the group's committed offsets, so -o is not applied: %s",
+		        rd_kafka_err2str(err));
+		goto out;
 	}
-	off = !strcmp(in->offset, "beginning") ? RD_KAFKA_OFFSET_BEGINNING
-	    : !strcmp(in->offset, "end") ? RD_KAFKA_OFFSET_END : strtoll(in->offset, NULL, 10);
-	for (i = 0; i < parts->cnt; i++)
+	switch (in->start.kind) {
+	case OT_OFFSET_BEGINNING: off = RD_KAFKA_OFFSET_BEGINNING; break;
+	case OT_OFFSET_END: off = RD_KAFKA_OFFSET_END; break;
+	case OT_OFFSET_TAIL: off = RD_KAFKA_OFFSET_TAIL(in->start.value); break;
+	default: off = in->start.value; break; /* ABS, or TIME looked up below */
+	}
+	if (in->start.kind == OT_OFFSET_TIME)
+		times = rd_kafka_topic_partition_list_new(parts->cnt);
+	for (i = 0; i < parts->cnt; i++) {
+		if (committed->elems[i].offset >= 0) {
+			parts->elems[i].offset = committed->elems[i].offset;
+			continue;
+		}
+		fresh++;
 		parts->elems[i].offset = off;
+		if (times)
+			rd_kafka_topic_partition_list_add(times, parts->elems[i].topic,
+			                                  parts->elems[i].partition)->offset = off;
+	}
+	if (times && times->cnt) {
+		if ((err = rd_kafka_offsets_for_times(rk, times, 10000))) {
+			OT_WARN(NULL, "kafka: cannot look up offsets for s@%lld: %s", in->start.value,
+			        rd_kafka_err2str(err));
+		} else {
+			for (i = 0; i < parts->cnt; i++) {
+				rd_kafka_topic_partition_t *t = rd_kafka_topic_partition_list_find(times,
+					parts->elems[i].topic, parts->elems[i].partition);
+				if (t)
+					parts->elems[i].offset = t->err ? RD_KAFKA_OFFSET_INVALID : t->offset;
+			}
+		}
+	}
+	OT_DEBUG(NULL, "kafka: -o applies to %d of %d assigned partitions (the others resume)", fresh,
+	         parts->cnt);
+out:
+	if (times)
+		rd_kafka_topic_partition_list_destroy(times);
+	rd_kafka_topic_partition_list_destroy(committed);
 }
 
 static void
@@ -209,14 +246,19 @@ open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg,
 		*rc = OT_ECONFIG;
 		return NULL;
 	}
-	snprintf(in->offset, sizeof in->offset, "%s", cfg->offset);
+	if (ot_offset_parse(cfg->offset, &in->start)) {
+		rd_kafka_conf_destroy(conf);
+		*rc = ot_err(OT_ECONFIG, errstr, errsz, "-o %s: not an offset", cfg->offset);
+		return NULL;
+	}
 	snprintf(in->group, sizeof in->group, "%s", cfg->group);
 	in->exit_at_end = cfg->exit_at_end;
 	rd_kafka_conf_set(conf, "group.id", cfg->group, e, sizeof e);
 	rd_kafka_conf_set(conf, "enable.auto.commit", "true", e, sizeof e);
 	/* Offsets are stored by ot_in_done only, after the effect is durable. */
 	rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", e, sizeof e);
-	rd_kafka_conf_set(conf, "auto.offset.reset", strcmp(cfg->offset, "end") ? "earliest" : "latest",
+	/* Where a committed offset is out of range, and where -o could not be applied. */
+	rd_kafka_conf_set(conf, "auto.offset.reset", in->start.kind == OT_OFFSET_END ? "latest" : "earliest",
 	                  e, sizeof e);
 	rd_kafka_conf_set(conf, "enable.partition.eof", cfg->exit_at_end ? "true" : "false", e, sizeof e);
 	/* A member that died without leaving holds its partitions until its session expires:

@@ -104,7 +104,7 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	assert_failure 64
 }
 
-@test "ot-relay: a consumer group resumes from its committed offsets; -o beginning and -o s@<ms> replay" {
+@test "ot-relay: a consumer group resumes from its committed offsets; -o beginning and -o s@<ms> start a fresh group" {
 	topic="replay.$RUNID"
 	id=$(uuid)
 	before=$(($(date +%s%3N) - 1))
@@ -116,7 +116,7 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e
 	assert_success
 	[ "${#lines[@]}" = 0 ]
-	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e -o beginning
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "f-$RUNID" -e -o beginning
 	[ "${#lines[@]}" = 3 ]
 	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "h-$RUNID" -e -o "s@$before"
 	[ "${#lines[@]}" = 3 ]
@@ -124,6 +124,51 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	[ "${#lines[@]}" = 0 ]
 	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "j-$RUNID" -e -c 2
 	[ "${#lines[@]}" = 2 ]
+}
+
+@test "ot-relay: -o applies only where the group has no committed offset, so a restart never re-reads" {
+	topic="restart.$RUNID"
+	for i in 1 2 3; do event DELIVERY_UPDATED "$(uuid)" '{"status":"PREPARING"}'; done |
+		ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	export OT_KAFKA_OFFSET=beginning # as a ConfigMap would set it
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_success
+	[ "${#lines[@]}" = 3 ]
+	# Restarted: the group's committed offsets win over -o and OT_KAFKA_OFFSET.
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_success
+	[ "${#lines[@]}" = 0 ]
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e -o beginning
+	[ "${#lines[@]}" = 0 ]
+	event DELIVERY_UPDATED "$(uuid)" '{"status":"DELIVERED"}' | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e -o beginning
+	[ "${#lines[@]}" = 1 ]
+	echo "${lines[0]}" | grep -q DELIVERED
+}
+
+@test "ot-relay: -o -N starts a fresh group at the last N records of each partition" {
+	topic="tail.$RUNID"
+	id=$(uuid) # one key: one partition
+	for s in PREPARING IN_TRANSIT DELIVERED; do event DELIVERY_UPDATED "$id" "{\"status\":\"$s\"}"; done |
+		ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e -o -2
+	assert_success
+	[ "${#lines[@]}" = 2 ]
+	echo "${lines[0]}" | grep -q IN_TRANSIT
+	echo "${lines[1]}" | grep -q DELIVERED
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "h-$RUNID" -e -o -10
+	[ "${#lines[@]}" = 3 ]
+}
+
+@test "ot-relay: a malformed -o or OT_KAFKA_OFFSET is refused" {
+	for o in s@abc s@ -abc -0 -- 1x ' 5' +5 99999999999999999999 s@-1 begin; do
+		run --separate-stderr ot-relay -i - -o "$o" </dev/null
+		assert_failure 64
+		echo "$stderr" | grep -q -- "-o $o: expected"
+	done
+	OT_KAFKA_OFFSET=s@abc run --separate-stderr ot-relay -i - </dev/null
+	assert_failure 78
+	echo "$stderr" | grep -q 'OT_KAFKA_OFFSET=s@abc'
 }
 
 @test "ot-relay replay: a dead letter goes back to its topic and applies once its cause is fixed" {

@@ -96,8 +96,8 @@ flags_beat_environment(void **state)
 static void
 offsets_are_validated(void **state)
 {
-	static const char *good[] = {"beginning", "end", "stored", "42", "s@1700000000000"};
-	static const char *bad[] = {"yesterday", "", "12abc"};
+	static const char *good[] = {"beginning", "end", "stored", "42", "-3", "s@1700000000000"};
+	static const char *bad[] = {"yesterday", "", "12abc", "-0", "s@abc", "-x"};
 	struct ot_config c;
 	size_t i;
 
@@ -111,6 +111,61 @@ offsets_are_validated(void **state)
 		assert_int_equal(ot_config_opt(&c, 'o', bad[i], err, sizeof err), -1);
 		assert_non_null(strstr(err, "-o"));
 	}
+	ot_config_free(&c);
+}
+
+static void
+offset_parse_reads_each_form(void **state)
+{
+	static const struct { const char *s; enum ot_offset_kind kind; long long value; } good[] = {
+		{"stored", OT_OFFSET_STORED, 0}, {"beginning", OT_OFFSET_BEGINNING, 0},
+		{"end", OT_OFFSET_END, 0}, {"0", OT_OFFSET_ABS, 0}, {"42", OT_OFFSET_ABS, 42},
+		{"9223372036854775807", OT_OFFSET_ABS, 9223372036854775807LL},
+		{"-1", OT_OFFSET_TAIL, 1}, {"-250", OT_OFFSET_TAIL, 250},
+		{"-9223372036854773807", OT_OFFSET_TAIL, OT_OFFSET_TAIL_MAX},
+		{"s@0", OT_OFFSET_TIME, 0}, {"s@1700000000000", OT_OFFSET_TIME, 1700000000000LL},
+	};
+	static const char *bad[] = {
+		"", "yesterday", "Beginning", "stored ", "12abc", " 5", "+5", "5 ", "0x10", "1e3",
+		"-", "-0", "--1", "- 1", "-abc", "-9223372036854773808", "9223372036854775808",
+		"99999999999999999999", "s@", "s@abc", "s@-1", "s@+1", "s@ 1", "s@1.5", "s@1x", "S@1",
+		"@1", "e@1",
+	};
+	struct ot_offset o;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+		assert_int_equal(ot_offset_parse(good[i].s, &o), 0);
+		assert_int_equal(o.kind, good[i].kind);
+		assert_true(o.value == good[i].value);
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		o.kind = OT_OFFSET_TIME;
+		o.value = 7;
+		if (ot_offset_parse(bad[i], &o) != -1)
+			fail_msg("\"%s\" was accepted", bad[i]);
+		assert_int_equal(o.kind, OT_OFFSET_STORED);
+		assert_true(o.value == 0);
+	}
+	assert_int_equal(ot_offset_parse(NULL, &o), -1);
+}
+
+static void
+a_bad_offset_in_the_environment_is_refused(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	setenv("OT_KAFKA_OFFSET", "-x", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	assert_non_null(strstr(err, "OT_KAFKA_OFFSET=-x"));
+	ot_config_free(&c);
+	setenv("OT_KAFKA_OFFSET", "-5", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), 0);
+	assert_string_equal(c.offset, "-5");
 	ot_config_free(&c);
 }
 
@@ -229,6 +284,8 @@ main(void)
 		cmocka_unit_test_setup(environment_beats_defaults, clear_env),
 		cmocka_unit_test_setup(flags_beat_environment, clear_env),
 		cmocka_unit_test_setup(offsets_are_validated, clear_env),
+		cmocka_unit_test(offset_parse_reads_each_form),
+		cmocka_unit_test_setup(a_bad_offset_in_the_environment_is_refused, clear_env),
 		cmocka_unit_test_setup(counts_and_properties_are_validated, clear_env),
 		cmocka_unit_test_setup(a_bad_log_level_is_refused, clear_env),
 		cmocka_unit_test_setup(attempts_come_from_flag_then_environment, clear_env),
