@@ -54,13 +54,47 @@ ot_time_ms(const char *s, long long *ms)
 	return 0;
 }
 
+int
+ot_replay_count_parse(const char *s, int *n)
+{
+	long v = 0;
+
+	if (!s || !*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (*s - '0');
+		if (v > OT_REPLAY_COUNT_MAX)
+			return -1;
+	}
+	*n = (int)v;
+	return 0;
+}
+
+int
+ot_replay_target_check(const char *topic, char *errstr, size_t errsz)
+{
+	size_t i, len = topic ? strlen(topic) : 0;
+
+	if (len == 0 || len > 249 || !strcmp(topic, ".") || !strcmp(topic, ".."))
+		return ot_err(-1, errstr, errsz, "\"%s\" is not a Kafka topic name", topic ? topic : "");
+	for (i = 0; i < len; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", topic[i]))
+			return ot_err(-1, errstr, errsz, "\"%s\" is not a Kafka topic name", topic);
+	if (!strncmp(topic, "__", 2))
+		return ot_err(-1, errstr, errsz, "%s is an internal topic", topic);
+	return 0;
+}
+
 static const char *
 header(json_t *rec, const char *name)
 {
 	return json_string_value(json_object_get(json_object_get(rec, "headers"), name));
 }
 
-/* One dead letter: filtered, refused, printed or republished. */
+/* One dead letter: filtered, refused, printed or republished. Counts it in st unless it is
+ * republished (the caller counts those once the output took them). */
 static int
 one(json_t *rec, struct ot_out *out, const struct ot_replay *o, struct ot_replay_stats *st,
     const char *where, char *errstr, size_t errsz)
@@ -69,20 +103,35 @@ one(json_t *rec, struct ot_out *out, const struct ot_replay *o, struct ot_replay
 	const char *rc_s = header(rec, "ot-replay-count");
 	struct ot_header h[MAX_HEADERS];
 	json_t *hdrs = json_object_get(rec, "headers"), *v, *value = json_object_get(rec, "value");
-	char count[16], *line, *vbuf;
+	char count[16], why[300], *line, *vbuf;
 	long long ts;
 	size_t n = 0;
-	int replays = rc_s ? atoi(rc_s) : 0, rc;
+	int replays = 0, rc;
 
-	if (!json_is_object(hdrs) || !origin || !*origin || !value)
+	if (!json_is_object(hdrs) || !origin || !*origin || !value) {
+		st->bad++;
 		return ot_err(OT_EINPUT, errstr, errsz, "%s: not a dead letter (no headers, ot-dlq-topic or value)", where);
+	}
+	/* A count that does not parse must not reset the loop guard below. */
+	if (rc_s && ot_replay_count_parse(rc_s, &replays)) {
+		st->bad++;
+		return ot_err(OT_EINPUT, errstr, errsz, "%s: ot-replay-count \"%s\": expected 0 to %d",
+		              where, rc_s, OT_REPLAY_COUNT_MAX);
+	}
 	if (o->since_ms || o->until_ms) {
-		if (!dts || ot_time_ms(dts, &ts))
+		if (!dts || ot_time_ms(dts, &ts)) {
+			st->bad++;
 			return ot_err(OT_EINPUT, errstr, errsz, "%s: no usable ot-dlq-ts header", where);
+		}
 		if ((o->since_ms && ts < o->since_ms) || (o->until_ms && ts >= o->until_ms)) {
 			st->filtered++;
 			return OT_SKIP;
 		}
+	}
+	if (ot_replay_target_check(origin, why, sizeof why)) {
+		st->refused++;
+		return ot_err(OT_EINPUT, errstr, errsz, "%s: ot-dlq-topic: %s: refusing to replay there",
+		              where, why);
 	}
 	/* A record that keeps coming back is not fixed by sending it again. */
 	if (replays >= o->limit) {
@@ -153,8 +202,6 @@ ot_replay_run(struct ot_in *in, struct ot_out *out, const struct ot_replay *o,
 		json_decref(rec);
 		if (r == OT_EINPUT) {
 			OT_ERROR(NULL, "%s", err);
-			if (!strstr(err, "refusing to loop"))
-				st->bad++;
 			bad = 1;
 		} else if (r < 0) {
 			return ot_err(r, errstr, errsz, "%s", err);

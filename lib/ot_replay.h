@@ -25,6 +25,18 @@ struct ot_replay_stats {
 int ot_replay_run(struct ot_in *in, struct ot_out *out, const struct ot_replay *o,
                   struct ot_replay_stats *st, char *errstr, size_t errsz);
 
+/* The largest ot-replay-count accepted; a record is refused long before, at --limit. */
+#define OT_REPLAY_COUNT_MAX 1000000
+
+/* Parses an ot-replay-count header: plain decimal digits, 0 to OT_REPLAY_COUNT_MAX. Returns 0
+ * with *n set, or -1 (s NULL, empty, signed, spaced or too large). */
+int ot_replay_count_parse(const char *s, int *n);
+
+/* Whether topic may receive replayed records: a legal Kafka topic name (1 to 249 of
+ * [A-Za-z0-9._-], not "." or "..") that is not internal (Kafka's own, such as
+ * __consumer_offsets, start with "__"). Returns 0 if it may, -1 with errstr if not. */
+int ot_replay_target_check(const char *topic, char *errstr, size_t errsz);
+
 /* Parses an RFC 3339 time or a count of milliseconds since the epoch. Returns 0 or -1. */
 int ot_time_ms(const char *s, long long *ms);
 

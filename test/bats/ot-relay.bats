@@ -222,6 +222,39 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	assert_failure 64
 }
 
+# A dead letter as replay --dry-run prints it: dead_letter ORIGIN_TOPIC [EXTRA_HEADERS_JSON]
+dead_letter() {
+	printf '{"topic":"%s.dlq","partition":0,"offset":0,"key":"k","headers":{%s"ot-dlq-topic":"%s","ot-dlq-error":"e"},"value":{"id":"x"}}\n' \
+		"$1" "${2:+$2,}" "$1"
+}
+
+@test "ot-relay replay: a malformed ot-replay-count is a bad record, never a reset loop guard" {
+	for c in -5 -1 abc 1.5 ' 2' 99999999999; do
+		run --separate-stderr ot-relay replay --from - --dry-run < <(dead_letter "t.$RUNID" "\"ot-replay-count\":\"$c\"")
+		assert_failure 65
+		[ "${#lines[@]}" = 0 ]
+		echo "$stderr" | grep -qF "ot-replay-count \\\"$c\\\": expected 0 to"
+		echo "$stderr" | grep -q 'replay: 1 read, 0 printed, 0 outside the time window, 0 refused, 1 bad'
+	done
+	run --separate-stderr ot-relay replay --from - --dry-run < <(dead_letter "t.$RUNID" '"ot-replay-count":"2"')
+	assert_success
+	[ "${#lines[@]}" = 1 ]
+}
+
+@test "ot-relay replay: internal topics such as __consumer_offsets are refused as targets" {
+	for t in __consumer_offsets __transaction_state 'a b' ..; do
+		run --separate-stderr ot-relay replay --from - --dry-run < <(dead_letter "$t")
+		assert_failure 65
+		[ "${#lines[@]}" = 0 ]
+		echo "$stderr" | grep -q 'refusing to replay there'
+		echo "$stderr" | grep -q '0 printed, 0 outside the time window, 1 refused, 0 bad'
+	done
+	run --separate-stderr ot-relay replay --from - < <(dead_letter __consumer_offsets)
+	assert_failure 65
+	echo "$stderr" | grep -q '__consumer_offsets is an internal topic: refusing to replay there'
+	echo "$stderr" | grep -q '0 replayed'
+}
+
 cdc_slot() { echo "t_${RUNID//-/_}"; }
 drop_slot() { sql_orders "SELECT pg_drop_replication_slot('$(cdc_slot)') FROM pg_replication_slots WHERE slot_name = '$(cdc_slot)'" >/dev/null 2>&1 || true; }
 
