@@ -12,6 +12,7 @@
 #include "ot_err.h"
 #include "ot_io.h"
 #include "ot_log.h"
+#include "ot_order.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
 #include "ot_replay.h"
@@ -23,7 +24,13 @@ static const char *argv0 = "ot-relay";
 enum {
 	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_BATCH, OPT_META, OPT_RAW,
 	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT,
-	OPT_DROP_SLOT
+	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION
+};
+
+/* What "topics create" makes when it is named no topic: every topic the tools use. */
+static const char *const default_topics[] = {
+	OT_TOPIC_ORDERS, OT_TOPIC_ORDERS ".dlq", OT_TOPIC_INVENTORY, OT_TOPIC_INVENTORY ".dlq",
+	OT_TOPIC_DELIVERY, OT_TOPIC_DELIVERY ".dlq",
 };
 
 struct stream {
@@ -37,8 +44,10 @@ usage(FILE *f, int full)
 {
 	fprintf(f, "usage: %s [--db orders|inventory] [--mode poll|cdc] [-O OUTPUT] [--once] [options]\n"
 	        "       %s -i INPUT -O kafka:TOPIC [options]\n"
-	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n",
-	        argv0, argv0, argv0);
+	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n"
+	        "       %s topics create [--partitions N] [--replication-factor N] [TOPIC...]\n"
+	        "       %s topics list [TOPIC...]\n",
+	        argv0, argv0, argv0, argv0, argv0);
 	if (!full)
 		return;
 	fprintf(f, "\nDrains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
@@ -63,6 +72,11 @@ usage(FILE *f, int full)
 	        "      --dry-run           print instead of publishing\n"
 	        "      --max N             stop after N records\n"
 	        "      --limit N           refuse records already replayed N times (default 3)\n"
+	        "\ntopics create makes each TOPIC that does not exist (default: the orders, inventory and\n"
+	        "delivery topics and their .dlq), as a deployment step run by someone allowed to; no\n"
+	        "tool creates a topic itself. topics list prints topics as JSON lines.\n"
+	        "      --partitions N      partitions of a new topic (default 3)\n"
+	        "      --replication-factor N  replicas of a new topic (default: the broker's)\n"
 	        "      --mode MODE         poll (default): read the table; cdc: stream inserts from the WAL\n"
 	        "                          (logical replication, pgoutput; needs wal_level=logical)\n"
 	        "      --slot NAME         cdc: the replication slot (default ot_relay_<db>)\n"
@@ -156,6 +170,59 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 	return OT_OK;
 }
 
+/* "topics create|list [TOPIC...]": one JSON line per topic on stdout. */
+static int
+topics(const struct ot_config *cfg, const char *verb, const char *const *names, size_t n,
+       int partitions, int replication)
+{
+	char err[1024], *line;
+	int *created = NULL, rc = OT_OK, unknown = 0;
+	json_t *a = NULL, *t;
+	size_t i;
+
+	if (!strcmp(verb, "create")) {
+		if (!n) {
+			names = default_topics;
+			n = sizeof default_topics / sizeof default_topics[0];
+		}
+		if (!(created = calloc(n, sizeof *created))) {
+			rc = ot_err(OT_EINTERNAL, err, sizeof err, "out of memory");
+			goto out;
+		}
+		if ((rc = ot_kafka_create_topics(cfg, names, n, partitions, replication, created, err,
+		                                 sizeof err)))
+			goto out;
+	}
+	if (!(a = ot_kafka_topics(cfg, names, n, &rc, err, sizeof err)))
+		goto out;
+	json_array_foreach(a, i, t) {
+		if (created)
+			json_object_set_new(t, "created", json_boolean(created[i]));
+		if (json_object_get(t, "error"))
+			unknown++;
+		if (!(line = json_dumps(t, OT_JSON_FLAGS))) {
+			rc = ot_err(OT_EINTERNAL, err, sizeof err, "out of memory");
+			goto out;
+		}
+		puts(line);
+		free(line);
+		if (created && created[i])
+			OT_INFO(NULL, "topics: created %s", names[i]);
+	}
+	if (fflush(stdout) || ferror(stdout)) {
+		rc = ot_err(OT_EOUTPUT, err, sizeof err, "writing output failed");
+		goto out;
+	}
+	if (unknown)
+		rc = ot_err(OT_EINPUT, err, sizeof err, "topics: %d of the topics named do not exist", unknown);
+out:
+	if (rc)
+		OT_ERROR(NULL, "%s", err);
+	json_decref(a);
+	free(created);
+	return ot_exit_status(rc);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -177,6 +244,8 @@ main(int argc, char **argv)
 		{"mode", required_argument, NULL, OPT_MODE},
 		{"slot", required_argument, NULL, OPT_SLOT},
 		{"drop-slot", no_argument, NULL, OPT_DROP_SLOT},
+		{"partitions", required_argument, NULL, OPT_PARTITIONS},
+		{"replication-factor", required_argument, NULL, OPT_REPLICATION},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -190,7 +259,7 @@ main(int argc, char **argv)
 	struct ot_replay_stats rst;
 	const char *from = NULL, *mode = "poll", *slot = NULL;
 	char slotbuf[64];
-	int replay_opts = 0;
+	int replay_opts = 0, topic_opts = 0, partitions = 3, replication = -1;
 	const char *dbname = "orders", *output = "-", *input = NULL;
 	PGconn *db = NULL;
 	char err[1024];
@@ -239,6 +308,23 @@ main(int argc, char **argv)
 				rp.limit = r;
 			replay_opts = 1;
 			break;
+		case OPT_PARTITIONS:
+		case OPT_REPLICATION: {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			if (*end || end == optarg || v < 1 || v > (c == OPT_PARTITIONS ? 10000 : 32)) {
+				fprintf(stderr, "%s: %s %s: expected 1 to %d\n", argv0,
+				        c == OPT_PARTITIONS ? "--partitions" : "--replication-factor", optarg,
+				        c == OPT_PARTITIONS ? 10000 : 32);
+				return EX_USAGE;
+			}
+			if (c == OPT_PARTITIONS)
+				partitions = (int)v;
+			else
+				replication = (int)v;
+			topic_opts = 1;
+			break;
+		}
 		case OPT_BATCH:
 			batch = atoi(optarg);
 			if (batch < 1 || batch > 100000) {
@@ -247,6 +333,31 @@ main(int argc, char **argv)
 			}
 			break;
 		}
+	}
+	if (optind < argc && !strcmp(argv[optind], "topics")) {
+		const char *verb = optind + 1 < argc ? argv[optind + 1] : "";
+		if ((strcmp(verb, "create") && strcmp(verb, "list")) || (topic_opts && strcmp(verb, "create")) ||
+		    replay_opts || input || dbset || outset || once || slot || sm.meta || sm.raw) {
+			fprintf(stderr, "%s: topics create [--partitions N] [--replication-factor N] [TOPIC...] "
+			        "or topics list [TOPIC...], with no other mode's options\n", argv0);
+			return EX_USAGE;
+		}
+		for (r = optind + 2; r < argc; r++) {
+			if (ot_replay_target_check(argv[r], err, sizeof err)) {
+				fprintf(stderr, "%s: topics: %s\n", argv0, err);
+				return EX_USAGE;
+			}
+		}
+		if ((r = ot_config_done(&cfg, NULL)))
+			return r;
+		r = topics(&cfg, verb, (const char *const *)argv + optind + 2, (size_t)(argc - optind - 2),
+		           partitions, replication);
+		ot_config_free(&cfg);
+		return r;
+	}
+	if (topic_opts) {
+		fprintf(stderr, "%s: --partitions and --replication-factor belong to topics create\n", argv0);
+		return EX_USAGE;
 	}
 	if (optind < argc && !strcmp(argv[optind], "replay")) {
 		optind++;

@@ -222,6 +222,60 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	assert_failure 64
 }
 
+@test "ot-relay topics create: makes missing topics with --partitions and --replication-factor, leaves existing ones" {
+	run --separate-stderr ot-relay topics create --partitions 5 --replication-factor 1 "a.$RUNID" "b.$RUNID"
+	assert_success
+	assert_line --index 0 "{\"topic\":\"a.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"created\":true}"
+	assert_line --index 1 "{\"topic\":\"b.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"created\":true}"
+	run --separate-stderr ot-relay topics create --partitions 2 "a.$RUNID"
+	assert_success
+	assert_output "{\"topic\":\"a.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"created\":false}"
+	run --separate-stderr ot-relay topics list "b.$RUNID" "none.$RUNID"
+	assert_failure 65
+	assert_line --index 0 "{\"topic\":\"b.$RUNID\",\"partitions\":5,\"replication_factor\":1}"
+	assert_line --index 1 "{\"topic\":\"none.$RUNID\",\"error\":\"unknown topic\"}"
+	ot-relay topics list 2>/dev/null | grep -q "\"topic\":\"a.$RUNID\""
+	# Without names: every topic the tools use, here already made by ot-stack up.
+	run --separate-stderr ot-relay topics create
+	assert_success
+	[ "${#lines[@]}" = 6 ]
+	assert_line --index 0 --partial '{"topic":"orders.events","partitions":'
+	assert_line --index 5 --partial '{"topic":"delivery.updates.dlq","partitions":'
+	# More replicas than brokers: a request to fix, not to retry.
+	run --separate-stderr ot-relay topics create --replication-factor 3 "c.$RUNID"
+	assert_failure 78
+	echo "$stderr" | grep -q "creating topic c.$RUNID"
+	run --separate-stderr ot-relay topics create -b 127.0.0.1:1 "c.$RUNID"
+	assert_failure 69
+}
+
+@test "ot-relay topics: bad values and combinations are refused with 64" {
+	for a in "topics" "topics drop" "topics create --partitions 0" "topics create --partitions x" \
+		"topics create --replication-factor 0" "topics list --partitions 3" "--partitions 3" \
+		"topics create --once" "topics create -O kafka" "topics create __consumer_offsets" "topics create a/b"; do
+		run --separate-stderr ot-relay $a
+		assert_failure 64
+	done
+}
+
+@test "ot-relay: a consumer does not create its topics; it waits for them and says so" {
+	topic="absent.$RUNID"
+	run --separate-stderr timeout --preserve-status -s TERM 8 ot-relay -i "kafka:$topic" -O - -G "g-$RUNID"
+	assert_success
+	echo "$stderr" | grep -q "topic $topic does not exist (yet); create it with ot-relay topics create $topic"
+	run --separate-stderr ot-relay topics list "$topic" "$topic.dlq"
+	assert_failure 65
+	assert_line --index 0 "{\"topic\":\"$topic\",\"error\":\"unknown topic\"}"
+	assert_line --index 1 "{\"topic\":\"$topic.dlq\",\"error\":\"unknown topic\"}"
+	# Once made, it is read without a restart.
+	ot-relay topics create "$topic" "$topic.dlq" >/dev/null 2>&1
+	timeout 60 ot-relay -i "kafka:$topic" -O - -G "h-$RUNID" -c 1 -o beginning \
+		>"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/consumer.log" &
+	event DELIVERY_UPDATED "$(uuid)" '{"status":"PREPARING"}' | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	wait $!
+	grep -q PREPARING "$BATS_TEST_TMPDIR/out"
+}
+
 # A dead letter as replay --dry-run prints it: dead_letter ORIGIN_TOPIC [EXTRA_HEADERS_JSON]
 dead_letter() {
 	printf '{"topic":"%s.dlq","partition":0,"offset":0,"key":"k","headers":{%s"ot-dlq-topic":"%s","ot-dlq-error":"e"},"value":{"id":"x"}}\n' \
