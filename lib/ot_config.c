@@ -16,7 +16,9 @@ const char ot_config_usage[] =
 	"                          beginning|end|stored|<offset>|-<count>|s@<ms> (default: stored)\n"
 	"  -e, --exit-at-end       exit at the end of every partition\n"
 	"  -c, --count N           stop after N input records\n"
-	"  -X PROP=VAL             librdkafka property\n"
+	"  -X PROP=VAL             librdkafka property (wins over -F)\n"
+	"  -F, --kafka-config FILE librdkafka properties, prop=value a line: SASL and TLS settings\n"
+	"                          stay off the command line (OT_KAFKA_CONFIG)\n"
 	"      --orders-db CONN    orders database (OT_ORDERS_DB)\n"
 	"      --inventory-db CONN inventory database (OT_INVENTORY_DB)\n"
 	"      --redis URL         redis://host:port/db or unix:///path (OT_REDIS_URL)\n"
@@ -109,6 +111,7 @@ ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_
 			return ot_err(-1, errstr, errsz, "-X: at most %d properties", OT_MAX_KAFKA_PROPS);
 		c->props[c->nprops++] = strdup(arg);
 		return 1;
+	case 'F': set(&c->kafka_config, arg); return 1;
 	case OT_OPT_ORDERS_DB: set(&c->orders_db, arg); return 1;
 	case OT_OPT_INVENTORY_DB: set(&c->inventory_db, arg); return 1;
 	case OT_OPT_REDIS: set(&c->redis_url, arg); return 1;
@@ -122,6 +125,67 @@ ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_
 		return 1;
 	default: return 0;
 	}
+}
+
+int
+ot_config_read_kafka_file(struct ot_config *c, const char *path, char *errstr, size_t errsz)
+{
+	char *file[OT_MAX_KAFKA_PROPS], *line = NULL, *k, *v, *eq, *end;
+	size_t cap = 0, n = 0, i;
+	long lineno = 0;
+	int rc = -1;
+	FILE *f;
+
+	if (!(f = fopen(path, "r")))
+		return ot_err(-1, errstr, errsz, "-F %s: %s", path, strerror(errno));
+	while (getline(&line, &cap, f) >= 0) {
+		lineno++;
+		for (k = line; *k == ' ' || *k == '\t'; k++)
+			;
+		end = k + strlen(k);
+		while (end > k && strchr(" \t\r\n", end[-1]))
+			*--end = '\0';
+		if (!*k || *k == '#')
+			continue;
+		if (!(eq = strchr(k, '=')) || eq == k) {
+			ot_err(-1, errstr, errsz, "%s:%ld: expected property=value", path, lineno);
+			goto out;
+		}
+		for (v = eq + 1; *v == ' ' || *v == '\t'; v++)
+			;
+		while (eq > k && (eq[-1] == ' ' || eq[-1] == '\t'))
+			eq--;
+		*eq = '\0';
+		if (!*k) {
+			ot_err(-1, errstr, errsz, "%s:%ld: expected property=value", path, lineno);
+			goto out;
+		}
+		if (n + c->nprops >= OT_MAX_KAFKA_PROPS) {
+			ot_err(-1, errstr, errsz, "%s: with -X, at most %d properties", path, OT_MAX_KAFKA_PROPS);
+			goto out;
+		}
+		if (asprintf(&file[n], "%s=%s", k, v) < 0) {
+			ot_err(-1, errstr, errsz, "%s: out of memory", path);
+			goto out;
+		}
+		n++;
+	}
+	if (ferror(f)) {
+		ot_err(-1, errstr, errsz, "-F %s: read error", path);
+		goto out;
+	}
+	/* The file's first, so a -X given for one run overrides it. */
+	memmove(c->props + n, c->props, c->nprops * sizeof c->props[0]);
+	memcpy(c->props, file, n * sizeof file[0]);
+	c->nprops += n;
+	n = 0;
+	rc = 0;
+out:
+	for (i = 0; i < n; i++)
+		free(file[i]);
+	free(line);
+	fclose(f);
+	return rc;
 }
 
 static void
@@ -157,6 +221,10 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 		if (c->attempts < 1 || c->attempts > 1000)
 			return ot_err(-1, errstr, errsz, "OT_RETRY_ATTEMPTS=%s: expected 1 to 1000", v);
 	}
+	fill(&c->kafka_config, "OT_KAFKA_CONFIG", NULL);
+	if (c->kafka_config && *c->kafka_config &&
+	    ot_config_read_kafka_file(c, c->kafka_config, errstr, errsz))
+		return -1;
 	if (ot_log_parse_level(c->log_level) < 0)
 		return ot_err(-1, errstr, errsz, "log level \"%s\": expected debug, info, warn or error",
 		              c->log_level);
@@ -172,7 +240,7 @@ ot_config_free(struct ot_config *c)
 	if (!c)
 		return;
 	free(c->brokers); free(c->orders_db); free(c->inventory_db); free(c->redis_url);
-	free(c->log_level); free(c->http_addr); free(c->group); free(c->offset);
+	free(c->log_level); free(c->http_addr); free(c->group); free(c->offset); free(c->kafka_config);
 	for (i = 0; i < c->nprops; i++)
 		free(c->props[i]);
 	memset(c, 0, sizeof *c);

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define OT_MAX_KAFKA_PROPS 32
+#define OT_MAX_KAFKA_PROPS 64
 
 struct ot_config {
 	const char *tool;
@@ -17,7 +17,9 @@ struct ot_config {
 	int exit_at_end;      /* -e */
 	long count;           /* -c: stop after N records, 0 = no limit */
 	int attempts;         /* --attempts: tries of one record before it is given up on */
-	char *props[OT_MAX_KAFKA_PROPS]; /* -X prop=val, passed to librdkafka */
+	char *kafka_config;   /* -F: a file of librdkafka properties (OT_KAFKA_CONFIG) */
+	/* librdkafka properties, "prop=val": the -F file's first, then -X, so -X wins. */
+	char *props[OT_MAX_KAFKA_PROPS];
 	size_t nprops;
 };
 
@@ -43,7 +45,7 @@ struct ot_offset {
 int ot_offset_parse(const char *s, struct ot_offset *o);
 
 /* Short options and long options every tool accepts; a tool appends its own. */
-#define OT_CONFIG_SHORTOPTS "b:G:o:ec:X:"
+#define OT_CONFIG_SHORTOPTS "b:G:o:ec:X:F:"
 enum {
 	OT_OPT_ORDERS_DB = 1000, OT_OPT_INVENTORY_DB, OT_OPT_REDIS, OT_OPT_LOG_LEVEL,
 	OT_OPT_HTTP_ADDR, OT_OPT_ATTEMPTS, OT_OPT_TOOL_BASE = 1100
@@ -54,6 +56,7 @@ enum {
 	{"offset", required_argument, NULL, 'o'}, \
 	{"exit-at-end", no_argument, NULL, 'e'}, \
 	{"count", required_argument, NULL, 'c'}, \
+	{"kafka-config", required_argument, NULL, 'F'}, \
 	{"orders-db", required_argument, NULL, OT_OPT_ORDERS_DB}, \
 	{"inventory-db", required_argument, NULL, OT_OPT_INVENTORY_DB}, \
 	{"redis", required_argument, NULL, OT_OPT_REDIS}, \
@@ -68,7 +71,12 @@ void ot_config_init(struct ot_config *c, const char *tool);
 /* Handles one getopt result. Returns 1 if it was a common option, 0 if not, -1 on a bad
  * value (errstr says why). */
 int ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_t errsz);
-/* Fills what flags left unset from OT_* variables, then defaults; validates; starts logging.
+/* Reads librdkafka properties from path into c, ahead of the -X ones: one prop=value a line,
+ * blank lines and lines starting with # ignored, space around prop and value trimmed. Returns
+ * 0, or -1 with errstr naming the file and line but never a value (they hold secrets). */
+int ot_config_read_kafka_file(struct ot_config *c, const char *path, char *errstr, size_t errsz);
+/* Fills what flags left unset from OT_* variables, then defaults; validates; reads the -F
+ * (or OT_KAFKA_CONFIG) file; starts logging.
  * Returns 0, or -1 with errstr. */
 int ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz);
 void ot_config_free(struct ot_config *c);

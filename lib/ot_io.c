@@ -80,7 +80,8 @@ bad:
 	return NULL;
 }
 
-/* -X props go last so an operator can override anything we set. */
+/* -F and -X props go last so an operator can override anything we set. An error names the
+ * property, never its value: values hold passwords. */
 static int
 apply_props(rd_kafka_conf_t *conf, const struct ot_config *cfg, char *errstr, size_t errsz)
 {
@@ -92,7 +93,7 @@ apply_props(rd_kafka_conf_t *conf, const struct ot_config *cfg, char *errstr, si
 		eq = strchr(cfg->props[i], '=');
 		snprintf(name, sizeof name, "%.*s", (int)(eq - cfg->props[i]), cfg->props[i]);
 		if (rd_kafka_conf_set(conf, name, eq + 1, e, sizeof e) != RD_KAFKA_CONF_OK)
-			return ot_err(OT_ECONFIG, errstr, errsz, "-X %s: %s", cfg->props[i], e);
+			return ot_err(OT_ECONFIG, errstr, errsz, "kafka property %s: %s", name, e);
 	}
 	return 0;
 }

@@ -276,6 +276,39 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	grep -q PREPARING "$BATS_TEST_TMPDIR/out"
 }
 
+@test "ot-relay: -F and OT_KAFKA_CONFIG read librdkafka properties from a file; -X wins; secrets stay out of logs" {
+	topic="conf.$RUNID"
+	event DELIVERY_UPDATED "$(uuid)" '{"status":"PREPARING"}' | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	conf="$BATS_TEST_TMPDIR/kafka.properties"
+	printf '# nothing listens there\nbootstrap.servers = 127.0.0.1:1\n' > "$conf"
+	run --separate-stderr ot-relay -F "$conf" -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_failure 69
+	OT_KAFKA_CONFIG=$conf run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_failure 69
+	run --separate-stderr ot-relay -F "$conf" -X "bootstrap.servers=$OT_KAFKA_BROKERS" -i "kafka:$topic" -O - -G "g-$RUNID" -e
+	assert_success
+	[ "${#lines[@]}" = 1 ]
+	# SASL against a listener without it: refused, and the password is never printed.
+	printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=svc\nsasl.password=pw-%s\n' "$RUNID" > "$conf"
+	run --separate-stderr ot-relay -F "$conf" -i "kafka:$topic" -O - -G "h-$RUNID" -e
+	assert_failure 69
+	! echo "$stderr" | grep -q "pw-$RUNID"
+	printf 'sasl.password=pw-%s\nno.such.property=1\n' "$RUNID" > "$conf"
+	OT_KAFKA_CONFIG=$conf run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "h-$RUNID" -e
+	assert_failure 78
+	echo "$stderr" | grep -q 'kafka property no.such.property'
+	run --separate-stderr ot-relay -X "sasl.password=pw-$RUNID" -X "no.such.property=pw-$RUNID" -i "kafka:$topic" -O - -e
+	assert_failure 78
+	! echo "$stderr" | grep -q "pw-$RUNID"
+	printf 'sasl.password pw-%s\n' "$RUNID" > "$conf"
+	run --separate-stderr ot-relay -F "$conf" -i - </dev/null
+	assert_failure 78
+	echo "$stderr" | grep -q "$conf:1: expected property=value"
+	! echo "$stderr" | grep -q "pw-$RUNID"
+	run --separate-stderr ot-relay -F "$BATS_TEST_TMPDIR/missing" -i - </dev/null
+	assert_failure 78
+}
+
 # A dead letter as replay --dry-run prints it: dead_letter ORIGIN_TOPIC [EXTRA_HEADERS_JSON]
 dead_letter() {
 	printf '{"topic":"%s.dlq","partition":0,"offset":0,"key":"k","headers":{%s"ot-dlq-topic":"%s","ot-dlq-error":"e"},"value":{"id":"x"}}\n' \

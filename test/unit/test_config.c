@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ot_config.h"
 #include "ot_err.h"
@@ -21,6 +22,7 @@ clear_env(void **state)
 	unsetenv("OT_KAFKA_BROKERS"); unsetenv("OT_ORDERS_DB"); unsetenv("OT_INVENTORY_DB");
 	unsetenv("OT_REDIS_URL"); unsetenv("OT_LOG_LEVEL"); unsetenv("OT_HTTP_ADDR");
 	unsetenv("OT_KAFKA_GROUP"); unsetenv("OT_KAFKA_OFFSET"); unsetenv("OT_RETRY_ATTEMPTS");
+	unsetenv("OT_KAFKA_CONFIG");
 	return 0;
 }
 
@@ -191,6 +193,87 @@ counts_and_properties_are_validated(void **state)
 	ot_config_free(&c);
 }
 
+/* Writes text to a new file under /tmp; returns its name in path. */
+static void
+write_file(char *path, size_t size, const char *text)
+{
+	FILE *f;
+	int fd;
+
+	snprintf(path, size, "/tmp/ot-test-kafka-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void
+a_kafka_config_file_comes_before_x(void **state)
+{
+	char path[64];
+	struct ot_config c;
+
+	(void)state;
+	write_file(path, sizeof path,
+	           "# SASL for the production cluster\n"
+	           "\n"
+	           "security.protocol=SASL_SSL\n"
+	           "  sasl.mechanism = SCRAM-SHA-512  \r\n"
+	           "\tsasl.password=p=w#d \n"
+	           "   # indented comment\n"
+	           "linger.ms=50\n");
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, 'X', "linger.ms=5", err, sizeof err), 1);
+	assert_int_equal(ot_config_opt(&c, 'F', path, err, sizeof err), 1);
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), 0);
+	assert_int_equal(c.nprops, 5);
+	assert_string_equal(c.props[0], "security.protocol=SASL_SSL");
+	assert_string_equal(c.props[1], "sasl.mechanism=SCRAM-SHA-512");
+	assert_string_equal(c.props[2], "sasl.password=p=w#d");
+	assert_string_equal(c.props[3], "linger.ms=50");
+	assert_string_equal(c.props[4], "linger.ms=5"); /* -X last: it wins */
+	ot_config_free(&c);
+	/* From the environment when -F is not given. */
+	setenv("OT_KAFKA_CONFIG", path, 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), 0);
+	assert_int_equal(c.nprops, 4);
+	assert_string_equal(c.kafka_config, path);
+	ot_config_free(&c);
+	unlink(path);
+}
+
+static void
+a_bad_kafka_config_file_is_refused_without_its_secrets(void **state)
+{
+	char path[64];
+	struct ot_config c;
+
+	(void)state;
+	write_file(path, sizeof path, "sasl.username=svc\nsasl.password hunter2\n");
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, 'F', path, err, sizeof err), 1);
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	assert_non_null(strstr(err, ":2: expected property=value"));
+	assert_null(strstr(err, "hunter2"));
+	assert_int_equal(c.nprops, 0);
+	ot_config_free(&c);
+	unlink(path);
+	write_file(path, sizeof path, " = x\n");
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, 'F', path, err, sizeof err), 1);
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	ot_config_free(&c);
+	unlink(path);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_opt(&c, 'F', "/nonexistent/kafka.properties", err, sizeof err), 1);
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	assert_non_null(strstr(err, "/nonexistent/kafka.properties"));
+	ot_config_free(&c);
+}
+
 static void
 a_bad_log_level_is_refused(void **state)
 {
@@ -287,6 +370,8 @@ main(void)
 		cmocka_unit_test(offset_parse_reads_each_form),
 		cmocka_unit_test_setup(a_bad_offset_in_the_environment_is_refused, clear_env),
 		cmocka_unit_test_setup(counts_and_properties_are_validated, clear_env),
+		cmocka_unit_test_setup(a_kafka_config_file_comes_before_x, clear_env),
+		cmocka_unit_test_setup(a_bad_kafka_config_file_is_refused_without_its_secrets, clear_env),
 		cmocka_unit_test_setup(a_bad_log_level_is_refused, clear_env),
 		cmocka_unit_test_setup(attempts_come_from_flag_then_environment, clear_env),
 		cmocka_unit_test(redis_urls),
