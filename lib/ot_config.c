@@ -8,6 +8,7 @@
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_log.h"
+#include "ot_redis.h"
 
 const char ot_config_usage[] =
 	"  -b, --brokers LIST      Kafka bootstrap servers (OT_KAFKA_BROKERS)\n"
@@ -21,7 +22,8 @@ const char ot_config_usage[] =
 	"                          stay off the command line (OT_KAFKA_CONFIG)\n"
 	"      --orders-db CONN    orders database (OT_ORDERS_DB)\n"
 	"      --inventory-db CONN inventory database (OT_INVENTORY_DB)\n"
-	"      --redis URL         redis://host:port/db or unix:///path (OT_REDIS_URL)\n"
+	"      --redis URL         redis://[[user]:pass@]host:port/db, rediss://... (TLS) or\n"
+	"                          unix:///path (OT_REDIS_URL)\n"
 	"      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
 	"      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
 	"      --attempts N        tries of one record before giving up on it (OT_RETRY_ATTEMPTS, 8)\n";
@@ -202,6 +204,7 @@ fill(char **dst, const char *env, const char *def)
 int
 ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz)
 {
+	struct ot_redis_url ru;
 	struct ot_offset off;
 
 	fill(&c->brokers, "OT_KAFKA_BROKERS", "localhost:9092");
@@ -221,6 +224,12 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 		if (c->attempts < 1 || c->attempts > 1000)
 			return ot_err(-1, errstr, errsz, "OT_RETRY_ATTEMPTS=%s: expected 1 to 1000", v);
 	}
+	/* A Redis URL that cannot work is a configuration error at start, not a retry loop later. */
+	if (ot_redis_parse_url(c->redis_url, &ru, errstr, errsz))
+		return -1;
+	if (ru.tls && !ot_redis_tls_available())
+		return ot_err(-1, errstr, errsz, "Redis URL rediss://%s:%d: this build has no TLS "
+		              "(hiredis_ssl was not found when it was built)", ru.host, ru.port);
 	fill(&c->kafka_config, "OT_KAFKA_CONFIG", NULL);
 	if (c->kafka_config && *c->kafka_config &&
 	    ot_config_read_kafka_file(c, c->kafka_config, errstr, errsz))

@@ -12,6 +12,11 @@
 #include "ot_state.h"
 #include "ot_text.h"
 
+#ifdef OT_HAVE_HIREDIS_SSL
+#include <hiredis/hiredis_ssl.h>
+#include <pthread.h>
+#endif
+
 /* Seconds an order stays cached: short while it moves, longer once it is settled. */
 #define TTL_ACTIVE 3600
 #define TTL_TERMINAL (7 * 86400)
@@ -55,68 +60,152 @@ static const char gcra_script[] =
 	"if ARGV[3] == '1' then redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now))) end\n"
 	"return {1, 0}\n";
 
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	     : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Percent-decodes src[0..len) into dst. Returns 0, or -1 for a bad escape or no room. */
+static int
+pct_decode(char *dst, size_t size, const char *src, size_t len)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < len; i++) {
+		if (n + 1 >= size)
+			return -1;
+		if (src[i] != '%') {
+			dst[n++] = src[i];
+			continue;
+		}
+		if (i + 2 >= len || hexval(src[i + 1]) < 0 || hexval(src[i + 2]) < 0)
+			return -1;
+		dst[n++] = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
+		i += 2;
+	}
+	dst[n] = '\0';
+	return 0;
+}
+
 int
 ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz)
 {
-	const char *p, *at, *slash, *colon, *q;
-	char *end, safe[512];
+	const char *p, *at, *slash, *colon, *q, *end_auth;
+	char *end, shown[600];
 	long v;
 
 	memset(u, 0, sizeof *u);
 	u->port = 6379;
 	if (!url || !*url)
 		return ot_err(-1, errstr, errsz, "empty Redis URL");
-	ot_redact(url, safe, sizeof safe); /* what the messages below quote */
+	ot_redact(url, shown, sizeof shown); /* what the messages below quote */
 	if (!strncmp(url, "unix://", 7)) {
 		p = url + 7;
 		q = strchr(p, '?');
 		if ((q ? (size_t)(q - p) : strlen(p)) >= sizeof u->path || *p != '/')
-			return ot_err(-1, errstr, errsz, "Redis URL %s: expected unix:///path/to/socket", safe);
+			return ot_err(-1, errstr, errsz, "Redis URL %s: expected unix:///path/to/socket", shown);
 		snprintf(u->path, sizeof u->path, "%.*s", (int)(q ? q - p : (long)strlen(p)), p);
 		if (q && !strncmp(q, "?db=", 4)) {
 			v = strtol(q + 4, &end, 10);
 			if (*end || v < 0)
-				return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", safe);
+				return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", shown);
 			u->db = (int)v;
 		}
 		return 0;
 	}
-	if (strncmp(url, "redis://", 8))
-		return ot_err(-1, errstr, errsz, "Redis URL %s: expected redis://host:port/db or unix:///path", safe);
-	p = url + 8;
-	at = strchr(p, '@');
-	if (at) {
+	if (!strncmp(url, "rediss://", 9)) {
+		u->tls = 1;
+		p = url + 9;
+	} else if (!strncmp(url, "redis://", 8)) {
+		p = url + 8;
+	} else {
+		return ot_err(-1, errstr, errsz, "Redis URL %s: expected redis://host:port/db, "
+		              "rediss://host:port/db or unix:///path", shown);
+	}
+	/* The userinfo ends at the last @ before the path: a password may hold an encoded @. */
+	end_auth = p + strcspn(p, "/?");
+	for (at = end_auth; at > p && at[-1] != '@'; at--)
+		;
+	if (at > p) {
+		at--; /* at the @ */
 		colon = memchr(p, ':', (size_t)(at - p));
+		if (colon && pct_decode(u->user, sizeof u->user, p, (size_t)(colon - p)))
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad or too long user", shown);
 		q = colon ? colon + 1 : p;
-		if ((size_t)(at - q) >= sizeof u->password)
-			return ot_err(-1, errstr, errsz, "Redis URL: password too long");
-		snprintf(u->password, sizeof u->password, "%.*s", (int)(at - q), q);
+		if (pct_decode(u->password, sizeof u->password, q, (size_t)(at - q)))
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad or too long password", shown);
 		p = at + 1;
 	}
-	slash = strchr(p, '/');
-	colon = strchr(p, ':');
-	if (colon && slash && colon > slash)
-		colon = NULL;
+	slash = p + strcspn(p, "/?");
+	colon = memchr(p, ':', (size_t)(slash - p));
 	{
-		size_t hl = (size_t)((colon ? colon : slash ? slash : p + strlen(p)) - p);
+		size_t hl = (size_t)((colon ? colon : slash) - p);
 		if (hl == 0 || hl >= sizeof u->host)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: missing or too long host", safe);
+			return ot_err(-1, errstr, errsz, "Redis URL %s: missing or too long host", shown);
 		snprintf(u->host, sizeof u->host, "%.*s", (int)hl, p);
 	}
 	if (colon) {
 		v = strtol(colon + 1, &end, 10);
-		if (end == colon + 1 || (*end && *end != '/') || v < 1 || v > 65535)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: bad port", safe);
+		if (end == colon + 1 || end != slash || v < 1 || v > 65535)
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad port", shown);
 		u->port = (int)v;
 	}
-	if (slash && slash[1]) {
+	q = strchr(slash, '?');
+	if (*slash == '/' && slash + 1 != (q ? q : slash + strlen(slash))) {
 		v = strtol(slash + 1, &end, 10);
-		if (*end || v < 0)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", safe);
+		if (end != (q ? q : slash + strlen(slash)) || v < 0 || end == slash + 1)
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", shown);
 		u->db = (int)v;
+	}
+	if (q) {
+		if (!u->tls || strncmp(q, "?cacert=", 8) || !q[8] || strlen(q + 8) >= sizeof u->cacert ||
+		    strchr(q + 8, '&'))
+			return ot_err(-1, errstr, errsz, "Redis URL %s: the only parameter is ?cacert=FILE, "
+			              "with rediss://", shown);
+		snprintf(u->cacert, sizeof u->cacert, "%s", q + 8);
 	}
 	return 0;
 }
+
+int
+ot_redis_tls_available(void)
+{
+#ifdef OT_HAVE_HIREDIS_SSL
+	return 1;
+#else
+	return 0;
+#endif
+}
+
+#ifdef OT_HAVE_HIREDIS_SSL
+/* Starts TLS on r, verifying the server against u->cacert or the system's CAs. */
+static int
+start_tls(redisContext *r, const struct ot_redis_url *u, const char *shown, char *errstr, size_t errsz)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	redisSSLContextError e = REDIS_SSL_CTX_NONE;
+	redisSSLContext *ssl;
+
+	pthread_once(&once, (void (*)(void))redisInitOpenSSL);
+	ssl = redisCreateSSLContext(u->cacert[0] ? u->cacert : NULL, u->cacert[0] ? NULL : "/etc/ssl/certs",
+	                            NULL, NULL, u->host, &e);
+	if (!ssl || e != REDIS_SSL_CTX_NONE) {
+		redisFreeSSLContext(ssl);
+		return ot_err(OT_ECONFIG, errstr, errsz, "Redis TLS for %s: %s", shown,
+		              redisSSLContextGetError(e));
+	}
+	/* The connection keeps a reference to the context's SSL_CTX: freeing ours is safe. */
+	if (redisInitiateSSLWithContext(r, ssl) != REDIS_OK) {
+		ot_err(OT_ESERVICE, errstr, errsz, "Redis TLS handshake with %s: %s", shown, r->errstr);
+		redisFreeSSLContext(ssl);
+		return OT_ESERVICE;
+	}
+	redisFreeSSLContext(ssl);
+	return 0;
+}
+#endif
 
 redisContext *
 ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
@@ -125,23 +214,35 @@ ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
 	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
 	redisContext *r;
 	redisReply *rep;
-	char safe[512];
+	char shown[600];
 
 	if (ot_redis_parse_url(url, &u, errstr, errsz))
 		return NULL;
-	ot_redact(url, safe, sizeof safe); /* the URL as messages show it */
+	ot_redact(url, shown, sizeof shown); /* what the messages below quote */
+	if (u.tls && !ot_redis_tls_available()) {
+		ot_err(OT_ECONFIG, errstr, errsz, "Redis URL %s: this build has no TLS (hiredis_ssl was "
+		       "not found when it was built)", shown);
+		return NULL;
+	}
 	r = u.path[0] ? redisConnectUnixWithTimeout(u.path, tv) : redisConnectWithTimeout(u.host, u.port, tv);
 	if (!r || r->err) {
-		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to Redis at %s: %s", safe,
+		ot_err(OT_ESERVICE, errstr, errsz, "cannot connect to Redis at %s: %s", shown,
 		       r ? r->errstr : "out of memory");
 		redisFree(r);
 		return NULL;
 	}
 	redisSetTimeout(r, tv);
-	if (u.password[0]) {
-		rep = redisCommand(r, "AUTH %s", u.password);
+#ifdef OT_HAVE_HIREDIS_SSL
+	if (u.tls && start_tls(r, &u, shown, errstr, errsz)) {
+		redisFree(r);
+		return NULL;
+	}
+#endif
+	if (u.password[0] || u.user[0]) {
+		rep = u.user[0] ? redisCommand(r, "AUTH %s %s", u.user, u.password)
+		                : redisCommand(r, "AUTH %s", u.password);
 		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			ot_err(OT_ESERVICE, errstr, errsz, "Redis AUTH failed at %s: %s", safe,
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis AUTH failed at %s: %s", shown,
 			       rep ? rep->str : r->errstr);
 			freeReplyObject(rep);
 			redisFree(r);
@@ -152,7 +253,7 @@ ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
 	if (u.db) {
 		rep = redisCommand(r, "SELECT %d", u.db);
 		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			ot_err(OT_ESERVICE, errstr, errsz, "Redis SELECT %d failed at %s", u.db, safe);
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis SELECT %d failed at %s", u.db, shown);
 			freeReplyObject(rep);
 			redisFree(r);
 			return NULL;

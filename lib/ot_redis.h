@@ -10,12 +10,21 @@ struct ot_redis_url {
 	int port;
 	char path[256];     /* unix socket path, "" for TCP */
 	int db;
+	char user[128];     /* ACL user, "" for the default user */
 	char password[128];
+	int tls;            /* rediss:// */
+	char cacert[256];   /* rediss://...?cacert=FILE: CA bundle to verify the server ("" = system's) */
 };
 
-/* Parses redis://[:password@]host[:port][/db] or unix:///path[?db=N]. Returns 0 or -1 with errstr. */
+/* Parses redis://[[user]:password@]host[:port][/db], rediss://... (TLS, optionally
+ * ?cacert=FILE) or unix:///path[?db=N]. User and password may be percent-encoded; a userinfo
+ * without ":" is a password, as redis-cli reads it. Returns 0 or -1 with errstr, which never
+ * holds the password. */
 int ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz);
-/* Connects, authenticates and selects the db. Returns NULL with errstr; caller redisFree's. */
+/* Whether this build can connect with TLS (hiredis_ssl was found at build time). */
+int ot_redis_tls_available(void);
+/* Connects (over TLS for rediss://), authenticates (AUTH user password for an ACL user) and
+ * selects the db. Returns NULL with errstr; caller redisFree's. */
 redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz);
 
 /* Returns a usable connection: *r if healthy, else a new one (at most one attempt per 200 ms,

@@ -77,6 +77,35 @@ setup() {
 	[ "$(rcli EXISTS "order:$ID")" = 0 ]
 }
 
+@test "ot-cache: an ACL user in the Redis URL authenticates; a wrong password exits 69 without showing it" {
+	user="u-$RUNID"
+	rcli ACL SETUSER "$user" on ">pw-$RUNID" '~*' '&*' '+@all' >/dev/null
+	port=$(redis_port)
+	OT_REDIS_URL="redis://$user:pw-$RUNID@127.0.0.1:$port/0" run --separate-stderr ot-cache invalidate "$ID"
+	status_ok=$status
+	OT_REDIS_URL="redis://$user:wrong-$RUNID@127.0.0.1:$port/0" run --separate-stderr ot-cache invalidate "$ID"
+	status_wrong=$status
+	stderr_wrong=$stderr
+	rcli ACL DELUSER "$user" >/dev/null
+	[ "$status_ok" = 0 ]
+	[ "$(rcli EXISTS "order:$ID")" = 0 ]
+	[ "$status_wrong" = 69 ]
+	echo "$stderr_wrong" | grep -q 'Redis AUTH failed at redis://\*\*\*@127.0.0.1'
+	! echo "$stderr_wrong" | grep -q "wrong-$RUNID"
+}
+
+@test "ot-cache: rediss:// needs a build with TLS; a malformed Redis URL exits 78 without its password" {
+	OT_REDIS_URL="rediss://127.0.0.1:$(redis_port)/0" run --separate-stderr ot-cache invalidate "$ID"
+	if [ "$(pkg-config --exists hiredis_ssl && echo yes)" != yes ]; then
+		assert_failure 78
+		echo "$stderr" | grep -q 'this build has no TLS'
+	fi
+	OT_REDIS_URL="redis://u:pw-$RUNID@127.0.0.1:0/0" run --separate-stderr ot-cache invalidate "$ID"
+	assert_failure 78
+	echo "$stderr" | grep -q 'bad port'
+	! echo "$stderr" | grep -q "pw-$RUNID"
+}
+
 @test "ot-cache: warm caches active orders from the database" {
 	rcli DEL "order:$ID" >/dev/null
 	run --separate-stderr ot-cache warm

@@ -347,6 +347,77 @@ redis_urls(void **state)
 }
 
 static void
+redis_urls_with_acl_users_and_tls(void **state)
+{
+	struct ot_redis_url u;
+
+	(void)state;
+	assert_int_equal(ot_redis_parse_url("redis://app:s3cret@h:1/2", &u, err, sizeof err), 0);
+	assert_string_equal(u.user, "app");
+	assert_string_equal(u.password, "s3cret");
+	assert_string_equal(u.host, "h");
+	assert_int_equal(u.port, 1);
+	assert_int_equal(u.db, 2);
+	assert_int_equal(u.tls, 0);
+	/* No ":": a password alone, as redis-cli reads it. */
+	assert_int_equal(ot_redis_parse_url("redis://s3cret@h", &u, err, sizeof err), 0);
+	assert_string_equal(u.user, "");
+	assert_string_equal(u.password, "s3cret");
+	/* Percent-encoded user and password; the last @ ends them. */
+	assert_int_equal(ot_redis_parse_url("redis://a%40b:p%3Aw@rd@h:7/1", &u, err, sizeof err), 0);
+	assert_string_equal(u.user, "a@b");
+	assert_string_equal(u.password, "p:w@rd");
+	assert_string_equal(u.host, "h");
+	assert_int_equal(u.port, 7);
+	assert_int_equal(ot_redis_parse_url("rediss://app:pw@cache.example:6380/3", &u, err, sizeof err), 0);
+	assert_int_equal(u.tls, 1);
+	assert_string_equal(u.host, "cache.example");
+	assert_int_equal(u.port, 6380);
+	assert_int_equal(u.db, 3);
+	assert_string_equal(u.cacert, "");
+	assert_int_equal(ot_redis_parse_url("rediss://h/0?cacert=/etc/redis/ca.pem", &u, err, sizeof err), 0);
+	assert_string_equal(u.cacert, "/etc/redis/ca.pem");
+	assert_int_equal(u.db, 0);
+	assert_int_equal(ot_redis_parse_url("rediss://h?cacert=/ca.pem", &u, err, sizeof err), 0);
+	assert_string_equal(u.host, "h");
+	assert_string_equal(u.cacert, "/ca.pem");
+	/* Refused, and the message never shows the password. */
+	assert_int_equal(ot_redis_parse_url("redis://u:hunter2@h:0/1", &u, err, sizeof err), -1);
+	assert_null(strstr(err, "hunter2"));
+	assert_non_null(strstr(err, "***@h:0/1"));
+	assert_int_equal(ot_redis_parse_url("redis://u:hun%zzter2@h", &u, err, sizeof err), -1);
+	assert_null(strstr(err, "hunter2"));
+	assert_int_equal(ot_redis_parse_url("redis://u:pw%4@h", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h/0?cacert=/ca.pem", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("rediss://h/0?verify=no", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("rediss://h/0?cacert=", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h:12x/0", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h/1x", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://u:pw@", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("rediss://", &u, err, sizeof err), -1);
+}
+
+static void
+a_redis_url_is_checked_at_start(void **state)
+{
+	struct ot_config c;
+
+	(void)state;
+	setenv("OT_REDIS_URL", "redis://u:hunter2@h:0/0", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	assert_null(strstr(err, "hunter2"));
+	ot_config_free(&c);
+	setenv("OT_REDIS_URL", "rediss://h:6380/0", 1);
+	ot_config_init(&c, "ot-test");
+	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), ot_redis_tls_available() ? 0 : -1);
+	if (!ot_redis_tls_available())
+		assert_non_null(strstr(err, "no TLS"));
+	ot_config_free(&c);
+	unsetenv("OT_REDIS_URL");
+}
+
+static void
 exit_statuses_follow_sysexits(void **state)
 {
 	(void)state;
@@ -375,6 +446,8 @@ main(void)
 		cmocka_unit_test_setup(a_bad_log_level_is_refused, clear_env),
 		cmocka_unit_test_setup(attempts_come_from_flag_then_environment, clear_env),
 		cmocka_unit_test(redis_urls),
+		cmocka_unit_test(redis_urls_with_acl_users_and_tls),
+		cmocka_unit_test_setup(a_redis_url_is_checked_at_start, clear_env),
 		cmocka_unit_test(exit_statuses_follow_sysexits),
 	};
 	return cmocka_run_group_tests_name("configuration", tests, NULL, NULL);
