@@ -188,6 +188,8 @@ position(rd_kafka_t *rk, struct ot_in *in, rd_kafka_topic_partition_list_t *part
 	if (in->start.kind == OT_OFFSET_TIME)
 		times = rd_kafka_topic_partition_list_new(parts->cnt);
 	for (i = 0; i < parts->cnt; i++) {
+		if (committed->elems[i].err) /* unknown: never guess "none" and re-read */
+			continue;
 		if (committed->elems[i].offset >= 0) {
 			parts->elems[i].offset = committed->elems[i].offset;
 			continue;
