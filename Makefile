@@ -33,6 +33,8 @@ LIBOBJ  = $(patsubst lib/%.c,build/lib/%.o,$(LIBSRC)) build/lib/ot_sql.o build/l
 SQL     = $(sort $(wildcard lib/sql/*/*.sql))
 UNITSRC = $(wildcard test/unit/test_*.c)
 UNITS   = $(patsubst test/unit/%.c,build/test/%,$(UNITSRC))
+FUZZSRC = $(wildcard test/fuzz/fuzz_*.c)
+FUZZERS = $(patsubst test/fuzz/%.c,build/fuzz/%,$(FUZZSRC))
 MANS    = $(wildcard man/*.1)
 MANS7   = $(wildcard man/*.7)
 
@@ -74,13 +76,52 @@ build/test/%: test/unit/%.c build/libordertrack.a
 	@mkdir -p $(@D)
 	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(OT_LIBS) -lcmocka
 
+# libFuzzer harnesses: the library again, built by clang with the fuzzer's coverage and
+# ASan+UBSan, in a tree of its own so the gcc build is untouched.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 180
+FUZZ_SAN    = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# clang also flags what gcc lets pass: the format MHD hands its log callback, and the GNU
+# statement expressions inside librdkafka's RD_KAFKA_V_* macros.
+FUZZ_CFLAGS = $(filter-out -O2,$(OT_CFLAGS)) -O1 -Wno-format-nonliteral -Wno-gnu-statement-expression \
+              $(FUZZ_SAN)
+FUZZLIBOBJ  = $(patsubst build/lib/%.o,build/fuzz/lib/%.o,$(LIBOBJ))
+
+build/fuzz/lib/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/lib/ot_sql.o: build/lib/ot_sql.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/lib/ot_page.o: build/lib/ot_page.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/libordertrack.a: $(FUZZLIBOBJ)
+	$(AR) rcs $@ $^
+
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c build/fuzz/libordertrack.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(OT_LIBS)
+
+fuzzers: $(FUZZERS)
+
+# Each harness for FUZZ_TIME seconds, one after the other (scripts/fuzz run); the saved
+# corpus of each, once through, in seconds and without services (scripts/fuzz replay).
+fuzz: $(FUZZERS)
+	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz run
+
+fuzz-replay: $(FUZZERS)
+	@scripts/fuzz replay
+
 deps:
 	@scripts/deps
 
 units: $(UNITS)
 
 check: deps
-	@$(MAKE) --no-print-directory all units
+	@$(MAKE) --no-print-directory all units fuzzers
 	@scripts/check $(UNITS)
 
 demo: deps
@@ -99,5 +140,5 @@ install: all
 clean:
 	rm -rf build bin
 
-.PHONY: all deps units check demo lint install clean
--include $(wildcard build/*/*.d)
+.PHONY: all deps units check demo lint install clean fuzzers fuzz fuzz-replay
+-include $(wildcard build/*/*.d build/fuzz/*/*.d)
