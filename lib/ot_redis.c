@@ -1,4 +1,6 @@
 /* ot_redis: Redis connections and the versioned compare-and-set of order:{id}. */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +91,23 @@ pct_decode(char *dst, size_t size, const char *src, size_t len)
 	return 0;
 }
 
+/* A db number: digits only, within an int (a larger one used to wrap to another db). */
+static int
+db_number(const char *s, const char *end_at, int *db)
+{
+	long v;
+	char *end;
+
+	if (s == end_at || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end != end_at || v < 0 || v > INT_MAX)
+		return -1;
+	*db = (int)v;
+	return 0;
+}
+
 int
 ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz)
 {
@@ -107,12 +126,8 @@ ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t
 		if ((q ? (size_t)(q - p) : strlen(p)) >= sizeof u->path || *p != '/')
 			return ot_err(-1, errstr, errsz, "Redis URL %s: expected unix:///path/to/socket", shown);
 		snprintf(u->path, sizeof u->path, "%.*s", (int)(q ? q - p : (long)strlen(p)), p);
-		if (q && !strncmp(q, "?db=", 4)) {
-			v = strtol(q + 4, &end, 10);
-			if (*end || v < 0)
-				return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", shown);
-			u->db = (int)v;
-		}
+		if (q && (strncmp(q, "?db=", 4) || db_number(q + 4, q + strlen(q), &u->db)))
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", shown);
 		return 0;
 	}
 	if (!strncmp(url, "rediss://", 9)) {
@@ -139,9 +154,19 @@ ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t
 		p = at + 1;
 	}
 	slash = p + strcspn(p, "/?");
-	colon = memchr(p, ':', (size_t)(slash - p));
-	{
-		size_t hl = (size_t)((colon ? colon : slash) - p);
+	if (*p == '[') { /* an IPv6 address: [::1]:6379 */
+		const char *rb = memchr(p, ']', (size_t)(slash - p));
+		size_t hl = rb ? (size_t)(rb - p - 1) : 0;
+
+		if (!rb || hl == 0 || hl >= sizeof u->host || (rb[1] != ':' && rb + 1 != slash))
+			return ot_err(-1, errstr, errsz, "Redis URL %s: bad [IPv6] host", shown);
+		snprintf(u->host, sizeof u->host, "%.*s", (int)hl, p + 1);
+		colon = rb[1] == ':' ? rb + 1 : NULL;
+	} else {
+		size_t hl;
+
+		colon = memchr(p, ':', (size_t)(slash - p));
+		hl = (size_t)((colon ? colon : slash) - p);
 		if (hl == 0 || hl >= sizeof u->host)
 			return ot_err(-1, errstr, errsz, "Redis URL %s: missing or too long host", shown);
 		snprintf(u->host, sizeof u->host, "%.*s", (int)hl, p);
@@ -153,12 +178,9 @@ ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t
 		u->port = (int)v;
 	}
 	q = strchr(slash, '?');
-	if (*slash == '/' && slash + 1 != (q ? q : slash + strlen(slash))) {
-		v = strtol(slash + 1, &end, 10);
-		if (end != (q ? q : slash + strlen(slash)) || v < 0 || end == slash + 1)
-			return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", shown);
-		u->db = (int)v;
-	}
+	if (*slash == '/' && slash + 1 != (q ? q : slash + strlen(slash)) &&
+	    db_number(slash + 1, q ? q : slash + strlen(slash), &u->db))
+		return ot_err(-1, errstr, errsz, "Redis URL %s: bad db number", shown);
 	if (q) {
 		if (!u->tls || strncmp(q, "?cacert=", 8) || !q[8] || strlen(q + 8) >= sizeof u->cacert ||
 		    strchr(q + 8, '&'))

@@ -344,6 +344,23 @@ redis_urls(void **state)
 	assert_int_equal(ot_redis_parse_url("redis://h:99999", &u, err, sizeof err), -1);
 	assert_int_equal(ot_redis_parse_url("redis://h/x", &u, err, sizeof err), -1);
 	assert_int_equal(ot_redis_parse_url("", &u, err, sizeof err), -1);
+	/* a db number past an int used to wrap to db 0 */
+	assert_int_equal(ot_redis_parse_url("redis://h/4294967296", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://h/-1", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("unix:///tmp/r.sock?db=4294967297", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("unix:///tmp/r.sock?db=", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("unix:///tmp/r.sock?x=1", &u, err, sizeof err), -1);
+	/* IPv6 */
+	assert_int_equal(ot_redis_parse_url("redis://[::1]:6380/1", &u, err, sizeof err), 0);
+	assert_string_equal(u.host, "::1");
+	assert_int_equal(u.port, 6380);
+	assert_int_equal(u.db, 1);
+	assert_int_equal(ot_redis_parse_url("redis://:pw@[fe80::1]", &u, err, sizeof err), 0);
+	assert_string_equal(u.host, "fe80::1");
+	assert_int_equal(u.port, 6379);
+	assert_int_equal(ot_redis_parse_url("redis://[::1", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://[]:1", &u, err, sizeof err), -1);
+	assert_int_equal(ot_redis_parse_url("redis://[::1]x", &u, err, sizeof err), -1);
 }
 
 static void
