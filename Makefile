@@ -103,7 +103,7 @@ build/fuzz/libordertrack.a: $(FUZZLIBOBJ)
 	$(AR) rcs $@ $^
 
 build/fuzz/fuzz_%: test/fuzz/fuzz_%.c build/fuzz/libordertrack.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(OT_LIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libordertrack.a $(OT_LIBS)
 
 fuzzers: $(FUZZERS)
 
