@@ -80,6 +80,7 @@ build/test/%: test/unit/%.c build/libordertrack.a
 # ASan+UBSan, in a tree of its own so the gcc build is untouched.
 FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 180
+FUZZ       ?=
 FUZZ_SAN    = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # clang also flags what gcc lets pass: the format MHD hands its log callback, and the GNU
 # statement expressions inside librdkafka's RD_KAFKA_V_* macros.
@@ -109,11 +110,12 @@ fuzzers: $(FUZZERS)
 
 # Each harness for FUZZ_TIME seconds, one after the other (scripts/fuzz run); the saved
 # corpus of each, once through, in seconds and without services (scripts/fuzz replay).
+# FUZZ=NAME... picks harnesses (ws, envelope, ...).
 fuzz: $(FUZZERS)
-	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz run
+	@FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz run $(FUZZ)
 
 fuzz-replay: $(FUZZERS)
-	@scripts/fuzz replay
+	@scripts/fuzz replay $(FUZZ)
 
 deps:
 	@scripts/deps
