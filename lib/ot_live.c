@@ -725,9 +725,11 @@ ot_live_ws_frame(const unsigned char *b, size_t n, size_t max, int *frag, struct
 	f->head = hl;
 	f->len = (size_t)len;
 	f->mask = b + hl - 4;
+	if (f->opcode == 8 && len == 1) /* half a status code: read no byte past the frame */
+		goto protocol;
 	if (f->opcode == 8 && len) {
 		unsigned code = (unsigned)(b[hl] ^ f->mask[0]) << 8 | (b[hl + 1] ^ f->mask[1]);
-		if (len == 1 || !ws_code_valid(code))
+		if (!ws_code_valid(code))
 			goto protocol;
 		f->code = (int)code;
 	}

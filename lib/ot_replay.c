@@ -157,7 +157,9 @@ one(json_t *rec, struct ot_out *out, const struct ot_replay *o, struct ot_replay
 	}
 	snprintf(count, sizeof count, "%d", replays + 1);
 	h[n++] = (struct ot_header){"ot-replay-count", count};
-	vbuf = json_is_string(value) ? strdup(json_string_value(value)) : json_dumps(value, OT_JSON_FLAGS);
+	/* Any JSON value is a value: without JSON_ENCODE_ANY a null or a number came back NULL. */
+	vbuf = json_is_string(value) ? strdup(json_string_value(value))
+	                             : json_dumps(value, OT_JSON_FLAGS | JSON_ENCODE_ANY);
 	if (!vbuf)
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 	rc = ot_out_send(out, origin, json_string_value(json_object_get(rec, "key")), vbuf,

@@ -121,6 +121,14 @@ ws_frame_refuses_what_rfc6455_forbids(void **state)
 	assert_int_equal(verdict(b, frame(b, 0x08, "", 0)), 1002);
 	/* a close status of one byte, or not a code one may send */
 	assert_int_equal(verdict(b, frame(b, 0x88, "\x03", 1)), 1002);
+	{ /* the same, read from a buffer that ends with it: no byte past it is read (fuzz_ws) */
+		size_t n = frame(b, 0x88, "\x03", 1);
+		unsigned char *exact = malloc(n);
+		assert_non_null(exact);
+		memcpy(exact, b, n);
+		assert_int_equal(verdict(exact, n), 1002);
+		free(exact);
+	}
 	assert_int_equal(verdict(b, frame(b, 0x88, "\x03\xed", 2)), 1002);   /* 1005 */
 	assert_int_equal(verdict(b, frame(b, 0x88, "\x03\xe7", 2)), 1002);   /* 999 */
 	assert_int_equal(verdict(b, frame(b, 0x88, "\x0b\xb8", 2)), 1);      /* 3000 */
