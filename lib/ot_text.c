@@ -184,6 +184,8 @@ each_secret(const char *conn, void (*each)(void *arg, const char *s, size_t n), 
 	while (*p) {
 		while (is_space(*p))
 			p++;
+		if (!*p) /* trailing space: skipping a "word" here would step past the end */
+			break;
 		k = p;
 		while (*p && *p != '=' && !is_space(*p))
 			p++;
