@@ -1,7 +1,7 @@
-/* Fuzzes the -o offset parser: whatever it accepts reads back to the same text, and what it
- * refuses leaves a zeroed result. */
+/* Fuzzes the -o offset parser: whatever it accepts is a name, or plain decimal digits that
+ * fit and are the value it returns; what it refuses leaves a zeroed result. */
+#include <limits.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +14,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const names[] = {"stored", "beginning", "end"};
 	struct ot_offset o;
-	char arg[64], back[64];
+	char arg[64];
+	const char *digits;
+	long long v;
 
 	if (size >= sizeof arg || memchr(data, '\0', size))
 		return 0;
@@ -25,23 +27,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		return 0;
 	}
-	/* Accepted: the value prints back to exactly the input (plain decimal, no signs or spaces). */
+	/* Accepted: the names are exact, and a number is plain decimal digits whose value it is. */
 	switch (o.kind) {
 	case OT_OFFSET_STORED:
 	case OT_OFFSET_BEGINNING:
 	case OT_OFFSET_END:
-		snprintf(back, sizeof back, "%s", names[o.kind]);
-		break;
-	case OT_OFFSET_ABS: snprintf(back, sizeof back, "%lld", o.value); break;
-	case OT_OFFSET_TAIL:
-		if (o.value < 1 || o.value > OT_OFFSET_TAIL_MAX)
+		if (o.value || strcmp(arg, names[o.kind]))
 			abort();
-		snprintf(back, sizeof back, "-%lld", o.value);
+		return 0;
+	case OT_OFFSET_ABS: digits = arg; break;
+	case OT_OFFSET_TAIL:
+		if (arg[0] != '-' || o.value < 1 || o.value > OT_OFFSET_TAIL_MAX)
+			abort();
+		digits = arg + 1;
 		break;
-	case OT_OFFSET_TIME: snprintf(back, sizeof back, "s@%lld", o.value); break;
+	case OT_OFFSET_TIME:
+		if (strncmp(arg, "s@", 2))
+			abort();
+		digits = arg + 2;
+		break;
 	default: abort();
 	}
-	if (o.value < 0 || strcmp(back, arg))
+	if (!*digits || o.value < 0)
+		abort();
+	for (v = 0; *digits; digits++) {
+		if (*digits < '0' || *digits > '9' || v > (LLONG_MAX - (*digits - '0')) / 10)
+			abort();
+		v = v * 10 + (*digits - '0');
+	}
+	if (v != o.value)
 		abort();
 	return 0;
 }
