@@ -5,7 +5,7 @@ VERSION   = 0.1.0
 PREFIX   ?= /usr/local
 BINDIR    = $(PREFIX)/bin
 MANDIR    = $(PREFIX)/share/man
-PKGS      = rdkafka hiredis libpq jansson libmicrohttpd nettle
+PKGS      = rdkafka hiredis libpq jansson libmicrohttpd nettle libcurl
 
 CC       ?= cc
 WARN      = -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes

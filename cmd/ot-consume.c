@@ -14,6 +14,7 @@
 #include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_trace.h"
 
 static const char *argv0 = "ot-consume";
 
@@ -47,10 +48,12 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 {
 	struct consume *c = arg;
 	struct ot_event ev;
+	struct ot_span sp;
 	int rc;
 
 	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
 		return OT_EINPUT;
+	ot_run_span(&sp, m, &ev);
 	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
 		rc = ot_order_apply(c->db, ot_redis_live(&c->redis, c->redis_url), &ev, c->consumer,
 		                    errstr, errsz);
@@ -60,6 +63,9 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		snprintf(tmp, sizeof tmp, "order %s: %s", ev.order_id, errstr);
 		snprintf(errstr, errsz, "%s", tmp);
 	}
+	if (rc < 0)
+		ot_span_error(&sp, errstr);
+	ot_span_end(&sp);
 	ot_event_clear(&ev);
 	return rc;
 }

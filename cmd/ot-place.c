@@ -15,6 +15,7 @@
 #include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_trace.h"
 
 static const char *argv0 = "ot-place";
 
@@ -46,6 +47,7 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	struct place *p = arg;
 	json_error_t jerr;
 	json_t *req, *order = NULL;
+	struct ot_span sp;
 	char *s;
 	int created, rc;
 
@@ -56,8 +58,15 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		json_decref(req);
 		return rc;
 	}
+	/* Each order's life starts a trace here, as at ot-serve's POST /orders. */
+	ot_span_begin(&sp, "place order", OT_SPAN_INTERNAL, NULL);
 	rc = ot_order_place(p->db, ot_redis_live(&p->redis, p->redis_url), req, "ot-place", &order,
 	                    &created, errstr, errsz);
+	if (rc < 0)
+		ot_span_error(&sp, errstr);
+	else if (order)
+		ot_span_tag(&sp, "order_id", json_string_value(json_object_get(order, "order_id")));
+	ot_span_end(&sp);
 	json_decref(req);
 	if (rc == OT_ECONFLICT) /* a request_id reused with another order: a bad record here */
 		rc = OT_EINPUT;

@@ -18,6 +18,7 @@
 #include "ot_replay.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_trace.h"
 
 static const char *argv0 = "ot-relay";
 
@@ -117,10 +118,21 @@ publish(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	} else {
 		if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
 			return OT_EINPUT;
-		struct ot_header h[3] = {{"ot-id", ev.id}, {"ot-type", ev.type},
-		                         {"traceparent", ev.traceparent[0] ? ev.traceparent : NULL}};
+		char tp[OT_TRACEPARENT_LEN];
+		struct ot_header h[3] = {{"ot-id", ev.id}, {"ot-type", ev.type}, {"traceparent", tp}};
+		struct ot_span sp;
+		/* The record's own header first: a copy continues what the consumer would have. */
+		ot_relay_span(&sp, NULL, ev.order_id, ev.id,
+		              m->traceparent && ot_traceparent_valid(m->traceparent) ? m->traceparent
+		                                                                     : ev.traceparent, tp);
 		rc = ot_out_send(s->out, NULL, ev.order_id, m->value, m->len, h, 3, errstr, errsz);
+		if (!rc && ot_in_is_kafka(s->in))
+			rc = ot_out_flush(s->out, 30000, errstr, errsz);
+		if (rc)
+			ot_span_error(&sp, errstr);
+		ot_span_end(&sp);
 		ot_event_clear(&ev);
+		return rc;
 	}
 	/* From Kafka, the offset is stored after this returns: the copy must be durable first. */
 	if (!rc && ot_in_is_kafka(s->in))

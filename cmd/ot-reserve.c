@@ -14,6 +14,7 @@
 #include "ot_pg.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_trace.h"
 
 static const char *argv0 = "ot-reserve";
 
@@ -67,12 +68,17 @@ handle_event(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 {
 	struct reserve *r = arg;
 	struct ot_event ev;
+	struct ot_span sp;
 	int rc;
 
 	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
 		return OT_EINPUT;
+	ot_run_span(&sp, m, &ev);
 	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
 		rc = ot_inventory_handle(r->db, &ev, r->consumer, errstr, errsz);
+	if (rc < 0)
+		ot_span_error(&sp, errstr);
+	ot_span_end(&sp);
 	ot_event_clear(&ev);
 	return rc;
 }

@@ -241,14 +241,15 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 {
 	const char *p[1];
 	unsigned char *keep = NULL;
-	char *ids = NULL;
-	size_t i;
+	char *ids = NULL, tp[OT_TRACEPARENT_LEN];
+	struct ot_span *spans = NULL;
+	size_t i, nspans = 0;
 	long sent = 0;
 	int rc = 0;
 
 	c->in_txn = 0;
 	if (c->nrows) {
-		if (!(keep = malloc(c->nrows))) {
+		if (!(keep = malloc(c->nrows)) || !(spans = calloc(c->nrows, sizeof *spans))) {
 			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 			goto out;
 		}
@@ -258,13 +259,15 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 			struct row *r = &c->rows[i];
 			struct ot_header h[3] = {
 				{"ot-id", r->f[C_EVENT_ID]}, {"ot-type", r->f[C_TYPE]},
-				{"traceparent", r->f[C_TRACEPARENT] && *r->f[C_TRACEPARENT] ? r->f[C_TRACEPARENT] : NULL},
+				{"traceparent", tp},
 			};
 			if (!keep[i]) {
 				c->replayed++;
 				OT_DEBUG(NULL, "cdc: event %s was relayed already", r->f[C_EVENT_ID]);
 				continue;
 			}
+			ot_relay_span(&spans[nspans++], r->f[C_TOPIC], r->f[C_KEY], r->f[C_EVENT_ID],
+			              r->f[C_TRACEPARENT], tp);
 			if ((rc = ot_out_send(c->out, r->f[C_TOPIC], r->f[C_KEY], r->f[C_PAYLOAD], r->payload_len,
 			                      h, 3, errstr, errsz)))
 				goto out;
@@ -291,6 +294,12 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 	c->confirmed = end_lsn;
 	rc = send_status(c, errstr, errsz);
 out:
+	for (i = 0; i < nspans; i++) {
+		if (rc)
+			ot_span_error(&spans[i], errstr);
+		ot_span_end(&spans[i]);
+	}
+	free(spans);
 	clear_rows(c);
 	free(keep);
 	free(ids);

@@ -9,6 +9,7 @@
 #include "ot_err.h"
 #include "ot_log.h"
 #include "ot_redis.h"
+#include "ot_trace.h"
 
 const char ot_config_usage[] =
 	"  -b, --brokers LIST      Kafka bootstrap servers (OT_KAFKA_BROKERS)\n"
@@ -238,7 +239,8 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 		return ot_err(-1, errstr, errsz, "log level \"%s\": expected debug, info, warn or error",
 		              c->log_level);
 	ot_log_init(c->tool, c->log_level);
-	return 0;
+	/* Spans leave the process only where OT_TRACE_URL points; ot_config_free stops the exporter. */
+	return ot_trace_start(c->tool, getenv("OT_TRACE_URL"), errstr, errsz);
 }
 
 void
@@ -248,6 +250,7 @@ ot_config_free(struct ot_config *c)
 
 	if (!c)
 		return;
+	ot_trace_stop(OT_TRACE_STOP_MS);
 	free(c->brokers); free(c->orders_db); free(c->inventory_db); free(c->redis_url);
 	free(c->log_level); free(c->http_addr); free(c->group); free(c->offset); free(c->kafka_config);
 	for (i = 0; i < c->nprops; i++)

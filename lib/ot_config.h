@@ -76,9 +76,10 @@ int ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, s
  * 0, or -1 with errstr naming the file and line but never a value (they hold secrets). */
 int ot_config_read_kafka_file(struct ot_config *c, const char *path, char *errstr, size_t errsz);
 /* Fills what flags left unset from OT_* variables, then defaults; validates; reads the -F
- * (or OT_KAFKA_CONFIG) file; starts logging.
+ * (or OT_KAFKA_CONFIG) file; starts logging, and the span exporter when OT_TRACE_URL is set.
  * Returns 0, or -1 with errstr. */
 int ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz);
+/* Stops the span exporter (joined; OT_TRACE_STOP_MS at most) and frees c's strings. */
 void ot_config_free(struct ot_config *c);
 
 /* What ot_config_arg did with one getopt_long result. */

@@ -8,6 +8,7 @@
 
 #include "ot_err.h"
 #include "ot_event.h"
+#include "ot_trace.h"
 
 static void
 random_bytes(unsigned char *buf, size_t n)
@@ -221,6 +222,8 @@ void
 ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long long version,
               const char *source, json_t *data, const char *parent_tp)
 {
+	const struct ot_span *cur;
+
 	memset(ev, 0, sizeof *ev);
 	ot_uuid(ev->id);
 	snprintf(ev->type, sizeof ev->type, "%s", type);
@@ -229,7 +232,13 @@ ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long 
 	ev->version = version;
 	ot_now_rfc3339(ev->ts);
 	snprintf(ev->source, sizeof ev->source, "%s", source ? source : "");
-	ot_traceparent_new(ev->traceparent, parent_tp);
+	/* Emitted inside a span (a request, a record's handling): the event is its child. */
+	if ((cur = ot_span_current()))
+		ot_span_traceparent(cur, ev->traceparent);
+	else if (parent_tp && ot_traceparent_valid(parent_tp))
+		snprintf(ev->traceparent, sizeof ev->traceparent, "%s", parent_tp);
+	else
+		ot_traceparent_new(ev->traceparent, NULL);
 	ev->data = data ? data : json_object();
 }
 

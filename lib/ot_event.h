@@ -30,7 +30,9 @@ int ot_event_parse(struct ot_event *ev, const char *buf, size_t len, char *errst
 int ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz);
 
 /* A new event with a fresh id and timestamp; a UUID order_id is kept in its canonical form. data
- * is stolen (NULL means {}); parent_tp, if set, continues that trace with a new span. */
+ * is stolen (NULL means {}). Its traceparent names the thread's current span (ot_trace) if there
+ * is one, else parent_tp if that is valid, else a new trace; ot_outbox_add then puts the span of
+ * its insert in between. */
 void ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long long version,
                    const char *source, json_t *data, const char *parent_tp);
 void ot_event_clear(struct ot_event *ev);

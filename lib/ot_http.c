@@ -27,6 +27,7 @@
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_redis.h"
+#include "ot_trace.h"
 
 #define THREADS 4
 #define MAX_BODY (64 * 1024)      /* a larger request body is answered 413 */
@@ -106,6 +107,7 @@ struct req {
 	int auth;            /* 1 a valid API key, -1 a key that is not one, 0 none */
 	char key_id[65];     /* a valid key's name for the rate limiter and idempotency keys: its
 	                      * SHA-256, never the key */
+	struct ot_span span; /* an /orders request's, from its route to its completion */
 };
 
 /* What a route works with. */
@@ -1087,12 +1089,30 @@ sweep(void *arg)
 	return NULL;
 }
 
+/* Begins the request's span, a child of its traceparent header if it has a valid one. */
+static void
+request_span(struct call *x, const char *url, const char *method)
+{
+	const char *rest = url + 7, *slash;
+	char name[64];
+
+	slash = *rest == '/' ? strchr(rest + 1, '/') : NULL;
+	snprintf(name, sizeof name, "%s /orders%s%s", method, *rest ? "/{id}" : "", slash ? slash : "");
+	ot_span_begin_detached(&x->rq->span, name, OT_SPAN_SERVER,
+	                       MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "traceparent"));
+	if (x->rq->span.exported) {
+		ot_span_tag(&x->rq->span, "http.method", method);
+		ot_span_tag(&x->rq->span, "http.path", x->rq->path);
+	}
+}
+
 /* MHD calls this once with the headers, once per piece of body, and once at the end. */
 static enum MHD_Result
 handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
         const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
 	struct call x = {cls, NULL, con, *con_cls};
+	enum MHD_Result r;
 	const char *clen;
 	size_t i;
 
@@ -1140,7 +1160,14 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 	}
 	if (!(x.c = thread_conns(x.h)))
 		return reply_error(&x, 500, "out of memory", NULL);
-	return route(&x, url, method);
+	/* The order API continues the caller's trace (or starts one); probes and the page are not
+	 * traced. The span is current only while this thread works for the request. */
+	if (!strncmp(url, "/orders", 7) && !x.rq->span.trace_id[0])
+		request_span(&x, url, method);
+	ot_span_enter(&x.rq->span);
+	r = route(&x, url, method);
+	ot_span_leave(&x.rq->span);
+	return r;
 }
 
 /* One debug line per request, then its memory goes. */
@@ -1159,8 +1186,20 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	/* The client went before its 101 was written: the stream it was to get goes too. */
 	ot_live_ws_abandon(rq->ws);
 	ot_metrics_request(rq->route, rq->status, (double)(now_us() - rq->t0) / 1e6);
+	if (rq->span.trace_id[0])
+		ot_span_enter(&rq->span);
 	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+	if (rq->span.exported) {
+		char code[16];
+		snprintf(code, sizeof code, "%u", rq->status);
+		ot_span_tag(&rq->span, "http.status_code", code);
+		if (rq->order_id[0])
+			ot_span_tag(&rq->span, "order_id", rq->order_id);
+		if (rq->status >= 500 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+			ot_span_error(&rq->span, rq->status >= 500 ? "server error" : "connection closed early");
+	}
+	ot_span_end(&rq->span);
 	free(rq->body);
 	free(rq);
 	*con_cls = NULL;

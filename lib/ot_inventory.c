@@ -9,6 +9,7 @@
 #include "ot_order.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
+#include "ot_trace.h"
 
 int
 ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz)
@@ -173,7 +174,7 @@ static int
 expire_one(PGconn *db, const char *order_id, char *errstr, size_t errsz)
 {
 	const char *p[1] = {order_id};
-	char tp[OT_TRACEPARENT_LEN];
+	struct ot_span sp;
 	PGresult *res;
 	int rc, open;
 
@@ -184,8 +185,11 @@ expire_one(PGconn *db, const char *order_id, char *errstr, size_t errsz)
 	open = res && PQntuples(res) > 0;
 	PQclear(res);
 	if (res) {
-		ot_traceparent_new(tp, NULL);
-		rc = open ? release(db, order_id, "expired", 0, tp, errstr, errsz) : OT_SKIP;
+		/* A trace of its own: nothing the order did caused it. */
+		ot_span_begin(&sp, "expire reservation", OT_SPAN_INTERNAL, NULL);
+		ot_span_tag(&sp, "order_id", order_id);
+		rc = open ? release(db, order_id, "expired", 0, NULL, errstr, errsz) : OT_SKIP;
+		ot_span_end(&sp);
 	}
 	if (rc >= 0) {
 		int c = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);

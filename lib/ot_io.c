@@ -33,6 +33,7 @@ struct ot_in {
 	int nparts;
 	struct ot_out *dlq;   /* dead letters, opened with the consumer */
 	char group[128];
+	char traceparent[64]; /* the current record's header, for ot_msg */
 	/* both */
 	long count, seen;
 	int attempts;
@@ -517,6 +518,23 @@ next_line(struct ot_in *in, struct ot_msg *m, char *errstr, size_t errsz)
 	}
 }
 
+/* The record's last traceparent header, copied NUL-terminated into in (a header value is not);
+ * NULL when it has none that could be one. */
+static const char *
+header_traceparent(struct ot_in *in, rd_kafka_message_t *km)
+{
+	rd_kafka_headers_t *h;
+	const void *v;
+	size_t len;
+
+	if (rd_kafka_message_headers(km, &h) || rd_kafka_header_get_last(h, "traceparent", &v, &len) ||
+	    !v || len >= sizeof in->traceparent)
+		return NULL;
+	memcpy(in->traceparent, v, len);
+	in->traceparent[len] = '\0';
+	return in->traceparent;
+}
+
 int
 ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, size_t errsz)
 {
@@ -574,6 +592,7 @@ ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, siz
 	m->offset = km->offset;
 	snprintf(m->where, sizeof m->where, "%s [%d] at offset %lld", m->topic, (int)m->partition,
 	         (long long)m->offset);
+	m->traceparent = header_traceparent(in, km);
 	in->seen++;
 	return 1;
 }

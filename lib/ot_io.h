@@ -20,6 +20,7 @@ struct ot_msg {
 	int32_t partition;
 	int64_t offset;       /* line number on stdin */
 	char where[160];      /* "line 7" or "orders.events [2] at offset 41", for messages */
+	const char *traceparent; /* the record's traceparent header (NUL-terminated), or NULL */
 };
 
 struct ot_in;

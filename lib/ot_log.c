@@ -9,6 +9,7 @@
 #include "ot_event.h"
 #include "ot_log.h"
 #include "ot_text.h"
+#include "ot_trace.h"
 
 int ot_log_level = OT_LOG_INFO;
 static char log_tool[32] = "ordertrack";
@@ -55,6 +56,7 @@ void
 ot_log_write(int level, const char *order_id, const char *trace_id, const char *fmt, ...)
 {
 	char msg[2048], esc[4 * sizeof msg], ts[OT_TS_LEN], *line;
+	const struct ot_span *sp;
 	va_list ap;
 	json_t *o;
 	size_t n;
@@ -76,8 +78,12 @@ ot_log_write(int level, const char *order_id, const char *trace_id, const char *
 		return;
 	if (order_id && *order_id)
 		json_object_set_new(o, "order_id", text(order_id, esc, sizeof esc));
-	if (trace_id && *trace_id)
+	if (trace_id && *trace_id) {
 		json_object_set_new(o, "trace_id", text(trace_id, esc, sizeof esc));
+	} else if ((sp = ot_span_current())) {
+		json_object_set_new(o, "trace_id", json_string(sp->trace_id));
+		json_object_set_new(o, "span_id", json_string(sp->id));
+	}
 	line = json_dumps(o, OT_JSON_FLAGS);
 	json_decref(o);
 	if (!line)

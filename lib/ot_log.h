@@ -10,7 +10,8 @@ void ot_log_init(const char *tool, const char *level);
 int ot_log_parse_level(const char *s);
 extern int ot_log_level;
 
-/* Writes {"ts","level","tool","msg"[,"order_id"][,"trace_id"]}. order_id, trace_id may be NULL.
+/* Writes {"ts","level","tool","msg"[,"order_id"][,"trace_id","span_id"]}. order_id, trace_id may
+ * be NULL; a NULL trace_id takes the ids of the thread's current span (ot_trace), if any.
  * Use the OT_LOG macro: it checks the level before any formatting work. */
 void ot_log_write(int level, const char *order_id, const char *trace_id, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

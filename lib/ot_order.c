@@ -15,6 +15,7 @@
 #include "ot_pg.h"
 #include "ot_state.h"
 #include "ot_text.h"
+#include "ot_trace.h"
 
 #define TS_SQL(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define STATUS_COLS "status, version, coalesce(lat::text, ''), coalesce(lon::text, ''), " \
@@ -91,13 +92,24 @@ ot_cache_dirty(const char *order_id)
 static void
 cache_put(redisContext *r, const struct ot_status *st)
 {
-	char err[256];
+	struct ot_span sp;
+	char err[256], v[24];
 
+	ot_span_begin(&sp, "cache write", OT_SPAN_CLIENT, NULL);
+	if (sp.exported) {
+		snprintf(v, sizeof v, "%lld", st->version);
+		ot_span_tag(&sp, "db.system", "redis");
+		ot_span_tag(&sp, "order_id", st->order_id);
+		ot_span_tag(&sp, "order.status", st->status);
+		ot_span_tag(&sp, "order.version", v);
+	}
 	if (!r || ot_redis_put_status(r, st, err, sizeof err) < 0) {
 		OT_WARN(st->order_id, "cache write failed, the database stays authoritative; repaired "
 		        "once Redis answers%s%s", r ? ": " : "", r ? err : "");
+		ot_span_error(&sp, r ? err : "Redis unavailable");
 		mark_dirty(st->order_id);
 	}
+	ot_span_end(&sp);
 }
 
 long

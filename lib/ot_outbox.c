@@ -9,31 +9,56 @@
 #include "ot_log.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
+#include "ot_trace.h"
 
 int
 ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char *errstr, size_t errsz)
 {
-	char *payload = ot_event_dump(ev);
-	const char *p[6] = {topic, ev->order_id, ev->id, ev->type, ev->traceparent, payload};
+	struct ot_event e = *ev; /* shares data: only the traceparent differs */
+	struct ot_span sp;
+	char name[96], *payload;
+	const char *p[6];
 	int rc;
 
-	if (!payload)
-		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	/* The event's span: its consumers are children of it, through the relay's publish. */
+	snprintf(name, sizeof name, "outbox %s", ev->type);
+	ot_span_begin(&sp, name, OT_SPAN_PRODUCER, ev->traceparent);
+	ot_span_traceparent(&sp, e.traceparent);
+	if (sp.exported) {
+		ot_span_tag(&sp, "order_id", ev->order_id);
+		ot_span_tag(&sp, "event.id", ev->id);
+		ot_span_tag(&sp, "messaging.destination", topic);
+	}
+	if (!(payload = ot_event_dump(&e))) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto out;
+	}
+	p[0] = topic;
+	p[1] = ev->order_id;
+	p[2] = ev->id;
+	p[3] = ev->type;
+	p[4] = e.traceparent;
+	p[5] = payload;
 	rc = ot_pg_exec(db, "INSERT INTO outbox (topic, key, event_id, type, traceparent, payload) "
 	                "VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6)", 6, p, errstr, errsz);
 	free(payload);
+out:
+	if (rc)
+		ot_span_error(&sp, errstr);
+	ot_span_end(&sp);
 	return rc;
 }
 
 long
 ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz)
 {
-	char lim[16], *ids = NULL;
+	char lim[16], *ids = NULL, tp[OT_TRACEPARENT_LEN];
 	const char *p[1];
 	PGresult *res = NULL;
+	struct ot_span *spans = NULL;
 	size_t idlen = 0, cap = 0;
 	long n = 0;
-	int i, rc;
+	int i, rc, nspans = 0;
 
 	snprintf(lim, sizeof lim, "%d", batch > 0 ? batch : 500);
 	p[0] = lim;
@@ -48,15 +73,21 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 	                  1, p, &rc, errstr, errsz);
 	if (!res)
 		goto out;
+	if (PQntuples(res) && !(spans = calloc((size_t)PQntuples(res), sizeof *spans))) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto out;
+	}
 	for (i = 0; i < PQntuples(res); i++) {
 		struct ot_header h[3] = {
 			{"ot-id", PQgetvalue(res, i, 3)},
 			{"ot-type", PQgetvalue(res, i, 4)},
-			{"traceparent", *PQgetvalue(res, i, 5) ? PQgetvalue(res, i, 5) : NULL},
+			{"traceparent", tp},
 		};
 		const char *id = PQgetvalue(res, i, 0);
 		size_t l = strlen(id);
 
+		ot_relay_span(&spans[nspans++], PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+		              PQgetvalue(res, i, 5), tp);
 		rc = ot_out_send(out, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 6),
 		                 (size_t)PQgetlength(res, i, 6), h, 3, errstr, errsz);
 		if (rc)
@@ -87,9 +118,35 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 out:
 	if (rc)
 		ot_pg_rollback(db);
+	for (i = 0; i < nspans; i++) {
+		if (rc)
+			ot_span_error(&spans[i], errstr);
+		ot_span_end(&spans[i]);
+	}
+	free(spans);
 	PQclear(res);
 	free(ids);
 	return rc ? rc : n;
+}
+
+void
+ot_relay_span(struct ot_span *s, const char *topic, const char *key, const char *event_id,
+              const char *parent, char tp[OT_TRACEPARENT_LEN])
+{
+	char name[160];
+
+	snprintf(name, sizeof name, "publish%s%s", topic ? " " : "", topic ? topic : "");
+	ot_span_begin_detached(s, name, OT_SPAN_PRODUCER, parent);
+	ot_span_traceparent(s, tp);
+	if (s->exported) {
+		ot_span_tag(s, "messaging.system", "kafka");
+		if (topic)
+			ot_span_tag(s, "messaging.destination", topic);
+		if (key)
+			ot_span_tag(s, "order_id", key);
+		if (event_id)
+			ot_span_tag(s, "event.id", event_id);
+	}
 }
 
 int

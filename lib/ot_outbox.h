@@ -6,10 +6,12 @@
 #include <stddef.h>
 
 #include "ot_event.h"
+#include "ot_trace.h"
 
 struct ot_out;
 
-/* Inserts ev for topic into the outbox; call inside the caller's transaction.
+/* Inserts ev for topic into the outbox; call inside the caller's transaction. The row's and the
+ * payload's traceparent name a span of this insert, a child of ev's traceparent.
  * Returns 0 or an ot_rc. */
 int ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char *errstr, size_t errsz);
 
@@ -25,6 +27,12 @@ long ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, si
  * rows whose event is there. Does nothing when out is stdout. Returns the number of rows
  * deleted, or an ot_rc. */
 long ot_outbox_reconcile(PGconn *db, struct ot_out *out, long last, char *errstr, size_t errsz);
+
+/* Begins s, the relay's "publish TOPIC" span of one event, detached (it ends once the broker
+ * acknowledged; topic NULL: the output's default), as a child of parent (the row's traceparent; NULL or "" starts a trace), and
+ * writes the traceparent its Kafka header carries into tp. */
+void ot_relay_span(struct ot_span *s, const char *topic, const char *key, const char *event_id,
+                   const char *parent, char tp[OT_TRACEPARENT_LEN]);
 
 /* LISTEN for new rows, and wait up to timeout_ms for a notification. */
 int ot_outbox_listen(PGconn *db, char *errstr, size_t errsz);

@@ -1,5 +1,7 @@
 /* ot_run: the shared record loop. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "ot_err.h"
@@ -43,6 +45,29 @@ poison(struct ot_in *in, const struct ot_msg *m, const char *err, int attempts, 
 	OT_ERROR(NULL, "%s: sent to %s.dlq after %d attempt%s: %s", m->where, m->topic, attempts,
 	         attempts == 1 ? "" : "s", err);
 	return 0;
+}
+
+void
+ot_run_span(struct ot_span *s, const struct ot_msg *m, const struct ot_event *ev)
+{
+	char name[96], num[32];
+	const char *parent = m->traceparent && ot_traceparent_valid(m->traceparent) ? m->traceparent
+	                                                                           : ev->traceparent;
+
+	snprintf(name, sizeof name, "handle %s", ev->type);
+	ot_span_begin(s, name, OT_SPAN_CONSUMER, parent);
+	if (!s->exported)
+		return;
+	ot_span_tag(s, "order_id", ev->order_id);
+	ot_span_tag(s, "event.id", ev->id);
+	if (m->topic && strcmp(m->topic, "-")) {
+		ot_span_tag(s, "messaging.system", "kafka");
+		ot_span_tag(s, "messaging.source", m->topic);
+		snprintf(num, sizeof num, "%d", (int)m->partition);
+		ot_span_tag(s, "messaging.kafka.partition", num);
+	}
+	snprintf(num, sizeof num, "%lld", (long long)m->offset);
+	ot_span_tag(s, m->topic && strcmp(m->topic, "-") ? "messaging.kafka.offset" : "line", num);
 }
 
 static void (*idle_fn)(void *);

@@ -5,7 +5,9 @@
 
 #include <stddef.h>
 
+#include "ot_event.h"
 #include "ot_io.h"
+#include "ot_trace.h"
 
 /* Handles one record. Returns OT_OK, OT_SKIP, OT_EINPUT (a poison record), OT_ESERVICE (a
  * transient failure: retried), or another ot_rc (retried, then treated as poison). */
@@ -25,6 +27,12 @@ int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats
 /* A function ot_run calls with arg when no record came for a while (each 500 ms wait that
  * ends empty), for housekeeping such as cache repair. NULL for none. */
 void ot_run_set_idle(void (*fn)(void *arg), void *arg);
+
+/* Begins s, the span of handling record m that carries ev, named "handle TYPE": a child of the
+ * record's traceparent header (Kafka), else of the envelope's traceparent field, else a new
+ * trace. s is the thread's current span until ot_span_end, so the handler's log lines and the
+ * events it emits belong to it. */
+void ot_run_span(struct ot_span *s, const struct ot_msg *m, const struct ot_event *ev);
 
 /* Sleeps the backoff for attempt n (0-based): 100 ms doubling to 5 s, with jitter.
  * Returns early on ot_stop. */
