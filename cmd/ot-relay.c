@@ -122,7 +122,7 @@ publish(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		struct ot_header h[3] = {{"ot-id", ev.id}, {"ot-type", ev.type}, {"traceparent", tp}};
 		struct ot_span sp;
 		/* The record's own header first: a copy continues what the consumer would have. */
-		ot_relay_span(&sp, NULL, ev.order_id, ev.id,
+		ot_relay_span(&sp, ot_out_topic(s->out), ev.order_id, ev.id,
 		              m->traceparent && ot_traceparent_valid(m->traceparent) ? m->traceparent
 		                                                                     : ev.traceparent, tp);
 		rc = ot_out_send(s->out, NULL, ev.order_id, m->value, m->len, h, 3, errstr, errsz);

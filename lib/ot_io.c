@@ -708,6 +708,12 @@ ot_out_is_kafka(const struct ot_out *o)
 	return o && o->rk;
 }
 
+const char *
+ot_out_topic(const struct ot_out *o)
+{
+	return o && o->rk && o->topic[0] ? o->topic : NULL;
+}
+
 int
 ot_out_send(struct ot_out *o, const char *topic, const char *key, const char *value, size_t len,
             const struct ot_header *hdrs, size_t nhdrs, char *errstr, size_t errsz)

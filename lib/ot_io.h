@@ -66,6 +66,8 @@ int ot_out_send(struct ot_out *o, const char *topic, const char *key, const char
  * Returns 0 if all got through since the last flush, else an ot_rc with errstr. */
 int ot_out_flush(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz);
 int ot_out_is_kafka(const struct ot_out *o);
+/* The topic a send that names none goes to ("kafka:TOPIC"), or NULL (stdout, or "kafka"). */
+const char *ot_out_topic(const struct ot_out *o);
 /* Flushes (10 s at most) and closes. Accepts NULL. */
 void ot_out_free(struct ot_out *o);
 /* Calls each(id, len, arg) with the ot-id header of every one of the last `last` records of
