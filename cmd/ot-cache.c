@@ -17,6 +17,7 @@
 #include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_trace.h"
 
 static const char *argv0 = "ot-cache";
 
@@ -106,7 +107,10 @@ struct replay {
 	redisContext *r;
 	const char *orders_db;
 	PGconn *db;          /* opened on the first order Redis knows nothing of */
+	int sync;            /* following the topic: each record's handling is a span of its trace */
 };
+
+static int apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz);
 
 static int
 rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
@@ -114,17 +118,36 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	struct replay *rp = arg;
 	struct ot_status st;
 	struct ot_event ev;
+	struct ot_span sp;
 	int rc;
 
 	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
 		return OT_EINPUT;
 	rc = ot_status_from_event(&ev, &st, errstr, errsz);
+	/* A rebuild replays old events: only sync's live ones join their order's trace. */
+	if (rc > 0 && rp->sync)
+		ot_run_span(&sp, m, &ev);
 	ot_event_clear(&ev);
 	if (rc <= 0)
 		return rc ? rc : OT_SKIP;
+	rc = apply_status(rp, &st, errstr, errsz);
+	if (rp->sync) {
+		if (rc < 0)
+			ot_span_error(&sp, errstr);
+		ot_span_end(&sp);
+	}
+	return rc;
+}
+
+/* Writes st to the cache if it is newer; from the database when Redis knows nothing of it. */
+static int
+apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz)
+{
+	int rc;
+
 	if (rp->r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", rp->r->errstr);
-	if ((rc = ot_redis_put_known(rp->r, &st, errstr, errsz)) != 2)
+	if ((rc = ot_redis_put_known(rp->r, st, errstr, errsz)) != 2)
 		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP; /* 0: the cache already had a newer version */
 	/* Redis knows nothing of this order (it lost its data, or never had it): its status comes
 	 * from the database, which is never older than this change. */
@@ -132,9 +155,9 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		return rc;
 	if ((rc = ot_pg_ensure(rp->db, errstr, errsz)))
 		return rc;
-	if ((rc = ot_order_load(rp->db, st.order_id, &st, errstr, errsz)) <= 0)
+	if ((rc = ot_order_load(rp->db, st->order_id, st, errstr, errsz)) <= 0)
 		return rc ? rc : OT_SKIP; /* not in this database: nothing to cache */
-	rc = ot_redis_put_status(rp->r, &st, errstr, errsz);
+	rc = ot_redis_put_status(rp->r, st, errstr, errsz);
 	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
 }
 
@@ -143,7 +166,7 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 static int
 rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 {
-	struct replay rp = {r, cfg->orders_db, NULL};
+	struct replay rp = {r, cfg->orders_db, NULL, sync};
 	struct ot_run_stats st;
 	struct ot_in *in;
 	char err[1024], group[64];

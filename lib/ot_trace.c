@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ static atomic_int enabled;
 static atomic_long dropped, sent;
 static char service[32] = "ordertrack";
 static char *export_url;
+static char shown_url[512]; /* export_url without a password, for log lines */
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -69,22 +71,43 @@ to_hex(char *out, const unsigned char *b, size_t n)
 	out[2 * n] = '\0';
 }
 
-/* n random bytes as 2n hex digits, never all zero (W3C calls an all-zero id invalid). */
+/* Ids need to be unique, not secret: a per-thread splitmix64 seeded once from the kernel costs
+ * no system call per span. */
+static _Thread_local uint64_t rng;
+
+static uint64_t
+next_random(void)
+{
+	uint64_t z;
+
+	if (!rng) {
+		struct timespec ts;
+		if (getrandom(&rng, sizeof rng, 0) != (ssize_t)sizeof rng || !rng) {
+			clock_gettime(CLOCK_REALTIME, &ts); /* no getrandom: still unique enough */
+			rng = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec ^
+			      ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&rng;
+		}
+	}
+	z = (rng += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* n (8 or 16) random bytes as 2n hex digits, never all zero (W3C calls an all-zero id invalid). */
 static void
 random_hex(char *out, size_t n)
 {
 	unsigned char b[16];
-	size_t got = 0, i;
-	ssize_t r;
+	uint64_t v = 0;
+	size_t i;
 
-	while (got < n && (r = getrandom(b + got, n - got, 0)) > 0)
-		got += (size_t)r;
-	for (; got < n; got++) /* no getrandom: still unique enough within a process */
-		b[got] = (unsigned char)(rand() ^ (int)clock() ^ getpid());
-	for (i = 0; i < n && !b[i]; i++)
-		;
-	if (i == n)
-		b[n - 1] = 1;
+	for (i = 0; i < n; i++) {
+		if (i % 8 == 0)
+			while (!(v = next_random()))
+				;
+		b[i] = (unsigned char)(v >> (8 * (i % 8)));
+	}
 	to_hex(out, b, n);
 }
 
@@ -398,10 +421,10 @@ export_loop(void *arg)
 		} else if (post(c, hdrs, batch, n, timeout, err, sizeof err)) {
 			if (!failing)
 				OT_WARN(NULL, "trace export to %s failed, dropping spans until it answers: %s",
-				        export_url, err);
+				        shown_url, err);
 			failing = 1;
 		} else if (failing) {
-			OT_INFO(NULL, "trace export to %s works again; %ld spans dropped so far", export_url,
+			OT_INFO(NULL, "trace export to %s works again; %ld spans dropped so far", shown_url,
 			        ot_trace_dropped());
 			failing = 0;
 		}
@@ -421,6 +444,24 @@ export_loop(void *arg)
 
 static CURL *curl;
 
+/* url with the password of its user:password@ replaced by OT_REDACTED. */
+static void
+redact_url(const char *url, char *out, size_t outsz)
+{
+	const char *auth = strstr(url, "://"), *end, *at, *colon;
+
+	snprintf(out, outsz, "%s", url);
+	if (!auth)
+		return;
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	for (at = end; at > auth && at[-1] != '@'; at--)
+		;
+	if (at == auth || !(colon = memchr(auth, ':', (size_t)(at - 1 - auth))))
+		return;
+	snprintf(out, outsz, "%.*s:" OT_REDACTED "%s", (int)(colon - url), url, at - 1);
+}
+
 int
 ot_trace_start(const char *svc, const char *url, char *errstr, size_t errsz)
 {
@@ -430,8 +471,10 @@ ot_trace_start(const char *svc, const char *url, char *errstr, size_t errsz)
 		return 0;
 	if (running)
 		return ot_err(-1, errstr, errsz, "tracing already started");
+	redact_url(url, shown_url, sizeof shown_url);
 	if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
-		return ot_err(-1, errstr, errsz, "OT_TRACE_URL=%s: expected an http:// or https:// URL", url);
+		return ot_err(-1, errstr, errsz, "OT_TRACE_URL=%s: expected an http:// or https:// URL",
+		              shown_url);
 	if (svc)
 		snprintf(service, sizeof service, "%s", svc);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

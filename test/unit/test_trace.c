@@ -139,6 +139,10 @@ a_url_must_be_http(void **state)
 	(void)state;
 	assert_int_equal(ot_trace_start("t", "ftp://x/spans", err, sizeof err), -1);
 	assert_non_null(strstr(err, "expected an http:// or https:// URL"));
+	/* a password in it is never shown */
+	assert_int_equal(ot_trace_start("t", "ftp://user:s3cret@collector:9411/spans", err, sizeof err), -1);
+	assert_null(strstr(err, "s3cret"));
+	assert_non_null(strstr(err, "ftp://user:***@collector:9411/spans"));
 	assert_int_equal(ot_trace_start("t", "", err, sizeof err), 0);
 	assert_false(ot_trace_enabled());
 	ot_trace_stop(100); /* never started: nothing to do */
