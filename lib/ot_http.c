@@ -1186,8 +1186,7 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	/* The client went before its 101 was written: the stream it was to get goes too. */
 	ot_live_ws_abandon(rq->ws);
 	ot_metrics_request(rq->route, rq->status, (double)(now_us() - rq->t0) / 1e6);
-	if (rq->span.trace_id[0])
-		ot_span_enter(&rq->span);
+	ot_span_enter(&rq->span); /* the line below carries its ids */
 	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
 	if (rq->span.exported) {
