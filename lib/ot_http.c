@@ -1160,9 +1160,12 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 	}
 	if (!(x.c = thread_conns(x.h)))
 		return reply_error(&x, 500, "out of memory", NULL);
-	/* The order API continues the caller's trace (or starts one); probes and the page are not
-	 * traced. The span is current only while this thread works for the request. */
-	if (!strncmp(url, "/orders", 7) && !x.rq->span.trace_id[0])
+	/* A write to the order API continues the caller's trace or starts one; a read only joins a
+	 * trace it brings, so a tracking page's polls do not each start one. Probes and the page are
+	 * not traced. The span is current only while this thread works for the request. */
+	if (!strncmp(url, "/orders", 7) && !x.rq->span.trace_id[0] &&
+	    (!strcmp(method, MHD_HTTP_METHOD_POST) ||
+	     MHD_lookup_connection_value(con, MHD_HEADER_KIND, "traceparent")))
 		request_span(&x, url, method);
 	ot_span_enter(&x.rq->span);
 	r = route(&x, url, method);

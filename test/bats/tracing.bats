@@ -122,7 +122,13 @@ post_order() {
 	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i kafka:orders.events -G "r-$RUNID"
 	id=$(post_order)
 	wait_sql inventory "SELECT count(*) FROM reservations WHERE order_id = '$id'" 1 60
+	# A read joins a trace it brings; without one it starts none (a tracking page polls).
+	T3=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	curl -sf -H "traceparent: 00-$T3-$P-01" "$BASE/orders/$id" >/dev/null
+	curl -sf "$BASE/orders/$id" >/dev/null
 	stop_bg
+	grep -Eq "\"msg\":\"GET /orders/$id 200 [0-9]+ ms\",\"order_id\":\"$id\",\"trace_id\":\"$T3\",\"span_id\":\"[0-9a-f]{16}\"" "$BATS_TEST_TMPDIR/serve.log"
+	[ "$(grep -F "\"msg\":\"GET /orders/$id 200" "$BATS_TEST_TMPDIR/serve.log" | grep -vc trace_id)" = 1 ]
 	grep -Eq "\"msg\":\"order placed\",\"order_id\":\"$id\",\"trace_id\":\"$T\",\"span_id\":\"[0-9a-f]{16}\"" "$BATS_TEST_TMPDIR/serve.log"
 	grep -Eq "\"msg\":\"reserved stock\",\"order_id\":\"$id\",\"trace_id\":\"$T\",\"span_id\":\"[0-9a-f]{16}\"" "$BATS_TEST_TMPDIR/reserve.log"
 	# Outside any span (start, shutdown) a line has none.
