@@ -9,6 +9,7 @@
 #include "ot_err.h"
 #include "ot_http.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_redis.h"
@@ -155,6 +156,7 @@ main(int argc, char **argv)
 	if ((r = ot_config_done(&cfg, ":8080")))
 		return r;
 	ot_signal_install();
+	ot_metrics_process(argv0, OT_VERSION);
 	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

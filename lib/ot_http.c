@@ -1,6 +1,5 @@
-/* ot_http: routes, JSON errors, and per-thread database and cache connections. */
-#include <errno.h>
-#include <fcntl.h>
+/* ot_http: ot-serve's routes, JSON errors, and per-thread database and cache connections,
+ * served by ot_httpd. */
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -21,6 +20,7 @@
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_http.h"
+#include "ot_httpd.h"
 #include "ot_live.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
@@ -30,18 +30,11 @@
 #include "ot_trace.h"
 
 #define THREADS 4
-#define MAX_BODY (64 * 1024)      /* a larger request body is answered 413 */
-#define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
+#define MAX_BODY OT_HTTPD_MAX_BODY /* a larger request body is answered 413 */
 #define REDIS_TIMEOUT_MS 1000     /* as ot_redis_live connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
 #define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
 #define READY_FRESH_MS 10000      /* /healthz trusts the last readiness check this long */
-#define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
-#define HEADER_LIMIT (16 * 1024)  /* request line and headers; larger is answered 431 by MHD */
-#define IDLE_S 30                 /* a connection silent this long is closed */
-#define HEAD_MS 10000             /* each request's line and headers must arrive within this */
-#define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
-#define MAX_CONNECTIONS 1024
 #define BREAKER_FAILURES 5        /* failures in a row that open a circuit */
 #define BREAKER_OPEN_MS 2000      /* how long it stays open before one probe */
 #define AUTH_FAIL_RATE (1.0 / 6)  /* failed authentications a second per address, after ... */
@@ -62,47 +55,24 @@ struct conns {
 };
 
 struct ot_http {
-	struct MHD_Daemon *d;
+	struct ot_httpd *srv;
 	char *orders_db, *redis_url;
 	char *api_keys;      /* comma-separated; NULL: writes are refused */
 	char *ws_origins;    /* comma-separated Origins a WebSocket may come from; NULL: any */
 	double rate;         /* requests a second per client; 0: no limit */
-	int max_per_client;  /* connections at once from one address; 0: no limit */
 	int burst;
 	struct ot_breaker redis_cb, pg_cb;
 	struct ot_live *live;
 	int breakers;        /* initialised: destroy them */
 	pthread_mutex_t mu;  /* guards conns */
 	struct conns *conns;
-	atomic_int inflight; /* requests begun and not completed */
 	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
 	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
 	int ready_db, ready_redis; /* what it found: 1 answered */
-	pthread_mutex_t tcp_mu; /* guards tcps and each one's head_since */
-	struct tcp *tcps;    /* every open connection */
-	pthread_t sweeper;   /* closes connections past HEAD_MS */
-	int sweeping;        /* the sweeper runs: join it */
-	atomic_int stop_sweep;
-	atomic_long slow_closed; /* connections closed for a late head: a counter for the metrics */
 };
 
-/* One TCP connection, from MHD's connection notifications, so a head that trickles in a byte
- * at a time (each byte resets MHD's idle timer) still meets a deadline. */
-struct tcp {
-	MHD_socket fd;
-	long long head_since; /* ms, monotonic: waiting for a request head since; 0 while a request
-	                       * is handled, after an upgrade, or once closed */
-	struct tcp *prev, *next;
-};
-
-/* One request, from its headers to its completion. */
-struct req {
-	char method[16], path[128], order_id[64];
-	char *body;          /* the first MAX_BODY bytes */
-	size_t len, seen;    /* bytes kept, bytes received */
-	unsigned status;     /* 0 until a response is queued */
-	enum ot_route route;
-	long long t0;        /* us, monotonic */
+/* What ot-serve keeps per request beside ot_httpd's. */
+struct serve_req {
 	void *ws;            /* a WebSocket stream its upgrade has not taken (yet) */
 	int auth;            /* 1 a valid API key, -1 a key that is not one, 0 none */
 	char key_id[65];     /* a valid key's name for the rate limiter and idempotency keys: its
@@ -115,19 +85,18 @@ struct call {
 	struct ot_http *h;
 	struct conns *c;
 	struct MHD_Connection *con;
-	struct req *rq;
+	struct ot_httpd_req *rq;
+	struct serve_req *sr;
 };
+
+/* Where an order read was served from. */
+enum ot_cache_result { OT_C_HIT, OT_C_MISS, OT_C_BYPASS, OT_C_COUNT };
+static const char *const cache_label[OT_C_COUNT] = {"hit", "miss", "bypass"};
+static struct ot_metric *m_reads, *m_limited, *m_circuit, *m_opens, *m_rejected, *m_degraded, *m_streams,
+	*m_subscribed, *m_messages, *m_sent;
 
 static _Thread_local struct conns *tconns;
 
-static long long
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
 
 /* The calling worker thread's connections, created on its first request; NULL when out of memory. */
 static struct conns *
@@ -260,48 +229,22 @@ static enum MHD_Result
 reply(struct call *x, unsigned status, const char *type, const char *body, size_t len,
       enum MHD_ResponseMemoryMode mode, const char *const *headers)
 {
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-
-	if (!(r = MHD_create_response_from_buffer(len, (void *)body, mode))) {
-		if (mode == MHD_RESPMEM_MUST_FREE)
-			free((void *)body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-	for (; headers && headers[0]; headers += 2)
-		MHD_add_response_header(r, headers[0], headers[1]);
-	if ((ret = MHD_queue_response(x->con, status, r)) == MHD_YES)
-		x->rq->status = status;
-	MHD_destroy_response(r);
-	return ret;
+	return ot_httpd_reply(x->rq, status, type, body, len, mode, headers);
 }
 
 /* Sends o (stolen) as one line of JSON; a NULL o (json_pack failed) becomes a 500. */
 static enum MHD_Result
 reply_json(struct call *x, unsigned status, json_t *o, const char *const *headers)
 {
-	static const char oom[] = "{\"error\":\"internal error\"}\n";
-	char *s = o ? json_dumps(o, OT_JSON_FLAGS) : NULL, *line;
-	size_t n;
-
-	json_decref(o);
-	if (!s || !(line = realloc(s, (n = strlen(s)) + 2))) {
-		free(s);
-		return reply(x, 500, "application/json", oom, sizeof oom - 1, MHD_RESPMEM_PERSISTENT, NULL);
-	}
-	line[n++] = '\n';
-	line[n] = '\0';
-	return reply(x, status, "application/json", line, n, MHD_RESPMEM_MUST_FREE, headers);
+	return ot_httpd_reply_json(x->rq, status, o, headers);
 }
 
 static enum MHD_Result
 reply_error(struct call *x, unsigned status, const char *msg, const char *const *headers)
 {
-	return reply_json(x, status, json_pack("{s:s}", "error", msg), headers);
+	return ot_httpd_reply_error(x->rq, status, msg, headers);
 }
+
 
 static enum MHD_Result
 not_allowed(struct call *x, const char *const *allow)
@@ -379,21 +322,21 @@ authenticate(struct call *x)
 	uint8_t d[SHA256_DIGEST_SIZE];
 	size_t i;
 
-	x->rq->auth = !key ? 0 : x->h->api_keys && key_valid(x->h->api_keys, key) ? 1 : -1;
-	if (x->rq->auth != 1)
+	x->sr->auth = !key ? 0 : x->h->api_keys && key_valid(x->h->api_keys, key) ? 1 : -1;
+	if (x->sr->auth != 1)
 		return;
 	sha256_init(&ctx);
 	sha256_update(&ctx, strlen(key), (const uint8_t *)key);
 	sha256_digest(&ctx, sizeof d, d);
 	for (i = 0; i < sizeof d; i++)
-		snprintf(x->rq->key_id + 2 * i, 3, "%02x", d[i]);
+		snprintf(x->sr->key_id + 2 * i, 3, "%02x", d[i]);
 }
 
 /* Writes and ?full=1 need a key from OT_API_KEY. Returns 1 when authenticate found a valid one. */
 static int
 authorized(struct call *x)
 {
-	return x->rq->auth == 1;
+	return x->sr->auth == 1;
 }
 
 static enum MHD_Result
@@ -495,7 +438,7 @@ get_order(struct call *x, const char *id)
 		return failed(x, rc, err);
 	if (rc == 0)
 		return not_found(x, id);
-	ot_metrics_cache(how);
+	ot_metric_add(m_reads, 1, cache_label[how]);
 	snprintf(etag, sizeof etag, "\"v%lld\"", st.version);
 	hdr[1] = how_name[how];
 	hdr[3] = etag;
@@ -532,16 +475,16 @@ within_limit(struct call *x, long *wait_ms)
 	int rc = 1;
 
 	*wait_ms = 0;
-	if ((x->h->rate <= 0 && !x->rq->auth) || !(r = redis_of(x)))
+	if ((x->h->rate <= 0 && !x->sr->auth) || !(r = redis_of(x)))
 		return 1;
 	addr_of(x, addr, sizeof addr);
-	if (x->rq->auth) {
+	if (x->sr->auth) {
 		snprintf(client, sizeof client, "authfail:%s", addr);
-		rc = ot_redis_gcra(r, client, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->rq->auth < 0, wait_ms, err, sizeof err);
+		rc = ot_redis_gcra(r, client, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
 	}
 	if (rc > 0 && x->h->rate > 0) {
-		if (x->rq->auth > 0)
-			snprintf(client, sizeof client, "key:%s", x->rq->key_id);
+		if (x->sr->auth > 0)
+			snprintf(client, sizeof client, "key:%s", x->sr->key_id);
 		else
 			snprintf(client, sizeof client, "%s", addr);
 		rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
@@ -559,7 +502,7 @@ too_many(struct call *x, long wait_ms)
 	const char *hdr[] = {"Retry-After", secs, NULL};
 
 	snprintf(secs, sizeof secs, "%ld", (wait_ms + 999) / 1000);
-	ot_metrics_limited();
+	ot_metric_add(m_limited, 1);
 	return reply_json(x, 429, json_pack("{s:s, s:f}", "error", "rate limit exceeded",
 	                                    "retry_after_s", (double)wait_ms / 1000), hdr);
 }
@@ -610,11 +553,11 @@ post_order(struct call *x)
 	}
 	r = redis_of(x);
 	/* An Idempotency-Key is the caller's own: another key's holder never gets this order back. */
-	rc = ot_order_place_as(db, r, req, "ot-serve", x->rq->key_id, &order, &created, err, sizeof err);
+	rc = ot_order_place_as(db, r, req, "ot-serve", x->sr->key_id, &order, &created, err, sizeof err);
 	/* Only a request_id makes a second try safe: a lost connection may hide a commit. */
 	rid = json_object_get(req, "request_id");
 	if (rid && !json_is_null(rid) && db_retry(x, rc, &db))
-		rc = ot_order_place_as(db, r, req, "ot-serve", x->rq->key_id, &order, &created, err, sizeof err);
+		rc = ot_order_place_as(db, r, req, "ot-serve", x->sr->key_id, &order, &created, err, sizeof err);
 	db_done(x, rc);
 	if (r)
 		redis_done(x, r, 1);
@@ -733,7 +676,7 @@ stream(struct call *x, const char *id, int ws_only)
 	if (!ot_uuid_valid(id))
 		return reply_error(x, 400, "order id must be a UUID", NULL);
 	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
-	x->rq->route = ws || ws_only ? OT_R_WS : OT_R_EVENTS;
+	x->rq->route = ws || ws_only ? "order_ws" : "order_events";
 	if (ws_only && !ws)
 		return reply_error(x, 400, "this endpoint speaks WebSocket only: send Upgrade: websocket", NULL);
 	if (ws && (!key || strlen(key) != 24))
@@ -775,7 +718,7 @@ stream(struct call *x, const char *id, int ws_only)
 			ev[n++].version = st.version;
 		}
 	}
-	ret = ws ? ot_live_ws(x->h->live, x->con, key, id, last, ev, n, &full, &x->rq->ws)
+	ret = ws ? ot_live_ws(x->h->live, x->con, key, id, last, ev, n, &full, &x->sr->ws)
 	         : ot_live_sse(x->h->live, x->con, id, last, ev, n, &full);
 	freeReplyObject(hist);
 	free(cur);
@@ -802,57 +745,55 @@ cache_degraded(struct ot_http *h)
 	return down || !ls.connected || ot_breaker_read(&h->redis_cb, &opens, &rejected) != OT_BREAKER_CLOSED;
 }
 
-/* GET /metrics: Prometheus text format. */
-static enum MHD_Result
-metrics(struct call *x)
+/* Before each scrape: the circuits, the cache and the live streams as they are now. */
+static void
+collect(void *arg)
 {
-	struct ot_breaker *cbs[2] = {&x->h->redis_cb, &x->h->pg_cb};
+	struct ot_http *h = arg;
+	struct ot_breaker *cbs[2] = {&h->redis_cb, &h->pg_cb};
 	static const char *const dep[2] = {"redis", "postgres"};
 	struct ot_live_stats ls;
-	char *buf = NULL, labels[64];
-	size_t len = 0;
-	long opens[2], rejected[2];
-	int e = ot_metrics_render(&buf, &len);
+	long opens, rejected;
 
-	e |= ot_metrics_head(&buf, &len, "ot_circuit_state", "gauge",
-	                     "Circuit breaker per dependency: 0 closed, 1 half-open, 2 open.");
 	for (int i = 0; i < 2; i++) {
-		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
-		e |= ot_metrics_line(&buf, &len, "ot_circuit_state", labels, ot_breaker_read(cbs[i], &opens[i], &rejected[i]));
+		ot_metric_set(m_circuit, ot_breaker_read(cbs[i], &opens, &rejected), dep[i]);
+		ot_metric_set(m_opens, (double)opens, dep[i]);
+		ot_metric_set(m_rejected, (double)rejected, dep[i]);
 	}
-	e |= ot_metrics_head(&buf, &len, "ot_circuit_opens_total", "counter", "Times a circuit opened.");
-	for (int i = 0; i < 2; i++) {
-		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
-		e |= ot_metrics_line(&buf, &len, "ot_circuit_opens_total", labels, opens[i]);
-	}
-	e |= ot_metrics_head(&buf, &len, "ot_circuit_rejected_total", "counter",
-	                     "Calls failed fast while a circuit was open.");
-	for (int i = 0; i < 2; i++) {
-		snprintf(labels, sizeof labels, "dependency=\"%s\"", dep[i]);
-		e |= ot_metrics_line(&buf, &len, "ot_circuit_rejected_total", labels, rejected[i]);
-	}
-	e |= ot_metrics_head(&buf, &len, "ot_http_slow_heads_total", "counter",
-	                     "Connections closed for not sending a request head within 10 s.");
-	e |= ot_metrics_line(&buf, &len, "ot_http_slow_heads_total", "", atomic_load(&x->h->slow_closed));
-	e |= ot_metrics_head(&buf, &len, "ot_cache_degraded", "gauge",
-	                     "1 while reads cannot use Redis and go to the database.");
-	e |= ot_metrics_line(&buf, &len, "ot_cache_degraded", "", cache_degraded(x->h));
-	ot_live_read(x->h->live, &ls);
-	e |= ot_metrics_head(&buf, &len, "ot_live_streams", "gauge", "Live status streams open, by protocol.");
-	e |= ot_metrics_line(&buf, &len, "ot_live_streams", "protocol=\"sse\"", ls.sse);
-	e |= ot_metrics_line(&buf, &len, "ot_live_streams", "protocol=\"websocket\"", ls.ws);
-	e |= ot_metrics_head(&buf, &len, "ot_live_subscribed", "gauge", "1 while the Redis subscription feeding the streams holds.");
-	e |= ot_metrics_line(&buf, &len, "ot_live_subscribed", "", ls.connected);
-	e |= ot_metrics_head(&buf, &len, "ot_live_messages_total", "counter", "Changes received from Redis pub/sub.");
-	e |= ot_metrics_line(&buf, &len, "ot_live_messages_total", "", ls.messages);
-	e |= ot_metrics_head(&buf, &len, "ot_live_sent_total", "counter", "Changes queued to streams.");
-	e |= ot_metrics_line(&buf, &len, "ot_live_sent_total", "", ls.sent);
-	if (e) {
-		free(buf);
-		return reply_error(x, 500, "out of memory", NULL);
-	}
-	return reply(x, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len, MHD_RESPMEM_MUST_FREE, NULL);
+	ot_metric_set(m_degraded, cache_degraded(h));
+	ot_live_read(h->live, &ls);
+	ot_metric_set(m_streams, ls.sse, "sse");
+	ot_metric_set(m_streams, ls.ws, "websocket");
+	ot_metric_set(m_subscribed, ls.connected);
+	ot_metric_set(m_messages, (double)ls.messages);
+	ot_metric_set(m_sent, (double)ls.sent);
 }
+
+/* ot-serve's own families, beside ot_httpd's HTTP ones. */
+static void
+register_metrics(void)
+{
+	m_reads = ot_metric_new(OT_COUNTER, "ot_cache_reads_total", "Order reads by where they were served from: "
+	                        "hit (Redis), miss (database, refilled), bypass (database, Redis skipped).",
+	                        "result", NULL, 0);
+	for (int c = 0; c < OT_C_COUNT; c++)
+		ot_metric_add(m_reads, 0, cache_label[c]);
+	m_limited = ot_metric_new(OT_COUNTER, "ot_rate_limited_total", "Requests refused with 429.", NULL, NULL, 0);
+	m_circuit = ot_metric_new(OT_GAUGE, "ot_circuit_state",
+	                          "Circuit breaker per dependency: 0 closed, 1 half-open, 2 open.", "dependency", NULL, 0);
+	m_opens = ot_metric_new(OT_COUNTER, "ot_circuit_opens_total", "Times a circuit opened.", "dependency", NULL, 0);
+	m_rejected = ot_metric_new(OT_COUNTER, "ot_circuit_rejected_total", "Calls failed fast while a circuit was open.",
+	                           "dependency", NULL, 0);
+	m_degraded = ot_metric_new(OT_GAUGE, "ot_cache_degraded", "1 while reads cannot use Redis and go to the database.",
+	                           NULL, NULL, 0);
+	m_streams = ot_metric_new(OT_GAUGE, "ot_live_streams", "Live status streams open, by protocol.", "protocol", NULL, 0);
+	m_subscribed = ot_metric_new(OT_GAUGE, "ot_live_subscribed",
+	                             "1 while the Redis subscription feeding the streams holds.", NULL, NULL, 0);
+	m_messages = ot_metric_new(OT_COUNTER, "ot_live_messages_total", "Changes received from Redis pub/sub.",
+	                           NULL, NULL, 0);
+	m_sent = ot_metric_new(OT_COUNTER, "ot_live_sent_total", "Changes queued to streams.", NULL, NULL, 0);
+}
+
 
 static int
 db_ready(struct call *x)
@@ -936,372 +877,179 @@ readyz(struct call *x)
 	return reply_json(x, db ? 200 : 503, o, NULL);
 }
 
-/* MHD decodes the path in place, so an encoded NUL would end it early and "/orders/{id}%00"
- * would read as the order. It decodes as DEL instead, a control character like any other,
- * which route refuses. */
-static size_t
-unescape(void *cls, struct MHD_Connection *con, char *s)
+
+/* Fills the call a route works with; -1 when out of memory. */
+static int
+call_of(void *app, struct ot_httpd_req *rq, struct call *x)
 {
-	(void)cls, (void)con;
-	for (char *p = s; (p = strstr(p, "%00")); p += 3)
-		p[1] = '7', p[2] = 'F';
-	return MHD_http_unescape(s);
+	x->h = app;
+	x->rq = rq;
+	x->con = rq->con;
+	x->sr = rq->ext;
+	return (x->c = thread_conns(x->h)) ? 0 : -1;
 }
 
 static enum MHD_Result
-route(struct call *x, const char *url, const char *method)
+page_route(void *app, struct ot_httpd_req *rq)
+{
+	static const char *const page_hdr[] = {"Content-Security-Policy", PAGE_CSP, NULL};
+
+	(void)app;
+	return ot_httpd_reply(rq, 200, "text/html; charset=utf-8", ot_page_html, strlen(ot_page_html),
+	                      MHD_RESPMEM_PERSISTENT, page_hdr);
+}
+
+static enum MHD_Result
+healthz_route(void *app, struct ot_httpd_req *rq)
+{
+	struct call x;
+
+	if (call_of(app, rq, &x))
+		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	return healthz(&x);
+}
+
+static enum MHD_Result
+readyz_route(void *app, struct ot_httpd_req *rq)
+{
+	struct call x;
+
+	if (call_of(app, rq, &x))
+		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	return readyz(&x);
+}
+
+/* /orders and /orders/{id}[/cancel|/events|/ws]: authenticated and rate-limited; anything
+ * else is 404. */
+static enum MHD_Result
+orders_route(void *app, struct ot_httpd_req *rq)
 {
 	static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
 	static const char *const allow_post[] = {"Allow", "POST", NULL};
-	static const char *const page_hdr[] = {"Content-Security-Policy", PAGE_CSP, NULL};
+	const char *url = rq->url, *method = rq->method;
 	int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
 	int post = !strcmp(method, MHD_HTTP_METHOD_POST);
-	/* Spelt so that GCC 12 with sanitizers does not take url for the literal (stringop-overread). */
-	const char *id = url[0] == '/' && !strncmp(url + 1, "orders/", 7) ? url + 8 : NULL;
-	size_t idlen = id ? strcspn(id, "/") : 0;
-	const char *rest = id ? id + idlen : NULL;
+	const char *id, *rest;
+	size_t idlen;
 	char oid[64];
 	long wait_ms;
+	struct call x;
 
-	for (const char *p = url; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return reply_error(x, 400, "the path holds a control character", NULL);
-	if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
-		x->rq->route = OT_R_PAGE;
-		return get ? reply(x, 200, "text/html; charset=utf-8", ot_page_html, strlen(ot_page_html),
-		                   MHD_RESPMEM_PERSISTENT, page_hdr)
-		           : not_allowed(x, allow_get);
-	}
-	if (!strcmp(url, "/healthz")) {
-		x->rq->route = OT_R_HEALTHZ;
-		return get ? healthz(x) : not_allowed(x, allow_get);
-	}
-	if (!strcmp(url, "/readyz")) {
-		x->rq->route = OT_R_READYZ;
-		return get ? readyz(x) : not_allowed(x, allow_get);
-	}
-	if (!strcmp(url, "/metrics")) {
-		x->rq->route = OT_R_METRICS;
-		return get ? metrics(x) : not_allowed(x, allow_get);
-	}
+	if (call_of(app, rq, &x))
+		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	/* Spelt so that GCC 12 with sanitizers does not take url for the literal (stringop-overread). */
+	id = url[0] == '/' && !strncmp(url + 1, "orders/", 7) ? url + 8 : NULL;
+	idlen = id ? strcspn(id, "/") : 0;
+	rest = id ? id + idlen : NULL;
 	if (strcmp(url, "/orders") && !(idlen && (!*rest || !strcmp(rest, "/cancel") ||
 	                                         !strcmp(rest, "/events") || !strcmp(rest, "/ws"))))
-		return reply_error(x, 404, "no such resource", NULL);
+		return reply_error(&x, 404, "no such resource", NULL);
 	if (!strcmp(url, "/orders"))
-		x->rq->route = OT_R_ORDER_POST;
+		rq->route = "order_post";
 	else
-		x->rq->route = !*rest ? OT_R_ORDER_GET : !strcmp(rest, "/cancel") ? OT_R_ORDER_CANCEL
-		             : !strcmp(rest, "/ws") ? OT_R_WS : OT_R_EVENTS;
-	authenticate(x);
-	if (!within_limit(x, &wait_ms))
-		return too_many(x, wait_ms);
+		rq->route = !*rest ? "order_get" : !strcmp(rest, "/cancel") ? "order_cancel"
+		          : !strcmp(rest, "/ws") ? "order_ws" : "order_events";
+	authenticate(&x);
+	if (!within_limit(&x, &wait_ms))
+		return too_many(&x, wait_ms);
 	if (!strcmp(url, "/orders"))
-		return post ? post_order(x) : not_allowed(x, allow_post);
+		return post ? post_order(&x) : not_allowed(&x, allow_post);
 	snprintf(oid, sizeof oid, "%.*s", (int)(idlen < sizeof oid ? idlen : sizeof oid - 1), id);
 	ot_id_canon(oid); /* one cache entry per order, whatever the letter case asked */
 	if (!*rest)
-		return get ? get_order(x, oid) : not_allowed(x, allow_get);
+		return get ? get_order(&x, oid) : not_allowed(&x, allow_get);
 	if (!strcmp(rest, "/cancel"))
-		return post ? cancel_order(x, oid) : not_allowed(x, allow_post);
-	return get ? stream(x, oid, !strcmp(rest, "/ws")) : not_allowed(x, allow_get);
+		return post ? cancel_order(&x, oid) : not_allowed(&x, allow_post);
+	return get ? stream(&x, oid, !strcmp(rest, "/ws")) : not_allowed(&x, allow_get);
 }
 
-/* Marks con's request head as arrived (waiting 0) or the connection as waiting for the next
- * one (waiting 1). */
-static void
-head_done(struct ot_http *h, struct MHD_Connection *con, int waiting)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	struct tcp *t = ci ? ci->socket_context : NULL;
-
-	if (!t)
-		return;
-	pthread_mutex_lock(&h->tcp_mu);
-	t->head_since = waiting ? ot_now_ms() : 0;
-	pthread_mutex_unlock(&h->tcp_mu);
-}
-
-/* MHD_OPTION_NOTIFY_CONNECTION: each connection on the list from its start to its close. MHD
- * closes the socket only after CLOSED, so a socket on the list is still this connection's. */
-static void
-notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_ConnectionNotificationCode toe)
-{
-	struct ot_http *h = cls;
-	const union MHD_ConnectionInfo *ci;
-	struct tcp *t = *socket_context;
-
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
-		if (!ci || !(t = calloc(1, sizeof *t)))
-			return; /* not watched: MHD's idle timeout still applies */
-		t->fd = ci->connect_fd;
-		t->head_since = ot_now_ms();
-		pthread_mutex_lock(&h->tcp_mu);
-		if ((t->next = h->tcps))
-			t->next->prev = t;
-		h->tcps = t;
-		pthread_mutex_unlock(&h->tcp_mu);
-		*socket_context = t;
-		return;
-	}
-	if (!t)
-		return;
-	pthread_mutex_lock(&h->tcp_mu);
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		h->tcps = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	pthread_mutex_unlock(&h->tcp_mu);
-	free(t);
-	*socket_context = NULL;
-}
-
-/* Shuts down every connection that has waited over HEAD_MS for a request head; MHD then sees it
- * end and closes it. */
-static void *
-sweep(void *arg)
-{
-	struct ot_http *h = arg;
-	struct timespec tick = {0, SWEEP_MS * 1000000L};
-	struct tcp *t;
-	long long now;
-	long n;
-
-	while (!atomic_load(&h->stop_sweep)) {
-		nanosleep(&tick, NULL);
-		now = ot_now_ms();
-		n = 0;
-		pthread_mutex_lock(&h->tcp_mu);
-		for (t = h->tcps; t; t = t->next)
-			if (t->head_since && now - t->head_since > HEAD_MS) {
-				shutdown(t->fd, SHUT_RDWR);
-				t->head_since = 0;
-				n++;
-			}
-		pthread_mutex_unlock(&h->tcp_mu);
-		if (n) {
-			atomic_fetch_add(&h->slow_closed, n);
-			OT_DEBUG(NULL, "closed %ld connections that sent no request head within %d s", n, HEAD_MS / 1000);
-		}
-	}
-	return NULL;
-}
+static const struct ot_httpd_route routes[] = {
+	{"/", "page", "GET", page_route},
+	{"/index.html", "page", "GET", page_route},
+	{"/healthz", "healthz", "GET", healthz_route},
+	{"/readyz", "readyz", "GET", readyz_route},
+	{NULL, NULL, NULL, NULL}
+};
 
 /* Begins the request's span, a child of its traceparent header if it has a valid one. */
 static void
-request_span(struct call *x, const char *url, const char *method)
+request_span(struct ot_httpd_req *rq, struct serve_req *sr)
 {
-	const char *rest = url + 7, *slash;
+	const char *rest = rq->url + 7, *slash;
 	char name[64];
 
 	slash = *rest == '/' ? strchr(rest + 1, '/') : NULL;
-	snprintf(name, sizeof name, "%s /orders%s%s", method, *rest ? "/{id}" : "", slash ? slash : "");
-	ot_span_begin_detached(&x->rq->span, name, OT_SPAN_SERVER,
-	                       MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, "traceparent"));
-	if (x->rq->span.exported) {
-		ot_span_tag(&x->rq->span, "http.method", method);
-		ot_span_tag(&x->rq->span, "http.path", x->rq->path);
+	snprintf(name, sizeof name, "%s /orders%s%s", rq->method, *rest ? "/{id}" : "", slash ? slash : "");
+	ot_span_begin_detached(&sr->span, name, OT_SPAN_SERVER,
+	                       MHD_lookup_connection_value(rq->con, MHD_HEADER_KIND, "traceparent"));
+	if (sr->span.exported) {
+		ot_span_tag(&sr->span, "http.method", rq->method);
+		ot_span_tag(&sr->span, "http.path", rq->path);
 	}
 }
 
-/* MHD calls this once with the headers, once per piece of body, and once at the end. */
+/* A write to the order API continues the caller's trace or starts one; a read only joins a
+ * trace it brings, so a tracking page's polls do not each start one. Probes and the page are
+ * not traced. The span is current only while this thread works for the request. */
 static enum MHD_Result
-handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
-        const char *version, const char *upload, size_t *upload_size, void **con_cls)
+orders(void *app, struct ot_httpd_req *rq)
 {
-	struct call x = {cls, NULL, con, *con_cls};
+	struct serve_req *sr = rq->ext;
 	enum MHD_Result r;
-	const char *clen;
-	size_t i;
 
-	(void)version;
-	if (!x.rq) {
-		head_done(x.h, con, 0);
-		if (!(x.rq = calloc(1, sizeof *x.rq)))
-			return MHD_NO;
-		*con_cls = x.rq;
-		atomic_fetch_add(&x.h->inflight, 1);
-		x.rq->t0 = now_us();
-		x.rq->route = OT_R_OTHER;
-		snprintf(x.rq->method, sizeof x.rq->method, "%s", method);
-		snprintf(x.rq->path, sizeof x.rq->path, "%s", url);
-		for (i = 0; x.rq->path[i]; i++) /* the log line must stay valid JSON */
-			if ((unsigned char)x.rq->path[i] < 0x20 || (unsigned char)x.rq->path[i] > 0x7e)
-				x.rq->path[i] = '?';
-		/* Refused before the client sends it, rather than read and thrown away. */
-		clen = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (clen && strtoull(clen, NULL, 10) > MAX_DISCARD)
-			return reply_error(&x, 413, "request body larger than 64 KiB", NULL);
-		return MHD_YES;
-	}
-	if (x.rq->status) { /* answered early: whatever still arrives is dropped */
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	if (*upload_size) {
-		/* Only a chunked body gets this far, and MHD cannot answer in mid-body. */
-		if ((x.rq->seen += *upload_size) > MAX_DISCARD) {
-			OT_WARN(NULL, "%s %s: body over %d bytes, closing the connection", x.rq->method,
-			        x.rq->path, MAX_DISCARD);
-			return MHD_NO;
-		}
-		if (x.rq->seen <= MAX_BODY) {
-			char *nb = realloc(x.rq->body, x.rq->len + *upload_size + 1);
-			if (!nb)
-				return MHD_NO;
-			x.rq->body = nb;
-			memcpy(x.rq->body + x.rq->len, upload, *upload_size);
-			x.rq->len += *upload_size;
-		}
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	if (!(x.c = thread_conns(x.h)))
-		return reply_error(&x, 500, "out of memory", NULL);
-	/* A write to the order API continues the caller's trace or starts one; a read only joins a
-	 * trace it brings, so a tracking page's polls do not each start one. Probes and the page are
-	 * not traced. The span is current only while this thread works for the request. */
-	if (!strncmp(url, "/orders", 7) && !x.rq->span.trace_id[0] &&
-	    (!strcmp(method, MHD_HTTP_METHOD_POST) ||
-	     MHD_lookup_connection_value(con, MHD_HEADER_KIND, "traceparent")))
-		request_span(&x, url, method);
-	ot_span_enter(&x.rq->span);
-	r = route(&x, url, method);
-	ot_span_leave(&x.rq->span);
+	if (!sr->span.trace_id[0] && (!strcmp(rq->method, MHD_HTTP_METHOD_POST) ||
+	                              MHD_lookup_connection_value(rq->con, MHD_HEADER_KIND, "traceparent")))
+		request_span(rq, sr);
+	ot_span_enter(&sr->span);
+	r = orders_route(app, rq);
+	ot_span_leave(&sr->span);
 	return r;
 }
 
-/* One debug line per request, then its memory goes. */
+/* The client went before its 101 was written: the stream it was to get goes too. The
+ * request's span ends with the request. */
 static void
-completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
+request_done(void *app, struct ot_httpd_req *rq)
 {
-	struct ot_http *h = cls;
-	struct req *rq = *con_cls;
+	struct serve_req *sr = rq->ext;
 
-	if (!rq)
-		return;
-	/* A kept-alive connection waits for its next head from now; an upgraded one is ot_live's. */
-	if (rq->status != 101)
-		head_done(h, con, 1);
-	atomic_fetch_sub(&h->inflight, 1);
-	/* The client went before its 101 was written: the stream it was to get goes too. */
-	ot_live_ws_abandon(rq->ws);
-	ot_metrics_request(rq->route, rq->status, (double)(now_us() - rq->t0) / 1e6);
-	ot_span_enter(&rq->span); /* the line below carries its ids */
-	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
-	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
-	if (rq->span.exported) {
+	(void)app;
+	ot_live_ws_abandon(sr->ws);
+	if (sr->span.exported) {
 		char code[16];
 		snprintf(code, sizeof code, "%u", rq->status);
-		ot_span_tag(&rq->span, "http.status_code", code);
+		ot_span_tag(&sr->span, "http.status_code", code);
 		if (rq->order_id[0])
-			ot_span_tag(&rq->span, "order_id", rq->order_id);
-		if (rq->status >= 500 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-			ot_span_error(&rq->span, rq->status >= 500 ? "server error" : "connection closed early");
+			ot_span_tag(&sr->span, "order_id", rq->order_id);
+		if (rq->status >= 500)
+			ot_span_error(&sr->span, "server error");
 	}
-	ot_span_end(&rq->span);
-	free(rq->body);
-	free(rq);
-	*con_cls = NULL;
+	ot_span_end(&sr->span);
 }
 
 static void
-mhd_log(void *cls, const char *fmt, va_list ap)
+quiesce(void *app)
 {
-	char msg[512];
-	size_t n;
-	static atomic_llong last_conn_msg;
-	long long now, last;
+	struct ot_http *h = app;
 
-	(void)cls;
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	n = strlen(msg);
-	while (n && msg[n - 1] == '\n')
-		msg[--n] = '\0';
-	/* MHD says this once per connection refused or dropped: under a flood of connections, one
-	 * warning each 10 s, the rest at debug level (ot_http_slow_heads_total counts them). */
-	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed")) {
-		now = ot_now_ms();
-		last = atomic_load(&last_conn_msg);
-		if ((last && now - last < 10000) || !atomic_compare_exchange_strong(&last_conn_msg, &last, now)) {
-			OT_DEBUG(NULL, "http: %s", msg);
-			return;
-		}
-	}
-	OT_WARN(NULL, "http: %s", msg);
-}
-
-/* Binds "[host:]port": no host or "*" is every IPv4 interface, "[v6addr]" an IPv6 address,
- * anything else a name or address to resolve. Returns 0 with *fd listening, OT_ESERVICE when
- * the address is in use, OT_ECONFIG when it is not one this host can listen on. */
-static int
-listen_on(const char *addr, int *fd, char *errstr, size_t errsz)
-{
-	struct addrinfo hints, *ai = NULL, *a;
-	const char *colon = strrchr(addr, ':'), *port = colon ? colon + 1 : addr;
-	char host[256], *end;
-	size_t hl = colon ? (size_t)(colon - addr) : 0;
-	int r, e = EADDRNOTAVAIL, one = 1;
-	long n;
-
-	*fd = -1;
-	n = strtol(port, &end, 10);
-	if (*port < '0' || *port > '9' || *end || n < 1 || n > 65535 || hl >= sizeof host)
-		return ot_err(OT_ECONFIG, errstr, errsz, "listen address \"%s\": expected [host:]port", addr);
-	memcpy(host, addr, hl);
-	host[hl] = '\0';
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-		memmove(host, host + 1, hl - 2);
-		host[hl - 2] = '\0';
-	} else if (strchr(host, ':')) {
-		return ot_err(OT_ECONFIG, errstr, errsz, "listen address \"%s\": an IPv6 address goes in "
-		              "brackets, as [::1]:8080", addr);
-	}
-	memset(&hints, 0, sizeof hints);
-	hints.ai_family = *host && strcmp(host, "*") ? AF_UNSPEC : AF_INET;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	if ((r = getaddrinfo(hints.ai_family == AF_INET ? NULL : host, port, &hints, &ai)))
-		return ot_err(r == EAI_AGAIN ? OT_ESERVICE : OT_ECONFIG, errstr, errsz,
-		              "listen address \"%s\": %s", addr, gai_strerror(r));
-	for (a = ai; a && *fd < 0; a = a->ai_next) {
-		if ((*fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol)) < 0) {
-			e = errno;
-			continue;
-		}
-		setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-		if (bind(*fd, a->ai_addr, a->ai_addrlen) == 0 && listen(*fd, SOMAXCONN) == 0)
-			break;
-		e = errno;
-		close(*fd);
-		*fd = -1;
-	}
-	freeaddrinfo(ai);
-	if (*fd >= 0)
-		return 0;
-	return ot_err(e == EADDRINUSE ? OT_ESERVICE : OT_ECONFIG, errstr, errsz, "cannot listen on %s: %s",
-	              addr, strerror(e));
+	ot_live_close_all(h->live);
 }
 
 struct ot_http *
 ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc, char *errstr, size_t errsz)
 {
-	unsigned poller = MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+	struct ot_httpd_opts so = {cfg->http_addr, THREADS, o->max_per_client, routes, orders,
+	                           sizeof(struct serve_req), NULL, request_done, quiesce, NULL};
 	struct ot_redis_url u;
 	struct ot_http *h = NULL;
 	redisContext *r;
 	PGconn *db;
 	char err[512];
-	int fd = -1;
 
 	if (ot_redis_parse_url(cfg->redis_url, &u, errstr, errsz)) {
 		*rc = OT_ECONFIG;
 		return NULL;
 	}
-	if ((*rc = listen_on(cfg->http_addr, &fd, errstr, errsz)))
-		return NULL;
 	/* Migrations run once here, so worker threads only connect. */
 	if (!(db = ot_pg_open(cfg->orders_db, "orders", rc, errstr, errsz)))
 		goto fail;
@@ -1313,7 +1061,6 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	if ((h = calloc(1, sizeof *h))) {
 		pthread_mutex_init(&h->mu, NULL);
 		pthread_mutex_init(&h->ready_mu, NULL);
-		pthread_mutex_init(&h->tcp_mu, NULL);
 	}
 	if (!h || !(h->orders_db = strdup(cfg->orders_db)) || !(h->redis_url = strdup(cfg->redis_url)) ||
 	    (o->api_keys && *o->api_keys && !(h->api_keys = strdup(o->api_keys)))) {
@@ -1327,7 +1074,6 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		goto fail;
 	}
 	h->rate = o->rate;
-	h->max_per_client = o->max_per_client > 0 ? o->max_per_client : 0;
 	h->burst = o->burst > 0 ? o->burst : 1;
 	ot_breaker_init(&h->redis_cb, "Redis", BREAKER_FAILURES, BREAKER_OPEN_MS);
 	ot_breaker_init(&h->pg_cb, "PostgreSQL", BREAKER_FAILURES, BREAKER_OPEN_MS);
@@ -1336,35 +1082,16 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		*rc = OT_EINTERNAL;
 		goto fail;
 	}
-	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | poller | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-	                        MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE,
-	                        0, NULL, NULL, handler, h,
-	                        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-	                        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)THREADS,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
-	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
-	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)h->max_per_client,
-	                        MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-	                        MHD_OPTION_NOTIFY_CONNECTION, notify, h,
-	                        MHD_OPTION_END);
-	if (!h->d) {
-		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start the HTTP server on %s", cfg->http_addr);
+	register_metrics();
+	if (ot_metrics_collector(collect, h)) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto fail;
 	}
-	if (pthread_create(&h->sweeper, NULL, sweep, h)) {
-		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
+	so.app = h;
+	if (!(h->srv = ot_httpd_start(&so, rc, errstr, errsz)))
 		goto fail;
-	}
-	h->sweeping = 1;
-	OT_DEBUG(NULL, "%d threads, %s", THREADS, poller == MHD_USE_EPOLL ? "epoll" : "poll");
 	return h;
 fail:
-	/* MHD owns the socket once it started; before that, or if it closed it, it is ours. */
-	if (fd >= 0 && fcntl(fd, F_GETFD) != -1)
-		close(fd);
 	ot_http_stop(h);
 	return NULL;
 }
@@ -1372,26 +1099,12 @@ fail:
 void
 ot_http_stop(struct ot_http *h)
 {
-	struct timespec tick = {0, 50 * 1000000L};
 	struct conns *c, *next;
-	MHD_socket s;
-	int waited;
 
 	if (!h)
 		return;
-	if (h->d) {
-		/* No new connections; requests in flight get their answers before the rest close. */
-		if ((s = MHD_quiesce_daemon(h->d)) != MHD_INVALID_SOCKET)
-			close(s);
-		ot_live_close_all(h->live);
-		for (waited = 0; atomic_load(&h->inflight) > 0 && waited < DRAIN_MS; waited += 50)
-			nanosleep(&tick, NULL);
-		MHD_stop_daemon(h->d);
-	}
-	if (h->sweeping) {
-		atomic_store(&h->stop_sweep, 1);
-		pthread_join(h->sweeper, NULL);
-	}
+	ot_httpd_stop(h->srv);
+	ot_metrics_collector_remove(collect, h);
 	for (c = h->conns; c; c = next) {
 		next = c->next;
 		PQfinish(c->db);
@@ -1406,7 +1119,6 @@ ot_http_stop(struct ot_http *h)
 	}
 	pthread_mutex_destroy(&h->mu);
 	pthread_mutex_destroy(&h->ready_mu);
-	pthread_mutex_destroy(&h->tcp_mu);
 	free(h->api_keys);
 	free(h->ws_origins);
 	free(h->orders_db);

@@ -1,27 +1,52 @@
-/* ot_metrics: ot-serve's request counters and latency histograms, in Prometheus text format. */
+/* ot_metrics: one registry of counters, gauges and histograms with labels, shared by every
+ * tool and rendered in Prometheus text format. */
 #ifndef OT_METRICS_H
 #define OT_METRICS_H
 
 #include <stddef.h>
 
-/* The routes requests are counted under. */
-enum ot_route {
-	OT_R_PAGE, OT_R_HEALTHZ, OT_R_READYZ, OT_R_METRICS, OT_R_ORDER_GET, OT_R_ORDER_POST,
-	OT_R_ORDER_CANCEL, OT_R_EVENTS, OT_R_WS, OT_R_OTHER, OT_R_COUNT
-};
-enum ot_cache_result { OT_C_HIT, OT_C_MISS, OT_C_BYPASS, OT_C_COUNT };
+enum ot_metric_type { OT_COUNTER, OT_GAUGE, OT_HISTOGRAM };
 
-/* Counts one request: its route, status and time taken. Lock-free; any thread. */
-void ot_metrics_request(enum ot_route route, unsigned status, double seconds);
-void ot_metrics_cache(enum ot_cache_result r);
-void ot_metrics_limited(void);
+/* A family: one name, one help text, fixed label names; a series per label values. */
+struct ot_metric;
 
-/* Appends the counters in Prometheus text format to a growing buffer: *buf (malloc'd, may be
- * NULL at first), *len used. Returns 0, or -1 when out of memory. */
+/* Bucket bounds, in seconds, for request and record handling times. */
+extern const double ot_metrics_latency_buckets[];
+extern const size_t ot_metrics_latency_nbuckets;
+
+/* Registers a family, or returns the one already registered under name (same type expected).
+ * labels: comma-separated label names ("tool,topic"), NULL or "" for none (the family then
+ * shows a 0 sample from the start). A histogram takes nbounds increasing bucket bounds (NULL:
+ * ot_metrics_latency_buckets); other types ignore them. Families live until ot_metrics_reset.
+ * Returns NULL when out of memory, or when name is registered with another type; every
+ * function below accepts a NULL family and then does nothing. Thread-safe. */
+struct ot_metric *ot_metric_new(enum ot_metric_type type, const char *name, const char *help,
+                                const char *labels, const double *bounds, size_t nbounds);
+/* Each takes exactly as many label values (const char *, NULL reads as "") as the family has
+ * label names, in their order, and creates the series on first use. Thread-safe. */
+void ot_metric_add(struct ot_metric *m, double v, ...);     /* counter or gauge += v */
+void ot_metric_set(struct ot_metric *m, double v, ...);     /* gauge = v */
+void ot_metric_observe(struct ot_metric *m, double v, ...); /* histogram: one observation */
+/* The current value of a counter or gauge series (0 if it does not exist yet). */
+double ot_metric_get(struct ot_metric *m, ...);
+/* Drops every series of m: for gauges of things that went away (a revoked partition). */
+void ot_metric_clear(struct ot_metric *m);
+
+/* Adds fn(arg) to the functions run before each render, for gauges read at scrape time from
+ * state already in memory (never I/O that may block). Returns 0, or -1 when out of memory. */
+int ot_metrics_collector(void (*fn)(void *arg), void *arg);
+/* Removes a collector added with the same fn and arg. */
+void ot_metrics_collector_remove(void (*fn)(void *arg), void *arg);
+
+/* Registers ot_build_info{tool,version} and the process gauges (process_start_time_seconds,
+ * process_resident_memory_bytes, process_open_fds), read from /proc at each render. */
+void ot_metrics_process(const char *tool, const char *version);
+
+/* Appends every family in Prometheus text format (version 0.0.4) to a growing buffer: *buf
+ * (malloc'd, may be NULL at first), *len used. Returns 0, or -1 when out of memory. */
 int ot_metrics_render(char **buf, size_t *len);
-/* Appends one line "name{labels} value\n" (labels may be "") the same way; for other modules'
- * gauges. HELP/TYPE lines go in with ot_metrics_head. */
-int ot_metrics_line(char **buf, size_t *len, const char *name, const char *labels, double value);
-int ot_metrics_head(char **buf, size_t *len, const char *name, const char *type, const char *help);
+
+/* Frees every family and collector; for tests and the end of a run. */
+void ot_metrics_reset(void);
 
 #endif

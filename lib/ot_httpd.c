@@ -1,0 +1,543 @@
+/* ot_httpd: libmicrohttpd with the limits every listener here needs, a route table, and the
+ * health, readiness and metrics endpoints. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ot_err.h"
+#include "ot_event.h"
+#include "ot_httpd.h"
+#include "ot_log.h"
+#include "ot_metrics.h"
+
+#define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
+#define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
+#define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
+#define HEADER_LIMIT (16 * 1024)  /* request line and headers; larger is answered 431 by MHD */
+#define IDLE_S 30                 /* a connection silent this long is closed */
+#define HEAD_MS 10000             /* each request's line and headers must arrive within this */
+#define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
+#define MAX_CONNECTIONS 1024
+
+struct ot_httpd {
+	struct MHD_Daemon *d;
+	struct ot_httpd_opts o;
+	atomic_int inflight; /* requests begun and not completed */
+	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
+	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
+	int ready;           /* what it found: 1 ready */
+	char ready_why[256];
+	pthread_mutex_t tcp_mu; /* guards tcps and each one's head_since */
+	struct tcp *tcps;    /* every open connection */
+	pthread_t sweeper;   /* closes connections past HEAD_MS */
+	int sweeping;        /* the sweeper runs: join it */
+	atomic_int stop_sweep;
+};
+
+/* One TCP connection, from MHD's connection notifications, so a head that trickles in a byte
+ * at a time (each byte resets MHD's idle timer) still meets a deadline. */
+struct tcp {
+	MHD_socket fd;
+	long long head_since; /* ms, monotonic: waiting for a request head since; 0 while a request
+	                       * is handled, after an upgrade, or once closed */
+	struct tcp *prev, *next;
+};
+
+static const double http_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+static struct ot_metric *m_requests, *m_duration, *m_slow;
+
+static long long
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+enum MHD_Result
+ot_httpd_reply(struct ot_httpd_req *rq, unsigned status, const char *type, const char *body, size_t len,
+               enum MHD_ResponseMemoryMode mode, const char *const *headers)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	if (!(r = MHD_create_response_from_buffer(len, (void *)body, mode))) {
+		if (mode == MHD_RESPMEM_MUST_FREE)
+			free((void *)body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	for (; headers && headers[0]; headers += 2)
+		MHD_add_response_header(r, headers[0], headers[1]);
+	if ((ret = MHD_queue_response(rq->con, status, r)) == MHD_YES)
+		rq->status = status;
+	MHD_destroy_response(r);
+	return ret;
+}
+
+enum MHD_Result
+ot_httpd_reply_json(struct ot_httpd_req *rq, unsigned status, json_t *o, const char *const *headers)
+{
+	static const char oom[] = "{\"error\":\"internal error\"}\n";
+	char *s = o ? json_dumps(o, OT_JSON_FLAGS) : NULL, *line;
+	size_t n;
+
+	json_decref(o);
+	if (!s || !(line = realloc(s, (n = strlen(s)) + 2))) {
+		free(s);
+		return ot_httpd_reply(rq, 500, "application/json", oom, sizeof oom - 1, MHD_RESPMEM_PERSISTENT, NULL);
+	}
+	line[n++] = '\n';
+	line[n] = '\0';
+	return ot_httpd_reply(rq, status, "application/json", line, n, MHD_RESPMEM_MUST_FREE, headers);
+}
+
+enum MHD_Result
+ot_httpd_reply_error(struct ot_httpd_req *rq, unsigned status, const char *msg, const char *const *headers)
+{
+	return ot_httpd_reply_json(rq, status, json_pack("{s:s}", "error", msg), headers);
+}
+
+/* GET /healthz: the process runs and answers. */
+static enum MHD_Result
+healthz(void *app, struct ot_httpd_req *rq)
+{
+	(void)app;
+	return ot_httpd_reply_json(rq, 200, json_pack("{s:s}", "status", "ok"), NULL);
+}
+
+enum MHD_Result
+ot_httpd_metrics(void *app, struct ot_httpd_req *rq)
+{
+	char *buf = NULL;
+	size_t len = 0;
+
+	(void)app;
+	if (ot_metrics_render(&buf, &len)) {
+		free(buf);
+		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	}
+	return ot_httpd_reply(rq, 200, "text/plain; version=0.0.4; charset=utf-8", buf ? buf : "", len,
+	                      buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT, NULL);
+}
+
+/* GET /readyz: the tool's check, run again when the last is over READY_MAX_AGE_MS old; the
+ * other threads wait for its result, so many probes cost one check a second at most. */
+static enum MHD_Result
+readyz(struct ot_httpd *s, struct ot_httpd_req *rq)
+{
+	static const char *const retry[] = {"Retry-After", "1", NULL};
+	char why[256];
+	int ok;
+
+	if (!s->o.ready)
+		return healthz(s->o.app, rq);
+	pthread_mutex_lock(&s->ready_mu);
+	if (!s->ready_at || ot_now_ms() - s->ready_at >= READY_MAX_AGE_MS) {
+		s->ready_why[0] = '\0';
+		s->ready = s->o.ready(s->o.app, s->ready_why, sizeof s->ready_why) == 0;
+		s->ready_at = ot_now_ms();
+	}
+	ok = s->ready;
+	snprintf(why, sizeof why, "%s", s->ready_why);
+	pthread_mutex_unlock(&s->ready_mu);
+	if (ok)
+		return ot_httpd_reply_json(rq, 200, json_pack("{s:s}", "status", "ready"), NULL);
+	return ot_httpd_reply_json(rq, 503, json_pack("{s:s, s:s}", "status", "unavailable", "error",
+	                                              why[0] ? why : "not ready"), retry);
+}
+
+static const struct ot_httpd_route builtin[] = {
+	{"/healthz", "healthz", "GET", healthz},
+	{"/readyz", "readyz", "GET", NULL}, /* readyz: needs the server */
+	{"/metrics", "metrics", "GET", ot_httpd_metrics},
+	{NULL, NULL, NULL, NULL}
+};
+
+static const struct ot_httpd_route *
+find(const struct ot_httpd_route *t, const char *url)
+{
+	for (; t && t->path; t++)
+		if (!strcmp(t->path, url))
+			return t;
+	return NULL;
+}
+
+static enum MHD_Result
+dispatch(struct ot_httpd *s, struct ot_httpd_req *rq, const char *url, const char *method)
+{
+	static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
+	static const char *const allow_post[] = {"Allow", "POST", NULL};
+	const struct ot_httpd_route *r;
+	int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
+
+	for (const char *p = url; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return ot_httpd_reply_error(rq, 400, "the path holds a control character", NULL);
+	if (!(r = find(s->o.routes, url)) && !(r = find(builtin, url)))
+		return s->o.fallback ? s->o.fallback(s->o.app, rq)
+		                     : ot_httpd_reply_error(rq, 404, "no such resource", NULL);
+	rq->route = r->name;
+	if (!strcmp(r->methods, "GET") ? !get : strcmp(method, r->methods))
+		return ot_httpd_reply_error(rq, 405, "method not allowed", get || strcmp(r->methods, "POST") ? allow_get
+		                                                                                           : allow_post);
+	if (!r->fn)
+		return readyz(s, rq);
+	return r->fn(s->o.app, rq);
+}
+
+/* Marks con's request head as arrived (waiting 0) or the connection as waiting for the next
+ * one (waiting 1). */
+static void
+head_done(struct ot_httpd *s, struct MHD_Connection *con, int waiting)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct tcp *t = ci ? ci->socket_context : NULL;
+
+	if (!t)
+		return;
+	pthread_mutex_lock(&s->tcp_mu);
+	t->head_since = waiting ? ot_now_ms() : 0;
+	pthread_mutex_unlock(&s->tcp_mu);
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: each connection on the list from its start to its close. MHD
+ * closes the socket only after CLOSED, so a socket on the list is still this connection's. */
+static void
+notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_ConnectionNotificationCode toe)
+{
+	struct ot_httpd *s = cls;
+	const union MHD_ConnectionInfo *ci;
+	struct tcp *t = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!ci || !(t = calloc(1, sizeof *t)))
+			return; /* not watched: MHD's idle timeout still applies */
+		t->fd = ci->connect_fd;
+		t->head_since = ot_now_ms();
+		pthread_mutex_lock(&s->tcp_mu);
+		if ((t->next = s->tcps))
+			t->next->prev = t;
+		s->tcps = t;
+		pthread_mutex_unlock(&s->tcp_mu);
+		*socket_context = t;
+		return;
+	}
+	if (!t)
+		return;
+	pthread_mutex_lock(&s->tcp_mu);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		s->tcps = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	pthread_mutex_unlock(&s->tcp_mu);
+	free(t);
+	*socket_context = NULL;
+}
+
+/* Shuts down every connection that has waited over HEAD_MS for a request head; MHD then sees it
+ * end and closes it. */
+static void *
+sweep(void *arg)
+{
+	struct ot_httpd *s = arg;
+	struct timespec tick = {0, SWEEP_MS * 1000000L};
+	struct tcp *t;
+	long long now;
+	long n;
+
+	while (!atomic_load(&s->stop_sweep)) {
+		nanosleep(&tick, NULL);
+		now = ot_now_ms();
+		n = 0;
+		pthread_mutex_lock(&s->tcp_mu);
+		for (t = s->tcps; t; t = t->next)
+			if (t->head_since && now - t->head_since > HEAD_MS) {
+				shutdown(t->fd, SHUT_RDWR);
+				t->head_since = 0;
+				n++;
+			}
+		pthread_mutex_unlock(&s->tcp_mu);
+		if (n) {
+			ot_metric_add(m_slow, (double)n);
+			OT_DEBUG(NULL, "closed %ld connections that sent no request head within %d s", n, HEAD_MS / 1000);
+		}
+	}
+	return NULL;
+}
+
+/* MHD calls this once with the headers, once per piece of body, and once at the end. */
+static enum MHD_Result
+handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+        const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct ot_httpd *s = cls;
+	struct ot_httpd_req *rq = *con_cls;
+	const char *clen;
+	size_t i;
+
+	(void)version;
+	if (!rq) {
+		head_done(s, con, 0);
+		if (!(rq = calloc(1, sizeof *rq + s->o.req_size)))
+			return MHD_NO;
+		*con_cls = rq;
+		rq->ext = s->o.req_size ? rq + 1 : NULL;
+		rq->con = con;
+		atomic_fetch_add(&s->inflight, 1);
+		rq->t0 = now_us();
+		rq->route = "other";
+		snprintf(rq->method, sizeof rq->method, "%s", method);
+		snprintf(rq->path, sizeof rq->path, "%s", url);
+		for (i = 0; rq->path[i]; i++) /* the log line must stay valid JSON */
+			if ((unsigned char)rq->path[i] < 0x20 || (unsigned char)rq->path[i] > 0x7e)
+				rq->path[i] = '?';
+		/* Refused before the client sends it, rather than read and thrown away. */
+		clen = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (clen && strtoull(clen, NULL, 10) > MAX_DISCARD)
+			return ot_httpd_reply_error(rq, 413, "request body larger than 64 KiB", NULL);
+		return MHD_YES;
+	}
+	if (rq->status) { /* answered early: whatever still arrives is dropped */
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		/* Only a chunked body gets this far, and MHD cannot answer in mid-body. */
+		if ((rq->seen += *upload_size) > MAX_DISCARD) {
+			OT_WARN(NULL, "%s %s: body over %d bytes, closing the connection", rq->method, rq->path, MAX_DISCARD);
+			return MHD_NO;
+		}
+		if (rq->seen <= OT_HTTPD_MAX_BODY) {
+			char *nb = realloc(rq->body, rq->len + *upload_size + 1);
+			if (!nb)
+				return MHD_NO;
+			rq->body = nb;
+			memcpy(rq->body + rq->len, upload, *upload_size);
+			rq->len += *upload_size;
+			rq->body[rq->len] = '\0';
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	rq->url = url;
+	return dispatch(s, rq, url, method);
+}
+
+/* One debug line per request, then its memory goes. */
+static void
+completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct ot_httpd *s = cls;
+	struct ot_httpd_req *rq = *con_cls;
+	char code[16];
+	double secs;
+
+	if (!rq)
+		return;
+	/* A kept-alive connection waits for its next head from now; an upgraded one is the app's. */
+	if (rq->status != 101)
+		head_done(s, con, 1);
+	atomic_fetch_sub(&s->inflight, 1);
+	if (s->o.done)
+		s->o.done(s->o.app, rq);
+	secs = (double)(now_us() - rq->t0) / 1e6;
+	snprintf(code, sizeof code, "%u", rq->status);
+	ot_metric_add(m_requests, 1, rq->route, code);
+	ot_metric_observe(m_duration, secs, rq->route);
+	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
+	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+	free(rq->body);
+	free(rq);
+	*con_cls = NULL;
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+	static atomic_llong last_conn_msg;
+	long long now, last;
+
+	(void)cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	/* MHD says this once per connection refused or dropped: under a flood of connections, one
+	 * warning each 10 s, the rest at debug level (ot_http_slow_heads_total counts them). */
+	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed")) {
+		now = ot_now_ms();
+		last = atomic_load(&last_conn_msg);
+		if ((last && now - last < 10000) || !atomic_compare_exchange_strong(&last_conn_msg, &last, now)) {
+			OT_DEBUG(NULL, "http: %s", msg);
+			return;
+		}
+	}
+	OT_WARN(NULL, "http: %s", msg);
+}
+
+/* MHD decodes the path in place, so an encoded NUL would end it early and "/orders/{id}%00"
+ * would read as the order. It decodes as DEL instead, a control character like any other,
+ * which dispatch refuses. */
+static size_t
+unescape(void *cls, struct MHD_Connection *con, char *s)
+{
+	(void)cls, (void)con;
+	for (char *p = s; (p = strstr(p, "%00")); p += 3)
+		p[1] = '7', p[2] = 'F';
+	return MHD_http_unescape(s);
+}
+
+/* Binds "[host:]port": no host or "*" is every IPv4 interface, "[v6addr]" an IPv6 address,
+ * anything else a name or address to resolve. Returns 0 with *fd listening, OT_ESERVICE when
+ * the address is in use, OT_ECONFIG when it is not one this host can listen on. */
+static int
+listen_on(const char *addr, int *fd, char *errstr, size_t errsz)
+{
+	struct addrinfo hints, *ai = NULL, *a;
+	const char *colon = strrchr(addr, ':'), *port = colon ? colon + 1 : addr;
+	char host[256], *end;
+	size_t hl = colon ? (size_t)(colon - addr) : 0;
+	int r, e = EADDRNOTAVAIL, one = 1;
+	long n;
+
+	*fd = -1;
+	n = strtol(port, &end, 10);
+	if (*port < '0' || *port > '9' || *end || n < 1 || n > 65535 || hl >= sizeof host)
+		return ot_err(OT_ECONFIG, errstr, errsz, "listen address \"%s\": expected [host:]port", addr);
+	memcpy(host, addr, hl);
+	host[hl] = '\0';
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	} else if (strchr(host, ':')) {
+		return ot_err(OT_ECONFIG, errstr, errsz, "listen address \"%s\": an IPv6 address goes in "
+		              "brackets, as [::1]:8080", addr);
+	}
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = *host && strcmp(host, "*") ? AF_UNSPEC : AF_INET;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((r = getaddrinfo(hints.ai_family == AF_INET ? NULL : host, port, &hints, &ai)))
+		return ot_err(r == EAI_AGAIN ? OT_ESERVICE : OT_ECONFIG, errstr, errsz,
+		              "listen address \"%s\": %s", addr, gai_strerror(r));
+	for (a = ai; a && *fd < 0; a = a->ai_next) {
+		if ((*fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol)) < 0) {
+			e = errno;
+			continue;
+		}
+		setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		if (bind(*fd, a->ai_addr, a->ai_addrlen) == 0 && listen(*fd, SOMAXCONN) == 0)
+			break;
+		e = errno;
+		close(*fd);
+		*fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (*fd >= 0)
+		return 0;
+	return ot_err(e == EADDRINUSE ? OT_ESERVICE : OT_ECONFIG, errstr, errsz, "cannot listen on %s: %s",
+	              addr, strerror(e));
+}
+
+struct ot_httpd *
+ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errsz)
+{
+	unsigned poller = MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+	struct ot_httpd *s = NULL;
+	int fd = -1, threads = o->threads > 1 ? o->threads : 1;
+
+	m_requests = ot_metric_new(OT_COUNTER, "ot_http_requests_total", "HTTP requests answered, by route and status.",
+	                           "route,code", NULL, 0);
+	m_duration = ot_metric_new(OT_HISTOGRAM, "ot_http_request_duration_seconds",
+	                           "Time from a request's headers to its answer, by route.", "route", http_bounds,
+	                           sizeof http_bounds / sizeof http_bounds[0]);
+	m_slow = ot_metric_new(OT_COUNTER, "ot_http_slow_heads_total",
+	                       "Connections closed for not sending a request head within 10 s.", NULL, NULL, 0);
+	if ((*rc = listen_on(o->addr, &fd, errstr, errsz)))
+		return NULL;
+	if (!(s = calloc(1, sizeof *s))) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto fail;
+	}
+	s->o = *o;
+	s->o.max_per_client = o->max_per_client > 0 ? o->max_per_client : 0;
+	pthread_mutex_init(&s->ready_mu, NULL);
+	pthread_mutex_init(&s->tcp_mu, NULL);
+	/* MHD_OPTION_THREAD_POOL_SIZE 1 is a pool of one, still its own thread: the same. */
+	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | poller | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+	                        MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE,
+	                        0, NULL, NULL, handler, s,
+	                        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+	                        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
+	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
+	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->o.max_per_client,
+	                        MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+	                        MHD_OPTION_NOTIFY_CONNECTION, notify, s,
+	                        MHD_OPTION_END);
+	if (!s->d) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start the HTTP server on %s", o->addr);
+		goto fail;
+	}
+	if (pthread_create(&s->sweeper, NULL, sweep, s)) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
+		goto fail;
+	}
+	s->sweeping = 1;
+	OT_DEBUG(NULL, "http: %d threads, %s", threads, poller == MHD_USE_EPOLL ? "epoll" : "poll");
+	return s;
+fail:
+	/* MHD owns the socket once it started; before that, or if it closed it, it is ours. */
+	if (fd >= 0 && fcntl(fd, F_GETFD) != -1 && (!s || !s->d))
+		close(fd);
+	ot_httpd_stop(s);
+	return NULL;
+}
+
+void
+ot_httpd_stop(struct ot_httpd *s)
+{
+	struct timespec tick = {0, 50 * 1000000L};
+	MHD_socket sock;
+	int waited;
+
+	if (!s)
+		return;
+	if (s->d) {
+		/* No new connections; requests in flight get their answers before the rest close. */
+		if ((sock = MHD_quiesce_daemon(s->d)) != MHD_INVALID_SOCKET)
+			close(sock);
+		if (s->o.quiesce)
+			s->o.quiesce(s->o.app);
+		for (waited = 0; atomic_load(&s->inflight) > 0 && waited < DRAIN_MS; waited += 50)
+			nanosleep(&tick, NULL);
+		MHD_stop_daemon(s->d);
+	}
+	if (s->sweeping) {
+		atomic_store(&s->stop_sweep, 1);
+		pthread_join(s->sweeper, NULL);
+	}
+	pthread_mutex_destroy(&s->ready_mu);
+	pthread_mutex_destroy(&s->tcp_mu);
+	free(s);
+}

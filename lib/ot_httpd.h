@@ -1,0 +1,79 @@
+/* ot_httpd: the small HTTP server every long-running tool shares — threads, limits, slow-client
+ * deadlines, a table of routes, and /healthz, /readyz and /metrics. */
+#ifndef OT_HTTPD_H
+#define OT_HTTPD_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+struct ot_httpd;
+
+/* One request as a route sees it, from its headers to its completion. */
+struct ot_httpd_req {
+	char method[16], path[128]; /* path with control and non-ASCII bytes as '?', for logs */
+	const char *url;     /* the decoded path itself, while the route runs */
+	char order_id[64];   /* the order it concerns, for its log lines; "" if none */
+	char *body;          /* the first OT_HTTPD_MAX_BODY bytes of the body, NUL-terminated */
+	size_t len, seen;    /* bytes kept, bytes received: seen > OT_HTTPD_MAX_BODY means too big */
+	unsigned status;     /* 0 until a response is queued */
+	const char *route;   /* its name in ot_http_requests_total: the table's, "other" until then */
+	long long t0;        /* us, monotonic, when its head arrived */
+	struct MHD_Connection *con;
+	void *ext;           /* the app's req_size zeroed bytes, freed with the request */
+};
+
+#define OT_HTTPD_MAX_BODY (64 * 1024)
+
+typedef enum MHD_Result (*ot_httpd_fn)(void *app, struct ot_httpd_req *rq);
+
+/* A path the server answers. */
+struct ot_httpd_route {
+	const char *path;    /* exact */
+	const char *name;    /* the route label in the metrics */
+	const char *methods; /* "GET" (HEAD too) or "POST"; another method gets 405 with Allow */
+	ot_httpd_fn fn;
+};
+
+struct ot_httpd_opts {
+	const char *addr;    /* "[host:]port", "*:port", "[v6]:port" */
+	int threads;         /* worker threads; < 1 means 1 */
+	int max_per_client;  /* connections at once from one address; 0: no limit */
+	const struct ot_httpd_route *routes; /* ends with a NULL path; may be NULL. A path here
+	                                      * replaces the built-in /healthz, /readyz or /metrics */
+	ot_httpd_fn fallback; /* any other path; NULL: 404 */
+	size_t req_size;     /* bytes of ext per request */
+	/* The check behind the built-in /readyz: 0 when the tool can do its job now, else -1 with
+	 * why. It runs at most once a second, one at a time, and should take under a second.
+	 * NULL: /readyz answers as /healthz does. */
+	int (*ready)(void *app, char *why, size_t whysz);
+	void (*done)(void *app, struct ot_httpd_req *rq); /* each request's end; may be NULL */
+	void (*quiesce)(void *app); /* at stop, once no new connection comes: end long answers */
+	void *app;
+};
+
+/* Binds o->addr and serves on o->threads threads, with per-address connection caps, a 10 s
+ * deadline on each request head, a 16 KiB head limit and 413 for bodies over 64 KiB. Counts
+ * every request in ot_http_requests_total{route,code} and ot_http_request_duration_seconds.
+ * Returns NULL with *rc and errstr: OT_ESERVICE when the address is in use, OT_ECONFIG when it
+ * is not one to listen on, OT_EINTERNAL otherwise. Free with ot_httpd_stop. */
+struct ot_httpd *ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errsz);
+/* Stops accepting, runs quiesce, lets requests in flight finish (up to 5 s), then stops and
+ * frees. Accepts NULL. */
+void ot_httpd_stop(struct ot_httpd *s);
+
+/* Answers rq; the body is copied, freed or persistent as mode says (freed on failure too when
+ * MHD_RESPMEM_MUST_FREE). headers: name, value pairs ending with NULL, or NULL. */
+enum MHD_Result ot_httpd_reply(struct ot_httpd_req *rq, unsigned status, const char *type, const char *body,
+                               size_t len, enum MHD_ResponseMemoryMode mode, const char *const *headers);
+/* Answers o (stolen) as one line of JSON; a NULL o (json_pack failed) becomes a 500. */
+enum MHD_Result ot_httpd_reply_json(struct ot_httpd_req *rq, unsigned status, json_t *o,
+                                    const char *const *headers);
+/* Answers {"error": msg}. */
+enum MHD_Result ot_httpd_reply_error(struct ot_httpd_req *rq, unsigned status, const char *msg,
+                                     const char *const *headers);
+/* The built-in GET /metrics, for an app route that wraps it. */
+enum MHD_Result ot_httpd_metrics(void *app, struct ot_httpd_req *rq);
+
+#endif
