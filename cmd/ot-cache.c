@@ -10,6 +10,7 @@
 #include "ot_cache.h"
 #include "ot_config.h"
 #include "ot_err.h"
+#include "ot_health.h"
 #include "ot_event.h"
 #include "ot_log.h"
 #include "ot_order.h"
@@ -147,8 +148,11 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 
 	if (rp->r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", rp->r->errstr);
-	if ((rc = ot_redis_put_known(rp->r, st, errstr, errsz)) != 2)
-		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP; /* 0: the cache already had a newer version */
+	if ((rc = ot_redis_put_known(rp->r, st, errstr, errsz)) != 2) {
+		if (rc == 0)
+			ot_run_skipped_as("stale"); /* the cache already had a newer version */
+		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
+	}
 	/* Redis knows nothing of this order (it lost its data, or never had it): its status comes
 	 * from the database, which is never older than this change. */
 	if (!rp->db && !(rp->db = ot_pg_open(rp->orders_db, "orders", &rc, errstr, errsz)))
@@ -167,6 +171,8 @@ static int
 rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 {
 	struct replay rp = {r, cfg->orders_db, NULL, sync};
+	struct ot_health_deps deps = {cfg->orders_db, NULL, cfg->redis_url, NULL, NULL};
+	struct ot_health *health;
 	struct ot_run_stats st;
 	struct ot_in *in;
 	char err[1024], group[64];
@@ -194,7 +200,15 @@ rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 		OT_ERROR(NULL, "%s", err);
 		return rc;
 	}
+	deps.in = in;
+	if (!(health = ot_health_serve(cfg, sync && ot_in_is_kafka(in) && !cfg->exit_at_end && !cfg->count, &deps,
+	                               &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		ot_in_free(in);
+		return rc;
+	}
 	rc = ot_run(in, rebuild_one, &rp, &st);
+	ot_health_stop(health);
 	PQfinish(rp.db);
 	OT_INFO(NULL, "%s: %ld events, %ld written, %ld already current or not a status, %ld bad",
 	        sync ? "sync" : "rebuild", st.records, st.ok, st.skipped, st.bad + st.dead);
@@ -253,7 +267,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: %s takes no arguments\n", argv0, cmd);
 		return EX_USAGE;
 	}
-	if ((rc = ot_config_done(&cfg, NULL)))
+	if ((rc = ot_config_done(&cfg, !strcmp(cmd, "sync") ? ":8084" : NULL)))
 		return rc;
 	ot_signal_install();
 	if (!(r = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err))) {

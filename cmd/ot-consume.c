@@ -7,6 +7,7 @@
 
 #include "ot_config.h"
 #include "ot_err.h"
+#include "ot_health.h"
 #include "ot_io.h"
 #include "ot_log.h"
 #include "ot_order.h"
@@ -94,6 +95,8 @@ main(int argc, char **argv)
 	struct ot_config cfg;
 	struct consume cs = {0};
 	struct ot_in *in = NULL;
+	struct ot_health *health = NULL;
+	struct ot_health_deps deps = {0};
 	struct ot_run_stats st;
 	const char *input = "-";
 	char err[1024];
@@ -114,7 +117,7 @@ main(int argc, char **argv)
 		usage(stderr, 0);
 		return EX_USAGE;
 	}
-	if ((r = ot_config_done(&cfg, NULL)))
+	if ((r = ot_config_done(&cfg, ":8083")))
 		return r;
 	ot_signal_install();
 	if (!(cs.db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
@@ -129,12 +132,20 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
+	deps.orders_db = cfg.orders_db;
+	deps.in = in;
+	if (!(health = ot_health_serve(&cfg, ot_in_is_kafka(in) && !cfg.exit_at_end && !cfg.count, &deps,
+	                               &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
 	ot_run_set_idle(repair, &cs);
 	rc = ot_run(in, handle, &cs, &st);
 	OT_INFO(NULL, "%ld records: %ld applied, %ld skipped, %ld refused, %ld dead-lettered, %ld retries; "
 	        "%ld of the skipped late (the order was cancelled meanwhile)",
 	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries, ot_order_late());
 out:
+	ot_health_stop(health);
 	ot_in_free(in);
 	if (cs.redis)
 		redisFree(cs.redis);

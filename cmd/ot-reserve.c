@@ -8,6 +8,7 @@
 
 #include "ot_config.h"
 #include "ot_err.h"
+#include "ot_health.h"
 #include "ot_inventory.h"
 #include "ot_io.h"
 #include "ot_log.h"
@@ -113,6 +114,8 @@ main(int argc, char **argv)
 	struct ot_config cfg;
 	struct reserve rs = {0};
 	struct ot_in *in = NULL;
+	struct ot_health *health = NULL;
+	struct ot_health_deps deps = {0};
 	struct ot_run_stats st;
 	const char *input = "-", *cmd = "run";
 	long older = 15 * 60;
@@ -147,7 +150,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: stock reads - or a file, not Kafka\n", argv0);
 		return EX_USAGE;
 	}
-	if ((r = ot_config_done(&cfg, NULL)))
+	if ((r = ot_config_done(&cfg, strcmp(cmd, "run") ? NULL : ":8081")))
 		return r;
 	ot_signal_install();
 	if (!(rs.db = ot_pg_open(cfg.inventory_db, "inventory", &rc, err, sizeof err))) {
@@ -169,6 +172,13 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
+	deps.inventory_db = cfg.inventory_db;
+	deps.in = in;
+	if (!(health = ot_health_serve(&cfg, !strcmp(cmd, "run") && ot_in_is_kafka(in) && !cfg.exit_at_end &&
+	                               !cfg.count, &deps, &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
 	if (!strcmp(cmd, "stock")) {
 		rc = ot_run(in, handle_stock, &rs, &st);
 		OT_INFO(NULL, "%ld stock lines: %ld loaded, %ld bad", st.records, st.ok, st.bad);
@@ -178,6 +188,7 @@ main(int argc, char **argv)
 		        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);
 	}
 out:
+	ot_health_stop(health);
 	ot_in_free(in);
 	PQfinish(rs.db);
 	ot_config_free(&cfg);

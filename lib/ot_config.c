@@ -213,7 +213,10 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 	fill(&c->inventory_db, "OT_INVENTORY_DB", "dbname=ot_inventory");
 	fill(&c->redis_url, "OT_REDIS_URL", "redis://127.0.0.1:6379/0");
 	fill(&c->log_level, "OT_LOG_LEVEL", "info");
-	fill(&c->http_addr, "OT_HTTP_ADDR", default_http_addr ? default_http_addr : "");
+	/* Set and empty is a choice here: no listener (a pipeline's stage). */
+	if (!c->http_addr)
+		set(&c->http_addr, getenv("OT_HTTP_ADDR") ? getenv("OT_HTTP_ADDR")
+		                   : default_http_addr ? default_http_addr : "");
 	fill(&c->group, "OT_KAFKA_GROUP", c->tool);
 	fill(&c->offset, "OT_KAFKA_OFFSET", "stored");
 	if (ot_offset_parse(c->offset, &off))

@@ -6,6 +6,7 @@
 #include "ot_err.h"
 #include "ot_inventory.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
@@ -118,6 +119,7 @@ static int
 release(PGconn *db, const char *order_id, const char *reason, long long version,
         const char *traceparent, char *errstr, size_t errsz)
 {
+	static struct ot_metric *m;
 	const char *p[2] = {order_id, reason};
 	struct ot_event out;
 	PGresult *res;
@@ -144,8 +146,13 @@ release(PGconn *db, const char *order_id, const char *reason, long long version,
 	              json_pack("{s:o, s:s}", "items", items, "reason", reason), traceparent);
 	rc = ot_outbox_add(db, OT_TOPIC_INVENTORY, &out, errstr, errsz);
 	ot_event_clear(&out);
-	if (!rc)
+	if (!rc) {
 		OT_INFO(order_id, "released stock (%s)", reason);
+		if (!m)
+			m = ot_metric_new(OT_COUNTER, "ot_saga_compensations_total", "Reservations released to undo an "
+			                  "order: released (cancelled), expired (never confirmed).", "kind", NULL, 0);
+		ot_metric_add(m, 1, strcmp(reason, "expired") ? "released" : "expired");
+	}
 	return rc;
 }
 

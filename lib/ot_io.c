@@ -10,6 +10,7 @@
 #include "ot_event.h"
 #include "ot_io.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_signal.h"
 
 #define KAFKA_PREFIX "kafka"
@@ -34,6 +35,7 @@ struct ot_in {
 	struct ot_out *dlq;   /* dead letters, opened with the consumer */
 	char group[128];
 	char traceparent[64]; /* the current record's header, for ot_msg */
+	char tool[32];        /* the lag gauges' tool label */
 	/* both */
 	long count, seen;
 	int attempts;
@@ -272,6 +274,37 @@ all_eof(const struct ot_in *in)
 	return 1;
 }
 
+/* librdkafka's statistics (statistics.interval.ms) as ot_kafka_consumer_lag: per assigned
+ * partition, its consumer_lag is the high watermark (last stable offset under read_committed)
+ * minus the group's committed offset; -1 while either is unknown, and then left out. */
+static int
+stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+	static struct ot_metric *lag;
+	struct ot_in *in = opaque;
+	json_t *root = json_loadb(json, len, 0, NULL), *t, *p;
+	const char *topic, *key;
+	char part[16];
+
+	(void)rk;
+	if (!lag)
+		lag = ot_metric_new(OT_GAUGE, "ot_kafka_consumer_lag", "Records a consumer group is behind: the "
+		                    "partition's high watermark minus its committed offset.", "tool,topic,partition", NULL, 0);
+	ot_metric_clear(lag); /* partitions revoked since go */
+	json_object_foreach(json_object_get(root, "topics"), topic, t) {
+		json_object_foreach(json_object_get(t, "partitions"), key, p) {
+			json_int_t n = json_integer_value(json_object_get(p, "partition"));
+			json_int_t l = json_integer_value(json_object_get(p, "consumer_lag"));
+			if (n < 0 || l < 0 || !json_is_integer(json_object_get(p, "consumer_lag")))
+				continue;
+			snprintf(part, sizeof part, "%lld", (long long)n);
+			ot_metric_set(lag, (double)l, in->tool, topic, part);
+		}
+	}
+	json_decref(root);
+	return 0; /* librdkafka frees json */
+}
+
 static struct ot_in *
 open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg, int *rc,
               char *errstr, size_t errsz)
@@ -314,6 +347,9 @@ open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg,
 	/* Topics created after we start are picked up within seconds, not minutes. */
 	rd_kafka_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", e, sizeof e);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance);
+	/* Lag for /metrics every 5 s (-X statistics.interval.ms changes it; 0 turns it off). */
+	rd_kafka_conf_set(conf, "statistics.interval.ms", "5000", e, sizeof e);
+	rd_kafka_conf_set_stats_cb(conf, stats);
 	rd_kafka_conf_set_opaque(conf, in);
 	if ((r = apply_props(conf, cfg, errstr, errsz))) {
 		rd_kafka_conf_destroy(conf);
@@ -377,6 +413,7 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 		return NULL;
 	}
 	in->count = cfg->count;
+	snprintf(in->tool, sizeof in->tool, "%s", cfg->tool ? cfg->tool : "ordertrack");
 	in->attempts = cfg->attempts > 0 ? cfg->attempts : 8;
 	if (!spec || !strcmp(spec, "-")) {
 		in->fp = stdin;
@@ -396,6 +433,26 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 		return NULL;
 	}
 	return in;
+}
+
+const char *
+ot_in_tool(const struct ot_in *in)
+{
+	return in->tool;
+}
+
+int
+ot_in_ping(struct ot_in *in, int timeout_ms, char *errstr, size_t errsz)
+{
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err;
+
+	if (!in->rk)
+		return 0;
+	if ((err = rd_kafka_metadata(in->rk, 0, NULL, &md, timeout_ms)))
+		return ot_err(OT_ESERVICE, errstr, errsz, "Kafka: %s", rd_kafka_err2str(err));
+	rd_kafka_metadata_destroy(md);
+	return 0;
 }
 
 int
@@ -590,6 +647,7 @@ ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, siz
 	m->topic = rd_kafka_topic_name(km->rkt);
 	m->partition = km->partition;
 	m->offset = km->offset;
+	m->ts_ms = rd_kafka_message_timestamp(km, NULL);
 	snprintf(m->where, sizeof m->where, "%s [%d] at offset %lld", m->topic, (int)m->partition,
 	         (long long)m->offset);
 	m->traceparent = header_traceparent(in, km);
@@ -700,6 +758,20 @@ ot_out_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr
 		return NULL;
 	}
 	return o;
+}
+
+int
+ot_out_ping(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz)
+{
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err;
+
+	if (!o->rk)
+		return 0;
+	if ((err = rd_kafka_metadata(o->rk, 0, NULL, &md, timeout_ms)))
+		return ot_err(OT_ESERVICE, errstr, errsz, "Kafka: %s", rd_kafka_err2str(err));
+	rd_kafka_metadata_destroy(md);
+	return 0;
 }
 
 int

@@ -19,6 +19,7 @@ struct ot_msg {
 	const char *topic;    /* "-" on stdin */
 	int32_t partition;
 	int64_t offset;       /* line number on stdin */
+	int64_t ts_ms;        /* the Kafka record's timestamp, ms since the epoch; -1 or 0 unknown */
 	char where[160];      /* "line 7" or "orders.events [2] at offset 41", for messages */
 	const char *traceparent; /* the record's traceparent header (NUL-terminated), or NULL */
 };
@@ -36,6 +37,11 @@ int ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr,
 /* Marks m processed: its offset may now be committed. Call only after its effect is durable. */
 void ot_in_done(struct ot_in *in, const struct ot_msg *m);
 int ot_in_is_kafka(const struct ot_in *in);
+/* The tool it reads for (cfg->tool), for metric labels. */
+const char *ot_in_tool(const struct ot_in *in);
+/* Asks a Kafka broker for metadata within timeout_ms, from any thread: 0 when one answered (or
+ * in is not Kafka), else OT_ESERVICE with errstr. For readiness checks. */
+int ot_in_ping(struct ot_in *in, int timeout_ms, char *errstr, size_t errsz);
 /* How many times a record may be tried before it is given up on (the config's attempts). */
 int ot_in_attempts(const struct ot_in *in);
 /* Sends the Kafka record m to "<topic>.dlq" with its key, value and headers, adding
@@ -68,6 +74,8 @@ int ot_out_flush(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz);
 int ot_out_is_kafka(const struct ot_out *o);
 /* The topic a send that names none goes to ("kafka:TOPIC"), or NULL (stdout, or "kafka"). */
 const char *ot_out_topic(const struct ot_out *o);
+/* As ot_in_ping, for a producer. */
+int ot_out_ping(struct ot_out *o, int timeout_ms, char *errstr, size_t errsz);
 /* Flushes (10 s at most) and closes. Accepts NULL. */
 void ot_out_free(struct ot_out *o);
 /* Calls each(id, len, arg) with the ot-id header of every one of the last `last` records of

@@ -373,7 +373,7 @@ render_family(struct buf *b, const struct ot_metric *m)
 	for (s = m->series; s; s = s->next) {
 		if (m->type != OT_HISTOGRAM) {
 			label_text(m, s, NULL, labels, sizeof labels);
-			append(b, "%s%s%s%s %.17g\n", m->name, *labels ? "{" : "", labels, *labels ? "}" : "", s->v);
+			append(b, "%s%s%s%s %.16g\n", m->name, *labels ? "{" : "", labels, *labels ? "}" : "", s->v);
 			continue;
 		}
 		cum = 0;
@@ -387,7 +387,7 @@ render_family(struct buf *b, const struct ot_metric *m)
 			append(b, "%s_bucket{%s} %llu\n", m->name, labels, cum);
 		}
 		label_text(m, s, NULL, labels, sizeof labels);
-		append(b, "%s_sum%s%s%s %.17g\n", m->name, *labels ? "{" : "", labels, *labels ? "}" : "", s->sum);
+		append(b, "%s_sum%s%s%s %.16g\n", m->name, *labels ? "{" : "", labels, *labels ? "}" : "", s->sum);
 		append(b, "%s_count%s%s%s %llu\n", m->name, *labels ? "{" : "", labels, *labels ? "}" : "", cum);
 	}
 }

@@ -10,9 +10,11 @@
 
 #include "ot_err.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
+#include "ot_run.h"
 #include "ot_state.h"
 #include "ot_text.h"
 #include "ot_trace.h"
@@ -286,6 +288,25 @@ ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, jso
 	return ot_order_place_as(db, r, req, source, "", order, created, errstr, errsz);
 }
 
+static const double delivery_bounds[] = {300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 14400, 28800, 86400};
+
+/* Counts a committed transition to status to, made by tool. The family is looked up each time
+ * (ot_metric_new finds it): ot-serve's threads call this, and a transition is no hot path. */
+static void
+count_transition(const char *tool, const char *to)
+{
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_order_transitions_total", "Order status changes committed, "
+	                            "by the tool that made them and the new status.", "tool,to", NULL, 0), 1, tool, to);
+}
+
+static void
+count_delivery(double seconds)
+{
+	ot_metric_observe(ot_metric_new(OT_HISTOGRAM, "ot_order_delivery_seconds", "Time from an order's creation "
+	                                "to its delivery.", NULL, delivery_bounds,
+	                                sizeof delivery_bounds / sizeof delivery_bounds[0]), seconds);
+}
+
 int
 ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, const char *scope,
                   json_t **order, int *created, char *errstr, size_t errsz)
@@ -371,6 +392,7 @@ ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, 
 		goto out;
 	*created = 1;
 	OT_INFO(id, "order placed");
+	count_transition(source, "PENDING");
 	goto fetch;
 existing:
 	PQclear(res);
@@ -551,9 +573,11 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 		rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
 		if (!rc && tr == OT_TR_LATE) {
 			atomic_fetch_add(&late_count, 1);
+			ot_run_skipped_as("late");
 			rc = ot_err(OT_SKIP, errstr, errsz, "late %s: the order was cancelled meanwhile",
 			            ev->type);
 		} else if (!rc) {
+			ot_run_skipped_as("stale");
 			rc = ot_err(OT_SKIP, errstr, errsz, "stale %s: order is already %s", ot_state_name(to),
 			            ot_state_name(from));
 		}
@@ -575,7 +599,8 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	res = ot_pg_query(db, "UPDATE orders SET status = $2, version = version + 1, "
 	                  "lat = coalesce($3::float8, lat), lon = coalesce($4::float8, lon), "
 	                  "eta = coalesce($5, eta), reason = coalesce($6, reason), updated_at = now() "
-	                  "WHERE id = $1 AND status = $7 RETURNING " STATUS_COLS, 7, p, &rc, errstr, errsz);
+	                  "WHERE id = $1 AND status = $7 RETURNING " STATUS_COLS ", "
+	                  "extract(epoch FROM clock_timestamp() - created_at)", 7, p, &rc, errstr, errsz);
 	if (!res)
 		goto out;
 	if (PQntuples(res) != 1) {
@@ -597,6 +622,9 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	if (rc || (rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
 		goto out;
 	OT_INFO(ev->order_id, "%s -> %s (version %lld)", ot_state_name(from), st.status, st.version);
+	count_transition(consumer, st.status);
+	if (to == OT_ST_DELIVERED)
+		count_delivery(strtod(PQgetvalue(res, 0, PQnfields(res) - 1), NULL));
 	cache_put(r, &st);
 out:
 	if (rc)

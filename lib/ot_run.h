@@ -22,7 +22,11 @@ struct ot_run_stats {
  * dead-letter topic and its offset is committed, from stdin it is skipped and counted bad.
  * A service still failing after the last attempt stops the loop with the record not done, so
  * nothing on that partition is skipped. Returns OT_OK, OT_EINPUT if any stdin record was bad,
- * or the error that stopped it. The stats, if given, are filled. */
+ * or the error that stopped it. The stats, if given, are filled.
+ * Counts each record in ot_records_total{tool,topic,result} (result applied, duplicate, stale,
+ * late, dead_lettered or bad; each extra attempt as retried), its handling time in
+ * ot_record_handling_seconds{tool,topic}, and from Kafka the age of the last record handled
+ * per topic in ot_kafka_last_record_age_seconds{tool,topic}. */
 int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
 /* A function ot_run calls with arg when no record came for a while (each 500 ms wait that
  * ends empty), for housekeeping such as cache repair. NULL for none. */
@@ -33,6 +37,10 @@ void ot_run_set_idle(void (*fn)(void *arg), void *arg);
  * trace. s is the thread's current span until ot_span_end, so the handler's log lines and the
  * events it emits belong to it. */
 void ot_run_span(struct ot_span *s, const struct ot_msg *m, const struct ot_event *ev);
+/* Names why the handler running now skipped its record (returned OT_SKIP), for
+ * ot_records_total{result}: "duplicate" (the default), "stale" or "late". The string must be
+ * a literal. Only meaningful inside a handler that ot_run calls. */
+void ot_run_skipped_as(const char *result);
 
 /* Sleeps the backoff for attempt n (0-based): 100 ms doubling to 5 s, with jitter.
  * Returns early on ot_stop. */

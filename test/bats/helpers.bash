@@ -11,6 +11,60 @@ common_setup() {
 	# Unique names per test, so tests share one stack without seeing each other's data.
 	RUNID="t$$-${BATS_TEST_NUMBER}-$RANDOM"
 	export RUNID
+	# Long-running tools listen on their default ports unless told: tests that want a
+	# listener pass --http-addr with a port of free_port.
+	export OT_HTTP_ADDR=
+}
+
+# A port in 24000-32000 that nothing listens on (below the ephemeral range, clear of the stacks).
+free_port() {
+	local p
+	while :; do
+		p=$((24000 + RANDOM % 8000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+	done
+}
+# Waits until http://127.0.0.1:PORT/healthz answers 200: wait_health PORT
+wait_health() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
+		sleep 0.1
+	done
+	echo "nothing answered /healthz on port $1" >&2
+	return 1
+}
+# One sample's value from /metrics: metric_of PORT 'name{labels}'
+metric_of() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
+# Waits until a sample has the value: wait_metric PORT 'name{labels}' VALUE [SECONDS]
+wait_metric() {
+	local i got limit=${4:-20}
+	for ((i = 0; i < limit * 5; i++)); do
+		got=$(metric_of "$1" "$2")
+		[ "$got" = "$3" ] && return 0
+		sleep 0.2
+	done
+	echo "waited ${limit}s for $2 = $3 on port $1; last got: ${got:-nothing}" >&2
+	return 1
+}
+# /metrics from PORT through promtool check metrics (naming, types, help); fails on any complaint.
+promcheck() {
+	local out
+	out=$(curl -s "http://127.0.0.1:$1/metrics" | promtool check metrics 2>&1) || { echo "$out" >&2; return 1; }
+	[ -z "$out" ] || { echo "$out" >&2; return 1; }
+}
+# A TCP proxy from 127.0.0.1:PORT to HOST:TPORT in the background, its pid in PROXY_PID:
+# proxy PORT HOST TPORT. Killing it takes the service away from whoever connected through it.
+proxy() {
+	python3 "$ROOT/test/tools/tcp-proxy.py" "$@" &
+	PROXY_PID=$!
+	BG_PIDS+=($PROXY_PID)
+	local i
+	for ((i = 0; i < 50; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 # psql against the orders or inventory database: sql_orders "SELECT ..."

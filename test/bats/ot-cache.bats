@@ -254,3 +254,33 @@ setup() {
 	[ "$(fills)" = $((before + 1)) ]
 	[ "$(rcli EXISTS "lock:order:$ID")" = 0 ]
 }
+
+@test "ot-cache: sync with --http-addr serves /healthz, /readyz and /metrics; rebuild never listens" {
+	teardown() { stop_bg; }
+	port=$(free_port)
+	topic="orders.events.$RUNID"
+	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-consume 2>/dev/null
+	ot-relay --once 2>/dev/null > "$BATS_TEST_TMPDIR/log"
+	ot-relay -i "$BATS_TEST_TMPDIR/log" -O "kafka:$topic" 2>/dev/null
+	rcli DEL "order:$ID" >/dev/null
+	start_bg "$BATS_TEST_TMPDIR/sync.log" ot-cache sync -i "kafka:$topic" -G "s-$RUNID" --http-addr "127.0.0.1:$port" \
+		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
+	wait_health "$port"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_output "$(printf '{"status":"ready"}\n200')"
+	t="tool=\"ot-cache\",topic=\"$topic\""
+	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 1
+	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	for i in $(seq 1 50); do
+		lags=$(curl -s "http://127.0.0.1:$port/metrics" | grep "^ot_kafka_consumer_lag{$t," | awk '{ print $2 }' | sort -u)
+		[ "$lags" = 0 ] && break
+		sleep 0.2
+	done
+	[ "$lags" = 0 ]
+	[ "$(metric_of "$port" 'ot_build_info{tool="ot-cache",version="0.1.0"}')" = 1 ]
+	promcheck "$port"
+	stop_bg
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic" --http-addr "127.0.0.1:$port"
+	assert_success
+	! grep -q 'health and metrics on' <<<"$stderr"
+}

@@ -262,3 +262,66 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	assert_success
 	refute_output --partial hunter2
 }
+
+@test "ot-consume: --http-addr serves /healthz, /readyz and /metrics: records by result, handling time, lag and record age" {
+	teardown() { stop_bg; }
+	port=$(free_port)
+	topic="inventory.events.$RUNID"
+	ev=$(event INVENTORY_RESERVED "$ID")
+	printf '%s\n%s\n' "$ev" "$ev" | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i "kafka:$topic" -G "g-$RUNID" --http-addr "127.0.0.1:$port" \
+		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
+	wait_health "$port"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_output "$(printf '{"status":"ready"}\n200')"
+	t="tool=\"ot-consume\",topic=\"$topic\""
+	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 1
+	wait_metric "$port" "ot_records_total{$t,result=\"duplicate\"}" 1
+	[ "$(status_of "$ID")" = CONFIRMED ]
+	[ "$(metric_of "$port" "ot_record_handling_seconds_count{$t}")" = 2 ]
+	[ "$(metric_of "$port" 'ot_order_transitions_total{tool="ot-consume",to="CONFIRMED"}')" = 1 ]
+	# once the offsets are committed, the partition that had the records is caught up (one
+	# that never had any has no committed offset, so no lag to show)
+	for i in $(seq 1 50); do
+		lags=$(curl -s "http://127.0.0.1:$port/metrics" | grep "^ot_kafka_consumer_lag{$t," | awk '{ print $2 }' | sort -u)
+		[ "$lags" = 0 ] && break
+		sleep 0.2
+	done
+	[ "$lags" = 0 ]
+	age=$(metric_of "$port" "ot_kafka_last_record_age_seconds{$t}")
+	awk -v a="$age" 'BEGIN { exit !(a >= 0 && a < 120) }'
+	[ "$(metric_of "$port" 'ot_build_info{tool="ot-consume",version="0.1.0"}')" = 1 ]
+	[ "$(metric_of "$port" process_open_fds)" -gt 3 ]
+	[ "$(metric_of "$port" process_resident_memory_bytes)" -gt 1000000 ]
+	promcheck "$port"
+}
+
+@test "ot-consume: /readyz is 503 while the orders database does not answer; a run from stdin or with -e never listens" {
+	teardown() { stop_bg; }
+	port=$(free_port)
+	pgp=$(free_port)
+	pghost=$(echo "$OT_ORDERS_DB" | sed -n 's/.*port=\([0-9]*\).*/\1/p')
+	proxy "$pgp" 127.0.0.1 "$pghost"
+	event INVENTORY_RESERVED "$ID" | ot-relay -i - -O "kafka:inventory.events.$RUNID" 2>/dev/null
+	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i "kafka:inventory.events.$RUNID" -G "g-$RUNID" \
+		--orders-db "$OT_ORDERS_DB port=$pgp" --http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_line --index 1 200
+	kill "$PROXY_PID"
+	sleep 1.1 # the last check may be up to a second old
+	run curl -s -D "$BATS_TEST_TMPDIR/h" -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_output "$(printf '{"status":"unavailable","error":"the orders database does not answer"}\n503')"
+	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/healthz"
+	assert_line --index 1 200
+	stop_bg
+	# one-shot runs: the port stays free
+	event INVENTORY_RESERVED "$ID" | OT_HTTP_ADDR="127.0.0.1:$port" ot-consume 2>/dev/null &
+	pid=$!
+	! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+	wait "$pid"
+	run --separate-stderr ot-consume -i "kafka:inventory.events.$RUNID" -G "g-$RUNID" -e --http-addr "127.0.0.1:$port"
+	assert_success
+	! grep -q 'health and metrics on' <<<"$stderr"
+}

@@ -124,3 +124,56 @@ $ev"
 	run --separate-stderr ot-reserve expire --older-than soon
 	assert_failure 64
 }
+
+@test "ot-reserve: --http-addr serves /healthz, /readyz and /metrics: records, lag and compensations after consuming" {
+	teardown() { stop_bg; }
+	port=$(free_port)
+	topic="orders.events.$RUNID"
+	stock "$A" 5
+	id=$(uuid)
+	{
+		created "$id" "[{\"sku\":\"$A\",\"qty\":2}]"
+		event ORDER_CANCELLED "$id" '{"reason":"changed my mind"}'
+		echo 'not json'
+	} | ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
+	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i "kafka:$topic" -G "r-$RUNID" --http-addr "127.0.0.1:$port" \
+		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
+	wait_health "$port"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_output "$(printf '{"status":"ready"}\n200')"
+	t="tool=\"ot-reserve\",topic=\"$topic\""
+	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 2
+	wait_metric "$port" "ot_records_total{$t,result=\"dead_lettered\"}" 1
+	[ "$(metric_of "$port" 'ot_saga_compensations_total{kind="released"}')" = 1 ]
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "5|0" ]
+	for i in $(seq 1 50); do
+		lags=$(curl -s "http://127.0.0.1:$port/metrics" | grep "^ot_kafka_consumer_lag{$t," | awk '{ print $2 }' | sort -u)
+		[ "$lags" = 0 ] && break
+		sleep 0.2
+	done
+	[ "$lags" = 0 ]
+	[ -n "$(metric_of "$port" "ot_kafka_last_record_age_seconds{$t}")" ]
+	[ "$(metric_of "$port" 'ot_build_info{tool="ot-reserve",version="0.1.0"}')" = 1 ]
+	promcheck "$port"
+}
+
+@test "ot-reserve: /readyz is 503 while the inventory database does not answer; stock and expire never listen" {
+	teardown() { stop_bg; }
+	port=$(free_port)
+	pgp=$(free_port)
+	proxy "$pgp" 127.0.0.1 "$(echo "$OT_INVENTORY_DB" | sed -n 's/.*port=\([0-9]*\).*/\1/p')"
+	created "$(uuid)" '[]' | ot-relay -i - -O "kafka:orders.events.$RUNID" 2>/dev/null
+	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i "kafka:orders.events.$RUNID" -G "r-$RUNID" \
+		--inventory-db "$OT_INVENTORY_DB port=$pgp" --http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_line --index 1 200
+	kill "$PROXY_PID"
+	sleep 1.1
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_output "$(printf '{"status":"unavailable","error":"the inventory database does not answer"}\n503')"
+	stop_bg
+	run --separate-stderr ot-reserve expire --http-addr "127.0.0.1:$port"
+	assert_success
+	! grep -q 'health and metrics on' <<<"$stderr"
+}

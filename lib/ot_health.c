@@ -1,0 +1,112 @@
+/* ot_health: the shared server with a readiness check over libpq, hiredis and librdkafka. */
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ot_config.h"
+#include "ot_err.h"
+#include "ot_health.h"
+#include "ot_httpd.h"
+#include "ot_io.h"
+#include "ot_log.h"
+#include "ot_metrics.h"
+#include "ot_redis.h"
+
+#define CHECK_MS 500 /* per dependency, so /readyz answers well within a probe's timeout */
+
+struct ot_health {
+	struct ot_health_deps deps;
+	struct ot_httpd *srv;
+};
+
+/* 0 when the PostgreSQL server behind conninfo accepts connections. A fresh connection attempt
+ * each time (at most one a second): no session is held open for probes. */
+static int
+pg_answers(const char *conninfo)
+{
+	const char *const keys[] = {"dbname", "connect_timeout", NULL};
+	const char *const vals[] = {conninfo, "1", NULL};
+
+	return PQpingParams(keys, vals, 1) == PQPING_OK ? 0 : -1;
+}
+
+static int
+redis_answers(const char *url, char *why, size_t whysz)
+{
+	char err[256];
+	redisContext *r = ot_redis_connect(url, CHECK_MS, err, sizeof err);
+	int rc = r ? ot_redis_ping(r, err, sizeof err) : -1;
+
+	if (r)
+		redisFree(r);
+	if (rc)
+		snprintf(why, whysz, "Redis: %s", err);
+	return rc ? -1 : 0;
+}
+
+static int
+ready(void *app, char *why, size_t whysz)
+{
+	struct ot_health *h = app;
+	char err[256];
+
+	if (h->deps.orders_db && pg_answers(h->deps.orders_db)) {
+		snprintf(why, whysz, "the orders database does not answer");
+		return -1;
+	}
+	if (h->deps.inventory_db && pg_answers(h->deps.inventory_db)) {
+		snprintf(why, whysz, "the inventory database does not answer");
+		return -1;
+	}
+	if (h->deps.redis_url && redis_answers(h->deps.redis_url, why, whysz))
+		return -1;
+	if ((h->deps.in && ot_in_ping(h->deps.in, CHECK_MS, err, sizeof err)) ||
+	    (h->deps.out && ot_out_ping(h->deps.out, CHECK_MS, err, sizeof err))) {
+		snprintf(why, whysz, "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+struct ot_health *
+ot_health_start(const char *addr, const struct ot_health_deps *deps, int *rc, char *errstr, size_t errsz)
+{
+	struct ot_httpd_opts o = {addr, 1, 0, NULL, NULL, 0, ready, NULL, NULL, NULL};
+	struct ot_health *h = calloc(1, sizeof *h);
+
+	if (!h) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		return NULL;
+	}
+	h->deps = *deps;
+	o.app = h;
+	if (!(h->srv = ot_httpd_start(&o, rc, errstr, errsz))) {
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void
+ot_health_stop(struct ot_health *h)
+{
+	if (!h)
+		return;
+	ot_httpd_stop(h->srv);
+	free(h);
+}
+
+struct ot_health *
+ot_health_serve(const struct ot_config *cfg, int long_running, const struct ot_health_deps *deps, int *rc,
+                char *errstr, size_t errsz)
+{
+	struct ot_health *h;
+
+	*rc = 0;
+	if (!long_running || !cfg->http_addr || !*cfg->http_addr)
+		return NULL;
+	ot_metrics_process(cfg->tool, OT_VERSION);
+	if ((h = ot_health_start(cfg->http_addr, deps, rc, errstr, errsz)))
+		OT_INFO(NULL, "health and metrics on %s", cfg->http_addr);
+	return h;
+}
