@@ -10,6 +10,7 @@
 #include "ot_cdc.h"
 #include "ot_config.h"
 #include "ot_err.h"
+#include "ot_health.h"
 #include "ot_io.h"
 #include "ot_log.h"
 #include "ot_order.h"
@@ -266,6 +267,9 @@ main(int argc, char **argv)
 	struct ot_config cfg;
 	struct ot_out *out = NULL;
 	struct ot_in *in = NULL;
+	struct ot_health *health = NULL;
+	struct ot_health_deps deps = {0};
+	struct ot_outbox_watch *watch = NULL;
 	struct ot_run_stats st;
 	struct stream sm = {NULL, NULL, 0, 0};
 	struct ot_replay rp = {0, 0, 0, 3, 0};
@@ -420,7 +424,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: --meta needs -i kafka:TOPIC and -O -\n", argv0);
 		return EX_USAGE;
 	}
-	if ((r = ot_config_done(&cfg, NULL)))
+	/* Only an outbox relay runs for long: it alone has a port of its own. */
+	if ((r = ot_config_done(&cfg, !input && !from && !once && !drop_slot ? ":8082" : NULL)))
 		return r;
 	ot_signal_install();
 	if (!slot) {
@@ -490,6 +495,20 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
+	ot_outbox_metrics_db(dbname);
+	deps.orders_db = !strcmp(dbname, "orders") ? cfg.orders_db : NULL;
+	deps.inventory_db = !strcmp(dbname, "orders") ? NULL : cfg.inventory_db;
+	deps.out = out;
+	if (!(health = ot_health_serve(&cfg, !once, &deps, &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	if (health && !(watch = ot_outbox_watch_start(deps.orders_db ? deps.orders_db : deps.inventory_db, dbname,
+	                                              strcmp(mode, "cdc") ? NULL : slot, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		rc = OT_EINTERNAL;
+		goto out;
+	}
 	if (!strcmp(mode, "cdc")) {
 		PQfinish(db);
 		db = NULL;
@@ -516,6 +535,8 @@ main(int argc, char **argv)
 	rc = drain(db, out, batch, once, cfg.attempts, &total);
 	OT_INFO(NULL, "relayed %ld events from the %s outbox", total, dbname);
 out:
+	ot_outbox_watch_stop(watch);
+	ot_health_stop(health);
 	ot_in_free(in);
 	ot_out_free(out);
 	PQfinish(db);

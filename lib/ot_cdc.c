@@ -35,6 +35,7 @@ struct row {
 struct cdc {
 	PGconn *repl, *db;
 	struct ot_out *out;
+	const char *dbname;        /* orders or inventory, for the metrics */
 	uint32_t relid;
 	int pos[C_COUNT];          /* column index of each, -1 if absent */
 	int in_txn;
@@ -287,6 +288,9 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 			                     errstr, errsz)))
 				goto out;
 			c->total += sent;
+			for (i = 0; i < c->nrows; i++)
+				if (keep[i])
+					ot_outbox_count_published(c->dbname, c->rows[i].f[C_TOPIC], 0);
 		}
 		OT_DEBUG(NULL, "cdc: relayed %ld of %zu events up to %X/%X", sent, c->nrows,
 		         (unsigned)(end_lsn >> 32), (unsigned)end_lsn);
@@ -386,6 +390,7 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 
 	memset(&c, 0, sizeof c);
 	c.out = out;
+	c.dbname = dbname;
 	for (i = 0; i < C_COUNT; i++)
 		c.pos[i] = -1;
 	for (i = 0; slot[i]; i++)

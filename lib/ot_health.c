@@ -12,7 +12,8 @@
 #include "ot_metrics.h"
 #include "ot_redis.h"
 
-#define CHECK_MS 500 /* per dependency, so /readyz answers well within a probe's timeout */
+#define CHECK_MS 500        /* per database or Redis, so /readyz answers within a probe's timeout */
+#define KAFKA_CHECK_MS 1000 /* a broker's metadata answer may queue behind a busy consumer's fetches */
 
 struct ot_health {
 	struct ot_health_deps deps;
@@ -60,8 +61,8 @@ ready(void *app, char *why, size_t whysz)
 	}
 	if (h->deps.redis_url && redis_answers(h->deps.redis_url, why, whysz))
 		return -1;
-	if ((h->deps.in && ot_in_ping(h->deps.in, CHECK_MS, err, sizeof err)) ||
-	    (h->deps.out && ot_out_ping(h->deps.out, CHECK_MS, err, sizeof err))) {
+	if ((h->deps.in && ot_in_ping(h->deps.in, KAFKA_CHECK_MS, err, sizeof err)) ||
+	    (h->deps.out && ot_out_ping(h->deps.out, KAFKA_CHECK_MS, err, sizeof err))) {
 		snprintf(why, whysz, "%s", err);
 		return -1;
 	}

@@ -18,7 +18,7 @@ struct ot_health_deps {
 };
 
 /* Serves /healthz (200 while the process runs), /readyz (200 {"status":"ready"} when every
- * dependency answered within 500 ms, else 503 naming the first that did not; checked at most
+ * dependency answered, each within 500 ms (a Kafka broker 1 s), else 503 naming the first that did not; checked at most
  * once a second) and /metrics (the ot_metrics registry) on addr with one thread. The deps'
  * strings and clients must outlive the server. Returns NULL with *rc and errstr (see
  * ot_httpd_start). Free with ot_health_stop. */

@@ -1,12 +1,16 @@
 /* ot_outbox: rows written with the state change, relayed after it, deleted only once acknowledged. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <time.h>
 
 #include "ot_err.h"
 #include "ot_io.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
 #include "ot_trace.h"
@@ -49,6 +53,33 @@ out:
 	return rc;
 }
 
+#define WATCH_MS 5000 /* how often the gauges that need a query are refreshed */
+
+static const double ack_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+static char relay_db[16] = "orders";
+
+void
+ot_outbox_metrics_db(const char *db)
+{
+	snprintf(relay_db, sizeof relay_db, "%s", db);
+}
+
+void
+ot_outbox_count_published(const char *db, const char *topic, double created_s)
+{
+	struct timespec now;
+
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_relay_published_total", "Outbox events Kafka acknowledged, "
+	                            "by database and topic.", "db,topic", NULL, 0), 1, db, topic);
+	if (created_s <= 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	ot_metric_observe(ot_metric_new(OT_HISTOGRAM, "ot_relay_ack_seconds", "Time from an outbox row's commit "
+	                                "to Kafka's acknowledgement of its event.", "db", ack_bounds,
+	                                sizeof ack_bounds / sizeof ack_bounds[0]),
+	                  (double)now.tv_sec + (double)now.tv_nsec / 1e9 - created_s, db);
+}
+
 long
 ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz)
 {
@@ -67,7 +98,8 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 	/* Oldest first, and only the oldest row of each order: a relay beside this one skips the
 	 * rows we lock, and cannot take an order's next row while its previous one is still
 	 * here, so several relays keep each order's events in order. */
-	res = ot_pg_query(db, "SELECT id, topic, key, event_id, type, coalesce(traceparent, ''), payload "
+	res = ot_pg_query(db, "SELECT id, topic, key, event_id, type, coalesce(traceparent, ''), payload, "
+	                  "extract(epoch FROM created_at) "
 	                  "FROM outbox o WHERE NOT EXISTS (SELECT 1 FROM outbox p WHERE p.key = o.key "
 	                  "AND p.id < o.id) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
 	                  1, p, &rc, errstr, errsz);
@@ -114,7 +146,9 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 	p[0] = ids;
 	if ((rc = ot_pg_exec(db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, errstr, errsz)))
 		goto out;
-	rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
+	if (!(rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
+		for (i = 0; i < n; i++)
+			ot_outbox_count_published(relay_db, PQgetvalue(res, i, 1), strtod(PQgetvalue(res, i, 7), NULL));
 out:
 	if (rc)
 		ot_pg_rollback(db);
@@ -261,4 +295,104 @@ out:
 	PQclear(topics);
 	free(s.buf);
 	return rc ? rc : done;
+}
+
+struct ot_outbox_watch {
+	char *conninfo, db[16], *slot;
+	pthread_t thread;
+	atomic_int stop;
+	struct ot_metric *pending, *oldest, *retained, *lag;
+};
+
+static void
+watch_once(struct ot_outbox_watch *w, PGconn *db)
+{
+	const char *p[1] = {w->slot};
+	char err[512];
+	PGresult *res;
+	int rc;
+
+	res = ot_pg_query(db, "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox",
+	                  0, NULL, &rc, err, sizeof err);
+	if (res && PQntuples(res) == 1) {
+		ot_metric_set(w->pending, strtod(PQgetvalue(res, 0, 0), NULL), w->db);
+		ot_metric_set(w->oldest, strtod(PQgetvalue(res, 0, 1), NULL), w->db);
+	} else {
+		OT_DEBUG(NULL, "outbox gauges: %s", err);
+	}
+	PQclear(res);
+	if (!w->slot)
+		return;
+	res = ot_pg_query(db, "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0), "
+	                  "coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0) "
+	                  "FROM pg_replication_slots WHERE slot_name = $1", 1, p, &rc, err, sizeof err);
+	if (res && PQntuples(res) == 1) {
+		ot_metric_set(w->retained, strtod(PQgetvalue(res, 0, 0), NULL), w->db, w->slot);
+		ot_metric_set(w->lag, strtod(PQgetvalue(res, 0, 1), NULL), w->db, w->slot);
+	}
+	PQclear(res);
+}
+
+static void *
+watch(void *arg)
+{
+	struct ot_outbox_watch *w = arg;
+	struct timespec tick = {0, 100 * 1000000L};
+	PGconn *db = NULL;
+	char err[512];
+	int ms;
+
+	while (!atomic_load(&w->stop)) {
+		if ((db || (db = ot_pg_connect(w->conninfo, err, sizeof err))) && !ot_pg_ensure(db, NULL, 0))
+			watch_once(w, db);
+		for (ms = 0; ms < WATCH_MS && !atomic_load(&w->stop); ms += 100)
+			nanosleep(&tick, NULL);
+	}
+	PQfinish(db);
+	return NULL;
+}
+
+struct ot_outbox_watch *
+ot_outbox_watch_start(const char *conninfo, const char *db, const char *slot, char *errstr, size_t errsz)
+{
+	struct ot_outbox_watch *w = calloc(1, sizeof *w);
+
+	if (!w || !(w->conninfo = strdup(conninfo)) || (slot && !(w->slot = strdup(slot))))
+		goto oom;
+	snprintf(w->db, sizeof w->db, "%s", db);
+	w->pending = ot_metric_new(OT_GAUGE, "ot_outbox_pending_rows", "Outbox rows not yet relayed.", "db", NULL, 0);
+	w->oldest = ot_metric_new(OT_GAUGE, "ot_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet "
+	                          "relayed; 0 when none.", "db", NULL, 0);
+	if (slot) {
+		w->retained = ot_metric_new(OT_GAUGE, "ot_cdc_slot_retained_wal_bytes", "WAL the replication slot "
+		                            "keeps on the server: current LSN minus its restart LSN.", "db,slot", NULL, 0);
+		w->lag = ot_metric_new(OT_GAUGE, "ot_cdc_confirmed_lag_bytes", "WAL not yet confirmed relayed: current "
+		                       "LSN minus the slot's confirmed flush LSN.", "db,slot", NULL, 0);
+	}
+	if (pthread_create(&w->thread, NULL, watch, w)) {
+		ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
+		goto fail;
+	}
+	return w;
+oom:
+	ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+fail:
+	if (w) {
+		free(w->conninfo);
+		free(w->slot);
+		free(w);
+	}
+	return NULL;
+}
+
+void
+ot_outbox_watch_stop(struct ot_outbox_watch *w)
+{
+	if (!w)
+		return;
+	atomic_store(&w->stop, 1);
+	pthread_join(w->thread, NULL);
+	free(w->conninfo);
+	free(w->slot);
+	free(w);
 }

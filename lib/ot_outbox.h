@@ -34,6 +34,21 @@ long ot_outbox_reconcile(PGconn *db, struct ot_out *out, long last, char *errstr
 void ot_relay_span(struct ot_span *s, const char *topic, const char *key, const char *event_id,
                    const char *parent, char tp[OT_TRACEPARENT_LEN]);
 
+/* Names the database (orders, inventory) in the relay's metrics; "orders" until called. */
+void ot_outbox_metrics_db(const char *db);
+/* Counts one event Kafka acknowledged in ot_relay_published_total{db,topic}, and the time since
+ * its row's created_at (seconds since the epoch; 0 unknown) in ot_relay_ack_seconds{db}. */
+void ot_outbox_count_published(const char *db, const char *topic, double created_s);
+
+struct ot_outbox_watch;
+/* Refreshes ot_outbox_pending_rows{db} and ot_outbox_oldest_age_seconds{db}, and with a slot
+ * ot_cdc_slot_retained_wal_bytes{db,slot} and ot_cdc_confirmed_lag_bytes{db,slot}, every 5 s
+ * from a thread with its own connection (never on a scrape). Returns NULL with errstr. */
+struct ot_outbox_watch *ot_outbox_watch_start(const char *conninfo, const char *db, const char *slot,
+                                              char *errstr, size_t errsz);
+/* Stops the thread and frees. Accepts NULL. */
+void ot_outbox_watch_stop(struct ot_outbox_watch *w);
+
 /* LISTEN for new rows, and wait up to timeout_ms for a notification. */
 int ot_outbox_listen(PGconn *db, char *errstr, size_t errsz);
 int ot_outbox_wait(PGconn *db, int timeout_ms);

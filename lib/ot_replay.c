@@ -9,6 +9,7 @@
 #include "ot_event.h"
 #include "ot_io.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_replay.h"
 #include "ot_signal.h"
 
@@ -167,6 +168,8 @@ one(json_t *rec, struct ot_out *out, const struct ot_replay *o, struct ot_replay
 	free(vbuf);
 	if (!rc) {
 		st->replayed++;
+		ot_metric_add(ot_metric_new(OT_COUNTER, "ot_dlq_replayed_total", "Dead-lettered records sent back to "
+		                            "their topic.", "topic", NULL, 0), 1, origin);
 		OT_INFO(json_string_value(json_object_get(rec, "key")), "%s: replayed to %s (replay %d)",
 		        where, origin, replays + 1);
 	}

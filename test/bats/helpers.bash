@@ -34,6 +34,16 @@ wait_health() {
 	echo "nothing answered /healthz on port $1" >&2
 	return 1
 }
+# Waits until /readyz on PORT answers 200 (a consumer may still be joining its group)
+wait_ready() {
+	local i
+	for ((i = 0; i < 50; i++)); do
+		curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0
+		sleep 0.2
+	done
+	curl -s "http://127.0.0.1:$1/readyz" >&2
+	return 1
+}
 # One sample's value from /metrics: metric_of PORT 'name{labels}'
 metric_of() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 # Waits until a sample has the value: wait_metric PORT 'name{labels}' VALUE [SECONDS]

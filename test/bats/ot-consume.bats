@@ -272,6 +272,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i "kafka:$topic" -G "g-$RUNID" --http-addr "127.0.0.1:$port" \
 		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
 	wait_health "$port"
+	wait_ready "$port"
 	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
 	assert_output "$(printf '{"status":"ready"}\n200')"
 	t="tool=\"ot-consume\",topic=\"$topic\""
@@ -306,8 +307,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i "kafka:inventory.events.$RUNID" -G "g-$RUNID" \
 		--orders-db "$OT_ORDERS_DB port=$pgp" --http-addr "127.0.0.1:$port"
 	wait_health "$port"
-	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
-	assert_line --index 1 200
+	wait_ready "$port"
 	kill "$PROXY_PID"
 	sleep 1.1 # the last check may be up to a second old
 	run curl -s -D "$BATS_TEST_TMPDIR/h" -w '%{http_code}' "http://127.0.0.1:$port/readyz"

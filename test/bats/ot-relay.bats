@@ -493,3 +493,61 @@ count_on_topic() { # ORDER_ID: records of the order on orders.events
 	run --separate-stderr ot-relay --drop-slot
 	assert_failure 64
 }
+
+@test "ot-relay: --http-addr serves /healthz, /readyz and /metrics: outbox pending rows and age, published events and ack time" {
+	port=$(free_port)
+	drain_outboxes
+	id=$(place_order "m-$RUNID")
+	# A row another session holds stays pending (the relay skips locked rows) until it lets go.
+	psql "$OT_ORDERS_DB" -XAtq -c "BEGIN" -c "SELECT 1 FROM outbox WHERE key = '$id' FOR UPDATE" \
+		-c "SELECT pg_sleep(7)" -c "COMMIT" >/dev/null &
+	BG_PIDS+=($!)
+	sleep 0.5
+	start_bg "$BATS_TEST_TMPDIR/relay.log" ot-relay --db orders -O kafka --http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	wait_ready "$port"
+	for i in $(seq 1 40); do
+		p=$(metric_of "$port" 'ot_outbox_pending_rows{db="orders"}')
+		[ "${p:-0}" -ge 1 ] && break
+		sleep 0.2
+	done
+	[ "$p" -ge 1 ]
+	age=$(metric_of "$port" 'ot_outbox_oldest_age_seconds{db="orders"}')
+	awk -v a="$age" 'BEGIN { exit !(a > 0 && a < 60) }'
+	wait_sql orders "SELECT count(*) FROM outbox WHERE key = '$id'" 0 20
+	[ "$(metric_of "$port" 'ot_relay_published_total{db="orders",topic="orders.events"}')" -ge 1 ]
+	[ "$(metric_of "$port" 'ot_relay_ack_seconds_count{db="orders"}')" -ge 1 ]
+	# the held row waited about 7 s between its commit and Kafka's acknowledgement
+	[ "$(metric_of "$port" 'ot_relay_ack_seconds_bucket{db="orders",le="2.5"}')" -lt \
+		"$(metric_of "$port" 'ot_relay_ack_seconds_bucket{db="orders",le="+Inf"}')" ]
+	wait_metric "$port" 'ot_outbox_pending_rows{db="orders"}' 0 15
+	[ "$(metric_of "$port" 'ot_outbox_oldest_age_seconds{db="orders"}')" = 0 ]
+	[ "$(metric_of "$port" 'ot_build_info{tool="ot-relay",version="0.1.0"}')" = 1 ]
+	promcheck "$port"
+	stop_bg
+	run --separate-stderr ot-relay --once --http-addr "127.0.0.1:$port"
+	assert_success
+	! grep -q 'health and metrics on' <<<"$stderr"
+}
+
+@test "ot-relay --mode cdc: /metrics shows the slot's retained WAL and unconfirmed lag in bytes" {
+	slot=$(cdc_slot)
+	port=$(free_port)
+	start_bg "$BATS_TEST_TMPDIR/cdc.log" ot-relay --mode cdc --slot "$slot" -O kafka --http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	wait_ready "$port"
+	a=$(place_order "a-$RUNID")
+	wait_sql orders "SELECT count(*) FROM outbox WHERE key = '$a'" 0 20
+	s="db=\"orders\",slot=\"$slot\""
+	for i in $(seq 1 40); do
+		retained=$(metric_of "$port" "ot_cdc_slot_retained_wal_bytes{$s}")
+		[ -n "$retained" ] && break
+		sleep 0.2
+	done
+	[ "$retained" -ge 0 ]
+	[ "$(metric_of "$port" "ot_cdc_confirmed_lag_bytes{$s}")" -ge 0 ]
+	[ "$(metric_of "$port" 'ot_relay_published_total{db="orders",topic="orders.events"}')" -ge 1 ]
+	promcheck "$port"
+	stop_bg
+	drop_slot
+}

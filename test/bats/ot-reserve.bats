@@ -139,6 +139,7 @@ $ev"
 	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i "kafka:$topic" -G "r-$RUNID" --http-addr "127.0.0.1:$port" \
 		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
 	wait_health "$port"
+	wait_ready "$port"
 	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
 	assert_output "$(printf '{"status":"ready"}\n200')"
 	t="tool=\"ot-reserve\",topic=\"$topic\""
@@ -166,8 +167,7 @@ $ev"
 	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i "kafka:orders.events.$RUNID" -G "r-$RUNID" \
 		--inventory-db "$OT_INVENTORY_DB port=$pgp" --http-addr "127.0.0.1:$port"
 	wait_health "$port"
-	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
-	assert_line --index 1 200
+	wait_ready "$port"
 	kill "$PROXY_PID"
 	sleep 1.1
 	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
