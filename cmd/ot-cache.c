@@ -151,6 +151,7 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 	if ((rc = ot_redis_put_known(rp->r, st, errstr, errsz)) != 2) {
 		if (rc == 0)
 			ot_run_skipped_as("stale"); /* the cache already had a newer version */
+		ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
 	}
 	/* Redis knows nothing of this order (it lost its data, or never had it): its status comes
@@ -162,6 +163,8 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 	if ((rc = ot_order_load(rp->db, st->order_id, st, errstr, errsz)) <= 0)
 		return rc ? rc : OT_SKIP; /* not in this database: nothing to cache */
 	rc = ot_redis_put_status(rp->r, st, errstr, errsz);
+	ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
+	ot_cache_count_fill();
 	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
 }
 

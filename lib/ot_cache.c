@@ -6,9 +6,33 @@
 #include "ot_cache.h"
 #include "ot_err.h"
 #include "ot_event.h"
+#include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_redis.h"
+
+/* The families are looked up by name each time: cache writes come from ot-serve's threads too. */
+void
+ot_cache_count_write(const char *result)
+{
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_writes_total", "Order statuses written to Redis: applied, "
+	                            "cas_rejected (a newer version was there), failed.", "tool,result", NULL, 0),
+	              1, ot_metrics_tool(), result);
+}
+
+void
+ot_cache_count_fill(void)
+{
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_fills_total", "Entries refilled from the database after "
+	                            "a miss.", "tool", NULL, 0), 1, ot_metrics_tool());
+}
+
+void
+ot_cache_count_repair(void)
+{
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_repairs_total", "Entries put back after a write Redis "
+	                            "did not take.", "tool", NULL, 0), 1, ot_metrics_tool());
+}
 
 /* Calls fn for every order:{id} key; returns 0 or OT_ESERVICE. */
 static int

@@ -24,4 +24,13 @@ struct ot_drift {
 int ot_cache_verify(PGconn *db, redisContext *r, int repair, FILE *out, struct ot_drift *d,
                     char *errstr, size_t errsz);
 
+/* Count in ot_cache_writes_total{tool,result} one status written to Redis: "applied",
+ * "cas_rejected" (Redis held a newer version, so kept it) or "failed" (Redis did not answer;
+ * the entry is repaired later). */
+void ot_cache_count_write(const char *result);
+/* Count a refill after a miss in ot_cache_fills_total{tool}. */
+void ot_cache_count_fill(void);
+/* Count an entry put back after a failed write in ot_cache_repairs_total{tool}. */
+void ot_cache_count_repair(void);
+
 #endif

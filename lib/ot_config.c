@@ -8,6 +8,7 @@
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_redis.h"
 #include "ot_trace.h"
 
@@ -242,6 +243,7 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 		return ot_err(-1, errstr, errsz, "log level \"%s\": expected debug, info, warn or error",
 		              c->log_level);
 	ot_log_init(c->tool, c->log_level);
+	ot_metrics_set_tool(c->tool);
 	/* Spans leave the process only where OT_TRACE_URL points; ot_config_free stops the exporter. */
 	return ot_trace_start(c->tool, getenv("OT_TRACE_URL"), errstr, errsz);
 }

@@ -431,6 +431,21 @@ ot_metrics_reset(void)
 	pthread_mutex_unlock(&mu);
 }
 
+static char tool_name[32] = "ordertrack";
+
+void
+ot_metrics_set_tool(const char *tool)
+{
+	/* Once, at configuration, before any thread reads it. */
+	snprintf(tool_name, sizeof tool_name, "%s", tool ? tool : "ordertrack");
+}
+
+const char *
+ot_metrics_tool(void)
+{
+	return tool_name;
+}
+
 static struct ot_metric *m_start, *m_rss, *m_fds;
 
 /* The process's start in seconds since the epoch: boot time plus its start in clock ticks. */

@@ -42,6 +42,11 @@ void ot_metrics_collector_remove(void (*fn)(void *arg), void *arg);
  * process_resident_memory_bytes, process_open_fds), read from /proc at each render. */
 void ot_metrics_process(const char *tool, const char *version);
 
+/* The tool whose metrics these are, for their tool label: set by ot_metrics_set_tool (at
+ * configuration), "ordertrack" before. */
+void ot_metrics_set_tool(const char *tool);
+const char *ot_metrics_tool(void);
+
 /* Appends every family in Prometheus text format (version 0.0.4) to a growing buffer: *buf
  * (malloc'd, may be NULL at first), *len used. Returns 0, or -1 when out of memory. */
 int ot_metrics_render(char **buf, size_t *len);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ot_cache.h"
 #include "ot_err.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
@@ -96,6 +97,7 @@ cache_put(redisContext *r, const struct ot_status *st)
 {
 	struct ot_span sp;
 	char err[256], v[24];
+	int rc;
 
 	ot_span_begin(&sp, "cache write", OT_SPAN_CLIENT, NULL);
 	if (sp.exported) {
@@ -105,12 +107,14 @@ cache_put(redisContext *r, const struct ot_status *st)
 		ot_span_tag(&sp, "order.status", st->status);
 		ot_span_tag(&sp, "order.version", v);
 	}
-	if (!r || ot_redis_put_status(r, st, err, sizeof err) < 0) {
+	rc = r ? ot_redis_put_status(r, st, err, sizeof err) : OT_ESERVICE;
+	if (rc < 0) {
 		OT_WARN(st->order_id, "cache write failed, the database stays authoritative; repaired "
 		        "once Redis answers%s%s", r ? ": " : "", r ? err : "");
 		ot_span_error(&sp, r ? err : "Redis unavailable");
 		mark_dirty(st->order_id);
 	}
+	ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 	ot_span_end(&sp);
 }
 
@@ -140,6 +144,7 @@ ot_cache_repair(PGconn *db, redisContext *r, char *errstr, size_t errsz)
 			    (rc == 1 && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0))
 				break;
 			OT_INFO(ids[i], "cache repaired to version %lld", rc >= 0 ? st.version : 0);
+			ot_cache_count_repair();
 			fixed++;
 		}
 		for (; i < n; i++) /* not this time: keep them for the next call */
@@ -727,6 +732,7 @@ ot_order_refill(PGconn *db, redisContext *r, const char *order_id, struct ot_sta
 			if (rc == 1) {
 				cache_put(r, st);
 				atomic_fetch_add(&stat_fills, 1);
+				ot_cache_count_fill();
 			}
 			refill_lock(r, order_id, 0);
 		}

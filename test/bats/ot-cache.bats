@@ -272,6 +272,7 @@ setup() {
 	t="tool=\"ot-cache\",topic=\"$topic\""
 	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 1
 	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	[ "$(metric_of "$port" 'ot_cache_writes_total{tool="ot-cache",result="applied"}')" = 1 ]
 	for i in $(seq 1 50); do
 		lags=$(curl -s "http://127.0.0.1:$port/metrics" | grep "^ot_kafka_consumer_lag{$t," | awk '{ print $2 }' | sort -u)
 		[ "$lags" = 0 ] && break

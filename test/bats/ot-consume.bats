@@ -281,6 +281,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	[ "$(status_of "$ID")" = CONFIRMED ]
 	[ "$(metric_of "$port" "ot_record_handling_seconds_count{$t}")" = 2 ]
 	[ "$(metric_of "$port" 'ot_order_transitions_total{tool="ot-consume",to="CONFIRMED"}')" = 1 ]
+	[ "$(metric_of "$port" 'ot_cache_writes_total{tool="ot-consume",result="applied"}')" = 1 ]
 	# once the offsets are committed, the partition that had the records is caught up (one
 	# that never had any has no committed offset, so no lag to show)
 	for i in $(seq 1 50); do

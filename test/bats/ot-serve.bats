@@ -621,9 +621,20 @@ probe_healthz() {
 	assert_line 'ot_cache_reads_total{result="hit"} 1'
 	assert_line 'ot_circuit_state{dependency="postgres"} 0'
 	assert_line 'ot_live_subscribed 1'
+	assert_line 'ot_build_info{tool="ot-serve",version="0.1.0"} 1'
 	# every sample line is "name{labels} number"
 	bad=$(echo "$output" | grep -v '^#' | grep -vE '^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$' || true)
 	[ -z "$bad" ]
+	# a miss refills the entry; an order placed over HTTP is a transition to PENDING
+	rcli DEL "order:$id" >/dev/null
+	http "$BASE/orders/$id" >/dev/null
+	[ "$(metric 'ot_cache_reads_total{result="miss"}')" = 1 ]
+	[ "$(metric 'ot_cache_fills_total{tool="ot-serve"}')" = 1 ]
+	[ "$(metric 'ot_cache_writes_total{tool="ot-serve",result="applied"}')" = 1 ]
+	http -X POST -H 'Content-Type: application/json' --data "$(request "c2-$RUNID")" "$BASE/orders" >/dev/null
+	[ "$(metric 'ot_order_transitions_total{tool="ot-serve",to="PENDING"}')" = 1 ]
+	[ "$(metric process_open_fds)" -gt 3 ]
+	promcheck "$PORT"
 }
 
 # Reads every order in $BATS_TEST_TMPDIR/ids over and over on one connection until the file
