@@ -51,7 +51,7 @@ const char *ot_metrics_tool(void);
  * (malloc'd, may be NULL at first), *len used. Returns 0, or -1 when out of memory. */
 int ot_metrics_render(char **buf, size_t *len);
 
-/* Frees every family and collector; for tests and the end of a run. */
+/* Frees every family and collector (every ot_metric pointer goes with them); for tests. */
 void ot_metrics_reset(void);
 
 #endif
