@@ -190,8 +190,8 @@ dispatch(struct ot_httpd *s, struct ot_httpd_req *rq, const char *url, const cha
 		                     : ot_httpd_reply_error(rq, 404, "no such resource", NULL);
 	rq->route = r->name;
 	if (!strcmp(r->methods, "GET") ? !get : strcmp(method, r->methods))
-		return ot_httpd_reply_error(rq, 405, "method not allowed", get || strcmp(r->methods, "POST") ? allow_get
-		                                                                                           : allow_post);
+		return ot_httpd_reply_error(rq, 405, "method not allowed", strcmp(r->methods, "POST") ? allow_get
+		                                                                                    : allow_post);
 	if (!r->fn)
 		return readyz(s, rq);
 	return r->fn(s->o.app, rq);
