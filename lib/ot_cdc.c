@@ -30,6 +30,7 @@ static const char *const col_names[C_COUNT] = {
 struct row {
 	char *f[C_COUNT];
 	size_t payload_len;
+	double created_s;          /* its created_at, seconds since the epoch, once still_there read it */
 };
 
 struct cdc {
@@ -197,8 +198,9 @@ still_there(struct cdc *c, unsigned char *keep, char *errstr, size_t errsz)
 		if ((rc = ot_pg_ensure(c->db, errstr, errsz)))
 			goto out;
 		/* One statement, one snapshot: the rows we see are those of the snapshot we test. */
-		res = ot_pg_query(c->db, "SELECT txid_current_snapshot()::text, id::text FROM "
-		                  "(SELECT NULL::bigint AS id UNION ALL SELECT id FROM outbox "
+		res = ot_pg_query(c->db, "SELECT txid_current_snapshot()::text, id::text, created::text FROM "
+		                  "(SELECT NULL::bigint AS id, NULL::float8 AS created UNION ALL "
+		                  "SELECT id, extract(epoch FROM created_at) FROM outbox "
 		                  "WHERE id = ANY($1::bigint[])) s", 1, p, &rc, errstr, errsz);
 		if (!res)
 			goto out;
@@ -225,8 +227,10 @@ still_there(struct cdc *c, unsigned char *keep, char *errstr, size_t errsz)
 		if (PQgetisnull(res, i, 1))
 			continue;
 		for (r = 0; r < c->nrows; r++)
-			if (!strcmp(c->rows[r].f[C_ID], PQgetvalue(res, i, 1)))
+			if (!strcmp(c->rows[r].f[C_ID], PQgetvalue(res, i, 1))) {
 				keep[r] = 1;
+				c->rows[r].created_s = strtod(PQgetvalue(res, i, 2), NULL);
+			}
 	}
 out:
 	PQclear(res);
@@ -290,7 +294,7 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 			c->total += sent;
 			for (i = 0; i < c->nrows; i++)
 				if (keep[i])
-					ot_outbox_count_published(c->dbname, c->rows[i].f[C_TOPIC], 0);
+					ot_outbox_count_published(c->dbname, c->rows[i].f[C_TOPIC], c->rows[i].created_s);
 		}
 		OT_DEBUG(NULL, "cdc: relayed %ld of %zu events up to %X/%X", sent, c->nrows,
 		         (unsigned)(end_lsn >> 32), (unsigned)end_lsn);

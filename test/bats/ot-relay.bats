@@ -530,7 +530,7 @@ count_on_topic() { # ORDER_ID: records of the order on orders.events
 	! grep -q 'health and metrics on' <<<"$stderr"
 }
 
-@test "ot-relay --mode cdc: /metrics shows the slot's retained WAL and unconfirmed lag in bytes" {
+@test "ot-relay --mode cdc: /metrics shows the slot's retained WAL and unconfirmed lag in bytes, and ack times" {
 	slot=$(cdc_slot)
 	port=$(free_port)
 	start_bg "$BATS_TEST_TMPDIR/cdc.log" ot-relay --mode cdc --slot "$slot" -O kafka --http-addr "127.0.0.1:$port"
@@ -547,6 +547,7 @@ count_on_topic() { # ORDER_ID: records of the order on orders.events
 	[ "$retained" -ge 0 ]
 	[ "$(metric_of "$port" "ot_cdc_confirmed_lag_bytes{$s}")" -ge 0 ]
 	[ "$(metric_of "$port" 'ot_relay_published_total{db="orders",topic="orders.events"}')" -ge 1 ]
+	[ "$(metric_of "$port" 'ot_relay_ack_seconds_count{db="orders"}')" -ge 1 ]
 	promcheck "$port"
 	stop_bg
 	drop_slot
