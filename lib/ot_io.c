@@ -274,6 +274,25 @@ all_eof(const struct ot_in *in)
 	return 1;
 }
 
+/* The partitions one statistics report showed a lag for, as "topic\npartition". */
+struct lagset {
+	char seen[256][150];
+	int n;
+};
+
+static int
+lag_seen(const char *const *values, void *arg)
+{
+	struct lagset *ls = arg;
+	char k[150];
+
+	snprintf(k, sizeof k, "%s\n%s", values[1], values[2]);
+	for (int i = 0; i < ls->n; i++)
+		if (!strcmp(ls->seen[i], k))
+			return 1;
+	return 0;
+}
+
 /* librdkafka's statistics (statistics.interval.ms) as ot_kafka_consumer_lag: per assigned
  * partition, its consumer_lag is the high watermark (last stable offset under read_committed)
  * minus the group's committed offset; -1 while either is unknown, and then left out. */
@@ -281,6 +300,7 @@ static int
 stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
 	static struct ot_metric *lag;
+	static struct lagset ls; /* only the consumer's own thread calls this */
 	struct ot_in *in = opaque;
 	json_t *root = json_loadb(json, len, 0, NULL), *t, *p;
 	const char *topic, *key;
@@ -290,17 +310,19 @@ stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 	if (!lag)
 		lag = ot_metric_new(OT_GAUGE, "ot_kafka_consumer_lag", "Records a consumer group is behind: the "
 		                    "partition's high watermark minus its committed offset.", "tool,topic,partition", NULL, 0);
-	ot_metric_clear(lag); /* partitions revoked since go */
+	ls.n = 0;
 	json_object_foreach(json_object_get(root, "topics"), topic, t) {
 		json_object_foreach(json_object_get(t, "partitions"), key, p) {
 			json_int_t n = json_integer_value(json_object_get(p, "partition"));
 			json_int_t l = json_integer_value(json_object_get(p, "consumer_lag"));
-			if (n < 0 || l < 0 || !json_is_integer(json_object_get(p, "consumer_lag")))
+			if (n < 0 || l < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || ls.n == 256)
 				continue;
 			snprintf(part, sizeof part, "%lld", (long long)n);
+			snprintf(ls.seen[ls.n++], sizeof ls.seen[0], "%s\n%s", topic, part);
 			ot_metric_set(lag, (double)l, in->tool, topic, part);
 		}
 	}
+	ot_metric_retain(lag, lag_seen, &ls); /* partitions revoked since go */
 	json_decref(root);
 	return 0; /* librdkafka frees json */
 }

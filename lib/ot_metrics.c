@@ -260,6 +260,26 @@ ot_metric_clear(struct ot_metric *m)
 	pthread_mutex_unlock(&mu);
 }
 
+void
+ot_metric_retain(struct ot_metric *m, int (*keep)(const char *const *values, void *arg), void *arg)
+{
+	struct series **p, *s;
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&mu);
+	for (p = &m->series; (s = *p);) {
+		if (keep((const char *const *)s->values, arg)) {
+			p = &s->next;
+			continue;
+		}
+		*p = s->next;
+		series_free(m, s);
+	}
+	m->tail = p;
+	pthread_mutex_unlock(&mu);
+}
+
 int
 ot_metrics_collector(void (*fn)(void *arg), void *arg)
 {

@@ -31,6 +31,9 @@ void ot_metric_observe(struct ot_metric *m, double v, ...); /* histogram: one ob
 double ot_metric_get(struct ot_metric *m, ...);
 /* Drops every series of m: for gauges of things that went away (a revoked partition). */
 void ot_metric_clear(struct ot_metric *m);
+/* Drops the series of m for which keep(label values, arg) returns 0, under the lock, so a
+ * scrape sees the set before or after, never a gap. */
+void ot_metric_retain(struct ot_metric *m, int (*keep)(const char *const *values, void *arg), void *arg);
 
 /* Adds fn(arg) to the functions run before each render, for gauges read at scrape time from
  * state already in memory (never I/O that may block). Returns 0, or -1 when out of memory. */

@@ -121,6 +121,30 @@ clear_drops_every_series(void **state)
 	free(out);
 }
 
+static int
+keep_odd(const char *const *values, void *arg)
+{
+	(void)arg;
+	return strcmp(values[0], "1") == 0 || strcmp(values[0], "3") == 0;
+}
+
+static void
+retain_keeps_only_the_series_kept(void **state)
+{
+	struct ot_metric *g = ot_metric_new(OT_GAUGE, "t_r", "R.", "partition", NULL, 0);
+	char *out;
+
+	(void)state;
+	for (int i = 0; i < 4; i++)
+		ot_metric_set(g, i, (const char *[]){"0", "1", "2", "3"}[i]);
+	ot_metric_retain(g, keep_odd, NULL);
+	ot_metric_set(g, 9, "4"); /* the list's tail still right after a removal at its end */
+	out = render();
+	assert_string_equal(out, "# HELP t_r R.\n# TYPE t_r gauge\nt_r{partition=\"1\"} 1\n"
+	                         "t_r{partition=\"3\"} 3\nt_r{partition=\"4\"} 9\n");
+	free(out);
+}
+
 static int seen;
 
 static void
@@ -197,6 +221,7 @@ main(void)
 		cmocka_unit_test_setup(histograms_render_cumulative_buckets_sum_and_count, reset),
 		cmocka_unit_test_setup(label_values_are_escaped, reset),
 		cmocka_unit_test_setup(clear_drops_every_series, reset),
+		cmocka_unit_test_setup(retain_keeps_only_the_series_kept, reset),
 		cmocka_unit_test_setup(collectors_run_before_each_render_until_removed, reset),
 		cmocka_unit_test_setup(process_metrics_are_there, reset),
 		cmocka_unit_test_setup(counting_from_many_threads_loses_nothing, reset),
