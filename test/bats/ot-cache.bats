@@ -286,3 +286,20 @@ setup() {
 	assert_success
 	! grep -q 'health and metrics on' <<<"$stderr"
 }
+
+@test "ot-cache: sync's /readyz is 503 while Redis does not answer" {
+	teardown() { stop_bg; }
+	port=$(free_port)
+	rp=$(free_port)
+	proxy "$rp" 127.0.0.1 "$(redis_port)"
+	event INVENTORY_RESERVED "$ID" | ot-relay -i - -O "kafka:orders.events.$RUNID" 2>/dev/null
+	start_bg "$BATS_TEST_TMPDIR/sync.log" ot-cache sync -i "kafka:orders.events.$RUNID" -G "s-$RUNID" \
+		--redis "redis://127.0.0.1:$rp/0" --http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	wait_ready "$port"
+	kill "$PROXY_PID"
+	sleep 1.1
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_line --index 1 503
+	assert_line --index 0 --partial '"status":"unavailable","error":"Redis: '
+}

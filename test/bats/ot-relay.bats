@@ -552,3 +552,17 @@ count_on_topic() { # ORDER_ID: records of the order on orders.events
 	stop_bg
 	drop_slot
 }
+
+@test "ot-relay: /readyz is 503 while its database does not answer" {
+	port=$(free_port)
+	pgp=$(free_port)
+	proxy "$pgp" 127.0.0.1 "$(echo "$OT_ORDERS_DB" | sed -n 's/.*port=\([0-9]*\).*/\1/p')"
+	start_bg "$BATS_TEST_TMPDIR/relay.log" ot-relay --db orders -O kafka --orders-db "$OT_ORDERS_DB port=$pgp" \
+		--http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	wait_ready "$port"
+	kill "$PROXY_PID"
+	sleep 1.1
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
+	assert_output "$(printf '{"status":"unavailable","error":"the orders database does not answer"}\n503')"
+}
