@@ -32,7 +32,7 @@ free_port() {
 	while :; do
 		p=$((24000 + RANDOM % 8000))
 		[[ " ${PORTS[*]} " == *" $p "* ]] && continue
-		[ -z "$(ss -Hltn "sport = :$p")" ] || continue
+		! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || continue # someone listens
 		PORTS+=("$p")
 		echo "$p"
 		return
