@@ -780,10 +780,10 @@ register_metrics(void)
 		ot_metric_add(m_reads, 0, cache_label[c]);
 	m_limited = ot_metric_new(OT_COUNTER, "ot_rate_limited_total", "Requests refused with 429.", NULL, NULL, 0);
 	m_circuit = ot_metric_new(OT_GAUGE, "ot_circuit_state",
-	                          "Circuit breaker per dependency: 0 closed, 1 half-open, 2 open.", "dependency", NULL, 0);
-	m_opens = ot_metric_new(OT_COUNTER, "ot_circuit_opens_total", "Times a circuit opened.", "dependency", NULL, 0);
+	                          "Circuit breaker per dependency: 0 closed, 1 half-open, 2 open.", "circuit", NULL, 0);
+	m_opens = ot_metric_new(OT_COUNTER, "ot_circuit_opens_total", "Times a circuit opened.", "circuit", NULL, 0);
 	m_rejected = ot_metric_new(OT_COUNTER, "ot_circuit_rejected_total", "Calls failed fast while a circuit was open.",
-	                           "dependency", NULL, 0);
+	                           "circuit", NULL, 0);
 	m_degraded = ot_metric_new(OT_GAUGE, "ot_cache_degraded", "1 while reads cannot use Redis and go to the database.",
 	                           NULL, NULL, 0);
 	m_streams = ot_metric_new(OT_GAUGE, "ot_live_streams", "Live status streams open, by protocol.", "protocol", NULL, 0);

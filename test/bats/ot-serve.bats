@@ -560,16 +560,16 @@ probe_healthz() {
 	own_redis
 	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
 	id=$(place_order "c-$RUNID")
-	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ]
+	[ "$(metric 'ot_circuit_state{circuit="redis"}')" = 0 ]
 	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 	for i in $(seq 1 12); do
 		run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
 		assert_line --index 1 200
 	done
 	grep -qi '^X-Cache: BYPASS' "$BATS_TEST_TMPDIR/h"
-	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 2 ]
-	[ "$(metric 'ot_circuit_opens_total{dependency="redis"}')" -ge 1 ]
-	[ "$(metric 'ot_circuit_rejected_total{dependency="redis"}')" -ge 1 ]
+	[ "$(metric 'ot_circuit_state{circuit="redis"}')" = 2 ]
+	[ "$(metric 'ot_circuit_opens_total{circuit="redis"}')" -ge 1 ]
+	[ "$(metric 'ot_circuit_rejected_total{circuit="redis"}')" -ge 1 ]
 	# a write while Redis is down commits to the database ...
 	run http -X POST "$BASE/orders/$id/cancel"
 	assert_line --index 1 200
@@ -583,10 +583,10 @@ probe_healthz() {
 	# the circuit half-opens after 2 s, one probe closes it
 	for i in $(seq 1 30); do
 		http -o /dev/null "$BASE/orders/$id" >/dev/null
-		[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ] && break
+		[ "$(metric 'ot_circuit_state{circuit="redis"}')" = 0 ] && break
 		sleep 0.2
 	done
-	[ "$(metric 'ot_circuit_state{dependency="redis"}')" = 0 ]
+	[ "$(metric 'ot_circuit_state{circuit="redis"}')" = 0 ]
 	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
 	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
 }
@@ -619,7 +619,7 @@ probe_healthz() {
 	assert_line '# TYPE ot_http_request_duration_seconds histogram'
 	assert_line 'ot_http_request_duration_seconds_count{route="order_get"} 2'
 	assert_line 'ot_cache_reads_total{result="hit"} 1'
-	assert_line 'ot_circuit_state{dependency="postgres"} 0'
+	assert_line 'ot_circuit_state{circuit="postgres"} 0'
 	assert_line 'ot_live_subscribed 1'
 	assert_line 'ot_build_info{tool="ot-serve",version="0.1.0"} 1'
 	# every sample line is "name{labels} number"
