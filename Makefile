@@ -130,6 +130,10 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo
 
+# The container image (Containerfile) with podman; the base from Debian's packages, once.
+image:
+	@scripts/image build
+
 lint:
 	mandoc -Tlint -Wwarning $(MANS) $(MANS7)
 
@@ -142,5 +146,5 @@ install: all
 clean:
 	rm -rf build bin
 
-.PHONY: all deps units check demo lint install clean fuzzers fuzz fuzz-replay
+.PHONY: all deps units check demo image lint install clean fuzzers fuzz fuzz-replay
 -include $(wildcard build/*/*.d build/fuzz/*/*.d)
