@@ -33,16 +33,20 @@ teardown() {
 	for c in "${CONTAINERS[@]}"; do podman rm -f "$c" >/dev/null 2>&1 || true; done
 }
 
+# As the Kubernetes pods run it: read-only root with no tmpfs, no capabilities, no new
+# privileges.
+RESTRICTED=(--read-only --read-only-tmpfs=false --cap-drop ALL --security-opt no-new-privileges)
+
 # A tool from the image, on the host network, with the stack's settings: ot TOOL ARGS...
 ot() {
-	podman run --rm -i --network host --env 'OT_*' "$IMAGE" "$@"
+	podman run --rm -i "${RESTRICTED[@]}" --network host --env 'OT_*' "$IMAGE" "$@"
 }
 
 # A long-running tool in a container of its own: ot_bg NAME TOOL ARGS...
 ot_bg() {
 	local name="ot-$RUNID-$1"
 	shift
-	podman run -d --name "$name" --network host --env 'OT_*' "$IMAGE" "$@" >/dev/null
+	podman run -d --name "$name" "${RESTRICTED[@]}" --network host --env 'OT_*' "$IMAGE" "$@" >/dev/null
 	CONTAINERS+=("$name")
 }
 
@@ -80,7 +84,7 @@ ot_bg() {
 	[ "$(printf '%s\n%s\n' "$first" "$output" | sed 's/.*"id":"\([^"]*\)".*/\1/' | sort -u | wc -l)" = 8 ]
 }
 
-@test "image: orders placed, confirmed and delivered by the tools in containers, read back over HTTP" {
+@test "image: orders placed, confirmed and delivered by the tools in restricted containers, read back over HTTP" {
 	common_setup
 	local sku="IMG-$RUNID" port=$((24000 + RANDOM % 8000)) id i body n c
 	ot ot-relay topics create >/dev/null 2>&1
