@@ -1000,6 +1000,8 @@ orders(void *app, struct ot_httpd_req *rq)
 	if (!sr->span.trace_id[0] && (!strcmp(rq->method, MHD_HTTP_METHOD_POST) ||
 	                              MHD_lookup_connection_value(rq->con, MHD_HEADER_KIND, "traceparent")))
 		request_span(rq, sr);
+	if (sr->span.trace_id[0])
+		rq->span = &sr->span;
 	ot_span_enter(&sr->span);
 	r = orders_route(app, rq);
 	ot_span_leave(&sr->span);

@@ -16,6 +16,7 @@
 #include "ot_event.h"
 #include "ot_httpd.h"
 #include "ot_log.h"
+#include "ot_trace.h"
 #include "ot_metrics.h"
 
 #define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
@@ -353,14 +354,16 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	if (rq->status != 101)
 		head_done(s, con, 1);
 	atomic_fetch_sub(&s->inflight, 1);
-	if (s->o.done)
-		s->o.done(s->o.app, rq);
 	secs = (double)(now_us() - rq->t0) / 1e6;
 	snprintf(code, sizeof code, "%u", rq->status);
 	ot_metric_add(m_requests, 1, rq->route, code);
 	ot_metric_observe(m_duration, secs, rq->route);
+	if (rq->span)
+		ot_span_enter(rq->span); /* the line below carries its ids; done ends it */
 	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
+	if (s->o.done)
+		s->o.done(s->o.app, rq);
 	free(rq->body);
 	free(rq);
 	*con_cls = NULL;

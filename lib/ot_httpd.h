@@ -11,6 +11,8 @@
 struct ot_httpd;
 
 /* One request as a route sees it, from its headers to its completion. */
+struct ot_span;
+
 struct ot_httpd_req {
 	char method[16], path[128]; /* path with control and non-ASCII bytes as '?', for logs */
 	const char *url;     /* the decoded path itself, while the route runs */
@@ -22,6 +24,8 @@ struct ot_httpd_req {
 	long long t0;        /* us, monotonic, when its head arrived */
 	struct MHD_Connection *con;
 	void *ext;           /* the app's req_size zeroed bytes, freed with the request */
+	struct ot_span *span; /* the app's span of the request, if it began one: current while the
+	                       * request's last log line is written, before the app's done ends it */
 };
 
 #define OT_HTTPD_MAX_BODY (64 * 1024)
