@@ -182,6 +182,7 @@ rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 	int rc;
 
 	if (sync) {
+		ot_cache_metrics_zero();
 		/* A standing group: after a restart it goes on where it stopped. */
 		if (!strcmp(cfg->group, argv0)) {
 			free(cfg->group);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "ot_cache.h"
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_health.h"
@@ -134,6 +135,7 @@ main(int argc, char **argv)
 	}
 	deps.orders_db = cfg.orders_db;
 	deps.in = in;
+	ot_cache_metrics_zero();
 	if (!(health = ot_health_serve(&cfg, ot_in_is_kafka(in) && !cfg.exit_at_end && !cfg.count, &deps,
 	                               &rc, err, sizeof err)) && rc) {
 		OT_ERROR(NULL, "%s", err);

@@ -5,6 +5,7 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "ot_cache.h"
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_http.h"
@@ -157,6 +158,7 @@ main(int argc, char **argv)
 		return r;
 	ot_signal_install();
 	ot_metrics_process(argv0, OT_VERSION);
+	ot_cache_metrics_zero();
 	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

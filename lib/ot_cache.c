@@ -34,6 +34,22 @@ ot_cache_count_repair(void)
 	                            "did not take.", "tool", NULL, 0), 1, ot_metrics_tool());
 }
 
+void
+ot_cache_metrics_zero(void)
+{
+	static const char *const results[] = {"applied", "cas_rejected", "failed"};
+	size_t i;
+
+	for (i = 0; i < sizeof results / sizeof *results; i++)
+		ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_writes_total", "Order statuses written to Redis: "
+		                            "applied, cas_rejected (a newer version was there), failed.", "tool,result",
+		                            NULL, 0), 0, ot_metrics_tool(), results[i]);
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_fills_total", "Entries refilled from the database after "
+	                            "a miss.", "tool", NULL, 0), 0, ot_metrics_tool());
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_repairs_total", "Entries put back after a write Redis "
+	                            "did not take.", "tool", NULL, 0), 0, ot_metrics_tool());
+}
+
 /* Calls fn for every order:{id} key; returns 0 or OT_ESERVICE. */
 static int
 scan_orders(redisContext *r, int (*fn)(void *, const char *), void *arg, char *errstr, size_t errsz)

@@ -32,5 +32,8 @@ void ot_cache_count_write(const char *result);
 void ot_cache_count_fill(void);
 /* Count an entry put back after a failed write in ot_cache_repairs_total{tool}. */
 void ot_cache_count_repair(void);
+/* Exports the three counters above at 0 for this tool, so a rate over them has a series before
+ * the first write, fill or repair. A long-running tool calls it at start. */
+void ot_cache_metrics_zero(void);
 
 #endif

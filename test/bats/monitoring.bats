@@ -121,6 +121,8 @@ wait_prom() { # wait_prom QUERY EXPECTED SECONDS
 	# (at least: a new group may also read older tests' records on a shared stack)
 	wait_prom 'sum(ot_order_transitions_total{to="DELIVERED"}) >= bool 9' 1 30
 	wait_prom 'sum(ot_records_total{result="dead_lettered"}) >= bool 1' 1 30
+	# lag is read from librdkafka's statistics (every 5 s) once the group committed an offset
+	wait_prom 'count(ot_kafka_consumer_lag) >= bool 1' 1 45
 	sleep 3
 	run --separate-stderr bash -c "'$ROOT/scripts/check-monitoring' --exprs | python3 '$ROOT/test/tools/prom-check.py' query 'http://127.0.0.1:$PROM'"
 	[ "$status" = 0 ] || fail "expressions without data in Prometheus:
