@@ -16,6 +16,7 @@
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_log.h"
+#include "ot_metrics.h"
 #include "ot_text.h"
 #include "ot_trace.h"
 
@@ -317,6 +318,18 @@ ot_trace_sent(void)
 	return atomic_load(&sent);
 }
 
+/* /metrics: what the exporter sent and dropped, read at each scrape. */
+static void
+trace_metrics(void *arg)
+{
+	(void)arg;
+	ot_metric_set(ot_metric_new(OT_COUNTER, "ot_trace_spans_sent_total", "Spans the collector took.",
+	                            NULL, NULL, 0), (double)ot_trace_sent());
+	ot_metric_set(ot_metric_new(OT_COUNTER, "ot_trace_spans_dropped_total", "Spans dropped: the export "
+	                            "queue was full or the collector did not take them.", NULL, NULL, 0),
+	              (double)ot_trace_dropped());
+}
+
 static size_t
 discard(char *p, size_t size, size_t n, void *arg)
 {
@@ -494,6 +507,7 @@ ot_trace_start(const char *svc, const char *url, char *errstr, size_t errsz)
 		goto out;
 	}
 	running = 1;
+	ot_metrics_collector(trace_metrics, NULL);
 	atomic_store(&enabled, 1);
 	rc = 0;
 out:
@@ -522,6 +536,7 @@ ot_trace_stop(int timeout_ms)
 	pthread_cond_signal(&cv);
 	pthread_mutex_unlock(&mu);
 	pthread_join(exporter, NULL);
+	ot_metrics_collector_remove(trace_metrics, NULL);
 	if (atomic_load(&dropped))
 		OT_INFO(NULL, "tracing: %ld spans exported, %ld dropped", ot_trace_sent(), ot_trace_dropped());
 	curl_easy_cleanup(curl);

@@ -172,6 +172,18 @@ post_order() {
 	[[ "$stderr" =~ '"msg":"tracing: 0 spans exported, '[1-9][0-9]*' dropped"' ]]
 }
 
+@test "tracing: a long-running tool counts the spans it sent and dropped in /metrics" {
+	OT_TRACE_URL="http://127.0.0.1:$(free_port)/api/v2/spans" serve
+	[ -n "$(post_order)" ]
+	for i in $(seq 1 50); do
+		dropped=$(curl -sf "$BASE/metrics" | sed -n 's/^ot_trace_spans_dropped_total \([0-9]*\).*/\1/p')
+		[ "${dropped:-0}" -ge 1 ] && break
+		sleep 0.2
+	done
+	[ "${dropped:-0}" -ge 1 ]
+	curl -sf "$BASE/metrics" | grep -q '^ot_trace_spans_sent_total 0$'
+}
+
 @test "tracing: an OT_TRACE_URL that is not http(s) is a configuration error (78)" {
 	OT_TRACE_URL=ftp://example.invalid/spans run --separate-stderr ot-place < /dev/null
 	[ "$status" -eq 78 ]
