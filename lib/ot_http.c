@@ -929,38 +929,51 @@ orders_route(void *app, struct ot_httpd_req *rq)
 	const char *url = rq->url, *method = rq->method;
 	int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
 	int post = !strcmp(method, MHD_HTTP_METHOD_POST);
-	const char *id, *rest;
-	size_t idlen;
+	static const char *const names[] = {
+		[OT_RES_ORDERS] = "order_post", [OT_RES_ORDER] = "order_get", [OT_RES_CANCEL] = "order_cancel",
+		[OT_RES_EVENTS] = "order_events", [OT_RES_WS] = "order_ws",
+	};
+	enum ot_order_res res;
 	char oid[64];
 	long wait_ms;
 	struct call x;
 
 	if (call_of(app, rq, &x))
 		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
-	/* Spelt so that GCC 12 with sanitizers does not take url for the literal (stringop-overread). */
-	id = url[0] == '/' && !strncmp(url + 1, "orders/", 7) ? url + 8 : NULL;
-	idlen = id ? strcspn(id, "/") : 0;
-	rest = id ? id + idlen : NULL;
-	if (strcmp(url, "/orders") && !(idlen && (!*rest || !strcmp(rest, "/cancel") ||
-	                                         !strcmp(rest, "/events") || !strcmp(rest, "/ws"))))
+	if ((res = ot_http_order_path(url, oid, sizeof oid)) == OT_RES_NONE)
 		return reply_error(&x, 404, "no such resource", NULL);
-	if (!strcmp(url, "/orders"))
-		rq->route = "order_post";
-	else
-		rq->route = !*rest ? "order_get" : !strcmp(rest, "/cancel") ? "order_cancel"
-		          : !strcmp(rest, "/ws") ? "order_ws" : "order_events";
+	rq->route = names[res];
 	authenticate(&x);
 	if (!within_limit(&x, &wait_ms))
 		return too_many(&x, wait_ms);
-	if (!strcmp(url, "/orders"))
+	if (res == OT_RES_ORDERS)
 		return post ? post_order(&x) : not_allowed(&x, allow_post);
-	snprintf(oid, sizeof oid, "%.*s", (int)(idlen < sizeof oid ? idlen : sizeof oid - 1), id);
 	ot_id_canon(oid); /* one cache entry per order, whatever the letter case asked */
-	if (!*rest)
+	if (res == OT_RES_ORDER)
 		return get ? get_order(&x, oid) : not_allowed(&x, allow_get);
-	if (!strcmp(rest, "/cancel"))
+	if (res == OT_RES_CANCEL)
 		return post ? cancel_order(&x, oid) : not_allowed(&x, allow_post);
-	return get ? stream(&x, oid, !strcmp(rest, "/ws")) : not_allowed(&x, allow_get);
+	return get ? stream(&x, oid, res == OT_RES_WS) : not_allowed(&x, allow_get);
+}
+
+enum ot_order_res
+ot_http_order_path(const char *path, char *id, size_t idsz)
+{
+	/* Spelt so that GCC 12 with sanitizers does not take path for the literal (stringop-overread). */
+	const char *p = path[0] == '/' && !strncmp(path + 1, "orders/", 7) ? path + 8 : NULL;
+	size_t idlen = p ? strcspn(p, "/") : 0;
+	const char *rest = p ? p + idlen : NULL;
+
+	if (idsz)
+		id[0] = '\0';
+	if (!strcmp(path, "/orders"))
+		return OT_RES_ORDERS;
+	if (!idlen || (*rest && strcmp(rest, "/cancel") && strcmp(rest, "/events") && strcmp(rest, "/ws")))
+		return OT_RES_NONE;
+	if (idsz)
+		snprintf(id, idsz, "%.*s", (int)(idlen < idsz ? idlen : idsz - 1), p);
+	return !*rest ? OT_RES_ORDER : !strcmp(rest, "/cancel") ? OT_RES_CANCEL
+	     : !strcmp(rest, "/ws") ? OT_RES_WS : OT_RES_EVENTS;
 }
 
 static const struct ot_httpd_route routes[] = {

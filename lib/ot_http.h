@@ -33,6 +33,20 @@ struct ot_http *ot_http_start(const struct ot_config *cfg, const struct ot_http_
  * connection. Accepts NULL. */
 void ot_http_stop(struct ot_http *h);
 
+/* The order API's resources, by request path. */
+enum ot_order_res {
+	OT_RES_NONE,    /* not one of them: 404 */
+	OT_RES_ORDERS,  /* /orders */
+	OT_RES_ORDER,   /* /orders/{id} */
+	OT_RES_CANCEL,  /* /orders/{id}/cancel */
+	OT_RES_EVENTS,  /* /orders/{id}/events */
+	OT_RES_WS       /* /orders/{id}/ws */
+};
+/* Which resource path names, with its {id} segment copied into id (at most idsz - 1 bytes; not
+ * yet checked to be a UUID: ot_id_canon does that) for the per-order ones, "" otherwise. Pure:
+ * the route and id parser of the HTTP boundary. */
+enum ot_order_res ot_http_order_path(const char *path, char *id, size_t idsz);
+
 /* The tracking page: build/lib/ot_page.c, generated from lib/page/index.html by scripts/embed-page. */
 extern const char ot_page_html[];
 
