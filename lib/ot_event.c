@@ -1,5 +1,7 @@
 /* ot_event: the envelope every tool reads and writes. */
 #include <fcntl.h>
+#include <nettle/sha2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +27,8 @@ random_bytes(unsigned char *buf, size_t n)
 		buf[got] = (unsigned char)(rand() ^ (int)clock() ^ getpid());
 }
 
-static void
-hex(char *out, const unsigned char *b, size_t n)
+void
+ot_hex(char *out, const unsigned char *b, size_t n)
 {
 	static const char digits[] = "0123456789abcdef";
 	size_t i;
@@ -39,6 +41,18 @@ hex(char *out, const unsigned char *b, size_t n)
 }
 
 void
+ot_sha256_hex(const void *p, size_t n, char out[65])
+{
+	struct sha256_ctx ctx;
+	uint8_t d[SHA256_DIGEST_SIZE];
+
+	sha256_init(&ctx);
+	sha256_update(&ctx, n, p);
+	sha256_digest(&ctx, sizeof d, d);
+	ot_hex(out, d, sizeof d);
+}
+
+void
 ot_uuid(char out[OT_UUID_LEN])
 {
 	unsigned char b[16];
@@ -47,7 +61,7 @@ ot_uuid(char out[OT_UUID_LEN])
 	random_bytes(b, sizeof b);
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	hex(h, b, 16);
+	ot_hex(h, b, 16);
 	snprintf(out, OT_UUID_LEN, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
@@ -134,7 +148,7 @@ ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent)
 	char h[49];
 
 	random_bytes(b, sizeof b);
-	hex(h, b, sizeof b);
+	ot_hex(h, b, sizeof b);
 	if (parent && ot_traceparent_valid(parent))
 		snprintf(out, OT_TRACEPARENT_LEN, "00-%.32s-%.16s-01", parent + 3, h);
 	else

@@ -43,6 +43,10 @@ char *ot_event_dump(const struct ot_event *ev);
 
 /* Helpers. Each writes a NUL-terminated string into out. */
 void ot_uuid(char out[OT_UUID_LEN]);
+/* n bytes of b as 2n lower-case hex digits and a NUL, into out (2n + 1 bytes). */
+void ot_hex(char *out, const unsigned char *b, size_t n);
+/* The SHA-256 of p[0, n) as 64 hex digits and a NUL (nettle). */
+void ot_sha256_hex(const void *p, size_t n, char out[65]);
 int ot_uuid_valid(const char *s);
 /* An order id's one canonical form is a UUID in lower case. Lower-cases id in place and returns
  * 0 when it is a UUID in any letter case; returns -1 and leaves id as it was otherwise. Every

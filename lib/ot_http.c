@@ -3,7 +3,6 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
-#include <nettle/sha2.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -318,18 +317,11 @@ static void
 authenticate(struct call *x)
 {
 	const char *key = key_of(x);
-	struct sha256_ctx ctx;
-	uint8_t d[SHA256_DIGEST_SIZE];
-	size_t i;
 
 	x->sr->auth = !key ? 0 : x->h->api_keys && key_valid(x->h->api_keys, key) ? 1 : -1;
 	if (x->sr->auth != 1)
 		return;
-	sha256_init(&ctx);
-	sha256_update(&ctx, strlen(key), (const uint8_t *)key);
-	sha256_digest(&ctx, sizeof d, d);
-	for (i = 0; i < sizeof d; i++)
-		snprintf(x->sr->key_id + 2 * i, 3, "%02x", d[i]);
+	ot_sha256_hex(key, strlen(key), x->sr->key_id);
 }
 
 /* Writes and ?full=1 need a key from OT_API_KEY. Returns 1 when authenticate found a valid one. */

@@ -1,6 +1,5 @@
 /* ot_order: placing orders and moving them through guarded, versioned transitions. */
 #include <math.h>
-#include <nettle/sha2.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -238,11 +237,8 @@ ot_order_get_full(PGconn *db, const char *order_id, int *rc, char *errstr, size_
 int
 ot_order_fingerprint(const json_t *req, char out[65])
 {
-	struct sha256_ctx ctx;
-	uint8_t d[SHA256_DIGEST_SIZE];
 	json_t *c = json_deep_copy(req);
 	char *s = NULL;
-	size_t i;
 
 	if (c && json_is_object(c))
 		json_object_del(c, "request_id");
@@ -251,12 +247,8 @@ ot_order_fingerprint(const json_t *req, char out[65])
 	json_decref(c);
 	if (!s)
 		return -1;
-	sha256_init(&ctx);
-	sha256_update(&ctx, strlen(s), (const uint8_t *)s);
-	sha256_digest(&ctx, sizeof d, d);
+	ot_sha256_hex(s, strlen(s), out);
 	free(s);
-	for (i = 0; i < sizeof d; i++)
-		snprintf(out + 2 * i, 3, "%02x", d[i]);
 	return 0;
 }
 

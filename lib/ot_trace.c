@@ -59,19 +59,6 @@ epoch_us(void)
 	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
 
-static void
-to_hex(char *out, const unsigned char *b, size_t n)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* Ids need to be unique, not secret: a per-thread splitmix64 seeded once from the kernel costs
  * no system call per span. */
 static _Thread_local uint64_t rng;
@@ -109,7 +96,7 @@ random_hex(char *out, size_t n)
 				;
 		b[i] = (unsigned char)(v >> (8 * (i % 8)));
 	}
-	to_hex(out, b, n);
+	ot_hex(out, b, n);
 }
 
 static int
