@@ -146,7 +146,7 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 {
 	char err[1024];
 	long n;
-	int attempt = 0, listening = 0, reconciled = 0;
+	int attempt = 0, listening = 0, reconciled = 0, more = 1;
 
 	while (!ot_stop) {
 		if (!listening && !once && !ot_pg_ensure(db, NULL, 0))
@@ -155,7 +155,10 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 		n = reconciled ? 0 : ot_outbox_reconcile(db, out, batch > 1000 ? batch : 1000, err, sizeof err);
 		if (n >= 0) {
 			reconciled = 1;
-			n = ot_outbox_relay(db, out, batch, err, sizeof err);
+			/* The NOTIFYs queued so far are for rows this poll sees: one poll for them all. */
+			if (listening && ot_outbox_wait(db, 0) < 0)
+				listening = 0;
+			n = ot_outbox_relay(db, out, batch, &more, err, sizeof err);
 		}
 		if (n < 0) {
 			if (n != OT_ESERVICE || ++attempt >= max) {
@@ -171,10 +174,12 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 		}
 		attempt = 0;
 		*total += n;
-		if (n > 0) {
+		if (n > 0)
 			OT_DEBUG(NULL, "relayed %ld events", n);
+		/* Rows left (a full batch, an order's next row): at once. The table seen empty: no
+		 * poll that would find nothing, only a NOTIFY (or the timeout) brings the next. */
+		if (n > 0 && more)
 			continue;
-		}
 		if (once)
 			break;
 		/* Idle: wait for a NOTIFY, or poll once a second in case one was missed. */

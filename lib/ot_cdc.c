@@ -411,7 +411,7 @@ ot_cdc_run(const char *conninfo, const char *dbname, const char *slot, struct ot
 	}
 	/* Rows from before the slot existed are not in the stream from the slot's position, and
 	 * rows the slot will replay are skipped once swept: sweep them first (at least once). */
-	while ((n = (int)ot_outbox_relay(c.db, out, 500, errstr, errsz)) > 0)
+	while ((n = (int)ot_outbox_relay(c.db, out, 500, NULL, errstr, errsz)) > 0)
 		c.total += n;
 	if (n < 0) {
 		rc = n;

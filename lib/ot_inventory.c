@@ -10,6 +10,7 @@
 #include "ot_order.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
+#include "ot_run.h"
 #include "ot_trace.h"
 
 int
@@ -156,20 +157,27 @@ release(PGconn *db, const char *order_id, const char *reason, long long version,
 	return rc;
 }
 
+/* Whether ORDER_STATUS_UPDATED ev moves the order to CONFIRMED. */
+static int
+confirms(const struct ot_event *ev)
+{
+	json_t *st = json_object_get(ev->data, "status");
+
+	return json_is_string(st) && !strcmp(json_string_value(st), "CONFIRMED");
+}
+
 /* The order's decision, for what this event asks of the inventory. */
 static int
 decide(PGconn *db, const struct ot_event *ev, const char *items, char *errstr, size_t errsz)
 {
 	const char *p[1] = {ev->order_id};
-	json_t *st;
 
 	if (!strcmp(ev->type, "ORDER_CREATED"))
 		return reserve(db, ev, items, errstr, errsz);
 	if (!strcmp(ev->type, "ORDER_CANCELLED"))
 		return release(db, ev->order_id, "cancelled", ev->version, ev->traceparent, errstr, errsz);
 	/* ORDER_STATUS_UPDATED to CONFIRMED: the reservation is no longer at risk of expiring. */
-	st = json_object_get(ev->data, "status");
-	if (json_is_string(st) && !strcmp(json_string_value(st), "CONFIRMED"))
+	if (confirms(ev))
 		return ot_pg_exec(db, "UPDATE reservations SET confirmed = true WHERE order_id = $1",
 		                  1, p, errstr, errsz);
 	return OT_SKIP;
@@ -238,10 +246,18 @@ ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer,
 	int rc;
 
 	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_CANCELLED") &&
-	    strcmp(ev->type, "ORDER_STATUS_UPDATED"))
+	    strcmp(ev->type, "ORDER_STATUS_UPDATED")) {
+		ot_run_skipped_as("ignored");
 		return OT_SKIP;
+	}
 	if (!ot_uuid_valid(ev->order_id))
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
+	/* A status the inventory does not act on commits nothing, not even processed_events:
+	 * redelivered, it is skipped again just the same. */
+	if (!strcmp(ev->type, "ORDER_STATUS_UPDATED") && !confirms(ev)) {
+		ot_run_skipped_as("ignored");
+		return OT_SKIP;
+	}
 	if (!strcmp(ev->type, "ORDER_CREATED") && !(items = items_of(ev, errstr, errsz)))
 		return OT_EINPUT;
 	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))

@@ -16,7 +16,9 @@ int ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz);
  *   INVENTORY_RESERVATION_FAILED (with the short SKUs) to the outbox;
  * ORDER_CANCELLED — releases the order's reservation and adds INVENTORY_RELEASED;
  * ORDER_STATUS_UPDATED to CONFIRMED — marks the reservation confirmed, so it never expires.
- * Other types are skipped. Returns OT_OK, OT_SKIP, OT_EINPUT, OT_ESERVICE. */
+ * Other types, and ORDER_STATUS_UPDATED to any other status, are skipped without a
+ * transaction: nothing is committed for them, not even processed_events.
+ * Returns OT_OK, OT_SKIP, OT_EINPUT, OT_ESERVICE. */
 int ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer,
                         char *errstr, size_t errsz);
 

@@ -81,7 +81,7 @@ ot_outbox_count_published(const char *db, const char *topic, double created_s)
 }
 
 long
-ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz)
+ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, int *more, char *errstr, size_t errsz)
 {
 	char lim[16], *ids = NULL, tp[OT_TRACEPARENT_LEN];
 	const char *p[1];
@@ -91,6 +91,8 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 	long n = 0;
 	int i, rc, nspans = 0;
 
+	if (more)
+		*more = 1; /* unless this batch shows otherwise */
 	snprintf(lim, sizeof lim, "%d", batch > 0 ? batch : 500);
 	p[0] = lim;
 	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
@@ -136,6 +138,8 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 	}
 	n = PQntuples(res);
 	if (n == 0) {
+		if (more)
+			*more = 0;
 		rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
 		goto out;
 	}
@@ -146,6 +150,15 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t 
 	p[0] = ids;
 	if ((rc = ot_pg_exec(db, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, p, errstr, errsz)))
 		goto out;
+	if (more) {
+		/* Anything left: the rest of a full batch, an order's next row, rows another relay
+		 * holds. Rows committed after this statement announce themselves with a NOTIFY. */
+		PGresult *left = ot_pg_query(db, "SELECT 1 FROM outbox LIMIT 1", 0, NULL, &rc, errstr, errsz);
+		if (!left)
+			goto out;
+		*more = PQntuples(left) > 0;
+		PQclear(left);
+	}
 	if (!(rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
 		for (i = 0; i < n; i++)
 			ot_outbox_count_published(relay_db, PQgetvalue(res, i, 1), strtod(PQgetvalue(res, i, 7), NULL));

@@ -18,8 +18,10 @@ int ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char
 /* Relays up to batch rows, oldest first and at most one per order, to out, waits for every
  * acknowledgement, and only then deletes them; rows another relay holds are skipped (SKIP
  * LOCKED), so relays can run side by side and each order's events still leave in order.
+ * more, if not NULL, is set to 0 when the table was seen empty once this batch's rows were
+ * gone (so only a NOTIFY brings new work), else to 1 (poll again at once).
  * Returns the number relayed, or an ot_rc. */
-long ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, char *errstr, size_t errsz);
+long ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, int *more, char *errstr, size_t errsz);
 
 /* At start, before the first relay: a relay that died after Kafka acknowledged a batch but
  * before its DELETE committed left rows that are already published. Reads back the last
@@ -49,7 +51,9 @@ struct ot_outbox_watch *ot_outbox_watch_start(const char *conninfo, const char *
 /* Stops the thread and frees. Accepts NULL. */
 void ot_outbox_watch_stop(struct ot_outbox_watch *w);
 
-/* LISTEN for new rows, and wait up to timeout_ms for a notification. */
+/* LISTEN for new rows, and wait up to timeout_ms for a notification; every notification
+ * already queued is consumed at once (they coalesce into one wake-up). Returns 1 if any came,
+ * 0 if none, -1 if the connection is lost. timeout_ms 0 only drains the queue. */
 int ot_outbox_listen(PGconn *db, char *errstr, size_t errsz);
 int ot_outbox_wait(PGconn *db, int timeout_ms);
 

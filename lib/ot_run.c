@@ -64,7 +64,7 @@ register_metrics(void)
 	if (m_records)
 		return;
 	m_records = ot_metric_new(OT_COUNTER, "ot_records_total", "Input records by outcome: applied, duplicate, "
-	                          "stale, late, dead_lettered, bad; retried counts extra attempts.",
+	                          "stale, late, ignored, dead_lettered, bad; retried counts extra attempts.",
 	                          "tool,topic,result", NULL, 0);
 	m_handling = ot_metric_new(OT_HISTOGRAM, "ot_record_handling_seconds",
 	                           "Time to handle one record, retries included.", "tool,topic", NULL, 0);

@@ -24,7 +24,7 @@ struct ot_run_stats {
  * nothing on that partition is skipped. Returns OT_OK, OT_EINPUT if any stdin record was bad,
  * or the error that stopped it. The stats, if given, are filled.
  * Counts each record in ot_records_total{tool,topic,result} (result applied, duplicate, stale,
- * late, dead_lettered or bad; each extra attempt as retried), its handling time in
+ * late, ignored, dead_lettered or bad; each extra attempt as retried), its handling time in
  * ot_record_handling_seconds{tool,topic}, and from Kafka the age of the last record handled
  * per topic in ot_kafka_last_record_age_seconds{tool,topic}. */
 int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
@@ -38,7 +38,8 @@ void ot_run_set_idle(void (*fn)(void *arg), void *arg);
  * events it emits belong to it. */
 void ot_run_span(struct ot_span *s, const struct ot_msg *m, const struct ot_event *ev);
 /* Names why the handler running now skipped its record (returned OT_SKIP), for
- * ot_records_total{result}: "duplicate" (the default), "stale" or "late". The string must be
+ * ot_records_total{result}: "duplicate" (the default), "stale", "late" or "ignored" (a type
+ * or status the consumer does not act on). The string must be
  * a literal. Only meaningful inside a handler that ot_run calls. */
 void ot_run_skipped_as(const char *result);
 

@@ -61,6 +61,24 @@ $ev"
 	[ "$(sql_inventory "SELECT count(*) FROM outbox WHERE key = '$id'")" = 1 ]
 }
 
+@test "ot-reserve: an event it does not act on commits nothing, not even processed_events; CONFIRMED does commit" {
+	stock "$A" 5
+	id=$(uuid)
+	e1=$(uuid)
+	e2=$(uuid)
+	e3=$(uuid)
+	e4=$(uuid)
+	run --separate-stderr ot-reserve <<<"$(created "$id" "[{\"sku\":\"$A\",\"qty\":2}]" "$e1")
+$(event ORDER_STATUS_UPDATED "$id" '{"status":"CONFIRMED"}' "$e2")
+$(event ORDER_STATUS_UPDATED "$id" '{"status":"PREPARING"}' "$e3")
+$(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}' "$e4")"
+	assert_success
+	echo "$stderr" | grep -q '4 records: 2 handled, 2 skipped, 0 bad'
+	[ "$(sql_inventory "SELECT count(*) FROM processed_events WHERE event_id IN ('$e1', '$e2')")" = 2 ]
+	[ "$(sql_inventory "SELECT count(*) FROM processed_events WHERE event_id IN ('$e3', '$e4')")" = 0 ]
+	[ "$(sql_inventory "SELECT bool_and(confirmed) FROM reservations WHERE order_id = '$id'")" = t ]
+}
+
 @test "ot-reserve: a bad stock line exits 65 and loads the good ones" {
 	run --separate-stderr ot-reserve stock <<<"{\"sku\":\"$A\",\"qty\":4}
 {\"sku\":\"$B\",\"qty\":-1}"
@@ -133,6 +151,7 @@ $ev"
 	id=$(uuid)
 	{
 		created "$id" "[{\"sku\":\"$A\",\"qty\":2}]"
+		event ORDER_STATUS_UPDATED "$id" '{"status":"PREPARING"}'
 		event ORDER_CANCELLED "$id" '{"reason":"changed my mind"}'
 		echo 'not json'
 	} | ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
@@ -145,6 +164,7 @@ $ev"
 	t="tool=\"ot-reserve\",topic=\"$topic\""
 	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 2
 	wait_metric "$port" "ot_records_total{$t,result=\"dead_lettered\"}" 1
+	[ "$(metric_of "$port" "ot_records_total{$t,result=\"ignored\"}")" = 1 ]
 	[ "$(metric_of "$port" 'ot_saga_compensations_total{kind="released"}')" = 1 ]
 	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "5|0" ]
 	for i in $(seq 1 50); do
