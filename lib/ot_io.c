@@ -368,6 +368,11 @@ open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg,
 	rd_kafka_conf_set(conf, "heartbeat.interval.ms", "2000", e, sizeof e);
 	/* Topics created after we start are picked up within seconds, not minutes. */
 	rd_kafka_conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", e, sizeof e);
+	/* Memory stays flat whatever the backlog: librdkafka prefetches up to 64 MB into its queue
+	 * and fetches 50 MB at a time by default; records are handled one by one, so 2 MB queued and
+	 * 1 MB per fetch keep a consumer busy (-X raises either). */
+	rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "2048", e, sizeof e);
+	rd_kafka_conf_set(conf, "fetch.max.bytes", "1048576", e, sizeof e);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance);
 	/* Lag for /metrics every 5 s (-X statistics.interval.ms changes it; 0 turns it off). */
 	rd_kafka_conf_set(conf, "statistics.interval.ms", "5000", e, sizeof e);
