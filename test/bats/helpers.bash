@@ -44,6 +44,14 @@ wait_ready() {
 	curl -s "http://127.0.0.1:$1/readyz" >&2
 	return 1
 }
+# A consumer on PORT is up and has joined its group: /healthz, then /readyz answers exactly
+# {"status":"ready"} with 200: assert_serving PORT
+assert_serving() {
+	wait_health "$1"
+	wait_ready "$1"
+	run curl -s -w '%{http_code}' "http://127.0.0.1:$1/readyz"
+	assert_output "$(printf '{"status":"ready"}\n200')"
+}
 # One sample's value from /metrics: metric_of PORT 'name{labels}'
 metric_of() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 # Waits until a sample has the value: wait_metric PORT 'name{labels}' VALUE [SECONDS]

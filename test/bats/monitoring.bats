@@ -12,7 +12,6 @@ setup() {
 	SKU="M-$RUNID"
 	stock "$SKU" 100
 	SLOT="ot_relay_mon_${RUNID//[^a-z0-9]/_}"
-	PORTS=()
 }
 
 teardown() {
@@ -24,19 +23,6 @@ teardown() {
 		echo "--- $(basename "$f")"
 		tail -n 5 "$f"
 	done >&2
-}
-
-# A free TCP port in 24000-32000, not one this test took already.
-free_port() {
-	local p
-	while :; do
-		p=$((24000 + RANDOM % 8000))
-		[[ " ${PORTS[*]} " == *" $p "* ]] && continue
-		! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || continue # someone listens
-		PORTS+=("$p")
-		echo "$p"
-		return
-	done
 }
 
 # Waits until http://127.0.0.1:PORT/PATH answers: wait_http PORT PATH NAME [SECONDS]

@@ -265,10 +265,7 @@ setup() {
 	rcli DEL "order:$ID" >/dev/null
 	start_bg "$BATS_TEST_TMPDIR/sync.log" ot-cache sync -i "kafka:$topic" -G "s-$RUNID" --http-addr "127.0.0.1:$port" \
 		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
-	wait_health "$port"
-	wait_ready "$port"
-	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
-	assert_output "$(printf '{"status":"ready"}\n200')"
+	assert_serving "$port"
 	t="tool=\"ot-cache\",topic=\"$topic\""
 	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 1
 	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]

@@ -271,10 +271,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	printf '%s\n%s\n' "$ev" "$ev" | ot-relay -i - -O "kafka:$topic" 2>/dev/null
 	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i "kafka:$topic" -G "g-$RUNID" --http-addr "127.0.0.1:$port" \
 		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
-	wait_health "$port"
-	wait_ready "$port"
-	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
-	assert_output "$(printf '{"status":"ready"}\n200')"
+	assert_serving "$port"
 	t="tool=\"ot-consume\",topic=\"$topic\""
 	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 1
 	wait_metric "$port" "ot_records_total{$t,result=\"duplicate\"}" 1

@@ -157,10 +157,7 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}' "$e4")"
 	} | ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
 	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i "kafka:$topic" -G "r-$RUNID" --http-addr "127.0.0.1:$port" \
 		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
-	wait_health "$port"
-	wait_ready "$port"
-	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
-	assert_output "$(printf '{"status":"ready"}\n200')"
+	assert_serving "$port"
 	t="tool=\"ot-reserve\",topic=\"$topic\""
 	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 2
 	wait_metric "$port" "ot_records_total{$t,result=\"dead_lettered\"}" 1

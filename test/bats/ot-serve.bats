@@ -5,11 +5,7 @@ bats_require_minimum_version 1.5.0
 setup() {
 	load helpers
 	common_setup
-	# a port nothing listens on (another stack's service may hold a random one)
-	while :; do
-		PORT=$((24000 + RANDOM % 8000)) # below the ephemeral range, clear of the stacks
-		(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break
-	done
+	PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
 	KEY="key-$RUNID"
 }

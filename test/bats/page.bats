@@ -16,7 +16,7 @@ setup_file() {
 setup() {
 	load helpers
 	common_setup
-	PORT=$((24000 + RANDOM % 8000)) # below the ephemeral range, clear of the stacks
+	PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
 	SHOTS="$ROOT/.run/artifacts"
 	mkdir -p "$SHOTS"

@@ -3,16 +3,8 @@
 # log lines that carry it, and spans exported to a real Zipkin server started here.
 bats_require_minimum_version 1.5.0
 
-free_port() { # a port nothing listens on, below the ephemeral range and clear of the stacks
-	local p
-	while :; do
-		p=$((24000 + RANDOM % 8000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || break
-	done
-	echo "$p"
-}
-
 setup_file() {
+	load helpers
 	ZIPKIN_DIR="$BATS_FILE_TMPDIR/zipkin"
 	ZIPKIN_PORT=$(free_port)
 	export ZIPKIN_DIR ZIPKIN_PORT ZIPKIN="http://127.0.0.1:$ZIPKIN_PORT"
