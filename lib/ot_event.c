@@ -294,10 +294,16 @@ ot_event_dump(const struct ot_event *ev)
 }
 
 long long
-ot_now_ms(void)
+ot_now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+long long
+ot_now_ms(void)
+{
+	return ot_now_us() / 1000;
 }

@@ -55,6 +55,8 @@ int ot_id_canon(char *id);
 void ot_now_rfc3339(char out[OT_TS_LEN]);
 /* Milliseconds on the monotonic clock: for intervals and deadlines, never for timestamps. */
 long long ot_now_ms(void);
+/* The same clock in microseconds. */
+long long ot_now_us(void);
 int ot_rfc3339_valid(const char *s);
 void ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent_or_null);
 int ot_traceparent_valid(const char *s);

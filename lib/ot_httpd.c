@@ -55,15 +55,6 @@ struct tcp {
 static const double http_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 static struct ot_metric *m_requests, *m_duration, *m_slow;
 
-static long long
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
 enum MHD_Result
 ot_httpd_reply(struct ot_httpd_req *rq, unsigned status, const char *type, const char *body, size_t len,
                enum MHD_ResponseMemoryMode mode, const char *const *headers)
@@ -300,7 +291,7 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		rq->ext = s->o.req_size ? rq + 1 : NULL;
 		rq->con = con;
 		atomic_fetch_add(&s->inflight, 1);
-		rq->t0 = now_us();
+		rq->t0 = ot_now_us();
 		rq->route = "other";
 		snprintf(rq->method, sizeof rq->method, "%s", method);
 		snprintf(rq->path, sizeof rq->path, "%s", url);
@@ -354,13 +345,13 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	if (rq->status != 101)
 		head_done(s, con, 1);
 	atomic_fetch_sub(&s->inflight, 1);
-	secs = (double)(now_us() - rq->t0) / 1e6;
+	secs = (double)(ot_now_us() - rq->t0) / 1e6;
 	snprintf(code, sizeof code, "%u", rq->status);
 	ot_metric_add(m_requests, 1, rq->route, code);
 	ot_metric_observe(m_duration, secs, rq->route);
 	if (rq->span)
 		ot_span_enter(rq->span); /* the line below carries its ids; done ends it */
-	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (now_us() - rq->t0) / 1000,
+	OT_DEBUG(rq->order_id, "%s %s %u %lld ms%s", rq->method, rq->path, rq->status, (ot_now_us() - rq->t0) / 1000,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
 	if (s->o.done)
 		s->o.done(s->o.app, rq);

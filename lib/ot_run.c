@@ -94,15 +94,6 @@ note_last(const char *tool, const struct ot_msg *m)
 	pthread_mutex_unlock(&last_mu);
 }
 
-static double
-seconds_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 /* What to do with a record the handler gave up on. Returns 0 when it was dealt with. */
 static int
 poison(struct ot_in *in, const struct ot_msg *m, const char *err, int attempts, struct ot_run_stats *st)
@@ -165,7 +156,7 @@ ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 {
 	struct ot_run_stats st = {0, 0, 0, 0, 0, 0};
 	struct ot_msg m;
-	struct timespec t0;
+	long long t0;
 	const char *tool = ot_in_tool(in);
 	char err[1024];
 	int r, rc = OT_OK, attempt, max = ot_in_attempts(in);
@@ -187,7 +178,7 @@ ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 			break;
 		}
 		st.records++;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+		t0 = ot_now_us();
 		for (attempt = 1;; attempt++) {
 			err[0] = '\0';
 			skip_as = "duplicate";
@@ -199,7 +190,7 @@ ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 			OT_WARN(NULL, "%s: attempt %d of %d failed, retrying: %s", m.where, attempt, max, err);
 			ot_backoff(attempt - 1);
 		}
-		ot_metric_observe(m_handling, seconds_since(&t0), tool, m.topic);
+		ot_metric_observe(m_handling, (double)(ot_now_us() - t0) / 1e6, tool, m.topic);
 		note_last(tool, &m);
 		if (r == OT_OK) {
 			st.ok++;
