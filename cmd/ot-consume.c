@@ -72,6 +72,35 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	return rc;
 }
 
+/* The records waiting, in one transaction: the events that parse go to ot_order_apply_batch;
+ * the rest are left to handle(), which reports them. */
+static int
+handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	struct consume *c = arg;
+	struct ot_event *evs;
+	size_t i;
+	int rc;
+
+	if (!(evs = calloc(n, sizeof *evs)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	for (i = 0; i < n; i++)
+		res[i].rc = ot_event_parse(&evs[i], ms[i].value, ms[i].len, NULL, 0) ? OT_EINPUT : OT_OK;
+	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
+		rc = ot_order_apply_batch(c->db, ot_redis_live(&c->redis, c->redis_url), ms, evs, n, c->consumer,
+		                          res, errstr, errsz);
+	for (i = 0; i < n; i++) {
+		if (res[i].rc == OT_SKIP && res[i].err[0]) {
+			char tmp[sizeof res[i].err];
+			snprintf(tmp, sizeof tmp, "order %s: %s", evs[i].order_id, res[i].err);
+			memcpy(res[i].err, tmp, sizeof tmp);
+		}
+		ot_event_clear(&evs[i]);
+	}
+	free(evs);
+	return rc;
+}
+
 /* While idle: statuses committed while Redis did not answer go to the cache once it does. */
 static void
 repair(void *arg)
@@ -142,6 +171,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	ot_run_set_idle(repair, &cs);
+	ot_run_set_batch(handle_batch);
 	rc = ot_run(in, handle, &cs, &st);
 	OT_INFO(NULL, "%ld records: %ld applied, %ld skipped, %ld refused, %ld dead-lettered, %ld retries; "
 	        "%ld of the skipped late (the order was cancelled meanwhile)",

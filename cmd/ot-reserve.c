@@ -84,6 +84,27 @@ handle_event(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	return rc;
 }
 
+/* The records waiting, in one transaction; those that do not parse are left to handle_event. */
+static int
+handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	struct reserve *r = arg;
+	struct ot_event *evs;
+	size_t i;
+	int rc;
+
+	if (!(evs = calloc(n, sizeof *evs)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	for (i = 0; i < n; i++)
+		res[i].rc = ot_event_parse(&evs[i], ms[i].value, ms[i].len, NULL, 0) ? OT_EINPUT : OT_OK;
+	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
+		rc = ot_inventory_handle_batch(r->db, ms, evs, n, r->consumer, res, errstr, errsz);
+	for (i = 0; i < n; i++)
+		ot_event_clear(&evs[i]);
+	free(evs);
+	return rc;
+}
+
 static int
 handle_stock(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 {
@@ -183,6 +204,7 @@ main(int argc, char **argv)
 		rc = ot_run(in, handle_stock, &rs, &st);
 		OT_INFO(NULL, "%ld stock lines: %ld loaded, %ld bad", st.records, st.ok, st.bad);
 	} else {
+		ot_run_set_batch(handle_batch);
 		rc = ot_run(in, handle_event, &rs, &st);
 		OT_INFO(NULL, "%ld records: %ld handled, %ld skipped, %ld bad, %ld dead-lettered, %ld retries",
 		        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);

@@ -28,7 +28,9 @@ const char ot_config_usage[] =
 	"                          unix:///path (OT_REDIS_URL)\n"
 	"      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
 	"      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
-	"      --attempts N        tries of one record before giving up on it (OT_RETRY_ATTEMPTS, 8)\n";
+	"      --attempts N        tries of one record before giving up on it (OT_RETRY_ATTEMPTS, 8)\n"
+	"      --batch N           records applied in one transaction at most, by the consumers\n"
+	"                          (OT_BATCH, 256; 1 = a transaction each)\n";
 
 /* Plain decimal digits, at least one, no sign, space or overflow. */
 static int
@@ -86,6 +88,21 @@ ot_config_init(struct ot_config *c, const char *tool)
 	c->tool = tool;
 }
 
+/* A whole decimal number within [lo, hi] into *out. Returns 0, or -1 leaving *out alone. */
+static int
+int_in(const char *s, int lo, int hi, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
 int
 ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_t errsz)
 {
@@ -122,10 +139,12 @@ ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_
 	case OT_OPT_LOG_LEVEL: set(&c->log_level, arg); return 1;
 	case OT_OPT_HTTP_ADDR: set(&c->http_addr, arg); return 1;
 	case OT_OPT_ATTEMPTS:
-		errno = 0;
-		c->attempts = (int)strtol(arg, &end, 10);
-		if (errno || *end || end == arg || c->attempts < 1 || c->attempts > 1000)
+		if (int_in(arg, 1, 1000, &c->attempts))
 			return ot_err(-1, errstr, errsz, "--attempts %s: expected 1 to 1000", arg);
+		return 1;
+	case OT_OPT_BATCH:
+		if (int_in(arg, 1, OT_BATCH_MAX, &c->batch))
+			return ot_err(-1, errstr, errsz, "--batch %s: expected 1 to %d", arg, OT_BATCH_MAX);
 		return 1;
 	default: return 0;
 	}
@@ -225,9 +244,17 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 		              "an offset, -<count> or s@<ms>", c->offset);
 	if (!c->attempts) {
 		const char *v = getenv("OT_RETRY_ATTEMPTS");
-		c->attempts = v && *v ? atoi(v) : 8;
-		if (c->attempts < 1 || c->attempts > 1000)
+		if (!v || !*v)
+			c->attempts = 8;
+		else if (int_in(v, 1, 1000, &c->attempts))
 			return ot_err(-1, errstr, errsz, "OT_RETRY_ATTEMPTS=%s: expected 1 to 1000", v);
+	}
+	if (!c->batch) {
+		const char *v = getenv("OT_BATCH");
+		if (!v || !*v)
+			c->batch = OT_BATCH_DEFAULT;
+		else if (int_in(v, 1, OT_BATCH_MAX, &c->batch))
+			return ot_err(-1, errstr, errsz, "OT_BATCH=%s: expected 1 to %d", v, OT_BATCH_MAX);
 	}
 	/* A Redis URL that cannot work is a configuration error at start, not a retry loop later. */
 	if (ot_redis_parse_url(c->redis_url, &ru, errstr, errsz))

@@ -7,6 +7,8 @@
 #include <stdio.h>
 
 #define OT_MAX_KAFKA_PROPS 64
+#define OT_BATCH_DEFAULT 256 /* records in one consumer transaction at most */
+#define OT_BATCH_MAX 4096
 
 struct ot_config {
 	const char *tool;
@@ -17,6 +19,7 @@ struct ot_config {
 	int exit_at_end;      /* -e */
 	long count;           /* -c: stop after N records, 0 = no limit */
 	int attempts;         /* --attempts: tries of one record before it is given up on */
+	int batch;            /* --batch: records applied in one transaction at most (1: one each) */
 	char *kafka_config;   /* -F: a file of librdkafka properties (OT_KAFKA_CONFIG) */
 	/* librdkafka properties, "prop=val": the -F file's first, then -X, so -X wins. */
 	char *props[OT_MAX_KAFKA_PROPS];
@@ -48,7 +51,7 @@ int ot_offset_parse(const char *s, struct ot_offset *o);
 #define OT_CONFIG_SHORTOPTS "b:G:o:ec:X:F:"
 enum {
 	OT_OPT_ORDERS_DB = 1000, OT_OPT_INVENTORY_DB, OT_OPT_REDIS, OT_OPT_LOG_LEVEL,
-	OT_OPT_HTTP_ADDR, OT_OPT_ATTEMPTS, OT_OPT_TOOL_BASE = 1100
+	OT_OPT_HTTP_ADDR, OT_OPT_ATTEMPTS, OT_OPT_BATCH, OT_OPT_TOOL_BASE = 1100
 };
 #define OT_CONFIG_LONGOPTS \
 	{"brokers", required_argument, NULL, 'b'}, \
@@ -62,7 +65,8 @@ enum {
 	{"redis", required_argument, NULL, OT_OPT_REDIS}, \
 	{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL}, \
 	{"http-addr", required_argument, NULL, OT_OPT_HTTP_ADDR}, \
-	{"attempts", required_argument, NULL, OT_OPT_ATTEMPTS}
+	{"attempts", required_argument, NULL, OT_OPT_ATTEMPTS}, \
+	{"batch", required_argument, NULL, OT_OPT_BATCH}
 
 /* The lines of usage text for the options above. */
 extern const char ot_config_usage[];

@@ -237,49 +237,148 @@ ot_inventory_expire(PGconn *db, long older_than_s, char *errstr, size_t errsz)
 	return rc < 0 ? rc : n;
 }
 
-int
-ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer, char *errstr, size_t errsz)
+/* What ev asks of the inventory before any transaction: OT_OK to act on it (*items, for
+ * ORDER_CREATED, the lines as JSON; caller frees), OT_SKIP with *as for what commits nothing,
+ * OT_EINPUT for a malformed one. */
+static int
+screen(const struct ot_event *ev, char **items, const char **as, char *errstr, size_t errsz)
+{
+	*items = NULL;
+	*as = "ignored";
+	/* A status the inventory does not act on commits nothing, not even processed_events:
+	 * redelivered, it is skipped again just the same. */
+	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_CANCELLED") &&
+	    (strcmp(ev->type, "ORDER_STATUS_UPDATED") || !confirms(ev)))
+		return OT_SKIP;
+	if (!ot_uuid_valid(ev->order_id))
+		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
+	if (!strcmp(ev->type, "ORDER_CREATED") && !(*items = items_of(ev, errstr, errsz)))
+		return OT_EINPUT;
+	*as = "duplicate";
+	return OT_OK;
+}
+
+/* Inside the open transaction: ev recorded as processed, then decided. OT_SKIP for a duplicate. */
+static int
+handle_tx(PGconn *db, const struct ot_event *ev, const char *items, const char *consumer, char *errstr,
+          size_t errsz)
 {
 	const char *p[2] = {consumer, ev->id};
 	PGresult *res;
-	char *items = NULL;
 	int rc;
 
-	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_CANCELLED") &&
-	    strcmp(ev->type, "ORDER_STATUS_UPDATED")) {
-		ot_run_skipped_as("ignored");
-		return OT_SKIP;
-	}
-	if (!ot_uuid_valid(ev->order_id))
-		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
-	/* A status the inventory does not act on commits nothing, not even processed_events:
-	 * redelivered, it is skipped again just the same. */
-	if (!strcmp(ev->type, "ORDER_STATUS_UPDATED") && !confirms(ev)) {
-		ot_run_skipped_as("ignored");
-		return OT_SKIP;
-	}
-	if (!strcmp(ev->type, "ORDER_CREATED") && !(items = items_of(ev, errstr, errsz)))
-		return OT_EINPUT;
-	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
-		goto out;
 	res = ot_pg_query(db, "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
 	                  "ON CONFLICT DO NOTHING", 2, p, &rc, errstr, errsz);
 	if (!res)
-		goto out;
-	if (atoi(PQcmdTuples(res)) == 0) {
-		PQclear(res);
-		rc = OT_SKIP;
-		goto out;
-	}
+		return rc;
+	rc = atoi(PQcmdTuples(res)) == 0 ? OT_SKIP : OT_OK;
 	PQclear(res);
-	rc = decide(db, ev, items, errstr, errsz);
+	return rc ? rc : decide(db, ev, items, errstr, errsz);
+}
+
+int
+ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer, char *errstr, size_t errsz)
+{
+	const char *as;
+	char *items;
+	int rc;
+
+	if ((rc = screen(ev, &items, &as, errstr, errsz))) {
+		if (rc == OT_SKIP)
+			ot_run_skipped_as(as);
+		return rc;
+	}
+	if (!(rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
+		rc = handle_tx(db, ev, items, consumer, errstr, errsz);
 	if (rc == OT_OK || rc == OT_SKIP) {
 		int c = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
 		if (c)
 			rc = c;
 	}
+	ot_pg_rollback(db);
+	free(items);
+	return rc;
+}
+
+/* Locks, in SKU order, every stock row the batch's reservations and releases will change, so
+ * that two consumers' batches cannot deadlock on them. */
+static int
+lock_batch(PGconn *db, const struct ot_event *evs, char **items, const struct ot_batch_res *res, size_t n,
+           char *errstr, size_t errsz)
+{
+	json_t *skus = json_array(), *orders = json_array(), *it;
+	const char *p[2];
+	char *ps = NULL, *po = NULL;
+	size_t i, j;
+	int rc = OT_OK;
+
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK)
+			continue;
+		if (items[i])
+			json_array_foreach(json_object_get(evs[i].data, "items"), j, it)
+				json_array_append(skus, json_object_get(it, "sku"));
+		else if (!strcmp(evs[i].type, "ORDER_CANCELLED"))
+			json_array_append_new(orders, json_string(evs[i].order_id));
+	}
+	if (json_array_size(skus) || json_array_size(orders)) {
+		if (!(ps = json_dumps(skus, JSON_COMPACT)) || !(po = json_dumps(orders, JSON_COMPACT))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		} else {
+			p[0] = ps;
+			p[1] = po;
+			rc = ot_pg_exec(db, "SELECT sku FROM stock WHERE sku IN (SELECT jsonb_array_elements_text($1::jsonb)) "
+			                "OR sku IN (SELECT sku FROM reservations WHERE order_id IN "
+			                "(SELECT jsonb_array_elements_text($2::jsonb)::uuid)) ORDER BY sku FOR UPDATE",
+			                2, p, errstr, errsz);
+		}
+	}
+	free(ps);
+	free(po);
+	json_decref(skus);
+	json_decref(orders);
+	return rc;
+}
+
+int
+ot_inventory_handle_batch(PGconn *db, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
+                          const char *consumer, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	struct ot_span sp;
+	char **items;
+	size_t i, todo = 0;
+	int rc = OT_OK;
+
+	if (!(items = calloc(n, sizeof *items)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	for (i = 0; i < n; i++)
+		if (res[i].rc == OT_OK && (res[i].rc = screen(&evs[i], &items[i], &res[i].as, NULL, 0)) == OT_OK)
+			todo++;
+	if (!todo)
+		goto out; /* nothing to commit: no transaction */
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)) ||
+	    (rc = lock_batch(db, evs, items, res, n, errstr, errsz)))
+		goto out;
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK)
+			continue;
+		ot_run_span(&sp, &ms[i], &evs[i]);
+		rc = handle_tx(db, &evs[i], items[i], consumer, res[i].err, sizeof res[i].err);
+		if (rc < 0)
+			ot_span_error(&sp, res[i].err);
+		ot_span_end(&sp);
+		if (rc < 0) {
+			snprintf(errstr, errsz, "%s", res[i].err);
+			goto out;
+		}
+		res[i].rc = rc;
+		res[i].err[0] = '\0';
+	}
+	rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
 out:
 	ot_pg_rollback(db);
+	for (i = 0; i < n; i++)
+		free(items[i]);
 	free(items);
 	return rc;
 }

@@ -27,4 +27,15 @@ int ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consu
  * of orders released, or an ot_rc. */
 long ot_inventory_expire(PGconn *db, long older_than_s, char *errstr, size_t errsz);
 
+/* ot_inventory_handle for n events in one transaction: the stock rows they change locked
+ * first in SKU order, then each in turn; no transaction when none needs one. The caller
+ * presets res[i].rc to OT_OK for the events to handle (ms[i], the record of event i, names its
+ * span). Each res[i] gets OT_OK, OT_SKIP (with .as) or OT_EINPUT (malformed: nothing written,
+ * for the per-record path). Returns OT_OK once committed, or the ot_rc that lost the
+ * transaction (nothing committed). */
+struct ot_batch_res;
+struct ot_msg;
+int ot_inventory_handle_batch(PGconn *db, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
+                              const char *consumer, struct ot_batch_res *res, char *errstr, size_t errsz);
+
 #endif

@@ -1,6 +1,7 @@
 /* ot_io: one interface over stdio and Kafka, so each tool runs the same in a pipe or a cluster. */
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@ struct ot_in {
 	/* both */
 	long count, seen;
 	int attempts;
+	int batch;            /* records a consumer may apply in one transaction */
 };
 
 struct ot_out {
@@ -442,6 +444,7 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 	in->count = cfg->count;
 	snprintf(in->tool, sizeof in->tool, "%s", cfg->tool ? cfg->tool : "ordertrack");
 	in->attempts = cfg->attempts > 0 ? cfg->attempts : 8;
+	in->batch = cfg->batch > 0 ? cfg->batch : 1;
 	if (!spec || !strcmp(spec, "-")) {
 		in->fp = stdin;
 		return in;
@@ -495,6 +498,12 @@ ot_in_attempts(const struct ot_in *in)
 }
 
 int
+ot_in_batch(const struct ot_in *in)
+{
+	return in->batch;
+}
+
+int
 ot_in_dead_letter(struct ot_in *in, const struct ot_msg *m, const char *error, int attempts,
                   char *errstr, size_t errsz)
 {
@@ -508,10 +517,10 @@ ot_in_dead_letter(struct ot_in *in, const struct ot_msg *m, const char *error, i
 	size_t ncopies = 0;
 	int rc;
 
-	if (!in->rk || !in->dlq || !in->cur)
+	if (!in->rk || !in->dlq || !m->raw)
 		return ot_err(OT_EINTERNAL, errstr, errsz, "dead letters need a Kafka input");
 	/* The original headers first, so the record can be replayed exactly as it came. */
-	if (!rd_kafka_message_headers(in->cur, &orig))
+	if (!rd_kafka_message_headers(m->raw, &orig))
 		for (i = 0; n < 56 && !rd_kafka_header_get_all(orig, i, &name, &val, &len); i++) {
 			if (!strncmp(name, "ot-dlq-", 7))
 				continue; /* a replayed record dead-lettered again gets fresh ones */
@@ -551,17 +560,18 @@ ot_in_describe(const struct ot_in *in, const struct ot_msg *m)
 	const void *val;
 	size_t i, len;
 
+	(void)in; /* the record carries what is needed */
 	o = json_pack("{s:s, s:i, s:I}", "topic", m->topic, "partition", (int)m->partition,
 	              "offset", (json_int_t)m->offset);
-	if (in->cur) {
+	if (m->raw) {
 		rd_kafka_timestamp_type_t tt;
-		int64_t ts = rd_kafka_message_timestamp(in->cur, &tt);
+		int64_t ts = rd_kafka_message_timestamp(m->raw, &tt);
 		if (ts >= 0)
 			json_object_set_new(o, "timestamp", json_integer(ts));
 	}
 	if (m->key)
 		json_object_set_new(o, "key", json_stringn(m->key, m->key_len));
-	if (in->cur && !rd_kafka_message_headers(in->cur, &hdrs)) {
+	if (m->raw && !rd_kafka_message_headers(m->raw, &hdrs)) {
 		h = json_object();
 		for (i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &len); i++)
 			json_object_set_new(h, name, val ? json_stringn(val, len) : json_null());
@@ -570,6 +580,19 @@ ot_in_describe(const struct ot_in *in, const struct ot_msg *m)
 	v = json_loadb(m->value, m->len, 0, NULL);
 	json_object_set_new(o, "value", v ? v : json_stringn(m->value, m->len));
 	return o;
+}
+
+/* Whether a line (or the end) can be read without waiting: stdio holds buffered bytes, or
+ * the descriptor is readable. For a caller that takes only what is there (ot_run's batches),
+ * so a slow writer upstream never holds back the records already read. */
+static int
+line_ready(struct ot_in *in)
+{
+	struct pollfd pfd = {.fd = fileno(in->fp), .events = POLLIN};
+
+	if (in->fp->_IO_read_ptr < in->fp->_IO_read_end || feof(in->fp))
+		return 1;
+	return poll(&pfd, 1, 0) > 0;
 }
 
 static int
@@ -628,7 +651,10 @@ ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, siz
 	if (in->count && in->seen >= in->count)
 		return -1;
 	if (in->fp) {
-		int r = next_line(in, m, errstr, errsz);
+		int r;
+		if (timeout_ms == 0 && !line_ready(in))
+			return 0;
+		r = next_line(in, m, errstr, errsz);
 		if (r == 1)
 			in->seen++;
 		return r;
@@ -678,8 +704,24 @@ ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, siz
 	snprintf(m->where, sizeof m->where, "%s [%d] at offset %lld", m->topic, (int)m->partition,
 	         (long long)m->offset);
 	m->traceparent = header_traceparent(in, km);
+	m->raw = km;
 	in->seen++;
 	return 1;
+}
+
+void
+ot_in_hold(struct ot_in *in, struct ot_msg *m)
+{
+	if (m->raw && m->raw == in->cur)
+		in->cur = NULL; /* now m's to free */
+}
+
+void
+ot_in_release(struct ot_in *in, struct ot_msg *m)
+{
+	if (m->raw && m->raw != in->cur)
+		rd_kafka_message_destroy(m->raw);
+	m->raw = NULL;
 }
 
 void

@@ -22,6 +22,7 @@ struct ot_msg {
 	int64_t ts_ms;        /* the Kafka record's timestamp, ms since the epoch; -1 or 0 unknown */
 	char where[160];      /* "line 7" or "orders.events [2] at offset 41", for messages */
 	const char *traceparent; /* the record's traceparent header (NUL-terminated), or NULL */
+	void *raw;            /* the Kafka message (its headers, for dead letters); NULL on stdin */
 };
 
 struct ot_in;
@@ -31,9 +32,16 @@ struct ot_in;
  * that cannot be opened). */
 struct ot_in *ot_in_open(const char *spec, const struct ot_config *cfg, int *rc,
                          char *errstr, size_t errsz);
-/* Returns 1 with a record in m, 0 when nothing came within timeout_ms, -1 at the end (EOF,
+/* Returns 1 with a record in m, 0 when nothing came within timeout_ms (with 0, when none can
+ * be read without waiting), -1 at the end (EOF,
  * -e at the end of every partition, -c reached, or ot_stop), -2 on an error (errstr). */
 int ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, size_t errsz);
+/* Keeps m, the record ot_in_next returned last, past the next ot_in_next: its raw message
+ * stays for ot_in_dead_letter and ot_in_describe until ot_in_release (the other pointers do
+ * not; copy them). */
+void ot_in_hold(struct ot_in *in, struct ot_msg *m);
+/* Frees what ot_in_hold kept of m. Accepts a record never held. */
+void ot_in_release(struct ot_in *in, struct ot_msg *m);
 /* Marks m processed: its offset may now be committed. Call only after its effect is durable. */
 void ot_in_done(struct ot_in *in, const struct ot_msg *m);
 int ot_in_is_kafka(const struct ot_in *in);
@@ -44,6 +52,8 @@ const char *ot_in_tool(const struct ot_in *in);
 int ot_in_ping(struct ot_in *in, int timeout_ms, char *errstr, size_t errsz);
 /* How many times a record may be tried before it is given up on (the config's attempts). */
 int ot_in_attempts(const struct ot_in *in);
+/* How many records a consumer may apply in one transaction (the config's batch, 1 at least). */
+int ot_in_batch(const struct ot_in *in);
 /* Sends the Kafka record m to "<topic>.dlq" with its key, value and headers, adding
  * ot-dlq-topic, -partition, -offset, -group, -error, -attempts and -ts, and waits for the
  * acknowledgement. Returns 0 (the caller may then mark m done) or an ot_rc. */

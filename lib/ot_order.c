@@ -506,21 +506,38 @@ announce_cancel(PGconn *db, const struct ot_event *cause, long long version, con
 	return rc;
 }
 
-int
-ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
-               char *errstr, size_t errsz)
+/* What a transition inside a transaction did, for the work after its commit. */
+struct applied {
+	int kind;                 /* APPLIED, REFRESH (the cache may be behind), or NOTHING */
+	int from;
+	double age_s;             /* created_at to now, for the delivery histogram */
+	struct ot_status st;      /* APPLIED: the new status */
+};
+enum { NOTHING, APPLIED, REFRESH };
+
+/* Applies ev inside the open transaction. Returns OT_OK (a->st the new status), OT_SKIP with
+ * *as (duplicate, stale, late or ignored), OT_EINPUT having left nothing in the transaction
+ * (in_batch: its processed_events row is taken back, for the transaction goes on), or an
+ * error after which the transaction is to be rolled back. */
+static int
+apply_tx(PGconn *db, const struct ot_event *ev, const char *consumer, int in_batch, struct applied *a,
+         const char **as, char *errstr, size_t errsz)
 {
 	char lat[32], lon[32], eta[40], reason[256] = "";
 	const char *p[8];
 	struct ot_event out;
-	struct ot_status st;
 	PGresult *res = NULL;
 	json_t *data, *sk;
-	int rc, to = -1, from, refresh = 0;
+	int rc, to = -1, fresh;
 	enum ot_transition tr;
 
-	if ((rc = target_of(ev, &to, errstr, errsz)))
+	a->kind = NOTHING;
+	*as = "duplicate";
+	if ((rc = target_of(ev, &to, errstr, errsz))) {
+		if (rc == OT_SKIP)
+			*as = "ignored";
 		return rc;
+	}
 	if (!ot_uuid_valid(ev->order_id))
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
 	if ((rc = position_of(ev, lat, lon, eta, errstr, errsz)))
@@ -536,54 +553,47 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 		ot_utf8_copy(reason, sizeof reason, !strcmp(ev->type, "INVENTORY_RELEASED") ?
 		             "reservation expired" : json_is_string(sk) ? json_string_value(sk) : "cancelled");
 	}
-	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
-		goto out;
+	/* One round trip: the event recorded as processed (or found to be a duplicate) and the
+	 * order locked with its current status. */
 	p[0] = consumer;
 	p[1] = ev->id;
-	res = ot_pg_query(db, "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
-	                  "ON CONFLICT DO NOTHING", 2, p, &rc, errstr, errsz);
+	p[2] = ev->order_id;
+	res = ot_pg_query(db, "WITH pe AS (INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
+	                  "ON CONFLICT DO NOTHING RETURNING 1) "
+	                  "SELECT (SELECT count(*) FROM pe), (SELECT status FROM orders WHERE id = $3 FOR UPDATE)",
+	                  3, p, &rc, errstr, errsz);
 	if (!res)
-		goto out;
-	if (atoi(PQcmdTuples(res)) == 0) {
-		rc = ot_err(OT_SKIP, errstr, errsz, "event %s was already applied", ev->id);
-		/* Redelivered: the process that applied it may have died between its commit and its
-		 * cache write (its offset was never stored). The cache gets the database's status. */
-		refresh = 1;
-		goto out;
-	}
-	PQclear(res);
-	p[0] = ev->order_id;
-	res = ot_pg_query(db, "SELECT status FROM orders WHERE id = $1 FOR UPDATE", 1, p, &rc, errstr, errsz);
-	if (!res)
-		goto out;
-	if (PQntuples(res) == 0) {
-		rc = ot_err(OT_EINPUT, errstr, errsz, "%s for unknown order %s", ev->type, ev->order_id);
-		goto out;
-	}
-	from = ot_state_parse(PQgetvalue(res, 0, 0));
+		return rc;
+	fresh = atoi(PQgetvalue(res, 0, 0)) > 0;
+	a->from = PQgetisnull(res, 0, 1) ? -1 : ot_state_parse(PQgetvalue(res, 0, 1));
 	PQclear(res);
 	res = NULL;
-	switch ((tr = ot_state_check(from, to))) {
+	if (!fresh) {
+		/* Redelivered: the process that applied it may have died between its commit and its
+		 * cache write (its offset was never stored). The cache gets the database's status. */
+		a->kind = REFRESH;
+		return ot_err(OT_SKIP, errstr, errsz, "event %s was already applied", ev->id);
+	}
+	if (a->from < 0) {
+		rc = ot_err(OT_EINPUT, errstr, errsz, "%s for unknown order %s", ev->type, ev->order_id);
+		goto refuse;
+	}
+	switch ((tr = ot_state_check(a->from, to))) {
 	case OT_TR_STALE:
 	case OT_TR_LATE:
-		/* Keep the processed_events row: a third copy is then refused at once. */
-		rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
-		if (!rc && tr == OT_TR_LATE) {
-			atomic_fetch_add(&late_count, 1);
-			ot_run_skipped_as("late");
-			rc = ot_err(OT_SKIP, errstr, errsz, "late %s: the order was cancelled meanwhile",
-			            ev->type);
-		} else if (!rc) {
-			ot_run_skipped_as("stale");
-			rc = ot_err(OT_SKIP, errstr, errsz, "stale %s: order is already %s", ot_state_name(to),
-			            ot_state_name(from));
+		/* The processed_events row stays: a third copy is then refused at once. */
+		a->kind = REFRESH; /* as for a duplicate: the cache may be behind */
+		if (tr == OT_TR_LATE) {
+			*as = "late";
+			return ot_err(OT_SKIP, errstr, errsz, "late %s: the order was cancelled meanwhile", ev->type);
 		}
-		refresh = !rc || rc == OT_SKIP; /* as for a duplicate: the cache may be behind */
-		goto out;
+		*as = "stale";
+		return ot_err(OT_SKIP, errstr, errsz, "stale %s: order is already %s", ot_state_name(to),
+		              ot_state_name(a->from));
 	case OT_TR_IMPOSSIBLE:
 		rc = ot_err(OT_EINPUT, errstr, errsz, "impossible transition %s -> %s refused",
-		            ot_state_name(from), ot_state_name(to));
-		goto out;
+		            ot_state_name(a->from), ot_state_name(to));
+		goto refuse;
 	case OT_TR_APPLY:
 		break;
 	}
@@ -592,43 +602,137 @@ ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const cha
 	p[3] = lon[0] ? lon : NULL;
 	p[4] = eta[0] ? eta : NULL;
 	p[5] = reason[0] ? reason : NULL;
-	p[6] = ot_state_name(from);
+	p[6] = ot_state_name(a->from);
+	p[0] = ev->order_id;
 	res = ot_pg_query(db, "UPDATE orders SET status = $2, version = version + 1, "
 	                  "lat = coalesce($3::float8, lat), lon = coalesce($4::float8, lon), "
 	                  "eta = coalesce($5, eta), reason = coalesce($6, reason), updated_at = now() "
 	                  "WHERE id = $1 AND status = $7 RETURNING " STATUS_COLS ", "
 	                  "extract(epoch FROM clock_timestamp() - created_at)", 7, p, &rc, errstr, errsz);
 	if (!res)
-		goto out;
+		return rc;
 	if (PQntuples(res) != 1) {
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "order %s changed underneath: retry", ev->order_id);
-		goto out;
+		PQclear(res);
+		return ot_err(OT_ESERVICE, errstr, errsz, "order %s changed underneath: retry", ev->order_id);
 	}
-	status_from_row(&st, ev->order_id, res, 0);
-	data = ot_status_to_json(&st);
+	status_from_row(&a->st, ev->order_id, res, 0);
+	a->age_s = strtod(PQgetvalue(res, 0, PQnfields(res) - 1), NULL);
+	PQclear(res);
+	data = ot_status_to_json(&a->st);
 	json_object_del(data, "order_id");
 	json_object_del(data, "version");
 	if (reason[0])
 		json_object_set_new(data, "reason", json_string(reason));
-	ot_event_init(&out, "ORDER_STATUS_UPDATED", ev->order_id, st.version, "ot-consume", data,
+	ot_event_init(&out, "ORDER_STATUS_UPDATED", ev->order_id, a->st.version, "ot-consume", data,
 	              ev->traceparent);
 	rc = ot_outbox_add(db, OT_TOPIC_ORDERS, &out, errstr, errsz);
 	ot_event_clear(&out);
 	if (!rc && to == OT_ST_CANCELLED)
-		rc = announce_cancel(db, ev, st.version, reason, errstr, errsz);
-	if (rc || (rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
+		rc = announce_cancel(db, ev, a->st.version, reason, errstr, errsz);
+	if (!rc)
+		a->kind = APPLIED;
+	return rc;
+refuse:
+	/* Refused, so not processed: a later copy is judged again (and dead-lettered again). */
+	if (in_batch) {
+		int r2;
+		p[0] = consumer;
+		p[1] = ev->id;
+		if ((r2 = ot_pg_exec(db, "DELETE FROM processed_events WHERE consumer = $1 AND event_id = $2",
+		                     2, p, NULL, 0)))
+			return r2;
+	}
+	return rc;
+}
+
+/* After the commit: the log line, the counters, the cache. */
+static void
+after_commit(PGconn *db, redisContext *r, const char *consumer, struct applied *a, const char *order_id)
+{
+	struct ot_status st;
+
+	if (a->kind == APPLIED) {
+		OT_INFO(order_id, "%s -> %s (version %lld)", ot_state_name(a->from), a->st.status, a->st.version);
+		count_transition(consumer, a->st.status);
+		if (!strcmp(a->st.status, "DELIVERED"))
+			count_delivery(a->age_s);
+		cache_put(r, &a->st);
+	} else if (a->kind == REFRESH && r && ot_order_load(db, order_id, &st, NULL, 0) == 1) {
+		cache_put(r, &st);
+	}
+}
+
+int
+ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
+               char *errstr, size_t errsz)
+{
+	struct applied a = {0};
+	const char *as;
+	int rc;
+
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
+		return rc;
+	rc = apply_tx(db, ev, consumer, 0, &a, &as, errstr, errsz);
+	if (rc == OT_OK || rc == OT_SKIP) {
+		int c = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
+		if (c) {
+			rc = c;
+			a.kind = NOTHING;
+		}
+	} else {
+		a.kind = NOTHING;
+	}
+	ot_pg_rollback(db);
+	if (rc == OT_SKIP) {
+		ot_run_skipped_as(as);
+		if (!strcmp(as, "late"))
+			atomic_fetch_add(&late_count, 1);
+	}
+	after_commit(db, r, consumer, &a, ev->order_id);
+	return rc;
+}
+
+int
+ot_order_apply_batch(PGconn *db, redisContext *r, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
+                     const char *consumer, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	struct ot_span sp;
+	struct applied *a;
+	size_t i;
+	int rc;
+
+	if (!(a = calloc(n, sizeof *a)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
 		goto out;
-	OT_INFO(ev->order_id, "%s -> %s (version %lld)", ot_state_name(from), st.status, st.version);
-	count_transition(consumer, st.status);
-	if (to == OT_ST_DELIVERED)
-		count_delivery(strtod(PQgetvalue(res, 0, PQnfields(res) - 1), NULL));
-	cache_put(r, &st);
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK)
+			continue; /* refused before: left to the per-record path */
+		ot_run_span(&sp, &ms[i], &evs[i]);
+		res[i].rc = apply_tx(db, &evs[i], consumer, 1, &a[i], &res[i].as, res[i].err, sizeof res[i].err);
+		if (res[i].rc < 0)
+			ot_span_error(&sp, res[i].err);
+		ot_span_end(&sp);
+		if (res[i].rc < 0 && res[i].rc != OT_EINPUT) {
+			/* The transaction is lost; the caller takes each record alone. */
+			rc = res[i].rc;
+			snprintf(errstr, errsz, "%s", res[i].err);
+			goto out;
+		}
+		if (res[i].rc != OT_SKIP)
+			res[i].err[0] = '\0';
+	}
+	if ((rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
+		goto out;
+	for (i = 0; i < n; i++) {
+		if (res[i].rc == OT_SKIP && !strcmp(res[i].as, "late"))
+			atomic_fetch_add(&late_count, 1);
+		after_commit(db, r, consumer, &a[i], evs[i].order_id);
+	}
 out:
 	if (rc)
 		ot_pg_rollback(db);
-	PQclear(res);
-	if (refresh && r && ot_order_load(db, ev->order_id, &st, NULL, 0) == 1)
-		cache_put(r, &st);
+	free(a);
 	return rc;
 }
 

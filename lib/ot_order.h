@@ -39,6 +39,18 @@ int ot_order_fingerprint(const json_t *req, char out[65]);
 int ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
                    char *errstr, size_t errsz);
 
+/* ot_order_apply for n events in one transaction (ms[i], the record event i came in, names
+ * its span): each through the same guarded transition,
+ * one commit, then the cache. The caller presets res[i].rc to OT_OK for the events to apply;
+ * the others are left as they are. Each res[i] gets OT_OK, OT_SKIP (with its reason in .as
+ * and .err), or OT_EINPUT for an event refused without a trace in the transaction (for the
+ * per-record path to dead-letter). Returns OT_OK once committed, or the ot_rc that lost the
+ * transaction (nothing committed). */
+struct ot_batch_res;
+struct ot_msg;
+int ot_order_apply_batch(PGconn *db, redisContext *r, const struct ot_msg *ms, const struct ot_event *evs,
+                         size_t n, const char *consumer, struct ot_batch_res *res, char *errstr, size_t errsz);
+
 /* How many events ot_order_apply skipped as late since the process started: answers and
  * courier updates for an order cancelled meanwhile (an expected race, never dead-lettered). */
 long ot_order_late(void);

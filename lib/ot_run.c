@@ -151,18 +151,179 @@ ot_run_set_idle(void (*fn)(void *arg), void *arg)
 	idle_arg = arg;
 }
 
+/* What one() returns when a stop request interrupted a record: the loop ends, not in error. */
+#define STOPPED 100
+
+/* One record through the handler, with its retries, then counted and marked done, or
+ * dead-lettered. Returns 0 to go on, or the ot_rc that stops the loop (the record not done). */
+static int
+one(struct ot_in *in, ot_handler h, void *arg, const struct ot_msg *m, struct ot_run_stats *st)
+{
+	const char *tool = ot_in_tool(in);
+	long long t0 = ot_now_us();
+	char err[1024];
+	int r, rc, attempt, max = ot_in_attempts(in);
+
+	for (attempt = 1;; attempt++) {
+		err[0] = '\0';
+		skip_as = "duplicate";
+		r = h(arg, m, err, sizeof err);
+		if (r == OT_OK || r == OT_SKIP || r == OT_EINPUT || attempt >= max || ot_stop)
+			break;
+		st->retries++;
+		ot_metric_add(m_records, 1, tool, m->topic, "retried");
+		OT_WARN(NULL, "%s: attempt %d of %d failed, retrying: %s", m->where, attempt, max, err);
+		ot_backoff(attempt - 1);
+	}
+	ot_metric_observe(m_handling, (double)(ot_now_us() - t0) / 1e6, tool, m->topic);
+	note_last(tool, m);
+	if (r == OT_OK) {
+		st->ok++;
+		ot_metric_add(m_records, 1, tool, m->topic, "applied");
+	} else if (r == OT_SKIP) {
+		st->skipped++;
+		ot_metric_add(m_records, 1, tool, m->topic, skip_as);
+		if (err[0])
+			OT_INFO(NULL, "%s: skipped: %s", m->where, err);
+	} else if (r == OT_EINPUT) {
+		if ((rc = poison(in, m, err, attempt, st)))
+			return rc;
+	} else if (ot_stop) {
+		return STOPPED; /* interrupted between attempts: left for the next run */
+	} else if (r == OT_ESERVICE || r == OT_EOUTPUT) {
+		/* Not done: the record is read again after a restart. */
+		OT_ERROR(NULL, "%s: giving up after %d attempts: %s", m->where, attempt, err);
+		return r;
+	} else if ((rc = poison(in, m, err, attempt, st))) {
+		return rc; /* failed every attempt while the services answer: poison */
+	}
+	ot_in_done(in, m);
+	return 0;
+}
+
+static ot_batch_handler batch_fn;
+
+void
+ot_run_set_batch(ot_batch_handler hb)
+{
+	batch_fn = hb;
+}
+
+/* A record kept for a batch: its fields copied out of the input's buffers, which the next
+ * ot_in_next reuses. */
+struct kept {
+	struct ot_msg m;
+	char *buf;
+};
+
+static int
+keep(struct ot_in *in, struct kept *k, struct ot_msg *m)
+{
+	size_t tl = strlen(m->topic) + 1, pl = m->traceparent ? strlen(m->traceparent) + 1 : 0;
+	char *p;
+
+	if (!(p = realloc(k->buf, m->len + 1 + m->key_len + tl + pl)))
+		return -1;
+	k->buf = p;
+	k->m = *m;
+	memcpy(p, m->value, m->len);
+	p[m->len] = '\0';
+	k->m.value = p;
+	p += m->len + 1;
+	if (m->key) {
+		memcpy(p, m->key, m->key_len);
+		k->m.key = p;
+		p += m->key_len;
+	}
+	memcpy(p, m->topic, tl);
+	k->m.topic = p;
+	p += tl;
+	if (pl) {
+		memcpy(p, m->traceparent, pl);
+		k->m.traceparent = p;
+	}
+	ot_in_hold(in, m);
+	return 0;
+}
+
+/* The kept records through the batch handler in one transaction; what it could not take, and
+ * the whole batch when its transaction failed, through the per-record path. Returns 0 or the
+ * ot_rc that stops the loop. */
+static int
+batch(struct ot_in *in, ot_handler h, void *arg, struct kept *k, struct ot_msg *ms,
+      struct ot_batch_res *res, size_t n, struct ot_run_stats *st)
+{
+	const char *tool = ot_in_tool(in);
+	long long t0 = ot_now_us();
+	char err[1024];
+	double each;
+	size_t i;
+	int r, rc;
+
+	for (i = 0; i < n; i++) {
+		ms[i] = k[i].m;
+		res[i].rc = OT_EINTERNAL;
+		res[i].as = "duplicate";
+		res[i].err[0] = '\0';
+	}
+	err[0] = '\0';
+	if ((r = batch_fn(arg, ms, n, res, err, sizeof err)) != OT_OK) {
+		/* Nothing of it was committed: each record alone, with its own retries and dead letter. */
+		OT_DEBUG(NULL, "a batch of %zu records was not applied (%s): one at a time", n, err);
+		for (i = 0; i < n; i++)
+			if ((rc = one(in, h, arg, &ms[i], st)))
+				return rc;
+		return 0;
+	}
+	each = (double)(ot_now_us() - t0) / 1e6 / (double)n;
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK && res[i].rc != OT_SKIP) {
+			/* Refused inside the batch, having written nothing: alone it is retried, or
+			 * dead-lettered with its reason. */
+			if ((rc = one(in, h, arg, &ms[i], st)))
+				return rc;
+			continue;
+		}
+		ot_metric_observe(m_handling, each, tool, ms[i].topic);
+		note_last(tool, &ms[i]);
+		if (res[i].rc == OT_OK) {
+			st->ok++;
+			ot_metric_add(m_records, 1, tool, ms[i].topic, "applied");
+		} else {
+			st->skipped++;
+			ot_metric_add(m_records, 1, tool, ms[i].topic, res[i].as);
+			if (res[i].err[0])
+				OT_INFO(NULL, "%s: skipped: %s", ms[i].where, res[i].err);
+		}
+		ot_in_done(in, &ms[i]);
+	}
+	return 0;
+}
+
+/* How long a batch may take to gather: records already waiting are taken at once, so this
+ * only bounds a stream that trickles in faster than it is applied. */
+#define GATHER_US 20000
+
 int
 ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 {
 	struct ot_run_stats st = {0, 0, 0, 0, 0, 0};
-	struct ot_msg m;
+	struct ot_msg m, *ms = NULL;
+	struct ot_batch_res *res = NULL;
+	struct kept *k = NULL;
+	size_t n, i, max = batch_fn ? (size_t)ot_in_batch(in) : 1;
 	long long t0;
-	const char *tool = ot_in_tool(in);
 	char err[1024];
-	int r, rc = OT_OK, attempt, max = ot_in_attempts(in);
+	int r, rc = OT_OK;
 
 	srand((unsigned)time(NULL) ^ (unsigned)clock());
 	register_metrics();
+	if (max > 1 && (!(k = calloc(max, sizeof *k)) || !(ms = calloc(max, sizeof *ms)) ||
+	                !(res = calloc(max, sizeof *res)))) {
+		OT_ERROR(NULL, "out of memory for a batch of %zu records", max);
+		rc = OT_EINTERNAL;
+		goto out;
+	}
 	while (!ot_stop) {
 		r = ot_in_next(in, &m, 500, err, sizeof err);
 		if (r == 0) {
@@ -178,43 +339,47 @@ ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats)
 			break;
 		}
 		st.records++;
+		if (max <= 1) {
+			if ((rc = one(in, h, arg, &m, &st)))
+				break;
+			continue;
+		}
+		/* What else is waiting joins it, up to the batch size. */
+		n = 0;
 		t0 = ot_now_us();
-		for (attempt = 1;; attempt++) {
-			err[0] = '\0';
-			skip_as = "duplicate";
-			r = h(arg, &m, err, sizeof err);
-			if (r == OT_OK || r == OT_SKIP || r == OT_EINPUT || attempt >= max || ot_stop)
-				break;
-			st.retries++;
-			ot_metric_add(m_records, 1, tool, m.topic, "retried");
-			OT_WARN(NULL, "%s: attempt %d of %d failed, retrying: %s", m.where, attempt, max, err);
-			ot_backoff(attempt - 1);
-		}
-		ot_metric_observe(m_handling, (double)(ot_now_us() - t0) / 1e6, tool, m.topic);
-		note_last(tool, &m);
-		if (r == OT_OK) {
-			st.ok++;
-			ot_metric_add(m_records, 1, tool, m.topic, "applied");
-		} else if (r == OT_SKIP) {
-			st.skipped++;
-			ot_metric_add(m_records, 1, tool, m.topic, skip_as);
-			if (err[0])
-				OT_INFO(NULL, "%s: skipped: %s", m.where, err);
-		} else if (r == OT_EINPUT) {
-			if ((rc = poison(in, &m, err, attempt, &st)))
-				break;
-		} else if (ot_stop) {
-			break; /* interrupted between attempts: left for the next run */
-		} else if (r == OT_ESERVICE || r == OT_EOUTPUT) {
-			/* Not done: the record is read again after a restart. */
-			OT_ERROR(NULL, "%s: giving up after %d attempts: %s", m.where, attempt, err);
-			rc = r;
+		do {
+			if (keep(in, &k[n], &m)) {
+				OT_ERROR(NULL, "%s: out of memory", m.where);
+				rc = OT_EINTERNAL;
+				goto out;
+			}
+			n++;
+		} while (n < max && ot_now_us() - t0 < GATHER_US && (r = ot_in_next(in, &m, 0, err, sizeof err)) == 1 &&
+		         ++st.records);
+		rc = n == 1 ? one(in, h, arg, &k[0].m, &st) : batch(in, h, arg, k, ms, res, n, &st);
+		for (i = 0; i < n; i++)
+			ot_in_release(in, &k[i].m);
+		if (rc)
 			break;
-		} else if ((rc = poison(in, &m, err, attempt, &st))) {
-			break; /* failed every attempt while the services answer: poison */
+		if (r == -1)
+			break;
+		if (r == -2) {
+			OT_ERROR(NULL, "%s", err);
+			rc = OT_ESERVICE;
+			break;
 		}
-		ot_in_done(in, &m);
 	}
+out:
+	if (rc == STOPPED)
+		rc = OT_OK;
+	if (k)
+		for (i = 0; i < max; i++) {
+			ot_in_release(in, &k[i].m);
+			free(k[i].buf);
+		}
+	free(k);
+	free(ms);
+	free(res);
 	if (rc == OT_OK && st.bad)
 		rc = OT_EINPUT;
 	if (stats)

@@ -13,6 +13,21 @@
  * transient failure: retried), or another ot_rc (retried, then treated as poison). */
 typedef int (*ot_handler)(void *arg, const struct ot_msg *m, char *errstr, size_t errsz);
 
+/* What a batch handler did with one record. */
+struct ot_batch_res {
+	int rc;           /* OT_OK applied, OT_SKIP, or anything else: not taken, for the per-record path */
+	const char *as;   /* for OT_SKIP: why, as ot_run_skipped_as (a literal; "duplicate" preset) */
+	char err[256];    /* for OT_SKIP: a message to log at info, or "" */
+};
+
+/* Applies records ms[0..n) in one transaction, in order. Returns OT_OK once it committed,
+ * with each record's outcome in res[i]; a record it could not take (res[i].rc neither OT_OK
+ * nor OT_SKIP) must have left nothing committed. Any other return means nothing of the batch
+ * was committed (errstr says why). Either way ot_run sends what was not taken through the
+ * per-record handler, with its retries and dead letter. */
+typedef int (*ot_batch_handler)(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res,
+                                char *errstr, size_t errsz);
+
 struct ot_run_stats {
 	long records, ok, skipped, bad, dead, retries;
 };
@@ -28,6 +43,9 @@ struct ot_run_stats {
  * ot_record_handling_seconds{tool,topic}, and from Kafka the age of the last record handled
  * per topic in ot_kafka_last_record_age_seconds{tool,topic}. */
 int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
+/* Lets ot_run apply the records that are waiting, up to ot_in_batch(in) of them, with hb in
+ * one transaction (and h for what hb could not take). NULL: one record at a time. */
+void ot_run_set_batch(ot_batch_handler hb);
 /* A function ot_run calls with arg when no record came for a while (each 500 ms wait that
  * ends empty), for housekeeping such as cache repair. NULL for none. */
 void ot_run_set_idle(void (*fn)(void *arg), void *arg);
