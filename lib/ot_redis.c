@@ -1,6 +1,8 @@
 /* ot_redis: Redis connections and the versioned compare-and-set of order:{id}. */
 #include <errno.h>
 #include <limits.h>
+#include <nettle/sha1.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,6 @@
 
 #ifdef OT_HAVE_HIREDIS_SSL
 #include <hiredis/hiredis_ssl.h>
-#include <pthread.h>
 #endif
 
 /* Seconds an order stays cached: short while it moves, longer once it is settled. */
@@ -30,7 +31,7 @@
  * before a newer write cannot put the older status back after the entry was invalidated or
  * expired in between. known-only "1" writes nothing (returns 2) for an order Redis knows
  * nothing of. */
-static const char cas_script[] =
+static const char cas_src[] =
 	"local cur = redis.call('HGET', KEYS[1], 'version')\n"
 	"if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end\n"
 	"local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')\n"
@@ -51,7 +52,7 @@ static const char cas_script[] =
 /* GCRA. KEYS[1] rl:{client}; ARGV: emission interval (ms per request), tolerance (ms: the
  * burst), take ("1" counts the request, "0" only asks whether one more would pass). Returns
  * {1, 0} allowed or {0, ms to wait}. The clock is Redis's, so every server shares one. */
-static const char gcra_script[] =
+static const char gcra_src[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 	"local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
@@ -61,6 +62,9 @@ static const char gcra_script[] =
 	"if wait > 0 then return {0, math.ceil(wait)} end\n"
 	"if ARGV[3] == '1' then redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now))) end\n"
 	"return {1, 0}\n";
+
+static struct ot_redis_script cas_script = OT_REDIS_SCRIPT(cas_src);
+static struct ot_redis_script gcra_script = OT_REDIS_SCRIPT(gcra_src);
 
 static int
 hexval(char c)
@@ -311,6 +315,82 @@ ot_redis_live(redisContext **r, const char *url)
 	return *r;
 }
 
+const char *
+ot_redis_script_sha(struct ot_redis_script *s)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	struct sha1_ctx ctx;
+	uint8_t d[SHA1_DIGEST_SIZE];
+
+	if (atomic_load_explicit(&s->ready, memory_order_acquire))
+		return s->sha;
+	pthread_mutex_lock(&mu);
+	if (!atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+		sha1_init(&ctx);
+		sha1_update(&ctx, strlen(s->src), (const uint8_t *)s->src);
+		sha1_digest(&ctx, sizeof d, d);
+		for (int i = 0; i < SHA1_DIGEST_SIZE; i++)
+			snprintf(s->sha + 2 * i, 3, "%02x", d[i]);
+		atomic_store_explicit(&s->ready, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&mu);
+	return s->sha;
+}
+
+/* Sends (send) or appends (!send) cmd, then the script's digest or source, then argv. */
+static void *
+script_command(redisContext *r, const char *cmd, const char *script, int argc, const char **argv,
+               const size_t *argvlen, int send, int *rc)
+{
+	const char *av[32];
+	size_t al[32];
+	void *rep = NULL;
+
+	*rc = REDIS_ERR;
+	if (argc < 0 || argc > 30)
+		return NULL;
+	av[0] = cmd, al[0] = strlen(cmd);
+	av[1] = script, al[1] = strlen(script);
+	for (int i = 0; i < argc; i++) {
+		av[2 + i] = argv[i];
+		al[2 + i] = argvlen ? argvlen[i] : strlen(argv[i]);
+	}
+	if (send)
+		rep = redisCommandArgv(r, argc + 2, av, al);
+	else
+		*rc = redisAppendCommandArgv(r, argc + 2, av, al);
+	return rep;
+}
+
+int
+ot_redis_noscript(const redisReply *rep)
+{
+	return rep && rep->type == REDIS_REPLY_ERROR && rep->str && !strncmp(rep->str, "NOSCRIPT", 8);
+}
+
+redisReply *
+ot_redis_evalsha(redisContext *r, struct ot_redis_script *s, int argc, const char **argv, const size_t *argvlen)
+{
+	redisReply *rep;
+	int rc;
+
+	rep = script_command(r, "EVALSHA", ot_redis_script_sha(s), argc, argv, argvlen, 1, &rc);
+	if (!ot_redis_noscript(rep))
+		return rep;
+	freeReplyObject(rep);
+	return script_command(r, "EVAL", s->src, argc, argv, argvlen, 1, &rc);
+}
+
+int
+ot_redis_append_evalsha(redisContext *r, struct ot_redis_script *s, int argc, const char **argv,
+                        const size_t *argvlen)
+{
+	int rc;
+
+	script_command(r, "EVALSHA", ot_redis_script_sha(s), argc, argv, argvlen, 0, &rc);
+	return rc;
+}
+
 static int
 reply_error(redisContext *r, redisReply *rep, const char *what, char *errstr, size_t errsz)
 {
@@ -351,39 +431,109 @@ ttl_of(const struct ot_status *st)
 	return base + (int)(h % (unsigned)(base / 10));
 }
 
+/* The arguments of one CAS write, after the script: numkeys, keys and values. */
+struct cas_args {
+	char key[80], logkey[80], ver[24], lat[32], lon[32], ttl[16];
+	char *msg;           /* the status JSON: free it */
+	const char *argv[12];
+};
+
+static void
+cas_args(struct cas_args *a, const struct ot_status *st, int known_only)
+{
+	json_t *o;
+
+	snprintf(a->key, sizeof a->key, "order:%s", st->order_id);
+	snprintf(a->logkey, sizeof a->logkey, "orderlog:%s", st->order_id);
+	snprintf(a->ver, sizeof a->ver, "%lld", st->version);
+	a->lat[0] = a->lon[0] = '\0';
+	if (st->has_pos) {
+		snprintf(a->lat, sizeof a->lat, "%.6f", st->lat);
+		snprintf(a->lon, sizeof a->lon, "%.6f", st->lon);
+	}
+	snprintf(a->ttl, sizeof a->ttl, "%d", ttl_of(st));
+	o = ot_status_to_json(st);
+	a->msg = json_dumps(o, OT_JSON_FLAGS);
+	json_decref(o);
+	a->argv[0] = "2"; a->argv[1] = a->key; a->argv[2] = a->logkey;
+	a->argv[3] = a->ver; a->argv[4] = st->status; a->argv[5] = st->updated_at; a->argv[6] = a->lat;
+	a->argv[7] = a->lon; a->argv[8] = st->eta; a->argv[9] = a->ttl; a->argv[10] = a->msg ? a->msg : "{}";
+	a->argv[11] = known_only ? "1" : "0";
+}
+
+/* The CAS script's answer: 1 written, 2 unknown (known-only), 0 stale; -1 not an answer. */
+static int
+cas_result(const redisReply *rep)
+{
+	if (!rep || rep->type != REDIS_REPLY_INTEGER)
+		return -1;
+	return rep->integer == 1 || rep->integer == 2 ? (int)rep->integer : 0;
+}
+
 static int
 put_status(redisContext *r, const struct ot_status *st, int known_only, char *errstr, size_t errsz)
 {
-	char key[80], ver[24], lat[32] = "", lon[32] = "", ttl[16], *msg;
-	char logkey[80];
-	const char *argv[14];
+	struct cas_args a;
 	redisReply *rep;
-	json_t *o;
 	int rc;
 
 	if (r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
-	snprintf(key, sizeof key, "order:%s", st->order_id);
-	snprintf(ver, sizeof ver, "%lld", st->version);
-	if (st->has_pos) {
-		snprintf(lat, sizeof lat, "%.6f", st->lat);
-		snprintf(lon, sizeof lon, "%.6f", st->lon);
-	}
-	snprintf(ttl, sizeof ttl, "%d", ttl_of(st));
-	o = ot_status_to_json(st);
-	msg = json_dumps(o, OT_JSON_FLAGS);
-	json_decref(o);
-	snprintf(logkey, sizeof logkey, "orderlog:%s", st->order_id);
-	argv[0] = "EVAL"; argv[1] = cas_script; argv[2] = "2"; argv[3] = key; argv[4] = logkey;
-	argv[5] = ver; argv[6] = st->status; argv[7] = st->updated_at; argv[8] = lat; argv[9] = lon;
-	argv[10] = st->eta; argv[11] = ttl; argv[12] = msg ? msg : "{}"; argv[13] = known_only ? "1" : "0";
-	rep = redisCommandArgv(r, 14, argv, NULL);
-	free(msg);
-	if (!rep || rep->type != REDIS_REPLY_INTEGER)
+	cas_args(&a, st, known_only);
+	rep = ot_redis_evalsha(r, &cas_script, 12, a.argv, NULL);
+	free(a.msg);
+	if ((rc = cas_result(rep)) < 0)
 		return reply_error(r, rep, "CAS write", errstr, errsz);
-	rc = rep->integer == 1 || rep->integer == 2 ? (int)rep->integer : 0;
 	freeReplyObject(rep);
 	return rc;
+}
+
+int
+ot_redis_put_many(redisContext *r, const struct ot_status *sts, size_t n, int *results, char *errstr,
+                  size_t errsz)
+{
+	struct cas_args a;
+	redisReply *rep;
+	size_t i, sent;
+	void *v;
+	int rc = 0, appended;
+
+	if (r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+	for (sent = 0; sent < n; sent++) {
+		cas_args(&a, &sts[sent], 0);
+		appended = ot_redis_append_evalsha(r, &cas_script, 12, a.argv, NULL);
+		free(a.msg);
+		if (appended != REDIS_OK)
+			break;
+	}
+	/* Every appended command is answered, even after a failure, so the connection stays in step. */
+	for (i = 0; i < sent; i++) {
+		if (redisGetReply(r, &v) != REDIS_OK)
+			return ot_err(OT_ESERVICE, errstr, errsz, "Redis CAS write: %s", r->errstr);
+		rep = v;
+		/* Redis lost the script: run again below, once every reply of the pipeline is read. */
+		results[i] = ot_redis_noscript(rep) ? 3 : cas_result(rep);
+		if (results[i] < 0 && !rc)
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis CAS write: %s",
+			            rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "no reply");
+		freeReplyObject(rep);
+	}
+	/* In order, the first loading the script; a CAS never lets a write go back a version. */
+	for (i = 0; i < sent && !rc; i++) {
+		if (results[i] != 3)
+			continue;
+		cas_args(&a, &sts[i], 0);
+		rep = ot_redis_evalsha(r, &cas_script, 12, a.argv, NULL);
+		free(a.msg);
+		if ((results[i] = cas_result(rep)) < 0)
+			rc = reply_error(r, rep, "CAS write", errstr, errsz);
+		else
+			freeReplyObject(rep);
+	}
+	if (sent < n)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis CAS write: out of memory");
+	return rc ? OT_ESERVICE : 0;
 }
 
 int
@@ -485,13 +635,18 @@ ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int 
 {
 	redisReply *rep;
 	double interval = 1000.0 / per_s;
+	const char *argv[5] = {"1"};
+	char key[160], iv[32], tol[48];
 	int rc;
 
 	*wait_ms = 0;
 	if (r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
-	rep = redisCommand(r, "EVAL %s 1 rl:%s %.3f %.3f %d", gcra_script, client, interval, interval * burst,
-	                   take ? 1 : 0);
+	snprintf(key, sizeof key, "rl:%s", client);
+	snprintf(iv, sizeof iv, "%.3f", interval);
+	snprintf(tol, sizeof tol, "%.3f", interval * burst);
+	argv[1] = key, argv[2] = iv, argv[3] = tol, argv[4] = take ? "1" : "0";
+	rep = ot_redis_evalsha(r, &gcra_script, 5, argv, NULL);
 	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER)
 		return reply_error(r, rep, "rate limit", errstr, errsz);

@@ -3,6 +3,7 @@
 #define OT_REDIS_H
 
 #include <hiredis/hiredis.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 struct ot_redis_url {
@@ -31,6 +32,33 @@ redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, si
  * 1 s timeout), or NULL while Redis is unreachable. Frees a broken *r. */
 redisContext *ot_redis_live(redisContext **r, const char *url);
 
+/* A Lua script Redis runs by its SHA-1 (EVALSHA), so a call sends the digest, not the source:
+ * loaded into Redis's script cache on first use and again whenever Redis lost it (NOSCRIPT
+ * after a restart or SCRIPT FLUSH). Define one, static, with OT_REDIS_SCRIPT(source); the
+ * digest is computed on first use. */
+struct ot_redis_script {
+	const char *src;
+	char sha[41];
+	atomic_int ready;
+};
+#define OT_REDIS_SCRIPT(source) {(source), "", 0}
+
+/* The SHA-1 of s's source in hex, as EVALSHA names it (computed on the first call). */
+const char *ot_redis_script_sha(struct ot_redis_script *s);
+/* Runs s with argv[0..argc): numkeys, the keys, the arguments (argvlen NULL: C strings).
+ * EVALSHA first; on NOSCRIPT the source (EVAL), which loads it for the next call. Returns the
+ * reply, which may be an error reply (caller freeReplyObject's), or NULL when the connection
+ * broke (r->errstr says why). */
+redisReply *ot_redis_evalsha(redisContext *r, struct ot_redis_script *s, int argc, const char **argv,
+                             const size_t *argvlen);
+/* Appends EVALSHA s argv... to r's output buffer, for a pipeline: its reply comes with
+ * redisGetReply; when that is NOSCRIPT (ot_redis_noscript), run it again with
+ * ot_redis_evalsha. Returns REDIS_OK or REDIS_ERR (out of memory). */
+int ot_redis_append_evalsha(redisContext *r, struct ot_redis_script *s, int argc, const char **argv,
+                            const size_t *argvlen);
+/* 1 when rep is Redis's NOSCRIPT error: the script is not (any more) in its cache. */
+int ot_redis_noscript(const redisReply *rep);
+
 /* The cached status of one order: the hash order:{id}. */
 struct ot_status {
 	char order_id[64];
@@ -51,6 +79,12 @@ struct ot_status {
  * last OT_REDIS_LOG_MAX kept) and PUBLISHes order:{id} with the status JSON. Returns 1 written, 0 stale (kept the newer),
  * or OT_ESERVICE with errstr. */
 int ot_redis_put_status(redisContext *r, const struct ot_status *st, char *errstr, size_t errsz);
+/* ot_redis_put_status for n statuses in one pipeline (one EVALSHA each, in order, then the n
+ * replies): results[i] is 1 written or 0 stale, as ot_redis_put_status returns. Returns 0, or
+ * OT_ESERVICE with errstr when the connection broke or a reply was an error: the caller then
+ * treats all n as failed (the CAS makes writing them again safe). */
+int ot_redis_put_many(redisContext *r, const struct ot_status *sts, size_t n, int *results, char *errstr,
+                      size_t errsz);
 /* The same, for a replayed change (ot-cache rebuild and sync): writes only where Redis knows the
  * order (its entry or its change log exists). Returns 2 when it does not: the caller takes the
  * status from the database instead, since an old change written into a cache that lost its

@@ -1,0 +1,175 @@
+/* Unit tests of ot_redis's scripts and pipelined writes. The ones that need Redis run only with
+ * OT_TEST_REDIS_URL set: test/bats/ot_redis.bats runs this binary against the stack's Redis. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ot_err.h"
+#include "ot_redis.h"
+
+static struct ot_redis_script one = OT_REDIS_SCRIPT("return tonumber(ARGV[1]) + 1");
+
+static redisContext *
+connect_or_fail(void)
+{
+	char err[256];
+	redisContext *r = ot_redis_connect(getenv("OT_TEST_REDIS_URL"), 2000, err, sizeof err);
+
+	if (!r)
+		fail_msg("%s", err);
+	return r;
+}
+
+/* An order id of this run, so runs never share keys. */
+static void
+order_id(char *out, size_t outsz, int n)
+{
+	snprintf(out, outsz, "00000000-0000-4000-8000-%04x%08d", (unsigned)getpid() & 0xffff, n);
+}
+
+static void
+status(struct ot_status *st, const char *id, const char *s, long long version)
+{
+	memset(st, 0, sizeof *st);
+	snprintf(st->order_id, sizeof st->order_id, "%s", id);
+	snprintf(st->status, sizeof st->status, "%s", s);
+	st->version = version;
+	snprintf(st->updated_at, sizeof st->updated_at, "2026-01-01T00:00:00Z");
+}
+
+static long long
+version_of(redisContext *r, const char *id)
+{
+	redisReply *rep = redisCommand(r, "HGET order:%s version", id);
+	long long v = rep && rep->type == REDIS_REPLY_STRING ? strtoll(rep->str, NULL, 10) : -1;
+
+	freeReplyObject(rep);
+	return v;
+}
+
+static void
+cleanup(redisContext *r, const char *id)
+{
+	freeReplyObject(redisCommand(r, "DEL order:%s orderlog:%s", id, id));
+}
+
+/* A script runs by its digest, and again from its source once Redis has lost it. */
+static void
+evalsha_loads_the_script_again_after_a_flush(void **state)
+{
+	redisContext *r = connect_or_fail();
+	const char *argv[] = {"0", "41"};
+	redisReply *rep;
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
+		rep = ot_redis_evalsha(r, &one, 2, argv, NULL);
+		assert_non_null(rep);
+		assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+		assert_int_equal(rep->integer, 42);
+		freeReplyObject(rep);
+		/* Loaded now: EVALSHA alone answers. */
+		rep = redisCommand(r, "EVALSHA %s 0 1", one.sha);
+		assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+		assert_int_equal(rep->integer, 2);
+		freeReplyObject(rep);
+	}
+	redisFree(r);
+}
+
+/* n statuses in one pipeline: each written only if newer, in order, as one put_status each. */
+static void
+put_many_writes_in_order_and_reports_stale_ones(void **state)
+{
+	redisContext *r = connect_or_fail();
+	struct ot_status sts[5];
+	char a[64], b[64], err[256];
+	int res[5];
+
+	(void)state;
+	order_id(a, sizeof a, 1);
+	order_id(b, sizeof b, 2);
+	cleanup(r, a), cleanup(r, b);
+	status(&sts[0], a, "PENDING", 1);
+	status(&sts[1], a, "CONFIRMED", 2);
+	status(&sts[2], b, "CONFIRMED", 2);
+	status(&sts[3], a, "PENDING", 1);   /* older than what the batch wrote before: stale */
+	status(&sts[4], b, "CONFIRMED", 2); /* the same version again: stale */
+	/* Without the script in Redis's cache: every command of the pipeline says NOSCRIPT first. */
+	freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
+	assert_int_equal(ot_redis_put_many(r, sts, 5, res, err, sizeof err), 0);
+	assert_int_equal(res[0], 1);
+	assert_int_equal(res[1], 1);
+	assert_int_equal(res[2], 1);
+	assert_int_equal(res[3], 0);
+	assert_int_equal(res[4], 0);
+	assert_int_equal(version_of(r, a), 2);
+	assert_int_equal(version_of(r, b), 2);
+	/* With the script loaded, the same answers. */
+	status(&sts[0], a, "PREPARING", 3);
+	status(&sts[1], b, "PENDING", 1);
+	assert_int_equal(ot_redis_put_many(r, sts, 2, res, err, sizeof err), 0);
+	assert_int_equal(res[0], 1);
+	assert_int_equal(res[1], 0);
+	assert_int_equal(version_of(r, a), 3);
+	/* Nothing to write is no error. */
+	assert_int_equal(ot_redis_put_many(r, sts, 0, res, err, sizeof err), 0);
+	cleanup(r, a), cleanup(r, b);
+	redisFree(r);
+}
+
+/* A connection that broke fails the whole batch with OT_ESERVICE. */
+static void
+put_many_on_a_broken_connection_is_a_service_error(void **state)
+{
+	redisContext *r = connect_or_fail(), *killer = connect_or_fail();
+	redisReply *rep = redisCommand(r, "CLIENT ID");
+	struct ot_status sts[2];
+	char a[64], err[256] = "";
+	int res[2];
+
+	(void)state;
+	assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+	freeReplyObject(redisCommand(killer, "CLIENT KILL ID %lld", rep->integer));
+	freeReplyObject(rep);
+	order_id(a, sizeof a, 3);
+	status(&sts[0], a, "PENDING", 1);
+	status(&sts[1], a, "CONFIRMED", 2);
+	assert_int_equal(ot_redis_put_many(r, sts, 2, res, err, sizeof err), OT_ESERVICE);
+	assert_non_null(strstr(err, "Redis"));
+	assert_int_equal(version_of(killer, a), -1);
+	redisFree(r);
+	redisFree(killer);
+}
+
+static void
+a_script_is_named_by_the_sha1_of_its_source(void **state)
+{
+	(void)state;
+	assert_string_equal(ot_redis_script_sha(&one), "b7be0a850e2db3a846c2a50affe4a993c4fabbcd");
+	assert_string_equal(one.sha, "b7be0a850e2db3a846c2a50affe4a993c4fabbcd");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest with_redis[] = {
+		cmocka_unit_test(evalsha_loads_the_script_again_after_a_flush),
+		cmocka_unit_test(put_many_writes_in_order_and_reports_stale_ones),
+		cmocka_unit_test(put_many_on_a_broken_connection_is_a_service_error),
+	};
+	const struct CMUnitTest without[] = {
+		cmocka_unit_test(a_script_is_named_by_the_sha1_of_its_source),
+	};
+
+	if (!getenv("OT_TEST_REDIS_URL") || !*getenv("OT_TEST_REDIS_URL"))
+		return cmocka_run_group_tests(without, NULL, NULL);
+	return cmocka_run_group_tests(without, NULL, NULL) | cmocka_run_group_tests(with_redis, NULL, NULL);
+}
