@@ -24,7 +24,7 @@
 static const char *argv0 = "ot-relay";
 
 enum {
-	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_BATCH, OPT_META, OPT_RAW,
+	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_META, OPT_RAW,
 	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT,
 	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION
 };
@@ -79,7 +79,6 @@ usage(FILE *f, int full)
 	        "      --slot NAME         cdc: the replication slot (default ot_relay_<db>)\n"
 	        "      --drop-slot         cdc: drop the slot, so the server keeps no more WAL for it, and exit\n"
 	        "      --once              drain the outbox and exit (for a CronJob)\n"
-	        "      --batch N           rows per transaction (default 500)\n"
 	        "\ntopics create makes each TOPIC that does not exist (default: the orders, inventory and\n"
 	        "delivery topics and their .dlq), as a deployment step run by someone allowed to; no\n"
 	        "tool creates a topic itself. topics list prints topics as JSON lines.\n"
@@ -251,7 +250,6 @@ main(int argc, char **argv)
 		{"output", required_argument, NULL, 'O'},
 		{"input", required_argument, NULL, 'i'},
 		{"once", no_argument, NULL, OPT_ONCE},
-		{"batch", required_argument, NULL, OPT_BATCH},
 		{"meta", no_argument, NULL, OPT_META},
 		{"raw", no_argument, NULL, OPT_RAW},
 		{"from", required_argument, NULL, OPT_FROM},
@@ -285,7 +283,7 @@ main(int argc, char **argv)
 	const char *dbname = "orders", *output = "-", *input = NULL;
 	PGconn *db = NULL;
 	char err[1024];
-	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, batch = 500, dbset = 0, outset = 0;
+	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, dbset = 0, outset = 0;
 	long total = 0;
 
 	ot_config_init(&cfg, argv0);
@@ -347,13 +345,6 @@ main(int argc, char **argv)
 			topic_opts = 1;
 			break;
 		}
-		case OPT_BATCH:
-			batch = atoi(optarg);
-			if (batch < 1 || batch > 100000) {
-				fprintf(stderr, "%s: --batch %s: expected 1 to 100000\n", argv0, optarg);
-				return EX_USAGE;
-			}
-			break;
 		}
 	}
 	if (optind < argc && !strcmp(argv[optind], "topics")) {
@@ -537,7 +528,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	OT_INFO(NULL, "relaying the %s outbox to %s%s", dbname, output, once ? " (once)" : "");
-	rc = drain(db, out, batch, once, cfg.attempts, &total);
+	rc = drain(db, out, cfg.batch, once, cfg.attempts, &total);
 	OT_INFO(NULL, "relayed %ld events from the %s outbox", total, dbname);
 out:
 	ot_outbox_watch_stop(watch);

@@ -29,8 +29,8 @@ const char ot_config_usage[] =
 	"      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
 	"      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
 	"      --attempts N        tries of one record before giving up on it (OT_RETRY_ATTEMPTS, 8)\n"
-	"      --batch N           records applied in one transaction at most, by the consumers\n"
-	"                          (OT_BATCH, 256; 1 = a transaction each)\n";
+	"      --batch N           records (outbox rows, for ot-relay) handled in one transaction\n"
+	"                          at most (OT_BATCH, 256; 1 = a transaction each)\n";
 
 /* Plain decimal digits, at least one, no sign, space or overflow. */
 static int
