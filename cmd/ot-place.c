@@ -83,6 +83,47 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	return rc ? rc : (created ? OT_OK : OT_SKIP);
 }
 
+/* The requests waiting, in one transaction; those that do not parse, or that the batch could
+ * not take, are left to handle(), which reports them. */
+static int
+handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	struct place *p = arg;
+	json_t **reqs, **orders;
+	size_t i;
+	char *s;
+	int rc;
+
+	reqs = calloc(n, sizeof *reqs);
+	orders = calloc(n, sizeof *orders);
+	if (!reqs || !orders) {
+		free(reqs);
+		free(orders);
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		res[i].rc = (reqs[i] = json_loadb(ms[i].value, ms[i].len, JSON_REJECT_DUPLICATES, NULL)) ? OT_OK
+		                                                                                   : OT_EINPUT;
+	if (!(rc = ot_pg_ensure(p->db, errstr, errsz)))
+		rc = ot_order_place_batch(p->db, ot_redis_live(&p->redis, p->redis_url), reqs, n, "ot-place", orders,
+		                          res, errstr, errsz);
+	/* Committed: each placed order is printed, in input order. */
+	for (i = 0; i < n; i++) {
+		if (orders[i] && (s = json_dumps(orders[i], OT_JSON_FLAGS))) {
+			if (ot_out_send(p->out, NULL, NULL, s, strlen(s), NULL, 0, errstr, errsz))
+				OT_ERROR(NULL, "%s: %s", ms[i].where, errstr);
+			free(s);
+		}
+		json_decref(orders[i]);
+		json_decref(reqs[i]);
+	}
+	if (!rc && ot_out_flush(p->out, 10000, errstr, errsz))
+		OT_ERROR(NULL, "writing the placed orders: %s", errstr);
+	free(reqs);
+	free(orders);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -131,6 +172,7 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
+	ot_run_set_batch(handle_batch);
 	rc = ot_run(in, handle, &p, &st);
 	OT_INFO(NULL, "%ld records: %ld placed, %ld already placed, %ld bad", st.records, st.ok,
 	        st.skipped, st.bad);

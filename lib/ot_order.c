@@ -35,20 +35,27 @@ ot_order_late(void)
 	return atomic_load(&late_count);
 }
 
+/* The status in STATUS_COLS starting at column col of row. */
 static void
-status_from_row(struct ot_status *st, const char *order_id, PGresult *res, int row)
+status_from_cols(struct ot_status *st, const char *order_id, PGresult *res, int row, int col)
 {
 	memset(st, 0, sizeof *st);
 	snprintf(st->order_id, sizeof st->order_id, "%s", order_id);
-	snprintf(st->status, sizeof st->status, "%s", PQgetvalue(res, row, 0));
-	st->version = strtoll(PQgetvalue(res, row, 1), NULL, 10);
-	if (*PQgetvalue(res, row, 2) && *PQgetvalue(res, row, 3)) {
+	snprintf(st->status, sizeof st->status, "%s", PQgetvalue(res, row, col));
+	st->version = strtoll(PQgetvalue(res, row, col + 1), NULL, 10);
+	if (*PQgetvalue(res, row, col + 2) && *PQgetvalue(res, row, col + 3)) {
 		st->has_pos = 1;
-		st->lat = strtod(PQgetvalue(res, row, 2), NULL);
-		st->lon = strtod(PQgetvalue(res, row, 3), NULL);
+		st->lat = strtod(PQgetvalue(res, row, col + 2), NULL);
+		st->lon = strtod(PQgetvalue(res, row, col + 3), NULL);
 	}
-	snprintf(st->eta, sizeof st->eta, "%s", PQgetvalue(res, row, 4));
-	snprintf(st->updated_at, sizeof st->updated_at, "%s", PQgetvalue(res, row, 5));
+	snprintf(st->eta, sizeof st->eta, "%s", PQgetvalue(res, row, col + 4));
+	snprintf(st->updated_at, sizeof st->updated_at, "%s", PQgetvalue(res, row, col + 5));
+}
+
+static void
+status_from_row(struct ot_status *st, const char *order_id, PGresult *res, int row)
+{
+	status_from_cols(st, order_id, res, row, 0);
 }
 
 /* The cache is a copy: a failed write is logged, the next write or a miss repairs it. */
@@ -115,6 +122,37 @@ cache_put(redisContext *r, const struct ot_status *st)
 	}
 	ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 	ot_span_end(&sp);
+}
+
+/* cache_put for n statuses in one pipeline: what fails is marked for repair, as one write. */
+static void
+cache_put_many(redisContext *r, const struct ot_status *sts, size_t n)
+{
+	char err[256];
+	int *results;
+	size_t i;
+	int rc;
+
+	if (n <= 1) {
+		if (n)
+			cache_put(r, &sts[0]);
+		return;
+	}
+	if (!(results = calloc(n, sizeof *results))) {
+		for (i = 0; i < n; i++)
+			cache_put(r, &sts[i]);
+		return;
+	}
+	rc = r ? ot_redis_put_many(r, sts, n, results, err, sizeof err) : OT_ESERVICE;
+	if (rc < 0)
+		OT_WARN(NULL, "cache write of %zu statuses failed, the database stays authoritative; repaired once "
+		        "Redis answers%s%s", n, r ? ": " : "", r ? err : "");
+	for (i = 0; i < n; i++) {
+		if (rc < 0)
+			mark_dirty(sts[i].order_id);
+		ot_cache_count_write(rc < 0 ? "failed" : results[i] ? "applied" : "cas_rejected");
+	}
+	free(results);
 }
 
 long
@@ -252,32 +290,6 @@ ot_order_fingerprint(const json_t *req, char out[65])
 	return 0;
 }
 
-/* The order request_id already placed in scope. Returns 1 with id filled, 0 when it placed none,
- * OT_ECONFLICT when it came with another request (fingerprint fp), or an ot_rc. */
-static int
-placed_before(PGconn *db, const char *scope, const char *request_id, const char *fp, char *id, size_t idsz,
-              char *errstr, size_t errsz)
-{
-	const char *p[2] = {scope, request_id};
-	PGresult *res;
-	int rc;
-
-	if (!(res = ot_pg_query(db, "SELECT order_id, fingerprint FROM idempotency_keys "
-	                        "WHERE scope = $1 AND request_id = $2", 2, p, &rc, errstr, errsz)))
-		return rc;
-	if (PQntuples(res) == 0) {
-		rc = 0;
-	} else if (!PQgetisnull(res, 0, 1) && strcmp(PQgetvalue(res, 0, 1), fp)) {
-		rc = ot_err(OT_ECONFLICT, errstr, errsz, "request_id \"%s\" was already used with a different "
-		            "request", request_id);
-	} else {
-		snprintf(id, idsz, "%s", PQgetvalue(res, 0, 0));
-		rc = 1;
-	}
-	PQclear(res);
-	return rc;
-}
-
 int
 ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, json_t **order,
                int *created, char *errstr, size_t errsz)
@@ -304,123 +316,325 @@ count_delivery(double seconds)
 	                                sizeof delivery_bounds / sizeof delivery_bounds[0]), seconds);
 }
 
+/* One order request on its way: what it asked for, checked, and where it ended. */
+struct placing {
+	const char *customer, *address, *request_id;
+	json_t *items;
+	char *items_s;
+	char fp[65];
+	char id[OT_UUID_LEN];
+	char ts[OT_TS_LEN];       /* created: its creation time, the ORDER_CREATED event's */
+	int created;
+};
+
+static void
+placing_free(struct placing *pl)
+{
+	json_decref(pl->items);
+	free(pl->items_s);
+	pl->items = NULL;
+	pl->items_s = NULL;
+}
+
+/* Checks req before any transaction. Returns OT_OK, OT_EINPUT naming the field, OT_EINTERNAL. */
+static int
+place_check(json_t *req, struct placing *pl, char *errstr, size_t errsz)
+{
+	json_t *rid;
+
+	memset(pl, 0, sizeof *pl);
+	if (!json_is_object(req))
+		return ot_err(OT_EINPUT, errstr, errsz, "an order request must be a JSON object");
+	if (!(pl->customer = str_field(req, "customer_id", 128, errstr, errsz)) ||
+	    !(pl->address = str_field(req, "address", 512, errstr, errsz)) ||
+	    !(pl->items = check_items(req, errstr, errsz)))
+		return OT_EINPUT;
+	rid = json_object_get(req, "request_id");
+	if (rid && !json_is_null(rid) && !(pl->request_id = str_field(req, "request_id", 200, errstr, errsz)))
+		return OT_EINPUT;
+	if (!(pl->items_s = json_dumps(pl->items, JSON_COMPACT)) || (pl->request_id && ot_order_fingerprint(req, pl->fp)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	return OT_OK;
+}
+
+/* The request_ids of the batch already placed, in one query: each gets its order (created 0),
+ * or OT_ECONFLICT in res for one first used with another request. A request_id repeated within
+ * the batch refers to its first use the same way. */
+static int
+resolve_request_ids(PGconn *db, const char *scope, struct placing *pl, struct ot_batch_res *res, size_t n,
+                    char *errstr, size_t errsz)
+{
+	json_t *a = json_array();
+	const char *p[2];
+	PGresult *q;
+	char *doc;
+	size_t i, j;
+	int k, rc;
+
+	for (i = 0; i < n; i++)
+		if (res[i].rc == OT_OK && pl[i].request_id)
+			json_array_append_new(a, json_string(pl[i].request_id));
+	if (!json_array_size(a)) {
+		json_decref(a);
+		return OT_OK;
+	}
+	doc = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	if (!doc)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	p[0] = scope;
+	p[1] = doc;
+	q = ot_pg_query(db, "SELECT request_id, order_id::text, coalesce(fingerprint, '') FROM idempotency_keys "
+	                "WHERE scope = $1 AND request_id IN (SELECT jsonb_array_elements_text($2::jsonb))",
+	                2, p, &rc, errstr, errsz);
+	free(doc);
+	if (!q)
+		return rc;
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK || !pl[i].request_id)
+			continue;
+		const char *id = NULL, *fp = NULL;
+		for (k = 0; k < PQntuples(q) && !id; k++)
+			if (!strcmp(PQgetvalue(q, k, 0), pl[i].request_id)) {
+				id = PQgetvalue(q, k, 1);
+				fp = PQgetvalue(q, k, 2);
+			}
+		for (j = 0; j < i && !id; j++)
+			if (res[j].rc == OT_OK && pl[j].request_id && pl[j].created &&
+			    !strcmp(pl[j].request_id, pl[i].request_id)) {
+				id = pl[j].id;
+				fp = pl[j].fp;
+			}
+		if (!id)
+			continue;
+		if (*fp && strcmp(fp, pl[i].fp)) {
+			res[i].rc = ot_err(OT_ECONFLICT, res[i].err, sizeof res[i].err, "request_id \"%s\" was already "
+			                   "used with a different request", pl[i].request_id);
+		} else {
+			snprintf(pl[i].id, sizeof pl[i].id, "%s", id);
+			pl[i].created = 0;
+		}
+	}
+	PQclear(q);
+	return OT_OK;
+}
+
+/* Inside the open transaction: the new orders, their items, their request_ids and their
+ * ORDER_CREATED events, one statement each. Returns OT_OK, or an ot_rc after which the
+ * transaction is rolled back (OT_ESERVICE when another transaction placed one of the
+ * request_ids meanwhile: one at a time, a second look settles it). */
+static int
+insert_orders(PGconn *db, const char *source, const char *scope, struct placing *pl, const struct ot_batch_res *res,
+              struct ot_span *sp, size_t n, char *errstr, size_t errsz)
+{
+	json_t *orders = json_array(), *keys = json_array();
+	struct ot_event *evs = calloc(n, sizeof *evs);
+	const char *p[2];
+	char *od = NULL, *kd = NULL;
+	size_t i, nev = 0, nkeys;
+	PGresult *q;
+	int rc = OT_OK;
+
+	if (!evs) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK || !pl[i].created)
+			continue;
+		/* The event's time is the order's: a cache rebuilt from events matches the database. */
+		ot_span_enter(&sp[i]);
+		ot_event_init(&evs[nev], "ORDER_CREATED", pl[i].id, 1, source,
+		              json_pack("{s:s, s:s, s:O, s:s}", "customer_id", pl[i].customer, "address", pl[i].address,
+		                        "items", pl[i].items, "status", "PENDING"), NULL);
+		ot_span_leave(&sp[i]);
+		snprintf(pl[i].ts, sizeof pl[i].ts, "%s", evs[nev].ts);
+		json_array_append_new(orders, json_pack("[s, s, s, s, O]", pl[i].id, pl[i].customer, pl[i].address,
+		                                        pl[i].ts, pl[i].items));
+		if (pl[i].request_id)
+			json_array_append_new(keys, json_pack("[s, s, s]", pl[i].request_id, pl[i].id, pl[i].fp));
+		nev++;
+	}
+	if (!nev)
+		goto out;
+	if (!(od = json_dumps(orders, JSON_COMPACT)) || !(kd = json_dumps(keys, JSON_COMPACT))) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto out;
+	}
+	p[0] = od;
+	if ((rc = ot_pg_exec(db, "INSERT INTO orders (id, customer_id, address, created_at, updated_at) "
+	                     "SELECT (x->>0)::uuid, x->>1, x->>2, (x->>3)::timestamptz, (x->>3)::timestamptz "
+	                     "FROM jsonb_array_elements($1::jsonb) x", 1, p, errstr, errsz)) ||
+	    (rc = ot_pg_exec(db, "INSERT INTO order_items (order_id, line, sku, qty) "
+	                     "SELECT (x->>0)::uuid, t.n, t.i->>'sku', (t.i->>'qty')::int "
+	                     "FROM jsonb_array_elements($1::jsonb) x, jsonb_array_elements(x->4) WITH ORDINALITY AS t(i, n)",
+	                     1, p, errstr, errsz)))
+		goto out;
+	if ((nkeys = json_array_size(keys))) {
+		p[0] = scope;
+		p[1] = kd;
+		q = ot_pg_query(db, "INSERT INTO idempotency_keys (scope, request_id, order_id, fingerprint) "
+		                "SELECT $1, x->>0, (x->>1)::uuid, x->>2 FROM jsonb_array_elements($2::jsonb) x "
+		                "ON CONFLICT DO NOTHING RETURNING order_id", 2, p, &rc, errstr, errsz);
+		if (!q)
+			goto out;
+		if ((size_t)PQntuples(q) != nkeys) /* lost a race with the same request_id: theirs stands */
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "a request_id was placed meanwhile by another request: retry");
+		PQclear(q);
+		if (rc)
+			goto out;
+	}
+	rc = ot_outbox_add_many(db, OT_TOPIC_ORDERS, evs, nev, errstr, errsz);
+out:
+	for (i = 0; evs && i < nev; i++)
+		ot_event_clear(&evs[i]);
+	free(evs);
+	free(od);
+	free(kd);
+	json_decref(orders);
+	json_decref(keys);
+	return rc;
+}
+
+/* After the commit: the log line, the counter, the whole order for the caller, and in *pst
+ * the PENDING status for the cache. */
+static int
+place_done(PGconn *db, redisContext *r, const char *source, struct placing *pl, json_t **order,
+           struct ot_status *pst, char *errstr, size_t errsz)
+{
+	struct ot_status st;
+	int rc;
+
+	if (pl->created) {
+		OT_INFO(pl->id, "order placed");
+		count_transition(source, "PENDING");
+	} else {
+		OT_INFO(pl->id, "request_id %s already placed this order", pl->request_id);
+	}
+	memset(&st, 0, sizeof st);
+	snprintf(st.order_id, sizeof st.order_id, "%s", pl->id);
+	snprintf(st.status, sizeof st.status, "PENDING");
+	st.version = 1;
+	snprintf(st.updated_at, sizeof st.updated_at, "%s", pl->ts);
+	if (pl->created) {
+		/* Just written: the order is what was asked, as the database now holds it. */
+		*order = ot_status_to_json(&st);
+		json_object_set_new(*order, "customer_id", json_string(pl->customer));
+		json_object_set_new(*order, "address", json_string(pl->address));
+		json_object_set_new(*order, "created_at", json_string(pl->ts));
+		json_object_set(*order, "items", pl->items);
+	} else if (!(*order = ot_order_get_full(db, pl->id, &rc, errstr, errsz))) {
+		return rc ? rc : ot_err(OT_EINTERNAL, errstr, errsz, "order %s vanished after commit", pl->id);
+	}
+	if (pl->request_id)
+		json_object_set_new(*order, "request_id", json_string(pl->request_id));
+	(void)r;
+	*pst = st;
+	return OT_OK;
+}
+
 int
 ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, const char *scope,
                   json_t **order, int *created, char *errstr, size_t errsz)
 {
-	const char *customer, *address, *request_id = NULL;
-	char id[OT_UUID_LEN], *items_s = NULL, fp[65];
-	const char *p[4];
-	struct ot_event ev = {0};
-	struct ot_status st;
-	json_t *items = NULL, *rid;
-	PGresult *res = NULL;
-	int rc;
+	struct ot_batch_res res;
+	int rc, tries;
 
 	*order = NULL;
 	*created = 0;
-	if (!json_is_object(req))
-		return ot_err(OT_EINPUT, errstr, errsz, "an order request must be a JSON object");
-	if (!(customer = str_field(req, "customer_id", 128, errstr, errsz)) ||
-	    !(address = str_field(req, "address", 512, errstr, errsz)) ||
-	    !(items = check_items(req, errstr, errsz)))
-		return OT_EINPUT;
-	rid = json_object_get(req, "request_id");
-	if (rid && !json_is_null(rid) && !(request_id = str_field(req, "request_id", 200, errstr, errsz))) {
-		json_decref(items);
-		return OT_EINPUT;
+	/* A request_id race is settled by a second look: theirs stands. */
+	for (tries = 0; tries < 2; tries++) {
+		res.rc = OT_OK;
+		res.err[0] = '\0';
+		rc = ot_order_place_batch_as(db, r, &req, 1, source, scope, order, &res, errstr, errsz);
+		if (rc != OT_ESERVICE || !strstr(errstr, "request_id was placed meanwhile"))
+			break;
 	}
-	if (!(items_s = json_dumps(items, JSON_COMPACT)) || (request_id && ot_order_fingerprint(req, fp))) {
+	if (rc)
+		return rc;
+	if (res.rc != OT_OK && res.rc != OT_SKIP)
+		return ot_err(res.rc, errstr, errsz, "%s", res.err);
+	*created = res.rc == OT_OK;
+	return OT_OK;
+}
+
+int
+ot_order_place_batch(PGconn *db, redisContext *r, json_t *const *reqs, size_t n, const char *source,
+                     json_t **orders, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	return ot_order_place_batch_as(db, r, reqs, n, source, "", orders, res, errstr, errsz);
+}
+
+int
+ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t n, const char *source,
+                        const char *scope, json_t **orders, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	struct placing *pl = calloc(n, sizeof *pl);
+	struct ot_status *sts = calloc(n, sizeof *sts);
+	struct ot_span *sp = calloc(n, sizeof *sp);
+	size_t i, k = 0, todo = 0;
+	int rc = OT_OK;
+
+	if (!pl || !sts || !sp) {
 		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto out;
 	}
-	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
-		goto out;
-	ot_uuid(id);
-	if (request_id && (rc = placed_before(db, scope, request_id, fp, id, sizeof id, errstr, errsz))) {
-		if (rc == 1)
-			goto existing;
-		goto out;
-	}
-	/* The event's time is the order's: a cache rebuilt from events matches the database. */
-	ot_event_init(&ev, "ORDER_CREATED", id, 1, source,
-	              json_pack("{s:s, s:s, s:O, s:s}", "customer_id", customer, "address", address,
-	                        "items", items, "status", "PENDING"), NULL);
-	p[0] = id;
-	p[1] = customer;
-	p[2] = address;
-	p[3] = ev.ts;
-	if ((rc = ot_pg_exec(db, "INSERT INTO orders (id, customer_id, address, created_at, updated_at) "
-	                     "VALUES ($1, $2, $3, $4, $4)", 4, p, errstr, errsz)))
-		goto out;
-	p[1] = items_s;
-	if ((rc = ot_pg_exec(db, "INSERT INTO order_items (order_id, line, sku, qty) "
-	                     "SELECT $1, t.n, t.x->>'sku', (t.x->>'qty')::int "
-	                     "FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, n)",
-	                     2, p, errstr, errsz)))
-		goto out;
-	if (request_id) {
-		p[0] = scope;
-		p[1] = request_id;
-		p[2] = id;
-		p[3] = fp;
-		res = ot_pg_query(db, "INSERT INTO idempotency_keys (scope, request_id, order_id, fingerprint) "
-		                  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING order_id", 4, p, &rc,
-		                  errstr, errsz);
-		if (!res)
-			goto out;
-		if (PQntuples(res) == 0) { /* lost a race with the same request_id: theirs stands */
-			PQclear(res);
-			res = NULL;
-			ot_pg_rollback(db);
-			if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
-				goto out;
-			if ((rc = placed_before(db, scope, request_id, fp, id, sizeof id, errstr, errsz)) == 1)
-				goto existing;
-			if (rc == 0)
-				rc = ot_err(OT_ESERVICE, errstr, errsz, "request_id race: retry");
-			goto out;
+	for (i = 0; i < n; i++) {
+		orders[i] = NULL;
+		if (res[i].rc == OT_OK)
+			res[i].rc = place_check(reqs[i], &pl[i], res[i].err, sizeof res[i].err);
+		if (res[i].rc == OT_OK) {
+			ot_uuid(pl[i].id);
+			pl[i].created = 1;
+			todo++;
 		}
-		PQclear(res);
-		res = NULL;
 	}
-	rc = ot_outbox_add(db, OT_TOPIC_ORDERS, &ev, errstr, errsz);
-	if (rc || (rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
+	if (!todo)
 		goto out;
-	*created = 1;
-	OT_INFO(id, "order placed");
-	count_transition(source, "PENDING");
-	goto fetch;
-existing:
-	PQclear(res);
-	res = NULL;
-	if ((rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
+	/* Each order's life starts a trace here, as at ot-serve's POST /orders: its span is
+	 * current while its ORDER_CREATED is made. */
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)) ||
+	    (rc = resolve_request_ids(db, scope, pl, res, n, errstr, errsz)))
 		goto out;
-	OT_INFO(id, "request_id %s already placed this order", request_id);
-fetch:
-	*order = ot_order_get_full(db, id, &rc, errstr, errsz);
-	if (!*order) {
-		rc = rc ? rc : ot_err(OT_EINTERNAL, errstr, errsz, "order %s vanished after commit", id);
+	for (i = 0; i < n; i++)
+		if (res[i].rc == OT_OK && pl[i].created) {
+			ot_span_begin(&sp[i], "place order", OT_SPAN_INTERNAL, NULL);
+			ot_span_tag(&sp[i], "order_id", pl[i].id);
+			ot_span_leave(&sp[i]);
+		}
+	if ((rc = insert_orders(db, source, scope, pl, res, sp, n, errstr, errsz)) ||
+	    (rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
 		goto out;
+	for (i = 0; i < n; i++) {
+		if (res[i].rc != OT_OK)
+			continue;
+		if (place_done(db, r, source, &pl[i], &orders[i], &sts[k], res[i].err, sizeof res[i].err)) {
+			/* Committed, so not to be placed again, but not read back: said, not printed. */
+			OT_ERROR(pl[i].id, "order placed, but not read back: %s", res[i].err);
+			res[i].rc = OT_SKIP;
+			continue;
+		}
+		if (pl[i].created)
+			k++;
+		else
+			res[i].rc = OT_SKIP;
 	}
-	if (request_id)
-		json_object_set_new(*order, "request_id", json_string(request_id));
-	if (*created) {
-		memset(&st, 0, sizeof st);
-		snprintf(st.order_id, sizeof st.order_id, "%s", id);
-		snprintf(st.status, sizeof st.status, "PENDING");
-		st.version = 1;
-		snprintf(st.updated_at, sizeof st.updated_at, "%s",
-		         json_string_value(json_object_get(*order, "updated_at")));
-		cache_put(r, &st);
-	}
+	cache_put_many(r, sts, k);
 out:
 	if (rc)
 		ot_pg_rollback(db);
-	PQclear(res);
-	ot_event_clear(&ev);
-	json_decref(items);
-	free(items_s);
+	for (i = 0; i < n; i++) {
+		if (sp) {
+			if (rc)
+				ot_span_error(&sp[i], errstr);
+			ot_span_end(&sp[i]);
+		}
+		if (pl)
+			placing_free(&pl[i]);
+	}
+	free(sp);
+	free(sts);
+	free(pl);
 	return rc;
 }
 
@@ -481,13 +695,12 @@ position_of(const struct ot_event *ev, char lat[32], char lon[32], char eta[40],
 }
 
 /* ORDER_CANCELLED on orders.events, with the order's lines, tells the Inventory Service to
- * release what it reserved (the saga's compensation). */
+ * release what it reserved (the saga's compensation). Fills out (for the outbox). */
 static int
-announce_cancel(PGconn *db, const struct ot_event *cause, long long version, const char *reason,
-                char *errstr, size_t errsz)
+cancel_event(PGconn *db, const struct ot_event *cause, long long version, const char *reason,
+             struct ot_event *out, char *errstr, size_t errsz)
 {
 	const char *p[1] = {cause->order_id};
-	struct ot_event out;
 	PGresult *res;
 	json_t *items;
 	int rc;
@@ -498,242 +711,422 @@ announce_cancel(PGconn *db, const struct ot_event *cause, long long version, con
 		return rc;
 	items = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
 	PQclear(res);
-	ot_event_init(&out, "ORDER_CANCELLED", cause->order_id, version, "ot-consume",
+	ot_event_init(out, "ORDER_CANCELLED", cause->order_id, version, "ot-consume",
 	              json_pack("{s:s, s:o}", "reason", reason, "items", items ? items : json_array()),
 	              cause->traceparent);
-	rc = ot_outbox_add(db, OT_TOPIC_ORDERS, &out, errstr, errsz);
-	ot_event_clear(&out);
-	return rc;
+	return OT_OK;
 }
 
-/* What a transition inside a transaction did, for the work after its commit. */
-struct applied {
-	int kind;                 /* APPLIED, REFRESH (the cache may be behind), or NOTHING */
+/* One event of a batch on its way through ot_order_apply_batch. */
+struct step {
+	int to;                   /* the status it asks for */
+	char lat[32], lon[32], eta[40], reason[256];
+	int fresh;                /* first seen now: not in processed_events before */
+	int kind;                 /* what came of it: NOTHING, APPLIED, REFRESH (the cache may be behind) */
 	int from;
-	double age_s;             /* created_at to now, for the delivery histogram */
 	struct ot_status st;      /* APPLIED: the new status */
 };
 enum { NOTHING, APPLIED, REFRESH };
 
-/* Applies ev inside the open transaction. Returns OT_OK (a->st the new status), OT_SKIP with
- * *as (duplicate, stale, late or ignored), OT_EINPUT having left nothing in the transaction
- * (in_batch: its processed_events row is taken back, for the transaction goes on), or an
- * error after which the transaction is to be rolled back. */
+/* An order a batch touches, as locked at its start and as the batch leaves it. */
+struct row {
+	char id[OT_UUID_LEN];
+	int status;
+	long long version;
+	char lat[32], lon[32], eta[40], reason[256]; /* the last of each the batch set; "" none */
+	int changed;
+	double age_s;             /* created_at to now, for the delivery histogram */
+	struct ot_status st;      /* the current status, for the events' payloads */
+};
+
+/* Checks ev before any transaction: OT_OK with s filled, OT_SKIP (a type that moves no order),
+ * or OT_EINPUT. */
 static int
-apply_tx(PGconn *db, const struct ot_event *ev, const char *consumer, int in_batch, struct applied *a,
-         const char **as, char *errstr, size_t errsz)
+step_check(const struct ot_event *ev, struct step *s, char *errstr, size_t errsz)
 {
-	char lat[32], lon[32], eta[40], reason[256] = "";
-	const char *p[8];
-	struct ot_event out;
-	PGresult *res = NULL;
-	json_t *data, *sk;
-	int rc, to = -1, fresh;
-	enum ot_transition tr;
-
-	a->kind = NOTHING;
-	*as = "duplicate";
-	if ((rc = target_of(ev, &to, errstr, errsz))) {
-		if (rc == OT_SKIP)
-			*as = "ignored";
-		return rc;
-	}
-	if (!ot_uuid_valid(ev->order_id))
-		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
-	if ((rc = position_of(ev, lat, lon, eta, errstr, errsz)))
-		return rc;
-	if (to == OT_ST_REJECTED && (sk = json_object_get(ev->data, "short_skus")) && json_is_array(sk)) {
-		char *s = json_dumps(sk, JSON_COMPACT);
-		snprintf(reason, sizeof reason, "insufficient stock: %s", s ? s : "");
-		reason[ot_utf8_cut(reason, sizeof reason)] = '\0'; /* whole characters only */
-		free(s);
-	}
-	if (to == OT_ST_CANCELLED) {
-		sk = json_object_get(ev->data, "reason");
-		ot_utf8_copy(reason, sizeof reason, !strcmp(ev->type, "INVENTORY_RELEASED") ?
-		             "reservation expired" : json_is_string(sk) ? json_string_value(sk) : "cancelled");
-	}
-	/* One round trip: the event recorded as processed (or found to be a duplicate) and the
-	 * order locked with its current status. */
-	p[0] = consumer;
-	p[1] = ev->id;
-	p[2] = ev->order_id;
-	res = ot_pg_query(db, "WITH pe AS (INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
-	                  "ON CONFLICT DO NOTHING RETURNING 1) "
-	                  "SELECT (SELECT count(*) FROM pe), (SELECT status FROM orders WHERE id = $3 FOR UPDATE)",
-	                  3, p, &rc, errstr, errsz);
-	if (!res)
-		return rc;
-	fresh = atoi(PQgetvalue(res, 0, 0)) > 0;
-	a->from = PQgetisnull(res, 0, 1) ? -1 : ot_state_parse(PQgetvalue(res, 0, 1));
-	PQclear(res);
-	res = NULL;
-	if (!fresh) {
-		/* Redelivered: the process that applied it may have died between its commit and its
-		 * cache write (its offset was never stored). The cache gets the database's status. */
-		a->kind = REFRESH;
-		return ot_err(OT_SKIP, errstr, errsz, "event %s was already applied", ev->id);
-	}
-	if (a->from < 0) {
-		rc = ot_err(OT_EINPUT, errstr, errsz, "%s for unknown order %s", ev->type, ev->order_id);
-		goto refuse;
-	}
-	switch ((tr = ot_state_check(a->from, to))) {
-	case OT_TR_STALE:
-	case OT_TR_LATE:
-		/* The processed_events row stays: a third copy is then refused at once. */
-		a->kind = REFRESH; /* as for a duplicate: the cache may be behind */
-		if (tr == OT_TR_LATE) {
-			*as = "late";
-			return ot_err(OT_SKIP, errstr, errsz, "late %s: the order was cancelled meanwhile", ev->type);
-		}
-		*as = "stale";
-		return ot_err(OT_SKIP, errstr, errsz, "stale %s: order is already %s", ot_state_name(to),
-		              ot_state_name(a->from));
-	case OT_TR_IMPOSSIBLE:
-		rc = ot_err(OT_EINPUT, errstr, errsz, "impossible transition %s -> %s refused",
-		            ot_state_name(a->from), ot_state_name(to));
-		goto refuse;
-	case OT_TR_APPLY:
-		break;
-	}
-	p[1] = ot_state_name(to);
-	p[2] = lat[0] ? lat : NULL;
-	p[3] = lon[0] ? lon : NULL;
-	p[4] = eta[0] ? eta : NULL;
-	p[5] = reason[0] ? reason : NULL;
-	p[6] = ot_state_name(a->from);
-	p[0] = ev->order_id;
-	res = ot_pg_query(db, "UPDATE orders SET status = $2, version = version + 1, "
-	                  "lat = coalesce($3::float8, lat), lon = coalesce($4::float8, lon), "
-	                  "eta = coalesce($5, eta), reason = coalesce($6, reason), updated_at = now() "
-	                  "WHERE id = $1 AND status = $7 RETURNING " STATUS_COLS ", "
-	                  "extract(epoch FROM clock_timestamp() - created_at)", 7, p, &rc, errstr, errsz);
-	if (!res)
-		return rc;
-	if (PQntuples(res) != 1) {
-		PQclear(res);
-		return ot_err(OT_ESERVICE, errstr, errsz, "order %s changed underneath: retry", ev->order_id);
-	}
-	status_from_row(&a->st, ev->order_id, res, 0);
-	a->age_s = strtod(PQgetvalue(res, 0, PQnfields(res) - 1), NULL);
-	PQclear(res);
-	data = ot_status_to_json(&a->st);
-	json_object_del(data, "order_id");
-	json_object_del(data, "version");
-	if (reason[0])
-		json_object_set_new(data, "reason", json_string(reason));
-	ot_event_init(&out, "ORDER_STATUS_UPDATED", ev->order_id, a->st.version, "ot-consume", data,
-	              ev->traceparent);
-	rc = ot_outbox_add(db, OT_TOPIC_ORDERS, &out, errstr, errsz);
-	ot_event_clear(&out);
-	if (!rc && to == OT_ST_CANCELLED)
-		rc = announce_cancel(db, ev, a->st.version, reason, errstr, errsz);
-	if (!rc)
-		a->kind = APPLIED;
-	return rc;
-refuse:
-	/* Refused, so not processed: a later copy is judged again (and dead-lettered again). */
-	if (in_batch) {
-		int r2;
-		p[0] = consumer;
-		p[1] = ev->id;
-		if ((r2 = ot_pg_exec(db, "DELETE FROM processed_events WHERE consumer = $1 AND event_id = $2",
-		                     2, p, NULL, 0)))
-			return r2;
-	}
-	return rc;
-}
-
-/* After the commit: the log line, the counters, the cache. */
-static void
-after_commit(PGconn *db, redisContext *r, const char *consumer, struct applied *a, const char *order_id)
-{
-	struct ot_status st;
-
-	if (a->kind == APPLIED) {
-		OT_INFO(order_id, "%s -> %s (version %lld)", ot_state_name(a->from), a->st.status, a->st.version);
-		count_transition(consumer, a->st.status);
-		if (!strcmp(a->st.status, "DELIVERED"))
-			count_delivery(a->age_s);
-		cache_put(r, &a->st);
-	} else if (a->kind == REFRESH && r && ot_order_load(db, order_id, &st, NULL, 0) == 1) {
-		cache_put(r, &st);
-	}
-}
-
-int
-ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
-               char *errstr, size_t errsz)
-{
-	struct applied a = {0};
-	const char *as;
+	json_t *sk;
 	int rc;
 
-	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
+	memset(s, 0, sizeof *s);
+	s->to = -1;
+	if ((rc = target_of(ev, &s->to, errstr, errsz)))
 		return rc;
-	rc = apply_tx(db, ev, consumer, 0, &a, &as, errstr, errsz);
-	if (rc == OT_OK || rc == OT_SKIP) {
-		int c = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz);
-		if (c) {
-			rc = c;
-			a.kind = NOTHING;
+	if (!ot_uuid_valid(ev->order_id))
+		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
+	if ((rc = position_of(ev, s->lat, s->lon, s->eta, errstr, errsz)))
+		return rc;
+	if (s->to == OT_ST_REJECTED && (sk = json_object_get(ev->data, "short_skus")) && json_is_array(sk)) {
+		char *d = json_dumps(sk, JSON_COMPACT);
+		snprintf(s->reason, sizeof s->reason, "insufficient stock: %s", d ? d : "");
+		s->reason[ot_utf8_cut(s->reason, sizeof s->reason)] = '\0'; /* whole characters only */
+		free(d);
+	}
+	if (s->to == OT_ST_CANCELLED) {
+		sk = json_object_get(ev->data, "reason");
+		ot_utf8_copy(s->reason, sizeof s->reason, !strcmp(ev->type, "INVENTORY_RELEASED") ?
+		             "reservation expired" : json_is_string(sk) ? json_string_value(sk) : "cancelled");
+	}
+	return OT_OK;
+}
+
+static struct row *
+row_of(struct row *rows, size_t nrows, const char *id)
+{
+	for (size_t i = 0; i < nrows; i++)
+		if (!strcmp(rows[i].id, id))
+			return &rows[i];
+	return NULL;
+}
+
+/* A JSON array of the strings, as one statement parameter (caller frees; NULL out of memory). */
+static char *
+ids_json(const struct ot_event *evs, const struct ot_batch_res *res, const struct step *steps, size_t n,
+         int order_ids)
+{
+	json_t *a = json_array();
+	char *s;
+
+	for (size_t i = 0; i < n; i++)
+		if (res[i].rc == OT_OK && (!order_ids || steps[i].fresh))
+			json_array_append_new(a, json_string(order_ids ? evs[i].order_id : evs[i].id));
+	s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s;
+}
+
+/* Marks which events are new to consumer (inserting them into processed_events); a repeat
+ * of an event within the batch is not. */
+static int
+mark_fresh(PGconn *db, const char *consumer, const struct ot_event *evs, const struct ot_batch_res *res,
+           struct step *steps, size_t n, char *errstr, size_t errsz)
+{
+	const char *p[2] = {consumer, NULL};
+	PGresult *q;
+	char *ids;
+	size_t i, j;
+	int k, rc;
+
+	if (!(ids = ids_json(evs, res, steps, n, 0)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	p[1] = ids;
+	q = ot_pg_query(db, "INSERT INTO processed_events (consumer, event_id) "
+	                "SELECT $1, e::uuid FROM jsonb_array_elements_text($2::jsonb) e "
+	                "ON CONFLICT DO NOTHING RETURNING event_id::text", 2, p, &rc, errstr, errsz);
+	free(ids);
+	if (!q)
+		return rc;
+	for (k = 0; k < PQntuples(q); k++)
+		for (i = 0; i < n; i++)
+			if (res[i].rc == OT_OK && !strcmp(evs[i].id, PQgetvalue(q, k, 0))) {
+				for (j = 0; j < i && strcmp(evs[j].id, evs[i].id); j++)
+					;
+				steps[i].fresh = j == i; /* the first of its copies */
+				break;
+			}
+	PQclear(q);
+	return OT_OK;
+}
+
+/* Locks the orders of the fresh events, in id order (so two consumers' batches cannot
+ * deadlock), and reads them into rows. */
+static int
+lock_orders(PGconn *db, const struct ot_event *evs, const struct ot_batch_res *res, const struct step *steps,
+            size_t n, struct row *rows, size_t *nrows, char *errstr, size_t errsz)
+{
+	const char *p[1];
+	PGresult *q;
+	char *ids;
+	int k, rc;
+
+	*nrows = 0;
+	if (!(ids = ids_json(evs, res, steps, n, 1)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	p[0] = ids;
+	q = ot_pg_query(db, "SELECT id::text, " STATUS_COLS ", coalesce(reason, ''), "
+	                "extract(epoch FROM clock_timestamp() - created_at), " TS_SQL("now()") " FROM orders "
+	                "WHERE id IN (SELECT e::uuid FROM jsonb_array_elements_text($1::jsonb) e) ORDER BY id FOR UPDATE",
+	                1, p, &rc, errstr, errsz);
+	free(ids);
+	if (!q)
+		return rc;
+	for (k = 0; k < PQntuples(q) && (size_t)k < n; k++) {
+		struct row *w = &rows[(*nrows)++];
+		memset(w, 0, sizeof *w);
+		snprintf(w->id, sizeof w->id, "%s", PQgetvalue(q, k, 0));
+		status_from_cols(&w->st, w->id, q, k, 1);
+		w->status = ot_state_parse(w->st.status);
+		w->version = w->st.version;
+		w->age_s = strtod(PQgetvalue(q, k, 8), NULL);
+		/* A change made now is stamped with the transaction's time, as updated_at = now(). */
+		snprintf(w->st.updated_at, sizeof w->st.updated_at, "%s", PQgetvalue(q, k, 9));
+	}
+	PQclear(q);
+	return OT_OK;
+}
+
+/* Decides each fresh event against its order as the batch has left it so far: applied
+ * (the next version, the outbox event), skipped, or refused (rc OT_EINPUT, its
+ * processed_events row to be taken back, into refused). */
+static int
+decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, struct step *steps, size_t n,
+           struct row *rows, size_t nrows, struct ot_span *sp, struct ot_event *outs, size_t *nouts,
+           json_t *refused, char *errstr, size_t errsz)
+{
+	struct row *w;
+	struct step *s;
+	json_t *data;
+	size_t i;
+	int rc;
+
+	*nouts = 0;
+	for (i = 0; i < n; i++) {
+		s = &steps[i];
+		if (res[i].rc != OT_OK)
+			continue;
+		if (!s->fresh) {
+			/* Redelivered: the process that applied it may have died between its commit and
+			 * its cache write (its offset was never stored). The cache gets the database's. */
+			s->kind = REFRESH;
+			res[i].rc = ot_err(OT_SKIP, res[i].err, sizeof res[i].err, "event %s was already applied",
+			                   evs[i].id);
+			continue;
 		}
-	} else {
-		a.kind = NOTHING;
+		if (!(w = row_of(rows, nrows, evs[i].order_id))) {
+			res[i].rc = ot_err(OT_EINPUT, res[i].err, sizeof res[i].err, "%s for unknown order %s",
+			                   evs[i].type, evs[i].order_id);
+			json_array_append_new(refused, json_string(evs[i].id));
+			continue;
+		}
+		s->from = w->status;
+		switch (ot_state_check(w->status, s->to)) {
+		case OT_TR_LATE:
+			/* The processed_events row stays: a third copy is then refused at once. */
+			s->kind = REFRESH;
+			res[i].as = "late";
+			res[i].rc = ot_err(OT_SKIP, res[i].err, sizeof res[i].err,
+			                   "late %s: the order was cancelled meanwhile", evs[i].type);
+			continue;
+		case OT_TR_STALE:
+			s->kind = REFRESH;
+			res[i].as = "stale";
+			res[i].rc = ot_err(OT_SKIP, res[i].err, sizeof res[i].err, "stale %s: order is already %s",
+			                   ot_state_name(s->to), ot_state_name(w->status));
+			continue;
+		case OT_TR_IMPOSSIBLE:
+			res[i].rc = ot_err(OT_EINPUT, res[i].err, sizeof res[i].err,
+			                   "impossible transition %s -> %s refused", ot_state_name(w->status),
+			                   ot_state_name(s->to));
+			json_array_append_new(refused, json_string(evs[i].id));
+			continue;
+		case OT_TR_APPLY:
+			break;
+		}
+		/* Applied: what the UPDATE at the end of the batch will leave, step by step. */
+		w->status = s->to;
+		w->version++;
+		w->changed = 1;
+		snprintf(w->st.status, sizeof w->st.status, "%s", ot_state_name(s->to));
+		w->st.version = w->version;
+		if (s->lat[0]) {
+			snprintf(w->lat, sizeof w->lat, "%s", s->lat);
+			snprintf(w->lon, sizeof w->lon, "%s", s->lon);
+			w->st.has_pos = 1;
+			w->st.lat = strtod(s->lat, NULL);
+			w->st.lon = strtod(s->lon, NULL);
+		}
+		if (s->eta[0]) {
+			snprintf(w->eta, sizeof w->eta, "%s", s->eta);
+			snprintf(w->st.eta, sizeof w->st.eta, "%s", s->eta);
+		}
+		if (s->reason[0])
+			snprintf(w->reason, sizeof w->reason, "%s", s->reason);
+		s->st = w->st;
+		s->kind = APPLIED;
+		data = ot_status_to_json(&s->st);
+		json_object_del(data, "order_id");
+		json_object_del(data, "version");
+		if (s->reason[0])
+			json_object_set_new(data, "reason", json_string(s->reason));
+		/* The events it causes are children of its handling. */
+		ot_span_enter(sp ? &sp[i] : NULL);
+		ot_event_init(&outs[(*nouts)++], "ORDER_STATUS_UPDATED", evs[i].order_id, s->st.version, "ot-consume",
+		              data, evs[i].traceparent);
+		rc = s->to == OT_ST_CANCELLED ? cancel_event(db, &evs[i], s->st.version, s->reason, &outs[*nouts],
+		                                             errstr, errsz) : OT_OK;
+		ot_span_leave(sp ? &sp[i] : NULL);
+		if (rc)
+			return rc;
+		if (s->to == OT_ST_CANCELLED)
+			(*nouts)++;
 	}
-	ot_pg_rollback(db);
-	if (rc == OT_SKIP) {
-		ot_run_skipped_as(as);
-		if (!strcmp(as, "late"))
-			atomic_fetch_add(&late_count, 1);
+	return OT_OK;
+}
+
+/* The batch's writes: refused events taken back out of processed_events, every changed order
+ * updated to where the batch left it (a field the batch did not set keeps its value), and the
+ * outbox rows in order. */
+static int
+write_all(PGconn *db, const char *consumer, struct row *rows, size_t nrows, const struct ot_event *outs,
+          size_t nouts, json_t *refused, char *errstr, size_t errsz)
+{
+	json_t *upd = json_array();
+	const char *p[2];
+	char *doc = NULL, *ids = NULL;
+	size_t i;
+	int rc = OT_OK;
+
+#define OPT(s) ((s)[0] ? json_string(s) : json_null())
+	for (i = 0; i < nrows; i++)
+		if (rows[i].changed)
+			json_array_append_new(upd, json_pack("[s, s, I, o, o, o, o]", rows[i].id, ot_state_name(rows[i].status),
+			                                     (json_int_t)rows[i].version, OPT(rows[i].lat), OPT(rows[i].lon),
+			                                     OPT(rows[i].eta), OPT(rows[i].reason)));
+#undef OPT
+	if (json_array_size(refused)) {
+		if (!(ids = json_dumps(refused, JSON_COMPACT))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			goto out;
+		}
+		p[0] = consumer;
+		p[1] = ids;
+		/* Refused, so not processed: a later copy is judged again (and dead-lettered again). */
+		if ((rc = ot_pg_exec(db, "DELETE FROM processed_events WHERE consumer = $1 AND event_id IN "
+		                     "(SELECT e::uuid FROM jsonb_array_elements_text($2::jsonb) e)", 2, p, errstr, errsz)))
+			goto out;
 	}
-	after_commit(db, r, consumer, &a, ev->order_id);
+	if (json_array_size(upd)) {
+		if (!(doc = json_dumps(upd, JSON_COMPACT))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			goto out;
+		}
+		p[0] = doc;
+		if ((rc = ot_pg_exec(db, "UPDATE orders o SET status = x->>1, version = (x->>2)::bigint, "
+		                     "lat = coalesce((x->>3)::float8, o.lat), lon = coalesce((x->>4)::float8, o.lon), "
+		                     "eta = coalesce(x->>5, o.eta), reason = coalesce(x->>6, o.reason), updated_at = now() "
+		                     "FROM jsonb_array_elements($1::jsonb) x WHERE o.id = (x->>0)::uuid",
+		                     1, p, errstr, errsz)))
+			goto out;
+	}
+	rc = ot_outbox_add_many(db, OT_TOPIC_ORDERS, outs, nouts, errstr, errsz);
+out:
+	free(doc);
+	free(ids);
+	json_decref(upd);
 	return rc;
+}
+
+/* After the commit: the log lines, the counters, the cache. */
+static void
+after_commit(PGconn *db, redisContext *r, const char *consumer, const struct ot_event *evs,
+             struct ot_batch_res *res, struct step *steps, size_t n, struct row *rows, size_t nrows,
+             struct ot_span *sp)
+{
+	struct ot_status *sts;
+	struct row *w;
+	size_t i, k = 0, first = 0;
+
+	if (!(sts = calloc(n, sizeof *sts)))
+		return;
+	for (i = 0; i < n; i++) {
+		if (res[i].rc == OT_SKIP && !strcmp(res[i].as, "late"))
+			atomic_fetch_add(&late_count, 1);
+		ot_span_enter(sp ? &sp[i] : NULL);
+		if (steps[i].kind == APPLIED) {
+			OT_INFO(evs[i].order_id, "%s -> %s (version %lld)", ot_state_name(steps[i].from), steps[i].st.status,
+			        steps[i].st.version);
+			count_transition(consumer, steps[i].st.status);
+			if (steps[i].to == OT_ST_DELIVERED && (w = row_of(rows, nrows, evs[i].order_id)))
+				count_delivery(w->age_s);
+			first = k ? first : i;
+			sts[k++] = steps[i].st;
+		} else if (steps[i].kind == REFRESH && r && ot_order_load(db, evs[i].order_id, &sts[k], NULL, 0) == 1) {
+			first = k ? first : i;
+			k++;
+		}
+		ot_span_leave(sp ? &sp[i] : NULL);
+	}
+	/* In the order they were committed, in one round trip; a single write keeps its span. */
+	ot_span_enter(k == 1 && sp ? &sp[first] : NULL);
+	cache_put_many(r, sts, k);
+	ot_span_leave(k == 1 && sp ? &sp[first] : NULL);
+	free(sts);
 }
 
 int
 ot_order_apply_batch(PGconn *db, redisContext *r, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
                      const char *consumer, struct ot_batch_res *res, char *errstr, size_t errsz)
 {
-	struct ot_span sp;
-	struct applied *a;
-	size_t i;
-	int rc;
+	struct step *steps = calloc(n, sizeof *steps);
+	struct row *rows = calloc(n, sizeof *rows);
+	struct ot_event *outs = calloc(2 * n, sizeof *outs);
+	json_t *refused = json_array();
+	struct ot_span *sp = calloc(n, sizeof *sp);
+	size_t i, nrows = 0, nouts = 0, todo = 0;
+	int rc = OT_OK;
 
-	if (!(a = calloc(n, sizeof *a)))
-		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)))
-		goto out;
+	if (!steps || !rows || !outs || !sp) {
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto done;
+	}
 	for (i = 0; i < n; i++) {
 		if (res[i].rc != OT_OK)
 			continue; /* refused before: left to the per-record path */
-		ot_run_span(&sp, &ms[i], &evs[i]);
-		res[i].rc = apply_tx(db, &evs[i], consumer, 1, &a[i], &res[i].as, res[i].err, sizeof res[i].err);
-		if (res[i].rc < 0)
-			ot_span_error(&sp, res[i].err);
-		ot_span_end(&sp);
-		if (res[i].rc < 0 && res[i].rc != OT_EINPUT) {
-			/* The transaction is lost; the caller takes each record alone. */
-			rc = res[i].rc;
-			snprintf(errstr, errsz, "%s", res[i].err);
-			goto out;
-		}
-		if (res[i].rc != OT_SKIP)
-			res[i].err[0] = '\0';
+		res[i].rc = step_check(&evs[i], &steps[i], res[i].err, sizeof res[i].err);
+		if (res[i].rc == OT_SKIP)
+			res[i].as = "ignored";
+		todo += res[i].rc == OT_OK;
 	}
-	if ((rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
-		goto out;
-	for (i = 0; i < n; i++) {
-		if (res[i].rc == OT_SKIP && !strcmp(res[i].as, "late"))
-			atomic_fetch_add(&late_count, 1);
-		after_commit(db, r, consumer, &a[i], evs[i].order_id);
-	}
-out:
+	if (!todo)
+		goto done; /* nothing to commit: no transaction */
+	/* Each record's span (ms NULL: the caller's span is current already), entered while its
+	 * outbox events are made and its cache written, so those are its children. */
+	if (ms)
+		for (i = 0; i < n; i++)
+			if (res[i].rc == OT_OK) {
+				ot_run_span(&sp[i], &ms[i], &evs[i]);
+				ot_span_leave(&sp[i]);
+			}
+	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)) ||
+	    (rc = mark_fresh(db, consumer, evs, res, steps, n, errstr, errsz)) ||
+	    (rc = lock_orders(db, evs, res, steps, n, rows, &nrows, errstr, errsz)) ||
+	    (rc = decide_all(db, evs, res, steps, n, rows, nrows, ms ? sp : NULL, outs, &nouts, refused,
+	                     errstr, errsz)) ||
+	    (rc = write_all(db, consumer, rows, nrows, outs, nouts, refused, errstr, errsz)) ||
+	    (rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
+		goto done;
+	after_commit(db, r, consumer, evs, res, steps, n, rows, nrows, ms ? sp : NULL);
+done:
 	if (rc)
 		ot_pg_rollback(db);
-	free(a);
+	for (i = 0; sp && i < n; i++) {
+		if (rc || (res[i].rc < 0 && res[i].rc != OT_EINPUT))
+			ot_span_error(&sp[i], rc ? errstr : res[i].err);
+		ot_span_end(&sp[i]);
+	}
+	for (i = 0; i < nouts; i++)
+		ot_event_clear(&outs[i]);
+	json_decref(refused);
+	free(sp);
+	free(outs);
+	free(rows);
+	free(steps);
 	return rc;
+}
+
+int
+ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
+               char *errstr, size_t errsz)
+{
+	struct ot_batch_res res = {.rc = OT_OK, .as = "duplicate"};
+	int rc;
+
+	rc = ot_order_apply_batch(db, r, NULL, ev, 1, consumer, &res, errstr, errsz);
+	if (rc)
+		return rc;
+	snprintf(errstr, errsz, "%s", res.err);
+	if (res.rc == OT_SKIP)
+		ot_run_skipped_as(res.as);
+	return res.rc;
 }
 
 int

@@ -26,6 +26,19 @@ int ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source,
  * The same request_id with another body returns OT_ECONFLICT. */
 int ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, const char *scope,
                       json_t **order, int *created, char *errstr, size_t errsz);
+/* ot_order_place for n requests in one transaction and one commit (scope ""). The caller
+ * presets res[i].rc to OT_OK for the requests to place; the rest are left alone. Each res[i]
+ * gets OT_OK (orders[i] the new order, a new reference), OT_SKIP (its request_id placed
+ * orders[i] before), or for a request refused without a trace in the transaction OT_EINPUT or
+ * OT_ECONFLICT, for the per-record path to report. Returns OT_OK once committed, or the ot_rc
+ * that lost the transaction (nothing committed, orders[] all NULL). */
+struct ot_batch_res;
+int ot_order_place_batch(PGconn *db, redisContext *r, json_t *const *reqs, size_t n, const char *source,
+                         json_t **orders, struct ot_batch_res *res, char *errstr, size_t errsz);
+/* The same within scope (see ot_order_place_as); ot_order_place_as is this for one request. */
+int ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t n, const char *source,
+                            const char *scope, json_t **orders, struct ot_batch_res *res, char *errstr,
+                            size_t errsz);
 /* The fingerprint of an order request: SHA-256 in hex of its compact JSON with sorted keys,
  * request_id left out. Returns 0 with out filled (65 bytes), or -1 out of memory. */
 int ot_order_fingerprint(const json_t *req, char out[65]);

@@ -15,41 +15,80 @@
 #include "ot_pg.h"
 #include "ot_trace.h"
 
+/* The outbox row of ev: its span (a child of ev's traceparent, a parent of its consumers'
+ * through the relay) begun in sp, the row's traceparent in tp, the payload returned (caller
+ * frees; NULL out of memory). */
+static char *
+outbox_row(const char *topic, const struct ot_event *ev, struct ot_span *sp, char tp[56])
+{
+	struct ot_event e = *ev; /* shares data: only the traceparent differs */
+	char name[96];
+
+	snprintf(name, sizeof name, "outbox %s", ev->type);
+	ot_span_begin_detached(sp, name, OT_SPAN_PRODUCER, ev->traceparent);
+	ot_span_traceparent(sp, e.traceparent);
+	if (sp->exported) {
+		ot_span_tag(sp, "order_id", ev->order_id);
+		ot_span_tag(sp, "event.id", ev->id);
+		ot_span_tag(sp, "messaging.destination", topic);
+	}
+	snprintf(tp, 56, "%s", e.traceparent);
+	return ot_event_dump(&e);
+}
+
 int
 ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char *errstr, size_t errsz)
 {
-	struct ot_event e = *ev; /* shares data: only the traceparent differs */
-	struct ot_span sp;
-	char name[96], *payload;
-	const char *p[6];
-	int rc;
+	return ot_outbox_add_many(db, topic, ev, 1, errstr, errsz);
+}
 
-	/* The event's span: its consumers are children of it, through the relay's publish. */
-	snprintf(name, sizeof name, "outbox %s", ev->type);
-	ot_span_begin(&sp, name, OT_SPAN_PRODUCER, ev->traceparent);
-	ot_span_traceparent(&sp, e.traceparent);
-	if (sp.exported) {
-		ot_span_tag(&sp, "order_id", ev->order_id);
-		ot_span_tag(&sp, "event.id", ev->id);
-		ot_span_tag(&sp, "messaging.destination", topic);
-	}
-	if (!(payload = ot_event_dump(&e))) {
+int
+ot_outbox_add_many(PGconn *db, const char *topic, const struct ot_event *evs, size_t n, char *errstr,
+                   size_t errsz)
+{
+	struct ot_span *sp;
+	json_t *rows = json_array();
+	char tp[56], *payload, *doc = NULL;
+	const char *p[2];
+	size_t i, begun = 0;
+	int rc = OT_OK;
+
+	if (!n)
+		goto out;
+	if (!(sp = calloc(n, sizeof *sp))) {
 		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto out;
 	}
-	p[0] = topic;
-	p[1] = ev->order_id;
-	p[2] = ev->id;
-	p[3] = ev->type;
-	p[4] = e.traceparent;
-	p[5] = payload;
-	rc = ot_pg_exec(db, "INSERT INTO outbox (topic, key, event_id, type, traceparent, payload) "
-	                "VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6)", 6, p, errstr, errsz);
-	free(payload);
+	for (i = 0; i < n && !rc; i++, begun++) {
+		if (!(payload = outbox_row(topic, &evs[i], &sp[i], tp))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			begun++;
+			break;
+		}
+		json_array_append_new(rows, json_pack("[s, s, s, s, s]", evs[i].order_id, evs[i].id, evs[i].type, tp,
+		                                      payload));
+		free(payload);
+	}
+	if (!rc && !(doc = json_dumps(rows, JSON_COMPACT)))
+		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	if (!rc) {
+		/* One statement for the lot, in their order: the relay sends by id. */
+		p[0] = topic;
+		p[1] = doc;
+		rc = ot_pg_exec(db, "INSERT INTO outbox (topic, key, event_id, type, traceparent, payload) "
+		                "SELECT $1, x->>0, (x->>1)::uuid, x->>2, NULLIF(x->>3, ''), x->>4 "
+		                "FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, n) ORDER BY n",
+		                2, p, errstr, errsz);
+	}
+	for (i = 0; i < begun; i++) {
+		if (rc)
+			ot_span_error(&sp[i], errstr);
+		ot_span_end(&sp[i]);
+	}
+	free(sp);
 out:
-	if (rc)
-		ot_span_error(&sp, errstr);
-	ot_span_end(&sp);
+	free(doc);
+	json_decref(rows);
 	return rc;
 }
 

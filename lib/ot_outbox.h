@@ -14,6 +14,9 @@ struct ot_out;
  * payload's traceparent name a span of this insert, a child of ev's traceparent.
  * Returns 0 or an ot_rc. */
 int ot_outbox_add(PGconn *db, const char *topic, const struct ot_event *ev, char *errstr, size_t errsz);
+/* ot_outbox_add for evs[0..n), in one statement, in their order. */
+int ot_outbox_add_many(PGconn *db, const char *topic, const struct ot_event *evs, size_t n, char *errstr,
+                       size_t errsz);
 
 /* Relays up to batch rows, oldest first and at most one per order, to out, waits for every
  * acknowledgement, and only then deletes them; rows another relay holds are skipped (SKIP
