@@ -794,37 +794,28 @@ ids_json(const struct ot_event *evs, const struct ot_batch_res *res, const struc
 	return s;
 }
 
-/* Marks which events are new to consumer (inserting them into processed_events); a repeat
- * of an event within the batch is not. */
+/* Marks which events are new to consumer (inserting them into processed_events). */
 static int
 mark_fresh(PGconn *db, const char *consumer, const struct ot_event *evs, const struct ot_batch_res *res,
            struct step *steps, size_t n, char *errstr, size_t errsz)
 {
-	const char *p[2] = {consumer, NULL};
-	PGresult *q;
-	char *ids;
-	size_t i, j;
-	int k, rc;
+	const char **ids = calloc(n, sizeof *ids);
+	int *fresh = calloc(n, sizeof *fresh), rc;
+	size_t i;
 
-	if (!(ids = ids_json(evs, res, steps, n, 0)))
+	if (!ids || !fresh) {
+		free(ids);
+		free(fresh);
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	p[1] = ids;
-	q = ot_pg_query(db, "INSERT INTO processed_events (consumer, event_id) "
-	                "SELECT $1, e::uuid FROM jsonb_array_elements_text($2::jsonb) e "
-	                "ON CONFLICT DO NOTHING RETURNING event_id::text", 2, p, &rc, errstr, errsz);
-	free(ids);
-	if (!q)
-		return rc;
-	for (k = 0; k < PQntuples(q); k++)
+	}
+	for (i = 0; i < n; i++)
+		ids[i] = res[i].rc == OT_OK ? evs[i].id : NULL;
+	if (!(rc = ot_pg_mark_processed(db, consumer, ids, n, fresh, errstr, errsz)))
 		for (i = 0; i < n; i++)
-			if (res[i].rc == OT_OK && !strcmp(evs[i].id, PQgetvalue(q, k, 0))) {
-				for (j = 0; j < i && strcmp(evs[j].id, evs[i].id); j++)
-					;
-				steps[i].fresh = j == i; /* the first of its copies */
-				break;
-			}
-	PQclear(q);
-	return OT_OK;
+			steps[i].fresh = fresh[i];
+	free(ids);
+	free(fresh);
+	return rc;
 }
 
 /* Locks the orders of the fresh events, in id order (so two consumers' batches cannot

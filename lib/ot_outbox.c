@@ -192,7 +192,7 @@ ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, int *more, char *errs
 	if (more) {
 		/* Anything left: the rest of a full batch, an order's next row, rows another relay
 		 * holds. Rows committed after this statement announce themselves with a NOTIFY. */
-		PGresult *left = ot_pg_query(db, "SELECT 1 FROM outbox LIMIT 1", 0, NULL, &rc, errstr, errsz);
+		PGresult *left = ot_pg_query(db, "SELECT 1 FROM outbox ORDER BY id LIMIT 1", 0, NULL, &rc, errstr, errsz);
 		if (!left)
 			goto out;
 		*more = PQntuples(left) > 0;

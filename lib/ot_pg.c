@@ -1,4 +1,5 @@
 /* ot_pg: PostgreSQL connections, queries and migrations under an advisory lock. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,4 +192,43 @@ ot_pg_open(const char *conninfo, const char *db, int *rc, char *errstr, size_t e
 	if (rc)
 		*rc = r;
 	return c;
+}
+
+int
+ot_pg_mark_processed(PGconn *c, const char *consumer, const char *const *ids, size_t n, int *fresh,
+                     char *errstr, size_t errsz)
+{
+	json_t *a = json_array();
+	const char *p[2] = {consumer, NULL};
+	PGresult *q;
+	char *doc;
+	size_t i, j;
+	int k, rc;
+
+	for (i = 0; i < n; i++) {
+		fresh[i] = 0;
+		if (ids[i])
+			json_array_append_new(a, json_string(ids[i]));
+	}
+	doc = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	if (!doc)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	p[1] = doc;
+	q = ot_pg_query(c, "INSERT INTO processed_events (consumer, event_id) "
+	                "SELECT $1, e::uuid FROM jsonb_array_elements_text($2::jsonb) e "
+	                "ON CONFLICT DO NOTHING RETURNING event_id::text", 2, p, &rc, errstr, errsz);
+	free(doc);
+	if (!q)
+		return rc;
+	for (k = 0; k < PQntuples(q); k++)
+		for (i = 0; i < n; i++)
+			if (ids[i] && !strcmp(ids[i], PQgetvalue(q, k, 0))) {
+				for (j = 0; j < i && (!ids[j] || strcmp(ids[j], ids[i])); j++)
+					;
+				fresh[i] = j == i; /* the first of its copies */
+				break;
+			}
+	PQclear(q);
+	return OT_OK;
 }

@@ -36,5 +36,11 @@ void ot_pg_rollback(PGconn *c);
 /* Resets a broken connection. Returns 0 when it is usable again, else OT_ESERVICE with
  * errstr (which may be NULL) saying why. */
 int ot_pg_ensure(PGconn *c, char *errstr, size_t errsz);
+/* Records events ids[0..n) (NULL entries are left out) as processed by consumer, in one
+ * statement, inside the caller's transaction: fresh[i] is 1 for an event seen now for the
+ * first time (the first of its copies within ids), 0 for one processed before. Returns 0 or an
+ * ot_rc. */
+int ot_pg_mark_processed(PGconn *c, const char *consumer, const char *const *ids, size_t n, int *fresh,
+                         char *errstr, size_t errsz);
 
 #endif
