@@ -50,17 +50,19 @@ static const char cas_src[] =
 	"return 1\n";
 
 /* GCRA. KEYS[1] rl:{client}; ARGV: emission interval (ms per request), tolerance (ms: the
- * burst), take ("1" counts the request, "0" only asks whether one more would pass). Returns
- * {1, 0} allowed or {0, ms to wait}. The clock is Redis's, so every server shares one. */
+ * burst), take (n > 0 counts n requests at once if all n may pass; "0" only asks whether one
+ * more would). Returns {1, 0} allowed or {0, ms to wait}. The clock is Redis's, so every
+ * server shares one. */
 static const char gcra_src[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 	"local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
 	"if tat < now then tat = now end\n"
-	"local new = tat + tonumber(ARGV[1])\n"
+	"local n = tonumber(ARGV[3])\n"
+	"local new = tat + tonumber(ARGV[1]) * math.max(n, 1)\n"
 	"local wait = new - tonumber(ARGV[2]) - now\n"
 	"if wait > 0 then return {0, math.ceil(wait)} end\n"
-	"if ARGV[3] == '1' then redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now))) end\n"
+	"if n > 0 then redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now))) end\n"
 	"return {1, 0}\n";
 
 static struct ot_redis_script cas_script = OT_REDIS_SCRIPT(cas_src);
@@ -636,7 +638,7 @@ ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int 
 	redisReply *rep;
 	double interval = 1000.0 / per_s;
 	const char *argv[5] = {"1"};
-	char key[160], iv[32], tol[48];
+	char key[160], iv[32], tol[48], n[16];
 	int rc;
 
 	*wait_ms = 0;
@@ -645,7 +647,8 @@ ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int 
 	snprintf(key, sizeof key, "rl:%s", client);
 	snprintf(iv, sizeof iv, "%.3f", interval);
 	snprintf(tol, sizeof tol, "%.3f", interval * burst);
-	argv[1] = key, argv[2] = iv, argv[3] = tol, argv[4] = take ? "1" : "0";
+	snprintf(n, sizeof n, "%d", take > 0 ? take : 0);
+	argv[1] = key, argv[2] = iv, argv[3] = tol, argv[4] = n;
 	rep = ot_redis_evalsha(r, &gcra_script, 5, argv, NULL);
 	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER)

@@ -101,9 +101,10 @@ int ot_redis_ping(redisContext *r, char *errstr, size_t errsz);
  * (the status JSON) and score (the version) pairs; caller freeReplyObject's. NULL with errstr. */
 redisReply *ot_redis_history(redisContext *r, const char *order_id, long long after,
                              char *errstr, size_t errsz);
-/* Rate limit (GCRA, in Lua, on Redis's clock): may client make one more request at per_s a
- * second with bursts of burst? With take the request counts when it may; without, nothing is
- * counted (a look only). Returns 1 yes, 0 no (with *wait_ms until it may), OT_ESERVICE. */
+/* Rate limit (GCRA, in Lua, on Redis's clock): may client make take more requests (at least
+ * one) at per_s a second with bursts of burst? With take > 0 they count when all may; with 0
+ * nothing is counted (a look at one). Returns 1 yes, 0 no (with *wait_ms until it may),
+ * OT_ESERVICE. */
 int ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int take, long *wait_ms,
                   char *errstr, size_t errsz);
 /* The status as a JSON object (new reference). */
