@@ -20,7 +20,7 @@ static const char *argv0 = "ot-serve";
 
 enum {
 	OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS, OPT_WS_ORIGINS,
-	OPT_MAX_PER_CLIENT
+	OPT_MAX_PER_CLIENT, OPT_LOCAL_CACHE_MS, OPT_LOCAL_CACHE_MAX
 };
 
 static void
@@ -31,7 +31,8 @@ usage(FILE *f, int full)
 		return;
 	fprintf(f, "\nServes the orders API and the tracking page on [HOST:]PORT (default :8080, every\n"
 	        "IPv4 interface; [::]:PORT for IPv6), with four threads, each with its own connections:\n"
-	        "  GET  /orders/{id}   status from Redis, else the database (X-Cache: HIT|MISS|BYPASS),\n"
+	        "  GET  /orders/{id}   status from the in-process cache or Redis, else the database\n"
+	        "                      (X-Cache: HIT|MISS|BYPASS),\n"
 	        "                      with an ETag (If-None-Match -> 304); ?full=1 adds customer,\n"
 	        "                      items and address, from the database (needs the API key)\n"
 	        "  GET  /orders/{id}/events  the status changes as Server-Sent Events (Last-Event-ID\n"
@@ -64,7 +65,12 @@ usage(FILE *f, int full)
 	        "      --ws-origins O[,O]  the only Origins a WebSocket may come from, as\n"
 	        "                          https://host[:port] (OT_WS_ORIGINS; any)\n"
 	        "      --max-per-client N  connections open at once from one address, 0 for no limit\n"
-	        "                          (OT_MAX_PER_CLIENT; 64)\n%s", ot_config_usage);
+	        "                          (OT_MAX_PER_CLIENT; 64)\n"
+	        "      --local-cache-ms MS an in-process cache entry serves reads at most this long;\n"
+	        "                          Redis invalidates it sooner on any change; 0 turns the\n"
+	        "                          in-process cache off (OT_LOCAL_CACHE_MS; 1000)\n"
+	        "      --local-cache-max N order statuses the in-process cache holds at most\n"
+	        "                          (OT_LOCAL_CACHE_MAX; 10000)\n%s", ot_config_usage);
 }
 
 /* Parses a number in [lo, hi] for the option named; 0, or -1 after saying why. */
@@ -111,14 +117,17 @@ main(int argc, char **argv)
 		{"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
 		{"ws-origins", required_argument, NULL, OPT_WS_ORIGINS},
 		{"max-per-client", required_argument, NULL, OPT_MAX_PER_CLIENT},
+		{"local-cache-ms", required_argument, NULL, OPT_LOCAL_CACHE_MS},
+		{"local-cache-max", required_argument, NULL, OPT_LOCAL_CACHE_MAX},
 		{NULL, 0, NULL, 0}
 	};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64};
+	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64, 1000, 10000};
 	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
 	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
 	const char *pmax = getenv("OT_MAX_PER_CLIENT");
+	const char *lms = getenv("OT_LOCAL_CACHE_MS"), *lmax = getenv("OT_LOCAL_CACHE_MAX");
 	struct ot_http *h;
 	redisContext *stats = NULL;
 	PGconn *db = NULL;
@@ -141,6 +150,8 @@ main(int argc, char **argv)
 		case OPT_MAX_STREAMS: nmax = optarg; continue;
 		case OPT_WS_ORIGINS: o.ws_origins = optarg; continue;
 		case OPT_MAX_PER_CLIENT: pmax = optarg; continue;
+		case OPT_LOCAL_CACHE_MS: lms = optarg; continue;
+		case OPT_LOCAL_CACHE_MAX: lmax = optarg; continue;
 		}
 	}
 	if (optind < argc) {
@@ -150,7 +161,9 @@ main(int argc, char **argv)
 	if ((rate && number(rate, "rate", 0, 1e6, &o.rate)) || (burst && whole(burst, "burst", 1, 1000000, &o.burst)) ||
 	    (smax && whole(smax, "stream-max", 1, 86400, &o.stream_max_s)) ||
 	    (nmax && whole(nmax, "max-streams", 1, 100000, &o.max_streams)) ||
-	    (pmax && whole(pmax, "max-per-client", 0, 100000, &o.max_per_client))) {
+	    (pmax && whole(pmax, "max-per-client", 0, 100000, &o.max_per_client)) ||
+	    (lms && whole(lms, "local-cache-ms", 0, 60000, &o.local_cache_ms)) ||
+	    (lmax && whole(lmax, "local-cache-max", 1, 10000000, &o.local_cache_max))) {
 		ot_config_free(&cfg);
 		return EX_USAGE;
 	}

@@ -20,6 +20,7 @@
 #include "ot_event.h"
 #include "ot_http.h"
 #include "ot_httpd.h"
+#include "ot_lcache.h"
 #include "ot_live.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
@@ -38,6 +39,9 @@
 #define BREAKER_OPEN_MS 2000      /* how long it stays open before one probe */
 #define AUTH_FAIL_RATE (1.0 / 6)  /* failed authentications a second per address, after ... */
 #define AUTH_FAIL_BURST 10        /* ... this many at once */
+#define LEASES 256                /* clients holding leased requests at once (by hash: a clash drops one) */
+#define LEASE_MS 100              /* a lease is at most this long of a client's rate ... */
+#define LEASE_MAX 64              /* ... at most this many requests, and a quarter of its burst */
 /* A stuck statement must not hold one of the few worker threads for long. */
 #define STATEMENT_TIMEOUT "SET statement_timeout = '5s'"
 
@@ -62,12 +66,20 @@ struct ot_http {
 	int burst;
 	struct ot_breaker redis_cb, pg_cb;
 	struct ot_live *live;
+	struct ot_lcache *lc; /* hot statuses in process; NULL when off */
 	int breakers;        /* initialised: destroy them */
 	pthread_mutex_t mu;  /* guards conns */
 	struct conns *conns;
 	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
 	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
 	int ready_db, ready_redis; /* what it found: 1 answered */
+	int lease_n;         /* requests the limiter takes from Redis at once; 1: no leases */
+	pthread_mutex_t lease_mu; /* guards lease */
+	struct lease {       /* requests a client was granted in Redis and has not made yet */
+		char client[96];
+		int left;
+		long long until; /* ms, monotonic: unused, they lapse */
+	} lease[LEASES];
 };
 
 /* What ot-serve keeps per request beside ot_httpd's. */
@@ -89,10 +101,10 @@ struct call {
 };
 
 /* Where an order read was served from. */
-enum ot_cache_result { OT_C_HIT, OT_C_MISS, OT_C_BYPASS, OT_C_COUNT };
-static const char *const cache_label[OT_C_COUNT] = {"hit", "miss", "bypass"};
+enum ot_cache_result { OT_C_HIT, OT_C_MISS, OT_C_BYPASS, OT_C_LOCAL, OT_C_COUNT };
+static const char *const cache_label[OT_C_COUNT] = {"hit", "miss", "bypass", "local"};
 static struct ot_metric *m_reads, *m_limited, *m_circuit, *m_opens, *m_rejected, *m_degraded, *m_streams,
-	*m_subscribed, *m_messages, *m_sent;
+	*m_subscribed, *m_messages, *m_sent, *m_lentries, *m_lflushes;
 
 static _Thread_local struct conns *tconns;
 
@@ -363,27 +375,47 @@ get_full(struct call *x, const char *id)
 	return reply_json(x, 200, o, bypass);
 }
 
-/* The status of one order: Redis first, so a hit needs no database; else the database,
- * refilling Redis under the single-flight lock; with Redis down or its circuit open, the
- * database alone. Returns 1 found (*how says where from), 0 unknown, or an ot_rc with err. */
+/* Where lookup may leave the status as one JSON line, when it has one ready. */
+struct body {
+	char buf[512];
+	size_t len;          /* 0: none */
+};
+
+/* The status of one order: the in-process cache, then Redis, so a hit needs no database; else
+ * the database, refilling Redis under the single-flight lock; with Redis down or its circuit
+ * open, the database alone. What Redis or the refill answered goes into the in-process cache
+ * unless Redis invalidated the order meanwhile. Returns 1 found (*how says where from; body,
+ * if not NULL, may get the JSON line), 0 unknown, or an ot_rc with err. */
 static int
-lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_result *how, char *err,
-       size_t errsz)
+lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_result *how, struct body *body,
+       char *err, size_t errsz)
 {
 	redisContext *r;
 	PGconn *db;
+	uint64_t mark = 0;
 	int hit = 0, rc;
 
 	*how = OT_C_BYPASS;
+	if (body)
+		body->len = 0;
 	/* A status this server committed while Redis did not take it: the cache may be behind. */
 	if (ot_cache_dirty(id))
 		r = NULL;
-	else if ((r = redis_of(x))) {
+	else if (x->h->lc && ot_lcache_get(x->h->lc, id, st, body ? body->buf : NULL, body ? sizeof body->buf : 0,
+	                                   body ? &body->len : NULL)) {
+		*how = OT_C_LOCAL;
+		ot_cache_count(1);
+		return 1;
+	} else if ((r = redis_of(x))) {
+		if (x->h->lc)
+			mark = ot_lcache_mark(x->h->lc, id);
 		rc = ot_redis_get_status(r, id, st, err, errsz);
 		redis_done(x, r, rc >= 0);
 		if (rc == 1) {
 			*how = OT_C_HIT;
 			ot_cache_count(1);
+			if (x->h->lc)
+				ot_lcache_put(x->h->lc, st, mark);
 			return 1;
 		}
 		if (rc < 0) {
@@ -403,6 +435,8 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 	if (r)
 		redis_done(x, r, 1);
 	*how = hit ? OT_C_HIT : r && !r->err ? OT_C_MISS : OT_C_BYPASS;
+	if (rc == 1 && *how != OT_C_BYPASS && x->h->lc)
+		ot_lcache_put(x->h->lc, st, mark);
 	return rc;
 }
 
@@ -410,12 +444,13 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 static enum MHD_Result
 get_order(struct call *x, const char *id)
 {
-	static const char *const how_name[OT_C_COUNT] = {"HIT", "MISS", "BYPASS"};
+	static const char *const how_name[OT_C_COUNT] = {"HIT", "MISS", "BYPASS", "HIT"};
 	const char *full = MHD_lookup_connection_value(x->con, MHD_GET_ARGUMENT_KIND, "full");
 	const char *inm = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 	const char *hdr[] = {"X-Cache", NULL, "ETag", NULL, NULL};
 	enum ot_cache_result how;
 	struct ot_status st;
+	struct body body;
 	char err[512], etag[40];
 	int rc;
 
@@ -425,7 +460,7 @@ get_order(struct call *x, const char *id)
 	/* The whole order names a customer and an address: only a key holder may read it. */
 	if (full && (!strcmp(full, "1") || !strcmp(full, "true")))
 		return authorized(x) ? get_full(x, id) : unauthorized(x);
-	rc = lookup(x, id, &st, &how, err, sizeof err);
+	rc = lookup(x, id, &st, &how, &body, err, sizeof err);
 	if (rc < 0)
 		return failed(x, rc, err);
 	if (rc == 0)
@@ -436,6 +471,8 @@ get_order(struct call *x, const char *id)
 	hdr[3] = etag;
 	if (inm && (strstr(inm, etag) || !strcmp(inm, "*")))
 		return reply(x, 304, "application/json", "", 0, MHD_RESPMEM_PERSISTENT, hdr);
+	if (body.len)
+		return reply(x, 200, "application/json", body.buf, body.len, MHD_RESPMEM_MUST_COPY, hdr);
 	return reply_json(x, 200, ot_status_to_json(&st), hdr);
 }
 
@@ -452,34 +489,86 @@ addr_of(struct call *x, char *out, size_t outsz)
 	snprintf(out, outsz, "ip:%s", host);
 }
 
+static unsigned
+hash32(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+/* Takes one request from client's lease: 1 when it had one. */
+static int
+lease_take(struct ot_http *h, const char *client)
+{
+	struct lease *l = &h->lease[hash32(client) % LEASES];
+	int got = 0;
+
+	pthread_mutex_lock(&h->lease_mu);
+	if (l->left > 0 && !strcmp(l->client, client) && ot_now_ms() < l->until) {
+		l->left--;
+		got = 1;
+	}
+	pthread_mutex_unlock(&h->lease_mu);
+	return got;
+}
+
+/* client may make n more requests without asking Redis, for LEASE_MS. */
+static void
+lease_give(struct ot_http *h, const char *client, int n)
+{
+	struct lease *l = &h->lease[hash32(client) % LEASES];
+
+	pthread_mutex_lock(&h->lease_mu);
+	snprintf(l->client, sizeof l->client, "%s", client);
+	l->left = n;
+	l->until = ot_now_ms() + LEASE_MS;
+	pthread_mutex_unlock(&h->lease_mu);
+}
+
 /* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
  * identity: a new one per request must not buy a fresh limit). A request carrying a key also
  * meets its address's stricter limit on failed authentications: a wrong key counts against
  * it, and past it every key is refused unchecked, a right guess too, so keys cannot be guessed
  * faster than AUTH_FAIL_RATE. With Redis down or its circuit open nothing is enforced (fails
- * open), since refusing every client would turn a cache outage into an API outage. Returns 1
- * to go on. */
+ * open), since refusing every client would turn a cache outage into an API outage.
+ * Where the rate allows (lease_n > 1), a request takes lease_n requests from Redis at once when
+ * all may pass, and the client's next ones spend them here without a round trip: Redis has
+ * counted them already, so no client gets more than its limit across every server; a lease not
+ * spent within LEASE_MS lapses (the client loses those few). Returns 1 to go on. */
 static int
 within_limit(struct call *x, long *wait_ms)
 {
 	redisContext *r;
 	char addr[72], client[96], err[256];
-	int rc = 1;
+	/* A request with a wrong key spends no lease and takes none: it is refused all the sooner. */
+	int rc = 1, n = x->sr->auth < 0 ? 1 : x->h->lease_n;
 
 	*wait_ms = 0;
-	if ((x->h->rate <= 0 && !x->sr->auth) || !(r = redis_of(x)))
+	if (x->h->rate <= 0 && !x->sr->auth)
 		return 1;
 	addr_of(x, addr, sizeof addr);
+	if (x->sr->auth > 0)
+		snprintf(client, sizeof client, "key:%s", x->sr->key_id);
+	else
+		snprintf(client, sizeof client, "%s", addr);
+	if (!x->sr->auth && lease_take(x->h, client))
+		return 1;
+	if (!(r = redis_of(x)))
+		return 1;
 	if (x->sr->auth) {
-		snprintf(client, sizeof client, "authfail:%s", addr);
-		rc = ot_redis_gcra(r, client, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
+		char fails[96];
+		snprintf(fails, sizeof fails, "authfail:%s", addr);
+		rc = ot_redis_gcra(r, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
 	}
-	if (rc > 0 && x->h->rate > 0) {
-		if (x->sr->auth > 0)
-			snprintf(client, sizeof client, "key:%s", x->sr->key_id);
-		else
-			snprintf(client, sizeof client, "%s", addr);
-		rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
+	if (rc > 0 && x->h->rate > 0 && !(x->sr->auth > 0 && lease_take(x->h, client))) {
+		rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, n, wait_ms, err, sizeof err);
+		if (rc == 0 && n > 1) /* not room for a lease: perhaps for this one */
+			rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
+		else if (rc == 1 && n > 1)
+			lease_give(x->h, client, n - 1);
 	}
 	redis_done(x, r, rc >= 0);
 	if (rc < 0)
@@ -563,6 +652,7 @@ post_order(struct call *x)
 		return failed(x, rc, err);
 	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s",
 	         json_string_value(json_object_get(order, "order_id")));
+	ot_lcache_forget(x->h->lc, x->rq->order_id);
 	snprintf(loc, sizeof loc, "/orders/%s", x->rq->order_id);
 	hdr[1] = loc;
 	return reply_json(x, created ? 201 : 200, order, hdr);
@@ -608,6 +698,8 @@ cancel_order(struct call *x, const char *id)
 	if (r)
 		redis_done(x, r, 1);
 	ot_event_clear(&ev);
+	/* What this server wrote: no read after the answer may show the status from before. */
+	ot_lcache_forget(x->h->lc, id);
 	if (rc == OT_EINPUT && strstr(err, "unknown order"))
 		return not_found(x, id);
 	if (rc == OT_EINPUT)
@@ -683,7 +775,7 @@ stream(struct call *x, const char *id, int ws_only)
 		last = strtoll(leid ? leid : q, NULL, 10);
 	if (last < 0)
 		last = 0;
-	if ((rc = lookup(x, id, &st, &how, err, sizeof err)) < 0)
+	if ((rc = lookup(x, id, &st, &how, NULL, err, sizeof err)) < 0)
 		return failed(x, rc, err);
 	if (rc == 0)
 		return not_found(x, id);
@@ -745,6 +837,7 @@ collect(void *arg)
 	struct ot_breaker *cbs[2] = {&h->redis_cb, &h->pg_cb};
 	static const char *const dep[2] = {"redis", "postgres"};
 	struct ot_live_stats ls;
+	struct ot_lcache_stats lcs;
 	long opens, rejected;
 
 	for (int i = 0; i < 2; i++) {
@@ -759,6 +852,9 @@ collect(void *arg)
 	ot_metric_set(m_subscribed, ls.connected);
 	ot_metric_set(m_messages, (double)ls.messages);
 	ot_metric_set(m_sent, (double)ls.sent);
+	ot_lcache_read(h->lc, &lcs);
+	ot_metric_set(m_lentries, (double)lcs.entries);
+	ot_metric_set(m_lflushes, (double)lcs.flushes);
 }
 
 /* ot-serve's own families, beside ot_httpd's HTTP ones. */
@@ -766,7 +862,8 @@ static void
 register_metrics(void)
 {
 	m_reads = ot_metric_new(OT_COUNTER, "ot_cache_reads_total", "Order reads by where they were served from: "
-	                        "hit (Redis), miss (database, refilled), bypass (database, Redis skipped).",
+	                        "local (in-process cache), hit (Redis), miss (database, refilled), bypass (database, "
+	                        "Redis skipped).",
 	                        "result", NULL, 0);
 	for (int c = 0; c < OT_C_COUNT; c++)
 		ot_metric_add(m_reads, 0, cache_label[c]);
@@ -784,6 +881,11 @@ register_metrics(void)
 	m_messages = ot_metric_new(OT_COUNTER, "ot_live_messages_total", "Changes received from Redis pub/sub.",
 	                           NULL, NULL, 0);
 	m_sent = ot_metric_new(OT_COUNTER, "ot_live_sent_total", "Changes queued to streams.", NULL, NULL, 0);
+	m_lentries = ot_metric_new(OT_GAUGE, "ot_local_cache_entries", "Order statuses held in the in-process cache.",
+	                           NULL, NULL, 0);
+	m_lflushes = ot_metric_new(OT_COUNTER, "ot_local_cache_flushes_total",
+	                           "Times the in-process cache was emptied: its subscription (re)connected or dropped.",
+	                           NULL, NULL, 0);
 }
 
 
@@ -1048,6 +1150,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	struct ot_httpd_opts so = {cfg->http_addr, THREADS, o->max_per_client, routes, orders,
 	                           sizeof(struct serve_req), NULL, request_done, quiesce, NULL};
 	struct ot_redis_url u;
+	struct ot_live_hooks hooks;
 	struct ot_http *h = NULL;
 	redisContext *r;
 	PGconn *db;
@@ -1068,6 +1171,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	if ((h = calloc(1, sizeof *h))) {
 		pthread_mutex_init(&h->mu, NULL);
 		pthread_mutex_init(&h->ready_mu, NULL);
+		pthread_mutex_init(&h->lease_mu, NULL);
 	}
 	if (!h || !(h->orders_db = strdup(cfg->orders_db)) || !(h->redis_url = strdup(cfg->redis_url)) ||
 	    (o->api_keys && *o->api_keys && !(h->api_keys = strdup(o->api_keys)))) {
@@ -1082,10 +1186,21 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	}
 	h->rate = o->rate;
 	h->burst = o->burst > 0 ? o->burst : 1;
+	h->lease_n = (int)(h->rate * LEASE_MS / 1000);
+	h->lease_n = h->lease_n < h->burst / 4 ? h->lease_n : h->burst / 4;
+	h->lease_n = h->lease_n > LEASE_MAX ? LEASE_MAX : h->lease_n < 1 ? 1 : h->lease_n;
 	ot_breaker_init(&h->redis_cb, "Redis", BREAKER_FAILURES, BREAKER_OPEN_MS);
 	ot_breaker_init(&h->pg_cb, "PostgreSQL", BREAKER_FAILURES, BREAKER_OPEN_MS);
 	h->breakers = 1;
-	if (!(h->live = ot_live_start(cfg->redis_url, o->stream_max_s, o->max_streams, errstr, errsz))) {
+	if (o->local_cache_ms > 0 && o->local_cache_max > 0 &&
+	    !(h->lc = ot_lcache_new((size_t)o->local_cache_max, o->local_cache_ms))) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		goto fail;
+	}
+	if (h->lc)
+		ot_lcache_hooks(h->lc, &hooks);
+	if (!(h->live = ot_live_start(cfg->redis_url, o->stream_max_s, o->max_streams, h->lc ? &hooks : NULL,
+	                              errstr, errsz))) {
 		*rc = OT_EINTERNAL;
 		goto fail;
 	}
@@ -1120,12 +1235,14 @@ ot_http_stop(struct ot_http *h)
 		free(c);
 	}
 	ot_live_stop(h->live);
+	ot_lcache_free(h->lc);
 	if (h->breakers) {
 		ot_breaker_destroy(&h->redis_cb);
 		ot_breaker_destroy(&h->pg_cb);
 	}
 	pthread_mutex_destroy(&h->mu);
 	pthread_mutex_destroy(&h->ready_mu);
+	pthread_mutex_destroy(&h->lease_mu);
 	free(h->api_keys);
 	free(h->ws_origins);
 	free(h->orders_db);

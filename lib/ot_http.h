@@ -18,6 +18,9 @@ struct ot_http_opts {
 	                         * otherwise; a request without Origin passes); NULL or "": any */
 	int max_per_client;    /* connections open at once from one address; more are closed at
 	                        * once; 0: no limit (the global 1024 still applies) */
+	int local_cache_ms;    /* an in-process cache entry serves reads this long at most; 0: no
+	                        * in-process cache (see ot_lcache.h) */
+	int local_cache_max;   /* entries it holds at most */
 };
 
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),

@@ -62,6 +62,7 @@ struct ot_live {
 	int closing;                    /* no new streams: the server stops */
 	atomic_long messages, sent;
 	atomic_int connected;
+	struct ot_live_hooks hooks;     /* the in-process cache's */
 };
 
 static unsigned
@@ -313,6 +314,8 @@ hub(void *arg)
 				nap(lv, 500);
 				continue;
 			}
+			if (lv->hooks.connecting)
+				lv->hooks.connecting(lv->hooks.arg, r);
 			rep = redisCommand(r, "PSUBSCRIBE order:*");
 			if (!rep || rep->type == REDIS_REPLY_ERROR) {
 				freeReplyObject(rep);
@@ -328,6 +331,8 @@ hub(void *arg)
 				each_sub(lv, close_one, NULL);
 			down_logged = 0;
 			atomic_store(&lv->connected, 1);
+			if (lv->hooks.subscribed)
+				lv->hooks.subscribed(lv->hooks.arg, 1);
 			OT_INFO(NULL, "live streams subscribed to order:*");
 		}
 		struct pollfd p = {r->fd, POLLIN, 0};
@@ -338,6 +343,8 @@ hub(void *arg)
 				goto lost;
 			while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
 				rep = v;
+				if (lv->hooks.message)
+					lv->hooks.message(lv->hooks.arg, rep);
 				if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 && rep->element[2]->str &&
 				    rep->element[3]->str)
 					deliver(lv, rep->element[2]->str, rep->element[3]->str);
@@ -359,6 +366,8 @@ hub(void *arg)
 lost:
 		OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
 		atomic_store(&lv->connected, 0);
+		if (lv->hooks.subscribed)
+			lv->hooks.subscribed(lv->hooks.arg, 0);
 		redisFree(r);
 		r = NULL;
 		down_logged = 1;
@@ -366,11 +375,14 @@ lost:
 	}
 	if (r)
 		redisFree(r);
+	if (lv->hooks.subscribed)
+		lv->hooks.subscribed(lv->hooks.arg, 0);
 	return NULL;
 }
 
 struct ot_live *
-ot_live_start(const char *redis_url, int max_s, int max_streams, char *errstr, size_t errsz)
+ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_live_hooks *hooks,
+              char *errstr, size_t errsz)
 {
 	struct ot_live *lv = calloc(1, sizeof *lv);
 
@@ -379,6 +391,8 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, char *errstr, s
 		ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		return NULL;
 	}
+	if (hooks)
+		lv->hooks = *hooks;
 	lv->max_s = max_s;
 	lv->max_streams = max_streams;
 	pthread_mutex_init(&lv->mu, NULL);

@@ -2,16 +2,31 @@
 #ifndef OT_LIVE_H
 #define OT_LIVE_H
 
+#include <hiredis/hiredis.h>
 #include <microhttpd.h>
 #include <stddef.h>
 
 struct ot_live;
 
+/* What a cache kept beside the hub (ot_lcache) hears from its subscription. Each hook runs on
+ * the hub's thread and may be NULL. */
+struct ot_live_hooks {
+	/* On each new connection, before PSUBSCRIBE order:*: may send its own commands on r. */
+	void (*connecting)(void *arg, redisContext *r);
+	/* The subscription holds (1, once PSUBSCRIBE answered) or dropped (0; also at the end). */
+	void (*subscribed)(void *arg, int up);
+	/* Every message the subscription receives, before the streams get it. */
+	void (*message)(void *arg, const redisReply *rep);
+	void *arg;
+};
+
 /* Starts the hub: one thread holding a PSUBSCRIBE order:* connection to redis_url, which
  * reconnects by itself while Redis is down. Streams last at most max_s seconds (the client
- * reconnects with Last-Event-ID); at most max_streams are open at once. Returns NULL with
- * errstr when out of memory or the thread cannot start. Free with ot_live_stop. */
-struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, char *errstr, size_t errsz);
+ * reconnects with Last-Event-ID); at most max_streams are open at once. hooks (copied; may be
+ * NULL) hear the subscription too. Returns NULL with errstr when out of memory or the thread
+ * cannot start. Free with ot_live_stop. */
+struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_live_hooks *hooks,
+                              char *errstr, size_t errsz);
 /* Refuses new streams and ends every open one: up to 3 s for them to write what is queued and
  * close; then the sockets of WebSocket streams still open are shut down. Returns once every
  * WebSocket thread is joined. Accepts NULL. Call it before MHD_stop_daemon: suspended SSE

@@ -364,6 +364,25 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	[ "$(redis-cli -p "$OWN_REDIS_PORT" --scan --pattern 'rl:key:*' | wc -l)" = 0 ]
 }
 
+@test "ot-serve: where the rate allows, the limiter takes requests from Redis in leases: 64 reads, one round trip" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	export OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	serve OT_RATE_LIMIT=1000 OT_RATE_BURST=1000
+	id=$(place_order "c-$RUNID")
+	redis-cli -p "$OWN_REDIS_PORT" CONFIG RESETSTAT >/dev/null
+	urls=()
+	for i in $(seq 1 64); do urls+=("$BASE/orders/$id"); done
+	codes=$(curl -s -w '%{http_code}\n' "${urls[@]}" | grep -xE '[0-9]{3}' | sort | uniq -c | awk '{ print $1 "x" $2 }')
+	[ "$codes" = "64x200" ] || { echo "codes: $codes" >&2; false; }
+	# one EVALSHA took 64 (100 ms of the rate), the other 63 were spent here (a lease lapses
+	# after 100 ms: a slow run may take one more)
+	calls=$(redis-cli -p "$OWN_REDIS_PORT" INFO commandstats |
+		awk -F'[:=,]' '$1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" { n += $3 } END { print n + 0 }')
+	echo "# limiter scripts run for 64 reads: $calls" >&3
+	[ "$calls" -ge 1 ] && [ "$calls" -le 8 ]
+}
+
 @test "ot-serve: failed authentications are limited per address; past the limit even the right key is refused" {
 	OWN_REDIS_PORT=$((PORT + 1))
 	own_redis
@@ -713,6 +732,68 @@ reader() {
 		v=$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" version)
 		[ -z "$v" ] || [ "$v" = 7 ] || { echo "order:$id has version $v in Redis" >&2; false; }
 	done < "$BATS_TEST_TMPDIR/ids"
+}
+
+@test "ot-serve: the in-process cache: another process's change shows at once, a DEL drops the entry, a subscription drop empties it" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	export OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	serve OT_LOCAL_CACHE_MS=60000
+	wait_metric "$PORT" ot_local_cache_flushes_total 1 # subscribed and tracking: taking entries
+	id=$(place_order "c-$RUNID")
+	http "$BASE/orders/$id" >/dev/null
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+	assert_line --index 0 --partial '"status":"PENDING","version":1'
+	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
+	[ "$(metric 'ot_cache_reads_total{result="local"}')" = 1 ]
+	[ "$(metric ot_local_cache_entries)" = 1 ]
+	# a change another process makes is published: the entry takes it, served in process
+	printf '%s\n' "$(event INVENTORY_RESERVED "$id")" | ot-consume 2>/dev/null
+	run http "$BASE/orders/$id"
+	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
+	[ "$(metric 'ot_cache_reads_total{result="local"}')" = 2 ]
+	# a DEL publishes nothing: Redis's invalidation drops the entry, the read misses and refills
+	redis-cli -p "$OWN_REDIS_PORT" DEL "order:$id" >/dev/null
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
+	grep -qi '^X-Cache: MISS' "$BATS_TEST_TMPDIR/h"
+	[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" version)" = 2 ]
+	http "$BASE/orders/$id" >/dev/null
+	http "$BASE/orders/$id" >/dev/null
+	[ "$(metric ot_local_cache_entries)" = 1 ]
+	# the subscription dropped: the cache empties, and fills again once it is back
+	redis-cli -p "$OWN_REDIS_PORT" CLIENT KILL TYPE pubsub >/dev/null
+	wait_metric "$PORT" ot_local_cache_flushes_total 3 # the drop, the new subscription
+	[ "$(metric ot_local_cache_entries)" = 0 ]
+	hits=$(metric 'ot_cache_reads_total{result="hit"}')
+	run http "$BASE/orders/$id"
+	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
+	[ "$(metric 'ot_cache_reads_total{result="hit"}')" = $((hits + 1)) ]
+	# this server's own write is never followed by a read of the status before it
+	run http -X POST "$BASE/orders/$id/cancel"
+	assert_line --index 1 200
+	run http "$BASE/orders/$id"
+	assert_line --index 0 --partial '"status":"CANCELLED","version":3'
+}
+
+@test "ot-serve: an in-process cache entry serves reads at most --local-cache-ms; 0 turns the cache off" {
+	serve OT_LOCAL_CACHE_MS=300
+	wait_metric "$PORT" ot_local_cache_flushes_total 1
+	id=$(place_order "c-$RUNID")
+	http "$BASE/orders/$id" >/dev/null
+	http "$BASE/orders/$id" >/dev/null
+	[ "$(metric 'ot_cache_reads_total{result="local"}')" = 1 ]
+	[ "$(metric 'ot_cache_reads_total{result="hit"}')" = 1 ]
+	sleep 0.5 # past the bound: the next read asks Redis again
+	http "$BASE/orders/$id" >/dev/null
+	[ "$(metric 'ot_cache_reads_total{result="local"}')" = 1 ]
+	[ "$(metric 'ot_cache_reads_total{result="hit"}')" = 2 ]
+	stop_bg
+	serve OT_LOCAL_CACHE_MS=0
+	for i in 1 2 3; do http "$BASE/orders/$id" >/dev/null; done
+	[ "$(metric 'ot_cache_reads_total{result="local"}')" = 0 ]
+	[ "$(metric 'ot_cache_reads_total{result="hit"}')" = 3 ]
+	[ "$(metric ot_local_cache_entries)" = 0 ]
 }
 
 @test "ot-serve: a live stream ends after --stream-max seconds, so the client resumes it" {
