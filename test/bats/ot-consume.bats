@@ -323,3 +323,60 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	assert_success
 	! grep -q 'health and metrics on' <<<"$stderr"
 }
+
+@test "ot-consume: a batch with refused events in it applies the rest in order; --batch 1 ends the same" {
+	other=$(place_order "c2-$RUNID")
+	unknown=$(uuid)
+	input() { # ORDER_A ORDER_B
+		event INVENTORY_RESERVED "$1"
+		event DELIVERY_UPDATED "$2" '{"status":"DELIVERED"}'   # impossible from PENDING
+		event INVENTORY_RESERVED "$2"
+		event DELIVERY_UPDATED "$unknown" '{"status":"PREPARING"}' # unknown order
+		event DELIVERY_UPDATED "$1" '{"status":"PREPARING"}'
+		event DELIVERY_UPDATED "$1" '{"status":"IN_TRANSIT","lat":52.1,"lon":4.9,"eta":"2026-11-27T12:00:00Z"}'
+		event DELIVERY_UPDATED "$1" '{"status":"IN_TRANSIT","lat":52.2,"lon":4.8}'
+	}
+	input "$ID" "$other" > "$BATS_TEST_TMPDIR/in"
+	run --separate-stderr ot-consume < "$BATS_TEST_TMPDIR/in"
+	[ "$status" -eq 65 ]
+	echo "$stderr" | grep -q '"msg":"7 records: 5 applied, 0 skipped, 2 refused'
+	echo "$stderr" | grep -q "line 2: order $other: impossible transition [A-Z]* -> DELIVERED refused"
+	echo "$stderr" | grep -q "line 4: order $unknown: DELIVERY_UPDATED for unknown order"
+	[ "$(sql_orders "SELECT status, version, lat, lon, eta FROM orders WHERE id = '$ID'")" = "IN_TRANSIT|5|52.2|4.8|2026-11-27T12:00:00Z" ]
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$other'")" = "CONFIRMED|2" ]
+	# Each change in the outbox in order, and the cache at the last one.
+	[ "$(sql_orders "SELECT string_agg(payload::jsonb->>'version', ',' ORDER BY id) FROM outbox WHERE key = '$ID'")" = "1,2,3,4,5" ]
+	[ "$(rcli HGET "order:$ID" version)" = 5 ]
+	[ "$(rcli HGET "order:$ID" lat)" = 52.200000 ]
+	# The refused events left no processed_events row: a later copy is judged again.
+	refused=$(sed -n '2p;4p' "$BATS_TEST_TMPDIR/in" | jq -r .id | sed "s/.*/'&'/" | paste -sd,)
+	[ "$(sql_orders "SELECT count(*) FROM processed_events WHERE event_id IN ($refused)")" = 0 ]
+	# The same input one record per transaction ends in the same state.
+	a=$(place_order "c3-$RUNID")
+	b=$(place_order "c4-$RUNID")
+	input "$a" "$b" | ot-consume --batch 1 2>/dev/null || true
+	[ "$(sql_orders "SELECT status, version, lat, lon, eta FROM orders WHERE id = '$a'")" = "IN_TRANSIT|5|52.2|4.8|2026-11-27T12:00:00Z" ]
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$b'")" = "CONFIRMED|2" ]
+}
+
+@test "ot-consume: a record read from a slow writer is applied without waiting for a batch to fill" {
+	mkfifo "$BATS_TEST_TMPDIR/fifo"
+	ot-consume < "$BATS_TEST_TMPDIR/fifo" 2>"$BATS_TEST_TMPDIR/log" &
+	pid=$!
+	exec 5>"$BATS_TEST_TMPDIR/fifo"
+	event INVENTORY_RESERVED "$ID" >&5
+	wait_sql orders "SELECT status FROM orders WHERE id = '$ID'" CONFIRMED
+	event DELIVERY_UPDATED "$ID" '{"status":"PREPARING"}' >&5
+	wait_sql orders "SELECT status FROM orders WHERE id = '$ID'" PREPARING
+	exec 5>&-
+	wait "$pid"
+}
+
+@test "ot-consume: --batch and OT_BATCH are validated" {
+	run ot-consume --batch 0
+	[ "$status" -eq 64 ]
+	assert_output --partial "--batch 0: expected 1 to 4096"
+	OT_BATCH=5000 run ot-consume
+	[ "$status" -eq 78 ]
+	assert_output --partial "OT_BATCH=5000: expected 1 to 4096"
+}

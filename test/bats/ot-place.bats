@@ -103,3 +103,32 @@ $(request "c-$RUNID")"
 	assert_failure 65
 	echo "$stderr" | grep -q 'cannot open'
 }
+
+@test "ot-place: a batch places the good requests in input order, reports the bad ones, and a request_id repeated in it places once" {
+	good() { request "c-$RUNID-$1" '' "${2:-}"; }
+	{
+		good 1
+		good 2 "rid-$RUNID"
+		echo '{"customer_id":"x","items":[],"address":"a"}' # no items
+		good 3
+		good 2 "rid-$RUNID"                                   # the same request again: the same order
+		request "c-$RUNID-2" '[{"sku":"OTHER","qty":1}]' "rid-$RUNID" # the same request_id, another body
+		good 4
+	} > "$BATS_TEST_TMPDIR/in"
+	run --separate-stderr ot-place < "$BATS_TEST_TMPDIR/in"
+	[ "$status" -eq 65 ]
+	echo "$stderr" | grep -q '"msg":"7 records: 4 placed, 1 already placed, 2 bad"'
+	echo "$stderr" | grep -q 'line 3: field \\"items\\" must be a non-empty array'
+	echo "$stderr" | grep -q "line 6: request_id \\\\\"rid-$RUNID\\\\\" was already used with a different request"
+	[ "${#lines[@]}" = 5 ]
+	[ "$(printf '%s\n' "${lines[@]}" | jq -r .customer_id | paste -sd,)" = "c-$RUNID-1,c-$RUNID-2,c-$RUNID-3,c-$RUNID-2,c-$RUNID-4" ]
+	[ "$(echo "${lines[1]}" | jq -r .order_id)" = "$(echo "${lines[3]}" | jq -r .order_id)" ]
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%'")" = 4 ]
+	# Each placed order as the database holds it, and PENDING in the cache.
+	for l in "${lines[@]}"; do
+		id=$(echo "$l" | jq -r .order_id)
+		[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$id' AND type = 'ORDER_CREATED'")" = 1 ]
+		[ "$(rcli HGET "order:$id" status)" = PENDING ]
+		[ "$(echo "$l" | jq -c '{created_at, updated_at, items}')" = "$(sql_orders "SELECT json_build_object('created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'items', (SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) FROM order_items WHERE order_id = o.id)) FROM orders o WHERE id = '$id'" | jq -c .)" ]
+	done
+}

@@ -194,3 +194,32 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}' "$e4")"
 	assert_success
 	! grep -q 'health and metrics on' <<<"$stderr"
 }
+
+@test "ot-reserve: one batch decides orders in turn against what the earlier ones left, releases and confirms" {
+	input() { # SKU MISSING_SKU ORDER1..ORDER4
+		created "$3" "[{\"sku\":\"$1\",\"qty\":3}]"
+		created "$4" "[{\"sku\":\"$1\",\"qty\":3}]"                        # 2 left: short
+		event ORDER_CANCELLED "$3" '{"reason":"customer"}'
+		created "$5" "[{\"sku\":\"$1\",\"qty\":2},{\"sku\":\"$1\",\"qty\":2}]" # 5 back: 4 taken
+		event ORDER_STATUS_UPDATED "$5" '{"status":"CONFIRMED"}'
+		created "$6" "[{\"sku\":\"$1\",\"qty\":1},{\"sku\":\"$2\",\"qty\":1}]" # no such SKU: short
+		event ORDER_STATUS_UPDATED "$5" '{"status":"PREPARING"}'            # ignored
+	}
+	outbox() { sql_inventory "SELECT string_agg(type || ':' || key, ',' ORDER BY id) FROM outbox"; }
+	for batch in 256 1; do
+		sku="$A-$batch"
+		stock "$sku" 5
+		drain_outboxes
+		o1=$(uuid) o2=$(uuid) o3=$(uuid) o4=$(uuid)
+		run --separate-stderr ot-reserve --batch "$batch" < <(input "$sku" "$B" "$o1" "$o2" "$o3" "$o4")
+		assert_success
+		echo "$stderr" | grep -q '"msg":"7 records: 6 handled, 1 skipped'
+		[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$sku'")" = "1|4" ]
+		[ "$(sql_inventory "SELECT status, qty, confirmed FROM reservations WHERE order_id = '$o1'")" = "RELEASED|3|f" ]
+		[ "$(sql_inventory "SELECT status, qty, confirmed FROM reservations WHERE order_id = '$o3'")" = "RESERVED|4|t" ]
+		[ "$(sql_inventory "SELECT count(*) FROM reservations WHERE order_id IN ('$o2', '$o4')")" = 0 ]
+		# The answers in the outbox in the order they were decided.
+		[ "$(outbox)" = "INVENTORY_RESERVED:$o1,INVENTORY_RESERVATION_FAILED:$o2,INVENTORY_RELEASED:$o1,INVENTORY_RESERVED:$o3,INVENTORY_RESERVATION_FAILED:$o4" ]
+		[ "$(sql_inventory "SELECT payload::jsonb->'data'->>'short_skus' FROM outbox WHERE key = '$o4'")" = "[\"$B\"]" ]
+	done
+}
