@@ -354,12 +354,16 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3 OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
 	id=$(place_order "c-$RUNID")
 	ok=0
+	t0=$(date +%s%N)
 	for i in $(seq 1 20); do
 		code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: junk-$i-$RANDOM" "$BASE/orders/$id")
 		[ "$code" != 200 ] || ok=$((ok + 1))
 	done
-	echo "# 20 reads with a new junk key each: $ok allowed" >&3
-	[ "$ok" = 3 ]
+	# The burst (3), plus what the rate (2/s) gave back while the loop ran on a busy machine;
+	# a bucket per junk key would have let all 20 through.
+	most=$((3 + ($(date +%s%N) - t0) * 2 / 1000000000 + 1))
+	echo "# 20 reads with a new junk key each: $ok allowed (at most $most)" >&3
+	[ "$ok" -ge 3 ] && [ "$ok" -le "$most" ] && [ "$ok" -lt 20 ]
 	# the limit was the address's: no bucket per junk key
 	[ "$(redis-cli -p "$OWN_REDIS_PORT" --scan --pattern 'rl:key:*' | wc -l)" = 0 ]
 }
