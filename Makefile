@@ -108,6 +108,13 @@ build/fuzz/fuzz_%: test/fuzz/fuzz_%.c build/fuzz/libordertrack.a
 
 fuzzers: $(FUZZERS)
 
+# Clients the benchmarks drive (scripts/bench-sse): plain C, no library of ours.
+build/tools/%: test/tools/%.c
+	@mkdir -p $(@D)
+	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $<
+
+tools: build/tools/fanout
+
 # Each harness for FUZZ_TIME seconds, one after the other (scripts/fuzz run); the saved
 # corpus of each, once through, in seconds and without services (scripts/fuzz replay).
 # FUZZ=NAME... picks harnesses (ws, envelope, ...).
@@ -146,5 +153,5 @@ install: all
 clean:
 	rm -rf build bin
 
-.PHONY: all deps units check demo image lint install clean fuzzers fuzz fuzz-replay
+.PHONY: all deps units check demo image lint install clean fuzzers fuzz fuzz-replay tools
 -include $(wildcard build/*/*.d build/fuzz/*/*.d)
