@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sysexits.h>
 #include <time.h>
 
@@ -71,6 +72,27 @@ usage(FILE *f, int full)
 	        "                          in-process cache off (OT_LOCAL_CACHE_MS; 1000)\n"
 	        "      --local-cache-max N order statuses the in-process cache holds at most\n"
 	        "                          (OT_LOCAL_CACHE_MAX; 10000)\n%s", ot_config_usage);
+}
+
+/* Each live stream holds a descriptor: the soft limit goes up to the hard one, and a hard
+ * limit too low for max_streams is said at start rather than found by the clients. */
+static void
+raise_nofile(int max_streams)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)max_streams + 1024 + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		OT_WARN(NULL, "open files limited to %llu: fewer than --max-streams %d need (%llu); "
+		        "raise the hard limit (ulimit -Hn, LimitNOFILE)", (unsigned long long)rl.rlim_cur,
+		        max_streams, (unsigned long long)want);
 }
 
 /* Parses a number in [lo, hi] for the option named; 0, or -1 after saying why. */
@@ -170,6 +192,7 @@ main(int argc, char **argv)
 	if ((r = ot_config_done(&cfg, ":8080")))
 		return r;
 	ot_signal_install();
+	raise_nofile(o.max_streams);
 	ot_metrics_process(argv0, OT_VERSION);
 	ot_cache_metrics_zero();
 	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {

@@ -72,7 +72,7 @@ ready(void *app, char *why, size_t whysz)
 struct ot_health *
 ot_health_start(const char *addr, const struct ot_health_deps *deps, int *rc, char *errstr, size_t errsz)
 {
-	struct ot_httpd_opts o = {addr, 1, 0, NULL, NULL, 0, ready, NULL, NULL, NULL};
+	struct ot_httpd_opts o = {addr, 1, 0, NULL, NULL, 0, ready, NULL, NULL, NULL, 0};
 	struct ot_health *h = calloc(1, sizeof *h);
 
 	if (!h) {

@@ -30,6 +30,8 @@
 #include "ot_trace.h"
 
 #define THREADS 4
+#define API_CONNECTIONS 1024      /* connections beside the live streams */
+#define STREAMS_RETRY_S "5"       /* Retry-After of a stream refused for want of a slot */
 #define MAX_BODY OT_HTTPD_MAX_BODY /* a larger request body is answered 413 */
 #define REDIS_TIMEOUT_MS 1000     /* as ot_redis_live connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
@@ -756,6 +758,7 @@ stream(struct call *x, const char *id, int ws_only)
 	size_t n = 0, i;
 	int rc, full = 0;
 	enum MHD_Result ret;
+	static const char *const retry_streams[] = {"Retry-After", STREAMS_RETRY_S, NULL};
 
 	if (!ot_uuid_valid(id))
 		return reply_error(x, 400, "order id must be a UUID", NULL);
@@ -807,7 +810,7 @@ stream(struct call *x, const char *id, int ws_only)
 	freeReplyObject(hist);
 	free(cur);
 	if (full)
-		return reply_error(x, 503, "too many live streams open: try again later", NULL);
+		return reply_error(x, 503, "too many live streams open: try again later", retry_streams);
 	if (ret == MHD_YES)
 		x->rq->status = ws ? 101 : 200;
 	return ret;
@@ -1148,7 +1151,8 @@ struct ot_http *
 ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc, char *errstr, size_t errsz)
 {
 	struct ot_httpd_opts so = {cfg->http_addr, THREADS, o->max_per_client, routes, orders,
-	                           sizeof(struct serve_req), NULL, request_done, quiesce, NULL};
+	                           sizeof(struct serve_req), NULL, request_done, quiesce, NULL,
+	                           o->max_streams + API_CONNECTIONS};
 	struct ot_redis_url u;
 	struct ot_live_hooks hooks;
 	struct ot_http *h = NULL;

@@ -22,11 +22,11 @@
 #define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
 #define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
-#define HEADER_LIMIT (16 * 1024)  /* request line and headers; larger is answered 431 by MHD */
+#define HEADER_LIMIT (7 * 1024)  /* request line and headers; larger is answered 431 by MHD */
 #define IDLE_S 30                 /* a connection silent this long is closed */
 #define HEAD_MS 10000             /* each request's line and headers must arrive within this */
 #define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
-#define MAX_CONNECTIONS 1024
+#define MAX_CONNECTIONS 1024     /* unless the tool asks for more */
 
 struct ot_httpd {
 	struct MHD_Daemon *d;
@@ -36,8 +36,8 @@ struct ot_httpd {
 	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
 	int ready;           /* what it found: 1 ready */
 	char ready_why[256];
-	pthread_mutex_t tcp_mu; /* guards tcps and each one's head_since */
-	struct tcp *tcps;    /* every open connection */
+	pthread_mutex_t tcp_mu; /* guards tcps and each one's head_since and listed */
+	struct tcp *tcps;    /* the open connections waiting for a request head */
 	pthread_t sweeper;   /* closes connections past HEAD_MS */
 	int sweeping;        /* the sweeper runs: join it */
 	atomic_int stop_sweep;
@@ -49,8 +49,32 @@ struct tcp {
 	MHD_socket fd;
 	long long head_since; /* ms, monotonic: waiting for a request head since; 0 while a request
 	                       * is handled, after an upgrade, or once closed */
+	int listed;           /* on tcps: only connections waiting for a head are, so the sweep
+	                       * does not walk every live stream four times a second */
 	struct tcp *prev, *next;
 };
+
+/* Puts t on the list or takes it off. tcp_mu held. */
+static void
+tcp_list(struct ot_httpd *s, struct tcp *t, int on)
+{
+	if (t->listed == on)
+		return;
+	if (on) {
+		t->prev = NULL;
+		if ((t->next = s->tcps))
+			t->next->prev = t;
+		s->tcps = t;
+	} else {
+		if (t->prev)
+			t->prev->next = t->next;
+		else
+			s->tcps = t->next;
+		if (t->next)
+			t->next->prev = t->prev;
+	}
+	t->listed = on;
+}
 
 static const double http_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 static struct ot_metric *m_requests, *m_duration, *m_slow;
@@ -201,6 +225,7 @@ head_done(struct ot_httpd *s, struct MHD_Connection *con, int waiting)
 		return;
 	pthread_mutex_lock(&s->tcp_mu);
 	t->head_since = waiting ? ot_now_ms() : 0;
+	tcp_list(s, t, waiting);
 	pthread_mutex_unlock(&s->tcp_mu);
 }
 
@@ -220,9 +245,7 @@ notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_Co
 		t->fd = ci->connect_fd;
 		t->head_since = ot_now_ms();
 		pthread_mutex_lock(&s->tcp_mu);
-		if ((t->next = s->tcps))
-			t->next->prev = t;
-		s->tcps = t;
+		tcp_list(s, t, 1);
 		pthread_mutex_unlock(&s->tcp_mu);
 		*socket_context = t;
 		return;
@@ -230,12 +253,7 @@ notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_Co
 	if (!t)
 		return;
 	pthread_mutex_lock(&s->tcp_mu);
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		s->tcps = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
+	tcp_list(s, t, 0);
 	pthread_mutex_unlock(&s->tcp_mu);
 	free(t);
 	*socket_context = NULL;
@@ -248,7 +266,7 @@ sweep(void *arg)
 {
 	struct ot_httpd *s = arg;
 	struct timespec tick = {0, SWEEP_MS * 1000000L};
-	struct tcp *t;
+	struct tcp *t, *next;
 	long long now;
 	long n;
 
@@ -257,12 +275,15 @@ sweep(void *arg)
 		now = ot_now_ms();
 		n = 0;
 		pthread_mutex_lock(&s->tcp_mu);
-		for (t = s->tcps; t; t = t->next)
+		for (t = s->tcps; t; t = next) {
+			next = t->next;
 			if (t->head_since && now - t->head_since > HEAD_MS) {
 				shutdown(t->fd, SHUT_RDWR);
 				t->head_since = 0;
+				tcp_list(s, t, 0);
 				n++;
 			}
+		}
 		pthread_mutex_unlock(&s->tcp_mu);
 		if (n) {
 			ot_metric_add(m_slow, (double)n);
@@ -373,9 +394,10 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	/* MHD says this once per connection refused or dropped: under a flood of connections, one
-	 * warning each 10 s, the rest at debug level (ot_http_slow_heads_total counts them). */
-	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed")) {
+	/* MHD says this once per connection refused or dropped, and once per live stream whose
+	 * client went: under a flood, one warning each 10 s, the rest at debug level. */
+	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed") ||
+	    strstr(msg, "application error generating response") || strstr(msg, "Failed to send")) {
 		now = ot_now_ms();
 		last = atomic_load(&last_conn_msg);
 		if ((last && now - last < 10000) || !atomic_compare_exchange_strong(&last_conn_msg, &last, now)) {
@@ -472,6 +494,7 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	}
 	s->o = *o;
 	s->o.max_per_client = o->max_per_client > 0 ? o->max_per_client : 0;
+	s->o.max_connections = o->max_connections > 0 ? o->max_connections : MAX_CONNECTIONS;
 	pthread_mutex_init(&s->ready_mu, NULL);
 	pthread_mutex_init(&s->tcp_mu, NULL);
 	/* MHD_OPTION_THREAD_POOL_SIZE 1 is a pool of one, still its own thread: the same. */
@@ -483,7 +506,7 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	                        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
 	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
-	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections,
 	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->o.max_per_client,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed, s,
 	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,

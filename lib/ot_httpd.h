@@ -55,6 +55,8 @@ struct ot_httpd_opts {
 	void (*done)(void *app, struct ot_httpd_req *rq); /* each request's end; may be NULL */
 	void (*quiesce)(void *app); /* at stop, once no new connection comes: end long answers */
 	void *app;
+	int max_connections; /* connections open at once, live streams included; < 1 means 1024.
+	                      * Past it a new connection waits in the listen queue */
 };
 
 /* Binds o->addr and serves on o->threads threads, with per-address connection caps, a 10 s
