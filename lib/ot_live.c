@@ -2,13 +2,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,33 +22,54 @@
 #include "ot_log.h"
 #include "ot_redis.h"
 
-#define BUCKETS 256
+#define BUCKETS 4096
 #define PING_MS 15000            /* a comment or ping frame this often keeps proxies from closing */
 #define MAX_QUEUE (256 * 1024)   /* a client this far behind is cut off; it reconnects and resumes */
+#define CUT_MS 5000              /* an ended stream whose client reads nothing is cut after this */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_IN 4096               /* the largest frame a client of this stream may send */
+#define EVENTS 512               /* epoll events taken at once */
 
+/*
+ * Who writes a stream's socket. An SSE stream starts in libmicrohttpd, which writes the
+ * response head and what was queued (the backlog). Once its queue is empty the connection is
+ * suspended, and while suspended MHD leaves the socket alone: the hub then writes each change
+ * to it directly, as an HTTP chunk, and watches it for the client's close. A stream that ends
+ * is resumed, and MHD writes the last chunk and finishes the request. A WebSocket is the hub's
+ * from its upgrade to its close. So one thread, the hub's event loop, writes every change to
+ * every stream: one send() per stream, no thread or wake-up per stream.
+ *
+ * Every field below is guarded by lv->mu. A sub is freed only by the hub, at the top of its
+ * loop, once no epoll event it has yet to handle can name it (see lv->dead).
+ */
 enum kind { SSE, WS };
 
 struct sub {
-	struct sub *next;
+	struct sub *next, **pprev;      /* in its bucket */
+	struct sub *dead_next;          /* on lv->dead */
 	struct ot_live *lv;
 	enum kind kind;
-	char order_id[64];
-	long long last;                 /* the highest version queued */
-	char *buf;                      /* bytes not yet written */
-	size_t len, off, cap;
-	int closed;                     /* end the stream once buf is written */
-	int suspended;                  /* SSE: its connection waits in MHD for a resume */
-	struct MHD_Connection *con;     /* SSE */
-	int wake[2];                    /* WS: a byte here wakes its thread */
-	MHD_socket sock;                /* WS */
-	struct MHD_UpgradeResponseHandle *urh;
-	void **slot;                    /* WS: where the request holds it until the upgrade */
-	pthread_t th;                   /* WS: its thread, joined once it ended */
-	int running;                    /* WS: the thread owns sock (ot_live_close_all may cut it) */
+	unsigned char parked;           /* SSE: suspended in MHD; the hub writes its socket */
+	unsigned char live;             /* WS: upgraded; the hub owns its socket */
+	unsigned char closed;           /* end the stream once buf is written */
+	unsigned char gone;             /* the client went, or the socket failed: end it now */
+	unsigned char bye;              /* WS: a close frame is queued */
+	unsigned char out;              /* EPOLLOUT is armed */
+	unsigned char dead;             /* off the hub: events that name it are stale */
 	int frag;                       /* WS: inside a fragmented message from the client */
-	long long deadline;
+	int fd;                         /* the socket, once the hub writes it; -1 before */
+	long long last;                 /* the highest version queued */
+	char *buf;                      /* bytes not yet written: SSE data for MHD while the
+	                                 * connection runs in MHD, else raw bytes for the socket */
+	size_t len, off, cap;
+	long long deadline;             /* ms: the stream ends here (--stream-max) */
+	long long cut_at;               /* ms: ended, and cut here if the client still does not read */
+	struct MHD_Connection *con;     /* SSE */
+	struct MHD_UpgradeResponseHandle *urh; /* WS */
+	void **slot;                    /* WS: where the request holds it until the upgrade */
+	unsigned char *part;            /* WS: a client frame not yet whole */
+	size_t partlen;
+	char order_id[37];
 };
 
 struct ot_live {
@@ -54,16 +78,23 @@ struct ot_live {
 	pthread_t th;
 	int started;
 	atomic_int stop;
-	pthread_mutex_t mu;             /* guards the buckets, every sub's queue and the counts */
+	int ep;                         /* the hub's epoll: Redis, wake, and the sockets it writes */
+	int wake;                       /* an eventfd that ends the hub's wait */
+	pthread_mutex_t mu;             /* guards the buckets, every sub and the counts */
 	struct sub *bucket[BUCKETS];
 	long nsse, nws;
-	long nthreads;                  /* WebSocket threads started and not yet ended */
-	struct sub *ended;              /* WebSocket streams whose thread ended, to join and free */
+	struct sub *dead;               /* off the hub, to free once no event can name them */
+	struct sub **fan;               /* the hub's: the streams of one change */
+	size_t fancap;
+	struct helper *helper;          /* takes half of a large fan-out */
 	int closing;                    /* no new streams: the server stops */
 	atomic_long messages, sent;
 	atomic_int connected;
 	struct ot_live_hooks hooks;     /* the in-process cache's */
 };
+
+/* epoll data of what is not a stream */
+static char tag_redis, tag_wake;
 
 static unsigned
 bucket_of(const char *id)
@@ -75,28 +106,35 @@ bucket_of(const char *id)
 	return h % BUCKETS;
 }
 
-/* Appends n bytes to s's queue; a queue past MAX_QUEUE closes the stream instead. Lock held. */
+/* Appends n bytes to s's queue; a queue past MAX_QUEUE ends the stream at once instead. */
 static void
 enqueue(struct sub *s, const void *p, size_t n)
 {
-	if (s->closed)
+	if (s->gone)
 		return;
 	if (s->off && s->off == s->len)
 		s->off = s->len = 0;
 	if (s->len - s->off + n > MAX_QUEUE) {
 		OT_WARN(s->order_id, "live stream client too slow: closing it");
-		s->closed = 1;
+		s->closed = s->gone = 1;
 		return;
 	}
 	if (s->len + n > s->cap) {
-		size_t cap = (s->len + n) * 2;
-		char *nb = realloc(s->buf, cap);
-		if (!nb) {
-			s->closed = 1;
+		size_t cap = s->len + n < 256 ? 256 : (s->len + n) * 2;
+		char *nb;
+		if (s->off) { /* what was written goes first */
+			memmove(s->buf, s->buf + s->off, s->len - s->off);
+			s->len -= s->off;
+			s->off = 0;
+		}
+		if (s->len + n > s->cap && !(nb = realloc(s->buf, cap))) {
+			s->closed = s->gone = 1;
 			return;
 		}
-		s->buf = nb;
-		s->cap = cap;
+		if (s->len + n > s->cap) {
+			s->buf = nb;
+			s->cap = cap;
+		}
 	}
 	memcpy(s->buf + s->len, p, n);
 	s->len += n;
@@ -123,121 +161,440 @@ ws_header(unsigned char *h, int opcode, size_t n)
 	return 10;
 }
 
-/* Queues one change if it is newer than what s has had. Lock held. Returns 1 when queued. */
-static int
-queue_event(struct sub *s, long long version, const char *json)
-{
-	char head[64];
-	unsigned char wh[10];
-	size_t n = strlen(json);
-
-	if (version <= s->last || s->closed)
-		return 0;
-	s->last = version;
-	if (s->kind == SSE) {
-		int hl = snprintf(head, sizeof head, "id: %lld\nevent: status\ndata: ", version);
-		enqueue(s, head, (size_t)hl);
-		enqueue(s, json, n);
-		enqueue(s, "\n\n", 2);
-	} else {
-		enqueue(s, wh, ws_header(wh, 1, n));
-		enqueue(s, json, n);
-	}
-	return 1;
-}
-
-/* Subs to wake once the lock is dropped: MHD is never called with it held. */
-struct wakes {
-	struct MHD_Connection **con;
-	size_t n, cap;
+/* One message as each kind of stream carries it: SSE data for MHD to frame, the same as an
+ * HTTP chunk for the hub to write, a WebSocket frame. */
+struct wire {
+	char *sse, *chunk, *ws;
+	size_t sse_len, chunk_len, ws_len;
 };
 
-/* Lock held. A WebSocket thread is woken through its pipe at once; a suspended SSE connection
- * is noted for wake_all. */
 static void
-want_wake(struct sub *s, struct wakes *w)
+wire_free(struct wire *m)
 {
-	if (s->kind == WS) {
-		if (write(s->wake[1], "x", 1) < 0 && errno != EAGAIN)
-			OT_WARN(s->order_id, "waking a WebSocket stream: %s", strerror(errno));
-		return;
+	free(m->sse);
+	free(m->chunk);
+	free(m->ws);
+}
+
+/* The wire forms of an SSE text and of a WebSocket frame of opcode with payload p[0, n).
+ * Returns 0, or -1 when out of memory. */
+static int
+wire_make(struct wire *m, const char *sse, size_t sse_len, int opcode, const void *p, size_t n)
+{
+	unsigned char h[10];
+	size_t hl = ws_header(h, opcode, n);
+	char cl[24];
+	int cn = snprintf(cl, sizeof cl, "%zx\r\n", sse_len);
+
+	memset(m, 0, sizeof *m);
+	m->sse = malloc(sse_len);
+	m->chunk = malloc((size_t)cn + sse_len + 2);
+	m->ws = malloc(hl + n);
+	if (!m->sse || !m->chunk || !m->ws) {
+		wire_free(m);
+		return -1;
 	}
-	if (!s->suspended)
-		return; /* running: it finds its queue without a wake */
-	if (w->n == w->cap) {
-		size_t cap = w->cap ? w->cap * 2 : 64;
-		struct MHD_Connection **nc = realloc(w->con, cap * sizeof *nc);
-		if (!nc)
-			return; /* it wakes at the next ping */
-		w->con = nc;
-		w->cap = cap;
-	}
-	/* Still suspended until resumed, so MHD cannot free it before wake_all. */
-	s->suspended = 0;
-	w->con[w->n++] = s->con;
+	memcpy(m->sse, sse, sse_len);
+	m->sse_len = sse_len;
+	memcpy(m->chunk, cl, (size_t)cn);
+	memcpy(m->chunk + cn, sse, sse_len);
+	memcpy(m->chunk + cn + sse_len, "\r\n", 2);
+	m->chunk_len = (size_t)cn + sse_len + 2;
+	memcpy(m->ws, h, hl);
+	memcpy(m->ws + hl, p, n);
+	m->ws_len = hl + n;
+	return 0;
+}
+
+/* What to do once the lock is dropped: MHD is never called with it held. */
+struct wakes {
+	struct MHD_Connection **con;    /* suspended SSE connections to resume */
+	struct MHD_UpgradeResponseHandle **urh; /* WebSockets to close */
+	size_t ncon, nurh, capcon, capurh;
+};
+
+static int
+grow(void **v, size_t *cap, size_t n, size_t size)
+{
+	void *nv;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? *cap * 2 : 64;
+	if (!(nv = realloc(*v, c * size)))
+		return -1;
+	*v = nv;
+	*cap = c;
+	return 0;
 }
 
 /* Lock not held. */
 static void
 wake_all(struct wakes *w)
 {
-	for (size_t i = 0; i < w->n; i++)
+	for (size_t i = 0; i < w->ncon; i++)
 		MHD_resume_connection(w->con[i]);
+	for (size_t i = 0; i < w->nurh; i++)
+		MHD_upgrade_action(w->urh[i], MHD_UPGRADE_ACTION_CLOSE);
 	free(w->con);
+	free(w->urh);
+	memset(w, 0, sizeof *w);
 }
 
-/* Applies f to every sub and wakes those it returns 1 for. */
+/* Arms or disarms EPOLLOUT on s's socket as its queue needs. Lock held. */
 static void
-each_sub(struct ot_live *lv, int (*f)(struct sub *, void *), void *arg)
+want_out(struct sub *s, int on)
 {
-	struct wakes w = {NULL, 0, 0};
+	struct epoll_event ev = {.events = EPOLLRDHUP | (s->kind == WS ? EPOLLIN : 0) | (on ? EPOLLOUT : 0),
+	                         .data.ptr = s};
+
+	if (s->out == on || s->fd < 0)
+		return;
+	if (!epoll_ctl(s->lv->ep, EPOLL_CTL_MOD, s->fd, &ev))
+		s->out = (unsigned char)on;
+}
+
+/* Writes what s has queued to its socket, as much as it takes now. Lock held; s is the hub's. */
+static void
+flush(struct sub *s)
+{
+	while (s->off < s->len && !s->gone) {
+		ssize_t w = send(s->fd, s->buf + s->off, s->len - s->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			s->off += (size_t)w;
+		} else if (w < 0 && errno == EINTR) {
+			continue;
+		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			want_out(s, 1);
+			return;
+		} else {
+			s->gone = 1;
+		}
+	}
+	if (s->off == s->len) {
+		s->off = s->len = 0;
+		if (s->cap > 4096) { /* a burst is over: its buffer goes */
+			free(s->buf);
+			s->buf = NULL;
+			s->cap = 0;
+		}
+		want_out(s, 0);
+	}
+}
+
+/* Writes p[0, n) to a socket the hub owns: straight to it when nothing waits before, the rest
+ * queued for EPOLLOUT. Lock held. */
+static void
+put(struct sub *s, const void *p, size_t n)
+{
+	ssize_t w = 0;
+
+	if (s->gone)
+		return;
+	if (s->off == s->len) {
+		do
+			w = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (w < 0 && errno == EINTR);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			s->gone = 1;
+			return;
+		}
+		if (w < 0)
+			w = 0;
+		if ((size_t)w == n)
+			return;
+	}
+	enqueue(s, (const char *)p + w, n - (size_t)w);
+	if (!s->gone)
+		want_out(s, 1);
+}
+
+/* Takes s off the hub: no longer counted, no longer found, freed by the hub soon. Lock held. */
+static void
+sub_unlink(struct sub *s)
+{
+	struct ot_live *lv = s->lv;
+
+	if (s->dead)
+		return;
+	if ((*s->pprev = s->next))
+		s->next->pprev = s->pprev;
+	if (s->kind == SSE)
+		lv->nsse--;
+	else
+		lv->nws--;
+	s->dead = 1;
+	s->dead_next = lv->dead;
+	lv->dead = s;
+}
+
+/* Ends s now: an SSE stream goes back to MHD, which writes the last chunk (or finds the client
+ * gone) and finishes the request; a WebSocket gets its close frame if it has not had one and is
+ * closed. Lock held; the MHD calls wait in w. */
+static void
+finish(struct sub *s, struct wakes *w)
+{
+	static const unsigned char bye[4] = {0x88, 0x02, 0x03, 0xe9}; /* 1001 going away */
+
+	if (s->fd >= 0)
+		epoll_ctl(s->lv->ep, EPOLL_CTL_DEL, s->fd, NULL);
+	s->closed = 1;
+	if (s->kind == SSE) {
+		if (!s->parked || grow((void **)&w->con, &w->capcon, w->ncon, sizeof *w->con))
+			return; /* out of memory: tried again at the next sweep */
+		if (s->gone || s->off < s->len)
+			shutdown(s->fd, SHUT_RDWR); /* no half chunk before MHD's: MHD sees the end */
+		s->gone |= s->off < s->len;
+		s->off = s->len = 0;
+		s->parked = 0;
+		s->fd = -1;
+		w->con[w->ncon++] = s->con;
+		return;
+	}
+	if (!s->live || grow((void **)&w->urh, &w->capurh, w->nurh, sizeof *w->urh))
+		return;
+	if (!s->gone && !s->bye)
+		send(s->fd, bye, sizeof bye, MSG_NOSIGNAL | MSG_DONTWAIT);
+	s->live = 0;
+	s->fd = -1;
+	w->urh[w->nurh++] = s->urh;
+	sub_unlink(s);
+}
+
+/* Whatever s's state asks of the hub now: write its queue, end it once written or gone. */
+static void
+service(struct sub *s, struct wakes *w)
+{
+	if (s->dead || !(s->parked || s->live))
+		return;
+	flush(s);
+	if (s->gone || (s->closed && s->off == s->len))
+		finish(s, w);
+}
+
+/* Marks s to end once its queue is written, within CUT_MS. Lock held. */
+static void
+end_stream(struct sub *s)
+{
+	if (!s->closed) {
+		s->closed = 1;
+		s->cut_at = ot_now_ms() + CUT_MS;
+	}
+}
+
+/* Sends one message to s, if it is newer than what s has had (version 0: always, a ping),
+ * and leaves a stream that failed for finish. Lock held (or lent by the hub to the helper,
+ * for streams only it touches). Returns 1 when sent or queued. */
+static int
+send_one(struct sub *s, long long version, const struct wire *m)
+{
+	if (s->closed || s->gone || (version && version <= s->last))
+		return 0;
+	if (version)
+		s->last = version;
+	if (s->kind == SSE && !s->parked)
+		enqueue(s, m->sse, m->sse_len); /* MHD asks for it soon: it runs, or is about to */
+	else if (s->kind == SSE)
+		put(s, m->chunk, m->chunk_len);
+	else if (s->live)
+		put(s, m->ws, m->ws_len);
+	else
+		enqueue(s, m->ws, m->ws_len); /* its upgrade writes it */
+	return 1;
+}
+
+static int
+send_to(struct sub *s, long long version, const struct wire *m, struct wakes *w)
+{
+	int r = send_one(s, version, m);
+
+	if (s->gone)
+		finish(s, w);
+	return r;
+}
+
+/* The helper: a second thread for the sends of a large fan-out. The sends are the cost of one
+ * (the kernel's TCP work, per stream) and spread over cores. While it runs, the hub holds
+ * lv->mu for it and waits; each stream is written by one of the two. */
+#define SPLIT 1024                /* fan-outs to this many streams or more are shared */
+
+struct helper {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct sub **v;
+	size_t n;
+	const struct wire *m;
+	long long version;
+	long sent;
+	int busy, quit;
+	pthread_t th;
+};
+
+static void *
+helper_run(void *arg)
+{
+	struct helper *h = arg;
+
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		while (!h->busy && !h->quit)
+			pthread_cond_wait(&h->cv, &h->mu);
+		if (h->quit)
+			break;
+		pthread_mutex_unlock(&h->mu);
+		long sent = 0;
+		for (size_t i = 0; i < h->n; i++)
+			sent += send_one(h->v[i], h->version, h->m);
+		pthread_mutex_lock(&h->mu);
+		h->sent = sent;
+		h->busy = 0;
+		pthread_cond_broadcast(&h->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+static struct helper *
+helper_start(void)
+{
+	struct helper *h = calloc(1, sizeof *h);
+
+	if (!h)
+		return NULL;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	if (pthread_create(&h->th, NULL, helper_run, h)) {
+		pthread_mutex_destroy(&h->mu);
+		pthread_cond_destroy(&h->cv);
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+static void
+helper_stop(struct helper *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->quit = 1;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	pthread_join(h->th, NULL);
+	pthread_mutex_destroy(&h->mu);
+	pthread_cond_destroy(&h->cv);
+	free(h);
+}
+
+/* Sends m to v[0, n): the helper takes the second half when there are many. Lock held.
+ * Returns how many were sent. */
+static long
+fan_out(struct ot_live *lv, struct sub **v, size_t n, long long version, const struct wire *m)
+{
+	struct helper *h = lv->helper;
+	size_t mine = n;
+	long sent = 0;
+
+	if (h && n >= SPLIT) {
+		mine = n / 2;
+		pthread_mutex_lock(&h->mu);
+		h->v = v + mine;
+		h->n = n - mine;
+		h->m = m;
+		h->version = version;
+		h->busy = 1;
+		pthread_cond_broadcast(&h->cv);
+		pthread_mutex_unlock(&h->mu);
+	}
+	for (size_t i = 0; i < mine; i++)
+		sent += send_one(v[i], version, m);
+	if (mine < n) {
+		pthread_mutex_lock(&h->mu);
+		while (h->busy)
+			pthread_cond_wait(&h->cv, &h->mu);
+		sent += h->sent;
+		pthread_mutex_unlock(&h->mu);
+	}
+	return sent;
+}
+
+/* Applies f to every stream (lock held in f), then does what it left in w. */
+static void
+each_sub(struct ot_live *lv, void (*f)(struct sub *, void *, struct wakes *), void *arg)
+{
+	struct wakes w = {0};
+	struct sub *s, *next;
 
 	pthread_mutex_lock(&lv->mu);
 	for (int b = 0; b < BUCKETS; b++)
-		for (struct sub *s = lv->bucket[b]; s; s = s->next)
-			if (f(s, arg))
-				want_wake(s, &w);
+		for (s = lv->bucket[b]; s; s = next) {
+			next = s->next; /* f may unlink s */
+			f(s, arg, &w);
+		}
 	pthread_mutex_unlock(&lv->mu);
 	wake_all(&w);
 }
 
-static int
-expire_one(struct sub *s, void *arg)
+/* Streams past their lifetime end; ended ones whose client does not read are cut. */
+static void
+expire_one(struct sub *s, void *arg, struct wakes *w)
 {
-	if (s->closed || *(long long *)arg < s->deadline)
-		return 0;
-	s->closed = 1;
-	return 1;
+	long long now = *(long long *)arg;
+
+	if (!s->closed && now >= s->deadline)
+		end_stream(s);
+	if (s->closed && s->cut_at && now >= s->cut_at)
+		s->gone = 1;
+	service(s, w);
 }
 
-static int
-ping_one(struct sub *s, void *arg)
+static void
+ping_one(struct sub *s, void *arg, struct wakes *w)
 {
-	static const unsigned char ping[2] = {0x89, 0x00};
-
-	(void)arg;
-	if (s->kind == SSE)
-		enqueue(s, ": ping\n\n", 8);
-	else
-		enqueue(s, ping, sizeof ping);
-	return 1;
+	send_to(s, 0, arg, w);
 }
 
-static int
-close_one(struct sub *s, void *arg)
+static void
+close_one(struct sub *s, void *arg, struct wakes *w)
 {
 	(void)arg;
-	s->closed = 1;
-	return 1;
+	end_stream(s);
+	service(s, w);
 }
 
+static void
+cut_one(struct sub *s, void *arg, struct wakes *w)
+{
+	(void)arg;
+	end_stream(s);
+	s->gone = 1;
+	service(s, w);
+}
+
+/* us of CPU this thread has used */
+static long long
+cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* Each message the subscription receives on order:{id}, and the one place it is handled: the
+ * change goes to every stream of the order that has not had it. */
 static void
 deliver(struct ot_live *lv, const char *channel, const char *msg)
 {
 	const char *id = strncmp(channel, "order:", 6) ? NULL : channel + 6;
-	struct wakes w = {NULL, 0, 0};
+	struct wakes w = {0};
+	struct wire m;
+	char *text = NULL;
 	json_t *o;
 	long long version;
+	size_t n;
 
 	if (!id)
 		return;
@@ -246,132 +603,204 @@ deliver(struct ot_live *lv, const char *channel, const char *msg)
 		return;
 	version = json_integer_value(json_object_get(o, "version"));
 	json_decref(o);
+	n = strlen(msg);
+	if (version <= 0 || !(text = malloc(n + 64)))
+		return;
+	int hl = snprintf(text, 64, "id: %lld\nevent: status\ndata: ", version);
+	memcpy(text + hl, msg, n);
+	memcpy(text + hl + n, "\n\n", 2);
+	if (wire_make(&m, text, (size_t)hl + n + 2, 1, msg, n)) {
+		free(text);
+		return;
+	}
+	free(text);
+	long long t0 = ot_now_us(), c0 = cpu_us();
+	long sent = 0;
+	size_t k = 0;
 	pthread_mutex_lock(&lv->mu);
-	for (struct sub *s = lv->bucket[bucket_of(id)]; s; s = s->next)
-		if (!strcmp(s->order_id, id) && queue_event(s, version, msg)) {
-			atomic_fetch_add(&lv->sent, 1);
-			want_wake(s, &w);
-		}
+	for (struct sub *s = lv->bucket[bucket_of(id)]; s; s = s->next) {
+		if (strcmp(s->order_id, id))
+			continue;
+		if (k == lv->fancap && grow((void **)&lv->fan, &lv->fancap, k, sizeof *lv->fan))
+			break; /* out of memory: these get the change, the others at their resume */
+		lv->fan[k++] = s;
+	}
+	sent = fan_out(lv, lv->fan, k, version, &m);
+	for (size_t i = 0; i < k; i++) /* those whose socket failed end, one thread at a time */
+		if (lv->fan[i]->gone)
+			finish(lv->fan[i], &w);
 	pthread_mutex_unlock(&lv->mu);
 	wake_all(&w);
+	wire_free(&m);
+	atomic_fetch_add(&lv->sent, sent);
+	OT_DEBUG(id, "version %lld to %ld streams in %lld us (%lld us on the CPU)", version, sent,
+	         ot_now_us() - t0, cpu_us() - c0);
 }
 
-/* Frees what a stream holds once nothing refers to it any more. */
-static void
-sub_destroy(struct sub *s)
-{
-	if (s->wake[0] >= 0)
-		close(s->wake[0]);
-	if (s->wake[1] >= 0)
-		close(s->wake[1]);
-	free(s->buf);
-	free(s);
-}
-
-/* Joins the WebSocket threads that ended and frees their streams. */
+/* Frees the streams no epoll event can name any more. The hub's own thread, between waits. */
 static void
 reap(struct ot_live *lv)
 {
 	struct sub *s, *next;
 
 	pthread_mutex_lock(&lv->mu);
-	s = lv->ended;
-	lv->ended = NULL;
+	s = lv->dead;
+	lv->dead = NULL;
 	pthread_mutex_unlock(&lv->mu);
 	for (; s; s = next) {
-		next = s->next;
-		pthread_join(s->th, NULL);
-		sub_destroy(s);
+		next = s->dead_next;
+		free(s->buf);
+		free(s->part);
+		free(s);
 	}
 }
 
-/* Waits up to ms, or until stop. */
-static void
-nap(struct ot_live *lv, int ms)
-{
-	struct timespec ts = {0, 50 * 1000000L};
+static void ws_input(struct sub *s, unsigned char *in, struct wakes *w);
 
-	for (int i = 0; i < ms / 50 && !atomic_load(&lv->stop); i++)
-		nanosleep(&ts, NULL);
+/* One epoll event on a stream's socket. */
+static void
+on_socket(struct ot_live *lv, struct sub *s, unsigned events, unsigned char *in)
+{
+	struct wakes w = {0};
+
+	pthread_mutex_lock(&lv->mu);
+	if (!s->dead && (s->parked || s->live)) {
+		if (s->kind == WS && (events & EPOLLIN))
+			ws_input(s, in, &w);
+		/* An SSE client sends nothing after its request: readable means it went. */
+		if (s->kind == SSE && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+			s->gone = 1;
+		if (s->kind == WS && (events & (EPOLLHUP | EPOLLERR)))
+			s->gone = 1;
+		if (!s->dead)
+			service(s, &w);
+	}
+	pthread_mutex_unlock(&lv->mu);
+	wake_all(&w);
 }
 
+/* Reads what the subscription has; -1 when it broke. */
+static int
+on_redis(struct ot_live *lv, redisContext *r)
+{
+	redisReply *rep;
+	void *v;
+
+	if (redisBufferRead(r) != REDIS_OK)
+		return -1;
+	while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
+		rep = v;
+		if (lv->hooks.message)
+			lv->hooks.message(lv->hooks.arg, rep);
+		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 && rep->element[2]->str && rep->element[3]->str)
+			deliver(lv, rep->element[2]->str, rep->element[3]->str);
+		freeReplyObject(rep);
+	}
+	return r->err ? -1 : 0;
+}
+
+/* Connects and subscribes; NULL while Redis does not answer. */
+static redisContext *
+subscribe(struct ot_live *lv, int *down_logged)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_redis};
+	redisContext *r;
+	redisReply *rep;
+	char err[256];
+
+	if (!(r = ot_redis_connect(lv->url, 1000, err, sizeof err))) {
+		if (!(*down_logged)++)
+			OT_WARN(NULL, "live streams wait for Redis: %s", err);
+		return NULL;
+	}
+	if (lv->hooks.connecting)
+		lv->hooks.connecting(lv->hooks.arg, r);
+	rep = redisCommand(r, "PSUBSCRIBE order:*");
+	if (!rep || rep->type == REDIS_REPLY_ERROR || epoll_ctl(lv->ep, EPOLL_CTL_ADD, r->fd, &ev)) {
+		freeReplyObject(rep);
+		redisFree(r);
+		return NULL;
+	}
+	freeReplyObject(rep);
+	/* Changes published while unsubscribed are lost to the streams open now: they end, and
+	 * their clients resume from their Last-Event-ID. */
+	if (*down_logged)
+		each_sub(lv, close_one, NULL);
+	*down_logged = 0;
+	atomic_store(&lv->connected, 1);
+	if (lv->hooks.subscribed)
+		lv->hooks.subscribed(lv->hooks.arg, 1);
+	OT_INFO(NULL, "live streams subscribed to order:*");
+	/* What arrived with the subscription's reply is already in hiredis's buffer. */
+	if (r->reader->len > r->reader->pos) {
+		redisReply *q;
+		void *v;
+		while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
+			q = v;
+			if (lv->hooks.message)
+				lv->hooks.message(lv->hooks.arg, q);
+			if (q->type == REDIS_REPLY_ARRAY && q->elements == 4 && q->element[2]->str && q->element[3]->str)
+				deliver(lv, q->element[2]->str, q->element[3]->str);
+			freeReplyObject(q);
+		}
+	}
+	return r;
+}
+
+/* The hub: one thread, one epoll set. It holds the subscription, hands each message to
+ * deliver, writes every stream the hub owns and reads what WebSocket clients send, pings,
+ * expires, and frees what ended. */
 static void *
 hub(void *arg)
 {
 	struct ot_live *lv = arg;
+	struct epoll_event evs[EVENTS];
 	redisContext *r = NULL;
-	redisReply *rep;
-	long long next_ping = ot_now_ms() + PING_MS, next_expiry = ot_now_ms() + 1000;
-	char err[256];
-	int down_logged = 0;
+	long long now = ot_now_ms(), next_ping = now + PING_MS, next_sweep = now + 1000, next_connect = now;
+	unsigned char in[WS_IN];
+	int down_logged = 0, n;
 
 	while (!atomic_load(&lv->stop)) {
-		reap(lv); /* WebSocket threads that ended, also while Redis is away */
-		if (!r) {
-			if (!(r = ot_redis_connect(lv->url, 1000, err, sizeof err))) {
-				if (!down_logged++)
-					OT_WARN(NULL, "live streams wait for Redis: %s", err);
-				nap(lv, 500);
-				continue;
+		reap(lv);
+		if (!r && ot_now_ms() >= next_connect && !(r = subscribe(lv, &down_logged)))
+			next_connect = ot_now_ms() + 500;
+		n = epoll_wait(lv->ep, evs, EVENTS, 200);
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+			if (p == &tag_wake) {
+				uint64_t v;
+				if (read(lv->wake, &v, sizeof v) < 0 && errno != EAGAIN)
+					OT_WARN(NULL, "live streams: reading the wake: %s", strerror(errno));
+			} else if (p == &tag_redis) {
+				if (r && on_redis(lv, r)) {
+					OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
+					atomic_store(&lv->connected, 0);
+					if (lv->hooks.subscribed)
+						lv->hooks.subscribed(lv->hooks.arg, 0);
+					epoll_ctl(lv->ep, EPOLL_CTL_DEL, r->fd, NULL);
+					redisFree(r);
+					r = NULL;
+					down_logged = 1;
+					each_sub(lv, close_one, NULL);
+				}
+			} else {
+				on_socket(lv, p, evs[i].events, in);
 			}
-			if (lv->hooks.connecting)
-				lv->hooks.connecting(lv->hooks.arg, r);
-			rep = redisCommand(r, "PSUBSCRIBE order:*");
-			if (!rep || rep->type == REDIS_REPLY_ERROR) {
-				freeReplyObject(rep);
-				redisFree(r);
-				r = NULL;
-				nap(lv, 500);
-				continue;
-			}
-			freeReplyObject(rep);
-			/* Changes published while unsubscribed are lost to the streams open now: they end,
-			 * and their clients resume from their Last-Event-ID. */
-			if (down_logged)
-				each_sub(lv, close_one, NULL);
-			down_logged = 0;
-			atomic_store(&lv->connected, 1);
-			if (lv->hooks.subscribed)
-				lv->hooks.subscribed(lv->hooks.arg, 1);
-			OT_INFO(NULL, "live streams subscribed to order:*");
 		}
-		struct pollfd p = {r->fd, POLLIN, 0};
-		int n = poll(&p, 1, 200);
-		if (n > 0) {
-			void *v;
-			if (redisBufferRead(r) != REDIS_OK)
-				goto lost;
-			while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
-				rep = v;
-				if (lv->hooks.message)
-					lv->hooks.message(lv->hooks.arg, rep);
-				if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 && rep->element[2]->str &&
-				    rep->element[3]->str)
-					deliver(lv, rep->element[2]->str, rep->element[3]->str);
-				freeReplyObject(rep);
-			}
-			if (r->err)
-				goto lost;
-		}
-		long long now = ot_now_ms();
-		if (now >= next_expiry) { /* streams past their lifetime end, within a second */
+		now = ot_now_ms();
+		if (now >= next_sweep) { /* streams past their lifetime end, within a second */
 			each_sub(lv, expire_one, &now);
-			next_expiry = now + 1000;
+			next_sweep = now + 1000;
 		}
 		if (now >= next_ping) {
-			each_sub(lv, ping_one, NULL);
+			static const unsigned char ping[2] = {0x89, 0x00};
+			struct wire m;
+			if (!wire_make(&m, ": ping\n\n", 8, 9, ping, 0)) {
+				each_sub(lv, ping_one, &m);
+				wire_free(&m);
+			}
 			next_ping = now + PING_MS;
 		}
-		continue;
-lost:
-		OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
-		atomic_store(&lv->connected, 0);
-		if (lv->hooks.subscribed)
-			lv->hooks.subscribed(lv->hooks.arg, 0);
-		redisFree(r);
-		r = NULL;
-		down_logged = 1;
-		each_sub(lv, close_one, NULL);
 	}
 	if (r)
 		redisFree(r);
@@ -384,6 +813,7 @@ struct ot_live *
 ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_live_hooks *hooks,
               char *errstr, size_t errsz)
 {
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_wake};
 	struct ot_live *lv = calloc(1, sizeof *lv);
 
 	if (!lv || !(lv->url = strdup(redis_url))) {
@@ -395,7 +825,17 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot
 		lv->hooks = *hooks;
 	lv->max_s = max_s;
 	lv->max_streams = max_streams;
+	lv->wake = -1;
 	pthread_mutex_init(&lv->mu, NULL);
+	if ((lv->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || (lv->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
+	    epoll_ctl(lv->ep, EPOLL_CTL_ADD, lv->wake, &ev)) {
+		ot_err(OT_EINTERNAL, errstr, errsz, "live streams: %s", strerror(errno));
+		ot_live_stop(lv);
+		return NULL;
+	}
+	/* Without a helper, the hub sends every change itself. */
+	if (!(lv->helper = helper_start()))
+		OT_WARN(NULL, "live streams: no helper thread: one thread sends every change");
 	if (pthread_create(&lv->th, NULL, hub, lv)) {
 		ot_live_stop(lv);
 		ot_err(OT_EINTERNAL, errstr, errsz, "cannot start the live stream thread");
@@ -405,9 +845,9 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot
 	return lv;
 }
 
-/* Ends every stream and returns once every WebSocket thread is joined. Streams get grace_ms to
- * write what is queued and their close; then the sockets of WebSocket streams still open are
- * shut down, which ends a send blocked on a client that does not read at once. */
+/* Ends every stream. Streams get grace_ms to write what is queued and their close; then those
+ * whose client does not read are cut. Returns once no WebSocket is open and every suspended SSE
+ * connection is back with MHD. */
 static void
 end_streams(struct ot_live *lv, int grace_ms)
 {
@@ -420,29 +860,17 @@ end_streams(struct ot_live *lv, int grace_ms)
 	each_sub(lv, close_one, NULL);
 	for (int waited = 0; waited < grace_ms; waited += 20) {
 		pthread_mutex_lock(&lv->mu);
-		open = lv->nsse + lv->nthreads;
+		open = lv->nsse + lv->nws;
 		pthread_mutex_unlock(&lv->mu);
 		if (!open)
 			break;
 		nanosleep(&ts, NULL);
 	}
 	pthread_mutex_lock(&lv->mu);
-	if (lv->nthreads)
-		OT_WARN(NULL, "%ld WebSocket streams did not end in time: cutting them off", lv->nthreads);
-	for (int b = 0; b < BUCKETS; b++)
-		for (struct sub *s = lv->bucket[b]; s; s = s->next)
-			if (s->kind == WS && s->running)
-				shutdown(s->sock, SHUT_RDWR);
+	if (lv->nws)
+		OT_WARN(NULL, "%ld WebSocket streams did not end in time: cutting them off", lv->nws);
 	pthread_mutex_unlock(&lv->mu);
-	for (;;) {
-		pthread_mutex_lock(&lv->mu);
-		open = lv->nthreads;
-		pthread_mutex_unlock(&lv->mu);
-		if (!open)
-			break;
-		nanosleep(&ts, NULL);
-	}
-	reap(lv);
+	each_sub(lv, cut_one, NULL);
 }
 
 void
@@ -455,13 +883,25 @@ ot_live_close_all(struct ot_live *lv)
 void
 ot_live_stop(struct ot_live *lv)
 {
+	uint64_t one = 1;
+
 	if (!lv)
 		return;
 	atomic_store(&lv->stop, 1);
-	if (lv->started)
+	if (lv->started) {
+		if (write(lv->wake, &one, sizeof one) < 0)
+			OT_WARN(NULL, "live streams: waking the hub: %s", strerror(errno));
 		pthread_join(lv->th, NULL);
-	/* Without ot_live_close_all first, no thread may outlive the memory it uses either. */
+	}
+	/* Without ot_live_close_all first, no stream may outlive the memory it uses either. */
 	end_streams(lv, 0);
+	reap(lv);
+	helper_stop(lv->helper);
+	free(lv->fan);
+	if (lv->wake >= 0)
+		close(lv->wake);
+	if (lv->ep >= 0)
+		close(lv->ep);
 	pthread_mutex_destroy(&lv->mu);
 	free(lv->url);
 	free(lv);
@@ -487,6 +927,7 @@ static struct sub *
 sub_new(struct ot_live *lv, enum kind kind, const char *order_id, long long last_id,
         const struct ot_live_event *backlog, size_t n, int *full)
 {
+	struct wakes w = {0};
 	struct sub *s;
 	unsigned b = bucket_of(order_id);
 
@@ -503,74 +944,91 @@ sub_new(struct ot_live *lv, enum kind kind, const char *order_id, long long last
 	}
 	s->lv = lv;
 	s->kind = kind;
+	s->fd = -1;
 	snprintf(s->order_id, sizeof s->order_id, "%s", order_id);
 	s->last = last_id;
-	s->wake[0] = s->wake[1] = -1;
 	s->deadline = ot_now_ms() + lv->max_s * 1000LL;
 	if (kind == SSE)
 		enqueue(s, "retry: 1000\n\n", 13);
-	for (size_t i = 0; i < n; i++)
-		queue_event(s, backlog[i].version, backlog[i].json);
-	s->next = lv->bucket[b];
+	for (size_t i = 0; i < n; i++) {
+		struct wire m;
+		char head[64];
+		size_t jl = strlen(backlog[i].json);
+		char *text;
+		int hl = snprintf(head, sizeof head, "id: %lld\nevent: status\ndata: ", backlog[i].version);
+		if (backlog[i].version <= s->last || !(text = malloc((size_t)hl + jl + 2)))
+			continue;
+		memcpy(text, head, (size_t)hl);
+		memcpy(text + hl, backlog[i].json, jl);
+		memcpy(text + hl + jl, "\n\n", 2);
+		if (!wire_make(&m, text, (size_t)hl + jl + 2, 1, backlog[i].json, jl)) {
+			send_to(s, backlog[i].version, &m, &w);
+			wire_free(&m);
+		}
+		free(text);
+	}
+	if ((s->next = lv->bucket[b]))
+		s->next->pprev = &s->next;
+	s->pprev = &lv->bucket[b];
 	lv->bucket[b] = s;
 	if (kind == SSE)
 		lv->nsse++;
 	else
 		lv->nws++;
 	pthread_mutex_unlock(&lv->mu);
+	wake_all(&w);
 	return s;
 }
 
-/* Takes s off the hub. Lock held. */
-static void
-sub_unlink(struct sub *s)
-{
-	struct ot_live *lv = s->lv;
-	struct sub **pp;
-
-	for (pp = &lv->bucket[bucket_of(s->order_id)]; *pp; pp = &(*pp)->next)
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
-	if (s->kind == SSE)
-		lv->nsse--;
-	else
-		lv->nws--;
-}
-
-/* Ends a stream no thread of ours runs: SSE, or WebSocket before its upgrade. */
+/* Ends a stream MHD is done with: SSE, or WebSocket before its upgrade. */
 static void
 sub_free(struct sub *s)
 {
 	pthread_mutex_lock(&s->lv->mu);
 	sub_unlink(s);
 	pthread_mutex_unlock(&s->lv->mu);
-	sub_destroy(s);
 }
 
-/* MHD asks for more of the stream: what is queued, or nothing yet (the connection waits,
- * suspended, for the hub's resume), or the end. */
+/* MHD asks for more of the stream: what is queued, or the end; with nothing queued the
+ * connection is suspended and its socket becomes the hub's to write until the stream ends. */
 static ssize_t
 sse_read(void *cls, uint64_t pos, char *out, size_t max)
 {
 	struct sub *s = cls;
+	struct ot_live *lv = s->lv;
+	const union MHD_ConnectionInfo *ci;
+	struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = s};
 	ssize_t n;
 
 	(void)pos;
-	pthread_mutex_lock(&s->lv->mu);
-	if (s->off < s->len) {
+	pthread_mutex_lock(&lv->mu);
+	if (s->gone) {
+		n = MHD_CONTENT_READER_END_WITH_ERROR;
+	} else if (s->off < s->len) {
 		n = (ssize_t)(s->len - s->off < max ? s->len - s->off : max);
 		memcpy(out, s->buf + s->off, (size_t)n);
 		s->off += (size_t)n;
+		if (s->off == s->len) { /* the backlog is out: its buffer goes */
+			free(s->buf);
+			s->buf = NULL;
+			s->off = s->len = s->cap = 0;
+		}
 	} else if (s->closed) {
 		n = MHD_CONTENT_READER_END_OF_STREAM;
-	} else {
-		s->suspended = 1;
+	} else if ((ci = MHD_get_connection_info(s->con, MHD_CONNECTION_INFO_CONNECTION_FD)) &&
+	           !epoll_ctl(lv->ep, EPOLL_CTL_ADD, ci->connect_fd, &ev)) {
 		MHD_suspend_connection(s->con);
+		/* Each change is one small write that must leave at once, not wait for an ACK. */
+		setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+		s->fd = ci->connect_fd;
+		s->parked = 1;
+		s->out = 0;
 		n = 0;
+	} else {
+		OT_WARN(s->order_id, "live stream: cannot watch its socket: %s", strerror(errno));
+		n = MHD_CONTENT_READER_END_WITH_ERROR;
 	}
-	pthread_mutex_unlock(&s->lv->mu);
+	pthread_mutex_unlock(&lv->mu);
 	return n;
 }
 
@@ -591,7 +1049,7 @@ ot_live_sse(struct ot_live *lv, struct MHD_Connection *con, const char *order_id
 	if (!(s = sub_new(lv, SSE, order_id, last_id, backlog, n, full)))
 		return MHD_NO;
 	s->con = con;
-	if (!(r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, s, sse_free))) {
+	if (!(r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64, sse_read, s, sse_free))) {
 		sub_free(s);
 		return MHD_NO;
 	}
@@ -676,23 +1134,6 @@ ot_live_ws_accept(const char *key, char out[29])
 	out[o] = '\0';
 }
 
-static int
-send_all(MHD_socket fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n) {
-		ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Close status codes a peer may send (RFC 6455 7.4, and the IANA registry). */
 static int
 ws_code_valid(unsigned code)
@@ -755,151 +1196,99 @@ protocol:
 	return -1;
 }
 
-/* Sends a close frame with code. */
+/* Queues a close frame with code; the stream ends once it is written. Lock held. */
 static void
 ws_close(struct sub *s, int code)
 {
 	unsigned char bye[4] = {0x88, 0x02, (unsigned char)(code >> 8), (unsigned char)code};
 
-	send_all(s->sock, bye, sizeof bye);
+	put(s, bye, sizeof bye);
+	s->bye = 1;
+	end_stream(s);
 }
 
 /* Reads the client's frames: answers pings, notices a close, fails the connection (a close
- * frame with the reason, then the end) on a frame RFC 6455 forbids. Returns 1 to go on, 0 to end. */
-static int
-ws_input(struct sub *s, unsigned char *in, size_t *inlen)
+ * frame with the reason, then the end) on a frame RFC 6455 forbids. in is the hub's buffer of
+ * WS_IN bytes; a frame not yet whole waits in s->part. Lock held. */
+static void
+ws_input(struct sub *s, unsigned char *in, struct wakes *w)
 {
-	ssize_t got = recv(s->sock, in + *inlen, WS_IN - *inlen, 0);
 	struct ot_ws_frame f;
-	size_t at = 0;
+	size_t inlen = s->partlen, at = 0;
+	ssize_t got;
 	int rc;
 
-	if (got <= 0)
-		return got < 0 && (errno == EAGAIN || errno == EINTR);
-	*inlen += (size_t)got;
-	while ((rc = ot_live_ws_frame(in + at, *inlen - at, WS_IN, &s->frag, &f)) == 1) {
+	(void)w;
+	if (s->partlen)
+		memcpy(in, s->part, s->partlen);
+	got = recv(s->fd, in + inlen, WS_IN - inlen, MSG_DONTWAIT);
+	if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+		s->gone = 1;
+		return;
+	}
+	if (got < 0 || s->closed) /* after a close, what the client sends is dropped */
+		return;
+	inlen += (size_t)got;
+	while ((rc = ot_live_ws_frame(in + at, inlen - at, WS_IN, &s->frag, &f)) == 1) {
 		const unsigned char *p = in + at + f.head;
 		if (f.opcode == 8) { /* the client's close, answered with its own code */
 			ws_close(s, f.code ? f.code : 1000);
-			return 0;
+			return;
 		}
 		if (f.opcode == 9) { /* ping: pong with the same payload, unmasked */
-			unsigned char h[10], body[125];
+			unsigned char pong[10 + 125];
+			size_t hl = ws_header(pong, 10, f.len);
 			for (size_t i = 0; i < f.len; i++)
-				body[i] = p[i] ^ f.mask[i % 4];
-			if (send_all(s->sock, h, ws_header(h, 10, f.len)) || send_all(s->sock, body, f.len))
-				return 0;
+				pong[hl + i] = p[i] ^ f.mask[i % 4];
+			put(s, pong, hl + f.len);
 		}
 		at += f.head + f.len;
 	}
 	if (rc < 0) {
 		OT_INFO(s->order_id, "WebSocket client broke RFC 6455: closing with %d", f.code);
 		ws_close(s, f.code);
-		return 0;
+		return;
 	}
-	memmove(in, in + at, *inlen - at);
-	*inlen -= at;
-	return 1;
-}
-
-static void *
-ws_thread(void *arg)
-{
-	struct sub *s = arg;
-	unsigned char in[WS_IN];
-	size_t inlen = 0;
-	int go = 1;
-
-	while (go) {
-		char *out = NULL;
-		size_t n = 0;
-		int closed;
-		pthread_mutex_lock(&s->lv->mu);
-		if (s->off < s->len && (out = malloc(s->len - s->off))) {
-			n = s->len - s->off;
-			memcpy(out, s->buf + s->off, n);
-			s->off = s->len = 0;
-		}
-		closed = s->closed;
-		pthread_mutex_unlock(&s->lv->mu);
-		if (n && send_all(s->sock, out, n))
-			go = 0;
-		free(out);
-		if (!go || closed)
-			break;
-		struct pollfd p[2] = {{s->sock, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
-		if (poll(p, 2, 1000) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents) {
-			char drain[64];
-			while (read(s->wake[0], drain, sizeof drain) > 0)
-				;
-		}
-		if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
-			go = ws_input(s, in, &inlen);
+	s->partlen = inlen - at;
+	if (!s->partlen) {
+		free(s->part);
+		s->part = NULL;
+	} else if ((s->part || (s->part = malloc(WS_IN)))) {
+		memmove(s->part, in + at, s->partlen);
+	} else {
+		s->gone = 1;
 	}
-	if (go) { /* the server ends it: a close frame, 1001 going away */
-		static const unsigned char bye[4] = {0x88, 0x02, 0x03, 0xe9};
-		send_all(s->sock, bye, sizeof bye);
-	}
-	pthread_mutex_lock(&s->lv->mu);
-	s->running = 0; /* from here on the socket is MHD's */
-	pthread_mutex_unlock(&s->lv->mu);
-	MHD_upgrade_action(s->urh, MHD_UPGRADE_ACTION_CLOSE);
-	/* Done with everything but s itself: on the list the hub (or a stop) joins and frees. */
-	pthread_mutex_lock(&s->lv->mu);
-	sub_unlink(s);
-	s->th = pthread_self();
-	s->next = s->lv->ended;
-	s->lv->ended = s;
-	s->lv->nthreads--;
-	pthread_mutex_unlock(&s->lv->mu);
-	return NULL;
 }
 
 static void
 ws_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const char *extra, size_t extra_len,
             MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
-	static const unsigned char bye[4] = {0x88, 0x02, 0x03, 0xe9};
 	struct sub *s = cls;
 	struct ot_live *lv = s->lv;
-	struct timeval tv = {5, 0};
-	pthread_t th;
-	int fl, closing;
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = s};
+	struct wakes w = {0};
+	int fl;
 
 	(void)con, (void)con_cls, (void)extra, (void)extra_len;
+	if ((fl = fcntl(sock, F_GETFL)) != -1)
+		fcntl(sock, F_SETFL, fl | O_NONBLOCK);
+	pthread_mutex_lock(&lv->mu);
 	/* The request no longer owns s: its completion must not free it. */
 	*s->slot = NULL;
 	s->slot = NULL;
-	s->sock = sock;
+	s->fd = sock;
 	s->urh = urh;
-	/* Blocking writes with a deadline: a stalled client costs its own thread, no one else's. */
-	if ((fl = fcntl(sock, F_GETFL)) != -1)
-		fcntl(sock, F_SETFL, fl & ~O_NONBLOCK);
-	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	pthread_mutex_lock(&lv->mu);
-	if (!(closing = lv->closing)) {
-		lv->nthreads++;
-		s->running = 1;
+	s->live = 1;
+	if (lv->closing) /* upgraded while the server stops: only the close */
+		s->closed = 1;
+	if (epoll_ctl(lv->ep, EPOLL_CTL_ADD, sock, &ev)) {
+		OT_WARN(s->order_id, "WebSocket: cannot watch its socket: %s", strerror(errno));
+		s->gone = 1;
 	}
+	service(s, &w); /* the backlog goes now */
 	pthread_mutex_unlock(&lv->mu);
-	if (closing) { /* upgraded while the server stops: no thread may start now */
-		send_all(sock, bye, sizeof bye);
-		goto close;
-	}
-	if (pthread_create(&th, NULL, ws_thread, s)) { /* joinable: the thread notes its id in s */
-		OT_WARN(s->order_id, "cannot start a WebSocket thread");
-		pthread_mutex_lock(&lv->mu);
-		lv->nthreads--;
-		s->running = 0;
-		pthread_mutex_unlock(&lv->mu);
-		goto close;
-	}
-	return;
-close:
-	MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-	sub_free(s);
+	wake_all(&w);
 }
 
 enum MHD_Result
@@ -913,11 +1302,6 @@ ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key, cons
 
 	if (!(s = sub_new(lv, WS, order_id, last_id, backlog, n, full)))
 		return MHD_NO;
-	if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC)) {
-		s->wake[0] = s->wake[1] = -1;
-		sub_free(s);
-		return MHD_NO;
-	}
 	if (!(r = MHD_create_response_for_upgrade(ws_upgraded, s))) {
 		sub_free(s);
 		return MHD_NO;
@@ -934,8 +1318,10 @@ ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key, cons
 	}
 	/* Queued, but the client may still go before the 101 is written: then no upgrade comes,
 	 * and the request's completion frees s with ot_live_ws_abandon. */
+	pthread_mutex_lock(&lv->mu);
 	s->slot = slot;
 	*slot = s;
+	pthread_mutex_unlock(&lv->mu);
 	return ret;
 }
 
