@@ -574,6 +574,48 @@ probe_healthz() {
 	assert_output 200
 }
 
+@test "ot-serve: past --max-streams a stream is 503 with Retry-After; a stream the client closed frees its slot at once" {
+	serve OT_MAX_STREAMS=2
+	id=$(place_order "c-$RUNID")
+	sse one "$BASE/orders/$id/events"
+	one=$!
+	sse two "$BASE/orders/$id/events"
+	wait_lines one 1 '^id: 1$'
+	wait_lines two 1 '^id: 1$'
+	run curl -s --max-time 5 -D "$BATS_TEST_TMPDIR/h" -w '\n%{http_code}' "$BASE/orders/$id/events"
+	assert_line --index 1 503
+	assert_line --index 0 '{"error":"too many live streams open: try again later"}'
+	grep -qi '^Retry-After: 5' "$BATS_TEST_TMPDIR/h"
+	# The client goes: its slot is free well before the next ping (15 s), which freed it before.
+	kill "$one"
+	wait_metric "$PORT" 'ot_live_streams{protocol="sse"}' 1 5
+	run curl -sN --max-time 1 "$BASE/orders/$id/events"
+	assert_line 'id: 1'
+	# and the stream still open gets the next change
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	wait_lines two 1 '^id: 2$'
+}
+
+@test "ot-serve: 200 WebSockets at once share the event loop, not a thread each, and each gets the change" {
+	serve OT_RATE_LIMIT=0 OT_MAX_PER_CLIENT=0
+	pid=${BG_PIDS[0]}
+	id=$(place_order "c-$RUNID")
+	run http "$BASE/orders/$id"
+	assert_line --index 1 200
+	threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+	node "$ROOT/test/tools/ws-many.mjs" "$BASE/orders/$id/ws" 200 '"version":2' > "$BATS_TEST_TMPDIR/many" 2>&1 &
+	many=$!
+	BG_PIDS+=($many)
+	wait_lines many 1 '^open 200$'
+	[ "$(metric 'ot_live_streams{protocol="websocket"}')" = 200 ]
+	now=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+	[ "$now" -le "$threads" ] || { echo "threads: $threads before, $now with 200 WebSockets" >&2; false; }
+	event INVENTORY_RESERVED "$id" | ot-consume 2>/dev/null
+	wait_lines many 1 '^got 200$'
+	wait "$many" # 0 once the server answered every close
+	wait_metric "$PORT" 'ot_live_streams{protocol="websocket"}' 0 5
+}
+
 @test "ot-serve: with Redis down the circuit opens and reads answer from the database at once; it closes when Redis is back" {
 	OWN_REDIS_PORT=$((PORT + 1))
 	own_redis
