@@ -22,7 +22,10 @@
 #define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
 #define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
-#define HEADER_LIMIT (7 * 1024)  /* request line and headers; larger is answered 431 by MHD */
+/* A connection's memory in MHD: the request line and headers, then the answer's headers. MHD
+ * zeroes all of it and keeps it as long as the connection, so it is most of what a live stream
+ * costs. A head over about 6 KiB is answered 431. */
+#define HEADER_LIMIT (7 * 1024)
 #define IDLE_S 30                 /* a connection silent this long is closed */
 #define HEAD_MS 10000             /* each request's line and headers must arrive within this */
 #define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */

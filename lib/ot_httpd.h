@@ -60,7 +60,8 @@ struct ot_httpd_opts {
 };
 
 /* Binds o->addr and serves on o->threads threads, with per-address connection caps, a 10 s
- * deadline on each request head, a 16 KiB head limit and 413 for bodies over 64 KiB. Counts
+ * deadline on each request head, 7 KiB per connection for a request head and its answer's
+ * headers (431 past it) and 413 for bodies over 64 KiB. Counts
  * every request in ot_http_requests_total{route,code} and ot_http_request_duration_seconds.
  * Returns NULL with *rc and errstr: OT_ESERVICE when the address is in use, OT_ECONFIG when it
  * is not one to listen on, OT_EINTERNAL otherwise. Free with ot_httpd_stop. */
