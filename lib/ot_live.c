@@ -39,17 +39,23 @@
  * from its upgrade to its close. So one thread, the hub's event loop, writes every change to
  * every stream: one send() per stream, no thread or wake-up per stream.
  *
- * Every field below is guarded by lv->mu. A sub is freed only by the hub, at the top of its
- * loop, once no epoll event it has yet to handle can name it (see lv->dead).
+ * A stream the hub owns (an SSE stream parked, a WebSocket live) is written by the hub alone,
+ * or by its helper for the streams the hub hands it, and a fan-out writes those without
+ * lv->mu, so that MHD's threads never wait for one: other threads ask the hub (lv->adopt,
+ * lv->req) rather than touch them. Every other field, and every stream the hub does not own,
+ * is guarded by lv->mu. A sub is freed only by the hub, at the top of its loop, once no epoll
+ * event or fan-out can name it (see lv->dead).
  */
 enum kind { SSE, WS };
 
 struct sub {
 	struct sub *next, **pprev;      /* in its bucket */
+	struct sub *adopt_next;         /* on lv->adopt */
 	struct sub *dead_next;          /* on lv->dead */
 	struct ot_live *lv;
 	enum kind kind;
-	unsigned char parked;           /* SSE: suspended in MHD; the hub writes its socket */
+	atomic_int parked;              /* SSE: suspended in MHD; the hub writes its socket. Set
+	                                 * by MHD's thread (under lv->mu), cleared by the hub */
 	unsigned char live;             /* WS: upgraded; the hub owns its socket */
 	unsigned char closed;           /* end the stream once buf is written */
 	unsigned char gone;             /* the client went, or the socket failed: end it now */
@@ -84,6 +90,8 @@ struct ot_live {
 	struct sub *bucket[BUCKETS];
 	long nsse, nws;
 	struct sub *dead;               /* off the hub, to free once no event can name them */
+	struct sub *adopt;              /* WebSockets upgraded, for the hub to take */
+	int req, req_done;              /* what other threads ask of every stream: END_ALL, CUT_ALL */
 	struct sub **fan;               /* the hub's: the streams of one change */
 	size_t fancap;
 	struct helper *helper;          /* takes half of a large fan-out */
@@ -95,6 +103,24 @@ struct ot_live {
 
 /* epoll data of what is not a stream */
 static char tag_redis, tag_wake;
+
+enum { END_ALL = 1, CUT_ALL = 2 };
+
+/* The hub writes s's socket, and nobody else touches s's queue. */
+static int
+owned(struct sub *s)
+{
+	return atomic_load(&s->parked) || s->live;
+}
+
+static void
+wake_hub(struct ot_live *lv)
+{
+	uint64_t one = 1;
+
+	if (write(lv->wake, &one, sizeof one) < 0 && errno != EAGAIN)
+		OT_WARN(NULL, "live streams: waking the hub: %s", strerror(errno));
+}
 
 static unsigned
 bucket_of(const char *id)
@@ -341,13 +367,13 @@ finish(struct sub *s, struct wakes *w)
 		epoll_ctl(s->lv->ep, EPOLL_CTL_DEL, s->fd, NULL);
 	s->closed = 1;
 	if (s->kind == SSE) {
-		if (!s->parked || grow((void **)&w->con, &w->capcon, w->ncon, sizeof *w->con))
+		if (!atomic_load(&s->parked) || grow((void **)&w->con, &w->capcon, w->ncon, sizeof *w->con))
 			return; /* out of memory: tried again at the next sweep */
 		if (s->gone || s->off < s->len)
 			shutdown(s->fd, SHUT_RDWR); /* no half chunk before MHD's: MHD sees the end */
 		s->gone |= s->off < s->len;
 		s->off = s->len = 0;
-		s->parked = 0;
+		atomic_store(&s->parked, 0);
 		s->fd = -1;
 		w->con[w->ncon++] = s->con;
 		return;
@@ -366,7 +392,7 @@ finish(struct sub *s, struct wakes *w)
 static void
 service(struct sub *s, struct wakes *w)
 {
-	if (s->dead || !(s->parked || s->live))
+	if (s->dead || !owned(s))
 		return;
 	flush(s);
 	if (s->gone || (s->closed && s->off == s->len))
@@ -393,7 +419,7 @@ send_one(struct sub *s, long long version, const struct wire *m)
 		return 0;
 	if (version)
 		s->last = version;
-	if (s->kind == SSE && !s->parked)
+	if (s->kind == SSE && !atomic_load(&s->parked))
 		enqueue(s, m->sse, m->sse_len); /* MHD asks for it soon: it runs, or is about to */
 	else if (s->kind == SSE)
 		put(s, m->chunk, m->chunk_len);
@@ -414,12 +440,29 @@ send_to(struct sub *s, long long version, const struct wire *m, struct wakes *w)
 	return r;
 }
 
+/* send_one from a fan-out, which holds no lock: a stream the hub owns is written at once,
+ * any other under lv->mu (MHD's thread may be reading its queue, or freeing it). */
+static int
+send_any(struct ot_live *lv, struct sub *s, long long version, const struct wire *m)
+{
+	int r = 0;
+
+	if (owned(s))
+		return send_one(s, version, m);
+	pthread_mutex_lock(&lv->mu);
+	if (!s->dead)
+		r = send_one(s, version, m);
+	pthread_mutex_unlock(&lv->mu);
+	return r;
+}
+
 /* The helper: a second thread for the sends of a large fan-out. The sends are the cost of one
- * (the kernel's TCP work, per stream) and spread over cores. While it runs, the hub holds
- * lv->mu for it and waits; each stream is written by one of the two. */
+ * (the kernel's TCP work, per stream) and spread over cores. Each stream is written by one of
+ * the two; the hub waits for the helper's half before it goes on. */
 #define SPLIT 1024                /* fan-outs to this many streams or more are shared */
 
 struct helper {
+	struct ot_live *lv;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct sub **v;
@@ -445,7 +488,7 @@ helper_run(void *arg)
 		pthread_mutex_unlock(&h->mu);
 		long sent = 0;
 		for (size_t i = 0; i < h->n; i++)
-			sent += send_one(h->v[i], h->version, h->m);
+			sent += send_any(h->lv, h->v[i], h->version, h->m);
 		pthread_mutex_lock(&h->mu);
 		h->sent = sent;
 		h->busy = 0;
@@ -456,12 +499,13 @@ helper_run(void *arg)
 }
 
 static struct helper *
-helper_start(void)
+helper_start(struct ot_live *lv)
 {
 	struct helper *h = calloc(1, sizeof *h);
 
 	if (!h)
 		return NULL;
+	h->lv = lv;
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->cv, NULL);
 	if (pthread_create(&h->th, NULL, helper_run, h)) {
@@ -488,8 +532,8 @@ helper_stop(struct helper *h)
 	free(h);
 }
 
-/* Sends m to v[0, n): the helper takes the second half when there are many. Lock held.
- * Returns how many were sent. */
+/* Sends m to v[0, n): the helper takes the second half when there are many. The hub's thread,
+ * lock not held. Returns how many were sent. */
 static long
 fan_out(struct ot_live *lv, struct sub **v, size_t n, long long version, const struct wire *m)
 {
@@ -509,7 +553,7 @@ fan_out(struct ot_live *lv, struct sub **v, size_t n, long long version, const s
 		pthread_mutex_unlock(&h->mu);
 	}
 	for (size_t i = 0; i < mine; i++)
-		sent += send_one(v[i], version, m);
+		sent += send_any(lv, v[i], version, m);
 	if (mine < n) {
 		pthread_mutex_lock(&h->mu);
 		while (h->busy)
@@ -551,12 +595,6 @@ expire_one(struct sub *s, void *arg, struct wakes *w)
 }
 
 static void
-ping_one(struct sub *s, void *arg, struct wakes *w)
-{
-	send_to(s, 0, arg, w);
-}
-
-static void
 close_one(struct sub *s, void *arg, struct wakes *w)
 {
 	(void)arg;
@@ -571,6 +609,36 @@ cut_one(struct sub *s, void *arg, struct wakes *w)
 	end_stream(s);
 	s->gone = 1;
 	service(s, w);
+}
+
+/* Sends m to every stream of order id (NULL: every stream), the streams the hub owns without
+ * lv->mu, then ends those whose socket failed. The hub's thread. Returns how many were sent. */
+static long
+broadcast(struct ot_live *lv, const char *id, long long version, const struct wire *m)
+{
+	struct wakes w = {0};
+	size_t k = 0;
+	long sent;
+
+	pthread_mutex_lock(&lv->mu);
+	for (int b = id ? (int)bucket_of(id) : 0; b < BUCKETS; b = id ? BUCKETS : b + 1)
+		for (struct sub *s = lv->bucket[b]; s; s = s->next) {
+			if (id && strcmp(s->order_id, id))
+				continue;
+			if (k == lv->fancap && grow((void **)&lv->fan, &lv->fancap, k, sizeof *lv->fan))
+				break; /* out of memory: the others miss it, and resume when their stream ends */
+			lv->fan[k++] = s;
+		}
+	pthread_mutex_unlock(&lv->mu);
+	/* Nothing frees a stream before the hub's next reap, so the list stays good unlocked. */
+	sent = fan_out(lv, lv->fan, k, version, m);
+	pthread_mutex_lock(&lv->mu);
+	for (size_t i = 0; i < k; i++)
+		if (lv->fan[i]->gone)
+			finish(lv->fan[i], &w);
+	pthread_mutex_unlock(&lv->mu);
+	wake_all(&w);
+	return sent;
 }
 
 /* us of CPU this thread has used */
@@ -589,7 +657,6 @@ static void
 deliver(struct ot_live *lv, const char *channel, const char *msg)
 {
 	const char *id = strncmp(channel, "order:", 6) ? NULL : channel + 6;
-	struct wakes w = {0};
 	struct wire m;
 	char *text = NULL;
 	json_t *o;
@@ -615,22 +682,8 @@ deliver(struct ot_live *lv, const char *channel, const char *msg)
 	}
 	free(text);
 	long long t0 = ot_now_us(), c0 = cpu_us();
-	long sent = 0;
-	size_t k = 0;
-	pthread_mutex_lock(&lv->mu);
-	for (struct sub *s = lv->bucket[bucket_of(id)]; s; s = s->next) {
-		if (strcmp(s->order_id, id))
-			continue;
-		if (k == lv->fancap && grow((void **)&lv->fan, &lv->fancap, k, sizeof *lv->fan))
-			break; /* out of memory: these get the change, the others at their resume */
-		lv->fan[k++] = s;
-	}
-	sent = fan_out(lv, lv->fan, k, version, &m);
-	for (size_t i = 0; i < k; i++) /* those whose socket failed end, one thread at a time */
-		if (lv->fan[i]->gone)
-			finish(lv->fan[i], &w);
-	pthread_mutex_unlock(&lv->mu);
-	wake_all(&w);
+	long sent;
+	sent = broadcast(lv, id, version, &m);
 	wire_free(&m);
 	atomic_fetch_add(&lv->sent, sent);
 	OT_DEBUG(id, "version %lld to %ld streams in %lld us (%lld us on the CPU)", version, sent,
@@ -664,7 +717,7 @@ on_socket(struct ot_live *lv, struct sub *s, unsigned events, unsigned char *in)
 	struct wakes w = {0};
 
 	pthread_mutex_lock(&lv->mu);
-	if (!s->dead && (s->parked || s->live)) {
+	if (!s->dead && owned(s)) {
 		if (s->kind == WS && (events & EPOLLIN))
 			ws_input(s, in, &w);
 		/* An SSE client sends nothing after its request: readable means it went. */
@@ -747,6 +800,34 @@ subscribe(struct ot_live *lv, int *down_logged)
 	return r;
 }
 
+static void adopt(struct sub *s, struct wakes *w);
+
+/* What other threads asked of the hub: WebSockets to take, every stream to end or cut. */
+static void
+requests(struct ot_live *lv)
+{
+	struct wakes w = {0};
+	struct sub *s, *next;
+	int req;
+
+	pthread_mutex_lock(&lv->mu);
+	s = lv->adopt;
+	lv->adopt = NULL;
+	for (; s; s = next) {
+		next = s->adopt_next;
+		adopt(s, &w);
+	}
+	req = lv->req > lv->req_done ? lv->req : 0;
+	pthread_mutex_unlock(&lv->mu);
+	wake_all(&w);
+	if (req) {
+		each_sub(lv, req == CUT_ALL ? cut_one : close_one, NULL);
+		pthread_mutex_lock(&lv->mu);
+		lv->req_done = req;
+		pthread_mutex_unlock(&lv->mu);
+	}
+}
+
 /* The hub: one thread, one epoll set. It holds the subscription, hands each message to
  * deliver, writes every stream the hub owns and reads what WebSocket clients send, pings,
  * expires, and frees what ended. */
@@ -771,6 +852,7 @@ hub(void *arg)
 				uint64_t v;
 				if (read(lv->wake, &v, sizeof v) < 0 && errno != EAGAIN)
 					OT_WARN(NULL, "live streams: reading the wake: %s", strerror(errno));
+				requests(lv);
 			} else if (p == &tag_redis) {
 				if (r && on_redis(lv, r)) {
 					OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
@@ -796,7 +878,7 @@ hub(void *arg)
 			static const unsigned char ping[2] = {0x89, 0x00};
 			struct wire m;
 			if (!wire_make(&m, ": ping\n\n", 8, 9, ping, 0)) {
-				each_sub(lv, ping_one, &m);
+				broadcast(lv, NULL, 0, &m);
 				wire_free(&m);
 			}
 			next_ping = now + PING_MS;
@@ -834,7 +916,7 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot
 		return NULL;
 	}
 	/* Without a helper, the hub sends every change itself. */
-	if (!(lv->helper = helper_start()))
+	if (!(lv->helper = helper_start(lv)))
 		OT_WARN(NULL, "live streams: no helper thread: one thread sends every change");
 	if (pthread_create(&lv->th, NULL, hub, lv)) {
 		ot_live_stop(lv);
@@ -848,6 +930,30 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot
 /* Ends every stream. Streams get grace_ms to write what is queued and their close; then those
  * whose client does not read are cut. Returns once no WebSocket is open and every suspended SSE
  * connection is back with MHD. */
+/* Has the hub do req to every stream (or does it here once the hub is gone) and waits. */
+static void
+ask_all(struct ot_live *lv, int req)
+{
+	struct timespec ts = {0, 5 * 1000000L};
+	int done;
+
+	if (!lv->started || atomic_load(&lv->stop)) {
+		each_sub(lv, req == CUT_ALL ? cut_one : close_one, NULL);
+		return;
+	}
+	pthread_mutex_lock(&lv->mu);
+	lv->req = req;
+	pthread_mutex_unlock(&lv->mu);
+	wake_hub(lv);
+	for (done = 0; !done;) {
+		pthread_mutex_lock(&lv->mu);
+		done = lv->req_done >= req;
+		pthread_mutex_unlock(&lv->mu);
+		if (!done)
+			nanosleep(&ts, NULL);
+	}
+}
+
 static void
 end_streams(struct ot_live *lv, int grace_ms)
 {
@@ -857,7 +963,7 @@ end_streams(struct ot_live *lv, int grace_ms)
 	pthread_mutex_lock(&lv->mu);
 	lv->closing = 1;
 	pthread_mutex_unlock(&lv->mu);
-	each_sub(lv, close_one, NULL);
+	ask_all(lv, END_ALL);
 	for (int waited = 0; waited < grace_ms; waited += 20) {
 		pthread_mutex_lock(&lv->mu);
 		open = lv->nsse + lv->nws;
@@ -870,7 +976,7 @@ end_streams(struct ot_live *lv, int grace_ms)
 	if (lv->nws)
 		OT_WARN(NULL, "%ld WebSocket streams did not end in time: cutting them off", lv->nws);
 	pthread_mutex_unlock(&lv->mu);
-	each_sub(lv, cut_one, NULL);
+	ask_all(lv, CUT_ALL);
 }
 
 void
@@ -883,14 +989,11 @@ ot_live_close_all(struct ot_live *lv)
 void
 ot_live_stop(struct ot_live *lv)
 {
-	uint64_t one = 1;
-
 	if (!lv)
 		return;
 	atomic_store(&lv->stop, 1);
 	if (lv->started) {
-		if (write(lv->wake, &one, sizeof one) < 0)
-			OT_WARN(NULL, "live streams: waking the hub: %s", strerror(errno));
+		wake_hub(lv);
 		pthread_join(lv->th, NULL);
 	}
 	/* Without ot_live_close_all first, no stream may outlive the memory it uses either. */
@@ -1021,8 +1124,8 @@ sse_read(void *cls, uint64_t pos, char *out, size_t max)
 		/* Each change is one small write that must leave at once, not wait for an ACK. */
 		setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 		s->fd = ci->connect_fd;
-		s->parked = 1;
 		s->out = 0;
+		atomic_store(&s->parked, 1); /* after fd: the hub may write to it without the lock */
 		n = 0;
 	} else {
 		OT_WARN(s->order_id, "live stream: cannot watch its socket: %s", strerror(errno));
@@ -1260,14 +1363,30 @@ ws_input(struct sub *s, unsigned char *in, struct wakes *w)
 	}
 }
 
+/* The hub takes an upgraded WebSocket: its socket joins the loop, and its backlog goes. Lock
+ * held. */
+static void
+adopt(struct sub *s, struct wakes *w)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = s};
+
+	s->live = 1;
+	if (s->lv->closing) /* upgraded while the server stops: only the close */
+		end_stream(s);
+	if (epoll_ctl(s->lv->ep, EPOLL_CTL_ADD, s->fd, &ev)) {
+		OT_WARN(s->order_id, "WebSocket: cannot watch its socket: %s", strerror(errno));
+		s->gone = 1;
+	}
+	service(s, w);
+}
+
+/* MHD's thread, once the 101 is written: the socket goes to the hub. */
 static void
 ws_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const char *extra, size_t extra_len,
             MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
 	struct sub *s = cls;
 	struct ot_live *lv = s->lv;
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = s};
-	struct wakes w = {0};
 	int fl;
 
 	(void)con, (void)con_cls, (void)extra, (void)extra_len;
@@ -1279,16 +1398,10 @@ ws_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, const char *ex
 	s->slot = NULL;
 	s->fd = sock;
 	s->urh = urh;
-	s->live = 1;
-	if (lv->closing) /* upgraded while the server stops: only the close */
-		s->closed = 1;
-	if (epoll_ctl(lv->ep, EPOLL_CTL_ADD, sock, &ev)) {
-		OT_WARN(s->order_id, "WebSocket: cannot watch its socket: %s", strerror(errno));
-		s->gone = 1;
-	}
-	service(s, &w); /* the backlog goes now */
+	s->adopt_next = lv->adopt;
+	lv->adopt = s;
 	pthread_mutex_unlock(&lv->mu);
-	wake_all(&w);
+	wake_hub(lv);
 }
 
 enum MHD_Result
