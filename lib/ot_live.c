@@ -86,7 +86,8 @@ struct ot_live {
 	atomic_int stop;
 	int ep;                         /* the hub's epoll: Redis, wake, and the sockets it writes */
 	int wake;                       /* an eventfd that ends the hub's wait */
-	pthread_mutex_t mu;             /* guards the buckets, every sub and the counts */
+	pthread_mutex_t mu;             /* guards the buckets, the counts, the lists below and
+	                                 * every sub the hub does not own */
 	struct sub *bucket[BUCKETS];
 	long nsse, nws;
 	struct sub *dead;               /* off the hub, to free once no event can name them */
@@ -230,6 +231,25 @@ wire_make(struct wire *m, const char *sse, size_t sse_len, int opcode, const voi
 	memcpy(m->ws + hl, p, n);
 	m->ws_len = hl + n;
 	return 0;
+}
+
+/* The wire forms of one change: an SSE event (id, event: status, data) and a WebSocket text
+ * frame of the status JSON. Returns 0, or -1 when out of memory. */
+static int
+change_wire(struct wire *m, long long version, const char *json)
+{
+	size_t n = strlen(json);
+	char *text = malloc(n + 64);
+	int hl, r;
+
+	if (!text)
+		return -1;
+	hl = snprintf(text, 64, "id: %lld\nevent: status\ndata: ", version);
+	memcpy(text + hl, json, n);
+	memcpy(text + hl + n, "\n\n", 2);
+	r = wire_make(m, text, (size_t)hl + n + 2, 1, json, n);
+	free(text);
+	return r;
 }
 
 /* What to do once the lock is dropped: MHD is never called with it held. */
@@ -658,10 +678,9 @@ deliver(struct ot_live *lv, const char *channel, const char *msg)
 {
 	const char *id = strncmp(channel, "order:", 6) ? NULL : channel + 6;
 	struct wire m;
-	char *text = NULL;
 	json_t *o;
-	long long version;
-	size_t n;
+	long long version, t0, c0;
+	long sent;
 
 	if (!id)
 		return;
@@ -670,19 +689,10 @@ deliver(struct ot_live *lv, const char *channel, const char *msg)
 		return;
 	version = json_integer_value(json_object_get(o, "version"));
 	json_decref(o);
-	n = strlen(msg);
-	if (version <= 0 || !(text = malloc(n + 64)))
+	if (version <= 0 || change_wire(&m, version, msg))
 		return;
-	int hl = snprintf(text, 64, "id: %lld\nevent: status\ndata: ", version);
-	memcpy(text + hl, msg, n);
-	memcpy(text + hl + n, "\n\n", 2);
-	if (wire_make(&m, text, (size_t)hl + n + 2, 1, msg, n)) {
-		free(text);
-		return;
-	}
-	free(text);
-	long long t0 = ot_now_us(), c0 = cpu_us();
-	long sent;
+	t0 = ot_now_us();
+	c0 = cpu_us();
 	sent = broadcast(lv, id, version, &m);
 	wire_free(&m);
 	atomic_fetch_add(&lv->sent, sent);
@@ -708,7 +718,7 @@ reap(struct ot_live *lv)
 	}
 }
 
-static void ws_input(struct sub *s, unsigned char *in, struct wakes *w);
+static void ws_input(struct sub *s, unsigned char *in);
 
 /* One epoll event on a stream's socket. */
 static void
@@ -719,7 +729,7 @@ on_socket(struct ot_live *lv, struct sub *s, unsigned events, unsigned char *in)
 	pthread_mutex_lock(&lv->mu);
 	if (!s->dead && owned(s)) {
 		if (s->kind == WS && (events & EPOLLIN))
-			ws_input(s, in, &w);
+			ws_input(s, in);
 		/* An SSE client sends nothing after its request: readable means it went. */
 		if (s->kind == SSE && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
 			s->gone = 1;
@@ -1055,20 +1065,10 @@ sub_new(struct ot_live *lv, enum kind kind, const char *order_id, long long last
 		enqueue(s, "retry: 1000\n\n", 13);
 	for (size_t i = 0; i < n; i++) {
 		struct wire m;
-		char head[64];
-		size_t jl = strlen(backlog[i].json);
-		char *text;
-		int hl = snprintf(head, sizeof head, "id: %lld\nevent: status\ndata: ", backlog[i].version);
-		if (backlog[i].version <= s->last || !(text = malloc((size_t)hl + jl + 2)))
-			continue;
-		memcpy(text, head, (size_t)hl);
-		memcpy(text + hl, backlog[i].json, jl);
-		memcpy(text + hl + jl, "\n\n", 2);
-		if (!wire_make(&m, text, (size_t)hl + jl + 2, 1, backlog[i].json, jl)) {
+		if (backlog[i].version > s->last && !change_wire(&m, backlog[i].version, backlog[i].json)) {
 			send_to(s, backlog[i].version, &m, &w);
 			wire_free(&m);
 		}
-		free(text);
 	}
 	if ((s->next = lv->bucket[b]))
 		s->next->pprev = &s->next;
@@ -1314,14 +1314,13 @@ ws_close(struct sub *s, int code)
  * frame with the reason, then the end) on a frame RFC 6455 forbids. in is the hub's buffer of
  * WS_IN bytes; a frame not yet whole waits in s->part. Lock held. */
 static void
-ws_input(struct sub *s, unsigned char *in, struct wakes *w)
+ws_input(struct sub *s, unsigned char *in)
 {
 	struct ot_ws_frame f;
 	size_t inlen = s->partlen, at = 0;
 	ssize_t got;
 	int rc;
 
-	(void)w;
 	if (s->partlen)
 		memcpy(in, s->part, s->partlen);
 	got = recv(s->fd, in + inlen, WS_IN - inlen, MSG_DONTWAIT);
