@@ -596,6 +596,14 @@ probe_healthz() {
 	wait_lines two 1 '^id: 2$'
 }
 
+@test "ot-serve: its soft open-files limit goes up to the hard one, since each stream holds a descriptor" {
+	ulimit -Sn 256
+	serve
+	pid=${BG_PIDS[0]}
+	read -r soft hard < <(awk '/^Max open files/ { print $4, $5 }' "/proc/$pid/limits")
+	[ "$soft" = "$hard" ] || { echo "soft $soft, hard $hard" >&2; false; }
+}
+
 @test "ot-serve: 200 WebSockets at once share the event loop, not a thread each, and each gets the change" {
 	serve OT_RATE_LIMIT=0 OT_MAX_PER_CLIENT=0
 	pid=${BG_PIDS[0]}
