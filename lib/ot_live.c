@@ -730,7 +730,7 @@ on_socket(struct ot_live *lv, struct sub *s, unsigned events, unsigned char *in)
 	if (!s->dead && owned(s)) {
 		if (s->kind == WS && (events & EPOLLIN))
 			ws_input(s, in);
-		/* An SSE client sends nothing after its request: readable means it went. */
+		/* An SSE client sends nothing after its request: a hang-up means it went. */
 		if (s->kind == SSE && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
 			s->gone = 1;
 		if (s->kind == WS && (events & (EPOLLHUP | EPOLLERR)))
