@@ -24,8 +24,10 @@
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
 /* A connection's memory in MHD: the request line and headers, then the answer's headers. MHD
  * zeroes all of it and keeps it as long as the connection, so it is most of what a live stream
- * costs. A head over about 6 KiB is answered 431. */
+ * costs. A head over HEAD_MAX is answered 431 here, while there is still room for the answer:
+ * left to MHD, a head just under HEADER_LIMIT got no answer at all. */
 #define HEADER_LIMIT (7 * 1024)
+#define HEAD_MAX (5 * 1024 + 512)
 #define IDLE_S 30                 /* a connection silent this long is closed */
 #define HEAD_MS 10000             /* each request's line and headers must arrive within this */
 #define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
@@ -297,6 +299,32 @@ sweep(void *arg)
 }
 
 /* MHD calls this once with the headers, once per piece of body, and once at the end. */
+/* 431 with nothing MHD does not add itself: what is left of the connection's memory after a
+ * head this large may hold little more than the status line. */
+static enum MHD_Result
+too_large(struct ot_httpd_req *rq)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	if ((ret = MHD_queue_response(rq->con, 431, r)) == MHD_YES)
+		rq->status = 431;
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result
+add_len(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	size_t *n = cls;
+
+	(void)kind;
+	*n += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
+	return MHD_YES;
+}
+
 static enum MHD_Result
 handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
         const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -304,7 +332,7 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 	struct ot_httpd *s = cls;
 	struct ot_httpd_req *rq = *con_cls;
 	const char *clen;
-	size_t i;
+	size_t i, head;
 
 	(void)version;
 	if (!rq) {
@@ -322,6 +350,10 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		for (i = 0; rq->path[i]; i++) /* the log line must stay valid JSON */
 			if ((unsigned char)rq->path[i] < 0x20 || (unsigned char)rq->path[i] > 0x7e)
 				rq->path[i] = '?';
+		head = strlen(method) + strlen(url) + 12;
+		MHD_get_connection_values(con, MHD_HEADER_KIND, add_len, &head);
+		if (head > HEAD_MAX)
+			return too_large(rq);
 		/* Refused before the client sends it, rather than read and thrown away. */
 		clen = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (clen && strtoull(clen, NULL, 10) > MAX_DISCARD)

@@ -412,6 +412,11 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	serve
 	run anon -H "X-Padding: $(head -c 20000 /dev/zero | tr '\0' a)" "$BASE/healthz"
 	assert_line --index 1 431
+	# Heads from 5.5 KiB up to where MHD itself refuses: an answer, not a closed connection.
+	for n in 5000 5600 6000 6400; do
+		code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Padding: $(head -c "$n" /dev/zero | tr '\0' a)" "$BASE/")
+		[ "$code" = "$([ "$n" -lt 5500 ] && echo 200 || echo 431)" ]
+	done
 	run http -X POST "$BASE/orders/00000000-0000-4000-8000-000000000000/events"
 	assert_line --index 1 405
 	assert_line --index 0 '{"error":"method not allowed"}'
