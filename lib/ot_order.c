@@ -124,34 +124,54 @@ cache_put(redisContext *r, const struct ot_status *st)
 	ot_span_end(&sp);
 }
 
-/* cache_put for n statuses in one pipeline: what fails is marked for repair, as one write. */
+/* cache_put for n statuses in one pipeline: what fails is marked for repair. Each write is
+ * its own "cache write" span, a child of parents[i] (parents, or an entry, NULL: of the
+ * thread's current span). */
 static void
-cache_put_many(redisContext *r, const struct ot_status *sts, size_t n)
+cache_put_many(redisContext *r, const struct ot_status *sts, size_t n, struct ot_span *const *parents)
 {
-	char err[256];
+	struct ot_span *sp;
+	char err[256], v[24], tp[56];
 	int *results;
 	size_t i;
 	int rc;
 
-	if (n <= 1) {
-		if (n)
-			cache_put(r, &sts[0]);
+	if (!n)
 		return;
-	}
-	if (!(results = calloc(n, sizeof *results))) {
+	results = calloc(n, sizeof *results);
+	sp = calloc(n, sizeof *sp);
+	if (!results || !sp) {
+		free(results);
+		free(sp);
 		for (i = 0; i < n; i++)
 			cache_put(r, &sts[i]);
 		return;
 	}
+	for (i = 0; i < n; i++) {
+		if (parents && parents[i])
+			ot_span_traceparent(parents[i], tp);
+		ot_span_begin_detached(&sp[i], "cache write", OT_SPAN_CLIENT, parents && parents[i] ? tp : NULL);
+		if (sp[i].exported) {
+			snprintf(v, sizeof v, "%lld", sts[i].version);
+			ot_span_tag(&sp[i], "db.system", "redis");
+			ot_span_tag(&sp[i], "order_id", sts[i].order_id);
+			ot_span_tag(&sp[i], "order.status", sts[i].status);
+			ot_span_tag(&sp[i], "order.version", v);
+		}
+	}
 	rc = r ? ot_redis_put_many(r, sts, n, results, err, sizeof err) : OT_ESERVICE;
 	if (rc < 0)
-		OT_WARN(NULL, "cache write of %zu statuses failed, the database stays authoritative; repaired once "
-		        "Redis answers%s%s", n, r ? ": " : "", r ? err : "");
+		OT_WARN(n == 1 ? sts[0].order_id : NULL, "cache write of %zu status%s failed, the database stays "
+		        "authoritative; repaired once Redis answers%s%s", n, n == 1 ? "" : "es", r ? ": " : "", r ? err : "");
 	for (i = 0; i < n; i++) {
-		if (rc < 0)
+		if (rc < 0) {
 			mark_dirty(sts[i].order_id);
+			ot_span_error(&sp[i], r ? err : "Redis unavailable");
+		}
 		ot_cache_count_write(rc < 0 ? "failed" : results[i] ? "applied" : "cas_rejected");
+		ot_span_end(&sp[i]);
 	}
+	free(sp);
 	free(results);
 }
 
@@ -571,11 +591,11 @@ ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t
 {
 	struct placing *pl = calloc(n, sizeof *pl);
 	struct ot_status *sts = calloc(n, sizeof *sts);
-	struct ot_span *sp = calloc(n, sizeof *sp);
+	struct ot_span *sp = calloc(n, sizeof *sp), **parents = calloc(n, sizeof *parents);
 	size_t i, k = 0, todo = 0;
-	int rc = OT_OK;
+	int rc = OT_OK, own = !ot_span_current();
 
-	if (!pl || !sts || !sp) {
+	if (!pl || !sts || !sp || !parents) {
 		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto out;
 	}
@@ -592,11 +612,12 @@ ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t
 	if (!todo)
 		goto out;
 	/* Each order's life starts a trace here, as at ot-serve's POST /orders: its span is
-	 * current while its ORDER_CREATED is made. */
+	 * current while its ORDER_CREATED is made. A caller inside a span of its own (a request,
+	 * one record) has begun it already. */
 	if ((rc = ot_pg_exec(db, "BEGIN", 0, NULL, errstr, errsz)) ||
 	    (rc = resolve_request_ids(db, scope, pl, res, n, errstr, errsz)))
 		goto out;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && own; i++)
 		if (res[i].rc == OT_OK && pl[i].created) {
 			ot_span_begin(&sp[i], "place order", OT_SPAN_INTERNAL, NULL);
 			ot_span_tag(&sp[i], "order_id", pl[i].id);
@@ -615,11 +636,11 @@ ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t
 			continue;
 		}
 		if (pl[i].created)
-			k++;
+			parents[k++] = own ? &sp[i] : NULL;
 		else
 			res[i].rc = OT_SKIP;
 	}
-	cache_put_many(r, sts, k);
+	cache_put_many(r, sts, k, parents);
 out:
 	if (rc)
 		ot_pg_rollback(db);
@@ -632,6 +653,7 @@ out:
 		if (pl)
 			placing_free(&pl[i]);
 	}
+	free(parents);
 	free(sp);
 	free(sts);
 	free(pl);
@@ -1012,12 +1034,16 @@ after_commit(PGconn *db, redisContext *r, const char *consumer, const struct ot_
              struct ot_batch_res *res, struct step *steps, size_t n, struct row *rows, size_t nrows,
              struct ot_span *sp)
 {
-	struct ot_status *sts;
+	struct ot_status *sts = calloc(n, sizeof *sts);
+	struct ot_span **parents = calloc(n, sizeof *parents);
 	struct row *w;
-	size_t i, k = 0, first = 0;
+	size_t i, k = 0;
 
-	if (!(sts = calloc(n, sizeof *sts)))
+	if (!sts || !parents) {
+		free(sts);
+		free(parents);
 		return;
+	}
 	for (i = 0; i < n; i++) {
 		if (res[i].rc == OT_SKIP && !strcmp(res[i].as, "late"))
 			atomic_fetch_add(&late_count, 1);
@@ -1028,18 +1054,16 @@ after_commit(PGconn *db, redisContext *r, const char *consumer, const struct ot_
 			count_transition(consumer, steps[i].st.status);
 			if (steps[i].to == OT_ST_DELIVERED && (w = row_of(rows, nrows, evs[i].order_id)))
 				count_delivery(w->age_s);
-			first = k ? first : i;
+			parents[k] = sp ? &sp[i] : NULL;
 			sts[k++] = steps[i].st;
 		} else if (steps[i].kind == REFRESH && r && ot_order_load(db, evs[i].order_id, &sts[k], NULL, 0) == 1) {
-			first = k ? first : i;
-			k++;
+			parents[k++] = sp ? &sp[i] : NULL;
 		}
 		ot_span_leave(sp ? &sp[i] : NULL);
 	}
-	/* In the order they were committed, in one round trip; a single write keeps its span. */
-	ot_span_enter(k == 1 && sp ? &sp[first] : NULL);
-	cache_put_many(r, sts, k);
-	ot_span_leave(k == 1 && sp ? &sp[first] : NULL);
+	/* In the order they were committed, in one round trip. */
+	cache_put_many(r, sts, k, parents);
+	free(parents);
 	free(sts);
 }
 
