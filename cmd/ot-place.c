@@ -103,7 +103,7 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 	}
 	for (i = 0; i < n; i++)
 		res[i].rc = (reqs[i] = json_loadb(ms[i].value, ms[i].len, JSON_REJECT_DUPLICATES, NULL)) ? OT_OK
-		                                                                                   : OT_EINPUT;
+		                                                                                   : OT_EINTERNAL;
 	if (!(rc = ot_pg_ensure(p->db, errstr, errsz)))
 		rc = ot_order_place_batch(p->db, ot_redis_live(&p->redis, p->redis_url), reqs, n, "ot-place", orders,
 		                          res, errstr, errsz);

@@ -277,9 +277,19 @@ batch(struct ot_in *in, ot_handler h, void *arg, struct kept *k, struct ot_msg *
 	}
 	each = (double)(ot_now_us() - t0) / 1e6 / (double)n;
 	for (i = 0; i < n; i++) {
+		if (res[i].rc == OT_EINPUT) {
+			/* Refused inside the batch, judged against the state the records before it left,
+			 * as one at a time: a poison record, with its reason. Retried alone after the
+			 * batch, it would be judged against later records' effects too. */
+			ot_metric_observe(m_handling, each, tool, ms[i].topic);
+			note_last(tool, &ms[i]);
+			if ((rc = poison(in, &ms[i], res[i].err[0] ? res[i].err : "refused", 1, st)))
+				return rc;
+			ot_in_done(in, &ms[i]);
+			continue;
+		}
 		if (res[i].rc != OT_OK && res[i].rc != OT_SKIP) {
-			/* Refused inside the batch, having written nothing: alone it is retried, or
-			 * dead-lettered with its reason. */
+			/* Not taken by the batch, having written nothing: alone, with its retries. */
 			if ((rc = one(in, h, arg, &ms[i], st)))
 				return rc;
 			continue;

@@ -15,16 +15,19 @@ typedef int (*ot_handler)(void *arg, const struct ot_msg *m, char *errstr, size_
 
 /* What a batch handler did with one record. */
 struct ot_batch_res {
-	int rc;           /* OT_OK applied, OT_SKIP, or anything else: not taken, for the per-record path */
+	int rc;           /* OT_OK applied, OT_SKIP, OT_EINPUT refused (a poison record, judged
+	                   * where it stands in the batch), or anything else: not taken, for the
+	                   * per-record path */
 	const char *as;   /* for OT_SKIP: why, as ot_run_skipped_as (a literal; "duplicate" preset) */
-	char err[256];    /* for OT_SKIP: a message to log at info, or "" */
+	char err[256];    /* for OT_SKIP a message to log at info, for OT_EINPUT the reason */
 };
 
 /* Applies records ms[0..n) in one transaction, in order. Returns OT_OK once it committed,
- * with each record's outcome in res[i]; a record it could not take (res[i].rc neither OT_OK
- * nor OT_SKIP) must have left nothing committed. Any other return means nothing of the batch
- * was committed (errstr says why). Either way ot_run sends what was not taken through the
- * per-record handler, with its retries and dead letter. */
+ * with each record's outcome in res[i]; a record it refused or could not take (res[i].rc
+ * neither OT_OK nor OT_SKIP) must have left nothing committed. ot_run then reports or
+ * dead-letters the refused (OT_EINPUT) with res[i].err, and sends the others through the
+ * per-record handler. Any other return means nothing of the batch was committed (errstr says
+ * why): every record goes through the per-record handler, with its retries and dead letter. */
 typedef int (*ot_batch_handler)(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res,
                                 char *errstr, size_t errsz);
 

@@ -380,3 +380,16 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	[ "$status" -eq 78 ]
 	assert_output --partial "OT_BATCH=5000: expected 1 to 4096"
 }
+
+@test "ot-consume: a refused event in a batch is judged where it stands, as one at a time: not retried after later ones" {
+	for batch in 256 1; do
+		id=$(place_order "c-$RUNID-$batch")
+		ot-consume <<<"$(event INVENTORY_RESERVED "$id")" 2>/dev/null
+		# IN_TRANSIT before PREPARING: impossible from CONFIRMED, whatever follows it.
+		run --separate-stderr ot-consume --batch "$batch" <<<"$(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')
+$(event DELIVERY_UPDATED "$id" '{"status":"PREPARING"}')"
+		[ "$status" -eq 65 ]
+		echo "$stderr" | grep -q "line 1: order $id: impossible transition CONFIRMED -> IN_TRANSIT refused"
+		[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$id'")" = "PREPARING|3" ]
+	done
+}
