@@ -82,7 +82,7 @@ usage(FILE *f, int full)
 	        "\ntopics create makes each TOPIC that does not exist (default: the orders, inventory and\n"
 	        "delivery topics and their .dlq), as a deployment step run by someone allowed to; no\n"
 	        "tool creates a topic itself. topics list prints topics as JSON lines.\n"
-	        "      --partitions N      partitions of a new topic (default 3)\n"
+	        "      --partitions N      partitions of a new topic (default 12)\n"
 	        "      --replication-factor N  replicas of a new topic (default: the broker's)\n"
 	        "\n"
 	        "  -h, --help              this help\n"
@@ -279,7 +279,7 @@ main(int argc, char **argv)
 	struct ot_replay_stats rst;
 	const char *from = NULL, *mode = "poll", *slot = NULL;
 	char slotbuf[64];
-	int replay_opts = 0, topic_opts = 0, partitions = 3, replication = -1;
+	int replay_opts = 0, topic_opts = 0, partitions = 12, replication = -1;
 	const char *dbname = "orders", *output = "-", *input = NULL;
 	PGconn *db = NULL;
 	char err[1024];
