@@ -35,12 +35,17 @@ start_services() {
 # kill -9 the service's current process.
 kill9() { kill -KILL "$(cat "$SUP/$1.pid")"; }
 
-# N order requests with one line of SKU $SKU, qty 1..3, placed as one run.
+# N order requests with one line of SKU $SKU, qty 1..3, and with $SKU2 set a second line of
+# it (qty 1..3) on every odd one, placed as one run.
 place_run() {
-	awk -v n="$N" -v run="$RUNID" -v sku="$SKU" 'BEGIN { srand(); for (i = 1; i <= n; i++)
-		printf "{\"customer_id\":\"f-%s-%d\",\"items\":[{\"sku\":\"%s\",\"qty\":%d}],\"address\":\"x\",\"request_id\":\"f-%s-%d\"}\n",
-			run, i, sku, 1 + int(rand() * 3), run, i }' > "$BATS_TEST_TMPDIR/requests"
+	requests > "$BATS_TEST_TMPDIR/requests"
 	ot-place < "$BATS_TEST_TMPDIR/requests" > "$BATS_TEST_TMPDIR/placed" 2>>"$BATS_TEST_TMPDIR/place.log"
+}
+requests() {
+	awk -v n="$N" -v run="$RUNID" -v sku="$SKU" -v sku2="${SKU2:-}" 'BEGIN { srand(); for (i = 1; i <= n; i++) {
+		second = sku2 != "" && i % 2 ? sprintf(",{\"sku\":\"%s\",\"qty\":%d}", sku2, 1 + int(rand() * 3)) : ""
+		printf "{\"customer_id\":\"f-%s-%d\",\"items\":[{\"sku\":\"%s\",\"qty\":%d}%s],\"address\":\"x\",\"request_id\":\"f-%s-%d\"}\n",
+			run, i, sku, 1 + int(rand() * 3), second, run, i } }'
 }
 
 in_run() { echo "customer_id LIKE 'f-$RUNID-%'"; }
@@ -62,22 +67,26 @@ settle() {
 	done
 }
 
-# Couriers for the confirmed orders, through Kafka.
+# Couriers for the confirmed orders, through Kafka: PREPARING, $POSITIONS IN_TRANSIT updates
+# (default 1), DELIVERED.
 deliver() {
 	sql_orders "SELECT id FROM orders WHERE $(in_run) AND status = 'CONFIRMED'" |
-		ot-courier -n 1 | ot-relay -i - -O kafka:delivery.updates 2>>"$BATS_TEST_TMPDIR/courier.log"
+		ot-courier -n "${POSITIONS:-1}" | ot-relay -i - -O kafka:delivery.updates 2>>"$BATS_TEST_TMPDIR/courier.log"
 }
 
 # The invariants, after the run settled:
 # - DB, Redis and the event log agree: Redis holds either nothing or the database's status and
 #   version; every order's ORDER_STATUS_UPDATED events on orders.events are version - 1
 #   distinct ids ending in its status;
-# - no effect applied twice: a delivered order is at version 5 (CONFIRMED, PREPARING,
-#   IN_TRANSIT, DELIVERED), a cancelled one's stock was released once;
-# - stock is conserved: available + reserved = loaded, reserved = the lines of live orders;
+# - every order is in one of $FINAL (default DELIVERED|CANCELLED);
+# - no effect applied twice: a delivered order is at version 4 + $POSITIONS (CONFIRMED,
+#   PREPARING, each IN_TRANSIT, DELIVERED), a rejected one at 2, a cancelled one's stock was
+#   released once;
+# - stock is conserved: available + reserved = loaded, reserved = the lines of live orders
+#   ($SKU loaded with $1, and $SKU2 with $LOADED2 when set);
 # - nothing is stuck: both outboxes are empty.
 check_invariants() {
-	local loaded=$1 db redis log bad
+	local loaded=$1 db redis log bad final=${FINAL:-DELIVERED|CANCELLED} delivered=$((4 + ${POSITIONS:-1}))
 	db="$BATS_TEST_TMPDIR/db"
 	sql_orders "SELECT id, status, version FROM orders WHERE $(in_run) ORDER BY id" > "$db"
 	[ "$(wc -l < "$db")" = "$N" ]
@@ -86,17 +95,16 @@ check_invariants() {
 	bad=$(paste -d'|' "$db" "$BATS_TEST_TMPDIR/redis" | awk -F'[|\t]' '!($4 == "" || ($4 == $2 && $5 == $3))' | head -5)
 	[ -z "$bad" ] || { echo "Redis disagrees with the database: $bad" >&2; return 1; }
 	# lost: an order that did not reach a final state; double effects: a delivered order whose
-	# version is not exactly 5 (CONFIRMED, PREPARING, IN_TRANSIT, DELIVERED, once each)
-	LOST=$(awk -F'|' '$2 != "DELIVERED" && $2 != "CANCELLED"' "$db" | wc -l)
-	DUPS=$(awk -F'|' '$2 == "DELIVERED" && $3 > 5' "$db" | wc -l)
-	bad=$(awk -F'|' '($2 == "DELIVERED" && $3 != 5) || ($2 != "DELIVERED" && $2 != "CANCELLED")' "$db" | head -5)
+	# version is not exactly 4 + POSITIONS (CONFIRMED, PREPARING, each IN_TRANSIT, DELIVERED,
+	# once each), a rejected one past 2
+	LOST=$(awk -F'|' -v f="^($final)\$" '$2 !~ f' "$db" | wc -l)
+	DUPS=$(awk -F'|' -v d="$delivered" '($2 == "DELIVERED" && $3 > d) || ($2 == "REJECTED" && $3 > 2)' "$db" | wc -l)
+	bad=$(awk -F'|' -v f="^($final)\$" -v d="$delivered" '($2 == "DELIVERED" && $3 != d) || ($2 == "REJECTED" && $3 != 2) || $2 !~ f' "$db" | head -5)
 	[ -z "$bad" ] || { echo "unexpected state or version ($LOST lost, $DUPS applied twice): $bad" >&2; return 1; }
 	# the event log
 	wait_sql orders "SELECT count(*) FROM outbox" 0 60
 	wait_sql inventory "SELECT count(*) FROM outbox" 0 60
-	ot-relay -i kafka:orders.events -O - --meta -G "log-$RUNID" -e 2>/dev/null |
-		grep -F -f <(cut -d'|' -f1 "$db") |
-		sed -n 's/.*"key":"\([^"]*\)".*"ot-id":"\([^"]*\)","ot-type":"ORDER_STATUS_UPDATED".*"version":\([0-9]*\).*"data":{"status":"\([A-Z_]*\)".*/\1 \2 \3 \4/p' |
+	sed -n 's/.*"key":"\([^"]*\)".*"ot-id":"\([^"]*\)","ot-type":"ORDER_STATUS_UPDATED".*"version":\([0-9]*\).*"data":{"status":"\([A-Z_]*\)".*/\1 \2 \3 \4/p' "$(run_log orders.events)" |
 		sort -u | awk '{ n[$1]++; if ($3 > v[$1]) { v[$1] = $3; s[$1] = $4 } } END { for (k in n) print k "|" s[k] "|" n[k] + 1 }' |
 		sort > "$BATS_TEST_TMPDIR/log"
 	# an order missing from the log, or with fewer events than versions, lost events
@@ -110,19 +118,100 @@ check_invariants() {
 	# a topic on purpose sets ALLOW_TWICE)
 	TWICE=$(( $(published_twice orders.events) + $(published_twice inventory.events) ))
 	[ -n "${ALLOW_TWICE:-}" ] || [ "$TWICE" = 0 ] || { echo "$TWICE events published twice" >&2; return 1; }
-	# stock
-	[ "$(sql_inventory "SELECT available + reserved FROM stock WHERE sku = '$SKU'")" = "$loaded" ]
-	live=$(sql_orders "SELECT coalesce(sum(i.qty), 0) FROM orders o JOIN order_items i ON i.order_id = o.id WHERE $(in_run) AND o.status <> 'CANCELLED'")
-	[ "$(sql_inventory "SELECT reserved FROM stock WHERE sku = '$SKU'")" = "$live" ]
-	[ "$(sql_inventory "SELECT coalesce(sum(qty), 0) FROM reservations WHERE sku = '$SKU' AND status = 'RESERVED'")" = "$live" ]
+	check_stock "$SKU" "$loaded"
+	[ -z "${SKU2:-}" ] || check_stock "$SKU2" "$LOADED2"
+}
+
+# Stock is conserved and decremented once per live order: available + reserved = loaded, and
+# reserved = the open reservations = the run's lines of SKU in orders neither cancelled nor
+# rejected: check_stock SKU LOADED
+check_stock() {
+	local sku=$1 loaded=$2 live got
+	got=$(sql_inventory "SELECT available + reserved FROM stock WHERE sku = '$sku'")
+	[ "$got" = "$loaded" ] || { echo "$sku: available + reserved = $got, loaded $loaded" >&2; return 1; }
+	live=$(sql_orders "SELECT coalesce(sum(i.qty), 0) FROM orders o JOIN order_items i ON i.order_id = o.id WHERE $(in_run) AND i.sku = '$sku' AND o.status NOT IN ('CANCELLED', 'REJECTED')")
+	got=$(sql_inventory "SELECT reserved FROM stock WHERE sku = '$sku'")
+	[ "$got" = "$live" ] || { echo "$sku: reserved $got, live orders hold $live" >&2; return 1; }
+	got=$(sql_inventory "SELECT coalesce(sum(qty), 0) FROM reservations WHERE sku = '$sku' AND status = 'RESERVED'")
+	[ "$got" = "$live" ] || { echo "$sku: open reservations $got, live orders hold $live" >&2; return 1; }
+}
+
+# The run's records on TOPIC (--meta lines), read once from its beginning by a group of their
+# own, once the run's orders are in $BATS_TEST_TMPDIR/db; prints the file's name: run_log TOPIC
+run_log() {
+	local f="$BATS_TEST_TMPDIR/log.$1"
+	[ -e "$f" ] || ot-relay -i "kafka:$1" -O - --meta -G "log-$RUNID-$1" -e 2>/dev/null |
+		grep -F -f <(cut -d'|' -f1 "$BATS_TEST_TMPDIR/db") > "$f"
+	echo "$f"
+}
+
+# Per-order ordering, after check_invariants, from orders.events as a reader sees it: each
+# order's records are on one partition; by offset they are ORDER_CREATED at version 1, then
+# ORDER_STATUS_UPDATED at versions 2, 3, ... with no gap or step back, each a transition the
+# saga allows, ending at the database's status and version; ORDER_CANCELLED comes once, right
+# after the update to CANCELLED, for a cancelled order only.
+check_ordering() {
+	local out="$BATS_TEST_TMPDIR/ordering" bad
+	jq -r 'select(.value | type == "object") | [.key, .partition, .offset, .headers["ot-type"],
+		.headers["ot-id"], .value.version, (.value.data.status // "-")] | @tsv' "$(run_log orders.events)" |
+		LC_ALL=C sort -t"$(printf '\t')" -k1,1 -k3,3n | awk -F'\t' '
+		function flush() { if (key != "") print key "|" st "|" v "|" cancels }
+		function bad(why) { print "BAD " key ": " why; broken = 1 }
+		BEGIN { split("PENDING>CONFIRMED PENDING>REJECTED PENDING>CANCELLED CONFIRMED>PREPARING " \
+			"CONFIRMED>CANCELLED PREPARING>IN_TRANSIT PREPARING>CANCELLED IN_TRANSIT>IN_TRANSIT " \
+			"IN_TRANSIT>DELIVERED", t, " "); for (i in t) legal[t[i]] = 1 }
+		$5 in seen { next } # copies of one event: published_twice counts them
+		{ seen[$5] = 1 }
+		$1 != key { flush(); key = $1; part = $2; st = ""; v = 0; cancels = 0 }
+		$2 != part { bad("records on partitions " part " and " $2) }
+		$4 == "ORDER_CREATED" { if (v != 0 || $6 != 1) bad("ORDER_CREATED at version " $6 " after " v); v = 1; st = "PENDING"; next }
+		$4 == "ORDER_STATUS_UPDATED" {
+			if (v == 0) bad("an update before ORDER_CREATED")
+			if ($6 != v + 1) bad("version " $6 " after " v)
+			if (!((st ">" $7) in legal)) bad(st " -> " $7 " is no transition of the saga")
+			v = $6; st = $7; next }
+		$4 == "ORDER_CANCELLED" { cancels++; if (st != "CANCELLED" || $6 != v) bad("ORDER_CANCELLED at version " $6 " in " st " " v); next }
+		{ bad("unexpected " $4) }
+		END { flush() }' > "$out"
+	bad=$(grep '^BAD ' "$out" | head -5)
+	[ -z "$bad" ] || { echo "per-order ordering broken: $bad" >&2; return 1; }
+	# each order's history ends where the database is, with one ORDER_CANCELLED if cancelled
+	bad=$(LC_ALL=C join -t'|' -a1 -e MISSING -o 1.1,1.2,1.3,2.2,2.3,2.4 <(LC_ALL=C sort "$BATS_TEST_TMPDIR/db") \
+		<(grep -v '^BAD ' "$out" | LC_ALL=C sort) |
+		awk -F'|' '$2 != $4 || $3 != $5 || $6 != ($2 == "CANCELLED" ? 1 : 0)' | head -5)
+	[ -z "$bad" ] || { echo "history and database disagree (id|db status|db version|log status|log version|cancels): $bad" >&2; return 1; }
+}
+
+# Each effect once, after check_invariants: on inventory.events every order has exactly one
+# decision (INVENTORY_RESERVED for an order that went on or was cancelled,
+# INVENTORY_RESERVATION_FAILED for a rejected or cancelled one) and an INVENTORY_RELEASED only
+# if it was reserved and then cancelled; the open reservations are exactly the lines of the
+# orders still holding stock; no consumer recorded an event twice in processed_events.
+check_effects() {
+	local bad
+	bad=$(jq -r '[.key, .headers["ot-type"], .headers["ot-id"]] | @tsv' "$(run_log inventory.events)" |
+		LC_ALL=C sort -u | awk -F'\t' '{ k = $1 }
+		$2 == "INVENTORY_RESERVED" { r[k]++ } $2 == "INVENTORY_RESERVATION_FAILED" { f[k]++ }
+		$2 == "INVENTORY_RELEASED" { rel[k]++ }
+		END { for (k in r) print k "|" r[k] "|" (k in f ? f[k] : 0) "|" (k in rel ? rel[k] : 0)
+		      for (k in f) if (!(k in r)) print k "|0|" f[k] "|" (k in rel ? rel[k] : 0) }' |
+		LC_ALL=C sort | LC_ALL=C join -t'|' -a1 -e 0 -o 1.1,1.2,2.2,2.3,2.4 <(LC_ALL=C sort "$BATS_TEST_TMPDIR/db") - |
+		awk -F'|' '$3 + $4 != 1 ||
+			($2 == "DELIVERED" && ($3 != 1 || $5 != 0)) || ($2 == "REJECTED" && ($4 != 1 || $5 != 0)) ||
+			($2 == "CANCELLED" && $5 != $3)' | head -5)
+	[ -z "$bad" ] || { echo "inventory decisions not once each (id|status|reserved|failed|released): $bad" >&2; return 1; }
+	diff <(sql_orders "SELECT i.order_id, i.sku, i.qty FROM orders o JOIN order_items i ON i.order_id = o.id
+		WHERE $(in_run) AND o.status NOT IN ('CANCELLED', 'REJECTED') ORDER BY 1, 2") \
+		<(sql_inventory "SELECT order_id, sku, qty FROM reservations WHERE status = 'RESERVED'
+		AND sku IN ('$SKU', '${SKU2:-$SKU}') ORDER BY 1, 2") >&2 || { echo "open reservations are not the live orders' lines" >&2; return 1; }
+	[ "$(sql_orders "SELECT count(*) FROM (SELECT 1 FROM processed_events GROUP BY consumer, event_id HAVING count(*) > 1) d")" = 0 ]
+	[ "$(sql_inventory "SELECT count(*) FROM (SELECT 1 FROM processed_events GROUP BY consumer, event_id HAVING count(*) > 1) d")" = 0 ]
 }
 
 # How many events of this run's orders TOPIC holds more than once (by ot-id), once the run's
 # orders are in $BATS_TEST_TMPDIR/db: published_twice TOPIC
 published_twice() {
-	ot-relay -i "kafka:$1" -O - --meta -G "twice-$RUNID-$1" -e 2>/dev/null |
-		grep -F -f <(cut -d'|' -f1 "$BATS_TEST_TMPDIR/db") |
-		grep -o '"ot-id":"[^"]*"' | sort | uniq -d | wc -l
+	grep -o '"ot-id":"[^"]*"' "$(run_log "$1")" | sort | uniq -d | wc -l
 }
 
 # After a CDC test: the slots go, so the server keeps no WAL for them.
