@@ -19,6 +19,7 @@
 
 #define STATUS_INTERVAL_MS 2000
 #define VISIBLE_WAIT_MS 30000
+#define CDC_PART_ROWS 500 /* rows of one transaction relayed together, as a poll batch */
 
 /* The outbox's columns we need, by position in the relation pgoutput described. */
 enum { C_ID, C_TOPIC, C_KEY, C_EVENT_ID, C_TYPE, C_TRACEPARENT, C_PAYLOAD, C_COUNT };
@@ -120,7 +121,10 @@ on_relation(struct cdc *c, const struct ot_pgo_msg *m)
 				c->pos[j] = i;
 }
 
-/* Keeps the row until its transaction commits: whether to send it is decided then. */
+static int relay_rows(struct cdc *c, char *errstr, size_t errsz);
+
+/* Keeps the row until its transaction commits, or until CDC_PART_ROWS are kept: whether to
+ * send it is decided then. */
 static int
 on_insert(struct cdc *c, const struct ot_pgo_msg *m, char *errstr, size_t errsz)
 {
@@ -155,7 +159,9 @@ on_insert(struct cdc *c, const struct ot_pgo_msg *m, char *errstr, size_t errsz)
 		}
 	}
 	r->payload_len = m->cols[c->pos[C_PAYLOAD]].len;
-	c->nrows++;
+	/* Memory stays flat whatever the transaction's size: a large one goes in parts. */
+	if (++c->nrows >= CDC_PART_ROWS)
+		return relay_rows(c, errstr, errsz);
 	return 0;
 }
 
@@ -238,11 +244,12 @@ out:
 	return rc;
 }
 
-/* The transaction committed: send the rows still in the outbox, wait for Kafka, delete them,
- * and only then confirm its end LSN, so a restart at any point sends nothing twice but what
- * Kafka acknowledged in the instant before the DELETE. */
+/* Sends the transaction's rows buffered so far that are still in the outbox, waits for Kafka
+ * and deletes them; the transaction committed (pgoutput sends only committed ones), so its
+ * rows can go in parts. A restart replays the whole transaction from the slot, and a row
+ * already deleted is not sent again. */
 static int
-on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
+relay_rows(struct cdc *c, char *errstr, size_t errsz)
 {
 	const char *p[1];
 	unsigned char *keep = NULL;
@@ -252,7 +259,6 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 	long sent = 0;
 	int rc = 0;
 
-	c->in_txn = 0;
 	if (c->nrows) {
 		if (!(keep = malloc(c->nrows)) || !(spans = calloc(c->nrows, sizeof *spans))) {
 			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
@@ -296,11 +302,8 @@ on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
 				if (keep[i])
 					ot_outbox_count_published(c->dbname, c->rows[i].f[C_TOPIC], c->rows[i].created_s);
 		}
-		OT_DEBUG(NULL, "cdc: relayed %ld of %zu events up to %X/%X", sent, c->nrows,
-		         (unsigned)(end_lsn >> 32), (unsigned)end_lsn);
+		OT_DEBUG(NULL, "cdc: relayed %ld of %zu events of transaction %u", sent, c->nrows, c->xid);
 	}
-	c->confirmed = end_lsn;
-	rc = send_status(c, errstr, errsz);
 out:
 	for (i = 0; i < nspans; i++) {
 		if (rc)
@@ -312,6 +315,21 @@ out:
 	free(keep);
 	free(ids);
 	return rc;
+}
+
+/* The transaction committed: relay what is left of it, and only then confirm its end LSN, so
+ * a restart at any point sends nothing twice but what Kafka acknowledged in the instant
+ * before the DELETE. */
+static int
+on_commit(struct cdc *c, uint64_t end_lsn, char *errstr, size_t errsz)
+{
+	int rc;
+
+	c->in_txn = 0;
+	if ((rc = relay_rows(c, errstr, errsz)))
+		return rc;
+	c->confirmed = end_lsn;
+	return send_status(c, errstr, errsz);
 }
 
 static int
