@@ -807,6 +807,10 @@ ot_out_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr
 	rd_kafka_conf_set(conf, "acks", "all", e, sizeof e);
 	rd_kafka_conf_set(conf, "linger.ms", "5", e, sizeof e);
 	rd_kafka_conf_set(conf, "message.timeout.ms", "30000", e, sizeof e);
+	/* Memory stays flat: the queue holds at most one relay batch (flushed before the next), so
+	 * 4 MB bounds it where librdkafka's default is 1 GB; a full queue makes ot_out_send wait
+	 * for acknowledgements, never fail (-X raises it). */
+	rd_kafka_conf_set(conf, "queue.buffering.max.kbytes", "4096", e, sizeof e);
 	rd_kafka_conf_set_dr_msg_cb(conf, delivered);
 	rd_kafka_conf_set_opaque(conf, o);
 	if ((r = apply_props(conf, cfg, errstr, errsz))) {
