@@ -367,6 +367,31 @@ drop_slot() { sql_orders "SELECT pg_drop_replication_slot('$(cdc_slot)') FROM pg
 	drop_slot
 }
 
+@test "ot-relay --mode cdc: one transaction of 1,200 rows goes out in parts, each row once, each key in order" {
+	slot=$(cdc_slot)
+	topic="cdc-big.$RUNID"
+	ot-relay topics create "$topic" >/dev/null 2>&1
+	ot-relay --mode cdc --slot "$slot" --once -O kafka 2>/dev/null
+	ot-relay --mode cdc --slot "$slot" -O kafka 2>"$BATS_TEST_TMPDIR/cdc.log" &
+	pid=$!
+	sleep 1
+	sql_orders "INSERT INTO outbox (topic, key, event_id, type, payload) SELECT '$topic', 'k' || i % 3, gen_random_uuid(), 'T', '{\"n\":' || i || '}' FROM generate_series(1, 1200) i"
+	lsn=$(sql_orders "SELECT pg_current_wal_lsn()")
+	wait_sql orders "SELECT count(*) FROM outbox WHERE topic = '$topic'" 0 30
+	wait_sql orders "SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$slot'" t 10
+	kill -TERM "$pid"
+	wait "$pid"
+	ot-relay -i "kafka:$topic" -O - --meta -G "g-$RUNID" -e 2>/dev/null > "$BATS_TEST_TMPDIR/topic"
+	[ "$(jq -r '.value.n' "$BATS_TEST_TMPDIR/topic" | sort -u | wc -l)" = 1200 ]
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/topic")" = 1200 ]
+	# by offset, each key's rows come in the order they were inserted
+	run bash -c "jq -r '[.key, .offset, .value.n] | @tsv' '$BATS_TEST_TMPDIR/topic' | sort -k1,1 -k2,2n |
+		awk '\$1 == k && \$3 <= n { print \"out of order: \" \$0 } { k = \$1; n = \$3 }'"
+	assert_success
+	assert_output ''
+	drop_slot
+}
+
 @test "ot-relay --mode cdc: killed mid-stream, it resumes from the confirmed LSN and loses nothing" {
 	slot=$(cdc_slot)
 	ot-relay --mode cdc --slot "$slot" --once -O kafka 2>/dev/null
