@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,15 @@
 #include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
+#include "ot_pool.h"
 #include "ot_redis.h"
+#include "ot_rpipe.h"
 #include "ot_trace.h"
 
 #define THREADS 4
 #define API_CONNECTIONS 1024      /* connections beside the live streams */
 #define STREAMS_RETRY_S "5"       /* Retry-After of a stream refused for want of a slot */
+#define SLOW_THREADS 4            /* threads with a database connection each, for the slow part */
 #define MAX_BODY OT_HTTPD_MAX_BODY /* a larger request body is answered 413 */
 #define REDIS_TIMEOUT_MS 1000     /* as ot_redis_live connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
@@ -69,6 +73,8 @@ struct ot_http {
 	struct ot_breaker redis_cb, pg_cb;
 	struct ot_live *live;
 	struct ot_lcache *lc; /* hot statuses in process; NULL when off */
+	struct ot_rpipe *pipe; /* the event loops' reads of Redis, pipelined */
+	struct ot_pool *slow; /* database calls and waits, off the event loops */
 	int breakers;        /* initialised: destroy them */
 	pthread_mutex_t mu;  /* guards conns */
 	struct conns *conns;
@@ -84,6 +90,8 @@ struct ot_http {
 	} lease[LEASES];
 };
 
+struct call;
+
 /* What ot-serve keeps per request beside ot_httpd's. */
 struct serve_req {
 	void *ws;            /* a WebSocket stream its upgrade has not taken (yet) */
@@ -91,6 +99,16 @@ struct serve_req {
 	char key_id[65];     /* a valid key's name for the rate limiter and idempotency keys: its
 	                      * SHA-256, never the key */
 	struct ot_span span; /* an /orders request's, from its route to its completion */
+	/* While the request is off its event loop (ot_httpd_suspend): */
+	struct ot_http *h;
+	struct ot_httpd_req *rq;
+	struct ot_rpipe_job rj; /* its Redis read */
+	struct ot_pool_job pj; /* its database call */
+	enum MHD_Result (*fn)(struct call *x); /* what the pool runs for it */
+	char oid[64];        /* the order it reads */
+	const char *inm;     /* its If-None-Match, in MHD's memory for the request */
+	uint64_t mark;       /* ot_lcache_mark before Redis was read */
+	int via_redis;       /* the database read may refill Redis: it answered a miss */
 };
 
 /* What a route works with. */
@@ -383,19 +401,48 @@ struct body {
 	size_t len;          /* 0: none */
 };
 
-/* The status of one order: the in-process cache, then Redis, so a hit needs no database; else
- * the database, refilling Redis under the single-flight lock; with Redis down or its circuit
- * open, the database alone. What Redis or the refill answered goes into the in-process cache
- * unless Redis invalidated the order meanwhile. Returns 1 found (*how says where from; body,
- * if not NULL, may get the JSON line), 0 unknown, or an ot_rc with err. */
+/* The database half of a status read, after Redis answered a miss (r: refill it under the
+ * single-flight lock) or could not be used (r NULL: the database alone). r, when not NULL, came
+ * from redis_of and is reported here. What the refill answered goes into the in-process cache
+ * unless Redis invalidated the order since mark. Returns as lookup. */
+static int
+lookup_db(struct call *x, const char *id, redisContext *r, uint64_t mark, struct ot_status *st,
+          enum ot_cache_result *how, char *err, size_t errsz)
+{
+	PGconn *db;
+	int hit = 0, rc;
+
+	*how = OT_C_BYPASS;
+	if (!(db = db_of(x))) {
+		if (r)
+			redis_done(x, r, 1);
+		return ot_err(OT_ESERVICE, err, errsz, "the orders database is unavailable");
+	}
+	rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
+	if (db_retry(x, rc, &db))
+		rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
+	db_done(x, rc);
+	if (r)
+		redis_done(x, r, 1);
+	*how = hit ? OT_C_HIT : r && !r->err ? OT_C_MISS : OT_C_BYPASS;
+	if (rc == 1 && *how != OT_C_BYPASS && x->h->lc)
+		ot_lcache_put(x->h->lc, st, mark);
+	return rc;
+}
+
+/* The status of one order, blocking (the live streams' first read): the in-process cache,
+ * then Redis, so a hit needs no database; else the database, refilling Redis under the
+ * single-flight lock; with Redis down or its circuit open, the database alone. What Redis or
+ * the refill answered goes into the in-process cache unless Redis invalidated the order
+ * meanwhile. Returns 1 found (*how says where from; body, if not NULL, may get the JSON line),
+ * 0 unknown, or an ot_rc with err. */
 static int
 lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_result *how, struct body *body,
        char *err, size_t errsz)
 {
 	redisContext *r;
-	PGconn *db;
 	uint64_t mark = 0;
-	int hit = 0, rc;
+	int rc;
 
 	*how = OT_C_BYPASS;
 	if (body)
@@ -412,8 +459,8 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 		if (x->h->lc)
 			mark = ot_lcache_mark(x->h->lc, id);
 		rc = ot_redis_get_status(r, id, st, err, errsz);
-		redis_done(x, r, rc >= 0);
 		if (rc == 1) {
+			redis_done(x, r, 1);
 			*how = OT_C_HIT;
 			ot_cache_count(1);
 			if (x->h->lc)
@@ -421,61 +468,165 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 			return 1;
 		}
 		if (rc < 0) {
+			redis_done(x, r, 0);
 			OT_WARN(id, "cache read failed, reading the database: %s", err);
 			r = NULL;
 		} else {
 			ot_cache_count(0);
 		}
 	}
-	if (!(db = db_of(x)))
-		return ot_err(OT_ESERVICE, err, errsz, "the orders database is unavailable");
-	/* Redis was read above: on to the database and the refill. */
-	rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
-	if (db_retry(x, rc, &db))
-		rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
-	db_done(x, rc);
-	if (r)
-		redis_done(x, r, 1);
-	*how = hit ? OT_C_HIT : r && !r->err ? OT_C_MISS : OT_C_BYPASS;
-	if (rc == 1 && *how != OT_C_BYPASS && x->h->lc)
-		ot_lcache_put(x->h->lc, st, mark);
-	return rc;
+	return lookup_db(x, id, r, mark, st, how, err, errsz);
 }
 
-/* GET /orders/{id}: the status, with an ETag of its version; If-None-Match gets 304. */
+static int call_of(void *app, struct ot_httpd_req *rq, struct call *x);
+
+/* Runs x->sr->fn on the pool, off the event loop: it answers, then the request resumes. */
+static void
+slow_job(struct ot_pool_job *j)
+{
+	struct serve_req *sr = (struct serve_req *)(void *)((char *)j - offsetof(struct serve_req, pj));
+	struct ot_httpd_req *rq = sr->rq;
+	struct call x;
+
+	ot_span_enter(&sr->span);
+	if (call_of(sr->h, rq, &x))
+		ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	else
+		sr->fn(&x);
+	ot_span_leave(&sr->span);
+	ot_httpd_resume(rq);
+}
+
+/* Answers x's request with fn, run on the pool: what may wait on the database never holds an
+ * event loop. */
 static enum MHD_Result
-get_order(struct call *x, const char *id)
+offload(struct call *x, enum MHD_Result (*fn)(struct call *x))
+{
+	x->sr->fn = fn;
+	x->sr->pj.fn = slow_job;
+	ot_httpd_suspend(x->rq);
+	ot_pool_run(x->h->slow, &x->sr->pj);
+	return MHD_YES;
+}
+
+/* The answer to a status read that returned rc (as lookup) with st from how; body, when not
+ * NULL and set, is st as one JSON line. An ETag of its version; If-None-Match gets 304. */
+static enum MHD_Result
+answer_status(struct call *x, int rc, const struct ot_status *st, enum ot_cache_result how,
+              const struct body *body, const char *err)
 {
 	static const char *const how_name[OT_C_COUNT] = {"HIT", "MISS", "BYPASS", "HIT"};
-	const char *full = MHD_lookup_connection_value(x->con, MHD_GET_ARGUMENT_KIND, "full");
-	const char *inm = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	const char *inm = x->sr->inm;
 	const char *hdr[] = {"X-Cache", NULL, "ETag", NULL, NULL};
-	enum ot_cache_result how;
-	struct ot_status st;
-	struct body body;
-	char err[512], etag[40];
-	int rc;
+	char etag[40];
 
-	if (!ot_uuid_valid(id))
-		return reply_error(x, 400, "order id must be a UUID", NULL);
-	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
-	/* The whole order names a customer and an address: only a key holder may read it. */
-	if (full && (!strcmp(full, "1") || !strcmp(full, "true")))
-		return authorized(x) ? get_full(x, id) : unauthorized(x);
-	rc = lookup(x, id, &st, &how, &body, err, sizeof err);
 	if (rc < 0)
 		return failed(x, rc, err);
 	if (rc == 0)
-		return not_found(x, id);
+		return not_found(x, st->order_id[0] ? st->order_id : x->sr->oid);
 	ot_metric_add(m_reads, 1, cache_label[how]);
-	snprintf(etag, sizeof etag, "\"v%lld\"", st.version);
+	snprintf(etag, sizeof etag, "\"v%lld\"", st->version);
 	hdr[1] = how_name[how];
 	hdr[3] = etag;
 	if (inm && (strstr(inm, etag) || !strcmp(inm, "*")))
 		return reply(x, 304, "application/json", "", 0, MHD_RESPMEM_PERSISTENT, hdr);
-	if (body.len)
-		return reply(x, 200, "application/json", body.buf, body.len, MHD_RESPMEM_MUST_COPY, hdr);
-	return reply_json(x, 200, ot_status_to_json(&st), hdr);
+	if (body && body->len)
+		return reply(x, 200, "application/json", body->buf, body->len, MHD_RESPMEM_MUST_COPY, hdr);
+	return reply_json(x, 200, ot_status_to_json(st), hdr);
+}
+
+/* The database half of GET /orders/{id}, on the pool. */
+static enum MHD_Result
+get_db(struct call *x)
+{
+	struct serve_req *sr = x->sr;
+	enum ot_cache_result how;
+	struct ot_status st;
+	redisContext *r = sr->via_redis ? redis_of(x) : NULL;
+	char err[512];
+	int rc;
+
+	memset(&st, 0, sizeof st);
+	rc = lookup_db(x, sr->oid, r, sr->mark, &st, &how, err, sizeof err);
+	return answer_status(x, rc, &st, how, NULL, err);
+}
+
+static enum MHD_Result
+get_full_db(struct call *x)
+{
+	return get_full(x, x->sr->oid);
+}
+
+/* Redis answered GET /orders/{id}'s read (on the pipe's thread): a hit answers it; a miss or
+ * no answer goes on to the database, on the pool. */
+static void
+got_status(struct ot_rpipe_job *j, redisReply *rep)
+{
+	struct serve_req *sr = (struct serve_req *)(void *)((char *)j - offsetof(struct serve_req, rj));
+	struct ot_http *h = sr->h;
+	struct ot_status st;
+	struct call x = {h, NULL, sr->rq->con, sr->rq, sr};
+	int rc = ot_redis_status_of(rep, sr->oid, &st);
+
+	ot_breaker_done(&h->redis_cb, rc >= 0);
+	if (rc == 1) {
+		ot_cache_count(1);
+		if (h->lc)
+			ot_lcache_put(h->lc, &st, sr->mark);
+		answer_status(&x, 1, &st, OT_C_HIT, NULL, "");
+		ot_httpd_resume(sr->rq);
+		return;
+	}
+	if (rc == 0)
+		ot_cache_count(0);
+	else
+		OT_WARN(sr->oid, "cache read failed, reading the database: Redis HGETALL: %s",
+		        rep && rep->str ? rep->str : "no reply");
+	sr->via_redis = rc == 0;
+	sr->fn = get_db;
+	sr->pj.fn = slow_job;
+	ot_pool_run(h->slow, &sr->pj);
+}
+
+/* GET /orders/{id}: from the in-process cache at once; else Redis through the pipe, then the
+ * database on the pool, the request suspended meanwhile. */
+static enum MHD_Result
+get_order(struct call *x, const char *id)
+{
+	const char *full = MHD_lookup_connection_value(x->con, MHD_GET_ARGUMENT_KIND, "full");
+	struct serve_req *sr = x->sr;
+	struct ot_status st;
+	struct body body;
+	int len;
+
+	if (!ot_uuid_valid(id))
+		return reply_error(x, 400, "order id must be a UUID", NULL);
+	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s", id);
+	snprintf(sr->oid, sizeof sr->oid, "%s", id);
+	/* The whole order names a customer and an address: only a key holder may read it. */
+	if (full && (!strcmp(full, "1") || !strcmp(full, "true")))
+		return authorized(x) ? offload(x, get_full_db) : unauthorized(x);
+	sr->inm = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	sr->via_redis = 0;
+	/* A status this server committed while Redis did not take it: the cache may be behind. */
+	if (ot_cache_dirty(id))
+		return offload(x, get_db);
+	if (x->h->lc && ot_lcache_get(x->h->lc, id, &st, body.buf, sizeof body.buf, &body.len)) {
+		ot_cache_count(1);
+		return answer_status(x, 1, &st, OT_C_LOCAL, &body, "");
+	}
+	if (!ot_breaker_allow(&x->h->redis_cb))
+		return offload(x, get_db);
+	if ((len = ot_redis_status_cmd(&sr->rj.cmd, id)) < 0) {
+		ot_breaker_done(&x->h->redis_cb, 1);
+		return reply_error(x, 500, "out of memory", NULL);
+	}
+	sr->rj.len = len;
+	sr->rj.done = got_status;
+	sr->mark = x->h->lc ? ot_lcache_mark(x->h->lc, id) : 0;
+	ot_httpd_suspend(x->rq);
+	ot_rpipe_send(x->h->pipe, &sr->rj);
+	return MHD_YES;
 }
 
 /* The client's address, as "ip:ADDR". */
@@ -714,6 +865,12 @@ cancel_order(struct call *x, const char *id)
 	if (strcmp(st.status, "CANCELLED"))
 		return reply_error(x, 409, "the order can no longer be cancelled", NULL);
 	return reply_json(x, 200, ot_status_to_json(&st), NULL);
+}
+
+static enum MHD_Result
+cancel_db(struct call *x)
+{
+	return cancel_order(x, x->sr->oid);
 }
 
 /* True when a WebSocket upgrade may come from the request's Origin: any without an allow-list;
@@ -983,6 +1140,8 @@ call_of(void *app, struct ot_httpd_req *rq, struct call *x)
 	x->rq = rq;
 	x->con = rq->con;
 	x->sr = rq->ext;
+	x->sr->h = x->h;
+	x->sr->rq = rq;
 	return (x->c = thread_conns(x->h)) ? 0 : -1;
 }
 
@@ -1013,7 +1172,7 @@ readyz_route(void *app, struct ot_httpd_req *rq)
 
 	if (call_of(app, rq, &x))
 		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
-	return readyz(&x);
+	return offload(&x, readyz); /* its check may wait up to a second */
 }
 
 /* /orders and /orders/{id}[/cancel|/events|/ws]: authenticated and rate-limited; anything
@@ -1043,13 +1202,15 @@ orders_route(void *app, struct ot_httpd_req *rq)
 	authenticate(&x);
 	if (!within_limit(&x, &wait_ms))
 		return too_many(&x, wait_ms);
+	/* Writes wait on the database: off the event loop. */
 	if (res == OT_RES_ORDERS)
-		return post ? post_order(&x) : not_allowed(&x, allow_post);
+		return post ? offload(&x, post_order) : not_allowed(&x, allow_post);
 	ot_id_canon(oid); /* one cache entry per order, whatever the letter case asked */
 	if (res == OT_RES_ORDER)
 		return get ? get_order(&x, oid) : not_allowed(&x, allow_get);
+	snprintf(x.sr->oid, sizeof x.sr->oid, "%s", oid);
 	if (res == OT_RES_CANCEL)
-		return post ? cancel_order(&x, oid) : not_allowed(&x, allow_post);
+		return post ? offload(&x, cancel_db) : not_allowed(&x, allow_post);
 	return get ? stream(&x, oid, res == OT_RES_WS) : not_allowed(&x, allow_get);
 }
 
@@ -1201,6 +1362,10 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto fail;
 	}
+	if (!(h->pipe = ot_rpipe_new(cfg->redis_url)) || !(h->slow = ot_pool_new(SLOW_THREADS))) {
+		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
+		goto fail;
+	}
 	if (h->lc)
 		ot_lcache_hooks(h->lc, &hooks);
 	if (!(h->live = ot_live_start(cfg->redis_url, o->stream_max_s, o->max_streams, h->lc ? &hooks : NULL,
@@ -1229,7 +1394,11 @@ ot_http_stop(struct ot_http *h)
 
 	if (!h)
 		return;
+	/* Requests off their event loops were answered before the server stopped: the pool and
+	 * the pipe are idle, and the pool's threads leave their connections on the list. */
 	ot_httpd_stop(h->srv);
+	ot_pool_free(h->slow);
+	ot_rpipe_free(h->pipe);
 	ot_metrics_collector_remove(collect, h);
 	for (c = h->conns; c; c = next) {
 		next = c->next;

@@ -37,6 +37,7 @@ struct ot_httpd {
 	struct MHD_Daemon *d;
 	struct ot_httpd_opts o;
 	atomic_int inflight; /* requests begun and not completed */
+	atomic_int parked;   /* requests between ot_httpd_suspend and ot_httpd_resume */
 	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
 	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
 	int ready;           /* what it found: 1 ready */
@@ -101,6 +102,13 @@ ot_httpd_reply(struct ot_httpd_req *rq, unsigned status, const char *type, const
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	for (; headers && headers[0]; headers += 2)
 		MHD_add_response_header(r, headers[0], headers[1]);
+	if (rq->parked == 1) { /* off the event loop: queued on resume */
+		if (rq->pending)
+			MHD_destroy_response(rq->pending);
+		rq->pending = r;
+		rq->pending_status = status;
+		return MHD_YES;
+	}
 	if ((ret = MHD_queue_response(rq->con, status, r)) == MHD_YES)
 		rq->status = status;
 	MHD_destroy_response(r);
@@ -128,6 +136,41 @@ enum MHD_Result
 ot_httpd_reply_error(struct ot_httpd_req *rq, unsigned status, const char *msg, const char *const *headers)
 {
 	return ot_httpd_reply_json(rq, status, json_pack("{s:s}", "error", msg), headers);
+}
+
+void
+ot_httpd_suspend(struct ot_httpd_req *rq)
+{
+	rq->parked = 1;
+	atomic_fetch_add(&rq->srv->parked, 1);
+	MHD_suspend_connection(rq->con);
+}
+
+void
+ot_httpd_resume(struct ot_httpd_req *rq)
+{
+	rq->parked = 2;
+	MHD_resume_connection(rq->con);
+}
+
+/* Back on the event loop after ot_httpd_resume: the answer given meanwhile goes out. */
+static enum MHD_Result
+resumed(struct ot_httpd_req *rq)
+{
+	struct MHD_Response *r = rq->pending;
+	enum MHD_Result ret;
+
+	rq->parked = 0;
+	atomic_fetch_sub(&rq->srv->parked, 1);
+	if (!r) {
+		OT_ERROR(rq->order_id, "%s %s: resumed without an answer", rq->method, rq->path);
+		return ot_httpd_reply_error(rq, 500, "internal error", NULL);
+	}
+	rq->pending = NULL;
+	if ((ret = MHD_queue_response(rq->con, rq->pending_status, r)) == MHD_YES)
+		rq->status = rq->pending_status;
+	MHD_destroy_response(r);
+	return ret;
 }
 
 /* GET /healthz: the process runs and answers. */
@@ -342,6 +385,7 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		*con_cls = rq;
 		rq->ext = s->o.req_size ? rq + 1 : NULL;
 		rq->con = con;
+		rq->srv = s;
 		atomic_fetch_add(&s->inflight, 1);
 		rq->t0 = ot_now_us();
 		rq->route = "other";
@@ -382,6 +426,8 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (rq->parked == 2)
+		return resumed(rq);
 	rq->url = url;
 	return dispatch(s, rq, url, method);
 }
@@ -411,6 +457,10 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
 	if (s->o.done)
 		s->o.done(s->o.app, rq);
+	if (rq->pending)
+		MHD_destroy_response(rq->pending);
+	if (rq->parked) /* resumed, and the client had gone */
+		atomic_fetch_sub(&s->parked, 1);
 	free(rq->body);
 	free(rq);
 	*con_cls = NULL;
@@ -583,6 +633,13 @@ ot_httpd_stop(struct ot_httpd *s)
 			s->o.quiesce(s->o.app);
 		for (waited = 0; atomic_load(&s->inflight) > 0 && waited < DRAIN_MS; waited += 50)
 			nanosleep(&tick, NULL);
+		/* MHD cannot stop with a connection suspended, and whoever holds one resumes it soon
+		 * (each of its waits has a timeout). */
+		for (waited = 0; atomic_load(&s->parked) > 0; waited += 50) {
+			if (waited % DRAIN_MS == 0)
+				OT_WARN(NULL, "http: waiting for %d requests to finish", atomic_load(&s->parked));
+			nanosleep(&tick, NULL);
+		}
 		MHD_stop_daemon(s->d);
 	}
 	if (s->sweeping) {

@@ -26,6 +26,10 @@ struct ot_httpd_req {
 	void *ext;           /* the app's req_size zeroed bytes, freed with the request */
 	struct ot_span *span; /* the app's span of the request, if it began one: current while the
 	                       * request's last log line is written, before the app's done ends it */
+	int parked;          /* 1 from ot_httpd_suspend to ot_httpd_resume, 2 after it */
+	struct ot_httpd *srv;
+	struct MHD_Response *pending; /* the answer given while parked, queued once resumed */
+	unsigned pending_status;
 };
 
 #define OT_HTTPD_MAX_BODY (64 * 1024)
@@ -80,6 +84,15 @@ enum MHD_Result ot_httpd_reply_json(struct ot_httpd_req *rq, unsigned status, js
 /* Answers {"error": msg}. */
 enum MHD_Result ot_httpd_reply_error(struct ot_httpd_req *rq, unsigned status, const char *msg,
                                      const char *const *headers);
+/* Takes rq off its event-loop thread, so the slow part of its answer runs elsewhere: called
+ * by a route, which then returns MHD_YES. MHD leaves the connection alone until
+ * ot_httpd_resume; meanwhile another thread answers it with ot_httpd_reply* (the answer is
+ * kept and queued on resume) and reads rq, whose headers stay in place. A request resumed
+ * without an answer gets a 500. */
+void ot_httpd_suspend(struct ot_httpd_req *rq);
+/* Gives rq back to its event loop, from any thread, once answered; the caller must not touch
+ * rq after this. */
+void ot_httpd_resume(struct ot_httpd_req *rq);
 /* The built-in GET /metrics, for an app route that wraps it. */
 enum MHD_Result ot_httpd_metrics(void *app, struct ot_httpd_req *rq);
 

@@ -551,17 +551,18 @@ ot_redis_put_known(redisContext *r, const struct ot_status *st, char *errstr, si
 }
 
 int
-ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
-                    char *errstr, size_t errsz)
+ot_redis_status_cmd(char **cmd, const char *order_id)
 {
-	redisReply *rep;
+	return redisFormatCommand(cmd, "HGETALL order:%s", order_id);
+}
+
+int
+ot_redis_status_of(const redisReply *rep, const char *order_id, struct ot_status *st)
+{
 	size_t i;
 
-	if (r->err)
-		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
-	rep = redisCommand(r, "HGETALL order:%s", order_id);
 	if (!rep || rep->type != REDIS_REPLY_ARRAY)
-		return reply_error(r, rep, "HGETALL", errstr, errsz);
+		return -1;
 	memset(st, 0, sizeof *st);
 	snprintf(st->order_id, sizeof st->order_id, "%s", order_id);
 	for (i = 0; i + 1 < rep->elements; i += 2) {
@@ -581,9 +582,23 @@ ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
 		else if (!strcmp(k, "updated_at"))
 			snprintf(st->updated_at, sizeof st->updated_at, "%s", v);
 	}
-	i = rep->elements;
+	return rep->elements > 0 && st->status[0] ? 1 : 0;
+}
+
+int
+ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
+                    char *errstr, size_t errsz)
+{
+	redisReply *rep;
+	int rc;
+
+	if (r->err)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
+	rep = redisCommand(r, "HGETALL order:%s", order_id);
+	if ((rc = ot_redis_status_of(rep, order_id, st)) < 0)
+		return reply_error(r, rep, "HGETALL", errstr, errsz);
 	freeReplyObject(rep);
-	return i > 0 && st->status[0] ? 1 : 0;
+	return rc;
 }
 
 int

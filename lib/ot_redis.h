@@ -93,6 +93,11 @@ int ot_redis_put_known(redisContext *r, const struct ot_status *st, char *errstr
 /* Returns 1 with st filled, 0 on a miss, OT_ESERVICE with errstr. */
 int ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
                         char *errstr, size_t errsz);
+/* The same read in two halves, for a pipeline: the command into *cmd (its length returned,
+ * -1 when out of memory; caller frees *cmd), then its reply into st: 1 found, 0 a miss, -1
+ * not an answer (NULL or an error reply). */
+int ot_redis_status_cmd(char **cmd, const char *order_id);
+int ot_redis_status_of(const redisReply *rep, const char *order_id, struct ot_status *st);
 /* Deletes order:{id}. Returns 1 deleted, 0 absent, OT_ESERVICE. */
 int ot_redis_del_status(redisContext *r, const char *order_id, char *errstr, size_t errsz);
 /* PING. Returns 0 or OT_ESERVICE. */
