@@ -14,6 +14,7 @@ teardown() {
 	# A failed test shows what the server said.
 	[ -n "${BATS_TEST_COMPLETED:-}" ] || [ ! -s "$BATS_TEST_TMPDIR/serve.log" ] ||
 		tail -20 "$BATS_TEST_TMPDIR/serve.log" | sed 's/^/# serve: /' >&3
+	[ -z "${HUNG_REDIS:-}" ] || kill -CONT "$HUNG_REDIS" 2>/dev/null || true
 	stop_bg
 	[ -z "${OWN_REDIS_PORT:-}" ] || redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 }
@@ -203,6 +204,45 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 		sleep 0.2
 	done
 	[ "$(metric ot_cache_degraded)" = 0 ]
+}
+
+@test "ot-serve: with Redis hung, 100 reads at once all answer from the database and /readyz says so; reads use Redis again once it answers" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	# No in-process cache: every read goes to Redis.
+	serve OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0" OT_LOCAL_CACHE_MS=0 OT_RATE_LIMIT=0 OT_MAX_PER_CLIENT=0
+	ids=()
+	for i in 1 2 3 4; do ids+=("$(place_order "c-$RUNID-$i")"); done
+	for id in "${ids[@]}"; do http "$BASE/orders/$id" >/dev/null; done # refilled into Redis
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/${ids[0]}"
+	assert_line --index 1 200
+	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
+	# Stopped, not shut down: connections stay open and nothing answers on them.
+	HUNG_REDIS=$(redis-cli -p "$OWN_REDIS_PORT" INFO server | tr -d '\r' | sed -n 's/^process_id://p')
+	kill -STOP "$HUNG_REDIS"
+	for i in $(seq 0 99); do
+		echo "url = \"$BASE/orders/${ids[i % 4]}\""
+		echo "output = $BATS_TEST_TMPDIR/read-$i"
+	done > "$BATS_TEST_TMPDIR/urls"
+	codes=$(curl -s -Z --parallel-max 100 -w '%{http_code}\n' -K "$BATS_TEST_TMPDIR/urls" | sort | uniq -c |
+		awk '{ print $2 "x" $1 }')
+	[ "$codes" = 200x100 ] || { echo "codes: $codes" >&2; false; }
+	for i in $(seq 0 99); do
+		grep -q "\"order_id\":\"${ids[i % 4]}\",\"status\":\"PENDING\"" "$BATS_TEST_TMPDIR/read-$i"
+	done
+	[ "$(metric 'ot_cache_reads_total{result="bypass"}')" -ge 1 ]
+	sleep 1.1 # past the age of the last readiness check
+	run http "$BASE/readyz"
+	assert_line --index 1 200
+	assert_line --index 0 '{"status":"ready","db":"ok","redis":"down","cache":"degraded"}'
+	kill -CONT "$HUNG_REDIS"
+	HUNG_REDIS=
+	for i in $(seq 1 50); do
+		http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/${ids[1]}" >/dev/null
+		grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h" && break
+		sleep 0.2
+	done
+	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
 }
 
 @test "ot-serve: /readyz checks PostgreSQL and Redis at most once a second however often it is asked" {
