@@ -31,7 +31,8 @@ usage(FILE *f, int full)
 	if (!full)
 		return;
 	fprintf(f, "\nServes the orders API and the tracking page on [HOST:]PORT (default :8080, every\n"
-	        "IPv4 interface; [::]:PORT for IPv6), with four threads, each with its own connections:\n"
+	        "IPv4 interface; [::]:PORT for IPv6), with four event threads that never wait on Redis or\n"
+	        "PostgreSQL (their reads go through one pipelined connection and four pooled threads):\n"
 	        "  GET  /orders/{id}   status from the in-process cache or Redis, else the database\n"
 	        "                      (X-Cache: HIT|MISS|BYPASS),\n"
 	        "                      with an ETag (If-None-Match -> 304); ?full=1 adds customer,\n"
