@@ -109,6 +109,12 @@ struct serve_req {
 	const char *inm;     /* its If-None-Match, in MHD's memory for the request */
 	uint64_t mark;       /* ot_lcache_mark before Redis was read */
 	int via_redis;       /* the database read may refill Redis: it answered a miss */
+	/* The rate limiter's check, when it waited on Redis: */
+	int limit;           /* 0 not decided, 1 go on, 2 refused for wait_ms */
+	long wait_ms;
+	char client[96];
+	int take;            /* requests asked for: a lease, or 1 */
+	int source;          /* the script's source was sent (Redis had lost it) */
 };
 
 /* What a route works with. */
@@ -668,17 +674,64 @@ lease_take(struct ot_http *h, const char *client)
 	return got;
 }
 
-/* client may make n more requests without asking Redis, for LEASE_MS. */
+/* client may make n more requests without asking Redis, for LEASE_MS. Several of its requests
+ * may have asked at once: what is left of a lease still running adds up, since Redis counted it. */
 static void
 lease_give(struct ot_http *h, const char *client, int n)
 {
 	struct lease *l = &h->lease[hash32(client) % LEASES];
+	long long now = ot_now_ms();
 
 	pthread_mutex_lock(&h->lease_mu);
+	if (strcmp(l->client, client) || now >= l->until)
+		l->left = 0;
 	snprintf(l->client, sizeof l->client, "%s", client);
-	l->left = n;
-	l->until = ot_now_ms() + LEASE_MS;
+	l->left += n;
+	l->until = now + LEASE_MS;
 	pthread_mutex_unlock(&h->lease_mu);
+}
+
+/* Queues sr's GCRA check on the pipe; -1 when out of memory. */
+static int
+limit_send(struct serve_req *sr)
+{
+	int len = ot_redis_gcra_cmd(&sr->rj.cmd, sr->client, sr->h->rate, sr->h->burst, sr->take, sr->source);
+
+	if (len < 0)
+		return -1;
+	sr->rj.len = len;
+	ot_rpipe_send(sr->h->pipe, &sr->rj);
+	return 0;
+}
+
+/* Redis answered a request's limiter check (on the pipe's thread): as within_limit decides,
+ * then the request goes on (or is refused) on its event loop. */
+static void
+got_limit(struct ot_rpipe_job *j, redisReply *rep)
+{
+	struct serve_req *sr = (struct serve_req *)(void *)((char *)j - offsetof(struct serve_req, rj));
+	struct ot_http *h = sr->h;
+	long wait_ms;
+	int rc = ot_redis_gcra_of(rep, &wait_ms);
+
+	if (rc < 0 && ot_redis_noscript(rep) && !sr->source) { /* Redis restarted: load it again */
+		sr->source = 1;
+		if (!limit_send(sr))
+			return;
+	} else if (rc == 0 && sr->take > 1) { /* not room for a lease: perhaps for this one */
+		sr->take = 1;
+		sr->source = 0;
+		if (!limit_send(sr))
+			return;
+	}
+	if (rc == 1 && sr->take > 1)
+		lease_give(h, sr->client, sr->take - 1);
+	ot_breaker_done(&h->redis_cb, rc >= 0);
+	if (rc < 0)
+		OT_WARN(NULL, "rate limit not checked: Redis: %s", rep && rep->str ? rep->str : "no reply");
+	sr->wait_ms = rc == 0 ? wait_ms : 0;
+	sr->limit = rc == 0 ? 2 : 1;
+	ot_httpd_resume(sr->rq);
 }
 
 /* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
@@ -690,7 +743,9 @@ lease_give(struct ot_http *h, const char *client, int n)
  * Where the rate allows (lease_n > 1), a request takes lease_n requests from Redis at once when
  * all may pass, and the client's next ones spend them here without a round trip: Redis has
  * counted them already, so no client gets more than its limit across every server; a lease not
- * spent within LEASE_MS lapses (the client loses those few). Returns 1 to go on. */
+ * spent within LEASE_MS lapses (the client loses those few). A request without a key waits for
+ * Redis off the event loop: suspended while its check goes through the pipe. Returns 1 to go
+ * on, 0 refused (*wait_ms), -1 suspended (its route runs again once Redis answered). */
 static int
 within_limit(struct call *x, long *wait_ms)
 {
@@ -700,6 +755,10 @@ within_limit(struct call *x, long *wait_ms)
 	int rc = 1, n = x->sr->auth < 0 ? 1 : x->h->lease_n;
 
 	*wait_ms = 0;
+	if (x->sr->limit) { /* decided while it was suspended */
+		*wait_ms = x->sr->wait_ms;
+		return x->sr->limit == 1;
+	}
 	if (x->h->rate <= 0 && !x->sr->auth)
 		return 1;
 	addr_of(x, addr, sizeof addr);
@@ -709,6 +768,21 @@ within_limit(struct call *x, long *wait_ms)
 		snprintf(client, sizeof client, "%s", addr);
 	if (!x->sr->auth && lease_take(x->h, client))
 		return 1;
+	if (!x->sr->auth) {
+		if (!ot_breaker_allow(&x->h->redis_cb))
+			return 1;
+		snprintf(x->sr->client, sizeof x->sr->client, "%s", client);
+		x->sr->take = n;
+		x->sr->source = 0;
+		x->sr->rj.done = got_limit;
+		if ((x->sr->rj.len = ot_redis_gcra_cmd(&x->sr->rj.cmd, client, x->h->rate, x->h->burst, n, 0)) < 0) {
+			ot_breaker_done(&x->h->redis_cb, 1);
+			return 1; /* out of memory: fails open */
+		}
+		ot_httpd_suspend(x->rq);
+		ot_rpipe_send(x->h->pipe, &x->sr->rj);
+		return -1;
+	}
 	if (!(r = redis_of(x)))
 		return 1;
 	if (x->sr->auth) {
@@ -1193,6 +1267,7 @@ orders_route(void *app, struct ot_httpd_req *rq)
 	char oid[64];
 	long wait_ms;
 	struct call x;
+	int lim;
 
 	if (call_of(app, rq, &x))
 		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
@@ -1200,7 +1275,9 @@ orders_route(void *app, struct ot_httpd_req *rq)
 		return reply_error(&x, 404, "no such resource", NULL);
 	rq->route = names[res];
 	authenticate(&x);
-	if (!within_limit(&x, &wait_ms))
+	if ((lim = within_limit(&x, &wait_ms)) < 0)
+		return MHD_YES; /* suspended: this runs again once Redis answered */
+	if (!lim)
 		return too_many(&x, wait_ms);
 	/* Writes wait on the database: off the event loop. */
 	if (res == OT_RES_ORDERS)

@@ -153,19 +153,13 @@ ot_httpd_resume(struct ot_httpd_req *rq)
 	MHD_resume_connection(rq->con);
 }
 
-/* Back on the event loop after ot_httpd_resume: the answer given meanwhile goes out. */
+/* Back on the event loop after ot_httpd_resume, with an answer: it goes out. */
 static enum MHD_Result
 resumed(struct ot_httpd_req *rq)
 {
 	struct MHD_Response *r = rq->pending;
 	enum MHD_Result ret;
 
-	rq->parked = 0;
-	atomic_fetch_sub(&rq->srv->parked, 1);
-	if (!r) {
-		OT_ERROR(rq->order_id, "%s %s: resumed without an answer", rq->method, rq->path);
-		return ot_httpd_reply_error(rq, 500, "internal error", NULL);
-	}
 	rq->pending = NULL;
 	if ((ret = MHD_queue_response(rq->con, rq->pending_status, r)) == MHD_YES)
 		rq->status = rq->pending_status;
@@ -426,8 +420,13 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		*upload_size = 0;
 		return MHD_YES;
 	}
-	if (rq->parked == 2)
-		return resumed(rq);
+	if (rq->parked == 2) {
+		rq->parked = 0;
+		atomic_fetch_sub(&s->parked, 1);
+		if (rq->pending)
+			return resumed(rq);
+		/* Resumed without an answer: the route goes on from where it left off. */
+	}
 	rq->url = url;
 	return dispatch(s, rq, url, method);
 }

@@ -88,10 +88,10 @@ enum MHD_Result ot_httpd_reply_error(struct ot_httpd_req *rq, unsigned status, c
  * by a route, which then returns MHD_YES. MHD leaves the connection alone until
  * ot_httpd_resume; meanwhile another thread answers it with ot_httpd_reply* (the answer is
  * kept and queued on resume) and reads rq, whose headers stay in place. A request resumed
- * without an answer gets a 500. */
+ * without an answer is dispatched again: its route runs once more and must know from its own
+ * state (rq->ext) where it left off. */
 void ot_httpd_suspend(struct ot_httpd_req *rq);
-/* Gives rq back to its event loop, from any thread, once answered; the caller must not touch
- * rq after this. */
+/* Gives rq back to its event loop, from any thread; the caller must not touch rq after this. */
 void ot_httpd_resume(struct ot_httpd_req *rq);
 /* The built-in GET /metrics, for an app route that wraps it. */
 enum MHD_Result ot_httpd_metrics(void *app, struct ot_httpd_req *rq);

@@ -646,30 +646,65 @@ ot_redis_history(redisContext *r, const char *order_id, long long after, char *e
 	return rep;
 }
 
+/* The GCRA script's arguments after it: numkeys, the key, interval, tolerance, take. */
+struct gcra_args {
+	char key[160], iv[32], tol[48], n[16];
+	const char *argv[5];
+};
+
+static void
+gcra_args(struct gcra_args *a, const char *client, double per_s, int burst, int take)
+{
+	double interval = 1000.0 / per_s;
+
+	snprintf(a->key, sizeof a->key, "rl:%s", client);
+	snprintf(a->iv, sizeof a->iv, "%.3f", interval);
+	snprintf(a->tol, sizeof a->tol, "%.3f", interval * burst);
+	snprintf(a->n, sizeof a->n, "%d", take > 0 ? take : 0);
+	a->argv[0] = "1", a->argv[1] = a->key, a->argv[2] = a->iv, a->argv[3] = a->tol, a->argv[4] = a->n;
+}
+
+int
+ot_redis_gcra_of(const redisReply *rep, long *wait_ms)
+{
+	*wait_ms = 0;
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[1]->type != REDIS_REPLY_INTEGER)
+		return -1;
+	*wait_ms = (long)rep->element[1]->integer;
+	return rep->element[0]->integer == 1;
+}
+
+int
+ot_redis_gcra_cmd(char **cmd, const char *client, double per_s, int burst, int take, int source)
+{
+	struct gcra_args a;
+	const char *av[7];
+	int i;
+
+	gcra_args(&a, client, per_s, burst, take);
+	av[0] = source ? "EVAL" : "EVALSHA";
+	av[1] = source ? gcra_script.src : ot_redis_script_sha(&gcra_script);
+	for (i = 0; i < 5; i++)
+		av[2 + i] = a.argv[i];
+	return redisFormatCommandArgv(cmd, 7, av, NULL);
+}
+
 int
 ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int take, long *wait_ms,
               char *errstr, size_t errsz)
 {
 	redisReply *rep;
-	double interval = 1000.0 / per_s;
-	const char *argv[5] = {"1"};
-	char key[160], iv[32], tol[48], n[16];
+	struct gcra_args a;
 	int rc;
 
 	*wait_ms = 0;
 	if (r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
-	snprintf(key, sizeof key, "rl:%s", client);
-	snprintf(iv, sizeof iv, "%.3f", interval);
-	snprintf(tol, sizeof tol, "%.3f", interval * burst);
-	snprintf(n, sizeof n, "%d", take > 0 ? take : 0);
-	argv[1] = key, argv[2] = iv, argv[3] = tol, argv[4] = n;
-	rep = ot_redis_evalsha(r, &gcra_script, 5, argv, NULL);
-	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-	    rep->element[0]->type != REDIS_REPLY_INTEGER)
+	gcra_args(&a, client, per_s, burst, take);
+	rep = ot_redis_evalsha(r, &gcra_script, 5, a.argv, NULL);
+	if ((rc = ot_redis_gcra_of(rep, wait_ms)) < 0)
 		return reply_error(r, rep, "rate limit", errstr, errsz);
-	rc = rep->element[0]->integer == 1;
-	*wait_ms = (long)rep->element[1]->integer;
 	freeReplyObject(rep);
 	return rc;
 }

@@ -112,6 +112,12 @@ redisReply *ot_redis_history(redisContext *r, const char *order_id, long long af
  * OT_ESERVICE. */
 int ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, int take, long *wait_ms,
                   char *errstr, size_t errsz);
+/* The same check in two halves, for a pipeline: the command into *cmd (EVALSHA, or with
+ * source 1 EVAL, which sends the script and loads it: after a NOSCRIPT reply), its length
+ * returned, -1 when out of memory; caller frees *cmd. Then its reply: 1 yes, 0 no (with
+ * *wait_ms), -1 not an answer (NULL, or an error reply such as NOSCRIPT). */
+int ot_redis_gcra_cmd(char **cmd, const char *client, double per_s, int burst, int take, int source);
+int ot_redis_gcra_of(const redisReply *rep, long *wait_ms);
 /* The status as a JSON object (new reference). */
 #include <jansson.h>
 json_t *ot_status_to_json(const struct ot_status *st);
