@@ -594,6 +594,47 @@ got_status(struct ot_rpipe_job *j, redisReply *rep)
 	ot_pool_run(h->slow, &sr->pj);
 }
 
+/* A background read of an order the in-process cache holds, to renew it before its age runs out. */
+struct refresh {
+	struct ot_rpipe_job rj; /* first: the pipe hands this back */
+	struct ot_http *h;
+	uint64_t mark;
+	char oid[64];
+};
+
+static void
+refreshed(struct ot_rpipe_job *j, redisReply *rep)
+{
+	struct refresh *f = (struct refresh *)(void *)j;
+	struct ot_status st;
+	int rc = ot_redis_status_of(rep, f->oid, &st);
+
+	ot_breaker_done(&f->h->redis_cb, rc >= 0);
+	if (rc == 1)
+		ot_lcache_put(f->h->lc, &st, f->mark);
+	free(f);
+}
+
+/* Reads id from Redis through the pipe into the in-process cache; no request waits for it. */
+static void
+refresh_ahead(struct ot_http *h, const char *id, uint64_t mark)
+{
+	struct refresh *f;
+
+	if (!ot_breaker_allow(&h->redis_cb))
+		return;
+	if (!(f = calloc(1, sizeof *f)) || (f->rj.len = ot_redis_status_cmd(&f->rj.cmd, id)) < 0) {
+		free(f);
+		ot_breaker_done(&h->redis_cb, 1);
+		return;
+	}
+	f->rj.done = refreshed;
+	f->h = h;
+	f->mark = mark;
+	snprintf(f->oid, sizeof f->oid, "%s", id);
+	ot_rpipe_send(h->pipe, &f->rj);
+}
+
 /* GET /orders/{id}: from the in-process cache at once; else Redis through the pipe, then the
  * database on the pool, the request suspended meanwhile. */
 static enum MHD_Result
@@ -603,7 +644,8 @@ get_order(struct call *x, const char *id)
 	struct serve_req *sr = x->sr;
 	struct ot_status st;
 	struct body body;
-	int len;
+	uint64_t mark;
+	int len, refresh;
 
 	if (!ot_uuid_valid(id))
 		return reply_error(x, 400, "order id must be a UUID", NULL);
@@ -617,7 +659,10 @@ get_order(struct call *x, const char *id)
 	/* A status this server committed while Redis did not take it: the cache may be behind. */
 	if (ot_cache_dirty(id))
 		return offload(x, get_db);
-	if (x->h->lc && ot_lcache_get(x->h->lc, id, &st, body.buf, sizeof body.buf, &body.len)) {
+	if (x->h->lc && ot_lcache_get_refresh(x->h->lc, id, &st, body.buf, sizeof body.buf, &body.len, &refresh,
+	                                      &mark)) {
+		if (refresh)
+			refresh_ahead(x->h, id, mark);
 		ot_cache_count(1);
 		return answer_status(x, 1, &st, OT_C_LOCAL, &body, "");
 	}

@@ -20,6 +20,7 @@ struct entry {
 	struct ot_status st;
 	long long at;    /* ms, monotonic: stored or replaced */
 	int published;   /* replaced by a published change whose invalidation has not come yet */
+	long long asked; /* ms, monotonic: a refresh was last handed out; 0 none */
 	size_t blen;     /* body: the status as one JSON line; 0 when it did not fit */
 	char body[BODY_MAX];
 };
@@ -127,18 +128,24 @@ find(struct ot_lcache *c, size_t b, const char *id, struct entry ***pp)
 }
 
 int
-ot_lcache_get(struct ot_lcache *c, const char *order_id, struct ot_status *st, char *body, size_t bodysz,
-              size_t *blen)
+ot_lcache_get_refresh(struct ot_lcache *c, const char *order_id, struct ot_status *st, char *body, size_t bodysz,
+                      size_t *blen, int *refresh, uint64_t *mark)
 {
 	size_t b = hash(order_id) & (c->nbuckets - 1);
 	struct stripe *s = stripe_of(c, b);
 	struct entry *e;
+	long long now, age;
 	int hit = 0;
 
+	if (refresh)
+		*refresh = 0;
 	if (!atomic_load_explicit(&c->online, memory_order_relaxed))
 		return 0;
+	if (refresh) /* the epoch first: a flush bumps it before it clears the stripes */
+		*mark = (uint64_t)atomic_load(&c->epoch) << 32;
+	now = ot_now_ms();
 	pthread_mutex_lock(&s->mu);
-	if ((e = find(c, b, order_id, NULL)) && ot_now_ms() - e->at <= c->max_age_ms) {
+	if ((e = find(c, b, order_id, NULL)) && (age = now - e->at) <= c->max_age_ms) {
 		*st = e->st;
 		hit = 1;
 		if (body) {
@@ -147,9 +154,22 @@ ot_lcache_get(struct ot_lcache *c, const char *order_id, struct ot_status *st, c
 			if (bodysz)
 				body[*blen] = '\0';
 		}
+		/* Past half its age, one refresh at a time (another once the last had time to land). */
+		if (refresh && age > c->max_age_ms / 2 && (!e->asked || now - e->asked > c->max_age_ms / 4)) {
+			e->asked = now;
+			*refresh = 1;
+			*mark |= s->gen;
+		}
 	}
 	pthread_mutex_unlock(&s->mu);
 	return hit;
+}
+
+int
+ot_lcache_get(struct ot_lcache *c, const char *order_id, struct ot_status *st, char *body, size_t bodysz,
+              size_t *blen)
+{
+	return ot_lcache_get_refresh(c, order_id, st, body, bodysz, blen, NULL, NULL);
 }
 
 uint64_t
@@ -232,6 +252,7 @@ ot_lcache_put(struct ot_lcache *c, const struct ot_status *st, uint64_t mark)
 		return;
 	fresh->st = *st;
 	fresh->published = 0;
+	fresh->asked = 0;
 	render(fresh);
 	pthread_mutex_lock(&s->mu);
 	if (s->gen != (uint32_t)mark || (uint32_t)(mark >> 32) != atomic_load(&c->epoch)) {

@@ -31,6 +31,12 @@ void ot_lcache_hooks(struct ot_lcache *c, struct ot_live_hooks *h);
  * its length in *blen; bodysz 512 is enough) when c holds a fresh entry for order_id; else 0. */
 int ot_lcache_get(struct ot_lcache *c, const char *order_id, struct ot_status *st, char *body, size_t bodysz,
                   size_t *blen);
+/* As ot_lcache_get; besides, on a hit past half its age, *refresh gets 1 and *mark a mark (as
+ * ot_lcache_mark), once per quarter of the age: the caller then reads the order from Redis in
+ * the background and ot_lcache_put's it with mark, so an order read often stays in the cache
+ * (a put of the version held renews the entry) and never waits on Redis. refresh may be NULL. */
+int ot_lcache_get_refresh(struct ot_lcache *c, const char *order_id, struct ot_status *st, char *body,
+                          size_t bodysz, size_t *blen, int *refresh, uint64_t *mark);
 /* What a reader takes before it reads order_id elsewhere (Redis, the database), for
  * ot_lcache_put: a put after an invalidation since the mark is refused, since what was read
  * may be older than the change that invalidated it. */
