@@ -40,6 +40,24 @@ take(struct ot_rpipe *p)
 	return first;
 }
 
+/* Hands every queued job a NULL reply. */
+static void
+fail_queued(struct ot_rpipe *p)
+{
+	struct ot_rpipe_job *j, *next;
+
+	pthread_mutex_lock(&p->mu);
+	j = p->head;
+	p->head = p->tail = NULL;
+	pthread_mutex_unlock(&p->mu);
+	for (; j; j = next) {
+		next = j->next;
+		free(j->cmd);
+		j->cmd = NULL;
+		j->done(j, NULL);
+	}
+}
+
 /* Writes the batch, then hands each job its reply in order. */
 static void
 run(struct ot_rpipe *p, struct ot_rpipe_job *batch)
@@ -63,6 +81,10 @@ run(struct ot_rpipe *p, struct ot_rpipe_job *batch)
 		j->done(j, rep);
 		freeReplyObject(rep);
 	}
+	/* Redis down, or the connection broke or timed out: what waits behind fails over at once
+	 * rather than a timeout per batch. */
+	if (!r || r->err)
+		fail_queued(p);
 }
 
 static void *

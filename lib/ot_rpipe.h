@@ -13,8 +13,9 @@ struct ot_rpipe_job {
 	char *cmd;           /* in Redis protocol (redisFormatCommand): the pipe frees it */
 	int len;
 	/* Called on the pipe's thread with the reply, or NULL when Redis did not answer (down,
-	 * the connection broke, or past its 1 s timeout). rep is freed after; j may be freed by
-	 * done itself (the pipe no longer touches it). */
+	 * the connection broke, or past its 1 s timeout; then every command queued behind gets
+	 * NULL at once too). rep is freed after; j may be freed by done itself (the pipe no longer
+	 * touches it). done may queue another command. */
 	void (*done)(struct ot_rpipe_job *j, redisReply *rep);
 	struct ot_rpipe_job *next;
 };

@@ -895,6 +895,33 @@ reader() {
 	[ "$(metric ot_local_cache_entries)" = 0 ]
 }
 
+@test "ot-serve: an order read often is renewed from Redis in the background: its reads stay in process past --local-cache-ms, and a change still shows" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	export OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	serve OT_LOCAL_CACHE_MS=2000
+	wait_metric "$PORT" ot_local_cache_flushes_total 1
+	id=$(place_order "c-$RUNID")
+	http "$BASE/orders/$id" >/dev/null # the miss that fills Redis and the entry
+	redis-cli -p "$OWN_REDIS_PORT" CONFIG RESETSTAT >/dev/null
+	# three times the entry's age, a read every 0.1 s: each renewal is an HGETALL no read waits on
+	for i in $(seq 1 60); do
+		http "$BASE/orders/$id" >/dev/null
+		sleep 0.1
+	done
+	waited=$(metric 'ot_cache_reads_total{result="hit"}')
+	renewals=$(redis-cli -p "$OWN_REDIS_PORT" INFO commandstats | tr -d '\r' |
+		sed -n 's/^cmdstat_hgetall:calls=\([0-9]*\).*/\1/p')
+	echo "# 60 reads: ${waited:-0} waited on Redis, ${renewals:-0} background renewals" >&3
+	[ "${waited:-0}" -le 2 ] # without renewals, at least 3 would have
+	[ "${renewals:-0}" -ge 2 ]
+	[ "$(metric 'ot_cache_reads_total{result="local"}')" -ge 58 ]
+	# a renewed entry is still replaced by the next change
+	printf '%s\n' "$(event INVENTORY_RESERVED "$id")" | ot-consume 2>/dev/null
+	run http "$BASE/orders/$id"
+	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
+}
+
 @test "ot-serve: a live stream ends after --stream-max seconds, so the client resumes it" {
 	serve OT_STREAM_MAX_S=1
 	id=$(place_order "c-$RUNID")
