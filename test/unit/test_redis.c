@@ -1,10 +1,11 @@
-/* Unit tests of ot_redis's scripts and pipelined writes. The ones that need Redis run only with
+/* Unit tests of ot_redis's scripts and pipelined writes, and of ot_rpipe. The ones that need Redis run only with
  * OT_TEST_REDIS_URL set: test/bats/ot_redis.bats runs this binary against the stack's Redis. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "ot_err.h"
 #include "ot_redis.h"
+#include "ot_rpipe.h"
 
 static struct ot_redis_script one = OT_REDIS_SCRIPT("return tonumber(ARGV[1]) + 1");
 
@@ -157,6 +159,85 @@ a_script_is_named_by_the_sha1_of_its_source(void **state)
 	assert_string_equal(one.sha, "b7be0a850e2db3a846c2a50affe4a993c4fabbcd");
 }
 
+/* A command through the pipe and where its reply went. */
+struct piped {
+	struct ot_rpipe_job j; /* first */
+	int n;
+	long long got;         /* the INCR's answer; -1 none */
+	int done;
+};
+
+static pthread_mutex_t piped_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t piped_cv = PTHREAD_COND_INITIALIZER;
+static int piped_left;
+
+static void
+piped_done(struct ot_rpipe_job *j, redisReply *rep)
+{
+	struct piped *p = (struct piped *)(void *)j;
+
+	p->got = rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+	pthread_mutex_lock(&piped_mu);
+	p->done++;
+	piped_left--;
+	pthread_cond_broadcast(&piped_cv);
+	pthread_mutex_unlock(&piped_mu);
+}
+
+/* Sends n INCRs of key through a pipe to url and waits for every reply. */
+static void
+pipe_incr(const char *url, const char *key, struct piped *p, int n)
+{
+	struct ot_rpipe *pipe = ot_rpipe_new(url);
+
+	assert_non_null(pipe);
+	piped_left = n;
+	for (int i = 0; i < n; i++) {
+		p[i].n = i;
+		p[i].done = 0;
+		p[i].j.done = piped_done;
+		p[i].j.len = redisFormatCommand(&p[i].j.cmd, "INCR %s", key);
+		assert_true(p[i].j.len > 0);
+		ot_rpipe_send(pipe, &p[i].j);
+	}
+	pthread_mutex_lock(&piped_mu);
+	while (piped_left > 0)
+		pthread_cond_wait(&piped_cv, &piped_mu);
+	pthread_mutex_unlock(&piped_mu);
+	ot_rpipe_free(pipe);
+}
+
+static void
+pipe_answers_each_command_once_in_order(void **state)
+{
+	static struct piped p[2000];
+	char key[64];
+
+	(void)state;
+	snprintf(key, sizeof key, "test:rpipe:%d", (int)getpid());
+	pipe_incr(getenv("OT_TEST_REDIS_URL"), key, p, 2000);
+	for (int i = 0; i < 2000; i++) {
+		assert_int_equal(p[i].done, 1);
+		assert_int_equal(p[i].got, i + 1); /* sent in order, one reply each */
+	}
+	redisContext *r = connect_or_fail();
+	freeReplyObject(redisCommand(r, "DEL %s", key));
+	redisFree(r);
+}
+
+static void
+pipe_without_redis_answers_null(void **state)
+{
+	static struct piped p[100];
+
+	(void)state;
+	pipe_incr("redis://127.0.0.1:1/0", "test:rpipe:none", p, 100);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(p[i].done, 1);
+		assert_int_equal(p[i].got, -1);
+	}
+}
+
 int
 main(void)
 {
@@ -164,9 +245,11 @@ main(void)
 		cmocka_unit_test(evalsha_loads_the_script_again_after_a_flush),
 		cmocka_unit_test(put_many_writes_in_order_and_reports_stale_ones),
 		cmocka_unit_test(put_many_on_a_broken_connection_is_a_service_error),
+		cmocka_unit_test(pipe_answers_each_command_once_in_order),
 	};
 	const struct CMUnitTest without[] = {
 		cmocka_unit_test(a_script_is_named_by_the_sha1_of_its_source),
+		cmocka_unit_test(pipe_without_redis_answers_null),
 	};
 
 	if (!getenv("OT_TEST_REDIS_URL") || !*getenv("OT_TEST_REDIS_URL"))
