@@ -499,6 +499,9 @@ slow_job(struct ot_pool_job *j)
 		ot_httpd_reply_error(rq, 500, "out of memory", NULL);
 	else
 		sr->fn(&x);
+	/* Resumed without an answer, the route would run again: a write twice. */
+	if (!rq->pending)
+		ot_httpd_reply_error(rq, 500, "internal error", NULL);
 	ot_span_leave(&sr->span);
 	ot_httpd_resume(rq);
 }
@@ -580,6 +583,8 @@ got_status(struct ot_rpipe_job *j, redisReply *rep)
 		if (h->lc)
 			ot_lcache_put(h->lc, &st, sr->mark);
 		answer_status(&x, 1, &st, OT_C_HIT, NULL, "");
+		if (!sr->rq->pending)
+			ot_httpd_reply_error(sr->rq, 500, "internal error", NULL);
 		ot_httpd_resume(sr->rq);
 		return;
 	}
