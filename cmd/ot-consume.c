@@ -82,23 +82,18 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 	size_t i;
 	int rc;
 
-	if (!(evs = calloc(n, sizeof *evs)))
+	if (!(evs = ot_run_events(ms, n, res)))
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	for (i = 0; i < n; i++)
-		/* One that does not parse is left to the per-record handler, which reports it. */
-		res[i].rc = ot_event_parse(&evs[i], ms[i].value, ms[i].len, NULL, 0) ? OT_EINTERNAL : OT_OK;
 	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
 		rc = ot_order_apply_batch(c->db, ot_redis_live(&c->redis, c->redis_url), ms, evs, n, c->consumer,
 		                          res, errstr, errsz);
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
 		if ((res[i].rc == OT_SKIP || res[i].rc == OT_EINPUT) && res[i].err[0]) {
 			char tmp[sizeof res[i].err];
 			snprintf(tmp, sizeof tmp, "order %s: %s", evs[i].order_id, res[i].err);
 			memcpy(res[i].err, tmp, sizeof tmp);
 		}
-		ot_event_clear(&evs[i]);
-	}
-	free(evs);
+	ot_run_events_free(evs, n);
 	return rc;
 }
 

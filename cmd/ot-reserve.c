@@ -90,19 +90,13 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 {
 	struct reserve *r = arg;
 	struct ot_event *evs;
-	size_t i;
 	int rc;
 
-	if (!(evs = calloc(n, sizeof *evs)))
+	if (!(evs = ot_run_events(ms, n, res)))
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	for (i = 0; i < n; i++)
-		/* One that does not parse is left to the per-record handler, which reports it. */
-		res[i].rc = ot_event_parse(&evs[i], ms[i].value, ms[i].len, NULL, 0) ? OT_EINTERNAL : OT_OK;
 	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
 		rc = ot_inventory_handle_batch(r->db, ms, evs, n, r->consumer, res, errstr, errsz);
-	for (i = 0; i < n; i++)
-		ot_event_clear(&evs[i]);
-	free(evs);
+	ot_run_events_free(evs, n);
 	return rc;
 }
 

@@ -203,6 +203,25 @@ one(struct ot_in *in, ot_handler h, void *arg, const struct ot_msg *m, struct ot
 
 static ot_batch_handler batch_fn;
 
+struct ot_event *
+ot_run_events(const struct ot_msg *ms, size_t n, struct ot_batch_res *res)
+{
+	struct ot_event *evs = calloc(n, sizeof *evs);
+
+	for (size_t i = 0; evs && i < n; i++)
+		/* One that does not parse is left to the per-record handler, which reports it. */
+		res[i].rc = ot_event_parse(&evs[i], ms[i].value, ms[i].len, NULL, 0) ? OT_EINTERNAL : OT_OK;
+	return evs;
+}
+
+void
+ot_run_events_free(struct ot_event *evs, size_t n)
+{
+	for (size_t i = 0; evs && i < n; i++)
+		ot_event_clear(&evs[i]);
+	free(evs);
+}
+
 void
 ot_run_set_batch(ot_batch_handler hb)
 {

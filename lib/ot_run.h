@@ -46,6 +46,11 @@ struct ot_run_stats {
  * ot_record_handling_seconds{tool,topic}, and from Kafka the age of the last record handled
  * per topic in ot_kafka_last_record_age_seconds{tool,topic}. */
 int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
+/* For a batch handler: the envelopes of ms[0..n), parsed; res[i].rc is OT_OK for each that
+ * parses and "not taken" for the others (left to the per-record handler, which reports them).
+ * NULL out of memory. Free with ot_run_events_free. */
+struct ot_event *ot_run_events(const struct ot_msg *ms, size_t n, struct ot_batch_res *res);
+void ot_run_events_free(struct ot_event *evs, size_t n);
 /* Lets ot_run apply the records that are waiting, up to ot_in_batch(in) of them, with hb in
  * one transaction (and h for what hb could not take). NULL: one record at a time. */
 void ot_run_set_batch(ot_batch_handler hb);
