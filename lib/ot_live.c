@@ -148,17 +148,17 @@ enqueue(struct sub *s, const void *p, size_t n)
 	}
 	if (s->len + n > s->cap) {
 		size_t cap = s->len + n < 256 ? 256 : (s->len + n) * 2;
-		char *nb;
 		if (s->off) { /* what was written goes first */
 			memmove(s->buf, s->buf + s->off, s->len - s->off);
 			s->len -= s->off;
 			s->off = 0;
 		}
-		if (s->len + n > s->cap && !(nb = realloc(s->buf, cap))) {
-			s->closed = s->gone = 1;
-			return;
-		}
 		if (s->len + n > s->cap) {
+			char *nb = realloc(s->buf, cap);
+			if (!nb) {
+				s->closed = s->gone = 1;
+				return;
+			}
 			s->buf = nb;
 			s->cap = cap;
 		}
