@@ -492,9 +492,15 @@ slow_job(struct ot_pool_job *j)
 {
 	struct serve_req *sr = (struct serve_req *)(void *)((char *)j - offsetof(struct serve_req, pj));
 	struct ot_httpd_req *rq = sr->rq;
+	struct ot_span here;
 	struct call x;
 
-	ot_span_enter(&sr->span);
+	/* The request's span is this thread's current one through a copy: the event thread may
+	 * still have the span itself entered, and which span is current is each thread's own. */
+	here = sr->span;
+	here.current = 0;
+	here.prev = NULL;
+	ot_span_enter(&here);
 	if (call_of(sr->h, rq, &x))
 		ot_httpd_reply_error(rq, 500, "out of memory", NULL);
 	else
@@ -502,7 +508,7 @@ slow_job(struct ot_pool_job *j)
 	/* Resumed without an answer, the route would run again: a write twice. */
 	if (!rq->pending)
 		ot_httpd_reply_error(rq, 500, "internal error", NULL);
-	ot_span_leave(&sr->span);
+	ot_span_leave(&here);
 	ot_httpd_resume(rq);
 }
 
