@@ -30,6 +30,7 @@
 #include "ot_pool.h"
 #include "ot_redis.h"
 #include "ot_rpipe.h"
+#include "ot_text.h"
 #include "ot_trace.h"
 
 #define THREADS 4
@@ -704,21 +705,11 @@ addr_of(struct call *x, char *out, size_t outsz)
 	snprintf(out, outsz, "ip:%s", host);
 }
 
-static unsigned
-hash32(const char *s)
-{
-	unsigned h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 /* Takes one request from client's lease: 1 when it had one. */
 static int
 lease_take(struct ot_http *h, const char *client)
 {
-	struct lease *l = &h->lease[hash32(client) % LEASES];
+	struct lease *l = &h->lease[ot_hash32(client) % LEASES];
 	int got = 0;
 
 	pthread_mutex_lock(&h->lease_mu);
@@ -735,7 +726,7 @@ lease_take(struct ot_http *h, const char *client)
 static void
 lease_give(struct ot_http *h, const char *client, int n)
 {
-	struct lease *l = &h->lease[hash32(client) % LEASES];
+	struct lease *l = &h->lease[ot_hash32(client) % LEASES];
 	long long now = ot_now_ms();
 
 	pthread_mutex_lock(&h->lease_mu);

@@ -10,6 +10,7 @@
 #include "ot_lcache.h"
 #include "ot_live.h"
 #include "ot_log.h"
+#include "ot_text.h"
 
 #define STRIPES 64   /* locks: a bucket's is STRIPES apart from its neighbours' */
 #define SWEEP 4      /* buckets each put looks through for entries past their age */
@@ -41,16 +42,6 @@ struct ot_lcache {
 	int tracking;           /* hub thread only: CLIENT TRACKING took on this connection */
 	atomic_size_t hand;     /* the next bucket a put sweeps */
 };
-
-static uint32_t
-hash(const char *id)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h;
-}
 
 static struct stripe *
 stripe_of(struct ot_lcache *c, size_t b)
@@ -131,7 +122,7 @@ int
 ot_lcache_get_refresh(struct ot_lcache *c, const char *order_id, struct ot_status *st, char *body, size_t bodysz,
                       size_t *blen, int *refresh, uint64_t *mark)
 {
-	size_t b = hash(order_id) & (c->nbuckets - 1);
+	size_t b = ot_hash32(order_id) & (c->nbuckets - 1);
 	struct stripe *s = stripe_of(c, b);
 	struct entry *e;
 	long long now, age;
@@ -175,7 +166,7 @@ ot_lcache_get(struct ot_lcache *c, const char *order_id, struct ot_status *st, c
 uint64_t
 ot_lcache_mark(struct ot_lcache *c, const char *order_id)
 {
-	size_t b = hash(order_id) & (c->nbuckets - 1);
+	size_t b = ot_hash32(order_id) & (c->nbuckets - 1);
 	struct stripe *s = stripe_of(c, b);
 	uint64_t m;
 
@@ -240,7 +231,7 @@ sweep(struct ot_lcache *c)
 void
 ot_lcache_put(struct ot_lcache *c, const struct ot_status *st, uint64_t mark)
 {
-	size_t b = hash(st->order_id) & (c->nbuckets - 1);
+	size_t b = ot_hash32(st->order_id) & (c->nbuckets - 1);
 	struct stripe *s = stripe_of(c, b);
 	struct entry *e, *fresh = NULL, **p;
 
@@ -283,7 +274,7 @@ ot_lcache_put(struct ot_lcache *c, const struct ot_status *st, uint64_t mark)
 static void
 invalidate(struct ot_lcache *c, const char *id, int keep_published)
 {
-	size_t b = hash(id) & (c->nbuckets - 1);
+	size_t b = ot_hash32(id) & (c->nbuckets - 1);
 	struct stripe *s = stripe_of(c, b);
 	struct entry *e, **p;
 
@@ -346,7 +337,7 @@ parse(const char *id, const char *json, struct ot_status *st)
 static void
 published(struct ot_lcache *c, const char *id, const char *json)
 {
-	size_t b = hash(id) & (c->nbuckets - 1);
+	size_t b = ot_hash32(id) & (c->nbuckets - 1);
 	struct stripe *s = stripe_of(c, b);
 	struct entry *e, *fresh, **p;
 	struct ot_status st;

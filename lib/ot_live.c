@@ -21,6 +21,7 @@
 #include "ot_live.h"
 #include "ot_log.h"
 #include "ot_redis.h"
+#include "ot_text.h"
 
 #define BUCKETS 4096
 #define PING_MS 15000            /* a comment or ping frame this often keeps proxies from closing */
@@ -126,11 +127,7 @@ wake_hub(struct ot_live *lv)
 static unsigned
 bucket_of(const char *id)
 {
-	unsigned h = 2166136261u;
-
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h % BUCKETS;
+	return ot_hash32(id) % BUCKETS;
 }
 
 /* Appends n bytes to s's queue; a queue past MAX_QUEUE ends the stream at once instead. */
@@ -742,15 +739,13 @@ on_socket(struct ot_live *lv, struct sub *s, unsigned events, unsigned char *in)
 	wake_all(&w);
 }
 
-/* Reads what the subscription has; -1 when it broke. */
-static int
-on_redis(struct ot_live *lv, redisContext *r)
+/* Hands each reply hiredis holds to the cache's hook, and each order:{id} message to deliver. */
+static void
+take_replies(struct ot_live *lv, redisContext *r)
 {
 	redisReply *rep;
 	void *v;
 
-	if (redisBufferRead(r) != REDIS_OK)
-		return -1;
 	while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
 		rep = v;
 		if (lv->hooks.message)
@@ -759,6 +754,15 @@ on_redis(struct ot_live *lv, redisContext *r)
 			deliver(lv, rep->element[2]->str, rep->element[3]->str);
 		freeReplyObject(rep);
 	}
+}
+
+/* Reads what the subscription has; -1 when it broke. */
+static int
+on_redis(struct ot_live *lv, redisContext *r)
+{
+	if (redisBufferRead(r) != REDIS_OK)
+		return -1;
+	take_replies(lv, r);
 	return r->err ? -1 : 0;
 }
 
@@ -795,18 +799,7 @@ subscribe(struct ot_live *lv, int *down_logged)
 		lv->hooks.subscribed(lv->hooks.arg, 1);
 	OT_INFO(NULL, "live streams subscribed to order:*");
 	/* What arrived with the subscription's reply is already in hiredis's buffer. */
-	if (r->reader->len > r->reader->pos) {
-		redisReply *q;
-		void *v;
-		while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
-			q = v;
-			if (lv->hooks.message)
-				lv->hooks.message(lv->hooks.arg, q);
-			if (q->type == REDIS_REPLY_ARRAY && q->elements == 4 && q->element[2]->str && q->element[3]->str)
-				deliver(lv, q->element[2]->str, q->element[3]->str);
-			freeReplyObject(q);
-		}
-	}
+	take_replies(lv, r);
 	return r;
 }
 

@@ -753,8 +753,7 @@ enum { NOTHING, APPLIED, REFRESH };
 /* An order a batch touches, as locked at its start and as the batch leaves it. */
 struct row {
 	char id[OT_UUID_LEN];
-	int status;
-	long long version;
+	int status;               /* st.status, parsed */
 	char lat[32], lon[32], eta[40], reason[256]; /* the last of each the batch set; "" none */
 	int changed;
 	double age_s;             /* created_at to now, for the delivery histogram */
@@ -800,17 +799,17 @@ row_of(struct row *rows, size_t nrows, const char *id)
 	return NULL;
 }
 
-/* A JSON array of the strings, as one statement parameter (caller frees; NULL out of memory). */
+/* The order ids of the fresh events as a JSON array, one statement parameter (caller frees;
+ * NULL out of memory). */
 static char *
-ids_json(const struct ot_event *evs, const struct ot_batch_res *res, const struct step *steps, size_t n,
-         int order_ids)
+ids_json(const struct ot_event *evs, const struct ot_batch_res *res, const struct step *steps, size_t n)
 {
 	json_t *a = json_array();
 	char *s;
 
 	for (size_t i = 0; i < n; i++)
-		if (res[i].rc == OT_OK && (!order_ids || steps[i].fresh))
-			json_array_append_new(a, json_string(order_ids ? evs[i].order_id : evs[i].id));
+		if (res[i].rc == OT_OK && steps[i].fresh)
+			json_array_append_new(a, json_string(evs[i].order_id));
 	s = json_dumps(a, JSON_COMPACT);
 	json_decref(a);
 	return s;
@@ -852,7 +851,7 @@ lock_orders(PGconn *db, const struct ot_event *evs, const struct ot_batch_res *r
 	int k, rc;
 
 	*nrows = 0;
-	if (!(ids = ids_json(evs, res, steps, n, 1)))
+	if (!(ids = ids_json(evs, res, steps, n)))
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 	p[0] = ids;
 	q = ot_pg_query(db, "SELECT id::text, " STATUS_COLS ", coalesce(reason, ''), "
@@ -868,7 +867,6 @@ lock_orders(PGconn *db, const struct ot_event *evs, const struct ot_batch_res *r
 		snprintf(w->id, sizeof w->id, "%s", PQgetvalue(q, k, 0));
 		status_from_cols(&w->st, w->id, q, k, 1);
 		w->status = ot_state_parse(w->st.status);
-		w->version = w->st.version;
 		w->age_s = strtod(PQgetvalue(q, k, 8), NULL);
 		/* A change made now is stamped with the transaction's time, as updated_at = now(). */
 		snprintf(w->st.updated_at, sizeof w->st.updated_at, "%s", PQgetvalue(q, k, 9));
@@ -936,10 +934,9 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, str
 		}
 		/* Applied: what the UPDATE at the end of the batch will leave, step by step. */
 		w->status = s->to;
-		w->version++;
+		w->st.version++;
 		w->changed = 1;
 		snprintf(w->st.status, sizeof w->st.status, "%s", ot_state_name(s->to));
-		w->st.version = w->version;
 		if (s->lat[0]) {
 			snprintf(w->lat, sizeof w->lat, "%s", s->lat);
 			snprintf(w->lon, sizeof w->lon, "%s", s->lon);
@@ -992,7 +989,7 @@ write_all(PGconn *db, const char *consumer, struct row *rows, size_t nrows, cons
 	for (i = 0; i < nrows; i++)
 		if (rows[i].changed)
 			json_array_append_new(upd, json_pack("[s, s, I, o, o, o, o]", rows[i].id, ot_state_name(rows[i].status),
-			                                     (json_int_t)rows[i].version, OPT(rows[i].lat), OPT(rows[i].lon),
+			                                     (json_int_t)rows[i].st.version, OPT(rows[i].lat), OPT(rows[i].lon),
 			                                     OPT(rows[i].eta), OPT(rows[i].reason)));
 #undef OPT
 	if (json_array_size(refused)) {

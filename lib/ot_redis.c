@@ -425,12 +425,8 @@ static int
 ttl_of(const struct ot_status *st)
 {
 	int base = ot_state_terminal(ot_state_parse(st->status)) ? TTL_TERMINAL : TTL_ACTIVE;
-	unsigned h = 2166136261u;
-	const char *p;
 
-	for (p = st->order_id; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
-	return base + (int)(h % (unsigned)(base / 10));
+	return base + (int)(ot_hash32(st->order_id) % (unsigned)(base / 10));
 }
 
 /* The arguments of one CAS write, after the script: numkeys, keys and values. */

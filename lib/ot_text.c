@@ -295,3 +295,13 @@ ot_redact_msg(const char *msg, const char *conn, char *out, size_t outsz)
 	out[ot_utf8_cut(out, o)] = '\0';
 	return out;
 }
+
+unsigned
+ot_hash32(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}

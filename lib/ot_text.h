@@ -30,6 +30,9 @@ size_t ot_utf8_escape(char *dst, size_t dstsz, const char *src);
  * sslpassword, quoted or not), postgresql:// and postgres:// URIs (user:password@ and
  * ?password=), and redis:// and rediss:// URLs (user:password@, or a bare password@ as
  * ot_redis_parse_url reads it). Anything else is copied as it is. Returns out. */
+/* FNV-1a of the string: a cheap, stable spread of ids over buckets, stripes or TTLs. */
+unsigned ot_hash32(const char *s);
+
 char *ot_redact(const char *conn, char *out, size_t outsz);
 
 /* Copies msg into out (outsz bytes, NUL included) with every occurrence of each password that
