@@ -75,14 +75,14 @@ next_id(char **argv, int *i, int argc, char **line, size_t *cap)
 }
 
 static int
-get(PGconn *db, redisContext *r, const char *id, int *bad)
+get(PGconn *db, struct ot_cache *cache, const char *id, int *bad)
 {
 	struct ot_status st;
 	char err[1024], *s;
 	json_t *o;
 	int hit, rc;
 
-	rc = ot_order_get(db, r, id, &st, &hit, err, sizeof err);
+	rc = ot_cache_get(cache, db, id, &st, &hit, err, sizeof err);
 	if (rc < 0) {
 		OT_ERROR(id, "%s", err);
 		return rc;
@@ -105,7 +105,7 @@ get(PGconn *db, redisContext *r, const char *id, int *bad)
 }
 
 struct replay {
-	redisContext *r;
+	struct ot_cache *cache;
 	const char *orders_db;
 	PGconn *db;          /* opened on the first order Redis knows nothing of */
 	int sync;            /* following the topic: each record's handling is a span of its trace */
@@ -146,12 +146,9 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 {
 	int rc;
 
-	if (rp->r->err)
-		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", rp->r->errstr);
-	if ((rc = ot_redis_put_known(rp->r, st, errstr, errsz)) != 2) {
+	if ((rc = ot_cache_put_known(rp->cache, st, errstr, errsz)) != 2) {
 		if (rc == 0)
 			ot_run_skipped_as("stale"); /* the cache already had a newer version */
-		ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
 	}
 	/* Redis knows nothing of this order (it lost its data, or never had it): its status comes
@@ -162,18 +159,16 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 		return rc;
 	if ((rc = ot_order_load(rp->db, st->order_id, st, errstr, errsz)) <= 0)
 		return rc ? rc : OT_SKIP; /* not in this database: nothing to cache */
-	rc = ot_redis_put_status(rp->r, st, errstr, errsz);
-	ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
-	ot_cache_count_fill();
+	rc = ot_cache_fill(rp->cache, st, errstr, errsz);
 	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
 }
 
 /* Replays the topic from its beginning to its end; a fresh group each time, so nothing of an
  * earlier rebuild is skipped. */
 static int
-rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
+rebuild(struct ot_config *cfg, const char *input, struct ot_cache *cache, int sync)
 {
-	struct replay rp = {r, cfg->orders_db, NULL, sync};
+	struct replay rp = {cache, cfg->orders_db, NULL, sync};
 	struct ot_health_deps deps = {cfg->orders_db, NULL, cfg->redis_url, NULL, NULL};
 	struct ot_health *health;
 	struct ot_run_stats st;
@@ -182,7 +177,6 @@ rebuild(struct ot_config *cfg, const char *input, redisContext *r, int sync)
 	int rc;
 
 	if (sync) {
-		ot_cache_metrics_zero();
 		/* A standing group: after a restart it goes on where it stopped. */
 		if (!strcmp(cfg->group, argv0)) {
 			free(cfg->group);
@@ -232,7 +226,7 @@ main(int argc, char **argv)
 		{NULL, 0, NULL, 0}
 	};
 	struct ot_config cfg;
-	redisContext *r = NULL;
+	struct ot_cache *cache = NULL;
 	PGconn *db = NULL;
 	const char *cmd, *id, *input = "kafka:" OT_TOPIC_ORDERS;
 	char err[1024], *line = NULL;
@@ -274,7 +268,12 @@ main(int argc, char **argv)
 	if ((rc = ot_config_done(&cfg, !strcmp(cmd, "sync") ? ":8084" : NULL)))
 		return rc;
 	ot_signal_install();
-	if (!(r = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err))) {
+	if (!(cache = ot_cache_new(cfg.redis_url))) {
+		OT_ERROR(NULL, "out of memory");
+		rc = OT_EINTERNAL;
+		goto out;
+	}
+	if (ot_cache_ping(cache, err, sizeof err)) {
 		if (strcmp(cmd, "get")) {
 			OT_ERROR(NULL, "%s", err);
 			rc = OT_ESERVICE;
@@ -283,11 +282,11 @@ main(int argc, char **argv)
 		OT_WARN(NULL, "%s; reading the database", err);
 	}
 	if (!strcmp(cmd, "rebuild") || !strcmp(cmd, "sync")) {
-		rc = rebuild(&cfg, input, r, !strcmp(cmd, "sync"));
+		rc = rebuild(&cfg, input, cache, !strcmp(cmd, "sync"));
 		goto out;
 	}
 	if (!strcmp(cmd, "stats")) {
-		json_t *o = ot_cache_stats(r, err, sizeof err);
+		json_t *o = ot_cache_stats(cache, err, sizeof err);
 		char *js = o ? json_dumps(o, OT_JSON_FLAGS) : NULL;
 		if (!o) {
 			OT_ERROR(NULL, "%s", err);
@@ -307,7 +306,7 @@ main(int argc, char **argv)
 		struct ot_drift d;
 		long drift;
 
-		if ((rc = ot_cache_verify(db, r, repair, stdout, &d, err, sizeof err))) {
+		if ((rc = ot_cache_verify(cache, db, repair, stdout, &d, err, sizeof err))) {
 			OT_ERROR(NULL, "verify: %s", err);
 			goto out;
 		}
@@ -320,7 +319,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (!strcmp(cmd, "warm")) {
-		count = ot_order_warm(db, r, err, sizeof err);
+		count = ot_cache_warm(cache, db, err, sizeof err);
 		if (count < 0) {
 			OT_ERROR(NULL, "%s", err);
 			rc = (int)count;
@@ -337,10 +336,10 @@ main(int argc, char **argv)
 			OT_ERROR(NULL, "order id is not a UUID: %s", id);
 			bad++;
 		} else if (!strcmp(cmd, "get")) {
-			if ((rc = get(db, r, id, &bad)))
+			if ((rc = get(db, cache, id, &bad)))
 				break;
 		} else {
-			c = ot_redis_del_status(r, id, err, sizeof err);
+			c = ot_cache_invalidate(cache, id, err, sizeof err);
 			if (c < 0) {
 				OT_ERROR(id, "%s", err);
 				rc = c;
@@ -352,13 +351,12 @@ main(int argc, char **argv)
 	if (!rc && bad)
 		rc = OT_EINPUT;
 	if (!strcmp(cmd, "get"))
-		ot_cache_stats_flush(r, err, sizeof err);
+		ot_cache_stats_flush(cache, err, sizeof err);
 out:
 	if (fflush(stdout) && !rc)
 		rc = OT_EOUTPUT;
 	free(line);
-	if (r)
-		redisFree(r);
+	ot_cache_free(cache);
 	PQfinish(db);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);

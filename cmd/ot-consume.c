@@ -13,7 +13,6 @@
 #include "ot_log.h"
 #include "ot_order.h"
 #include "ot_pg.h"
-#include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_signal.h"
 #include "ot_trace.h"
@@ -22,8 +21,8 @@ static const char *argv0 = "ot-consume";
 
 struct consume {
 	PGconn *db;
-	redisContext *redis;
-	const char *redis_url, *consumer;
+	struct ot_cache *cache;
+	const char *consumer;
 };
 
 static void
@@ -50,6 +49,7 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 {
 	struct consume *c = arg;
 	struct ot_event ev;
+	struct ot_status st;
 	struct ot_span sp;
 	int rc;
 
@@ -57,8 +57,9 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		return OT_EINPUT;
 	ot_run_span(&sp, m, &ev);
 	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
-		rc = ot_order_apply(c->db, ot_redis_live(&c->redis, c->redis_url), &ev, c->consumer,
-		                    errstr, errsz);
+		rc = ot_order_apply(c->db, &ev, c->consumer, &st, errstr, errsz);
+	if ((rc == OT_OK || rc == OT_SKIP) && st.version)
+		ot_cache_put(c->cache, &st);
 	if ((rc == OT_EINPUT || rc == OT_SKIP) && errstr[0]) {
 		/* Say which order, so the refusal or skip can be found by order_id in the logs. */
 		char tmp[768];
@@ -85,8 +86,9 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 	if (!(evs = ot_run_events(ms, n, res)))
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
-		rc = ot_order_apply_batch(c->db, ot_redis_live(&c->redis, c->redis_url), ms, evs, n, c->consumer,
-		                          res, errstr, errsz);
+		rc = ot_order_apply_batch(c->db, ms, evs, n, c->consumer, res, errstr, errsz);
+	if (!rc) /* committed: the cache follows, in one round trip */
+		ot_cache_put_results(c->cache, res, n);
 	for (i = 0; i < n; i++)
 		if ((res[i].rc == OT_SKIP || res[i].rc == OT_EINPUT) && res[i].err[0]) {
 			char tmp[sizeof res[i].err];
@@ -105,7 +107,7 @@ repair(void *arg)
 	char err[512];
 
 	if (!ot_pg_ensure(c->db, NULL, 0))
-		ot_cache_repair(c->db, ot_redis_live(&c->redis, c->redis_url), err, sizeof err);
+		ot_cache_repair(c->cache, c->db, err, sizeof err);
 }
 
 int
@@ -150,9 +152,13 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
-	cs.redis_url = cfg.redis_url;
 	cs.consumer = argv0; /* processed_events is per service, whatever the Kafka group */
-	if (!(cs.redis = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err)))
+	if (!(cs.cache = ot_cache_new(cfg.redis_url))) {
+		rc = OT_EINTERNAL;
+		OT_ERROR(NULL, "out of memory");
+		goto out;
+	}
+	if (ot_cache_ping(cs.cache, err, sizeof err))
 		OT_WARN(NULL, "%s; the database is updated and the cache repaired on read", err);
 	if (!(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
@@ -160,7 +166,6 @@ main(int argc, char **argv)
 	}
 	deps.orders_db = cfg.orders_db;
 	deps.in = in;
-	ot_cache_metrics_zero();
 	if (!(health = ot_health_serve(&cfg, ot_in_is_kafka(in) && !cfg.exit_at_end && !cfg.count, &deps,
 	                               &rc, err, sizeof err)) && rc) {
 		OT_ERROR(NULL, "%s", err);
@@ -175,8 +180,7 @@ main(int argc, char **argv)
 out:
 	ot_health_stop(health);
 	ot_in_free(in);
-	if (cs.redis)
-		redisFree(cs.redis);
+	ot_cache_free(cs.cache);
 	PQfinish(cs.db);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);

@@ -6,13 +6,13 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "ot_cache.h"
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_io.h"
 #include "ot_log.h"
 #include "ot_order.h"
 #include "ot_pg.h"
-#include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_signal.h"
 #include "ot_trace.h"
@@ -21,8 +21,7 @@ static const char *argv0 = "ot-place";
 
 struct place {
 	PGconn *db;
-	redisContext *redis;
-	const char *redis_url;
+	struct ot_cache *cache;
 	struct ot_out *out;
 };
 
@@ -47,6 +46,7 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	struct place *p = arg;
 	json_error_t jerr;
 	json_t *req, *order = NULL;
+	struct ot_status st;
 	struct ot_span sp;
 	char *s;
 	int created, rc;
@@ -60,8 +60,9 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	}
 	/* Each order's life starts a trace here, as at ot-serve's POST /orders. */
 	ot_span_begin(&sp, "place order", OT_SPAN_INTERNAL, NULL);
-	rc = ot_order_place(p->db, ot_redis_live(&p->redis, p->redis_url), req, "ot-place", &order,
-	                    &created, errstr, errsz);
+	rc = ot_order_place(p->db, req, "ot-place", &order, &created, &st, errstr, errsz);
+	if (!rc && st.version)
+		ot_cache_put(p->cache, &st);
 	if (rc < 0)
 		ot_span_error(&sp, errstr);
 	else if (order)
@@ -105,8 +106,9 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 		res[i].rc = (reqs[i] = json_loadb(ms[i].value, ms[i].len, JSON_REJECT_DUPLICATES, NULL)) ? OT_OK
 		                                                                                   : OT_EINTERNAL;
 	if (!(rc = ot_pg_ensure(p->db, errstr, errsz)))
-		rc = ot_order_place_batch(p->db, ot_redis_live(&p->redis, p->redis_url), reqs, n, "ot-place", orders,
-		                          res, errstr, errsz);
+		rc = ot_order_place_batch(p->db, reqs, n, "ot-place", orders, res, errstr, errsz);
+	if (!rc)
+		ot_cache_put_results(p->cache, res, n);
 	/* Committed: each placed order is printed, in input order. */
 	for (i = 0; i < n; i++) {
 		if (orders[i] && (s = json_dumps(orders[i], OT_JSON_FLAGS))) {
@@ -164,8 +166,12 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
-	p.redis_url = cfg.redis_url;
-	if (!(p.redis = ot_redis_connect(cfg.redis_url, 2000, err, sizeof err)))
+	if (!(p.cache = ot_cache_new(cfg.redis_url))) {
+		rc = OT_EINTERNAL;
+		OT_ERROR(NULL, "out of memory");
+		goto out;
+	}
+	if (ot_cache_ping(p.cache, err, sizeof err))
 		OT_WARN(NULL, "%s; orders are placed in the database and cached later", err);
 	if (!(p.out = ot_out_open("-", &cfg, &rc, err, sizeof err)) ||
 	    !(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
@@ -181,8 +187,7 @@ out:
 	if (p.out && ot_out_flush(p.out, 10000, err, sizeof err) && !rc)
 		rc = OT_EOUTPUT;
 	ot_out_free(p.out);
-	if (p.redis)
-		redisFree(p.redis);
+	ot_cache_free(p.cache);
 	PQfinish(p.db);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);

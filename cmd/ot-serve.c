@@ -146,13 +146,12 @@ main(int argc, char **argv)
 	};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64, 1000, 10000};
+	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64, 1000, 10000, NULL};
 	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
 	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
 	const char *pmax = getenv("OT_MAX_PER_CLIENT");
 	const char *lms = getenv("OT_LOCAL_CACHE_MS"), *lmax = getenv("OT_LOCAL_CACHE_MAX");
-	struct ot_http *h;
-	redisContext *stats = NULL;
+	struct ot_http *h = NULL;
 	PGconn *db = NULL;
 	long n;
 	char err[1024];
@@ -195,7 +194,11 @@ main(int argc, char **argv)
 	ot_signal_install();
 	raise_nofile(o.max_streams);
 	ot_metrics_process(argv0, OT_VERSION);
-	ot_cache_metrics_zero();
+	if (!(o.cache = ot_cache_new(cfg.redis_url))) {
+		rc = OT_EINTERNAL;
+		OT_ERROR(NULL, "out of memory");
+		goto out;
+	}
 	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;
@@ -205,19 +208,18 @@ main(int argc, char **argv)
 		nanosleep(&tick, NULL);
 		/* Once a second, the cache statistics the workers counted go to Redis. */
 		if (n % 10 == 9) {
-			ot_cache_stats_flush(ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
+			ot_cache_stats_flush(o.cache, err, sizeof err);
 			/* Statuses the API committed while Redis did not answer go to the cache now. */
 			if ((db || (db = ot_pg_connect(cfg.orders_db, err, sizeof err))) && !ot_pg_ensure(db, NULL, 0))
-				ot_cache_repair(db, ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
+				ot_cache_repair(o.cache, db, err, sizeof err);
 		}
 	}
 	OT_INFO(NULL, "stopping");
 	ot_http_stop(h);
-	ot_cache_stats_flush(ot_redis_live(&stats, cfg.redis_url), err, sizeof err);
-	if (stats)
-		redisFree(stats);
+	ot_cache_stats_flush(o.cache, err, sizeof err);
 	PQfinish(db);
 out:
+	ot_cache_free(o.cache);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);
 }

@@ -1,41 +1,74 @@
-/* ot_cache: statistics and drift of the order status cache. */
+/* ot_cache: the order status cache — writes, reads and refills, repair, warm-up, statistics
+ * and drift — over a small pool of Redis connections shared by the process's threads. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "ot_breaker.h"
 #include "ot_cache.h"
 #include "ot_err.h"
 #include "ot_event.h"
+#include "ot_log.h"
 #include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_redis.h"
+#include "ot_run.h"
+#include "ot_trace.h"
+
+/* Orders whose write failed after their commit, at most this many (the rest are left to the
+ * TTL, ot-cache sync and ot-cache verify --repair). */
+#define DIRTY_MAX 8192
+#define REFILL_WAIT_STEPS 25 /* x 20 ms: how long a reader waits for another's refill */
+
+/* One pooled connection: taken by a call, given back after. */
+struct link {
+	redisContext *r;
+	int allowed;            /* this call holds an allowance of the breaker: report it */
+	struct link *next;
+};
+
+struct ot_cache {
+	char *url;
+	struct ot_breaker *cb;  /* NULL: none */
+	pthread_mutex_t mu;     /* guards idle */
+	struct link *idle;
+	pthread_mutex_t dirty_mu; /* guards dirty, dirty_lost; ndirty is written under it */
+	char (*dirty)[64];
+	atomic_int ndirty;      /* read without the lock by ot_cache_dirty's fast path */
+	int dirty_lost;
+	atomic_long hits, misses, fills; /* since the last ot_cache_stats_flush */
+};
 
 /* The families are looked up by name each time: cache writes come from ot-serve's threads too. */
-void
-ot_cache_count_write(const char *result)
+static void
+count_write(const char *result)
 {
 	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_writes_total", "Order statuses written to Redis: applied, "
 	                            "cas_rejected (a newer version was there), failed.", "tool,result", NULL, 0),
 	              1, ot_metrics_tool(), result);
 }
 
-void
-ot_cache_count_fill(void)
+static void
+count_fill(void)
 {
 	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_fills_total", "Entries refilled from the database after "
 	                            "a miss.", "tool", NULL, 0), 1, ot_metrics_tool());
 }
 
-void
-ot_cache_count_repair(void)
+static void
+count_repair(void)
 {
 	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_repairs_total", "Entries put back after a write Redis "
 	                            "did not take.", "tool", NULL, 0), 1, ot_metrics_tool());
 }
 
-void
-ot_cache_metrics_zero(void)
+/* So a rate over them has a series before the first write, fill or repair. */
+static void
+metrics_zero(void)
 {
 	static const char *const results[] = {"applied", "cas_rejected", "failed"};
 	size_t i;
@@ -48,6 +81,484 @@ ot_cache_metrics_zero(void)
 	                            "a miss.", "tool", NULL, 0), 0, ot_metrics_tool());
 	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_repairs_total", "Entries put back after a write Redis "
 	                            "did not take.", "tool", NULL, 0), 0, ot_metrics_tool());
+}
+
+struct ot_cache *
+ot_cache_new(const char *url)
+{
+	struct ot_cache *c = calloc(1, sizeof *c);
+
+	if (!c || !(c->url = strdup(url ? url : "")) || !(c->dirty = calloc(DIRTY_MAX, sizeof *c->dirty))) {
+		ot_cache_free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_mutex_init(&c->dirty_mu, NULL);
+	metrics_zero();
+	return c;
+}
+
+void
+ot_cache_free(struct ot_cache *c)
+{
+	struct link *l;
+
+	if (!c)
+		return;
+	if (c->dirty) { /* initialised */
+		while ((l = c->idle)) {
+			c->idle = l->next;
+			if (l->r)
+				redisFree(l->r);
+			free(l);
+		}
+		pthread_mutex_destroy(&c->mu);
+		pthread_mutex_destroy(&c->dirty_mu);
+	}
+	free(c->dirty);
+	free(c->url);
+	free(c);
+}
+
+/* A pooled connection, idle or new (unconnected); NULL when out of memory. */
+static struct link *
+take_link(struct ot_cache *c)
+{
+	struct link *l;
+
+	pthread_mutex_lock(&c->mu);
+	if ((l = c->idle))
+		c->idle = l->next;
+	pthread_mutex_unlock(&c->mu);
+	return l ? l : calloc(1, sizeof *l);
+}
+
+/* A connection for one call: *lp to give back with give, and the live context or NULL while
+ * Redis is unreachable or its circuit open (or out of memory: *lp NULL). */
+static redisContext *
+take(struct ot_cache *c, struct link **lp)
+{
+	struct link *l = *lp = take_link(c);
+
+	if (!l)
+		return NULL;
+	l->allowed = 0;
+	if (c->cb && !(l->allowed = ot_breaker_allow(c->cb)))
+		return NULL;
+	return ot_redis_live(&l->r, c->url);
+}
+
+/* Gives l back, reporting to the breaker whether its connection held. */
+static void
+give(struct ot_cache *c, struct link *l)
+{
+	if (!l)
+		return;
+	if (l->allowed)
+		ot_breaker_done(c->cb, l->r && !l->r->err);
+	l->allowed = 0;
+	pthread_mutex_lock(&c->mu);
+	l->next = c->idle;
+	c->idle = l;
+	pthread_mutex_unlock(&c->mu);
+}
+
+void
+ot_cache_set_breaker(struct ot_cache *c, struct ot_breaker *cb)
+{
+	c->cb = cb;
+}
+
+int
+ot_cache_ping(struct ot_cache *c, char *errstr, size_t errsz)
+{
+	struct link *l = take_link(c);
+	int rc;
+
+	if (!l)
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	if (l->r && l->r->err) {
+		redisFree(l->r);
+		l->r = NULL;
+	}
+	if (!l->r) /* connected here, to say why not */
+		l->r = ot_redis_connect(c->url, 2000, errstr, errsz);
+	rc = l->r ? ot_redis_ping(l->r, errstr, errsz) : OT_ESERVICE;
+	give(c, l);
+	return rc;
+}
+
+static void
+mark_dirty(struct ot_cache *c, const char *order_id)
+{
+	int i, n;
+
+	pthread_mutex_lock(&c->dirty_mu);
+	n = atomic_load(&c->ndirty);
+	for (i = 0; i < n && strcmp(c->dirty[i], order_id); i++)
+		;
+	if (i == n) {
+		if (n < DIRTY_MAX) {
+			snprintf(c->dirty[n], sizeof c->dirty[0], "%s", order_id);
+			atomic_store(&c->ndirty, n + 1);
+		} else {
+			c->dirty_lost++;
+		}
+	}
+	pthread_mutex_unlock(&c->dirty_mu);
+}
+
+int
+ot_cache_dirty(struct ot_cache *c, const char *order_id)
+{
+	int i, n, found = 0;
+
+	if (!atomic_load(&c->ndirty)) /* nearly always: every read asks */
+		return 0;
+	pthread_mutex_lock(&c->dirty_mu);
+	n = atomic_load(&c->ndirty);
+	for (i = 0; i < n && !found; i++)
+		found = !strcmp(c->dirty[i], order_id);
+	pthread_mutex_unlock(&c->dirty_mu);
+	return found;
+}
+
+void
+ot_cache_put_many(struct ot_cache *c, const struct ot_status *sts, const char *const *tps, size_t n)
+{
+	struct ot_span *sp = NULL;
+	struct link *l = NULL;
+	redisContext *r = NULL;
+	char err[256] = "out of memory", v[24];
+	int *results = NULL;
+	size_t i;
+	int rc = OT_ESERVICE;
+
+	if (!n)
+		return;
+	if ((results = calloc(n, sizeof *results)) && (sp = calloc(n, sizeof *sp))) {
+		for (i = 0; i < n; i++) {
+			ot_span_begin_detached(&sp[i], "cache write", OT_SPAN_CLIENT, tps ? tps[i] : NULL);
+			if (sp[i].exported) {
+				snprintf(v, sizeof v, "%lld", sts[i].version);
+				ot_span_tag(&sp[i], "db.system", "redis");
+				ot_span_tag(&sp[i], "order_id", sts[i].order_id);
+				ot_span_tag(&sp[i], "order.status", sts[i].status);
+				ot_span_tag(&sp[i], "order.version", v);
+			}
+		}
+		if ((r = take(c, &l)))
+			rc = ot_redis_put_many(r, sts, n, results, err, sizeof err);
+		else
+			snprintf(err, sizeof err, "Redis unavailable");
+		give(c, l);
+	}
+	if (rc < 0)
+		OT_WARN(n == 1 ? sts[0].order_id : NULL, "cache write of %zu status%s failed, the database stays "
+		        "authoritative; repaired once Redis answers: %s", n, n == 1 ? "" : "es", err);
+	for (i = 0; i < n; i++) {
+		if (rc < 0)
+			mark_dirty(c, sts[i].order_id);
+		count_write(rc < 0 ? "failed" : results[i] ? "applied" : "cas_rejected");
+		if (sp) {
+			if (rc < 0)
+				ot_span_error(&sp[i], err);
+			ot_span_end(&sp[i]);
+		}
+	}
+	free(sp);
+	free(results);
+}
+
+void
+ot_cache_put(struct ot_cache *c, const struct ot_status *st)
+{
+	ot_cache_put_many(c, st, NULL, 1);
+}
+
+void
+ot_cache_put_results(struct ot_cache *c, const struct ot_batch_res *res, size_t n)
+{
+	struct ot_status *sts = calloc(n ? n : 1, sizeof *sts);
+	const char **tps = calloc(n ? n : 1, sizeof *tps);
+	size_t i, k = 0;
+
+	if (!sts || !tps) { /* one at a time, then */
+		for (i = 0; i < n; i++)
+			if (res[i].st.version)
+				ot_cache_put_many(c, &res[i].st, (const char *const[]){res[i].tp}, 1);
+	} else {
+		for (i = 0; i < n; i++)
+			if (res[i].st.version) {
+				tps[k] = res[i].tp;
+				sts[k++] = res[i].st;
+			}
+		ot_cache_put_many(c, sts, tps, k);
+	}
+	free(tps);
+	free(sts);
+}
+
+int
+ot_cache_put_known(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz)
+{
+	struct link *l;
+	redisContext *r = take(c, &l);
+	int rc = r ? ot_redis_put_known(r, st, errstr, errsz) : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+
+	give(c, l);
+	if (rc != 2)
+		count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
+	return rc;
+}
+
+int
+ot_cache_fill(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz)
+{
+	struct link *l;
+	redisContext *r = take(c, &l);
+	int rc = r ? ot_redis_put_status(r, st, errstr, errsz) : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+
+	give(c, l);
+	count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
+	if (rc >= 0) {
+		atomic_fetch_add(&c->fills, 1);
+		count_fill();
+	}
+	return rc;
+}
+
+long
+ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
+{
+	char ids[64][64];
+	struct ot_status st;
+	struct link *l = NULL;
+	redisContext *r = NULL;
+	long fixed = 0;
+	int n, i, rc = 0;
+
+	if (!atomic_load(&c->ndirty))
+		return 0;
+	for (;;) {
+		pthread_mutex_lock(&c->dirty_mu);
+		n = atomic_load(&c->ndirty);
+		n = n < 64 ? n : 64;
+		atomic_fetch_sub(&c->ndirty, n);
+		memcpy(ids, c->dirty[atomic_load(&c->ndirty)], (size_t)n * sizeof ids[0]);
+		if (c->dirty_lost) {
+			OT_WARN(NULL, "%d cache repairs did not fit in memory: ot-cache verify --repair finds them",
+			        c->dirty_lost);
+			c->dirty_lost = 0;
+		}
+		pthread_mutex_unlock(&c->dirty_mu);
+		if (!n)
+			break;
+		if (!l)
+			r = take(c, &l);
+		for (i = 0; i < n; i++) {
+			if (!r || r->err || (rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0 ||
+			    (rc == 1 && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0))
+				break;
+			OT_INFO(ids[i], "cache repaired to version %lld", rc >= 0 ? st.version : 0);
+			count_repair();
+			fixed++;
+		}
+		for (; i < n; i++) /* not this time: keep them for the next call */
+			mark_dirty(c, ids[i]);
+		if (rc < 0 || !r || r->err) {
+			if (rc >= 0)
+				rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+			break;
+		}
+	}
+	give(c, l);
+	return rc < 0 ? rc : fixed;
+}
+
+int
+ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, char *errstr, size_t errsz)
+{
+	struct link *l;
+	redisContext *r = take(c, &l);
+	int rc = OT_ESERVICE;
+
+	if (r)
+		rc = ot_redis_get_status(r, order_id, st, errstr, errsz);
+	else if (errsz)
+		errstr[0] = '\0'; /* not tried */
+	give(c, l);
+	if (rc >= 0)
+		ot_cache_count(c, rc == 1);
+	return rc;
+}
+
+/* Takes (take) or drops the refill lock of one order: a key with a 2 s expiry, so a reader
+ * that died holding it does not block the others for long. Returns 1 when taken. */
+static int
+refill_lock(redisContext *r, const char *order_id, int take_it)
+{
+	redisReply *rep = take_it ? redisCommand(r, "SET lock:order:%s 1 NX PX 2000", order_id)
+	                          : redisCommand(r, "DEL lock:order:%s", order_id);
+	int got = take_it && rep && rep->type == REDIS_REPLY_STATUS;
+
+	freeReplyObject(rep);
+	return got;
+}
+
+int
+ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_status *st, int *hit,
+                char *errstr, size_t errsz)
+{
+	struct link *l;
+	redisContext *r = take(c, &l);
+	char err[256];
+	int rc, got = 0, i;
+
+	*hit = -1;
+	if (!r) {
+		give(c, l);
+		return ot_order_load(db, order_id, st, errstr, errsz);
+	}
+	/* Single flight: one reader refills a missing entry; the others wait for it, a bounded
+	 * time, then read the database without filling. A crowd on one cold order costs the
+	 * database one query more than nothing, not one per reader. */
+	for (i = 0; i <= REFILL_WAIT_STEPS && !got && !r->err; i++) {
+		if (i) {
+			struct timespec ts = {0, 20 * 1000000L};
+			nanosleep(&ts, NULL);
+			if (ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
+				*hit = 1; /* served by another's refill: counted as the miss it was */
+				give(c, l);
+				return 1;
+			}
+		}
+		/* Taken: another's refill may have landed since this reader missed. */
+		if ((got = refill_lock(r, order_id, 1)) && ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
+			refill_lock(r, order_id, 0);
+			*hit = 1;
+			give(c, l);
+			return 1;
+		}
+	}
+	*hit = r->err ? -1 : 0;
+	give(c, l);
+	rc = ot_order_load(db, order_id, st, errstr, errsz);
+	if (got) {
+		if (rc == 1 && ot_cache_fill(c, st, err, sizeof err) < 0)
+			OT_WARN(order_id, "cache refill failed: %s", err);
+		r = take(c, &l);
+		if (r)
+			refill_lock(r, order_id, 0);
+		give(c, l);
+	}
+	return rc;
+}
+
+int
+ot_cache_get(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_status *st, int *hit,
+             char *errstr, size_t errsz)
+{
+	char err[256];
+	int rc = ot_cache_read(c, order_id, st, err, sizeof err);
+
+	*hit = rc == 1;
+	if (rc == 1)
+		return 1;
+	if (rc < 0 && err[0])
+		OT_WARN(order_id, "cache read failed, reading the database: %s", err);
+	rc = ot_cache_refill(c, db, order_id, st, hit, errstr, errsz);
+	*hit = *hit == 1;
+	return rc;
+}
+
+void
+ot_cache_count(struct ot_cache *c, int hit)
+{
+	atomic_fetch_add(hit ? &c->hits : &c->misses, 1);
+}
+
+redisReply *
+ot_cache_history(struct ot_cache *c, const char *order_id, long long after, char *errstr, size_t errsz)
+{
+	struct link *l;
+	redisContext *r = take(c, &l);
+	redisReply *rep = NULL;
+
+	if (r)
+		rep = ot_redis_history(r, order_id, after, errstr, errsz);
+	else if (errsz)
+		errstr[0] = '\0'; /* not tried */
+	give(c, l);
+	return rep;
+}
+
+int
+ot_cache_invalidate(struct ot_cache *c, const char *order_id, char *errstr, size_t errsz)
+{
+	struct link *l;
+	redisContext *r = take(c, &l);
+	int rc = r ? ot_redis_del_status(r, order_id, errstr, errsz)
+	           : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+
+	give(c, l);
+	return rc;
+}
+
+struct warm {
+	redisContext *r;
+	char *errstr;
+	size_t errsz;
+};
+
+static int
+warm_one(void *arg, const struct ot_status *st)
+{
+	struct warm *w = arg;
+	int rc = ot_redis_put_status(w->r, st, w->errstr, w->errsz);
+
+	return rc < 0 ? rc : 0;
+}
+
+long
+ot_cache_warm(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
+{
+	struct link *l;
+	struct warm w = {take(c, &l), errstr, errsz};
+	long n = w.r ? ot_order_active(db, warm_one, &w, errstr, errsz)
+	             : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+
+	give(c, l);
+	return n;
+}
+
+int
+ot_cache_stats_flush(struct ot_cache *c, char *errstr, size_t errsz)
+{
+	long h = atomic_exchange(&c->hits, 0), m = atomic_exchange(&c->misses, 0);
+	long f = atomic_exchange(&c->fills, 0);
+	redisReply *rep = NULL;
+	struct link *l = NULL;
+	redisContext *r;
+
+	if (!h && !m && !f)
+		return 0;
+	if ((r = take(c, &l)))
+		rep = redisCommand(r, "EVAL %s 1 ot:stats %ld %ld %ld",
+		                   "redis.call('HINCRBY', KEYS[1], 'hits', ARGV[1]) "
+		                   "redis.call('HINCRBY', KEYS[1], 'misses', ARGV[2]) "
+		                   "redis.call('HINCRBY', KEYS[1], 'fills', ARGV[3]) return 1", h, m, f);
+	give(c, l);
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		/* Keep them for the next flush. */
+		atomic_fetch_add(&c->hits, h);
+		atomic_fetch_add(&c->misses, m);
+		atomic_fetch_add(&c->fills, f);
+		freeReplyObject(rep);
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: cache statistics not written");
+	}
+	freeReplyObject(rep);
+	return 0;
 }
 
 /* Calls fn for every order:{id} key; returns 0 or OT_ESERVICE. */
@@ -94,34 +605,40 @@ count_state(void *arg, const char *id)
 }
 
 json_t *
-ot_cache_stats(redisContext *r, char *errstr, size_t errsz)
+ot_cache_stats(struct ot_cache *c, char *errstr, size_t errsz)
 {
+	struct link *l;
+	redisContext *r = take(c, &l);
 	struct stats_scan s = {r, json_object(), 0};
 	long long v[3] = {0, 0, 0};
-	redisReply *rep;
-	json_t *o;
+	redisReply *rep = NULL;
+	json_t *o = NULL;
 	size_t i;
 
+	if (!r) {
+		ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+		goto out;
+	}
 	rep = redisCommand(r, "HMGET ot:stats hits misses fills");
 	if (!rep || rep->type != REDIS_REPLY_ARRAY) {
 		ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->err ? r->errstr : "bad reply");
-		freeReplyObject(rep);
-		json_decref(s.per_state);
-		return NULL;
+		goto out;
 	}
 	for (i = 0; i < 3 && i < rep->elements; i++)
 		v[i] = rep->element[i]->str ? atoll(rep->element[i]->str) : 0;
-	freeReplyObject(rep);
-	if (scan_orders(r, count_state, &s, errstr, errsz)) {
-		json_decref(s.per_state);
-		return NULL;
-	}
+	if (scan_orders(r, count_state, &s, errstr, errsz))
+		goto out;
 	o = json_pack("{s:I, s:I, s:I}", "hits", (json_int_t)v[0], "misses", (json_int_t)v[1],
 	              "fills", (json_int_t)v[2]);
 	json_object_set_new(o, "hit_ratio", v[0] + v[1] ? json_real((double)v[0] / (double)(v[0] + v[1]))
 	                                                : json_null());
 	json_object_set_new(o, "keys", json_integer(s.keys));
 	json_object_set_new(o, "keys_per_state", s.per_state);
+	s.per_state = NULL;
+out:
+	freeReplyObject(rep);
+	json_decref(s.per_state);
+	give(c, l);
 	return o;
 }
 
@@ -200,24 +717,30 @@ check_one(void *arg, const char *id)
 }
 
 int
-ot_cache_verify(PGconn *db, redisContext *r, int repair, FILE *out, struct ot_drift *d,
-                char *errstr, size_t errsz)
+ot_cache_verify(struct ot_cache *c, PGconn *db, int repair, FILE *out, struct ot_drift *d, char *errstr,
+                size_t errsz)
 {
+	struct link *l;
+	redisContext *r = take(c, &l);
 	struct verify v = {db, r, repair, out, d, errstr, errsz};
-	struct ot_status c;
+	struct ot_status st;
 	PGresult *res;
 	int i, rc;
 
 	memset(d, 0, sizeof *d);
-	if ((rc = scan_orders(r, check_one, &v, errstr, errsz)))
+	if (!r)
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	else
+		rc = scan_orders(r, check_one, &v, errstr, errsz);
+	if (rc) {
+		give(c, l);
 		return rc;
+	}
 	/* Active orders not cached are fine for cache-aside; count them, they show coverage. */
 	res = ot_pg_query(db, "SELECT id FROM orders WHERE status NOT IN ('DELIVERED','REJECTED','CANCELLED')",
 	                  0, NULL, &rc, errstr, errsz);
-	if (!res)
-		return rc;
-	for (i = 0; i < PQntuples(res); i++) {
-		rc = ot_redis_get_status(r, PQgetvalue(res, i, 0), &c, errstr, errsz);
+	for (i = 0; res && i < PQntuples(res); i++) {
+		rc = ot_redis_get_status(r, PQgetvalue(res, i, 0), &st, errstr, errsz);
 		if (rc < 0)
 			break;
 		if (rc == 0)
@@ -225,5 +748,6 @@ ot_cache_verify(PGconn *db, redisContext *r, int repair, FILE *out, struct ot_dr
 		rc = 0;
 	}
 	PQclear(res);
+	give(c, l);
 	return rc;
 }

@@ -1,15 +1,98 @@
-/* ot_cache: the order status cache inspected — statistics and drift against the database. */
+/* ot_cache: the order status cache — Redis's copy of each order's status, owned in one place. */
 #ifndef OT_CACHE_H
 #define OT_CACHE_H
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdio.h>
 #include <stddef.h>
 
+#include "ot_status.h"
+
+/* One object holds everything the cache is: its connections, the versioned writes, reads with
+ * a single-flight refill, the orders whose write failed (the dirty set) and their repair,
+ * warm-up, counters, statistics and drift checks. The domain (ot_order) commits and returns
+ * statuses; the tools hand them here. The cache is a copy: a failed write is logged and
+ * repaired later, never an error for the caller. Every function is safe from any thread: each
+ * call takes a connection from the object's own pool and gives it back. */
+struct ot_cache;
+struct ot_batch_res;
+struct ot_breaker;
+
+/* A cache over the Redis at url (the forms ot_redis_connect takes), connected on first use
+ * and again after a failure (at most five attempts a second). Exports its counters at 0 for
+ * this tool. NULL when out of memory. */
+struct ot_cache *ot_cache_new(const char *url);
+/* Accepts NULL. Only once no other thread uses c. */
+void ot_cache_free(struct ot_cache *c);
+/* Makes every later call go through cb (which outlives c): while it is open, Redis is not
+ * tried (a write is marked for repair at once, a read fails), and each call that tried reports
+ * whether its connection held. */
+void ot_cache_set_breaker(struct ot_cache *c, struct ot_breaker *cb);
+/* PING. Returns 0, or OT_ESERVICE with errstr. */
+int ot_cache_ping(struct ot_cache *c, char *errstr, size_t errsz);
+
+/* Writes st with the versioned compare-and-set (a newer cached version stays) and publishes
+ * the change; a failed write marks the order dirty for ot_cache_repair. Its "cache write" span
+ * is a child of the thread's current span. */
+void ot_cache_put(struct ot_cache *c, const struct ot_status *st);
+/* ot_cache_put for n statuses in one round trip, in order. Each write's span is a child of
+ * tps[i] (a traceparent; tps NULL, or an entry NULL or "": the thread's current span). */
+void ot_cache_put_many(struct ot_cache *c, const struct ot_status *sts, const char *const *tps, size_t n);
+/* ot_cache_put_many of the statuses a batch committed: res[i].st where its version is not 0,
+ * under res[i].tp. */
+void ot_cache_put_results(struct ot_cache *c, const struct ot_batch_res *res, size_t n);
+/* For a replayed change (ot-cache rebuild and sync): writes only where Redis knows the order.
+ * Returns 1 written, 0 stale, 2 unknown to Redis (write the database's status instead), or
+ * OT_ESERVICE with errstr. */
+int ot_cache_put_known(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz);
+
+/* Writes st, read from the database after a miss, counted as a fill. Returns 1 written, 0
+ * stale (Redis held a newer version), or OT_ESERVICE with errstr. */
+int ot_cache_fill(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz);
+
+/* Redis alone: 1 with st filled, 0 a miss (both counted for the statistics), or OT_ESERVICE
+ * (not counted) with errstr, which is "" when Redis was not tried (unreachable a moment ago,
+ * or its circuit open). */
+int ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, char *errstr, size_t errsz);
+/* After a miss: the database, refilling Redis under a single-flight lock (readers of the same
+ * missing order wait up to 0.5 s for one refill instead of all querying). *hit gets 1 when
+ * another's refill answered from Redis, 0 when the database did with Redis answering, -1 when
+ * the database did without Redis (down). Returns 1, 0 (no such order), or an ot_rc. */
+int ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_status *st, int *hit,
+                    char *errstr, size_t errsz);
+/* Cache-aside: ot_cache_read, then on a miss or failure ot_cache_refill. *hit is 1 when Redis
+ * answered. Returns 1, 0, or an ot_rc. */
+int ot_cache_get(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_status *st, int *hit,
+                 char *errstr, size_t errsz);
+/* Counts a read the caller served without ot_cache_read (its own pipeline, an in-process copy):
+ * 1 a hit, 0 a miss. */
+void ot_cache_count(struct ot_cache *c, int hit);
+/* The changes of one order newer than version after, oldest first (orderlog:{id}): an array of
+ * member (the status JSON) and score (the version) pairs; caller freeReplyObject's. NULL with
+ * errstr ("" when Redis was not tried, as ot_cache_read). */
+redisReply *ot_cache_history(struct ot_cache *c, const char *order_id, long long after, char *errstr,
+                             size_t errsz);
+/* Deletes the entry of order_id. Returns 1 deleted, 0 absent, OT_ESERVICE. */
+int ot_cache_invalidate(struct ot_cache *c, const char *order_id, char *errstr, size_t errsz);
+
+/* 1 when this process committed a status of order_id that Redis did not take: reads should go
+ * to the database until ot_cache_repair catches up. */
+int ot_cache_dirty(struct ot_cache *c, const char *order_id);
+/* Rewrites from the database every dirty order, with the versioned compare-and-set, so no stale
+ * status outlives a Redis outage. Returns how many were repaired, or an ot_rc (the rest are
+ * kept for later). */
+long ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz);
+/* Writes every order not yet in a final state. Returns the count, or an ot_rc. */
+long ot_cache_warm(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz);
+
+/* Adds the hits, misses and fills counted since the last call to the hash ot:stats in Redis
+ * (kept for the next call if Redis fails). Returns 0 or OT_ESERVICE. */
+int ot_cache_stats_flush(struct ot_cache *c, char *errstr, size_t errsz);
 /* {"hits","misses","fills","hit_ratio","keys","keys_per_state":{...}} as a new reference, or
- * NULL with errstr. Scans order:* keys. */
-json_t *ot_cache_stats(redisContext *r, char *errstr, size_t errsz);
+ * NULL with errstr. Scans the order:* keys. */
+json_t *ot_cache_stats(struct ot_cache *c, char *errstr, size_t errsz);
 
 struct ot_drift {
 	long checked, stale, ahead, mismatch, orphan, missing, repaired;
@@ -21,19 +104,7 @@ struct ot_drift {
  * missing: an active order not cached, which is not drift) is written to out as a JSON line.
  * With repair, drifted entries are replaced by the database's state (orphans deleted).
  * Returns 0 or an ot_rc. */
-int ot_cache_verify(PGconn *db, redisContext *r, int repair, FILE *out, struct ot_drift *d,
-                    char *errstr, size_t errsz);
-
-/* Count in ot_cache_writes_total{tool,result} one status written to Redis: "applied",
- * "cas_rejected" (Redis held a newer version, so kept it) or "failed" (Redis did not answer;
- * the entry is repaired later). */
-void ot_cache_count_write(const char *result);
-/* Count a refill after a miss in ot_cache_fills_total{tool}. */
-void ot_cache_count_fill(void);
-/* Count an entry put back after a failed write in ot_cache_repairs_total{tool}. */
-void ot_cache_count_repair(void);
-/* Exports the three counters above at 0 for this tool, so a rate over them has a series before
- * the first write, fill or repair. A long-running tool calls it at start. */
-void ot_cache_metrics_zero(void);
+int ot_cache_verify(struct ot_cache *c, PGconn *db, int repair, FILE *out, struct ot_drift *d, char *errstr,
+                    size_t errsz);
 
 #endif

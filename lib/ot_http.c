@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "ot_breaker.h"
+#include "ot_cache.h"
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_event.h"
@@ -73,6 +74,7 @@ struct ot_http {
 	int burst;
 	struct ot_breaker redis_cb, pg_cb;
 	struct ot_live *live;
+	struct ot_cache *cache; /* the order status cache (the caller's) */
 	struct ot_lcache *lc; /* hot statuses in process; NULL when off */
 	struct ot_rpipe *pipe; /* the event loops' reads of Redis, pipelined */
 	struct ot_pool *slow; /* database calls and waits, off the event loops */
@@ -408,30 +410,26 @@ struct body {
 	size_t len;          /* 0: none */
 };
 
-/* The database half of a status read, after Redis answered a miss (r: refill it under the
- * single-flight lock) or could not be used (r NULL: the database alone). r, when not NULL, came
- * from redis_of and is reported here. What the refill answered goes into the in-process cache
- * unless Redis invalidated the order since mark. Returns as lookup. */
+/* The database half of a status read: after Redis answered a miss (via_redis: refill it under
+ * the single-flight lock), or without Redis (down, its circuit open, or the order dirty).
+ * What a refill answered goes into the in-process cache unless Redis invalidated the order
+ * since mark. Returns as lookup. */
 static int
-lookup_db(struct call *x, const char *id, redisContext *r, uint64_t mark, struct ot_status *st,
+lookup_db(struct call *x, const char *id, int via_redis, uint64_t mark, struct ot_status *st,
           enum ot_cache_result *how, char *err, size_t errsz)
 {
 	PGconn *db;
-	int hit = 0, rc;
+	int hit = -1, rc;
 
 	*how = OT_C_BYPASS;
-	if (!(db = db_of(x))) {
-		if (r)
-			redis_done(x, r, 1);
+	if (!(db = db_of(x)))
 		return ot_err(OT_ESERVICE, err, errsz, "the orders database is unavailable");
-	}
-	rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
+	rc = via_redis ? ot_cache_refill(x->h->cache, db, id, st, &hit, err, errsz) : ot_order_load(db, id, st, err, errsz);
 	if (db_retry(x, rc, &db))
-		rc = ot_order_refill(db, r, id, st, &hit, err, errsz);
+		rc = via_redis ? ot_cache_refill(x->h->cache, db, id, st, &hit, err, errsz)
+		               : ot_order_load(db, id, st, err, errsz);
 	db_done(x, rc);
-	if (r)
-		redis_done(x, r, 1);
-	*how = hit ? OT_C_HIT : r && !r->err ? OT_C_MISS : OT_C_BYPASS;
+	*how = hit == 1 ? OT_C_HIT : hit == 0 ? OT_C_MISS : OT_C_BYPASS;
 	if (rc == 1 && *how != OT_C_BYPASS && x->h->lc)
 		ot_lcache_put(x->h->lc, st, mark);
 	return rc;
@@ -447,7 +445,6 @@ static int
 lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_result *how, struct body *body,
        char *err, size_t errsz)
 {
-	redisContext *r;
 	uint64_t mark = 0;
 	int rc;
 
@@ -455,34 +452,26 @@ lookup(struct call *x, const char *id, struct ot_status *st, enum ot_cache_resul
 	if (body)
 		body->len = 0;
 	/* A status this server committed while Redis did not take it: the cache may be behind. */
-	if (ot_cache_dirty(id))
-		r = NULL;
-	else if (x->h->lc && ot_lcache_get(x->h->lc, id, st, body ? body->buf : NULL, body ? sizeof body->buf : 0,
-	                                   body ? &body->len : NULL)) {
+	if (ot_cache_dirty(x->h->cache, id))
+		return lookup_db(x, id, 0, 0, st, how, err, errsz);
+	if (x->h->lc && ot_lcache_get(x->h->lc, id, st, body ? body->buf : NULL, body ? sizeof body->buf : 0,
+	                              body ? &body->len : NULL)) {
 		*how = OT_C_LOCAL;
-		ot_cache_count(1);
+		ot_cache_count(x->h->cache, 1);
 		return 1;
-	} else if ((r = redis_of(x))) {
-		if (x->h->lc)
-			mark = ot_lcache_mark(x->h->lc, id);
-		rc = ot_redis_get_status(r, id, st, err, errsz);
-		if (rc == 1) {
-			redis_done(x, r, 1);
-			*how = OT_C_HIT;
-			ot_cache_count(1);
-			if (x->h->lc)
-				ot_lcache_put(x->h->lc, st, mark);
-			return 1;
-		}
-		if (rc < 0) {
-			redis_done(x, r, 0);
-			OT_WARN(id, "cache read failed, reading the database: %s", err);
-			r = NULL;
-		} else {
-			ot_cache_count(0);
-		}
 	}
-	return lookup_db(x, id, r, mark, st, how, err, errsz);
+	if (x->h->lc)
+		mark = ot_lcache_mark(x->h->lc, id);
+	rc = ot_cache_read(x->h->cache, id, st, err, errsz);
+	if (rc == 1) {
+		*how = OT_C_HIT;
+		if (x->h->lc)
+			ot_lcache_put(x->h->lc, st, mark);
+		return 1;
+	}
+	if (rc < 0 && err[0])
+		OT_WARN(id, "cache read failed, reading the database: %s", err);
+	return lookup_db(x, id, rc == 0, mark, st, how, err, errsz);
 }
 
 static int call_of(void *app, struct ot_httpd_req *rq, struct call *x);
@@ -558,12 +547,11 @@ get_db(struct call *x)
 	struct serve_req *sr = x->sr;
 	enum ot_cache_result how;
 	struct ot_status st;
-	redisContext *r = sr->via_redis ? redis_of(x) : NULL;
 	char err[512];
 	int rc;
 
 	memset(&st, 0, sizeof st);
-	rc = lookup_db(x, sr->oid, r, sr->mark, &st, &how, err, sizeof err);
+	rc = lookup_db(x, sr->oid, sr->via_redis, sr->mark, &st, &how, err, sizeof err);
 	return answer_status(x, rc, &st, how, NULL, err);
 }
 
@@ -586,7 +574,7 @@ got_status(struct ot_rpipe_job *j, redisReply *rep)
 
 	ot_breaker_done(&h->redis_cb, rc >= 0);
 	if (rc == 1) {
-		ot_cache_count(1);
+		ot_cache_count(h->cache, 1);
 		if (h->lc)
 			ot_lcache_put(h->lc, &st, sr->mark);
 		answer_status(&x, 1, &st, OT_C_HIT, NULL, "");
@@ -596,7 +584,7 @@ got_status(struct ot_rpipe_job *j, redisReply *rep)
 		return;
 	}
 	if (rc == 0)
-		ot_cache_count(0);
+		ot_cache_count(h->cache, 0);
 	else
 		OT_WARN(sr->oid, "cache read failed, reading the database: Redis HGETALL: %s",
 		        rep && rep->str ? rep->str : "no reply");
@@ -669,13 +657,13 @@ get_order(struct call *x, const char *id)
 	sr->inm = MHD_lookup_connection_value(x->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 	sr->via_redis = 0;
 	/* A status this server committed while Redis did not take it: the cache may be behind. */
-	if (ot_cache_dirty(id))
+	if (ot_cache_dirty(x->h->cache, id))
 		return offload(x, get_db);
 	if (x->h->lc && ot_lcache_get_refresh(x->h->lc, id, &st, body.buf, sizeof body.buf, &body.len, &refresh,
 	                                      &mark)) {
 		if (refresh)
 			refresh_ahead(x->h, id, mark);
-		ot_cache_count(1);
+		ot_cache_count(x->h->cache, 1);
 		return answer_status(x, 1, &st, OT_C_LOCAL, &body, "");
 	}
 	if (!ot_breaker_allow(&x->h->redis_cb))
@@ -872,8 +860,8 @@ post_order(struct call *x)
 	json_t *req, *rid, *order = NULL;
 	json_error_t jerr;
 	char err[512], loc[128];
+	struct ot_status st;
 	int created = 0, rc;
-	redisContext *r;
 	PGconn *db;
 
 	if (!authorized(x))
@@ -906,16 +894,15 @@ post_order(struct call *x)
 		json_decref(req);
 		return unavailable(x);
 	}
-	r = redis_of(x);
 	/* An Idempotency-Key is the caller's own: another key's holder never gets this order back. */
-	rc = ot_order_place_as(db, r, req, "ot-serve", x->sr->key_id, &order, &created, err, sizeof err);
+	rc = ot_order_place_as(db, req, "ot-serve", x->sr->key_id, &order, &created, &st, err, sizeof err);
 	/* Only a request_id makes a second try safe: a lost connection may hide a commit. */
 	rid = json_object_get(req, "request_id");
 	if (rid && !json_is_null(rid) && db_retry(x, rc, &db))
-		rc = ot_order_place_as(db, r, req, "ot-serve", x->sr->key_id, &order, &created, err, sizeof err);
+		rc = ot_order_place_as(db, req, "ot-serve", x->sr->key_id, &order, &created, &st, err, sizeof err);
 	db_done(x, rc);
-	if (r)
-		redis_done(x, r, 1);
+	if (!rc && st.version)
+		ot_cache_put(x->h->cache, &st);
 	json_decref(req);
 	if (rc == OT_EINPUT)
 		return reply_error(x, 400, err, NULL);
@@ -940,10 +927,9 @@ cancel_order(struct call *x, const char *id)
 	struct ot_event ev;
 	struct ot_status st;
 	json_t *req = NULL, *reason;
-	redisContext *r;
 	PGconn *db;
 	char err[512];
-	int rc, hit;
+	int rc;
 
 	if (!authorized(x))
 		return unauthorized(x);
@@ -963,14 +949,13 @@ cancel_order(struct call *x, const char *id)
 	              json_pack("{s:s}", "reason", json_is_string(reason) ? json_string_value(reason)
 	                                                               : "cancelled by the customer"), NULL);
 	json_decref(req);
-	r = redis_of(x);
 	/* A repeated cancel is a stale transition, so a second try is safe. */
-	rc = ot_order_apply(db, r, &ev, "ot-serve", err, sizeof err);
+	rc = ot_order_apply(db, &ev, "ot-serve", &st, err, sizeof err);
 	if (db_retry(x, rc, &db))
-		rc = ot_order_apply(db, r, &ev, "ot-serve", err, sizeof err);
+		rc = ot_order_apply(db, &ev, "ot-serve", &st, err, sizeof err);
 	db_done(x, rc);
-	if (r)
-		redis_done(x, r, 1);
+	if (rc >= 0 && st.version)
+		ot_cache_put(x->h->cache, &st);
 	ot_event_clear(&ev);
 	/* What this server wrote: no read after the answer may show the status from before. */
 	ot_lcache_forget(x->h->lc, id);
@@ -981,7 +966,7 @@ cancel_order(struct call *x, const char *id)
 	if (rc < 0)
 		return failed(x, rc, err);
 	/* Applied, or already cancelled: either way the answer is the order as it now is. */
-	if ((rc = ot_order_get(db, NULL, id, &st, &hit, err, sizeof err)) != 1)
+	if ((rc = ot_order_load(db, id, &st, err, sizeof err)) != 1)
 		return failed(x, rc ? rc : OT_EINTERNAL, rc ? err : "the order vanished");
 	if (strcmp(st.status, "CANCELLED"))
 		return reply_error(x, 409, "the order can no longer be cancelled", NULL);
@@ -1030,7 +1015,6 @@ stream(struct call *x, const char *id, int ws_only)
 	enum ot_cache_result how;
 	struct ot_status st;
 	redisReply *hist = NULL;
-	redisContext *r;
 	long long last = 0, top = 0;
 	char err[512], *cur = NULL;
 	size_t n = 0, i;
@@ -1060,12 +1044,8 @@ stream(struct call *x, const char *id, int ws_only)
 		return failed(x, rc, err);
 	if (rc == 0)
 		return not_found(x, id);
-	if ((r = redis_of(x))) {
-		hist = ot_redis_history(r, id, last, err, sizeof err);
-		redis_done(x, r, hist != NULL);
-		if (!hist)
-			OT_WARN(id, "stream history unavailable: %s", err);
-	}
+	if (!(hist = ot_cache_history(x->h->cache, id, last, err, sizeof err)) && err[0])
+		OT_WARN(id, "stream history unavailable: %s", err);
 	for (i = 0; hist && i + 1 < hist->elements && n < OT_REDIS_LOG_MAX; i += 2) {
 		ev[n].json = hist->element[i]->str;
 		ev[n].version = strtoll(hist->element[i + 1]->str ? hist->element[i + 1]->str : "0", NULL, 10);
@@ -1473,6 +1453,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto fail;
 	}
+	h->cache = o->cache;
 	h->rate = o->rate;
 	h->burst = o->burst > 0 ? o->burst : 1;
 	h->lease_n = (int)(h->rate * LEASE_MS / 1000);
@@ -1481,6 +1462,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 	ot_breaker_init(&h->redis_cb, "Redis", BREAKER_FAILURES, BREAKER_OPEN_MS);
 	ot_breaker_init(&h->pg_cb, "PostgreSQL", BREAKER_FAILURES, BREAKER_OPEN_MS);
 	h->breakers = 1;
+	ot_cache_set_breaker(h->cache, &h->redis_cb);
 	if (o->local_cache_ms > 0 && o->local_cache_max > 0 &&
 	    !(h->lc = ot_lcache_new((size_t)o->local_cache_max, o->local_cache_ms))) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
@@ -1534,6 +1516,7 @@ ot_http_stop(struct ot_http *h)
 	ot_live_stop(h->live);
 	ot_lcache_free(h->lc);
 	if (h->breakers) {
+		ot_cache_set_breaker(h->cache, NULL);
 		ot_breaker_destroy(&h->redis_cb);
 		ot_breaker_destroy(&h->pg_cb);
 	}

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+struct ot_cache;
 struct ot_config;
 struct ot_http;
 
@@ -21,6 +22,8 @@ struct ot_http_opts {
 	int local_cache_ms;    /* an in-process cache entry serves reads this long at most; 0: no
 	                        * in-process cache (see ot_lcache.h) */
 	int local_cache_max;   /* entries it holds at most */
+	struct ot_cache *cache; /* the order status cache (required): used from ot_http_start to
+	                         * ot_http_stop, behind the server's Redis circuit breaker */
 };
 
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),

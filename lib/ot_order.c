@@ -24,8 +24,6 @@
                     "coalesce(eta, ''), " TS_SQL("updated_at")
 #define MAX_ITEMS 100
 
-/* Cache reads since the last ot_cache_stats_flush, from every thread. */
-static atomic_long stat_hits, stat_misses, stat_fills;
 /* Events skipped because the order was cancelled meanwhile, since the process started. */
 static atomic_long late_count;
 
@@ -56,159 +54,6 @@ static void
 status_from_row(struct ot_status *st, const char *order_id, PGresult *res, int row)
 {
 	status_from_cols(st, order_id, res, row, 0);
-}
-
-/* The cache is a copy: a failed write is logged, the next write or a miss repairs it. */
-/* Orders whose cache write failed after their commit: Redis may still hold their previous
- * status, so ot_cache_repair rewrites them from the database once Redis answers. */
-#define DIRTY_MAX 8192
-static pthread_mutex_t dirty_mu = PTHREAD_MUTEX_INITIALIZER;
-static char dirty[DIRTY_MAX][64];
-static atomic_int ndirty; /* read without the lock by ot_cache_dirty's fast path */
-static int dirty_lost;
-
-static void
-mark_dirty(const char *order_id)
-{
-	int i;
-
-	pthread_mutex_lock(&dirty_mu);
-	for (i = 0; i < ndirty && strcmp(dirty[i], order_id); i++)
-		;
-	if (i == ndirty) {
-		if (ndirty < DIRTY_MAX)
-			snprintf(dirty[ndirty++], sizeof dirty[0], "%s", order_id);
-		else
-			dirty_lost++; /* left to the TTL, ot-cache sync and ot-cache verify --repair */
-	}
-	pthread_mutex_unlock(&dirty_mu);
-}
-
-int
-ot_cache_dirty(const char *order_id)
-{
-	int i, found = 0;
-
-	if (!atomic_load(&ndirty)) /* nearly always: every read asks */
-		return 0;
-	pthread_mutex_lock(&dirty_mu);
-	for (i = 0; i < ndirty && !found; i++)
-		found = !strcmp(dirty[i], order_id);
-	pthread_mutex_unlock(&dirty_mu);
-	return found;
-}
-
-static void
-cache_put(redisContext *r, const struct ot_status *st)
-{
-	struct ot_span sp;
-	char err[256], v[24];
-	int rc;
-
-	ot_span_begin(&sp, "cache write", OT_SPAN_CLIENT, NULL);
-	if (sp.exported) {
-		snprintf(v, sizeof v, "%lld", st->version);
-		ot_span_tag(&sp, "db.system", "redis");
-		ot_span_tag(&sp, "order_id", st->order_id);
-		ot_span_tag(&sp, "order.status", st->status);
-		ot_span_tag(&sp, "order.version", v);
-	}
-	rc = r ? ot_redis_put_status(r, st, err, sizeof err) : OT_ESERVICE;
-	if (rc < 0) {
-		OT_WARN(st->order_id, "cache write failed, the database stays authoritative; repaired "
-		        "once Redis answers%s%s", r ? ": " : "", r ? err : "");
-		ot_span_error(&sp, r ? err : "Redis unavailable");
-		mark_dirty(st->order_id);
-	}
-	ot_cache_count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
-	ot_span_end(&sp);
-}
-
-/* cache_put for n statuses in one pipeline: what fails is marked for repair. Each write is
- * its own "cache write" span, a child of parents[i] (parents, or an entry, NULL: of the
- * thread's current span). */
-static void
-cache_put_many(redisContext *r, const struct ot_status *sts, size_t n, struct ot_span *const *parents)
-{
-	struct ot_span *sp;
-	char err[256], v[24], tp[56];
-	int *results;
-	size_t i;
-	int rc;
-
-	if (!n)
-		return;
-	results = calloc(n, sizeof *results);
-	sp = calloc(n, sizeof *sp);
-	if (!results || !sp) {
-		free(results);
-		free(sp);
-		for (i = 0; i < n; i++)
-			cache_put(r, &sts[i]);
-		return;
-	}
-	for (i = 0; i < n; i++) {
-		if (parents && parents[i])
-			ot_span_traceparent(parents[i], tp);
-		ot_span_begin_detached(&sp[i], "cache write", OT_SPAN_CLIENT, parents && parents[i] ? tp : NULL);
-		if (sp[i].exported) {
-			snprintf(v, sizeof v, "%lld", sts[i].version);
-			ot_span_tag(&sp[i], "db.system", "redis");
-			ot_span_tag(&sp[i], "order_id", sts[i].order_id);
-			ot_span_tag(&sp[i], "order.status", sts[i].status);
-			ot_span_tag(&sp[i], "order.version", v);
-		}
-	}
-	rc = r ? ot_redis_put_many(r, sts, n, results, err, sizeof err) : OT_ESERVICE;
-	if (rc < 0)
-		OT_WARN(n == 1 ? sts[0].order_id : NULL, "cache write of %zu status%s failed, the database stays "
-		        "authoritative; repaired once Redis answers%s%s", n, n == 1 ? "" : "es", r ? ": " : "", r ? err : "");
-	for (i = 0; i < n; i++) {
-		if (rc < 0) {
-			mark_dirty(sts[i].order_id);
-			ot_span_error(&sp[i], r ? err : "Redis unavailable");
-		}
-		ot_cache_count_write(rc < 0 ? "failed" : results[i] ? "applied" : "cas_rejected");
-		ot_span_end(&sp[i]);
-	}
-	free(sp);
-	free(results);
-}
-
-long
-ot_cache_repair(PGconn *db, redisContext *r, char *errstr, size_t errsz)
-{
-	char ids[64][64];
-	struct ot_status st;
-	long fixed = 0;
-	int n, i, rc = 0;
-
-	for (;;) {
-		pthread_mutex_lock(&dirty_mu);
-		n = ndirty < 64 ? ndirty : 64;
-		ndirty -= n;
-		memcpy(ids, dirty[ndirty], (size_t)n * sizeof ids[0]);
-		if (dirty_lost) {
-			OT_WARN(NULL, "%d cache repairs did not fit in memory: ot-cache verify --repair finds them",
-			        dirty_lost);
-			dirty_lost = 0;
-		}
-		pthread_mutex_unlock(&dirty_mu);
-		if (!n)
-			return fixed;
-		for (i = 0; i < n; i++) {
-			if (!r || r->err || (rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0 ||
-			    (rc == 1 && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0))
-				break;
-			OT_INFO(ids[i], "cache repaired to version %lld", rc >= 0 ? st.version : 0);
-			ot_cache_count_repair();
-			fixed++;
-		}
-		for (; i < n; i++) /* not this time: keep them for the next call */
-			mark_dirty(ids[i]);
-		if (rc < 0 || !r || r->err)
-			return rc < 0 ? rc : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
-	}
 }
 
 static const char *
@@ -311,10 +156,10 @@ ot_order_fingerprint(const json_t *req, char out[65])
 }
 
 int
-ot_order_place(PGconn *db, redisContext *r, json_t *req, const char *source, json_t **order,
-               int *created, char *errstr, size_t errsz)
+ot_order_place(PGconn *db, json_t *req, const char *source, json_t **order, int *created,
+               struct ot_status *st, char *errstr, size_t errsz)
 {
-	return ot_order_place_as(db, r, req, source, "", order, created, errstr, errsz);
+	return ot_order_place_as(db, req, source, "", order, created, st, errstr, errsz);
 }
 
 static const double delivery_bounds[] = {300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200, 14400, 28800, 86400};
@@ -519,7 +364,7 @@ out:
 /* After the commit: the log line, the counter, the whole order for the caller, and in *pst
  * the PENDING status for the cache. */
 static int
-place_done(PGconn *db, redisContext *r, const char *source, struct placing *pl, json_t **order,
+place_done(PGconn *db, const char *source, struct placing *pl, json_t **order,
            struct ot_status *pst, char *errstr, size_t errsz)
 {
 	struct ot_status st;
@@ -548,25 +393,26 @@ place_done(PGconn *db, redisContext *r, const char *source, struct placing *pl, 
 	}
 	if (pl->request_id)
 		json_object_set_new(*order, "request_id", json_string(pl->request_id));
-	(void)r;
 	*pst = st;
 	return OT_OK;
 }
 
 int
-ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, const char *scope,
-                  json_t **order, int *created, char *errstr, size_t errsz)
+ot_order_place_as(PGconn *db, json_t *req, const char *source, const char *scope, json_t **order,
+                  int *created, struct ot_status *st, char *errstr, size_t errsz)
 {
 	struct ot_batch_res res;
 	int rc, tries;
 
 	*order = NULL;
 	*created = 0;
+	if (st)
+		memset(st, 0, sizeof *st);
 	/* A request_id race is settled by a second look: theirs stands. */
 	for (tries = 0; tries < 2; tries++) {
+		memset(&res, 0, sizeof res);
 		res.rc = OT_OK;
-		res.err[0] = '\0';
-		rc = ot_order_place_batch_as(db, r, &req, 1, source, scope, order, &res, errstr, errsz);
+		rc = ot_order_place_batch_as(db, &req, 1, source, scope, order, &res, errstr, errsz);
 		if (rc != OT_ESERVICE || !strstr(errstr, "request_id was placed meanwhile"))
 			break;
 	}
@@ -575,32 +421,35 @@ ot_order_place_as(PGconn *db, redisContext *r, json_t *req, const char *source, 
 	if (res.rc != OT_OK && res.rc != OT_SKIP)
 		return ot_err(res.rc, errstr, errsz, "%s", res.err);
 	*created = res.rc == OT_OK;
+	if (st)
+		*st = res.st;
 	return OT_OK;
 }
 
 int
-ot_order_place_batch(PGconn *db, redisContext *r, json_t *const *reqs, size_t n, const char *source,
-                     json_t **orders, struct ot_batch_res *res, char *errstr, size_t errsz)
+ot_order_place_batch(PGconn *db, json_t *const *reqs, size_t n, const char *source, json_t **orders,
+                     struct ot_batch_res *res, char *errstr, size_t errsz)
 {
-	return ot_order_place_batch_as(db, r, reqs, n, source, "", orders, res, errstr, errsz);
+	return ot_order_place_batch_as(db, reqs, n, source, "", orders, res, errstr, errsz);
 }
 
 int
-ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t n, const char *source,
-                        const char *scope, json_t **orders, struct ot_batch_res *res, char *errstr, size_t errsz)
+ot_order_place_batch_as(PGconn *db, json_t *const *reqs, size_t n, const char *source, const char *scope,
+                        json_t **orders, struct ot_batch_res *res, char *errstr, size_t errsz)
 {
 	struct placing *pl = calloc(n, sizeof *pl);
-	struct ot_status *sts = calloc(n, sizeof *sts);
-	struct ot_span *sp = calloc(n, sizeof *sp), **parents = calloc(n, sizeof *parents);
-	size_t i, k = 0, todo = 0;
+	struct ot_span *sp = calloc(n, sizeof *sp);
+	size_t i, todo = 0;
 	int rc = OT_OK, own = !ot_span_current();
 
-	if (!pl || !sts || !sp || !parents) {
+	if (!pl || !sp) {
 		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
 		orders[i] = NULL;
+		res[i].st.version = 0;
+		res[i].tp[0] = '\0';
 		if (res[i].rc == OT_OK)
 			res[i].rc = place_check(reqs[i], &pl[i], res[i].err, sizeof res[i].err);
 		if (res[i].rc == OT_OK) {
@@ -629,18 +478,20 @@ ot_order_place_batch_as(PGconn *db, redisContext *r, json_t *const *reqs, size_t
 	for (i = 0; i < n; i++) {
 		if (res[i].rc != OT_OK)
 			continue;
-		if (place_done(db, r, source, &pl[i], &orders[i], &sts[k], res[i].err, sizeof res[i].err)) {
+		if (place_done(db, source, &pl[i], &orders[i], &res[i].st, res[i].err, sizeof res[i].err)) {
 			/* Committed, so not to be placed again, but not read back: said, not printed. */
 			OT_ERROR(pl[i].id, "order placed, but not read back: %s", res[i].err);
 			res[i].rc = OT_SKIP;
+			res[i].st.version = 0;
 			continue;
 		}
-		if (pl[i].created)
-			parents[k++] = own ? &sp[i] : NULL;
-		else
+		if (!pl[i].created) {
 			res[i].rc = OT_SKIP;
+			res[i].st.version = 0; /* cached when it was placed */
+		} else if (own && sp[i].exported) {
+			ot_span_traceparent(&sp[i], res[i].tp);
+		}
 	}
-	cache_put_many(r, sts, k, parents);
 out:
 	if (rc)
 		ot_pg_rollback(db);
@@ -653,9 +504,7 @@ out:
 		if (pl)
 			placing_free(&pl[i]);
 	}
-	free(parents);
 	free(sp);
-	free(sts);
 	free(pl);
 	return rc;
 }
@@ -1025,22 +874,15 @@ out:
 	return rc;
 }
 
-/* After the commit: the log lines, the counters, the cache. */
+/* After the commit: the log lines, the counters, and in res[i].st the status to cache: the
+ * new one, or the current one when the cache may be behind (REFRESH). */
 static void
-after_commit(PGconn *db, redisContext *r, const char *consumer, const struct ot_event *evs,
-             struct ot_batch_res *res, struct step *steps, size_t n, struct row *rows, size_t nrows,
-             struct ot_span *sp)
+after_commit(PGconn *db, const char *consumer, const struct ot_event *evs, struct ot_batch_res *res,
+             struct step *steps, size_t n, struct row *rows, size_t nrows, struct ot_span *sp)
 {
-	struct ot_status *sts = calloc(n, sizeof *sts);
-	struct ot_span **parents = calloc(n, sizeof *parents);
 	struct row *w;
-	size_t i, k = 0;
+	size_t i;
 
-	if (!sts || !parents) {
-		free(sts);
-		free(parents);
-		return;
-	}
 	for (i = 0; i < n; i++) {
 		if (res[i].rc == OT_SKIP && !strcmp(res[i].as, "late"))
 			atomic_fetch_add(&late_count, 1);
@@ -1051,21 +893,18 @@ after_commit(PGconn *db, redisContext *r, const char *consumer, const struct ot_
 			count_transition(consumer, steps[i].st.status);
 			if (steps[i].to == OT_ST_DELIVERED && (w = row_of(rows, nrows, evs[i].order_id)))
 				count_delivery(w->age_s);
-			parents[k] = sp ? &sp[i] : NULL;
-			sts[k++] = steps[i].st;
-		} else if (steps[i].kind == REFRESH && r && ot_order_load(db, evs[i].order_id, &sts[k], NULL, 0) == 1) {
-			parents[k++] = sp ? &sp[i] : NULL;
+			res[i].st = steps[i].st;
+		} else if (steps[i].kind == REFRESH && ot_order_load(db, evs[i].order_id, &res[i].st, NULL, 0) != 1) {
+			res[i].st.version = 0;
 		}
+		if (sp && res[i].st.version && sp[i].exported)
+			ot_span_traceparent(&sp[i], res[i].tp);
 		ot_span_leave(sp ? &sp[i] : NULL);
 	}
-	/* In the order they were committed, in one round trip. */
-	cache_put_many(r, sts, k, parents);
-	free(parents);
-	free(sts);
 }
 
 int
-ot_order_apply_batch(PGconn *db, redisContext *r, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
+ot_order_apply_batch(PGconn *db, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
                      const char *consumer, struct ot_batch_res *res, char *errstr, size_t errsz)
 {
 	struct step *steps = calloc(n, sizeof *steps);
@@ -1081,6 +920,8 @@ ot_order_apply_batch(PGconn *db, redisContext *r, const struct ot_msg *ms, const
 		goto done;
 	}
 	for (i = 0; i < n; i++) {
+		res[i].st.version = 0;
+		res[i].tp[0] = '\0';
 		if (res[i].rc != OT_OK)
 			continue; /* refused before: left to the per-record path */
 		res[i].rc = step_check(&evs[i], &steps[i], res[i].err, sizeof res[i].err);
@@ -1106,7 +947,7 @@ ot_order_apply_batch(PGconn *db, redisContext *r, const struct ot_msg *ms, const
 	    (rc = write_all(db, consumer, rows, nrows, outs, nouts, refused, errstr, errsz)) ||
 	    (rc = ot_pg_exec(db, "COMMIT", 0, NULL, errstr, errsz)))
 		goto done;
-	after_commit(db, r, consumer, evs, res, steps, n, rows, nrows, ms ? sp : NULL);
+	after_commit(db, consumer, evs, res, steps, n, rows, nrows, ms ? sp : NULL);
 done:
 	if (rc)
 		ot_pg_rollback(db);
@@ -1126,15 +967,19 @@ done:
 }
 
 int
-ot_order_apply(PGconn *db, redisContext *r, const struct ot_event *ev, const char *consumer,
+ot_order_apply(PGconn *db, const struct ot_event *ev, const char *consumer, struct ot_status *st,
                char *errstr, size_t errsz)
 {
 	struct ot_batch_res res = {.rc = OT_OK, .as = "duplicate"};
 	int rc;
 
-	rc = ot_order_apply_batch(db, r, NULL, ev, 1, consumer, &res, errstr, errsz);
+	if (st)
+		memset(st, 0, sizeof *st);
+	rc = ot_order_apply_batch(db, NULL, ev, 1, consumer, &res, errstr, errsz);
 	if (rc)
 		return rc;
+	if (st)
+		*st = res.st;
 	snprintf(errstr, errsz, "%s", res.err);
 	if (res.rc == OT_SKIP)
 		ot_run_skipped_as(res.as);
@@ -1160,168 +1005,24 @@ ot_order_load(PGconn *db, const char *order_id, struct ot_status *st, char *errs
 	return found;
 }
 
-#define REFILL_WAIT_STEPS 25 /* x 20 ms: how long a reader waits for another's refill */
-
-/* Takes (take) or drops the refill lock of one order: a key with a 2 s expiry, so a reader
- * that died holding it does not block the others for long. Returns 1 when taken. */
-static int
-refill_lock(redisContext *r, const char *order_id, int take)
-{
-	redisReply *rep = take ? redisCommand(r, "SET lock:order:%s 1 NX PX 2000", order_id)
-	                       : redisCommand(r, "DEL lock:order:%s", order_id);
-	int got = take && rep && rep->type == REDIS_REPLY_STATUS;
-
-	freeReplyObject(rep);
-	return got;
-}
-
-int
-ot_order_get(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st, int *hit,
-             char *errstr, size_t errsz)
-{
-	char err[256];
-	int rc;
-
-	*hit = 0;
-	if (r) {
-		rc = ot_redis_get_status(r, order_id, st, err, sizeof err);
-		if (rc == 1) {
-			*hit = 1;
-			ot_cache_count(1);
-			return 1;
-		}
-		if (rc < 0)
-			OT_WARN(order_id, "cache read failed, reading the database: %s", err);
-		else
-			ot_cache_count(0);
-	}
-	return ot_order_refill(db, r, order_id, st, hit, errstr, errsz);
-}
-
-int
-ot_order_refill(PGconn *db, redisContext *r, const char *order_id, struct ot_status *st, int *hit,
-                char *errstr, size_t errsz)
-{
-	char err[256];
-	int rc;
-
-	*hit = 0;
-	/* Single flight: one reader refills a missing entry; the others wait for it, a bounded
-	 * time, then read the database without filling. A crowd on one cold order costs the
-	 * database one query more than nothing, not one per reader. */
-	if (r && !r->err) {
-		int got = 0;
-		for (int i = 0; i <= REFILL_WAIT_STEPS && !got; i++) {
-			if (i) {
-				struct timespec ts = {0, 20 * 1000000L};
-				nanosleep(&ts, NULL);
-				if (ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
-					*hit = 1; /* served by another's refill: counted as the miss it was */
-					return 1;
-				}
-			}
-			/* Taken: another's refill may have landed since this reader missed. */
-			if ((got = refill_lock(r, order_id, 1)) &&
-			    ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
-				refill_lock(r, order_id, 0);
-				*hit = 1;
-				return 1;
-			}
-		}
-		rc = ot_order_load(db, order_id, st, errstr, errsz);
-		if (got) {
-			if (rc == 1) {
-				cache_put(r, st);
-				atomic_fetch_add(&stat_fills, 1);
-				ot_cache_count_fill();
-			}
-			refill_lock(r, order_id, 0);
-		}
-		return rc;
-	}
-	return ot_order_load(db, order_id, st, errstr, errsz);
-}
-
-void
-ot_cache_count(int hit)
-{
-	atomic_fetch_add(hit ? &stat_hits : &stat_misses, 1);
-}
-
-int
-ot_cache_stats_flush(redisContext *r, char *errstr, size_t errsz)
-{
-	long h = atomic_exchange(&stat_hits, 0), m = atomic_exchange(&stat_misses, 0);
-	long f = atomic_exchange(&stat_fills, 0);
-	redisReply *rep;
-
-	if (!h && !m && !f)
-		return 0;
-	rep = r && !r->err ? redisCommand(r, "EVAL %s 1 ot:stats %ld %ld %ld",
-	                                  "redis.call('HINCRBY', KEYS[1], 'hits', ARGV[1]) "
-	                                  "redis.call('HINCRBY', KEYS[1], 'misses', ARGV[2]) "
-	                                  "redis.call('HINCRBY', KEYS[1], 'fills', ARGV[3]) return 1",
-	                                  h, m, f) : NULL;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		/* Keep them for the next flush. */
-		atomic_fetch_add(&stat_hits, h);
-		atomic_fetch_add(&stat_misses, m);
-		atomic_fetch_add(&stat_fills, f);
-		freeReplyObject(rep);
-		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: cache statistics not written");
-	}
-	freeReplyObject(rep);
-	return 0;
-}
-
-int
-ot_status_from_event(const struct ot_event *ev, struct ot_status *st, char *errstr, size_t errsz)
-{
-	json_t *d = ev->data, *v;
-
-	memset(st, 0, sizeof *st);
-	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_STATUS_UPDATED"))
-		return 0;
-	snprintf(st->order_id, sizeof st->order_id, "%s", ev->order_id);
-	st->version = ev->version;
-	v = json_object_get(d, "status");
-	if (!json_is_string(v) || ot_state_parse(json_string_value(v)) < 0 || ev->version < 1)
-		return ot_err(OT_EINPUT, errstr, errsz, "%s without a valid data.status and version", ev->type);
-	snprintf(st->status, sizeof st->status, "%s", json_string_value(v));
-	v = json_object_get(d, "updated_at");
-	snprintf(st->updated_at, sizeof st->updated_at, "%s", json_is_string(v) ? json_string_value(v) : ev->ts);
-	if (json_is_number(json_object_get(d, "lat")) && json_is_number(json_object_get(d, "lon"))) {
-		st->has_pos = 1;
-		st->lat = json_number_value(json_object_get(d, "lat"));
-		st->lon = json_number_value(json_object_get(d, "lon"));
-	}
-	v = json_object_get(d, "eta");
-	if (json_is_string(v))
-		snprintf(st->eta, sizeof st->eta, "%s", json_string_value(v));
-	return 1;
-}
-
 long
-ot_order_warm(PGconn *db, redisContext *r, char *errstr, size_t errsz)
+ot_order_active(PGconn *db, int (*fn)(void *arg, const struct ot_status *st), void *arg, char *errstr,
+                size_t errsz)
 {
 	struct ot_status st;
 	PGresult *res;
 	long n = 0;
-	int i, rc;
+	int i, rc = 0;
 
 	res = ot_pg_query(db, "SELECT " STATUS_COLS ", id FROM orders "
 	                  "WHERE status NOT IN ('DELIVERED', 'REJECTED', 'CANCELLED')", 0, NULL, &rc,
 	                  errstr, errsz);
 	if (!res)
 		return rc;
-	for (i = 0; i < PQntuples(res); i++) {
+	for (i = 0; i < PQntuples(res) && !rc; i++, n++) {
 		status_from_row(&st, PQgetvalue(res, i, 6), res, i);
-		if ((rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0) {
-			PQclear(res);
-			return rc;
-		}
-		n++;
+		rc = fn(arg, &st);
 	}
 	PQclear(res);
-	return n;
+	return rc ? rc : n;
 }

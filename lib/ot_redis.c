@@ -402,23 +402,6 @@ reply_error(redisContext *r, redisReply *rep, const char *what, char *errstr, si
 	return OT_ESERVICE;
 }
 
-json_t *
-ot_status_to_json(const struct ot_status *st)
-{
-	json_t *o = json_pack("{s:s, s:s, s:I}", "order_id", st->order_id, "status", st->status,
-	                      "version", (json_int_t)st->version);
-
-	if (st->has_pos) {
-		json_object_set_new(o, "lat", json_real(st->lat));
-		json_object_set_new(o, "lon", json_real(st->lon));
-	}
-	if (st->eta[0])
-		json_object_set_new(o, "eta", json_string(st->eta));
-	if (st->updated_at[0])
-		json_object_set_new(o, "updated_at", json_string(st->updated_at));
-	return o;
-}
-
 /* The TTL for the entry's state, plus up to 10% spread by order id, so that entries written
  * together do not all expire (and miss) together. */
 static int

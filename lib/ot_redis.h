@@ -6,6 +6,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "ot_status.h"
+
 struct ot_redis_url {
 	char host[256];
 	int port;
@@ -59,16 +61,6 @@ int ot_redis_append_evalsha(redisContext *r, struct ot_redis_script *s, int argc
 /* 1 when rep is Redis's NOSCRIPT error: the script is not (any more) in its cache. */
 int ot_redis_noscript(const redisReply *rep);
 
-/* The cached status of one order: the hash order:{id}. */
-struct ot_status {
-	char order_id[64];
-	char status[16];
-	long long version;
-	int has_pos;
-	double lat, lon;
-	char eta[40];
-	char updated_at[40];
-};
 
 /* How many changes orderlog:{id} keeps for streams that resume. */
 #define OT_REDIS_LOG_MAX 50
@@ -118,8 +110,5 @@ int ot_redis_gcra(redisContext *r, const char *client, double per_s, int burst, 
  * *wait_ms), -1 not an answer (NULL, or an error reply such as NOSCRIPT). */
 int ot_redis_gcra_cmd(char **cmd, const char *client, double per_s, int burst, int take, int source);
 int ot_redis_gcra_of(const redisReply *rep, long *wait_ms);
-/* The status as a JSON object (new reference). */
-#include <jansson.h>
-json_t *ot_status_to_json(const struct ot_status *st);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "ot_event.h"
 #include "ot_io.h"
+#include "ot_status.h"
 #include "ot_trace.h"
 
 /* Handles one record. Returns OT_OK, OT_SKIP, OT_EINPUT (a poison record), OT_ESERVICE (a
@@ -20,6 +21,10 @@ struct ot_batch_res {
 	                   * per-record path */
 	const char *as;   /* for OT_SKIP: why, as ot_run_skipped_as (a literal; "duplicate" preset) */
 	char err[256];    /* for OT_SKIP a message to log at info, for OT_EINPUT the reason */
+	/* Set by a handler that committed a status for the cache (version 0: none), in the order
+	 * committed; tp the record's trace (a traceparent, "": the caller's current span). */
+	struct ot_status st;
+	char tp[56];
 };
 
 /* Applies records ms[0..n) in one transaction, in order. Returns OT_OK once it committed,
