@@ -15,6 +15,7 @@
 #include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
+#include "ot_rcluster.h"
 #include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_trace.h"
@@ -24,10 +25,13 @@
 #define DIRTY_MAX 8192
 #define REFILL_WAIT_STEPS 25 /* x 20 ms: how long a reader waits for another's refill */
 
-/* One pooled connection: taken by a call, given back after. */
+/* One pooled connection (to the one server, or to every master of a cluster): taken by a
+ * call, given back after. */
 struct link {
-	redisContext *r;
+	struct ot_redis_link k;
 	int allowed;            /* this call holds an allowance of the breaker: report it */
+	int refused;            /* the breaker refused this call: Redis is not tried */
+	int broke;              /* this call found Redis unreachable or a connection broken */
 	struct link *next;
 };
 
@@ -108,8 +112,7 @@ ot_cache_free(struct ot_cache *c)
 	if (c->dirty) { /* initialised */
 		while ((l = c->idle)) {
 			c->idle = l->next;
-			if (l->r)
-				redisFree(l->r);
+			ot_redis_link_close(&l->k);
 			free(l);
 		}
 		pthread_mutex_destroy(&c->mu);
@@ -120,9 +123,10 @@ ot_cache_free(struct ot_cache *c)
 	free(c);
 }
 
-/* A pooled connection, idle or new (unconnected); NULL when out of memory. */
+/* A pooled connection for one call, idle or new (connected on first use), having asked the
+ * breaker; give it back with give. NULL when out of memory. */
 static struct link *
-take_link(struct ot_cache *c)
+take(struct ot_cache *c)
 {
 	struct link *l;
 
@@ -130,37 +134,51 @@ take_link(struct ot_cache *c)
 	if ((l = c->idle))
 		c->idle = l->next;
 	pthread_mutex_unlock(&c->mu);
-	return l ? l : calloc(1, sizeof *l);
+	if (!l && !(l = calloc(1, sizeof *l)))
+		return NULL;
+	l->broke = 0;
+	l->allowed = c->cb ? ot_breaker_allow(c->cb) : 0;
+	l->refused = c->cb && !l->allowed;
+	return l;
 }
 
-/* A connection for one call: *lp to give back with give, and the live context or NULL while
- * Redis is unreachable or its circuit open (or out of memory: *lp NULL). */
-static redisContext *
-take(struct ot_cache *c, struct link **lp)
-{
-	struct link *l = *lp = take_link(c);
-
-	if (!l)
-		return NULL;
-	l->allowed = 0;
-	if (c->cb && !(l->allowed = ot_breaker_allow(c->cb)))
-		return NULL;
-	return ot_redis_live(&l->r, c->url);
-}
-
-/* Gives l back, reporting to the breaker whether its connection held. */
+/* Gives l back, reporting to the breaker whether Redis held for this call. */
 static void
 give(struct ot_cache *c, struct link *l)
 {
 	if (!l)
 		return;
 	if (l->allowed)
-		ot_breaker_done(c->cb, l->r && !l->r->err);
-	l->allowed = 0;
+		ot_breaker_done(c->cb, !l->broke);
 	pthread_mutex_lock(&c->mu);
 	l->next = c->idle;
 	c->idle = l;
 	pthread_mutex_unlock(&c->mu);
+}
+
+/* The connection for a key (the one server, or the master of the key's slot; key NULL: any),
+ * as ot_redis_link_conn; NULL too when the breaker refused the call. An order's keys share the
+ * slot of its id (their hash tag), so the id itself names the slot of all of them. */
+static redisContext *
+conn(struct ot_cache *c, struct link *l, const char *key)
+{
+	redisContext *r;
+
+	if (!l || l->refused)
+		return NULL;
+	if (!(r = ot_redis_link_conn(&l->k, c->url, key)))
+		l->broke = 1;
+	return r;
+}
+
+/* After a command on r failed with rc: whether to send it again (ot_redis_link_retry); a broken
+ * connection is noted for the breaker. */
+static int
+again(struct link *l, redisContext *r, int rc, int *tries)
+{
+	if (rc < 0 && r && r->err)
+		l->broke = 1;
+	return ot_redis_link_retry(&l->k, r, rc, tries);
 }
 
 void
@@ -172,18 +190,32 @@ ot_cache_set_breaker(struct ot_cache *c, struct ot_breaker *cb)
 int
 ot_cache_ping(struct ot_cache *c, char *errstr, size_t errsz)
 {
-	struct link *l = take_link(c);
-	int rc;
+	struct link *l = take(c);
+	redisContext *r, *t;
+	size_t i;
+	int rc = 0;
 
 	if (!l)
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	if (l->r && l->r->err) {
-		redisFree(l->r);
-		l->r = NULL;
+	if (!(r = conn(c, l, NULL))) {
+		if (l->refused)
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis: circuit open");
+		else if (l->k.err[0])
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "%s", l->k.err);
+		else if ((t = ot_redis_connect(c->url, 2000, errstr, errsz))) /* to say why not */
+			redisFree(t), rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis Cluster: a master is unreachable");
+		else
+			rc = OT_ESERVICE;
+	} else if (l->k.cl) { /* every master */
+		for (i = 0; i < ot_rcluster_masters(l->k.cl) && !rc; i++)
+			if (!(r = ot_rcluster_master(l->k.cl, i)) || ot_redis_ping(r, errstr, errsz))
+				rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis Cluster master %s does not answer",
+				            ot_rcluster_master_addr(l->k.cl, i));
+	} else {
+		rc = ot_redis_ping(r, errstr, errsz);
 	}
-	if (!l->r) /* connected here, to say why not */
-		l->r = ot_redis_connect(c->url, 2000, errstr, errsz);
-	rc = l->r ? ot_redis_ping(l->r, errstr, errsz) : OT_ESERVICE;
+	if (rc)
+		l->broke = 1;
 	give(c, l);
 	return rc;
 }
@@ -223,20 +255,74 @@ ot_cache_dirty(struct ot_cache *c, const char *order_id)
 	return found;
 }
 
+/* Writes sts[0..n) in one round trip per connection they need, in order: results[i] 1 written,
+ * 0 stale, or -1 failed (err says why). */
+static void
+put_all(struct ot_cache *c, struct link *l, const struct ot_status *sts, size_t n, int *results, char *err,
+        size_t errsz)
+{
+	redisContext **node = calloc(n, sizeof *node), *r;
+	struct ot_status *part = NULL;
+	int *res = NULL, rc, tries = 0;
+	size_t i, j, k;
+
+	for (i = 0; i < n; i++)
+		results[i] = -1;
+	if (!node || !(part = calloc(n, sizeof *part)) || !(res = calloc(n, sizeof *res))) {
+		snprintf(err, errsz, "out of memory");
+		goto out;
+	}
+	snprintf(err, errsz, "Redis unavailable");
+	/* An order's statuses go to one connection, in the order given. */
+	for (i = 0; i < n; i++)
+		node[i] = conn(c, l, sts[i].order_id);
+	for (i = 0; i < n; i++) {
+		if (!(r = node[i]) || results[i] != -1)
+			continue;
+		for (j = i, k = 0; j < n; j++)
+			if (node[j] == r && results[j] == -1)
+				part[k++] = sts[j];
+		rc = ot_redis_put_many(r, part, k, res, err, errsz);
+		if (rc < 0 && r->err)
+			l->broke = 1;
+		for (j = i, k = 0; j < n; j++)
+			if (node[j] == r && results[j] == -1)
+				results[j] = rc < 0 ? -2 : res[k++];
+	}
+	/* In a cluster, a slot that moved: the map again, and what failed once more, one by one.
+	 * Which those are is settled first: a connection looked up below may replace a broken
+	 * one that node[] still names. */
+	for (i = 0; i < n; i++)
+		res[i] = results[i] == -2 && l->k.cl && !node[i]->err;
+	for (i = 0; i < n; i++) {
+		if (results[i] == -2)
+			results[i] = -1;
+		if (res[i]) {
+			do
+				r = conn(c, l, sts[i].order_id);
+			while (r && (rc = ot_redis_put_status(r, &sts[i], err, errsz)) < 0 && again(l, r, rc, &tries));
+			if (r && rc >= 0)
+				results[i] = rc;
+		}
+	}
+out:
+	free(res);
+	free(part);
+	free(node);
+}
+
 void
 ot_cache_put_many(struct ot_cache *c, const struct ot_status *sts, const char *const *tps, size_t n)
 {
 	struct ot_span *sp = NULL;
 	struct link *l = NULL;
-	redisContext *r = NULL;
 	char err[256] = "out of memory", v[24];
 	int *results = NULL;
-	size_t i;
-	int rc = OT_ESERVICE;
+	size_t i, failed = 0;
 
 	if (!n)
 		return;
-	if ((results = calloc(n, sizeof *results)) && (sp = calloc(n, sizeof *sp))) {
+	if ((results = calloc(n, sizeof *results)) && (sp = calloc(n, sizeof *sp)) && (l = take(c))) {
 		for (i = 0; i < n; i++) {
 			ot_span_begin_detached(&sp[i], "cache write", OT_SPAN_CLIENT, tps ? tps[i] : NULL);
 			if (sp[i].exported) {
@@ -247,19 +333,22 @@ ot_cache_put_many(struct ot_cache *c, const struct ot_status *sts, const char *c
 				ot_span_tag(&sp[i], "order.version", v);
 			}
 		}
-		if ((r = take(c, &l)))
-			rc = ot_redis_put_many(r, sts, n, results, err, sizeof err);
-		else
-			snprintf(err, sizeof err, "Redis unavailable");
+		put_all(c, l, sts, n, results, err, sizeof err);
 		give(c, l);
+	} else if (results) {
+		for (i = 0; i < n; i++)
+			results[i] = -1;
 	}
-	if (rc < 0)
+	for (i = 0; i < n; i++)
+		failed += !results || results[i] < 0;
+	if (failed)
 		OT_WARN(n == 1 ? sts[0].order_id : NULL, "cache write of %zu status%s failed, the database stays "
-		        "authoritative; repaired once Redis answers: %s", n, n == 1 ? "" : "es", err);
+		        "authoritative; repaired once Redis answers: %s", failed, failed == 1 ? "" : "es", err);
 	for (i = 0; i < n; i++) {
+		int rc = results ? results[i] : -1;
 		if (rc < 0)
 			mark_dirty(c, sts[i].order_id);
-		count_write(rc < 0 ? "failed" : results[i] ? "applied" : "cas_rejected");
+		count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 		if (sp) {
 			if (rc < 0)
 				ot_span_error(&sp[i], err);
@@ -302,10 +391,13 @@ ot_cache_put_results(struct ot_cache *c, const struct ot_batch_res *res, size_t 
 int
 ot_cache_put_known(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
-	int rc = r ? ot_redis_put_known(r, st, errstr, errsz) : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	struct link *l = take(c);
+	redisContext *r;
+	int rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable"), tries = 0;
 
+	do
+		r = conn(c, l, st->order_id);
+	while (r && (rc = ot_redis_put_known(r, st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
 	give(c, l);
 	if (rc != 2)
 		count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
@@ -315,10 +407,13 @@ ot_cache_put_known(struct ot_cache *c, const struct ot_status *st, char *errstr,
 int
 ot_cache_fill(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
-	int rc = r ? ot_redis_put_status(r, st, errstr, errsz) : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	struct link *l = take(c);
+	redisContext *r;
+	int rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable"), tries = 0;
 
+	do
+		r = conn(c, l, st->order_id);
+	while (r && (rc = ot_redis_put_status(r, st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
 	give(c, l);
 	count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 	if (rc >= 0) {
@@ -336,7 +431,7 @@ ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 	struct link *l = NULL;
 	redisContext *r = NULL;
 	long fixed = 0;
-	int n, i, rc = 0;
+	int n, i, rc = 0, tries = 0;
 
 	if (!atomic_load(&c->ndirty))
 		return 0;
@@ -354,23 +449,29 @@ ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 		pthread_mutex_unlock(&c->dirty_mu);
 		if (!n)
 			break;
-		if (!l)
-			r = take(c, &l);
-		for (i = 0; i < n; i++) {
-			if (!r || r->err || (rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0 ||
-			    (rc == 1 && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0))
+		if (!l && !(l = take(c)))
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+		for (i = 0; i < n && !rc; i++) {
+			if ((rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0)
 				break;
-			OT_INFO(ids[i], "cache repaired to version %lld", rc >= 0 ? st.version : 0);
+			if (rc == 1) {
+				do
+					r = conn(c, l, ids[i]);
+				while (r && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
+				if (!r)
+					rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+				if (rc < 0)
+					break;
+			}
+			OT_INFO(ids[i], "cache repaired to version %lld", st.version);
 			count_repair();
 			fixed++;
+			rc = 0;
 		}
 		for (; i < n; i++) /* not this time: keep them for the next call */
 			mark_dirty(c, ids[i]);
-		if (rc < 0 || !r || r->err) {
-			if (rc >= 0)
-				rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+		if (rc < 0)
 			break;
-		}
 	}
 	give(c, l);
 	return rc < 0 ? rc : fixed;
@@ -379,14 +480,15 @@ ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 int
 ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
-	int rc = OT_ESERVICE;
+	struct link *l = take(c);
+	redisContext *r;
+	int rc = OT_ESERVICE, tries = 0;
 
-	if (r)
-		rc = ot_redis_get_status(r, order_id, st, errstr, errsz);
-	else if (errsz)
+	if (errsz)
 		errstr[0] = '\0'; /* not tried */
+	do
+		r = conn(c, l, order_id);
+	while (r && (rc = ot_redis_get_status(r, order_id, st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
 	give(c, l);
 	if (rc >= 0)
 		ot_cache_count(c, rc == 1);
@@ -398,8 +500,8 @@ ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, ch
 static int
 refill_lock(redisContext *r, const char *order_id, int take_it)
 {
-	redisReply *rep = take_it ? redisCommand(r, "SET lock:order:%s 1 NX PX 2000", order_id)
-	                          : redisCommand(r, "DEL lock:order:%s", order_id);
+	redisReply *rep = take_it ? redisCommand(r, "SET lock:" OT_REDIS_KEY_FMT " 1 NX PX 2000", order_id)
+	                          : redisCommand(r, "DEL lock:" OT_REDIS_KEY_FMT, order_id);
 	int got = take_it && rep && rep->type == REDIS_REPLY_STATUS;
 
 	freeReplyObject(rep);
@@ -410,8 +512,8 @@ int
 ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_status *st, int *hit,
                 char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
+	struct link *l = take(c);
+	redisContext *r = conn(c, l, order_id);
 	char err[256];
 	int rc, got = 0, i;
 
@@ -442,13 +544,14 @@ ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_
 		}
 	}
 	*hit = r->err ? -1 : 0;
+	l->broke |= r->err != 0;
 	give(c, l);
 	rc = ot_order_load(db, order_id, st, errstr, errsz);
 	if (got) {
 		if (rc == 1 && ot_cache_fill(c, st, err, sizeof err) < 0)
 			OT_WARN(order_id, "cache refill failed: %s", err);
-		r = take(c, &l);
-		if (r)
+		l = take(c);
+		if ((r = conn(c, l, order_id)))
 			refill_lock(r, order_id, 0);
 		give(c, l);
 	}
@@ -481,14 +584,16 @@ ot_cache_count(struct ot_cache *c, int hit)
 redisReply *
 ot_cache_history(struct ot_cache *c, const char *order_id, long long after, char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
+	struct link *l = take(c);
+	redisContext *r;
 	redisReply *rep = NULL;
+	int tries = 0;
 
-	if (r)
-		rep = ot_redis_history(r, order_id, after, errstr, errsz);
-	else if (errsz)
+	if (errsz)
 		errstr[0] = '\0'; /* not tried */
+	do
+		r = conn(c, l, order_id);
+	while (r && !(rep = ot_redis_history(r, order_id, after, errstr, errsz)) && again(l, r, OT_ESERVICE, &tries));
 	give(c, l);
 	return rep;
 }
@@ -496,17 +601,20 @@ ot_cache_history(struct ot_cache *c, const char *order_id, long long after, char
 int
 ot_cache_invalidate(struct ot_cache *c, const char *order_id, char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
-	int rc = r ? ot_redis_del_status(r, order_id, errstr, errsz)
-	           : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	struct link *l = take(c);
+	redisContext *r;
+	int rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable"), tries = 0;
 
+	do
+		r = conn(c, l, order_id);
+	while (r && (rc = ot_redis_del_status(r, order_id, errstr, errsz)) < 0 && again(l, r, rc, &tries));
 	give(c, l);
 	return rc;
 }
 
 struct warm {
-	redisContext *r;
+	struct ot_cache *c;
+	struct link *l;
 	char *errstr;
 	size_t errsz;
 };
@@ -515,20 +623,22 @@ static int
 warm_one(void *arg, const struct ot_status *st)
 {
 	struct warm *w = arg;
-	int rc = ot_redis_put_status(w->r, st, w->errstr, w->errsz);
+	redisContext *r;
+	int rc = ot_err(OT_ESERVICE, w->errstr, w->errsz, "Redis unavailable"), tries = 0;
 
+	do
+		r = conn(w->c, w->l, st->order_id);
+	while (r && (rc = ot_redis_put_status(r, st, w->errstr, w->errsz)) < 0 && again(w->l, r, rc, &tries));
 	return rc < 0 ? rc : 0;
 }
 
 long
 ot_cache_warm(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 {
-	struct link *l;
-	struct warm w = {take(c, &l), errstr, errsz};
-	long n = w.r ? ot_order_active(db, warm_one, &w, errstr, errsz)
-	             : ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	struct warm w = {c, take(c), errstr, errsz};
+	long n = ot_order_active(db, warm_one, &w, errstr, errsz);
 
-	give(c, l);
+	give(c, w.l);
 	return n;
 }
 
@@ -538,12 +648,13 @@ ot_cache_stats_flush(struct ot_cache *c, char *errstr, size_t errsz)
 	long h = atomic_exchange(&c->hits, 0), m = atomic_exchange(&c->misses, 0);
 	long f = atomic_exchange(&c->fills, 0);
 	redisReply *rep = NULL;
-	struct link *l = NULL;
+	struct link *l;
 	redisContext *r;
 
 	if (!h && !m && !f)
 		return 0;
-	if ((r = take(c, &l)))
+	l = take(c);
+	if ((r = conn(c, l, "ot:stats")))
 		rep = redisCommand(r, "EVAL %s 1 ot:stats %ld %ld %ld",
 		                   "redis.call('HINCRBY', KEYS[1], 'hits', ARGV[1]) "
 		                   "redis.call('HINCRBY', KEYS[1], 'misses', ARGV[2]) "
@@ -561,31 +672,56 @@ ot_cache_stats_flush(struct ot_cache *c, char *errstr, size_t errsz)
 	return 0;
 }
 
-/* Calls fn for every order:{id} key; returns 0 or OT_ESERVICE. */
+/* Calls fn for every order:{id} key on r; returns 0, fn's ot_rc, or OT_ESERVICE. */
 static int
-scan_orders(redisContext *r, int (*fn)(void *, const char *), void *arg, char *errstr, size_t errsz)
+scan_node(redisContext *r, int (*fn)(void *, const char *), void *arg, char *errstr, size_t errsz)
 {
-	char cursor[32] = "0";
+	char cursor[32] = "0", id[64];
 	redisReply *rep;
 	size_t i;
 	int rc = 0;
 
 	do {
-		rep = redisCommand(r, "SCAN %s MATCH order:* COUNT 1000", cursor);
+		rep = redisCommand(r, "SCAN %s MATCH order:{* COUNT 1000", cursor);
 		if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
 			freeReplyObject(rep);
 			return ot_err(OT_ESERVICE, errstr, errsz, "Redis SCAN: %s", r->err ? r->errstr : "bad reply");
 		}
 		snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
 		for (i = 0; i < rep->element[1]->elements && !rc; i++)
-			rc = fn(arg, rep->element[1]->element[i]->str + 6);
+			if (ot_redis_order_of(rep->element[1]->element[i]->str, id))
+				rc = fn(arg, id);
 		freeReplyObject(rep);
 	} while (!rc && strcmp(cursor, "0"));
 	return rc;
 }
 
+/* scan_node over the one server, or every master of a cluster. */
+static int
+scan_orders(struct ot_cache *c, struct link *l, int (*fn)(void *, const char *), void *arg, char *errstr,
+            size_t errsz)
+{
+	redisContext *r = conn(c, l, NULL);
+	size_t i;
+	int rc = 0;
+
+	if (!r)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable%s%s", l && l->k.err[0] ? ": " : "",
+		              l ? l->k.err : "");
+	if (!l->k.cl)
+		return scan_node(r, fn, arg, errstr, errsz);
+	for (i = 0; i < ot_rcluster_masters(l->k.cl) && !rc; i++)
+		if (!(r = ot_rcluster_master(l->k.cl, i)))
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis Cluster master %s does not answer",
+			            ot_rcluster_master_addr(l->k.cl, i));
+		else
+			rc = scan_node(r, fn, arg, errstr, errsz);
+	return rc;
+}
+
 struct stats_scan {
-	redisContext *r;
+	struct ot_cache *c;
+	struct link *l;
 	json_t *per_state;
 	long keys;
 };
@@ -594,10 +730,13 @@ static int
 count_state(void *arg, const char *id)
 {
 	struct stats_scan *s = arg;
-	redisReply *rep = redisCommand(s->r, "HGET order:%s status", id);
+	redisContext *r = conn(s->c, s->l, id);
+	redisReply *rep = r ? redisCommand(r, "HGET " OT_REDIS_KEY_FMT " status", id) : NULL;
 	const char *st = rep && rep->type == REDIS_REPLY_STRING ? rep->str : "none";
 	json_t *n = json_object_get(s->per_state, st);
 
+	if (!rep) /* the scan stops: its connection may be the one that broke */
+		return OT_ESERVICE;
 	json_object_set_new(s->per_state, st, json_integer((n ? json_integer_value(n) : 0) + 1));
 	s->keys++;
 	freeReplyObject(rep);
@@ -607,16 +746,16 @@ count_state(void *arg, const char *id)
 json_t *
 ot_cache_stats(struct ot_cache *c, char *errstr, size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
-	struct stats_scan s = {r, json_object(), 0};
+	struct link *l = take(c);
+	redisContext *r = conn(c, l, "ot:stats");
+	struct stats_scan s = {c, l, json_object(), 0};
 	long long v[3] = {0, 0, 0};
 	redisReply *rep = NULL;
 	json_t *o = NULL;
 	size_t i;
 
 	if (!r) {
-		ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+		ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable%s%s", l && l->k.err[0] ? ": " : "", l ? l->k.err : "");
 		goto out;
 	}
 	rep = redisCommand(r, "HMGET ot:stats hits misses fills");
@@ -626,8 +765,13 @@ ot_cache_stats(struct ot_cache *c, char *errstr, size_t errsz)
 	}
 	for (i = 0; i < 3 && i < rep->elements; i++)
 		v[i] = rep->element[i]->str ? atoll(rep->element[i]->str) : 0;
-	if (scan_orders(r, count_state, &s, errstr, errsz))
+	if (errsz)
+		errstr[0] = '\0';
+	if (scan_orders(c, l, count_state, &s, errstr, errsz)) {
+		if (errsz && !errstr[0])
+			ot_err(OT_ESERVICE, errstr, errsz, "Redis: the connection broke during the scan");
 		goto out;
+	}
 	o = json_pack("{s:I, s:I, s:I}", "hits", (json_int_t)v[0], "misses", (json_int_t)v[1],
 	              "fills", (json_int_t)v[2]);
 	json_object_set_new(o, "hit_ratio", v[0] + v[1] ? json_real((double)v[0] / (double)(v[0] + v[1]))
@@ -644,7 +788,8 @@ out:
 
 struct verify {
 	PGconn *db;
-	redisContext *r;
+	struct ot_cache *c;
+	struct link *l;
 	int repair;
 	FILE *out;
 	struct ot_drift *d;
@@ -679,8 +824,12 @@ check_one(void *arg, const char *id)
 	char canon[64];
 	int rc;
 
+	redisContext *r = conn(v->c, v->l, id);
+
 	v->d->checked++;
-	if ((rc = ot_redis_get_status(v->r, id, &c, v->errstr, v->errsz)) < 0)
+	if (!r)
+		return ot_err(OT_ESERVICE, v->errstr, v->errsz, "Redis unavailable");
+	if ((rc = ot_redis_get_status(r, id, &c, v->errstr, v->errsz)) < 0)
 		return rc;
 	if (rc == 0)
 		return 0; /* expired since the scan */
@@ -707,9 +856,9 @@ check_one(void *arg, const char *id)
 	else v->d->mismatch++;
 	if (v->repair) {
 		/* The versioned CAS keeps a newer entry: replace it outright with the truth. */
-		if (ot_redis_del_status(v->r, id, v->errstr, v->errsz) < 0)
+		if (ot_redis_del_status(r, id, v->errstr, v->errsz) < 0)
 			return OT_ESERVICE;
-		if (rc && ot_redis_put_status(v->r, &d, v->errstr, v->errsz) < 0)
+		if (rc && ot_redis_put_status(r, &d, v->errstr, v->errsz) < 0)
 			return OT_ESERVICE;
 		v->d->repaired++;
 	}
@@ -720,19 +869,15 @@ int
 ot_cache_verify(struct ot_cache *c, PGconn *db, int repair, FILE *out, struct ot_drift *d, char *errstr,
                 size_t errsz)
 {
-	struct link *l;
-	redisContext *r = take(c, &l);
-	struct verify v = {db, r, repair, out, d, errstr, errsz};
+	struct link *l = take(c);
+	struct verify v = {db, c, l, repair, out, d, errstr, errsz};
 	struct ot_status st;
+	redisContext *r;
 	PGresult *res;
 	int i, rc;
 
 	memset(d, 0, sizeof *d);
-	if (!r)
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
-	else
-		rc = scan_orders(r, check_one, &v, errstr, errsz);
-	if (rc) {
+	if ((rc = scan_orders(c, l, check_one, &v, errstr, errsz))) {
 		give(c, l);
 		return rc;
 	}
@@ -740,6 +885,10 @@ ot_cache_verify(struct ot_cache *c, PGconn *db, int repair, FILE *out, struct ot
 	res = ot_pg_query(db, "SELECT id FROM orders WHERE status NOT IN ('DELIVERED','REJECTED','CANCELLED')",
 	                  0, NULL, &rc, errstr, errsz);
 	for (i = 0; res && i < PQntuples(res); i++) {
+		if (!(r = conn(c, l, PQgetvalue(res, i, 0)))) {
+			rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+			break;
+		}
 		rc = ot_redis_get_status(r, PQgetvalue(res, i, 0), &st, errstr, errsz);
 		if (rc < 0)
 			break;

@@ -369,7 +369,7 @@ connecting(void *arg, redisContext *r)
 	if (rep && rep->type == REDIS_REPLY_INTEGER) {
 		long long id = rep->integer;
 		freeReplyObject(rep);
-		rep = redisCommand(r, "CLIENT TRACKING on REDIRECT %lld BCAST PREFIX order:", id);
+		rep = redisCommand(r, "CLIENT TRACKING on REDIRECT %lld BCAST PREFIX order:{", id);
 		c->tracking = rep && rep->type == REDIS_REPLY_STATUS;
 	}
 	if (!c->tracking)
@@ -397,12 +397,14 @@ message(void *arg, const redisReply *rep)
 {
 	struct ot_lcache *c = arg;
 	const redisReply *keys;
+	char id[64];
 
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || !rep->element[0]->str)
 		return;
 	if (rep->elements == 4 && !strcmp(rep->element[0]->str, "pmessage") && rep->element[2]->str &&
-	    rep->element[3]->str && !strncmp(rep->element[2]->str, "order:", 6)) {
-		published(c, rep->element[2]->str + 6, rep->element[3]->str);
+	    rep->element[3]->str) {
+		if (ot_redis_order_of(rep->element[2]->str, id))
+			published(c, id, rep->element[3]->str);
 		return;
 	}
 	if (rep->elements != 3 || strcmp(rep->element[0]->str, "message") || !rep->element[1]->str ||
@@ -414,8 +416,8 @@ message(void *arg, const redisReply *rep)
 		return;
 	}
 	for (size_t i = 0; i < keys->elements; i++)
-		if (keys->element[i]->str && !strncmp(keys->element[i]->str, "order:", 6))
-			invalidate(c, keys->element[i]->str + 6, 1);
+		if (keys->element[i]->str && ot_redis_order_of(keys->element[i]->str, id))
+			invalidate(c, id, 1);
 }
 
 void

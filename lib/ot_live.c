@@ -673,13 +673,13 @@ cpu_us(void)
 static void
 deliver(struct ot_live *lv, const char *channel, const char *msg)
 {
-	const char *id = strncmp(channel, "order:", 6) ? NULL : channel + 6;
+	char id[64];
 	struct wire m;
 	json_t *o;
 	long long version, t0, c0;
 	long sent;
 
-	if (!id)
+	if (!ot_redis_order_of(channel, id))
 		return;
 	atomic_fetch_add(&lv->messages, 1);
 	if (!(o = json_loads(msg, 0, NULL)))

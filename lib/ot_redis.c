@@ -12,6 +12,7 @@
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_log.h"
+#include "ot_rcluster.h"
 #include "ot_redis.h"
 #include "ot_state.h"
 #include "ot_text.h"
@@ -317,6 +318,83 @@ ot_redis_live(redisContext **r, const char *url)
 	return *r;
 }
 
+redisContext *
+ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key)
+{
+	redisContext *r;
+	int single = 0;
+
+	k->err[0] = '\0';
+	if (!k->r && !k->cl) {
+		long long now = ot_now_ms();
+		if (k->last_try && now - k->last_try < 200)
+			return NULL;
+		k->last_try = now;
+		if (!(k->cl = ot_rcluster_new(url, 1000, &single, k->err, sizeof k->err)) && !single) {
+			OT_DEBUG(NULL, "%s", k->err);
+			return NULL;
+		}
+		if (single) { /* a single server: its connection from here on */
+			k->err[0] = '\0';
+			if (!(k->r = ot_redis_connect(url, 1000, k->err, sizeof k->err)))
+				return NULL;
+			OT_INFO(NULL, "connected to Redis");
+		} else {
+			OT_INFO(NULL, "connected to a Redis Cluster of %zu masters", ot_rcluster_masters(k->cl));
+		}
+	}
+	if (k->cl) {
+		r = key ? ot_rcluster_node(k->cl, key, strlen(key)) : ot_rcluster_master(k->cl, 0);
+		if (!r)
+			snprintf(k->err, sizeof k->err, "a Redis Cluster master is unreachable");
+		return r;
+	}
+	if (k->r->err) {
+		/* Broken: the next call connects again, which may find a cluster meanwhile. */
+		OT_WARN(NULL, "Redis connection lost: %s", k->r->errstr);
+		redisFree(k->r);
+		k->r = NULL;
+		k->last_try = ot_now_ms();
+		return NULL;
+	}
+	return k->r;
+}
+
+int
+ot_redis_link_retry(struct ot_redis_link *k, redisContext *r, int rc, int *tries)
+{
+	char err[256];
+
+	if (rc >= 0 || !r || r->err || !k->cl || (*tries)++)
+		return 0;
+	return ot_rcluster_refresh(k->cl, err, sizeof err) == 0;
+}
+
+void
+ot_redis_link_close(struct ot_redis_link *k)
+{
+	if (k->r)
+		redisFree(k->r);
+	ot_rcluster_free(k->cl);
+	memset(k, 0, sizeof *k);
+}
+
+int
+ot_redis_order_of(const char *name, char id[64])
+{
+	size_t n;
+
+	if (strncmp(name, "order:{", 7))
+		return 0;
+	name += 7;
+	n = strlen(name);
+	if (n < 2 || n > 64 || name[n - 1] != '}' || memchr(name, '}', n - 1))
+		return 0;
+	memcpy(id, name, n - 1);
+	id[n - 1] = '\0';
+	return 1;
+}
+
 const char *
 ot_redis_script_sha(struct ot_redis_script *s)
 {
@@ -424,8 +502,8 @@ cas_args(struct cas_args *a, const struct ot_status *st, int known_only)
 {
 	json_t *o;
 
-	snprintf(a->key, sizeof a->key, "order:%s", st->order_id);
-	snprintf(a->logkey, sizeof a->logkey, "orderlog:%s", st->order_id);
+	snprintf(a->key, sizeof a->key, OT_REDIS_KEY_FMT, st->order_id);
+	snprintf(a->logkey, sizeof a->logkey, OT_REDIS_LOG_FMT, st->order_id);
 	snprintf(a->ver, sizeof a->ver, "%lld", st->version);
 	a->lat[0] = a->lon[0] = '\0';
 	if (st->has_pos) {
@@ -532,7 +610,7 @@ ot_redis_put_known(redisContext *r, const struct ot_status *st, char *errstr, si
 int
 ot_redis_status_cmd(char **cmd, const char *order_id)
 {
-	return redisFormatCommand(cmd, "HGETALL order:%s", order_id);
+	return redisFormatCommand(cmd, "HGETALL " OT_REDIS_KEY_FMT, order_id);
 }
 
 int
@@ -573,7 +651,7 @@ ot_redis_get_status(redisContext *r, const char *order_id, struct ot_status *st,
 
 	if (r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
-	rep = redisCommand(r, "HGETALL order:%s", order_id);
+	rep = redisCommand(r, "HGETALL " OT_REDIS_KEY_FMT, order_id);
 	if ((rc = ot_redis_status_of(rep, order_id, st)) < 0)
 		return reply_error(r, rep, "HGETALL", errstr, errsz);
 	freeReplyObject(rep);
@@ -586,7 +664,7 @@ ot_redis_del_status(redisContext *r, const char *order_id, char *errstr, size_t 
 	redisReply *rep;
 	int rc;
 
-	rep = redisCommand(r, "DEL order:%s", order_id);
+	rep = redisCommand(r, "DEL " OT_REDIS_KEY_FMT, order_id);
 	if (!rep || rep->type != REDIS_REPLY_INTEGER)
 		return reply_error(r, rep, "DEL", errstr, errsz);
 	rc = rep->integer > 0;
@@ -617,7 +695,7 @@ ot_redis_history(redisContext *r, const char *order_id, long long after, char *e
 		ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
 		return NULL;
 	}
-	rep = redisCommand(r, "ZRANGEBYSCORE orderlog:%s (%lld +inf WITHSCORES", order_id, after);
+	rep = redisCommand(r, "ZRANGEBYSCORE " OT_REDIS_LOG_FMT " (%lld +inf WITHSCORES", order_id, after);
 	if (!rep || rep->type != REDIS_REPLY_ARRAY) {
 		reply_error(r, rep, "ZRANGEBYSCORE", errstr, errsz);
 		return NULL;
@@ -636,7 +714,7 @@ gcra_args(struct gcra_args *a, const char *client, double per_s, int burst, int 
 {
 	double interval = 1000.0 / per_s;
 
-	snprintf(a->key, sizeof a->key, "rl:%s", client);
+	snprintf(a->key, sizeof a->key, OT_REDIS_RL_FMT, client);
 	snprintf(a->iv, sizeof a->iv, "%.3f", interval);
 	snprintf(a->tol, sizeof a->tol, "%.3f", interval * burst);
 	snprintf(a->n, sizeof a->n, "%d", take > 0 ? take : 0);

@@ -34,6 +34,27 @@ redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, si
  * 1 s timeout), or NULL while Redis is unreachable. Frees a broken *r. */
 redisContext *ot_redis_live(redisContext **r, const char *url);
 
+/* A connection to a Redis that may be a cluster, for one thread: the first use finds out which
+ * (CLUSTER SLOTS), then holds the one server's connection or every master's. Zero it before
+ * first use; ot_redis_link_close frees what it holds. */
+struct ot_rcluster;
+struct ot_redis_link {
+	redisContext *r;        /* a single server */
+	struct ot_rcluster *cl; /* a cluster */
+	long long last_try;     /* ms: the last attempt to reach the cluster */
+	char err[256];          /* why the last ot_redis_link_conn found no connection, when known */
+};
+/* The live connection for key (the one server, or the master of key's slot; key NULL: any
+ * master), connecting when needed, at most five attempts a second. NULL while Redis is
+ * unreachable (err may say why). Valid until the next call on the link. */
+redisContext *ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key);
+/* After a command on r (from ot_redis_link_conn) failed with rc < 0: 1 when it is worth sending
+ * once more, because in a cluster the answer was a redirection (MOVED: a slot moved to another
+ * master) and the map has been read again. *tries counts, so a command goes at most twice. */
+int ot_redis_link_retry(struct ot_redis_link *k, redisContext *r, int rc, int *tries);
+/* Frees the connections; the link may be used again. */
+void ot_redis_link_close(struct ot_redis_link *k);
+
 /* A Lua script Redis runs by its SHA-1 (EVALSHA), so a call sends the digest, not the source:
  * loaded into Redis's script cache on first use and again whenever Redis lost it (NOSCRIPT
  * after a restart or SCRIPT FLUSH). Define one, static, with OT_REDIS_SCRIPT(source); the
@@ -61,6 +82,18 @@ int ot_redis_append_evalsha(redisContext *r, struct ot_redis_script *s, int argc
 /* 1 when rep is Redis's NOSCRIPT error: the script is not (any more) in its cache. */
 int ot_redis_noscript(const redisReply *rep);
 
+
+/* The keys of one order: order:{ID} its status (a hash) and orderlog:{ID} its recent changes,
+ * hash-tagged so both sit in one Redis Cluster slot; each change is also published on the
+ * channel order:{ID}. */
+#define OT_REDIS_KEY_FMT "order:{%s}"
+#define OT_REDIS_LOG_FMT "orderlog:{%s}"
+/* The order id in a key or channel named order:{ID}, NUL-terminated in id (64 bytes). Returns 1,
+ * or 0 when name is not one. */
+int ot_redis_order_of(const char *name, char id[64]);
+
+/* The rate limiter's key of one client (GCRA). */
+#define OT_REDIS_RL_FMT "rl:%s"
 
 /* How many changes orderlog:{id} keeps for streams that resume. */
 #define OT_REDIS_LOG_MAX 50

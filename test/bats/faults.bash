@@ -96,7 +96,7 @@ check_invariants() {
 	# status: so the cache must agree within a minute, not at once.
 	local t0=$SECONDS
 	while :; do
-		awk -F'|' '{ print "HMGET order:" $1 " status version" }' "$db" | rcli | paste - - > "$BATS_TEST_TMPDIR/redis"
+		awk -F'|' '{ print "HMGET order:{" $1 "} status version" }' "$db" | rcli | paste - - > "$BATS_TEST_TMPDIR/redis"
 		bad=$(paste -d'|' "$db" "$BATS_TEST_TMPDIR/redis" | awk -F'[|\t]' '!($4 == "" || ($4 == $2 && $5 == $3))' | head -5)
 		[ -n "$bad" ] && [ $((SECONDS - t0)) -lt 60 ] || break
 		sleep 1

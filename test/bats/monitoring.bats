@@ -98,7 +98,7 @@ wait_prom() { # wait_prom QUERY EXPECTED SECONDS
 	wait_sql inventory "SELECT available || '|' || reserved FROM stock WHERE sku = '$SKU'" "91|9" 60
 	for id in $(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed"); do
 		curl -fsS -o /dev/null "http://127.0.0.1:$serve/orders/$id"
-		rcli DEL "order:$id" >/dev/null
+		rcli DEL "order:{$id}" >/dev/null
 		curl -fsS -o /dev/null "http://127.0.0.1:$serve/orders/$id"
 	done
 

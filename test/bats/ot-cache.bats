@@ -17,11 +17,11 @@ setup() {
 }
 
 @test "ot-cache: get on a miss reads the database and refills Redis" {
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	run --separate-stderr ot-cache get "$ID"
 	assert_success
 	assert_output --partial '"cache":"miss"'
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
 	run --separate-stderr ot-cache get "$ID"
 	assert_output --partial '"cache":"hit"'
 }
@@ -36,15 +36,15 @@ setup() {
 
 @test "ot-cache: an id in upper case is the canonical order; a non-UUID is refused (65)" {
 	up=$(echo "$ID" | tr a-f A-F)
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	run --separate-stderr ot-cache get <<<"$up"
 	assert_success
 	assert_output --partial "\"order_id\":\"$ID\",\"status\":\"PENDING\""
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
-	[ "$(rcli EXISTS "order:$up")" = 0 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
+	[ "$(rcli EXISTS "order:{$up}")" = 0 ]
 	run --separate-stderr ot-cache invalidate "$up"
 	assert_success
-	[ "$(rcli EXISTS "order:$ID")" = 0 ]
+	[ "$(rcli EXISTS "order:{$ID}")" = 0 ]
 	run --separate-stderr ot-cache get "$ID" not-an-order
 	assert_failure 65
 	[ "${#lines[@]}" = 1 ]
@@ -74,7 +74,7 @@ setup() {
 @test "ot-cache: invalidate deletes the cached entry" {
 	run --separate-stderr ot-cache invalidate "$ID"
 	assert_success
-	[ "$(rcli EXISTS "order:$ID")" = 0 ]
+	[ "$(rcli EXISTS "order:{$ID}")" = 0 ]
 }
 
 @test "ot-cache: an ACL user in the Redis URL authenticates; a wrong password exits 69 without showing it" {
@@ -88,7 +88,7 @@ setup() {
 	stderr_wrong=$stderr
 	rcli ACL DELUSER "$user" >/dev/null
 	[ "$status_ok" = 0 ]
-	[ "$(rcli EXISTS "order:$ID")" = 0 ]
+	[ "$(rcli EXISTS "order:{$ID}")" = 0 ]
 	[ "$status_wrong" = 69 ]
 	echo "$stderr_wrong" | grep -qF "Redis AUTH failed at redis://$user:***@127.0.0.1"
 	! echo "$stderr_wrong" | grep -q "wrong-$RUNID"
@@ -107,24 +107,24 @@ setup() {
 }
 
 @test "ot-cache: warm caches active orders from the database" {
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	run --separate-stderr ot-cache warm
 	assert_success
 	echo "$stderr" | grep -q 'warmed [0-9]* active orders'
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
-	[ "$(rcli TTL "order:$ID")" -gt 0 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
+	[ "$(rcli TTL "order:{$ID}")" -gt 0 ]
 }
 
 @test "ot-cache: a stale version never overwrites a newer one" {
 	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-consume 2>/dev/null
-	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 2 ]
 	# An old copy of the order written back (as a slow refill would) is refused by the CAS.
-	rcli HSET "order:$ID" version 1 status PENDING >/dev/null
+	rcli HSET "order:{$ID}" version 1 status PENDING >/dev/null
 	run --separate-stderr ot-cache warm
-	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
-	rcli HSET "order:$ID" version 9 status PENDING >/dev/null
+	[ "$(rcli HGET "order:{$ID}" status)" = CONFIRMED ]
+	rcli HSET "order:{$ID}" version 9 status PENDING >/dev/null
 	run --separate-stderr ot-cache warm
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ] # version 9 is newer than the database's 2
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ] # version 9 is newer than the database's 2
 }
 
 @test "ot-cache: with Redis unreachable get falls back to the database; invalidate exits 69" {
@@ -148,17 +148,17 @@ setup() {
 	ot-relay --once 2>/dev/null >> "$log"
 	topic="orders.events.$RUNID"
 	ot-relay -i "$log" -O "kafka:$topic" 2>/dev/null
-	live() { for id in "${ids[@]}"; do rcli HGETALL "order:$id" | paste - - | sort | tr '\n' ' '; echo; done; }
+	live() { for id in "${ids[@]}"; do rcli HGETALL "order:{$id}" | paste - - | sort | tr '\n' ' '; echo; done; }
 	before=$(live)
-	[ "$(rcli HGET "order:${ids[0]}" status)" = DELIVERED ]
-	[ "$(rcli HGET "order:${ids[2]}" status)" = CANCELLED ]
-	for id in "${ids[@]}"; do rcli DEL "order:$id" >/dev/null; done
+	[ "$(rcli HGET "order:{${ids[0]}}" status)" = DELIVERED ]
+	[ "$(rcli HGET "order:{${ids[2]}}" status)" = CANCELLED ]
+	for id in "${ids[@]}"; do rcli DEL "order:{$id}" >/dev/null; done
 	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
 	assert_success
 	[ "$(live)" = "$before" ]
 	for id in "${ids[@]}"; do
-		[ "$(rcli HGET "order:$id" version)" = "$(version_of "$id")" ]
-		[ "$(rcli TTL "order:$id")" -gt 0 ]
+		[ "$(rcli HGET "order:{$id}" version)" = "$(version_of "$id")" ]
+		[ "$(rcli TTL "order:{$id}")" -gt 0 ]
 	done
 	# a second rebuild over a current cache writes nothing and changes nothing
 	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
@@ -172,7 +172,7 @@ setup() {
 	hits0=$(echo "$before" | sed -n 's/.*"hits":\([0-9]*\).*/\1/p')
 	misses0=$(echo "$before" | sed -n 's/.*"misses":\([0-9]*\).*/\1/p')
 	ot-cache get "$ID" >/dev/null 2>&1
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	ot-cache get "$ID" >/dev/null 2>&1
 	run --separate-stderr ot-cache stats
 	assert_success
@@ -184,13 +184,13 @@ setup() {
 
 @test "ot-cache: verify reports drift as JSON lines and exits 65; --repair puts the database's state back" {
 	other=$(place_order "d-$RUNID")
-	rcli HSET "order:$ID" version 0 status DELIVERED >/dev/null   # stale
-	rcli HSET "order:$other" status CANCELLED >/dev/null         # same version, other status
+	rcli HSET "order:{$ID}" version 0 status DELIVERED >/dev/null   # stale
+	rcli HSET "order:{$other}" status CANCELLED >/dev/null         # same version, other status
 	orphan=$(uuid)
-	rcli HSET "order:$orphan" version 3 status PREPARING >/dev/null
+	rcli HSET "order:{$orphan}" version 3 status PREPARING >/dev/null
 	# an entry under an upper-case id (as the letter-case bug left them): nobody reads it
 	up=$(echo "$ID" | tr a-f A-F)
-	rcli HSET "order:$up" version 1 status PENDING >/dev/null
+	rcli HSET "order:{$up}" version 1 status PENDING >/dev/null
 	run --separate-stderr ot-cache verify
 	assert_failure 65
 	assert_output --partial "{\"drift\":\"orphan\",\"order_id\":\"$up\""
@@ -199,10 +199,10 @@ setup() {
 	assert_output --partial "{\"drift\":\"orphan\",\"order_id\":\"$orphan\""
 	run --separate-stderr ot-cache verify --repair
 	assert_success
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
-	[ "$(rcli HGET "order:$other" status)" = PENDING ]
-	[ "$(rcli EXISTS "order:$orphan")" = 0 ]
-	[ "$(rcli EXISTS "order:$up")" = 0 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$other}" status)" = PENDING ]
+	[ "$(rcli EXISTS "order:{$orphan}")" = 0 ]
+	[ "$(rcli EXISTS "order:{$up}")" = 0 ]
 	run --separate-stderr ot-cache verify
 	assert_success
 	assert_output ''
@@ -214,11 +214,11 @@ setup() {
 	drain_log="$BATS_TEST_TMPDIR/log"
 	ot-relay --once 2>/dev/null > "$drain_log"
 	ot-relay -i "$drain_log" -O "kafka:$topic" 2>/dev/null
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	ot-cache sync -i "kafka:$topic" -G "s-$RUNID" 2>"$BATS_TEST_TMPDIR/sync.log" &
 	pid=$!
-	for i in $(seq 1 50); do [ "$(rcli HGET "order:$ID" version)" = 2 ] && break; sleep 0.2; done
-	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	for i in $(seq 1 50); do [ "$(rcli HGET "order:{$ID}" version)" = 2 ] && break; sleep 0.2; done
+	[ "$(rcli HGET "order:{$ID}" status)" = CONFIRMED ]
 	kill -TERM "$pid"
 	wait "$pid"
 	# the group resumes: a restart reads nothing old again
@@ -228,11 +228,11 @@ setup() {
 }
 
 @test "ot-cache: entries expire by state, spread by up to 10%" {
-	ttl=$(rcli TTL "order:$ID")
+	ttl=$(rcli TTL "order:{$ID}")
 	[ "$ttl" -gt 3500 ]
 	[ "$ttl" -le 3960 ]
 	printf '%s\n' "$(event INVENTORY_RESERVATION_FAILED "$ID")" | ot-consume 2>/dev/null
-	ttl=$(rcli TTL "order:$ID")
+	ttl=$(rcli TTL "order:{$ID}")
 	[ "$ttl" -gt 604000 ]
 	[ "$ttl" -le 665280 ]
 }
@@ -245,14 +245,14 @@ setup() {
 	for i in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 	sleep 1.2 # a stats flush of its own start has passed
 	before=$(fills)
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	seq 1 200 | xargs -P 40 -I{} curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$port/orders/$ID" > "$BATS_TEST_TMPDIR/codes"
 	sleep 1.5 # ot-serve adds its counts to ot:stats once a second
 	kill -TERM "$pid"
 	wait "$pid"
 	[ "$(grep -c '^200$' "$BATS_TEST_TMPDIR/codes")" = 200 ]
 	[ "$(fills)" = $((before + 1)) ]
-	[ "$(rcli EXISTS "lock:order:$ID")" = 0 ]
+	[ "$(rcli EXISTS "lock:order:{$ID}")" = 0 ]
 }
 
 @test "ot-cache: sync with --http-addr serves /healthz, /readyz and /metrics; rebuild never listens" {
@@ -262,13 +262,13 @@ setup() {
 	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-consume 2>/dev/null
 	ot-relay --once 2>/dev/null > "$BATS_TEST_TMPDIR/log"
 	ot-relay -i "$BATS_TEST_TMPDIR/log" -O "kafka:$topic" 2>/dev/null
-	rcli DEL "order:$ID" >/dev/null
+	rcli DEL "order:{$ID}" >/dev/null
 	start_bg "$BATS_TEST_TMPDIR/sync.log" ot-cache sync -i "kafka:$topic" -G "s-$RUNID" --http-addr "127.0.0.1:$port" \
 		-X statistics.interval.ms=200 -X auto.commit.interval.ms=200
 	assert_serving "$port"
 	t="tool=\"ot-cache\",topic=\"$topic\""
 	wait_metric "$port" "ot_records_total{$t,result=\"applied\"}" 1
-	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CONFIRMED ]
 	[ "$(metric_of "$port" 'ot_cache_writes_total{tool="ot-cache",result="applied"}')" = 1 ]
 	for i in $(seq 1 50); do
 		lags=$(curl -s "http://127.0.0.1:$port/metrics" | grep "^ot_kafka_consumer_lag{$t," | awk '{ print $2 }' | sort -u)

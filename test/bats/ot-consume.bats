@@ -19,8 +19,8 @@ delivery() { # STATUS [EXTRA_DATA]
 	assert_success
 	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "CONFIRMED|2" ]
 	[ "$(sql_orders "SELECT type FROM outbox WHERE key = '$ID'")" = ORDER_STATUS_UPDATED ]
-	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
-	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CONFIRMED ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 2 ]
 	echo "$stderr" | grep -q "\"msg\":\"PENDING -> CONFIRMED (version 2)\",\"order_id\":\"$ID\""
 }
 
@@ -28,7 +28,7 @@ delivery() { # STATUS [EXTRA_DATA]
 	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVATION_FAILED "$ID" '{"short_skus":["SKU-X"]}')"
 	assert_success
 	[ "$(sql_orders "SELECT status, reason FROM orders WHERE id = '$ID'")" = 'REJECTED|insufficient stock: ["SKU-X"]' ]
-	[ "$(rcli HGET "order:$ID" status)" = REJECTED ]
+	[ "$(rcli HGET "order:{$ID}" status)" = REJECTED ]
 }
 
 @test "ot-consume: a duplicate event changes nothing" {
@@ -46,14 +46,14 @@ $ev"
 @test "ot-consume: a redelivered event puts the database's status back in a cache left behind (a crash between commit and cache write)" {
 	ev=$(event INVENTORY_RESERVED "$ID")
 	ot-consume <<<"$ev" 2>/dev/null
-	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 2 ]
 	# As if the process had died after its commit and before its cache write:
-	rcli HSET "order:$ID" version 1 status PENDING >/dev/null
+	rcli HSET "order:{$ID}" version 1 status PENDING >/dev/null
 	run --separate-stderr ot-consume <<<"$ev"
 	assert_success
 	echo "$stderr" | grep -q 'already applied'
-	[ "$(rcli HGET "order:$ID" status)" = CONFIRMED ]
-	[ "$(rcli HGET "order:$ID" version)" = 2 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CONFIRMED ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 2 ]
 	[ "$(version_of "$ID")" = 2 ]
 }
 
@@ -63,7 +63,7 @@ $ev"
 	echo "$stderr" | grep -q "\"level\":\"error\".*impossible transition PENDING -> DELIVERED refused"
 	echo "$stderr" | grep -q "$ID"
 	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "PENDING|1" ]
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
 }
 
 @test "ot-consume: a late event for a state already passed is skipped, not refused" {
@@ -82,9 +82,9 @@ $(delivery IN_TRANSIT '"lat":52.37,"lon":4.89,"eta":"2026-11-24T19:00:00Z"')
 $(delivery IN_TRANSIT '"lat":52.38,"lon":4.90')"
 	assert_success
 	[ "$(sql_orders "SELECT status, version, lat, lon, eta FROM orders WHERE id = '$ID'")" = "IN_TRANSIT|5|52.38|4.9|2026-11-24T19:00:00Z" ]
-	[ "$(rcli HGET "order:$ID" lat)" = 52.380000 ]
-	[ "$(rcli HGET "order:$ID" eta)" = 2026-11-24T19:00:00Z ]
-	[ "$(rcli HGET "order:$ID" version)" = 5 ]
+	[ "$(rcli HGET "order:{$ID}" lat)" = 52.380000 ]
+	[ "$(rcli HGET "order:{$ID}" eta)" = 2026-11-24T19:00:00Z ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 5 ]
 }
 
 @test "ot-consume: a malformed line among good ones exits 65 with its line number, the good ones applied" {
@@ -173,7 +173,7 @@ $(delivery IN_TRANSIT '"lat":123,"lon":4.89')"
 $(event ORDER_CANCELLED "$ID" '{"reason":"customer called"}')"
 	assert_success
 	[ "$(sql_orders "SELECT status, version, reason FROM orders WHERE id = '$ID'")" = "CANCELLED|3|customer called" ]
-	[ "$(rcli HGET "order:$ID" status)" = CANCELLED ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CANCELLED ]
 	sql_orders "SELECT payload FROM outbox WHERE key = '$ID' AND type = 'ORDER_CANCELLED'" |
 		grep -q '"data":{"reason":"customer called","items":\[{"sku":"SKU-A","qty":1}\]}'
 }
@@ -196,12 +196,12 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 
 @test "ot-consume: an event naming the order in upper case updates the canonical cache entry" {
 	up=$(echo "$ID" | tr a-f A-F)
-	[ "$(rcli HGET "order:$ID" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
 	run --separate-stderr ot-consume <<<"$(event ORDER_CANCELLED "$up" '{"reason":"case"}')"
 	assert_success
 	[ "$(status_of "$ID")" = CANCELLED ]
-	[ "$(rcli HGET "order:$ID" status)" = CANCELLED ]
-	[ "$(rcli EXISTS "order:$up")" = 0 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CANCELLED ]
+	[ "$(rcli EXISTS "order:{$up}")" = 0 ]
 	echo "$stderr" | grep -q "\"order_id\":\"$ID\""
 	! echo "$stderr" | grep -q "$up" || false
 	# the announcement for the Inventory Service carries the canonical id too
@@ -224,7 +224,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	echo "$stderr" | grep -q '"msg":"6 records: 2 applied, 3 skipped, 0 refused, 1 dead-lettered, 0 retries; 3 of the skipped late'
 	[ "$(echo "$stderr" | grep -c "\"level\":\"info\".*skipped: order $ID: late DELIVERY_UPDATED: the order was cancelled meanwhile")" = 3 ]
 	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "CANCELLED|3" ]
-	[ "$(rcli HGET "order:$ID" status)" = CANCELLED ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CANCELLED ]
 	ot-relay -i "kafka:$topic.dlq" -O - --meta -G "d-$RUNID" -e > "$BATS_TEST_TMPDIR/dlq" 2>/dev/null
 	[ "$(wc -l < "$BATS_TEST_TMPDIR/dlq")" = 1 ]
 	grep -q "\"key\":\"$other\".*impossible transition PENDING -> DELIVERED" "$BATS_TEST_TMPDIR/dlq"
@@ -240,7 +240,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	assert_success
 	[ "$(status_of "$ID")" = REJECTED ]
 	[ "$(sql_orders "SELECT reason = 'insufficient stock: [\"' || repeat('é', 116) FROM orders WHERE id = '$ID'")" = t ]
-	[ "$(rcli HGET "order:$ID" status)" = REJECTED ]
+	[ "$(rcli HGET "order:{$ID}" status)" = REJECTED ]
 }
 
 @test "ot-consume: a failing connection never shows the database password (conninfo, URI, help)" {
@@ -346,8 +346,8 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$other'")" = "CONFIRMED|2" ]
 	# Each change in the outbox in order, and the cache at the last one.
 	[ "$(sql_orders "SELECT string_agg(payload::jsonb->>'version', ',' ORDER BY id) FROM outbox WHERE key = '$ID'")" = "1,2,3,4,5" ]
-	[ "$(rcli HGET "order:$ID" version)" = 5 ]
-	[ "$(rcli HGET "order:$ID" lat)" = 52.200000 ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 5 ]
+	[ "$(rcli HGET "order:{$ID}" lat)" = 52.200000 ]
 	# The refused events left no processed_events row: a later copy is judged again.
 	refused=$(sed -n '2p;4p' "$BATS_TEST_TMPDIR/in" | jq -r .id | sed "s/.*/'&'/" | paste -sd,)
 	[ "$(sql_orders "SELECT count(*) FROM processed_events WHERE event_id IN ($refused)")" = 0 ]

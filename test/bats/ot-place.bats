@@ -18,8 +18,8 @@ setup() {
 	[ "$(sql_orders "SELECT status, version, customer_id FROM orders WHERE id = '$id'")" = "PENDING|1|c-$RUNID" ]
 	[ "$(sql_orders "SELECT count(*) FROM order_items WHERE order_id = '$id'")" = 2 ]
 	[ "$(sql_orders "SELECT type FROM outbox WHERE key = '$id'")" = ORDER_CREATED ]
-	[ "$(rcli HGET "order:$id" status)" = PENDING ]
-	[ "$(rcli HGET "order:$id" version)" = 1 ]
+	[ "$(rcli HGET "order:{$id}" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$id}" version)" = 1 ]
 }
 
 @test "ot-place: the same request_id twice creates one order" {
@@ -128,7 +128,7 @@ $(request "c-$RUNID")"
 	for l in "${lines[@]}"; do
 		id=$(echo "$l" | jq -r .order_id)
 		[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$id' AND type = 'ORDER_CREATED'")" = 1 ]
-		[ "$(rcli HGET "order:$id" status)" = PENDING ]
+		[ "$(rcli HGET "order:{$id}" status)" = PENDING ]
 		[ "$(echo "$l" | jq -c '{created_at, updated_at, items}')" = "$(sql_orders "SELECT json_build_object('created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'items', (SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) FROM order_items WHERE order_id = o.id)) FROM orders o WHERE id = '$id'" | jq -c .)" ]
 	done
 }

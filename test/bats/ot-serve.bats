@@ -66,11 +66,11 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_output --partial "\"order_id\":\"$id\",\"status\":\"PENDING\",\"version\":1"
 	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
 	grep -qi '^Content-Type: application/json' "$BATS_TEST_TMPDIR/h"
-	rcli DEL "order:$id" >/dev/null
+	rcli DEL "order:{$id}" >/dev/null
 	run curl -s -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
 	assert_output --partial '"status":"PENDING"'
 	grep -qi '^X-Cache: MISS' "$BATS_TEST_TMPDIR/h"
-	[ "$(rcli HGET "order:$id" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$id}" status)" = PENDING ]
 }
 
 @test "ot-serve: a path with an encoded NUL or control character is 400, not the order" {
@@ -690,10 +690,10 @@ probe_healthz() {
 	own_redis
 	# ... and reaches the cache once Redis answers, without a read asking for it
 	for i in $(seq 1 50); do
-		[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" status 2>/dev/null)" = CANCELLED ] && break
+		[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:{$id}" status 2>/dev/null)" = CANCELLED ] && break
 		sleep 0.2
 	done
-	[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" status)" = CANCELLED ]
+	[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:{$id}" status)" = CANCELLED ]
 	# the circuit half-opens after 2 s, one probe closes it
 	for i in $(seq 1 30); do
 		http -o /dev/null "$BASE/orders/$id" >/dev/null
@@ -708,14 +708,14 @@ probe_healthz() {
 @test "ot-serve: a stale cache entry left by a failed write is repaired once Redis answers again" {
 	serve
 	id=$(place_order "c-$RUNID")
-	[ "$(rcli HGET "order:$id" status)" = PENDING ]
+	[ "$(rcli HGET "order:{$id}" status)" = PENDING ]
 	# Redis keeps its data but takes no writes for 3 s: the cancel commits, its cache write times out
 	rcli CLIENT PAUSE 3000 WRITE >/dev/null
 	run http -X POST "$BASE/orders/$id/cancel"
 	assert_line --index 1 200
 	[ "$(status_of "$id")" = CANCELLED ]
-	for i in $(seq 1 50); do [ "$(rcli HGET "order:$id" status)" = CANCELLED ] && break; sleep 0.2; done
-	[ "$(rcli HGET "order:$id" status)" = CANCELLED ]
+	for i in $(seq 1 50); do [ "$(rcli HGET "order:{$id}" status)" = CANCELLED ] && break; sleep 0.2; done
+	[ "$(rcli HGET "order:{$id}" status)" = CANCELLED ]
 	grep -q 'cache repaired to version' "$BATS_TEST_TMPDIR/serve.log"
 }
 
@@ -740,7 +740,7 @@ probe_healthz() {
 	bad=$(echo "$output" | grep -v '^#' | grep -vE '^[a-z_]+(\{[^}]*\})? [-+0-9.eE]+$' || true)
 	[ -z "$bad" ]
 	# a miss refills the entry; an order placed over HTTP is a transition to PENDING
-	rcli DEL "order:$id" >/dev/null
+	rcli DEL "order:{$id}" >/dev/null
 	http "$BASE/orders/$id" >/dev/null
 	[ "$(metric 'ot_cache_reads_total{result="miss"}')" = 1 ]
 	[ "$(metric 'ot_cache_fills_total{tool="ot-serve"}')" = 1 ]
@@ -795,7 +795,7 @@ reader() {
 	for r in 1 2 3 4; do reader "$r" & BG_PIDS+=($!); done
 	# Invalidations force refills that race the writes.
 	(while [ ! -e "$BATS_TEST_TMPDIR/stop" ]; do
-		redis-cli -p "$OWN_REDIS_PORT" DEL "order:$(shuf -n1 "$BATS_TEST_TMPDIR/ids")" >/dev/null 2>&1
+		redis-cli -p "$OWN_REDIS_PORT" DEL "order:{$(shuf -n1 "$BATS_TEST_TMPDIR/ids")}" >/dev/null 2>&1
 		sleep 0.02
 	done) & BG_PIDS+=($!)
 	half=$(($(wc -l < "$BATS_TEST_TMPDIR/events") / 2))
@@ -828,8 +828,8 @@ reader() {
 	done
 	# The cache agrees with the database at the end.
 	while read -r id; do
-		v=$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" version)
-		[ -z "$v" ] || [ "$v" = 7 ] || { echo "order:$id has version $v in Redis" >&2; false; }
+		v=$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:{$id}" version)
+		[ -z "$v" ] || [ "$v" = 7 ] || { echo "order:{$id} has version $v in Redis" >&2; false; }
 	done < "$BATS_TEST_TMPDIR/ids"
 }
 
@@ -852,11 +852,11 @@ reader() {
 	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
 	[ "$(metric 'ot_cache_reads_total{result="local"}')" = 2 ]
 	# a DEL publishes nothing: Redis's invalidation drops the entry, the read misses and refills
-	redis-cli -p "$OWN_REDIS_PORT" DEL "order:$id" >/dev/null
+	redis-cli -p "$OWN_REDIS_PORT" DEL "order:{$id}" >/dev/null
 	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
 	assert_line --index 0 --partial '"status":"CONFIRMED","version":2'
 	grep -qi '^X-Cache: MISS' "$BATS_TEST_TMPDIR/h"
-	[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:$id" version)" = 2 ]
+	[ "$(redis-cli -p "$OWN_REDIS_PORT" HGET "order:{$id}" version)" = 2 ]
 	http "$BASE/orders/$id" >/dev/null
 	http "$BASE/orders/$id" >/dev/null
 	[ "$(metric ot_local_cache_entries)" = 1 ]
@@ -944,7 +944,7 @@ reader() {
 		assert_line --index 0 --partial "\"order_id\":\"$id\",\"status\":\"PENDING\""
 	done
 	# one entry, under the canonical (lower-case) id
-	[ "$(rcli --scan --pattern "order:*" | grep -ic "order:$id")" = 1 ]
+	[ "$(rcli --scan --pattern "order:*" | grep -ic "order:{$id}")" = 1 ]
 	# a cancel that names the order in upper case
 	printf '%s\n' "$(event ORDER_CANCELLED "$up" '{"reason":"case"}')" | ot-consume 2>/dev/null
 	[ "$(status_of "$id")" = CANCELLED ]

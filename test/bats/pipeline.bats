@@ -32,9 +32,9 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	[ "$(count_status DELIVERED)" = 3 ]
 	for id in $(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed"); do
 		[ "$(version_of "$id")" = 7 ]
-		[ "$(rcli HGET "order:$id" status)" = DELIVERED ]
-		[ "$(rcli HGET "order:$id" version)" = 7 ]
-		[ -n "$(rcli HGET "order:$id" lat)" ]
+		[ "$(rcli HGET "order:{$id}" status)" = DELIVERED ]
+		[ "$(rcli HGET "order:{$id}" version)" = 7 ]
+		[ -n "$(rcli HGET "order:{$id}" lat)" ]
 	done
 	# every status change is in the outbox for orders.events
 	[ "$(ot-relay --once 2>/dev/null | grep -c '"type":"ORDER_STATUS_UPDATED"')" = 18 ]
@@ -51,8 +51,8 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'c-$RUNID-%' AND status = 'DELIVERED'" 10 60
 	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$SKU'")" = "80|20" ]
 	for id in $(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed"); do
-		[ "$(rcli HGET "order:$id" status)" = DELIVERED ]
-		[ "$(rcli HGET "order:$id" version)" = "$(version_of "$id")" ]
+		[ "$(rcli HGET "order:{$id}" status)" = DELIVERED ]
+		[ "$(rcli HGET "order:{$id}" version)" = "$(version_of "$id")" ]
 	done
 	# The relays emptied both outboxes once Kafka acknowledged.
 	wait_sql orders "SELECT count(*) FROM outbox" 0 10
@@ -77,6 +77,6 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	[ "$(sql_inventory "SELECT count(*) FROM reservations WHERE order_id = ANY('{$cancelled}'::uuid[]) AND status = 'RESERVED'")" = 0 ]
 	[ "$(sql_inventory "SELECT coalesce(sum(qty), 0) FROM reservations WHERE sku = '$SKU' AND status = 'RESERVED'")" = 30 ]
 	for id in ${cancelled//,/ }; do
-		[ "$(rcli HGET "order:$id" status)" = CANCELLED ]
+		[ "$(rcli HGET "order:{$id}" status)" = CANCELLED ]
 	done
 }

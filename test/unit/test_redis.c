@@ -48,7 +48,7 @@ status(struct ot_status *st, const char *id, const char *s, long long version)
 static long long
 version_of(redisContext *r, const char *id)
 {
-	redisReply *rep = redisCommand(r, "HGET order:%s version", id);
+	redisReply *rep = redisCommand(r, "HGET order:{%s} version", id);
 	long long v = rep && rep->type == REDIS_REPLY_STRING ? strtoll(rep->str, NULL, 10) : -1;
 
 	freeReplyObject(rep);
@@ -58,7 +58,7 @@ version_of(redisContext *r, const char *id)
 static void
 cleanup(redisContext *r, const char *id)
 {
-	freeReplyObject(redisCommand(r, "DEL order:%s orderlog:%s", id, id));
+	freeReplyObject(redisCommand(r, "DEL order:{%s} orderlog:{%s}", id, id));
 }
 
 /* A script runs by its digest, and again from its source once Redis has lost it. */
