@@ -61,7 +61,7 @@
 struct conns {
 	PGconn *db;
 	int db_pid;          /* the backend STATEMENT_TIMEOUT was set on: PQreset forgets it */
-	redisContext *redis;
+	struct ot_redis_link redis; /* the rate limiter's and readiness check's */
 	struct conns *next;
 };
 
@@ -204,16 +204,17 @@ db_done(struct call *x, int rc)
 	ot_breaker_done(&x->h->pg_cb, rc != OT_ESERVICE);
 }
 
-/* The thread's Redis connection, or NULL (skip Redis) while it is down or its circuit open.
- * The caller reports with redis_done when it got one. */
+/* The thread's Redis connection for key (a cluster's master of its slot), or NULL (skip
+ * Redis) while it is down or its circuit open. The caller reports with redis_done when it got
+ * one. */
 static redisContext *
-redis_of(struct call *x)
+redis_of(struct call *x, const char *key)
 {
 	redisContext *r;
 
 	if (!ot_breaker_allow(&x->h->redis_cb))
 		return NULL;
-	if (!(r = ot_redis_live(&x->c->redis, x->h->redis_url)))
+	if (!(r = ot_redis_link_conn(&x->c->redis, x->h->redis_url, key)))
 		ot_breaker_done(&x->h->redis_cb, 0);
 	return r;
 }
@@ -785,7 +786,7 @@ static int
 within_limit(struct call *x, long *wait_ms)
 {
 	redisContext *r;
-	char addr[72], client[96], err[256];
+	char addr[72], client[96], key[112], err[256];
 	/* A request with a wrong key spends no lease and takes none: it is refused all the sooner. */
 	int rc = 1, n = x->sr->auth < 0 ? 1 : x->h->lease_n;
 
@@ -818,21 +819,26 @@ within_limit(struct call *x, long *wait_ms)
 		ot_rpipe_send(x->h->pipe, &x->sr->rj);
 		return -1;
 	}
-	if (!(r = redis_of(x)))
-		return 1;
 	if (x->sr->auth) {
 		char fails[96];
 		snprintf(fails, sizeof fails, "authfail:%s", addr);
+		snprintf(key, sizeof key, OT_REDIS_RL_FMT, fails);
+		if (!(r = redis_of(x, key)))
+			return 1;
 		rc = ot_redis_gcra(r, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
+		redis_done(x, r, rc >= 0);
 	}
 	if (rc > 0 && x->h->rate > 0 && !(x->sr->auth > 0 && lease_take(x->h, client))) {
+		snprintf(key, sizeof key, OT_REDIS_RL_FMT, client);
+		if (!(r = redis_of(x, key)))
+			return 1;
 		rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, n, wait_ms, err, sizeof err);
 		if (rc == 0 && n > 1) /* not room for a lease: perhaps for this one */
 			rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
 		else if (rc == 1 && n > 1)
 			lease_give(x->h, client, n - 1);
+		redis_done(x, r, rc >= 0);
 	}
-	redis_done(x, r, rc >= 0);
 	if (rc < 0)
 		OT_WARN(NULL, "rate limit not checked: %s", err);
 	return rc != 0;
@@ -1172,7 +1178,7 @@ redis_ready(struct call *x)
 	int tries, rc = OT_ESERVICE;
 
 	for (tries = 0; tries < 2 && rc; tries++) {
-		if (!(r = ot_redis_live(&x->c->redis, x->h->redis_url)))
+		if (!(r = ot_redis_link_conn(&x->c->redis, x->h->redis_url, NULL)))
 			break;
 		t0 = ot_now_ms();
 		redisSetTimeout(r, quick);
@@ -1509,8 +1515,7 @@ ot_http_stop(struct ot_http *h)
 	for (c = h->conns; c; c = next) {
 		next = c->next;
 		PQfinish(c->db);
-		if (c->redis)
-			redisFree(c->redis);
+		ot_redis_link_close(&c->redis);
 		free(c);
 	}
 	ot_live_stop(h->live);

@@ -321,16 +321,26 @@ ot_redis_live(redisContext **r, const char *url)
 redisContext *
 ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key)
 {
+	struct ot_redis_url u;
 	redisContext *r;
 	int single = 0;
 
 	k->err[0] = '\0';
+	if (k->r && k->r->err) {
+		/* Broken (a restart, say): connected again below, which may find a cluster meanwhile. */
+		OT_WARN(NULL, "Redis connection lost: %s", k->r->errstr);
+		redisFree(k->r);
+		k->r = NULL;
+	}
 	if (!k->r && !k->cl) {
 		long long now = ot_now_ms();
 		if (k->last_try && now - k->last_try < 200)
 			return NULL;
 		k->last_try = now;
-		if (!(k->cl = ot_rcluster_new(url, 1000, &single, k->err, sizeof k->err)) && !single) {
+		/* A cluster has db 0 alone: another db names a single server. */
+		if (!ot_redis_parse_url(url, &u, k->err, sizeof k->err) && u.db)
+			single = 1;
+		else if (!(k->cl = ot_rcluster_new(url, 1000, &single, k->err, sizeof k->err)) && !single) {
 			OT_DEBUG(NULL, "%s", k->err);
 			return NULL;
 		}
@@ -343,21 +353,12 @@ ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key)
 			OT_INFO(NULL, "connected to a Redis Cluster of %zu masters", ot_rcluster_masters(k->cl));
 		}
 	}
-	if (k->cl) {
-		r = key ? ot_rcluster_node(k->cl, key, strlen(key)) : ot_rcluster_master(k->cl, 0);
-		if (!r)
-			snprintf(k->err, sizeof k->err, "a Redis Cluster master is unreachable");
-		return r;
-	}
-	if (k->r->err) {
-		/* Broken: the next call connects again, which may find a cluster meanwhile. */
-		OT_WARN(NULL, "Redis connection lost: %s", k->r->errstr);
-		redisFree(k->r);
-		k->r = NULL;
-		k->last_try = ot_now_ms();
-		return NULL;
-	}
-	return k->r;
+	if (k->r)
+		return k->r;
+	r = key ? ot_rcluster_node(k->cl, key, strlen(key)) : ot_rcluster_master(k->cl, 0);
+	if (!r)
+		snprintf(k->err, sizeof k->err, "a Redis Cluster master is unreachable");
+	return r;
 }
 
 int

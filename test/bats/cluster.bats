@@ -15,10 +15,41 @@ setup() {
 }
 
 teardown() {
+	stop_bg
 	# A master killed by a test comes back, so the next test (and file) finds the whole cluster.
 	if [ -n "$KILLED" ]; then
 		OT_STACK_PORT_BASE=$STACK_BASE ot-stack up >/dev/null 2>&1 || true
 	fi
+	# A slot a test moved goes back to its master.
+	if [ -n "$MOVED" ]; then
+		move_slot $MOVED || true
+	fi
+}
+
+ccli() { redis-cli -c -p "${PORTS[0]}" "$@"; }
+slot_of() { redis-cli -p "${PORTS[0]}" cluster keyslot "$1"; }
+owner_of() { # SLOT: the port of the master that serves it
+	local p
+	for p in "${PORTS[@]}"; do
+		redis-cli -p "$p" cluster nodes | awk -v s="$1" -v me=0 '$3 ~ /myself/ {
+			for (i = 9; i <= NF; i++) { if ($i ~ /^\[/) continue; n = split($i, r, "-")
+				if ((n == 1 && r[1] == s) || (n == 2 && s >= r[1] && s <= r[2])) me = 1 } }
+			END { exit !me }' && { echo "$p"; return; }
+	done
+}
+move_slot() { # SLOT FROM TO: moves a slot, keys and all, from one master to another
+	local slot=$1 from=$2 to=$3 src dst keys p
+	src=$(redis-cli -p "$from" cluster myid)
+	dst=$(redis-cli -p "$to" cluster myid)
+	redis-cli -p "$to" cluster setslot "$slot" importing "$src" >/dev/null
+	redis-cli -p "$from" cluster setslot "$slot" migrating "$dst" >/dev/null
+	while keys=$(redis-cli -p "$from" cluster getkeysinslot "$slot" 100 | tr '\n' ' ') && [ -n "${keys// /}" ]; do
+		# shellcheck disable=SC2086
+		redis-cli -p "$from" migrate 127.0.0.1 "$to" "" 0 5000 keys $keys >/dev/null
+	done
+	for p in "${PORTS[@]}"; do
+		redis-cli -p "$p" cluster setslot "$slot" node "$dst" >/dev/null
+	done
 }
 
 cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^cluster_state://p'; }
@@ -79,4 +110,97 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 		[ "$(cluster_state "$q")" = ok ]
 	done
 	[ "$(cat "$OT_STACK_DIR/rcluster/$p/redis.pid")" != "$pid" ]
+}
+
+@test "cluster: an order's whole life over pipes with the cache on a Redis Cluster: both its keys in one slot, orders on every master; stats, verify, repair, invalidate and get work across them" {
+	single=$(redis_port)
+	export OT_REDIS_URL="$OT_REDIS_CLUSTER_URL"
+	SKU="CL-$RUNID"
+	stock "$SKU" 100
+	drain_outboxes
+	for i in $(seq 1 12); do request "cl-$RUNID-$i" "[{\"sku\":\"$SKU\",\"qty\":1}]"; done |
+		ot-place > "$BATS_TEST_TMPDIR/placed" 2>"$BATS_TEST_TMPDIR/place.log"
+	ot-relay --once 2>/dev/null | ot-reserve 2>/dev/null
+	ot-relay --db inventory --once 2>/dev/null | ot-consume 2>"$BATS_TEST_TMPDIR/consume.log"
+	ot-courier -n 3 < "$BATS_TEST_TMPDIR/placed" | ot-consume 2>>"$BATS_TEST_TMPDIR/consume.log"
+	mapfile -t ids < <(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed")
+	[ "${#ids[@]}" = 12 ]
+	refute grep -q 'cache write' "$BATS_TEST_TMPDIR/place.log" "$BATS_TEST_TMPDIR/consume.log"
+	declare -A owners=()
+	for id in "${ids[@]}"; do
+		[ "$(version_of "$id")" = 7 ]
+		[ "$(ccli HGET "order:{$id}" status)" = DELIVERED ]
+		[ "$(ccli HGET "order:{$id}" version)" = 7 ]
+		[ "$(ccli ZCARD "orderlog:{$id}")" = 7 ]
+		[ "$(slot_of "order:{$id}")" = "$(slot_of "orderlog:{$id}")" ]
+		owners[$(owner_of "$(slot_of "order:{$id}")")]=1
+	done
+	# Twelve random ids on one master of three: 3 * (1/3)^12.
+	[ "${#owners[@]}" -ge 2 ]
+	# The single Redis got nothing.
+	[ "$(redis-cli -p "$single" EXISTS "order:{${ids[0]}}")" = 0 ]
+	[ "$(ot-cache stats 2>/dev/null | jq '.keys_per_state.DELIVERED')" -ge 12 ]
+	run ot-cache verify
+	assert_success
+	# Drift on two masters' entries, found and repaired.
+	ccli HSET "order:{${ids[0]}}" version 3 status PREPARING >/dev/null
+	ccli HSET "order:{${ids[1]}}" status CANCELLED >/dev/null
+	run ot-cache verify
+	[ "$status" = 65 ]
+	assert_output --partial "\"drift\":\"stale\",\"order_id\":\"${ids[0]}\""
+	assert_output --partial "\"drift\":\"mismatch\",\"order_id\":\"${ids[1]}\""
+	run ot-cache verify --repair
+	assert_success
+	[ "$(ccli HGET "order:{${ids[0]}}" status)" = DELIVERED ]
+	[ "$(ccli HGET "order:{${ids[1]}}" status)" = DELIVERED ]
+	# Invalidated, then read: a miss, refilled from the database on the right master.
+	run ot-cache invalidate "${ids[2]}"
+	assert_success
+	[ "$(ccli EXISTS "order:{${ids[2]}}")" = 0 ]
+	run ot-cache get "${ids[2]}"
+	assert_success
+	assert_output --partial '"status":"DELIVERED","version":7'
+	assert_output --partial '"cache":"miss"'
+	[ "$(ccli HGET "order:{${ids[2]}}" version)" = 7 ]
+	run ot-cache get "${ids[2]}"
+	assert_output --partial '"cache":"hit"'
+}
+
+@test "cluster: over Kafka, ot-consume follows an order's slot to another master mid-run (MOVED); every status lands, in order" {
+	export OT_REDIS_URL="$OT_REDIS_CLUSTER_URL"
+	SKU="CK-$RUNID"
+	stock "$SKU" 100
+	start_bg "$BATS_TEST_TMPDIR/relay-orders.log" ot-relay --db orders -O kafka
+	start_bg "$BATS_TEST_TMPDIR/relay-inventory.log" ot-relay --db inventory -O kafka
+	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i kafka:orders.events -G "r-$RUNID"
+	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID"
+	for i in $(seq 1 6); do request "ck-$RUNID-$i" "[{\"sku\":\"$SKU\",\"qty\":1}]"; done |
+		ot-place > "$BATS_TEST_TMPDIR/placed" 2>/dev/null
+	mapfile -t ids < <(sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed")
+	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'ck-$RUNID-%' AND status = 'CONFIRMED'" 6 60
+	for id in "${ids[@]}"; do
+		for ((i = 0; i < 50; i++)); do [ "$(ccli HGET "order:{$id}" status)" = CONFIRMED ] && break; sleep 0.1; done
+		[ "$(ccli HGET "order:{$id}" status)" = CONFIRMED ]
+	done
+	# The first order's slot moves to the next master, its keys with it, under the running consumer.
+	slot=$(slot_of "order:{${ids[0]}}")
+	from=$(owner_of "$slot")
+	for to in "${PORTS[@]}"; do [ "$to" != "$from" ] && break; done
+	move_slot "$slot" "$from" "$to"
+	MOVED="$slot $to $from"
+	[ "$(owner_of "$slot")" = "$to" ]
+	[ "$(redis-cli -p "$to" HGET "order:{${ids[0]}}" status)" = CONFIRMED ]
+	ot-courier -n 3 < "$BATS_TEST_TMPDIR/placed" | ot-relay -i - -O kafka:delivery.updates 2>/dev/null
+	wait_sql orders "SELECT count(*) FROM orders WHERE customer_id LIKE 'ck-$RUNID-%' AND status = 'DELIVERED'" 6 60
+	for id in "${ids[@]}"; do
+		for ((i = 0; i < 100; i++)); do [ "$(ccli HGET "order:{$id}" status)" = DELIVERED ] && break; sleep 0.1; done
+		[ "$(ccli HGET "order:{$id}" status)" = DELIVERED ]
+		[ "$(ccli HGET "order:{$id}" version)" = "$(version_of "$id")" ]
+		# Every change in the log, versions 1 to 7 with no gap.
+		[ "$(ccli ZRANGE "orderlog:{$id}" 0 -1 WITHSCORES | awk 'NR % 2 == 0' | tr '\n' ' ')" = "1 2 3 4 5 6 7 " ]
+	done
+	[ "$(redis-cli -p "$to" HGET "order:{${ids[0]}}" version)" = 7 ]
+	# Followed, not failed and repaired: no write was lost on the way.
+	refute grep -q 'cache write of' "$BATS_TEST_TMPDIR/consume.log"
+	stop_bg
 }
