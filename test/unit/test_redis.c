@@ -196,6 +196,7 @@ pipe_incr(const char *url, const char *key, struct piped *p, int n)
 		p[i].n = i;
 		p[i].done = 0;
 		p[i].j.done = piped_done;
+		p[i].j.slot = -1; /* a single server: no slot */
 		p[i].j.len = redisFormatCommand(&p[i].j.cmd, "INCR %s", key);
 		assert_true(p[i].j.len > 0);
 		ot_rpipe_send(pipe, &p[i].j);
@@ -225,6 +226,38 @@ pipe_answers_each_command_once_in_order(void **state)
 	redisFree(r);
 }
 
+/* A URL naming a db is a single server's (a cluster has db 0 alone): the pipe's commands run
+ * in that db. */
+static void
+pipe_runs_in_the_urls_db(void **state)
+{
+	static struct piped p[10];
+	const char *url = getenv("OT_TEST_REDIS_URL");
+	char key[64], in_db[512];
+	size_t n = strlen(url);
+	redisContext *r = connect_or_fail();
+	redisReply *rep;
+
+	(void)state;
+	if (n < 2 || strcmp(url + n - 2, "/0"))
+		fail_msg("OT_TEST_REDIS_URL does not end in /0: %s", url);
+	snprintf(in_db, sizeof in_db, "%.*s/3", (int)(n - 2), url);
+	snprintf(key, sizeof key, "test:rpipe:db:%d", (int)getpid());
+	pipe_incr(in_db, key, p, 10);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(p[i].got, i + 1);
+	rep = redisCommand(r, "EXISTS %s", key);
+	assert_int_equal(rep->integer, 0);
+	freeReplyObject(rep);
+	freeReplyObject(redisCommand(r, "SELECT 3"));
+	rep = redisCommand(r, "GET %s", key);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	assert_string_equal(rep->str, "10");
+	freeReplyObject(rep);
+	freeReplyObject(redisCommand(r, "DEL %s", key));
+	redisFree(r);
+}
+
 static void
 pipe_without_redis_answers_null(void **state)
 {
@@ -246,6 +279,7 @@ main(void)
 		cmocka_unit_test(put_many_writes_in_order_and_reports_stale_ones),
 		cmocka_unit_test(put_many_on_a_broken_connection_is_a_service_error),
 		cmocka_unit_test(pipe_answers_each_command_once_in_order),
+		cmocka_unit_test(pipe_runs_in_the_urls_db),
 	};
 	const struct CMUnitTest without[] = {
 		cmocka_unit_test(a_script_is_named_by_the_sha1_of_its_source),
