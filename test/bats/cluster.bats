@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
-# The stack's Redis Cluster (three masters) and ot_rcluster against it, through the cmocka binary
-# build/test/test_rcluster (built by make units); scripts/ot-stack status and up for the cluster.
+# The stack's Redis Cluster (three masters) and ot_rcluster and ot_rpipe against it, through the
+# cmocka binaries build/test/test_rcluster and test_rpipe_cluster (built by make units);
+# scripts/ot-stack status and up for the cluster.
 
 setup() {
 	load helpers
@@ -16,6 +17,10 @@ setup() {
 
 teardown() {
 	stop_bg
+	# A master a test stopped (SIGSTOP) runs again, even when the test binary died first.
+	for p in "${PORTS[@]}"; do
+		kill -CONT "$(cat "$OT_STACK_DIR/rcluster/$p/redis.pid" 2>/dev/null)" 2>/dev/null || true
+	done
 	# A master killed by a test comes back, so the next test (and file) finds the whole cluster.
 	if [ -n "$KILLED" ]; then
 		OT_STACK_PORT_BASE=$STACK_BASE ot-stack up >/dev/null 2>&1 || true
@@ -66,6 +71,21 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	for p in "${PORTS[@]}"; do
 		[ "$(cluster_state "$p")" = ok ]
 		run redis-cli -p "$p" --scan --pattern 'test:rc:*'
+		assert_output ''
+	done
+}
+
+@test "ot_rpipe: against the cluster, each command answered once, in order per key, on all three masters; a slot moved or migrating mid-way still answers; a stopped master fails only its commands, within 2.5 s" {
+	[ -x "$ROOT/build/test/test_rpipe_cluster" ] || { echo "build/test/test_rpipe_cluster is missing: make units" >&2; false; }
+	run env OT_TEST_REDIS_CLUSTER_URL="$OT_REDIS_CLUSTER_URL" "$ROOT/build/test/test_rpipe_cluster"
+	echo "$output"
+	assert_success
+	assert_output --partial '[  PASSED  ] 1 test(s).'
+	assert_output --partial '[  PASSED  ] 4 test(s).'
+	refute_output --partial FAILED
+	for p in "${PORTS[@]}"; do
+		[ "$(cluster_state "$p")" = ok ]
+		run redis-cli -p "$p" --scan --pattern 'test:rp:*'
 		assert_output ''
 	done
 }
