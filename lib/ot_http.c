@@ -29,6 +29,7 @@
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_pool.h"
+#include "ot_rcluster.h"
 #include "ot_redis.h"
 #include "ot_rpipe.h"
 #include "ot_text.h"
@@ -630,6 +631,7 @@ refresh_ahead(struct ot_http *h, const char *id, uint64_t mark)
 		return;
 	}
 	f->rj.done = refreshed;
+	f->rj.slot = (int)ot_rcluster_slot(id, strlen(id)); /* order:{id}'s */
 	f->h = h;
 	f->mark = mark;
 	snprintf(f->oid, sizeof f->oid, "%s", id);
@@ -675,6 +677,7 @@ get_order(struct call *x, const char *id)
 	}
 	sr->rj.len = len;
 	sr->rj.done = got_status;
+	sr->rj.slot = (int)ot_rcluster_slot(id, strlen(id)); /* order:{id}'s */
 	sr->mark = x->h->lc ? ot_lcache_mark(x->h->lc, id) : 0;
 	ot_httpd_suspend(x->rq);
 	ot_rpipe_send(x->h->pipe, &sr->rj);
@@ -727,6 +730,16 @@ lease_give(struct ot_http *h, const char *client, int n)
 	pthread_mutex_unlock(&h->lease_mu);
 }
 
+/* The slot of a client's rate-limit key, for the pipe to find its master on a cluster. */
+static int
+limit_slot(const char *client)
+{
+	char key[112];
+	int n = snprintf(key, sizeof key, OT_REDIS_RL_FMT, client);
+
+	return (int)ot_rcluster_slot(key, n < (int)sizeof key ? (size_t)n : sizeof key - 1);
+}
+
 /* Queues sr's GCRA check on the pipe; -1 when out of memory. */
 static int
 limit_send(struct serve_req *sr)
@@ -736,6 +749,7 @@ limit_send(struct serve_req *sr)
 	if (len < 0)
 		return -1;
 	sr->rj.len = len;
+	sr->rj.slot = limit_slot(sr->client);
 	ot_rpipe_send(sr->h->pipe, &sr->rj);
 	return 0;
 }
@@ -811,6 +825,7 @@ within_limit(struct call *x, long *wait_ms)
 		x->sr->take = n;
 		x->sr->source = 0;
 		x->sr->rj.done = got_limit;
+		x->sr->rj.slot = limit_slot(client);
 		if ((x->sr->rj.len = ot_redis_gcra_cmd(&x->sr->rj.cmd, client, x->h->rate, x->h->burst, n, 0)) < 0) {
 			ot_breaker_done(&x->h->redis_cb, 1);
 			return 1; /* out of memory: fails open */

@@ -262,11 +262,13 @@ out:
 	return rc;
 }
 
-/* 1 when rep says the server runs without cluster support. */
+/* 1 when rep, the answer to CLUSTER SLOTS, says the server is no cluster: without cluster
+ * support, or refusing the command (an ACL without +cluster|slots, a renamed command), as a
+ * single server may; a cluster member always answers it to a client allowed to ask. */
 static int
 cluster_disabled(const redisReply *rep)
 {
-	return rep && rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "cluster support disabled");
+	return rep && rep->type == REDIS_REPLY_ERROR;
 }
 
 /* Asks r for CLUSTER SLOTS and applies the answer. Returns 0, or -1 with errstr (and

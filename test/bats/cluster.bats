@@ -224,3 +224,61 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	refute grep -q 'cache write of' "$BATS_TEST_TMPDIR/consume.log"
 	stop_bg
 }
+
+@test "cluster: ot-serve on a Redis Cluster: reads through its pipe at each order's master, the rate limiter, resumed and live streams, and POST" {
+	export OT_REDIS_URL="$OT_REDIS_CLUSTER_URL"
+	local port key=key-$RUNID base i id
+	port=$(free_port)
+	base="http://127.0.0.1:$port"
+	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_API_KEY="$key" \
+		OT_RATE_LIMIT=1000 OT_RATE_BURST=1000 ot-serve
+	for ((i = 0; i < 50; i++)); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+	for i in $(seq 1 12); do place_order "cs-$RUNID-$i"; done > "$BATS_TEST_TMPDIR/ids"
+	mapfile -t ids < "$BATS_TEST_TMPDIR/ids"
+	declare -A owners=()
+	for id in "${ids[@]}"; do
+		owners[$(owner_of "$(slot_of "order:{$id}")")]=1
+		# From Redis (the pipe, at the order's master), then as fresh from the in-process copy.
+		run curl -s -D - "$base/orders/$id"
+		assert_output --partial 'HTTP/1.1 200'
+		assert_output --partial 'X-Cache: HIT'
+		assert_output --partial "\"order_id\":\"$id\",\"status\":\"PENDING\",\"version\":1"
+	done
+	[ "${#owners[@]}" -ge 2 ]
+	# Redis answered them all: nothing fell back to the database, nothing was moved.
+	[ "$(curl -s "$base/metrics" | awk '$1 == "ot_cache_reads_total{result=\"bypass\"}" { print $2 }')" = 0 ]
+	run grep -E 'MOVED|cache read failed' "$BATS_TEST_TMPDIR/serve.log"
+	assert_failure
+	run curl -s -o /dev/null -w '%{http_code}' "$base/readyz"
+	assert_output 200
+	# A live stream gets a change applied by ot-consume on the cluster, and resumes from orderlog.
+	id=${ids[3]}
+	curl -sN --max-time 20 "$base/orders/$id/events" > "$BATS_TEST_TMPDIR/live" 2>/dev/null &
+	BG_PIDS+=($!)
+	for ((i = 0; i < 100; i++)); do grep -q '^id: 1$' "$BATS_TEST_TMPDIR/live" && break; sleep 0.1; done
+	printf '%s\n' "$(event INVENTORY_RESERVED "$id")" "$(event DELIVERY_UPDATED "$id" '{"status":"PREPARING"}')" |
+		ot-consume 2>/dev/null
+	for ((i = 0; i < 100; i++)); do grep -q '^id: 3$' "$BATS_TEST_TMPDIR/live" && break; sleep 0.1; done
+	run cat "$BATS_TEST_TMPDIR/live"
+	assert_line --partial '"status":"CONFIRMED","version":2'
+	assert_line --partial '"status":"PREPARING","version":3'
+	run curl -sN --max-time 1 -H 'Last-Event-ID: 1' "$base/orders/$id/events"
+	[ "$(echo "$output" | grep -c '^id: ')" = 2 ]
+	# The status after the change, not the copy from before it.
+	run curl -s "$base/orders/$id"
+	assert_output --partial '"status":"PREPARING","version":3'
+	# An order placed through the API is cached at its own master.
+	run curl -s -X POST -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+		-d "{\"customer_id\":\"cs-$RUNID-post\",\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}],\"address\":\"x\"}" "$base/orders"
+	id=$(echo "$output" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ -n "$id" ]
+	[ "$(redis-cli -p "$(owner_of "$(slot_of "order:{$id}")")" HGET "order:{$id}" status)" = PENDING ]
+	stop_bg
+	# The limiter counts at its key's master: past a burst of 3, a 429 (a limiter that could not
+	# reach Redis would let everything through).
+	start_bg "$BATS_TEST_TMPDIR/serve2.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_RATE_LIMIT=0.5 OT_RATE_BURST=3 ot-serve
+	for ((i = 0; i < 50; i++)); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+	codes=$(for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' "$base/orders/${ids[0]}"; done)
+	[ "$codes" = "200 200 200 429 429 429 " ] || { echo "codes: $codes" >&2; false; }
+	[ -n "$(for p in "${PORTS[@]}"; do redis-cli -p "$p" --scan --pattern 'rl:*'; done)" ]
+}
