@@ -255,6 +255,25 @@ ot_cache_dirty(struct ot_cache *c, const char *order_id)
 	return found;
 }
 
+/* Writes st at the master of its slot, once more after a moved slot: ot_redis_put_known when
+ * known_only, else ot_redis_put_status. Returns as they do; OT_ESERVICE (errstr) when Redis is
+ * out of reach. */
+static int
+put_one(struct ot_cache *c, struct link *l, const struct ot_status *st, int known_only, char *errstr,
+        size_t errsz)
+{
+	redisContext *r;
+	int rc = OT_ESERVICE, tries = 0;
+
+	do
+		r = conn(c, l, st->order_id);
+	while (r && (rc = known_only ? ot_redis_put_known(r, st, errstr, errsz) : ot_redis_put_status(r, st, errstr, errsz)) < 0 &&
+	       again(l, r, rc, &tries));
+	if (!r)
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
+	return rc;
+}
+
 /* Writes sts[0..n) in one round trip per connection they need, in order: results[i] 1 written,
  * 0 stale, or -1 failed (err says why). */
 static void
@@ -263,7 +282,7 @@ put_all(struct ot_cache *c, struct link *l, const struct ot_status *sts, size_t 
 {
 	redisContext **node = calloc(n, sizeof *node), *r;
 	struct ot_status *part = NULL;
-	int *res = NULL, rc, tries = 0;
+	int *res = NULL, rc;
 	size_t i, j, k;
 
 	for (i = 0; i < n; i++)
@@ -297,13 +316,8 @@ put_all(struct ot_cache *c, struct link *l, const struct ot_status *sts, size_t 
 	for (i = 0; i < n; i++) {
 		if (results[i] == -2)
 			results[i] = -1;
-		if (res[i]) {
-			do
-				r = conn(c, l, sts[i].order_id);
-			while (r && (rc = ot_redis_put_status(r, &sts[i], err, errsz)) < 0 && again(l, r, rc, &tries));
-			if (r && rc >= 0)
-				results[i] = rc;
-		}
+		if (res[i] && (rc = put_one(c, l, &sts[i], 0, err, errsz)) >= 0)
+			results[i] = rc;
 	}
 out:
 	free(res);
@@ -392,12 +406,8 @@ int
 ot_cache_put_known(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz)
 {
 	struct link *l = take(c);
-	redisContext *r;
-	int rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable"), tries = 0;
+	int rc = put_one(c, l, st, 1, errstr, errsz);
 
-	do
-		r = conn(c, l, st->order_id);
-	while (r && (rc = ot_redis_put_known(r, st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
 	give(c, l);
 	if (rc != 2)
 		count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
@@ -408,12 +418,8 @@ int
 ot_cache_fill(struct ot_cache *c, const struct ot_status *st, char *errstr, size_t errsz)
 {
 	struct link *l = take(c);
-	redisContext *r;
-	int rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable"), tries = 0;
+	int rc = put_one(c, l, st, 0, errstr, errsz);
 
-	do
-		r = conn(c, l, st->order_id);
-	while (r && (rc = ot_redis_put_status(r, st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
 	give(c, l);
 	count_write(rc < 0 ? "failed" : rc ? "applied" : "cas_rejected");
 	if (rc >= 0) {
@@ -429,9 +435,8 @@ ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 	char ids[64][64];
 	struct ot_status st;
 	struct link *l = NULL;
-	redisContext *r = NULL;
 	long fixed = 0;
-	int n, i, rc = 0, tries = 0;
+	int n, i, rc = 0;
 
 	if (!atomic_load(&c->ndirty))
 		return 0;
@@ -454,15 +459,8 @@ ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 		for (i = 0; i < n && !rc; i++) {
 			if ((rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0)
 				break;
-			if (rc == 1) {
-				do
-					r = conn(c, l, ids[i]);
-				while (r && (rc = ot_redis_put_status(r, &st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
-				if (!r)
-					rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
-				if (rc < 0)
-					break;
-			}
+			if (rc == 1 && (rc = put_one(c, l, &st, 0, errstr, errsz)) < 0)
+				break;
 			OT_INFO(ids[i], "cache repaired to version %lld", st.version);
 			count_repair();
 			fixed++;
@@ -623,12 +621,8 @@ static int
 warm_one(void *arg, const struct ot_status *st)
 {
 	struct warm *w = arg;
-	redisContext *r;
-	int rc = ot_err(OT_ESERVICE, w->errstr, w->errsz, "Redis unavailable"), tries = 0;
+	int rc = put_one(w->c, w->l, st, 0, w->errstr, w->errsz);
 
-	do
-		r = conn(w->c, w->l, st->order_id);
-	while (r && (rc = ot_redis_put_status(r, st, w->errstr, w->errsz)) < 0 && again(w->l, r, rc, &tries));
 	return rc < 0 ? rc : 0;
 }
 
