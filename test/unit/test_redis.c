@@ -271,6 +271,29 @@ pipe_without_redis_answers_null(void **state)
 	}
 }
 
+/* The order id back from a key or channel: only order:{ID}, braces and all. */
+static void
+order_keys_name_their_order(void **state)
+{
+	char id[64];
+
+	(void)state;
+	assert_int_equal(ot_redis_order_of("order:{6f1c2e3d-0000-4000-8000-000000000001}", id), 1);
+	assert_string_equal(id, "6f1c2e3d-0000-4000-8000-000000000001");
+	assert_int_equal(ot_redis_order_of("order:{x}", id), 1);
+	assert_string_equal(id, "x");
+	assert_int_equal(ot_redis_order_of("order:6f1c2e3d", id), 0);       /* before hash tags */
+	assert_int_equal(ot_redis_order_of("orderlog:{x}", id), 0);
+	assert_int_equal(ot_redis_order_of("order:{}", id), 0);
+	assert_int_equal(ot_redis_order_of("order:{x}y", id), 0);
+	assert_int_equal(ot_redis_order_of("order:{x}}", id), 0);
+	assert_int_equal(ot_redis_order_of("order:{x", id), 0);
+	assert_int_equal(ot_redis_order_of("lock:order:{x}", id), 0);
+	/* 63 characters fit with the NUL; 64 do not. */
+	assert_int_equal(ot_redis_order_of("order:{123456789012345678901234567890123456789012345678901234567890123}", id), 1);
+	assert_int_equal(ot_redis_order_of("order:{1234567890123456789012345678901234567890123456789012345678901234}", id), 0);
+}
+
 int
 main(void)
 {
@@ -284,6 +307,7 @@ main(void)
 	const struct CMUnitTest without[] = {
 		cmocka_unit_test(a_script_is_named_by_the_sha1_of_its_source),
 		cmocka_unit_test(pipe_without_redis_answers_null),
+		cmocka_unit_test(order_keys_name_their_order),
 	};
 
 	if (!getenv("OT_TEST_REDIS_URL") || !*getenv("OT_TEST_REDIS_URL"))
