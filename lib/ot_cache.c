@@ -191,21 +191,15 @@ int
 ot_cache_ping(struct ot_cache *c, char *errstr, size_t errsz)
 {
 	struct link *l = take(c);
-	redisContext *r, *t;
+	redisContext *r;
 	size_t i;
 	int rc = 0;
 
 	if (!l)
 		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 	if (!(r = conn(c, l, NULL))) {
-		if (l->refused)
-			rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis: circuit open");
-		else if (l->k.err[0])
-			rc = ot_err(OT_ESERVICE, errstr, errsz, "%s", l->k.err);
-		else if ((t = ot_redis_connect(c->url, 2000, errstr, errsz))) /* to say why not */
-			redisFree(t), rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis Cluster: a master is unreachable");
-		else
-			rc = OT_ESERVICE;
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "%s", l->refused ? "Redis: circuit open"
+		            : l->k.err[0] ? l->k.err : "Redis: unreachable a moment ago, not tried again yet");
 	} else if (l->k.cl) { /* every master */
 		for (i = 0; i < ot_rcluster_masters(l->k.cl) && !rc; i++)
 			if (!(r = ot_rcluster_master(l->k.cl, i)) || ot_redis_ping(r, errstr, errsz))
