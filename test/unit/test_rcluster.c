@@ -19,6 +19,10 @@
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_rcluster.h"
+#include "rcluster_admin.h"
+
+/* This run's keys: "test:rc:{<pid>-<tag>-<n>}". */
+#define KEY_PREFIX "test:rc:"
 
 static unsigned
 slot_of(const char *key)
@@ -141,52 +145,6 @@ a_single_server_is_not_a_cluster(void **state)
 	assert_non_null(strstr(err, "cluster support disabled"));
 }
 
-static struct ot_rcluster *
-cluster_or_fail(const char *url, int timeout_ms)
-{
-	char err[256];
-	struct ot_rcluster *c = ot_rcluster_new(url ? url : getenv("OT_TEST_REDIS_CLUSTER_URL"), timeout_ms,
-	                                        NULL, err, sizeof err);
-
-	if (!c)
-		fail_msg("%s", err);
-	return c;
-}
-
-/* The index of the master at addr, or -1. */
-static int
-master_index(struct ot_rcluster *c, const char *addr)
-{
-	for (size_t i = 0; i < ot_rcluster_masters(c); i++)
-		if (!strcmp(ot_rcluster_master_addr(c, i), addr))
-			return (int)i;
-	return -1;
-}
-
-/* The index of the master key lives on (by the client's map), or -1. */
-static int
-master_of(struct ot_rcluster *c, const char *key)
-{
-	redisContext *r = ot_rcluster_node(c, key, strlen(key));
-
-	for (size_t i = 0; r && i < ot_rcluster_masters(c); i++)
-		if (ot_rcluster_master(c, i) == r)
-			return (int)i;
-	return -1;
-}
-
-/* A key of this run, "test:rc:{<pid>-<tag>-<n>}", that lives on master m (by c's map). */
-static void
-key_on(struct ot_rcluster *c, int m, const char *tag, char *key, size_t keysz)
-{
-	for (int n = 0; n < 10000; n++) {
-		snprintf(key, keysz, "test:rc:{%d-%s-%d}", (int)getpid(), tag, n);
-		if (master_of(c, key) == m)
-			return;
-	}
-	fail_msg("no key on master %d", m);
-}
-
 /* cmd key [value] through the router: the reply, or a failed test. */
 static redisReply *
 run(struct ot_rcluster *c, const char *cmd, const char *key, const char *value)
@@ -221,12 +179,6 @@ assert_value(struct ot_rcluster *c, const char *key, const char *value)
 	freeReplyObject(rep);
 }
 
-static void
-del_key(struct ot_rcluster *c, const char *key)
-{
-	freeReplyObject(run(c, "DEL", key, NULL));
-}
-
 /* Keys written through the router land on every master, where a direct read finds them; an
  * order's two keys share a node, so one script may touch both. */
 static void
@@ -243,7 +195,7 @@ keys_land_on_every_master(void **state)
 	assert_null(ot_rcluster_master(c, 3));
 	assert_null(ot_rcluster_master_addr(c, 3));
 	for (int m = 0; m < 3; m++) {
-		key_on(c, m, "land", key[m], sizeof key[m]);
+		key_on(c, m, KEY_PREFIX, "land", key[m], sizeof key[m]);
 		set_key(c, key[m], key[m]);
 	}
 	for (int m = 0; m < 3; m++) {
@@ -253,7 +205,7 @@ keys_land_on_every_master(void **state)
 		assert_int_equal(rep->type, REDIS_REPLY_STRING);
 		assert_string_equal(rep->str, key[m]);
 		freeReplyObject(rep);
-		del_key(c, key[m]);
+		assert_true(del_key(c, key[m]));
 	}
 	snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", (int)getpid());
 	snprintf(hkey, sizeof hkey, "order:{%s}", id);
@@ -264,8 +216,8 @@ keys_land_on_every_master(void **state)
 		fail_msg("EVAL over order:{id} and orderlog:{id}: %s", rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
 	assert_int_equal(rep->integer, 1);
 	freeReplyObject(rep);
-	del_key(c, hkey);
-	del_key(c, zkey);
+	assert_true(del_key(c, hkey));
+	assert_true(del_key(c, zkey));
 	ot_rcluster_free(c);
 }
 
@@ -313,104 +265,13 @@ every_master_gets_the_urls_credentials(void **state)
 		assert_non_null(rep);
 		assert_string_equal(rep->str, acl_user);
 		freeReplyObject(rep);
-		key_on(as_user, m, "acl", key, sizeof key);
+		key_on(as_user, m, KEY_PREFIX, "acl", key, sizeof key);
 		set_key(as_user, key, "x");
 		assert_value(as_user, key, "x");
-		del_key(as_user, key);
+		assert_true(del_key(as_user, key));
 	}
 	ot_rcluster_free(as_user);
 	ot_rcluster_free(c);
-}
-
-/* Cluster administration for the tests, on the masters' own connections. */
-static int
-ok(redisContext *r, const char *fmt, ...)
-{
-	va_list ap;
-	redisReply *rep;
-	int good;
-
-	va_start(ap, fmt);
-	rep = redisvCommand(r, fmt, ap);
-	va_end(ap);
-	good = rep && rep->type != REDIS_REPLY_ERROR;
-	if (!good)
-		print_error("%s: %s\n", fmt, rep ? rep->str : r->errstr);
-	freeReplyObject(rep);
-	return good;
-}
-
-static void
-node_id(redisContext *r, char *id, size_t idsz)
-{
-	redisReply *rep = redisCommand(r, "CLUSTER MYID");
-
-	assert_non_null(rep);
-	assert_int_equal(rep->type, REDIS_REPLY_STRING);
-	snprintf(id, idsz, "%s", rep->str);
-	freeReplyObject(rep);
-}
-
-/* Moves slot from master `from` to master `to` of adm, keys and all, as redis-cli --cluster
- * reshard does: IMPORTING on the target, MIGRATING on the source, MIGRATE each key, then
- * SETSLOT NODE on every master. */
-static void
-move_slot(struct ot_rcluster *adm, unsigned slot, int from, int to)
-{
-	redisContext *src = ot_rcluster_master(adm, (size_t)from), *dst = ot_rcluster_master(adm, (size_t)to);
-	char from_id[64], to_id[64], host[256];
-	const char *addr = ot_rcluster_master_addr(adm, (size_t)to), *colon = strrchr(addr, ':');
-	redisReply *keys;
-
-	assert_non_null(src);
-	assert_non_null(dst);
-	node_id(src, from_id, sizeof from_id);
-	node_id(dst, to_id, sizeof to_id);
-	snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-	assert_true(ok(dst, "CLUSTER SETSLOT %u IMPORTING %s", slot, from_id));
-	assert_true(ok(src, "CLUSTER SETSLOT %u MIGRATING %s", slot, to_id));
-	for (;;) {
-		keys = redisCommand(src, "CLUSTER GETKEYSINSLOT %u 100", slot);
-		assert_non_null(keys);
-		assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
-		if (keys->elements == 0)
-			break;
-		for (size_t i = 0; i < keys->elements; i++)
-			assert_true(ok(src, "MIGRATE %s %s %b 0 5000", host, colon + 1, keys->element[i]->str,
-			               keys->element[i]->len));
-		freeReplyObject(keys);
-	}
-	freeReplyObject(keys);
-	assert_true(ok(dst, "CLUSTER SETSLOT %u NODE %s", slot, to_id));
-	assert_true(ok(src, "CLUSTER SETSLOT %u NODE %s", slot, to_id));
-	for (size_t i = 0; i < ot_rcluster_masters(adm); i++)
-		if ((int)i != from && (int)i != to)
-			assert_true(ok(ot_rcluster_master(adm, i), "CLUSTER SETSLOT %u NODE %s", slot, to_id));
-}
-
-/* The slot a test moves, and its owner before, so a failed test leaves no slot half moved. */
-static unsigned moving = UINT_MAX;
-static char moving_owner[300];
-
-static int
-settle_slot(void **state)
-{
-	struct ot_rcluster *adm;
-	int owner;
-
-	(void)state;
-	if (moving == UINT_MAX)
-		return 0;
-	adm = cluster_or_fail(NULL, 1000);
-	for (size_t i = 0; i < ot_rcluster_masters(adm); i++)
-		freeReplyObject(redisCommand(ot_rcluster_master(adm, i), "CLUSTER SETSLOT %u STABLE", moving));
-	owner = master_index(adm, moving_owner);
-	for (size_t i = 0; owner >= 0 && i < ot_rcluster_masters(adm); i++)
-		if ((int)i != owner && ot_rcluster_node_of_slot(adm, moving) == ot_rcluster_master(adm, i))
-			move_slot(adm, moving, (int)i, owner);
-	ot_rcluster_free(adm);
-	moving = UINT_MAX;
-	return 0;
 }
 
 /* A slot moved to another master: the client's next command there gets MOVED, follows it and
@@ -425,10 +286,9 @@ moved_is_followed(void **state)
 	(void)state;
 	from = 1;
 	to = 2;
-	key_on(c, from, "moved", key, sizeof key);
+	key_on(c, from, KEY_PREFIX, "moved", key, sizeof key);
 	set_key(c, key, "before");
-	moving = ot_rcluster_slot(key, strlen(key));
-	snprintf(moving_owner, sizeof moving_owner, "%s", ot_rcluster_master_addr(adm, (size_t)from));
+	slot_moves(adm, key, from);
 	move_slot(adm, moving, from, to);
 	/* c still maps the slot to `from`. */
 	assert_ptr_equal(ot_rcluster_node(c, key, strlen(key)), ot_rcluster_master(c, (size_t)from));
@@ -439,7 +299,7 @@ moved_is_followed(void **state)
 	assert_value(c, key, "after");
 	assert_int_equal(master_of(c, key), master_index(c, moving_owner));
 	moving = UINT_MAX;
-	del_key(c, key);
+	assert_true(del_key(c, key));
 	ot_rcluster_free(adm);
 	ot_rcluster_free(c);
 }
@@ -456,9 +316,8 @@ ask_is_followed(void **state)
 	redisReply *rep;
 
 	(void)state;
-	key_on(c, from, "ask", key, sizeof key);
-	moving = ot_rcluster_slot(key, strlen(key));
-	snprintf(moving_owner, sizeof moving_owner, "%s", ot_rcluster_master_addr(adm, (size_t)from));
+	key_on(c, from, KEY_PREFIX, "ask", key, sizeof key);
+	slot_moves(adm, key, from);
 	src = ot_rcluster_master(adm, (size_t)from);
 	dst = ot_rcluster_master(adm, (size_t)to);
 	node_id(src, from_id, sizeof from_id);
@@ -497,7 +356,7 @@ a_closed_connection_is_replaced(void **state)
 	char key[96];
 
 	(void)state;
-	key_on(c, 2, "closed", key, sizeof key);
+	key_on(c, 2, KEY_PREFIX, "closed", key, sizeof key);
 	set_key(c, key, "v");
 	usleep(250 * 1000); /* a connection younger than 200 ms is not replaced at once */
 	id = redisCommand(ot_rcluster_master(c, 2), "CLIENT ID");
@@ -505,36 +364,13 @@ a_closed_connection_is_replaced(void **state)
 	assert_true(ok(ot_rcluster_master(adm, 2), "CLIENT KILL ID %lld", id->integer));
 	freeReplyObject(id);
 	assert_value(c, key, "v");
-	del_key(c, key);
+	assert_true(del_key(c, key));
 	ot_rcluster_free(adm);
 	ot_rcluster_free(c);
 }
 
 /* A master that stopped answering (SIGSTOP) gives NULL within the timeout, not a hang; the others
  * still answer, and it answers again once it runs. */
-static pid_t stopped;
-
-static int
-resume_stopped(void **state)
-{
-	(void)state;
-	if (stopped > 0)
-		kill(stopped, SIGCONT);
-	stopped = 0;
-	return 0;
-}
-
-static pid_t
-pid_of(redisContext *r)
-{
-	redisReply *rep = redisCommand(r, "INFO server");
-	const char *p = rep && rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "process_id:") : NULL;
-	pid_t pid = p ? (pid_t)atol(p + 11) : 0;
-
-	freeReplyObject(rep);
-	return pid;
-}
-
 static void
 a_stopped_master_gives_null(void **state)
 {
@@ -547,8 +383,8 @@ a_stopped_master_gives_null(void **state)
 	(void)state;
 	if (strncmp(ot_rcluster_master_addr(c, 2), "127.0.0.1:", 10))
 		fail_msg("stopping a master needs a cluster on this machine, not %s", ot_rcluster_master_addr(c, 2));
-	key_on(c, 2, "stopped", key, sizeof key);
-	key_on(c, 0, "running", other, sizeof other);
+	key_on(c, 2, KEY_PREFIX, "stopped", key, sizeof key);
+	key_on(c, 0, KEY_PREFIX, "running", other, sizeof other);
 	set_key(c, key, "v");
 	argv[1] = key;
 	assert_true((stopped = pid_of(ot_rcluster_master(c, 2))) > 1);
@@ -566,8 +402,8 @@ a_stopped_master_gives_null(void **state)
 	resume_stopped(state);
 	usleep(250 * 1000); /* past the 200 ms between two attempts to connect */
 	assert_value(c, key, "v");
-	del_key(c, key);
-	del_key(c, other);
+	assert_true(del_key(c, key));
+	assert_true(del_key(c, other));
 	ot_rcluster_free(c);
 }
 
@@ -586,10 +422,10 @@ a_killed_master_gives_null(void **state)
 	(void)state;
 	if (m < 0)
 		fail_msg("%s is not a master of the map", dead);
-	key_on(c, (m + 1) % 3, "alive", other, sizeof other);
+	key_on(c, (m + 1) % 3, KEY_PREFIX, "alive", other, sizeof other);
 	/* The master's keys by slot: key_on needs its connection, which is gone. */
 	for (int n = 0;; n++) {
-		snprintf(key, sizeof key, "test:rc:{%d-dead-%d}", (int)getpid(), n);
+		snprintf(key, sizeof key, KEY_PREFIX "{%d-dead-%d}", (int)getpid(), n);
 		if (ot_rcluster_node(c, key, strlen(key)) == NULL)
 			break;
 		assert_true(n < 1000);
@@ -605,7 +441,7 @@ a_killed_master_gives_null(void **state)
 	assert_non_null(strstr(err, strrchr(dead, ':') + 1));
 	assert_null(ot_rcluster_master(c, (size_t)m));
 	set_key(c, other, "v");
-	del_key(c, other);
+	assert_true(del_key(c, other));
 	ot_rcluster_free(c);
 }
 

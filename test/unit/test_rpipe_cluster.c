@@ -1,7 +1,7 @@
 /* Unit tests of ot_rpipe against a Redis Cluster: with OT_TEST_REDIS_CLUSTER_URL set, the pipe's
  * commands go to the master of their slot, in order per key, through a slot that moves, a slot
  * that migrates (ASK) and a master that stopped. test/bats/cluster.bats runs this binary against
- * the stack's cluster; the cluster administration mirrors test_rcluster.c's. */
+ * the stack's cluster; the cluster administration is test_rcluster.c's, in rcluster_admin.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +21,10 @@
 #include "ot_event.h"
 #include "ot_rcluster.h"
 #include "ot_rpipe.h"
+#include "rcluster_admin.h"
+
+/* This run's keys: "test:rp:{<pid>-<tag>-<n>}". */
+#define KEY_PREFIX "test:rp:"
 
 /* A command through the pipe and what came back. */
 struct piped {
@@ -96,147 +100,6 @@ pipe_or_fail(void)
 	return pipe;
 }
 
-static struct ot_rcluster *
-admin_or_fail(void)
-{
-	char err[256];
-	struct ot_rcluster *c = ot_rcluster_new(getenv("OT_TEST_REDIS_CLUSTER_URL"), 1000, NULL, err, sizeof err);
-
-	if (!c)
-		fail_msg("%s", err);
-	return c;
-}
-
-/* The index of the master key lives on (by the router's map), or -1. */
-static int
-master_of(struct ot_rcluster *c, const char *key)
-{
-	redisContext *r = ot_rcluster_node(c, key, strlen(key));
-
-	for (size_t i = 0; r && i < ot_rcluster_masters(c); i++)
-		if (ot_rcluster_master(c, i) == r)
-			return (int)i;
-	return -1;
-}
-
-/* A key of this run, "test:rp:{<pid>-<tag>-<n>}", that lives on master m. */
-static void
-key_on(struct ot_rcluster *c, int m, const char *tag, char *key, size_t keysz)
-{
-	for (int n = 0; n < 10000; n++) {
-		snprintf(key, keysz, "test:rp:{%d-%s-%d}", (int)getpid(), tag, n);
-		if (master_of(c, key) == m)
-			return;
-	}
-	fail_msg("no key on master %d", m);
-}
-
-static void
-del_key(struct ot_rcluster *c, const char *key)
-{
-	const char *argv[] = {"DEL", key};
-	char err[256];
-
-	freeReplyObject(ot_rcluster_command_argv(c, key, strlen(key), 2, argv, NULL, err, sizeof err));
-}
-
-/* Cluster administration on the masters' own connections. */
-static int
-ok(redisContext *r, const char *fmt, ...)
-{
-	va_list ap;
-	redisReply *rep;
-	int good;
-
-	va_start(ap, fmt);
-	rep = redisvCommand(r, fmt, ap);
-	va_end(ap);
-	good = rep && rep->type != REDIS_REPLY_ERROR;
-	if (!good)
-		print_error("%s: %s\n", fmt, rep ? rep->str : r->errstr);
-	freeReplyObject(rep);
-	return good;
-}
-
-static void
-node_id(redisContext *r, char *id, size_t idsz)
-{
-	redisReply *rep = redisCommand(r, "CLUSTER MYID");
-
-	assert_non_null(rep);
-	assert_int_equal(rep->type, REDIS_REPLY_STRING);
-	snprintf(id, idsz, "%s", rep->str);
-	freeReplyObject(rep);
-}
-
-/* Moves slot from master `from` to master `to`, keys and all, as redis-cli --cluster reshard
- * does: IMPORTING on the target, MIGRATING on the source, MIGRATE each key, SETSLOT NODE on
- * every master. */
-static void
-move_slot(struct ot_rcluster *adm, unsigned slot, int from, int to)
-{
-	redisContext *src = ot_rcluster_master(adm, (size_t)from), *dst = ot_rcluster_master(adm, (size_t)to);
-	char from_id[64], to_id[64], host[256];
-	const char *addr = ot_rcluster_master_addr(adm, (size_t)to), *colon = strrchr(addr, ':');
-	redisReply *keys;
-
-	assert_non_null(src);
-	assert_non_null(dst);
-	node_id(src, from_id, sizeof from_id);
-	node_id(dst, to_id, sizeof to_id);
-	snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-	assert_true(ok(dst, "CLUSTER SETSLOT %u IMPORTING %s", slot, from_id));
-	assert_true(ok(src, "CLUSTER SETSLOT %u MIGRATING %s", slot, to_id));
-	for (;;) {
-		keys = redisCommand(src, "CLUSTER GETKEYSINSLOT %u 100", slot);
-		assert_non_null(keys);
-		assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
-		if (keys->elements == 0)
-			break;
-		for (size_t i = 0; i < keys->elements; i++)
-			assert_true(ok(src, "MIGRATE %s %s %b 0 5000", host, colon + 1, keys->element[i]->str,
-			               keys->element[i]->len));
-		freeReplyObject(keys);
-	}
-	freeReplyObject(keys);
-	assert_true(ok(dst, "CLUSTER SETSLOT %u NODE %s", slot, to_id));
-	assert_true(ok(src, "CLUSTER SETSLOT %u NODE %s", slot, to_id));
-	for (size_t i = 0; i < ot_rcluster_masters(adm); i++)
-		if ((int)i != from && (int)i != to)
-			assert_true(ok(ot_rcluster_master(adm, i), "CLUSTER SETSLOT %u NODE %s", slot, to_id));
-}
-
-/* The slot a test moves, its owner before and the test's key in it, so a failed test leaves no
- * slot half moved and no key behind. */
-static unsigned moving = UINT_MAX;
-static char moving_owner[300], moving_key[96];
-
-static int
-settle_slot(void **state)
-{
-	struct ot_rcluster *adm;
-	int owner = -1;
-
-	(void)state;
-	if (moving == UINT_MAX)
-		return 0;
-	adm = admin_or_fail();
-	for (size_t i = 0; i < ot_rcluster_masters(adm); i++) {
-		/* Where it was imported (ASKING), or on its owner; elsewhere a MOVED answer. */
-		freeReplyObject(redisCommand(ot_rcluster_master(adm, i), "ASKING"));
-		freeReplyObject(redisCommand(ot_rcluster_master(adm, i), "DEL %s", moving_key));
-		freeReplyObject(redisCommand(ot_rcluster_master(adm, i), "CLUSTER SETSLOT %u STABLE", moving));
-		if (!strcmp(ot_rcluster_master_addr(adm, i), moving_owner))
-			owner = (int)i;
-	}
-	for (size_t i = 0; owner >= 0 && i < ot_rcluster_masters(adm); i++)
-		if ((int)i != owner && ot_rcluster_node_of_slot(adm, moving) == ot_rcluster_master(adm, i))
-			move_slot(adm, moving, (int)i, owner);
-	ot_rcluster_free(adm);
-	moving = UINT_MAX;
-	return 0;
-}
-
 /* Without a server every command gets NULL, whatever its slot. */
 static void
 pipe_to_nothing_answers_null(void **state)
@@ -265,7 +128,7 @@ pipe_to_nothing_answers_null(void **state)
 static void
 every_master_answers_in_order_per_key(void **state)
 {
-	struct ot_rcluster *adm = admin_or_fail();
+	struct ot_rcluster *adm = cluster_or_fail(NULL, 1000);
 	struct ot_rpipe *pipe = pipe_or_fail();
 	static struct piped p[KEYS * INCRS + INCRS / 10], wrong;
 	char key[KEYS][96];
@@ -275,7 +138,7 @@ every_master_answers_in_order_per_key(void **state)
 	(void)state;
 	assert_int_equal(ot_rcluster_masters(adm), 3);
 	for (int k = 0; k < KEYS; k++)
-		key_on(adm, k % 3, k < 3 ? "a" : "b", key[k], sizeof key[k]);
+		key_on(adm, k % 3, KEY_PREFIX, k < 3 ? "a" : "b", key[k], sizeof key[k]);
 	for (int i = 0; i < INCRS; i++) {
 		for (int k = 0; k < KEYS; k++) {
 			queue(pipe, &p[n++], k, -2, "INCR", key[k]);
@@ -320,16 +183,15 @@ every_master_answers_in_order_per_key(void **state)
 static void
 a_slot_moved_midway_still_answers(void **state)
 {
-	struct ot_rcluster *adm = admin_or_fail();
+	struct ot_rcluster *adm = cluster_or_fail(NULL, 1000);
 	struct ot_rpipe *pipe = pipe_or_fail();
 	static struct piped p[300];
 	char key[96];
 
 	(void)state;
-	key_on(adm, 1, "moved", key, sizeof key);
-	moving = ot_rcluster_slot(key, strlen(key));
+	key_on(adm, 1, KEY_PREFIX, "moved", key, sizeof key);
+	slot_moves(adm, key, 1);
 	snprintf(moving_key, sizeof moving_key, "%s", key);
-	snprintf(moving_owner, sizeof moving_owner, "%s", ot_rcluster_master_addr(adm, 1));
 	for (int i = 0; i < 100; i++)
 		queue(pipe, &p[i], 0, -2, "INCR", key);
 	move_slot(adm, moving, 1, 2);
@@ -356,7 +218,7 @@ a_slot_moved_midway_still_answers(void **state)
 static void
 a_migrating_slot_is_followed_by_ask(void **state)
 {
-	struct ot_rcluster *adm = admin_or_fail();
+	struct ot_rcluster *adm = cluster_or_fail(NULL, 1000);
 	struct ot_rpipe *pipe = pipe_or_fail();
 	static struct piped p[50], warm;
 	redisContext *src, *dst;
@@ -365,10 +227,9 @@ a_migrating_slot_is_followed_by_ask(void **state)
 	redisReply *rep;
 
 	(void)state;
-	key_on(adm, 0, "ask", key, sizeof key);
-	moving = ot_rcluster_slot(key, strlen(key));
+	key_on(adm, 0, KEY_PREFIX, "ask", key, sizeof key);
+	slot_moves(adm, key, 0);
 	snprintf(moving_key, sizeof moving_key, "%s", key);
-	snprintf(moving_owner, sizeof moving_owner, "%s", ot_rcluster_master_addr(adm, 0));
 	queue(pipe, &warm, -1, -1, "PING", NULL); /* the pipe has its map before the migration */
 	wait_all();
 	src = ot_rcluster_master(adm, 0);
@@ -407,33 +268,10 @@ a_migrating_slot_is_followed_by_ask(void **state)
 
 /* A master that stopped answering (SIGSTOP): its commands get NULL within about its 1 s timeout,
  * the others' are answered; once it runs again, so are its. */
-static pid_t stopped;
-
-static int
-resume_stopped(void **state)
-{
-	(void)state;
-	if (stopped > 0)
-		kill(stopped, SIGCONT);
-	stopped = 0;
-	return 0;
-}
-
-static pid_t
-pid_of(redisContext *r)
-{
-	redisReply *rep = redisCommand(r, "INFO server");
-	const char *s = rep && rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "process_id:") : NULL;
-	pid_t pid = s ? (pid_t)atol(s + 11) : 0;
-
-	freeReplyObject(rep);
-	return pid;
-}
-
 static void
 a_stopped_master_fails_only_its_commands(void **state)
 {
-	struct ot_rcluster *adm = admin_or_fail();
+	struct ot_rcluster *adm = cluster_or_fail(NULL, 1000);
 	struct ot_rpipe *pipe = pipe_or_fail();
 	static struct piped p[90], warm[3], after;
 	char key[3][96];
@@ -444,7 +282,7 @@ a_stopped_master_fails_only_its_commands(void **state)
 	if (strncmp(ot_rcluster_master_addr(adm, 2), "127.0.0.1:", 10))
 		fail_msg("stopping a master needs a cluster on this machine, not %s", ot_rcluster_master_addr(adm, 2));
 	for (int m = 0; m < 3; m++) {
-		key_on(adm, m, "stopped", key[m], sizeof key[m]);
+		key_on(adm, m, KEY_PREFIX, "stopped", key[m], sizeof key[m]);
 		queue(pipe, &warm[m], m, -2, "INCR", key[m]); /* the pipe is connected to each master */
 	}
 	wait_all();
