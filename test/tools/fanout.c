@@ -138,7 +138,7 @@ open_conn(struct conn *c, size_t i)
 	if (connect(c->fd, (struct sockaddr *)&to, sizeof to))
 		goto fail;
 	if (redis_mode)
-		n = snprintf(req, sizeof req, "SUBSCRIBE order:%s\r\n", id);
+		n = snprintf(req, sizeof req, "SUBSCRIBE order:{%s}\r\n", id);
 	else if (lastid >= 0)
 		n = snprintf(req, sizeof req, "GET /orders/%s/events HTTP/1.1\r\nHost: bench\r\n"
 		             "Accept: text/event-stream\r\nLast-Event-ID: %lld\r\n\r\n", id, lastid);
