@@ -82,7 +82,9 @@ get(PGconn *db, struct ot_cache *cache, const char *id, int *bad)
 	json_t *o;
 	int hit, rc;
 
-	rc = ot_cache_get(cache, db, id, &st, &hit, err, sizeof err);
+	/* Without a cache (Redis did not answer at start), the database alone. */
+	hit = 0;
+	rc = cache ? ot_cache_get(cache, db, id, &st, &hit, err, sizeof err) : ot_order_load(db, id, &st, err, sizeof err);
 	if (rc < 0) {
 		OT_ERROR(id, "%s", err);
 		return rc;
@@ -231,7 +233,7 @@ main(int argc, char **argv)
 	const char *cmd, *id, *input = "kafka:" OT_TOPIC_ORDERS;
 	char err[1024], *line = NULL;
 	size_t cap = 0;
-	int c, rc = OT_OK, i = 0, bad = 0, n = 0, repair = 0;
+	int c, rc = OT_OK, i = 0, bad = 0, n = 0, repair = 0, redis_down = 0;
 	long count;
 
 	ot_config_init(&cfg, argv0);
@@ -280,6 +282,7 @@ main(int argc, char **argv)
 			goto out;
 		}
 		OT_WARN(NULL, "%s; reading the database", err);
+		redis_down = 1;
 	}
 	if (!strcmp(cmd, "rebuild") || !strcmp(cmd, "sync")) {
 		rc = rebuild(&cfg, input, cache, !strcmp(cmd, "sync"));
@@ -336,7 +339,7 @@ main(int argc, char **argv)
 			OT_ERROR(NULL, "order id is not a UUID: %s", id);
 			bad++;
 		} else if (!strcmp(cmd, "get")) {
-			if ((rc = get(db, cache, id, &bad)))
+			if ((rc = get(db, redis_down ? NULL : cache, id, &bad)))
 				break;
 		} else {
 			c = ot_cache_invalidate(cache, id, err, sizeof err);
@@ -350,7 +353,7 @@ main(int argc, char **argv)
 	}
 	if (!rc && bad)
 		rc = OT_EINPUT;
-	if (!strcmp(cmd, "get"))
+	if (!strcmp(cmd, "get") && !redis_down)
 		ot_cache_stats_flush(cache, err, sizeof err);
 out:
 	if (fflush(stdout) && !rc)

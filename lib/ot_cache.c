@@ -171,11 +171,14 @@ conn(struct ot_cache *c, struct link *l, const char *key)
 	return r;
 }
 
-/* After a command on r failed with rc: whether to send it again (ot_redis_link_retry); a broken
- * connection is noted for the breaker. */
+/* After a command on r failed with rc (r NULL: no connection was had): whether to send it again
+ * (ot_redis_link_retry: in a cluster, after the map was read again); a broken connection is
+ * noted for the breaker. Never when the breaker refused the call. */
 static int
 again(struct link *l, redisContext *r, int rc, int *tries)
 {
+	if (!l || l->refused)
+		return 0;
 	if (rc < 0 && r && r->err)
 		l->broke = 1;
 	return ot_redis_link_retry(&l->k, r, rc, tries);
@@ -261,8 +264,9 @@ put_one(struct ot_cache *c, struct link *l, const struct ot_status *st, int know
 
 	do
 		r = conn(c, l, st->order_id);
-	while (r && (rc = known_only ? ot_redis_put_known(r, st, errstr, errsz) : ot_redis_put_status(r, st, errstr, errsz)) < 0 &&
-	       again(l, r, rc, &tries));
+	while ((!r || (rc = known_only ? ot_redis_put_known(r, st, errstr, errsz)
+	                               : ot_redis_put_status(r, st, errstr, errsz)) < 0) &&
+	       again(l, r, r ? rc : OT_ESERVICE, &tries));
 	if (!r)
 		rc = ot_err(OT_ESERVICE, errstr, errsz, "Redis unavailable");
 	return rc;
@@ -480,24 +484,59 @@ ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, ch
 		errstr[0] = '\0'; /* not tried */
 	do
 		r = conn(c, l, order_id);
-	while (r && (rc = ot_redis_get_status(r, order_id, st, errstr, errsz)) < 0 && again(l, r, rc, &tries));
+	while ((!r || (rc = ot_redis_get_status(r, order_id, st, errstr, errsz)) < 0) &&
+	       again(l, r, r ? rc : OT_ESERVICE, &tries));
 	give(c, l);
 	if (rc >= 0)
 		ot_cache_count(c, rc == 1);
 	return rc;
 }
 
-/* Takes (take) or drops the refill lock of one order: a key with a 2 s expiry, so a reader
- * that died holding it does not block the others for long. Returns 1 when taken. */
+/* Takes (take_it) or drops the refill lock of one order: a key with a 2 s expiry, so a reader
+ * that died holding it does not block the others for long. Returns 1 when taken, 0 when another
+ * holds it, -1 when Redis did not answer or answered an error (MOVED, say). */
 static int
 refill_lock(redisContext *r, const char *order_id, int take_it)
 {
 	redisReply *rep = take_it ? redisCommand(r, "SET lock:" OT_REDIS_KEY_FMT " 1 NX PX 2000", order_id)
 	                          : redisCommand(r, "DEL lock:" OT_REDIS_KEY_FMT, order_id);
-	int got = take_it && rep && rep->type == REDIS_REPLY_STATUS;
+	int got = !rep || rep->type == REDIS_REPLY_ERROR ? -1 : take_it && rep->type == REDIS_REPLY_STATUS;
 
 	freeReplyObject(rep);
 	return got;
+}
+
+/* The single-flight wait on r: 1 with st when Redis came to hold the order (another's refill,
+ * or one that landed meanwhile), 0 with the lock taken (*got) or after waiting for another's
+ * refill in vain, -1 when Redis failed or answered an error. */
+static int
+refill_wait(redisContext *r, const char *order_id, struct ot_status *st, int *got)
+{
+	char err[256];
+	int i, rc;
+
+	*got = 0;
+	for (i = 0; i <= REFILL_WAIT_STEPS; i++) {
+		if (i) {
+			struct timespec ts = {0, 20 * 1000000L};
+			nanosleep(&ts, NULL);
+			if ((rc = ot_redis_get_status(r, order_id, st, err, sizeof err)) != 0)
+				return rc < 0 ? -1 : 1;
+		}
+		if ((*got = refill_lock(r, order_id, 1)) < 0) {
+			*got = 0;
+			return -1;
+		}
+		if (*got) {
+			/* Taken: another's refill may have landed since this reader missed. */
+			if ((rc = ot_redis_get_status(r, order_id, st, err, sizeof err)) == 0)
+				return 0;
+			refill_lock(r, order_id, 0);
+			*got = 0;
+			return rc < 0 ? -1 : 1;
+		}
+	}
+	return 0;
 }
 
 int
@@ -505,39 +544,23 @@ ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_
                 char *errstr, size_t errsz)
 {
 	struct link *l = take(c);
-	redisContext *r = conn(c, l, order_id);
+	redisContext *r;
 	char err[256];
-	int rc, got = 0, i;
+	int rc = -1, got = 0, tries = 0;
 
-	*hit = -1;
-	if (!r) {
-		give(c, l);
-		return ot_order_load(db, order_id, st, errstr, errsz);
-	}
 	/* Single flight: one reader refills a missing entry; the others wait for it, a bounded
 	 * time, then read the database without filling. A crowd on one cold order costs the
-	 * database one query more than nothing, not one per reader. */
-	for (i = 0; i <= REFILL_WAIT_STEPS && !got && !r->err; i++) {
-		if (i) {
-			struct timespec ts = {0, 20 * 1000000L};
-			nanosleep(&ts, NULL);
-			if (ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
-				*hit = 1; /* served by another's refill: counted as the miss it was */
-				give(c, l);
-				return 1;
-			}
-		}
-		/* Taken: another's refill may have landed since this reader missed. */
-		if ((got = refill_lock(r, order_id, 1)) && ot_redis_get_status(r, order_id, st, err, sizeof err) == 1) {
-			refill_lock(r, order_id, 0);
-			*hit = 1;
-			give(c, l);
-			return 1;
-		}
-	}
-	*hit = r->err ? -1 : 0;
-	l->broke |= r->err != 0;
+	 * database one query more than nothing, not one per reader. An error (a slot that moved)
+	 * is tried once more, after the cluster's map was read again. */
+	do
+		r = conn(c, l, order_id);
+	while ((!r || (rc = refill_wait(r, order_id, st, &got)) < 0) && again(l, r, OT_ESERVICE, &tries));
+	*hit = !r || rc < 0 ? -1 : rc; /* served by another's refill: counted as the miss it was */
+	if (r && r->err)
+		l->broke = 1;
 	give(c, l);
+	if (*hit == 1)
+		return 1;
 	rc = ot_order_load(db, order_id, st, errstr, errsz);
 	if (got) {
 		if (rc == 1 && ot_cache_fill(c, st, err, sizeof err) < 0)
@@ -585,7 +608,7 @@ ot_cache_history(struct ot_cache *c, const char *order_id, long long after, char
 		errstr[0] = '\0'; /* not tried */
 	do
 		r = conn(c, l, order_id);
-	while (r && !(rep = ot_redis_history(r, order_id, after, errstr, errsz)) && again(l, r, OT_ESERVICE, &tries));
+	while ((!r || !(rep = ot_redis_history(r, order_id, after, errstr, errsz))) && again(l, r, OT_ESERVICE, &tries));
 	give(c, l);
 	return rep;
 }
@@ -599,7 +622,8 @@ ot_cache_invalidate(struct ot_cache *c, const char *order_id, char *errstr, size
 
 	do
 		r = conn(c, l, order_id);
-	while (r && (rc = ot_redis_del_status(r, order_id, errstr, errsz)) < 0 && again(l, r, rc, &tries));
+	while ((!r || (rc = ot_redis_del_status(r, order_id, errstr, errsz)) < 0) &&
+	       again(l, r, r ? rc : OT_ESERVICE, &tries));
 	give(c, l);
 	return rc;
 }

@@ -205,27 +205,6 @@ db_done(struct call *x, int rc)
 	ot_breaker_done(&x->h->pg_cb, rc != OT_ESERVICE);
 }
 
-/* The thread's Redis connection for key (a cluster's master of its slot), or NULL (skip
- * Redis) while it is down or its circuit open. The caller reports with redis_done when it got
- * one. */
-static redisContext *
-redis_of(struct call *x, const char *key)
-{
-	redisContext *r;
-
-	if (!ot_breaker_allow(&x->h->redis_cb))
-		return NULL;
-	if (!(r = ot_redis_link_conn(&x->c->redis, x->h->redis_url, key)))
-		ot_breaker_done(&x->h->redis_cb, 0);
-	return r;
-}
-
-static void
-redis_done(struct call *x, redisContext *r, int ok)
-{
-	ot_breaker_done(&x->h->redis_cb, ok && r && !r->err);
-}
-
 /* True when a call that failed with rc may run once more: the connection broke under it (a
  * server restart) and a fresh one is at hand in *db. */
 static int
@@ -784,6 +763,29 @@ got_limit(struct ot_rpipe_job *j, redisReply *rep)
 	ot_httpd_resume(sr->rq);
 }
 
+/* ot_redis_gcra on this thread's connection to the client's key's master, once more after a
+ * cluster's map was read again (a slot that moved). With Redis down or its circuit open, 1 (go
+ * on: the limiter fails open). The breaker hears whether the connection held: an answer that
+ * was an error is the limiter's to report, not a Redis outage. */
+static int
+gcra_sync(struct call *x, const char *client, double per_s, int burst, int take, long *wait_ms, char *err,
+          size_t errsz)
+{
+	char key[112];
+	redisContext *r;
+	int rc = OT_ESERVICE, tries = 0;
+
+	if (!ot_breaker_allow(&x->h->redis_cb))
+		return 1;
+	snprintf(key, sizeof key, OT_REDIS_RL_FMT, client);
+	do
+		r = ot_redis_link_conn(&x->c->redis, x->h->redis_url, key);
+	while ((!r || (rc = ot_redis_gcra(r, client, per_s, burst, take, wait_ms, err, errsz)) < 0) &&
+	       ot_redis_link_retry(&x->c->redis, r, r ? rc : OT_ESERVICE, &tries));
+	ot_breaker_done(&x->h->redis_cb, r && !r->err);
+	return r ? rc : 1;
+}
+
 /* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
  * identity: a new one per request must not buy a fresh limit). A request carrying a key also
  * meets its address's stricter limit on failed authentications: a wrong key counts against
@@ -799,8 +801,7 @@ got_limit(struct ot_rpipe_job *j, redisReply *rep)
 static int
 within_limit(struct call *x, long *wait_ms)
 {
-	redisContext *r;
-	char addr[72], client[96], key[112], err[256];
+	char addr[72], client[96], err[256];
 	/* A request with a wrong key spends no lease and takes none: it is refused all the sooner. */
 	int rc = 1, n = x->sr->auth < 0 ? 1 : x->h->lease_n;
 
@@ -837,22 +838,14 @@ within_limit(struct call *x, long *wait_ms)
 	if (x->sr->auth) {
 		char fails[96];
 		snprintf(fails, sizeof fails, "authfail:%s", addr);
-		snprintf(key, sizeof key, OT_REDIS_RL_FMT, fails);
-		if (!(r = redis_of(x, key)))
-			return 1;
-		rc = ot_redis_gcra(r, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
-		redis_done(x, r, rc >= 0);
+		rc = gcra_sync(x, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
 	}
 	if (rc > 0 && x->h->rate > 0 && !(x->sr->auth > 0 && lease_take(x->h, client))) {
-		snprintf(key, sizeof key, OT_REDIS_RL_FMT, client);
-		if (!(r = redis_of(x, key)))
-			return 1;
-		rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, n, wait_ms, err, sizeof err);
+		rc = gcra_sync(x, client, x->h->rate, x->h->burst, n, wait_ms, err, sizeof err);
 		if (rc == 0 && n > 1) /* not room for a lease: perhaps for this one */
-			rc = ot_redis_gcra(r, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
+			rc = gcra_sync(x, client, x->h->rate, x->h->burst, 1, wait_ms, err, sizeof err);
 		else if (rc == 1 && n > 1)
 			lease_give(x->h, client, n - 1);
-		redis_done(x, r, rc >= 0);
 	}
 	if (rc < 0)
 		OT_WARN(NULL, "rate limit not checked: %s", err);

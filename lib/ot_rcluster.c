@@ -262,13 +262,16 @@ out:
 	return rc;
 }
 
-/* 1 when rep, the answer to CLUSTER SLOTS, says the server is no cluster: without cluster
- * support, or refusing the command (an ACL without +cluster|slots, a renamed command), as a
- * single server may; a cluster member always answers it to a client allowed to ask. */
+/* 1 when rep, the answer to CLUSTER SLOTS, says the server is to be used as a single one: its
+ * cluster support is disabled, or it refuses the command (an ACL without +cluster|slots, a
+ * renamed command), as a single server may. Other errors (LOADING, BUSY, MASTERDOWN) are a
+ * node not ready: no answer yet, asked again later. */
 static int
 cluster_disabled(const redisReply *rep)
 {
-	return rep && rep->type == REDIS_REPLY_ERROR;
+	return rep && rep->type == REDIS_REPLY_ERROR && rep->str &&
+	       (strstr(rep->str, "cluster support disabled") || !strncmp(rep->str, "NOPERM", 6) ||
+	        strstr(rep->str, "unknown command") || strstr(rep->str, "unknown subcommand"));
 }
 
 /* Asks r for CLUSTER SLOTS and applies the answer. Returns 0, or -1 with errstr (and

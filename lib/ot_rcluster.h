@@ -26,8 +26,10 @@ unsigned ot_rcluster_slot(const char *key, size_t len);
 /* Connects to the cluster through url (any form ot_redis_connect accepts; its db must be 0) and
  * reads its map. Every node is reached with the URL's scheme, user, password and CA file, at the
  * address the cluster announces. Returns NULL with errstr when it cannot; *not_cluster (may be
- * NULL) is then 1 when the server answered CLUSTER SLOTS with an error (its cluster support is
- * disabled, or the user may not ask: the caller may use it as a single server), else 0. Caller frees with ot_rcluster_free. */
+ * NULL) is then 1 when the server's answer to CLUSTER SLOTS says to use it as a single server
+ * (its cluster support is disabled, or the user may not ask: NOPERM, an unknown command), else 0
+ * (unreachable, or not ready: LOADING, say). On a cluster the URL's user needs
+ * +cluster|slots. Caller frees with ot_rcluster_free. */
 struct ot_rcluster *ot_rcluster_new(const char *url, int timeout_ms, int *not_cluster, char *errstr,
                                     size_t errsz);
 /* Closes every connection and frees c. Accepts NULL. */

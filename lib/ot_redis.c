@@ -365,10 +365,21 @@ int
 ot_redis_link_retry(struct ot_redis_link *k, redisContext *r, int rc, int *tries)
 {
 	char err[256];
+	long long now;
 
-	if (rc >= 0 || !r || r->err || !k->cl || (*tries)++)
+	if (rc >= 0 || !k->cl || (*tries)++)
 		return 0;
-	return ot_rcluster_refresh(k->cl, err, sizeof err) == 0;
+	if (!r || r->err) { /* a master down: perhaps failed over */
+		now = ot_now_ms();
+		if (k->refreshed && now - k->refreshed < 1000)
+			return 0;
+		k->refreshed = now;
+	}
+	if (ot_rcluster_refresh(k->cl, err, sizeof err)) {
+		OT_DEBUG(NULL, "Redis Cluster: the map of slots not read again: %s", err);
+		return 0;
+	}
+	return 1;
 }
 
 void

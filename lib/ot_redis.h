@@ -42,15 +42,18 @@ struct ot_redis_link {
 	redisContext *r;        /* a single server */
 	struct ot_rcluster *cl; /* a cluster */
 	long long last_try;     /* ms: the last attempt to reach the cluster */
+	long long refreshed;    /* ms: the map last read again because a master failed */
 	char err[256];          /* why the last ot_redis_link_conn found no connection, when known */
 };
 /* The live connection for key (the one server, or the master of key's slot; key NULL: any
  * master), connecting when needed, at most five attempts a second. NULL while Redis is
  * unreachable (err may say why). Valid until the next call on the link. */
 redisContext *ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key);
-/* After a command on r (from ot_redis_link_conn) failed with rc < 0: 1 when it is worth sending
- * once more, because in a cluster the answer was a redirection (MOVED: a slot moved to another
- * master) and the map has been read again. *tries counts, so a command goes at most twice. */
+/* After a command on r (from ot_redis_link_conn; NULL: none was had) failed with rc < 0: 1 when
+ * it is worth sending once more because, in a cluster, the map has been read again: the answer
+ * was a redirection (MOVED: a slot moved to another master), or the slot's master did not
+ * answer (a replica may have taken its slots over; then at most once a second). *tries counts,
+ * so a command goes at most twice. */
 int ot_redis_link_retry(struct ot_redis_link *k, redisContext *r, int rc, int *tries);
 /* Frees the connections; the link may be used again. */
 void ot_redis_link_close(struct ot_redis_link *k);
