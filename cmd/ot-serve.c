@@ -14,7 +14,6 @@
 #include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
-#include "ot_redis.h"
 #include "ot_signal.h"
 
 static const char *argv0 = "ot-serve";

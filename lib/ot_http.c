@@ -40,7 +40,7 @@
 #define STREAMS_RETRY_S "5"       /* Retry-After of a stream refused for want of a slot */
 #define SLOW_THREADS 4            /* threads with a database connection each, for the slow part */
 #define MAX_BODY OT_HTTPD_MAX_BODY /* a larger request body is answered 413 */
-#define REDIS_TIMEOUT_MS 1000     /* as ot_redis_live connects */
+#define REDIS_TIMEOUT_MS 1000     /* as ot_redis_link_conn connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
 #define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
 #define READY_FRESH_MS 10000      /* /healthz trusts the last readiness check this long */
@@ -610,7 +610,7 @@ refresh_ahead(struct ot_http *h, const char *id, uint64_t mark)
 		return;
 	}
 	f->rj.done = refreshed;
-	f->rj.slot = (int)ot_rcluster_slot(id, strlen(id)); /* order:{id}'s */
+	f->rj.slot = (int)ot_redis_order_slot(id);
 	f->h = h;
 	f->mark = mark;
 	snprintf(f->oid, sizeof f->oid, "%s", id);
@@ -656,7 +656,7 @@ get_order(struct call *x, const char *id)
 	}
 	sr->rj.len = len;
 	sr->rj.done = got_status;
-	sr->rj.slot = (int)ot_rcluster_slot(id, strlen(id)); /* order:{id}'s */
+	sr->rj.slot = (int)ot_redis_order_slot(id);
 	sr->mark = x->h->lc ? ot_lcache_mark(x->h->lc, id) : 0;
 	ot_httpd_suspend(x->rq);
 	ot_rpipe_send(x->h->pipe, &sr->rj);

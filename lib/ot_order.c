@@ -7,7 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "ot_cache.h"
 #include "ot_err.h"
 #include "ot_log.h"
 #include "ot_metrics.h"

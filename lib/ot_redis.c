@@ -293,32 +293,6 @@ ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)
 }
 
 redisContext *
-ot_redis_live(redisContext **r, const char *url)
-{
-	static __thread long long last_try;
-	char err[256];
-	long long now;
-
-	if (*r && !(*r)->err)
-		return *r;
-	if (*r) {
-		OT_WARN(NULL, "Redis connection lost: %s", (*r)->errstr);
-		redisFree(*r);
-		*r = NULL;
-	}
-	/* While Redis is down, each caller tries at most five times a second. */
-	now = ot_now_ms();
-	if (last_try && now - last_try < 200)
-		return NULL;
-	last_try = now;
-	if ((*r = ot_redis_connect(url, 1000, err, sizeof err)))
-		OT_INFO(NULL, "connected to Redis");
-	else
-		OT_DEBUG(NULL, "%s", err);
-	return *r;
-}
-
-redisContext *
 ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key)
 {
 	struct ot_redis_url u;
@@ -389,6 +363,12 @@ ot_redis_link_close(struct ot_redis_link *k)
 		redisFree(k->r);
 	ot_rcluster_free(k->cl);
 	memset(k, 0, sizeof *k);
+}
+
+unsigned
+ot_redis_order_slot(const char *order_id)
+{
+	return ot_rcluster_slot(order_id, strlen(order_id));
 }
 
 int

@@ -30,10 +30,6 @@ int ot_redis_tls_available(void);
  * selects the db. Returns NULL with errstr; caller redisFree's. */
 redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz);
 
-/* Returns a usable connection: *r if healthy, else a new one (at most one attempt per 200 ms,
- * 1 s timeout), or NULL while Redis is unreachable. Frees a broken *r. */
-redisContext *ot_redis_live(redisContext **r, const char *url);
-
 /* A connection to a Redis that may be a cluster, for one thread: the first use finds out which
  * (CLUSTER SLOTS), then holds the one server's connection or every master's. Zero it before
  * first use; ot_redis_link_close frees what it holds. */
@@ -41,7 +37,7 @@ struct ot_rcluster;
 struct ot_redis_link {
 	redisContext *r;        /* a single server */
 	struct ot_rcluster *cl; /* a cluster */
-	long long last_try;     /* ms: the last attempt to reach the cluster */
+	long long last_try;     /* ms: the last attempt to connect */
 	long long refreshed;    /* ms: the map last read again because a master failed */
 	char err[256];          /* why the last ot_redis_link_conn found no connection, when known */
 };
@@ -91,6 +87,8 @@ int ot_redis_noscript(const redisReply *rep);
  * channel order:{ID}. */
 #define OT_REDIS_KEY_FMT "order:{%s}"
 #define OT_REDIS_LOG_FMT "orderlog:{%s}"
+/* The Redis Cluster slot of an order's keys: that of its id, their hash tag. */
+unsigned ot_redis_order_slot(const char *order_id);
 /* The order id in a key or channel named order:{ID}, NUL-terminated in id (64 bytes). Returns 1,
  * or 0 when name is not one. */
 int ot_redis_order_of(const char *name, char id[64]);

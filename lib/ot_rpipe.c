@@ -12,17 +12,13 @@
 #include "ot_rpipe.h"
 
 #define BATCH_MAX 512   /* commands per write: bounds one batch's wait and memory */
-#define TIMEOUT_MS 1000 /* to connect, and for each reply */
 #define ROUNDS 3        /* sends of a command the cluster keeps answering MOVED */
 
 struct ot_rpipe {
 	char *url;
 	/* The pipe thread's alone: a single server's connection, or, once the server said it is a
 	 * cluster, the router to its masters, kept for good (it follows the cluster's changes). */
-	redisContext *r;
-	struct ot_rcluster *c;
-	long long last_try;          /* ms of the last attempt to connect */
-	long long refreshed;         /* ms the cluster's map was last read because a master failed */
+	struct ot_redis_link k;
 	redisContext *at[BATCH_MAX]; /* in a cluster batch, where each job went (NULL: nowhere) */
 	pthread_mutex_t mu;          /* guards the queue and stop */
 	pthread_cond_t cv;
@@ -77,41 +73,6 @@ fail_queued(struct ot_rpipe *p)
 		next = j->next;
 		answer(j, NULL);
 	}
-}
-
-/* The single server's live connection, else NULL: Redis is unreachable (one attempt per
- * 200 ms), or it turned out to be a cluster (p->c is set now). */
-static redisContext *
-connect_to(struct ot_rpipe *p)
-{
-	struct ot_redis_url u;
-	char err[512] = "";
-	int not_cluster = 0;
-	long long now;
-
-	if (p->r && !p->r->err)
-		return p->r;
-	if (p->r) {
-		OT_WARN(NULL, "Redis connection lost: %s", p->r->errstr);
-		redisFree(p->r);
-		p->r = NULL;
-	}
-	now = ot_now_ms();
-	if (p->last_try && now - p->last_try < 200)
-		return NULL;
-	p->last_try = now;
-	/* A cluster has db 0 alone: a URL naming another is a single server's. */
-	if (!ot_redis_parse_url(p->url, &u, NULL, 0) && u.db) {
-		not_cluster = 1;
-	} else if ((p->c = ot_rcluster_new(p->url, TIMEOUT_MS, &not_cluster, err, sizeof err))) {
-		OT_INFO(NULL, "connected to Redis Cluster: %zu masters", ot_rcluster_masters(p->c));
-		return NULL;
-	}
-	if (not_cluster && (p->r = ot_redis_connect(p->url, TIMEOUT_MS, err, sizeof err)))
-		OT_INFO(NULL, "connected to Redis");
-	else
-		OT_DEBUG(NULL, "%s", err);
-	return p->r;
 }
 
 /* A single server: writes the batch, then hands each job its reply in order. */
@@ -171,7 +132,7 @@ cluster_send(struct ot_rpipe *p, struct ot_rpipe_job *batch, int follow_moved, s
 	 * that fails breaks its connection, which the router would drop, so none follows one). */
 	for (j = batch, n = 0; j; j = j->next, n++) {
 		r = !appending ? NULL
-		    : j->slot >= 0 ? ot_rcluster_node_of_slot(p->c, (unsigned)j->slot) : any_master(p->c);
+		    : j->slot >= 0 ? ot_rcluster_node_of_slot(p->k.cl, (unsigned)j->slot) : any_master(p->k.cl);
 		if (r && redisAppendFormattedCommand(r, j->cmd, (size_t)j->len) != REDIS_OK)
 			appending = 0;
 		p->at[n] = r;
@@ -232,7 +193,7 @@ ask(struct ot_rpipe *p, struct ot_rpipe_job *j)
 			key = i;
 	}
 	if (key)
-		rep = ot_rcluster_command_argv(p->c, argv[key], argvlen[key], (int)cmd->elements, argv, argvlen, err,
+		rep = ot_rcluster_command_argv(p->k.cl, argv[key], argvlen[key], (int)cmd->elements, argv, argvlen, err,
 		                               sizeof err);
 out:
 	if (!rep)
@@ -262,11 +223,11 @@ run_cluster(struct ot_rpipe *p, struct ot_rpipe_job *batch)
 			answer(j, ask(p, j));
 		}
 		now = ot_now_ms();
-		if (!batch && (!failed || now - p->refreshed < 1000))
+		if (!batch && (!failed || now - p->k.refreshed < 1000))
 			continue;
 		if (failed)
-			p->refreshed = now;
-		if (ot_rcluster_refresh(p->c, err, sizeof err))
+			p->k.refreshed = now;
+		if (ot_rcluster_refresh(p->k.cl, err, sizeof err))
 			OT_WARN(NULL, "Redis Cluster: the map of slots not read again: %s", err);
 	}
 }
@@ -279,8 +240,9 @@ pipe_thread(void *arg)
 	redisContext *r;
 
 	while ((batch = take(p))) {
-		r = p->c ? NULL : connect_to(p);
-		if (p->c)
+		/* The first connection finds out whether Redis is a cluster. */
+		r = p->k.cl ? NULL : ot_redis_link_conn(&p->k, p->url, NULL);
+		if (p->k.cl)
 			run_cluster(p, batch);
 		else
 			run_single(p, r, batch);
@@ -332,8 +294,7 @@ ot_rpipe_free(struct ot_rpipe *p)
 	pthread_mutex_unlock(&p->mu);
 	if (p->started)
 		pthread_join(p->t, NULL);
-	redisFree(p->r);
-	ot_rcluster_free(p->c);
+	ot_redis_link_close(&p->k);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p->url);

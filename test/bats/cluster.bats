@@ -58,6 +58,15 @@ move_slot() { # SLOT FROM TO: moves a slot, keys and all, from one master to ano
 }
 
 cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^cluster_state://p'; }
+# Every master is ok again, and holds no key matching $1: a test put its slots back and its keys away.
+assert_cluster_clean() {
+	local p
+	for p in "${PORTS[@]}"; do
+		[ "$(cluster_state "$p")" = ok ]
+		run redis-cli -p "$p" --scan --pattern "$1"
+		assert_output ''
+	done
+}
 
 @test "ot_rcluster: slots as the spec computes them; keys on all three masters; credentials on each node; MOVED and ASK followed; a closed connection replaced; a stopped master gives NULL within its timeout" {
 	run env OT_TEST_REDIS_URL="$OT_REDIS_URL" OT_TEST_REDIS_CLUSTER_URL="$OT_REDIS_CLUSTER_URL" \
@@ -67,12 +76,7 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	assert_output --partial '[  PASSED  ] 3 test(s).'
 	assert_output --partial '[  PASSED  ] 7 test(s).'
 	refute_output --partial FAILED
-	# Every test put its slots back and its keys away.
-	for p in "${PORTS[@]}"; do
-		[ "$(cluster_state "$p")" = ok ]
-		run redis-cli -p "$p" --scan --pattern 'test:rc:*'
-		assert_output ''
-	done
+	assert_cluster_clean 'test:rc:*'
 }
 
 @test "ot_rpipe: against the cluster, each command answered once, in order per key, on all three masters; a slot moved or migrating mid-way still answers; a stopped master fails only its commands, within 2.5 s" {
@@ -83,11 +87,7 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	assert_output --partial '[  PASSED  ] 1 test(s).'
 	assert_output --partial '[  PASSED  ] 4 test(s).'
 	refute_output --partial FAILED
-	for p in "${PORTS[@]}"; do
-		[ "$(cluster_state "$p")" = ok ]
-		run redis-cli -p "$p" --scan --pattern 'test:rp:*'
-		assert_output ''
-	done
+	assert_cluster_clean 'test:rp:*'
 }
 
 @test "ot-stack: status shows the Redis Cluster, whose three masters cover the 16384 slots" {
@@ -234,7 +234,7 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	base="http://127.0.0.1:$port"
 	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_API_KEY="$key" \
 		OT_RATE_LIMIT=1000 OT_RATE_BURST=1000 ot-serve
-	for ((i = 0; i < 50; i++)); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+	wait_health "$port"
 	for i in $(seq 1 12); do place_order "cs-$RUNID-$i"; done > "$BATS_TEST_TMPDIR/ids"
 	mapfile -t ids < "$BATS_TEST_TMPDIR/ids"
 	declare -A owners=()
@@ -279,7 +279,7 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	# The limiter counts at its key's master: past a burst of 3, a 429 (a limiter that could not
 	# reach Redis would let everything through).
 	start_bg "$BATS_TEST_TMPDIR/serve2.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_RATE_LIMIT=0.5 OT_RATE_BURST=3 ot-serve
-	for ((i = 0; i < 50; i++)); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+	wait_health "$port"
 	codes=$(for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' "$base/orders/${ids[0]}"; done)
 	[ "$codes" = "200 200 200 429 429 429 " ] || { echo "codes: $codes" >&2; false; }
 	[ -n "$(for p in "${PORTS[@]}"; do redis-cli -p "$p" --scan --pattern 'rl:*'; done)" ]
@@ -291,7 +291,7 @@ cluster_state() { redis-cli -p "$1" cluster info | tr -d '\r' | sed -n 's/^clust
 	port=$(free_port)
 	base="http://127.0.0.1:$port"
 	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_API_KEY="$key" ot-serve
-	for ((i = 0; i < 50; i++)); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+	wait_health "$port"
 	for i in $(seq 1 24); do place_order "ck-$RUNID-$i"; done > "$BATS_TEST_TMPDIR/ids"
 	mapfile -t ids < "$BATS_TEST_TMPDIR/ids"
 	on_dead=() on_live=()
