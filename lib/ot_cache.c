@@ -684,25 +684,27 @@ ot_cache_stats_flush(struct ot_cache *c, char *errstr, size_t errsz)
 	return 0;
 }
 
-/* Calls fn for every order:{id} key on r; returns 0, fn's ot_rc, or OT_ESERVICE. */
+/* Calls fn for every key under order: on r, with the order's id, or NULL when the key is not of
+ * the form order:{ID} (a stray key no reader asks for); returns 0, fn's ot_rc, or OT_ESERVICE. */
 static int
-scan_node(redisContext *r, int (*fn)(void *, const char *), void *arg, char *errstr, size_t errsz)
+scan_node(redisContext *r, int (*fn)(void *, const char *, const char *), void *arg, char *errstr, size_t errsz)
 {
 	char cursor[32] = "0", id[64];
-	redisReply *rep;
+	redisReply *rep, *k;
 	size_t i;
 	int rc = 0;
 
 	do {
-		rep = redisCommand(r, "SCAN %s MATCH order:{* COUNT 1000", cursor);
+		rep = redisCommand(r, "SCAN %s MATCH order:* COUNT 1000", cursor);
 		if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
 			freeReplyObject(rep);
 			return ot_err(OT_ESERVICE, errstr, errsz, "Redis SCAN: %s", r->err ? r->errstr : "bad reply");
 		}
 		snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-		for (i = 0; i < rep->element[1]->elements && !rc; i++)
-			if (ot_redis_order_of(rep->element[1]->element[i]->str, id))
-				rc = fn(arg, id);
+		for (i = 0; i < rep->element[1]->elements && !rc; i++) {
+			k = rep->element[1]->element[i];
+			rc = fn(arg, k->str, ot_redis_order_of(k->str, id) ? id : NULL);
+		}
 		freeReplyObject(rep);
 	} while (!rc && strcmp(cursor, "0"));
 	return rc;
@@ -710,8 +712,8 @@ scan_node(redisContext *r, int (*fn)(void *, const char *), void *arg, char *err
 
 /* scan_node over the one server, or every master of a cluster. */
 static int
-scan_orders(struct ot_cache *c, struct link *l, int (*fn)(void *, const char *), void *arg, char *errstr,
-            size_t errsz)
+scan_orders(struct ot_cache *c, struct link *l, int (*fn)(void *, const char *, const char *), void *arg,
+            char *errstr, size_t errsz)
 {
 	redisContext *r = conn(c, l, NULL);
 	size_t i;
@@ -739,14 +741,17 @@ struct stats_scan {
 };
 
 static int
-count_state(void *arg, const char *id)
+count_state(void *arg, const char *key, const char *id)
 {
 	struct stats_scan *s = arg;
-	redisContext *r = conn(s->c, s->l, id);
+	redisContext *r = id ? conn(s->c, s->l, id) : NULL;
 	redisReply *rep = r ? redisCommand(r, "HGET " OT_REDIS_KEY_FMT " status", id) : NULL;
 	const char *st = rep && rep->type == REDIS_REPLY_STRING ? rep->str : "none";
 	json_t *n = json_object_get(s->per_state, st);
 
+	(void)key;
+	if (!id) /* not an order's entry: ot-cache verify reports it */
+		return 0;
 	if (!rep) /* the scan stops: its connection may be the one that broke */
 		return OT_ESERVICE;
 	json_object_set_new(s->per_state, st, json_integer((n ? json_integer_value(n) : 0) + 1));
@@ -809,12 +814,15 @@ struct verify {
 	size_t errsz;
 };
 
+/* One drift as a JSON line: the order's id, or for a key not of the form order:{ID}, the key. */
 static void
-say(struct verify *v, const char *kind, const char *id, const struct ot_status *c, const struct ot_status *d)
+say(struct verify *v, const char *kind, const char *key, const char *id, const struct ot_status *c,
+    const struct ot_status *d)
 {
-	json_t *o = json_pack("{s:s, s:s}", "drift", kind, "order_id", id);
+	json_t *o = json_pack("{s:s}", "drift", kind);
 	char *s;
 
+	json_object_set_new(o, id ? "order_id" : "key", json_string(id ? id : key));
 	if (c)
 		json_object_set_new(o, "cached", json_pack("{s:s, s:I}", "status", c->status, "version", (json_int_t)c->version));
 	if (d)
@@ -826,29 +834,63 @@ say(struct verify *v, const char *kind, const char *id, const struct ot_status *
 	json_decref(o);
 }
 
-/* One cached entry against the database. */
+/* Deletes key (order:...) and its log (orderlog:...), each at its own slot's master. */
 static int
-check_one(void *arg, const char *id)
+drop_keys(struct verify *v, const char *key)
+{
+	char log[256];
+	const char *k[2] = {key, log};
+	redisContext *r;
+	redisReply *rep;
+	int i;
+
+	snprintf(log, sizeof log, "orderlog:%s", key + strlen("order:"));
+	for (i = 0; i < 2; i++) {
+		if (!(r = conn(v->c, v->l, k[i])))
+			return ot_err(OT_ESERVICE, v->errstr, v->errsz, "Redis unavailable");
+		rep = redisCommand(r, "DEL %s", k[i]);
+		if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+			freeReplyObject(rep);
+			return ot_err(OT_ESERVICE, v->errstr, v->errsz, "Redis DEL %s: %s", k[i], r->err ? r->errstr : "bad reply");
+		}
+		freeReplyObject(rep);
+	}
+	return 0;
+}
+
+/* One key under order: against the database. A key that is not an order's entry in its one
+ * form (order:{}, order:{UPPER}, order:ID of an old release), or an order the database does not
+ * have, is an orphan: no reader asks for it. */
+static int
+check_one(void *arg, const char *key, const char *id)
 {
 	struct verify *v = arg;
 	struct ot_status c, d;
 	const char *kind = NULL;
 	char canon[64];
+	redisContext *r;
 	int rc;
 
-	redisContext *r = conn(v->c, v->l, id);
-
 	v->d->checked++;
-	if (!r)
+	if (id)
+		snprintf(canon, sizeof canon, "%s", id);
+	if (!id || ot_id_canon(canon) || strcmp(canon, id)) {
+		v->d->orphan++;
+		say(v, "orphan", key, id, NULL, NULL);
+		if (!v->repair)
+			return 0;
+		if ((rc = drop_keys(v, key)))
+			return rc;
+		v->d->repaired++;
+		return 0;
+	}
+	if (!(r = conn(v->c, v->l, id)))
 		return ot_err(OT_ESERVICE, v->errstr, v->errsz, "Redis unavailable");
 	if ((rc = ot_redis_get_status(r, id, &c, v->errstr, v->errsz)) < 0)
 		return rc;
 	if (rc == 0)
 		return 0; /* expired since the scan */
-	snprintf(canon, sizeof canon, "%s", id);
-	if (ot_id_canon(canon) || strcmp(canon, id))
-		rc = 0; /* not an order id in its one form (order:{UPPER}, say): no reader asks for it */
-	else if ((rc = ot_order_load(v->db, id, &d, v->errstr, v->errsz)) < 0)
+	if ((rc = ot_order_load(v->db, id, &d, v->errstr, v->errsz)) < 0)
 		return rc;
 	if (rc == 0)
 		kind = "orphan";
@@ -861,19 +903,22 @@ check_one(void *arg, const char *id)
 		kind = "mismatch";
 	if (!kind)
 		return 0;
-	say(v, kind, id, &c, rc ? &d : NULL);
-	if (!strcmp(kind, "orphan")) v->d->orphan++;
-	else if (!strcmp(kind, "stale")) v->d->stale++;
-	else if (!strcmp(kind, "ahead")) v->d->ahead++;
+	say(v, kind, key, id, &c, rc ? &d : NULL);
+	if (!rc) v->d->orphan++;
+	else if (c.version < d.version) v->d->stale++;
+	else if (c.version > d.version) v->d->ahead++;
 	else v->d->mismatch++;
-	if (v->repair) {
+	if (!v->repair)
+		return 0;
+	if (!rc) {
+		if ((rc = drop_keys(v, key)))
+			return rc;
+	} else {
 		/* The versioned CAS keeps a newer entry: replace it outright with the truth. */
-		if (ot_redis_del_status(r, id, v->errstr, v->errsz) < 0)
+		if (ot_redis_del_status(r, id, v->errstr, v->errsz) < 0 || ot_redis_put_status(r, &d, v->errstr, v->errsz) < 0)
 			return OT_ESERVICE;
-		if (rc && ot_redis_put_status(r, &d, v->errstr, v->errsz) < 0)
-			return OT_ESERVICE;
-		v->d->repaired++;
 	}
+	v->d->repaired++;
 	return 0;
 }
 

@@ -36,8 +36,12 @@ ot_order_late(void)
 static void
 status_from_cols(struct ot_status *st, const char *order_id, PGresult *res, int row, int col)
 {
+	char id[sizeof st->order_id];
+
+	/* order_id may be st->order_id itself (ot_order_load(db, st->order_id, st, ...)). */
+	snprintf(id, sizeof id, "%s", order_id);
 	memset(st, 0, sizeof *st);
-	snprintf(st->order_id, sizeof st->order_id, "%s", order_id);
+	memcpy(st->order_id, id, sizeof id);
 	snprintf(st->status, sizeof st->status, "%s", PQgetvalue(res, row, col));
 	st->version = strtoll(PQgetvalue(res, row, col + 1), NULL, 10);
 	if (*PQgetvalue(res, row, col + 2) && *PQgetvalue(res, row, col + 3)) {

@@ -3,6 +3,8 @@
 # cmocka binaries build/test/test_rcluster and test_rpipe_cluster (built by make units);
 # scripts/ot-stack status and up for the cluster.
 
+bats_require_minimum_version 1.5.0
+
 setup() {
 	load helpers
 	common_setup
@@ -186,6 +188,27 @@ assert_cluster_clean() {
 	[ "$(ccli HGET "order:{${ids[2]}}" version)" = 7 ]
 	run ot-cache get "${ids[2]}"
 	assert_output --partial '"cache":"hit"'
+}
+
+@test "cluster: after FLUSHALL on every master, rebuild and then sync put back every order of the topic under its own key, and verify finds a stray key" {
+	export OT_REDIS_URL="$OT_REDIS_CLUSTER_URL"
+	topic="orders.events.$RUNID"
+	order_history "$topic" cf
+	flush_cache
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
+	assert_success
+	assert_cache_restored cf
+	flush_cache
+	run --separate-stderr ot-cache sync -i "kafka:$topic" -G "s-$RUNID" -e
+	assert_success
+	assert_cache_restored cf
+	ccli HSET 'order:{}' status PENDING version 1 >/dev/null
+	run --separate-stderr ot-cache verify
+	assert_failure 65
+	assert_line '{"drift":"orphan","key":"order:{}"}'
+	run --separate-stderr ot-cache verify --repair
+	assert_success
+	assert_cluster_clean 'order:{}'
 }
 
 @test "cluster: over Kafka, ot-consume follows an order's slot to another master mid-run (MOVED); every status lands, in order" {

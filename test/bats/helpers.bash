@@ -152,3 +152,55 @@ stop_bg() {
 	fi
 	BG_PIDS=()
 }
+
+# Orders with a whole history on a topic of their own, as the relay would have put it there:
+# order_history TOPIC PREFIX. Four orders: two DELIVERED, one CANCELLED, one CONFIRMED; their
+# ids in $BATS_TEST_TMPDIR/$PREFIX.ids.
+order_history() {
+	local topic=$1 p=$2 log="$BATS_TEST_TMPDIR/$2.events" i
+	drain_outboxes
+	stock "$p-$RUNID" 10
+	for i in 1 2 3 4; do place_order "$p-$RUNID-$i" "[{\"sku\":\"$p-$RUNID\",\"qty\":1}]"; done > "$BATS_TEST_TMPDIR/$p.ids"
+	ot-relay --once 2>/dev/null | tee "$log" | ot-reserve 2>/dev/null
+	ot-relay --db inventory --once 2>/dev/null | ot-consume 2>/dev/null
+	head -2 "$BATS_TEST_TMPDIR/$p.ids" | ot-courier -n 2 | ot-consume 2>/dev/null
+	event ORDER_CANCELLED "$(sed -n 3p "$BATS_TEST_TMPDIR/$p.ids")" | ot-consume 2>/dev/null
+	ot-relay --once 2>/dev/null >> "$log"
+	ot-relay -i "$log" -O "kafka:$topic" 2>/dev/null
+}
+
+# The cache's keys matching PATTERN, sorted, from the Redis of OT_REDIS_URL (every master when it
+# is the stack's Redis Cluster): cache_keys PATTERN
+cache_keys() {
+	local p ports
+	if [ "$OT_REDIS_URL" = "${OT_REDIS_CLUSTER_URL:-}" ]; then
+		p=$(echo "$OT_REDIS_CLUSTER_URL" | sed -n 's|redis://[^:]*:\([0-9]*\).*|\1|p')
+		ports="$p $((p + 1)) $((p + 2))"
+	else
+		ports=$(redis_port)
+	fi
+	for p in $ports; do redis-cli -p "$p" --scan --pattern "$1"; done | sort
+}
+
+# Every key of the cache gone: on the one Redis, or on every master of the cluster.
+flush_cache() {
+	local p
+	if [ "$OT_REDIS_URL" = "${OT_REDIS_CLUSTER_URL:-}" ]; then
+		p=$(echo "$OT_REDIS_CLUSTER_URL" | sed -n 's|redis://[^:]*:\([0-9]*\).*|\1|p')
+		for p in "$p" $((p + 1)) $((p + 2)); do redis-cli -p "$p" FLUSHALL >/dev/null; done
+	else
+		rcli FLUSHALL >/dev/null
+	fi
+}
+
+# After a FLUSHALL and a replay of order_history's topic: the cache holds exactly one entry per
+# order of the topic, under its own key, at the database's status and version.
+assert_cache_restored() { # PREFIX
+	local id
+	run cache_keys 'order:*'
+	assert_output "$(sed 's/.*/order:{&}/' "$BATS_TEST_TMPDIR/$1.ids" | sort)"
+	while read -r id; do
+		run redis-cli -c -u "$OT_REDIS_URL" HMGET "order:{$id}" status version
+		assert_output "$(sql_orders "SELECT status || chr(10) || version FROM orders WHERE id = '$id'")"
+	done < "$BATS_TEST_TMPDIR/$1.ids"
+}

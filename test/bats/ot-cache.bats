@@ -167,6 +167,40 @@ setup() {
 	[ "$(live)" = "$before" ]
 }
 
+@test "ot-cache: after FLUSHALL, rebuild and then sync put back every order of the topic under its own key" {
+	topic="orders.events.$RUNID"
+	order_history "$topic" fl
+	flush_cache
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
+	assert_success
+	echo "$stderr" | grep -q ', 4 written,'
+	assert_cache_restored fl
+	run --separate-stderr ot-cache verify
+	assert_success
+	assert_output ''
+	flush_cache
+	run --separate-stderr ot-cache sync -i "kafka:$topic" -G "s-$RUNID" -e
+	assert_success
+	assert_cache_restored fl
+}
+
+@test "ot-cache: verify reports keys that are no order's entry (order:{}, the old order:ID) and --repair removes them" {
+	rcli HSET 'order:{}' status PENDING version 1 >/dev/null
+	rcli ZADD 'orderlog:{}' 1 '{"status":"PENDING"}' >/dev/null
+	rcli HSET "order:$ID" status PENDING version 1 >/dev/null
+	run --separate-stderr ot-cache verify
+	assert_failure 65
+	assert_line '{"drift":"orphan","key":"order:{}"}'
+	assert_line "{\"drift\":\"orphan\",\"key\":\"order:$ID\"}"
+	run --separate-stderr ot-cache verify --repair
+	assert_success
+	[ "$(rcli EXISTS 'order:{}' 'orderlog:{}' "order:$ID")" = 0 ]
+	[ "$(rcli HGET "order:{$ID}" status)" = PENDING ]
+	run --separate-stderr ot-cache verify
+	assert_success
+	assert_output ''
+}
+
 @test "ot-cache: stats counts hits, misses and fills of cache-aside reads, and keys per state" {
 	before=$(ot-cache stats 2>/dev/null)
 	hits0=$(echo "$before" | sed -n 's/.*"hits":\([0-9]*\).*/\1/p')
