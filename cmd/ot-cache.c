@@ -18,6 +18,7 @@
 #include "ot_redis.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_text.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-cache";
@@ -31,7 +32,7 @@ usage(FILE *f, int full)
 	        "       %s rebuild [-i kafka:orders.events] [-o beginning]\n"
 	        "       %s sync [-i kafka:orders.events] [-G group]\n"
 	        "       %s stats\n"
-	        "       %s verify [--repair]\n", argv0, argv0, argv0, argv0, argv0, argv0, argv0);
+	        "       %s verify [--repair] [--since DURATION]\n", argv0, argv0, argv0, argv0, argv0, argv0, argv0);
 	if (!full)
 		return;
 	fprintf(f, "\nget: prints each order's status as JSON, from Redis, else from the database (and\n"
@@ -44,8 +45,11 @@ usage(FILE *f, int full)
 	        "stats: hits, misses, fills and hit ratio of cache-aside reads, keys per state.\n"
 	        "verify: compares Redis with the database and prints each drift as a JSON line;\n"
 	        "  --repair replaces drifted entries with the database's state. Exits 65 on drift\n"
-	        "  left unrepaired.\n\n"
+	        "  left unrepaired. --since checks only the orders the database changed lately, from\n"
+	        "  the database's side: run every minute with --repair, it mends what a writer that\n"
+	        "  died could not.\n\n"
 	        "      --repair            verify: fix what drifted\n"
+	        "      --since D           verify: only orders changed in the last D (90s, 15m, 2h)\n"
 	        "  -i, --input SPEC        rebuild: kafka:TOPIC or - (default kafka:orders.events)\n"
 	        "  -h, --help              this help\n"
 	        "  -V, --version           print the version\n%s", ot_config_usage);
@@ -223,6 +227,7 @@ main(int argc, char **argv)
 		OT_CONFIG_LONGOPTS,
 		{"input", required_argument, NULL, 'i'},
 		{"repair", no_argument, NULL, OT_OPT_TOOL_BASE},
+		{"since", required_argument, NULL, OT_OPT_TOOL_BASE + 1},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -234,7 +239,7 @@ main(int argc, char **argv)
 	char err[1024], *line = NULL;
 	size_t cap = 0;
 	int c, rc = OT_OK, i = 0, bad = 0, n = 0, repair = 0, redis_down = 0;
-	long count;
+	long count, since = -1;
 
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
@@ -246,6 +251,12 @@ main(int argc, char **argv)
 		switch (c) {
 		case 'i': input = optarg; break;
 		case OT_OPT_TOOL_BASE: repair = 1; break;
+		case OT_OPT_TOOL_BASE + 1:
+			if ((since = ot_duration(optarg)) <= 0) {
+				fprintf(stderr, "%s: --since %s: expected 90s, 15m, 2h or seconds\n", argv0, optarg);
+				return EX_USAGE;
+			}
+			break;
 		}
 	}
 	rc = OT_OK;
@@ -259,8 +270,8 @@ main(int argc, char **argv)
 		return EX_USAGE;
 	}
 	cmd = argv[optind++];
-	if (repair && strcmp(cmd, "verify")) {
-		fprintf(stderr, "%s: --repair belongs to verify\n", argv0);
+	if ((repair || since > 0) && strcmp(cmd, "verify")) {
+		fprintf(stderr, "%s: --%s belongs to verify\n", argv0, repair ? "repair" : "since");
 		return EX_USAGE;
 	}
 	if ((strcmp(cmd, "get") && strcmp(cmd, "invalidate")) && optind < argc) {
@@ -309,14 +320,24 @@ main(int argc, char **argv)
 		struct ot_drift d;
 		long drift;
 
-		if ((rc = ot_cache_verify(cache, db, repair, stdout, &d, err, sizeof err))) {
+		if (since > 0)
+			rc = (count = ot_cache_verify_since(cache, db, (double)since, repair, stdout, &d, err, sizeof err)) < 0
+			     ? (int)count : OT_OK;
+		else
+			rc = ot_cache_verify(cache, db, repair, stdout, &d, err, sizeof err);
+		if (rc) {
 			OT_ERROR(NULL, "verify: %s", err);
 			goto out;
 		}
 		drift = d.stale + d.ahead + d.mismatch + d.orphan;
-		OT_INFO(NULL, "verify: %ld cached entries checked: %ld stale, %ld ahead, %ld mismatched, "
-		        "%ld orphaned, %ld repaired; %ld active orders not cached", d.checked, d.stale,
-		        d.ahead, d.mismatch, d.orphan, d.repaired, d.missing);
+		if (since > 0)
+			OT_INFO(NULL, "verify: %ld orders changed in the last %lds: %ld cached and checked: %ld stale, "
+			        "%ld ahead, %ld mismatched, %ld repaired; %ld not cached", count, since, d.checked,
+			        d.stale, d.ahead, d.mismatch, d.repaired, d.missing);
+		else
+			OT_INFO(NULL, "verify: %ld cached entries checked: %ld stale, %ld ahead, %ld mismatched, "
+			        "%ld orphaned, %ld repaired; %ld active orders not cached", d.checked, d.stale,
+			        d.ahead, d.mismatch, d.orphan, d.repaired, d.missing);
 		if (drift > d.repaired)
 			rc = OT_EINPUT;
 		goto out;

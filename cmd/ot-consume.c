@@ -180,6 +180,7 @@ main(int argc, char **argv)
 out:
 	ot_health_stop(health);
 	ot_in_free(in);
+	ot_cache_finish(cs.cache, cs.db);
 	ot_cache_free(cs.cache);
 	PQfinish(cs.db);
 	ot_config_free(&cfg);

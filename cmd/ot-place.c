@@ -187,6 +187,7 @@ out:
 	if (p.out && ot_out_flush(p.out, 10000, err, sizeof err) && !rc)
 		rc = OT_EOUTPUT;
 	ot_out_free(p.out);
+	ot_cache_finish(p.cache, p.db);
 	ot_cache_free(p.cache);
 	PQfinish(p.db);
 	ot_config_free(&cfg);

@@ -15,6 +15,7 @@
 #include "ot_pg.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_text.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-reserve";
@@ -44,24 +45,6 @@ usage(FILE *f, int full)
 	        "  -i, --input SPEC        - (stdin, default), a file, or kafka:TOPIC[,TOPIC]\n"
 	        "  -h, --help              this help\n"
 	        "  -V, --version           print the version\n%s", ot_config_usage);
-}
-
-/* "90s", "15m", "2h" or plain seconds; -1 if it is none of them. */
-static long
-duration(const char *s)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (end == s || v < 0)
-		return -1;
-	if (!*end || !strcmp(end, "s"))
-		return v;
-	if (!strcmp(end, "m"))
-		return v * 60;
-	if (!strcmp(end, "h"))
-		return v * 3600;
-	return -1;
 }
 
 static int
@@ -148,7 +131,7 @@ main(int argc, char **argv)
 		switch (c) {
 		case 'i': input = optarg; break;
 		case OT_OPT_TOOL_BASE:
-			if ((older = duration(optarg)) < 0) {
+			if ((older = ot_duration(optarg)) < 0) {
 				fprintf(stderr, "%s: --older-than %s: expected 90s, 15m, 2h or seconds\n", argv0, optarg);
 				return EX_USAGE;
 			}

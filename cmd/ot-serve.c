@@ -216,6 +216,8 @@ main(int argc, char **argv)
 	OT_INFO(NULL, "stopping");
 	ot_http_stop(h);
 	ot_cache_stats_flush(o.cache, err, sizeof err);
+	/* What the API committed and Redis has not taken: repaired now, or named in the log. */
+	ot_cache_finish(o.cache, db && !ot_pg_ensure(db, NULL, 0) ? db : NULL);
 	PQfinish(db);
 out:
 	ot_cache_free(o.cache);

@@ -645,6 +645,28 @@ warm_one(void *arg, const struct ot_status *st)
 }
 
 long
+ot_cache_finish(struct ot_cache *c, PGconn *db)
+{
+	char err[512];
+	long left;
+	int i;
+
+	if (!c || !atomic_load(&c->ndirty))
+		return 0;
+	if (db && ot_cache_repair(c, db, err, sizeof err) < 0)
+		OT_WARN(NULL, "cache repair at exit: %s", err);
+	pthread_mutex_lock(&c->dirty_mu);
+	left = atomic_load(&c->ndirty);
+	for (i = 0; i < left; i++)
+		OT_WARN(c->dirty[i], "cache entry not repaired before exit: Redis may serve an older status "
+		        "until ot-cache verify --repair --since mends it");
+	if (c->dirty_lost)
+		OT_WARN(NULL, "%d more cache entries were never recorded for repair", c->dirty_lost);
+	pthread_mutex_unlock(&c->dirty_mu);
+	return left + c->dirty_lost;
+}
+
+long
 ot_cache_warm(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 {
 	struct warm w = {c, take(c), errstr, errsz};
@@ -858,6 +880,44 @@ drop_keys(struct verify *v, const char *key)
 	return 0;
 }
 
+/* An order's cached entry c against the database's d (found 0: the database has none): prints
+ * and counts a drift, and with repair puts the truth back on r. Returns 0 or an ot_rc. */
+static int
+compare(struct verify *v, redisContext *r, const char *key, const char *id, const struct ot_status *c,
+        const struct ot_status *d, int found)
+{
+	const char *kind = NULL;
+
+	if (!found)
+		kind = "orphan";
+	else if (c->version < d->version)
+		kind = "stale";
+	else if (c->version > d->version)
+		kind = "ahead";
+	else if (strcmp(c->status, d->status) || c->has_pos != d->has_pos ||
+	         (d->has_pos && (c->lat - d->lat > 1e-6 || d->lat - c->lat > 1e-6)))
+		kind = "mismatch";
+	if (!kind)
+		return 0;
+	say(v, kind, key, id, c, found ? d : NULL);
+	if (!found) v->d->orphan++;
+	else if (c->version < d->version) v->d->stale++;
+	else if (c->version > d->version) v->d->ahead++;
+	else v->d->mismatch++;
+	if (!v->repair)
+		return 0;
+	if (!found) {
+		if (drop_keys(v, key))
+			return OT_ESERVICE;
+	} else {
+		/* The versioned CAS keeps a newer entry: replace it outright with the truth. */
+		if (ot_redis_del_status(r, id, v->errstr, v->errsz) < 0 || ot_redis_put_status(r, d, v->errstr, v->errsz) < 0)
+			return OT_ESERVICE;
+	}
+	v->d->repaired++;
+	return 0;
+}
+
 /* One key under order: against the database. A key that is not an order's entry in its one
  * form (order:{}, order:{UPPER}, order:ID of an old release), or an order the database does not
  * have, is an orphan: no reader asks for it. */
@@ -866,7 +926,6 @@ check_one(void *arg, const char *key, const char *id)
 {
 	struct verify *v = arg;
 	struct ot_status c, d;
-	const char *kind = NULL;
 	char canon[64];
 	redisContext *r;
 	int rc;
@@ -892,34 +951,45 @@ check_one(void *arg, const char *key, const char *id)
 		return 0; /* expired since the scan */
 	if ((rc = ot_order_load(v->db, id, &d, v->errstr, v->errsz)) < 0)
 		return rc;
-	if (rc == 0)
-		kind = "orphan";
-	else if (c.version < d.version)
-		kind = "stale";
-	else if (c.version > d.version)
-		kind = "ahead";
-	else if (strcmp(c.status, d.status) || c.has_pos != d.has_pos ||
-	         (d.has_pos && (c.lat - d.lat > 1e-6 || d.lat - c.lat > 1e-6)))
-		kind = "mismatch";
-	if (!kind)
+	return compare(v, r, key, id, &c, &d, rc);
+}
+
+/* One order the database changed lately against its cached entry, if any. */
+static int
+check_changed(void *arg, const struct ot_status *d)
+{
+	struct verify *v = arg;
+	struct ot_status c;
+	char key[128];
+	redisContext *r;
+	int rc;
+
+	if (!(r = conn(v->c, v->l, d->order_id)))
+		return ot_err(OT_ESERVICE, v->errstr, v->errsz, "Redis unavailable");
+	if ((rc = ot_redis_get_status(r, d->order_id, &c, v->errstr, v->errsz)) < 0)
+		return rc;
+	if (rc == 0) {
+		v->d->missing++; /* not cached: a reader fills it from the database */
 		return 0;
-	say(v, kind, key, id, &c, rc ? &d : NULL);
-	if (!rc) v->d->orphan++;
-	else if (c.version < d.version) v->d->stale++;
-	else if (c.version > d.version) v->d->ahead++;
-	else v->d->mismatch++;
-	if (!v->repair)
-		return 0;
-	if (!rc) {
-		if ((rc = drop_keys(v, key)))
-			return rc;
-	} else {
-		/* The versioned CAS keeps a newer entry: replace it outright with the truth. */
-		if (ot_redis_del_status(r, id, v->errstr, v->errsz) < 0 || ot_redis_put_status(r, &d, v->errstr, v->errsz) < 0)
-			return OT_ESERVICE;
 	}
-	v->d->repaired++;
-	return 0;
+	v->d->checked++;
+	snprintf(key, sizeof key, OT_REDIS_KEY_FMT, d->order_id);
+	return compare(v, r, key, d->order_id, &c, d, 1);
+}
+
+long
+ot_cache_verify_since(struct ot_cache *c, PGconn *db, double seconds, int repair, FILE *out, struct ot_drift *d,
+                      char *errstr, size_t errsz)
+{
+	struct link *l = take(c);
+	struct verify v = {db, c, l, repair, out, d, errstr, errsz};
+	long n;
+
+	memset(d, 0, sizeof *d);
+	n = l ? ot_order_changed(db, seconds, check_changed, &v, errstr, errsz)
+	      : ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	give(c, l);
+	return n;
 }
 
 int

@@ -84,6 +84,9 @@ int ot_cache_dirty(struct ot_cache *c, const char *order_id);
  * status outlives a Redis outage. Returns how many were repaired, or an ot_rc (the rest are
  * kept for later). */
 long ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz);
+/* At exit: ot_cache_repair (db NULL: not tried), then each order still dirty is logged at warn
+ * by id, so an operator knows what a later verify --repair mends. Returns how many are left. */
+long ot_cache_finish(struct ot_cache *c, PGconn *db);
 /* Writes every order not yet in a final state. Returns the count, or an ot_rc. */
 long ot_cache_warm(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz);
 
@@ -106,5 +109,13 @@ struct ot_drift {
  * Returns 0 or an ot_rc. */
 int ot_cache_verify(struct ot_cache *c, PGconn *db, int repair, FILE *out, struct ot_drift *d, char *errstr,
                     size_t errsz);
+
+/* ot_cache_verify of the orders the database changed in the last seconds only, from the
+ * database's side: a cached entry older (or other) than the database's is drift, an order not
+ * cached is counted as missing. Cheap enough to run every minute: this is what repairs an
+ * entry whose writer died before it could (its dirty set went with it). Returns how many
+ * orders were compared, or an ot_rc. */
+long ot_cache_verify_since(struct ot_cache *c, PGconn *db, double seconds, int repair, FILE *out,
+                           struct ot_drift *d, char *errstr, size_t errsz);
 
 #endif

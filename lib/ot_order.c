@@ -1008,19 +1008,17 @@ ot_order_load(PGconn *db, const char *order_id, struct ot_status *st, char *errs
 	return found;
 }
 
-long
-ot_order_active(PGconn *db, int (*fn)(void *arg, const struct ot_status *st), void *arg, char *errstr,
-                size_t errsz)
+/* fn for each row of query (STATUS_COLS, then id); returns the count or fn's ot_rc. */
+static long
+each_status(PGconn *db, const char *query, int nparams, const char *const *params,
+            int (*fn)(void *arg, const struct ot_status *st), void *arg, char *errstr, size_t errsz)
 {
 	struct ot_status st;
 	PGresult *res;
 	long n = 0;
 	int i, rc = 0;
 
-	res = ot_pg_query(db, "SELECT " STATUS_COLS ", id FROM orders "
-	                  "WHERE status NOT IN ('DELIVERED', 'REJECTED', 'CANCELLED')", 0, NULL, &rc,
-	                  errstr, errsz);
-	if (!res)
+	if (!(res = ot_pg_query(db, query, nparams, params, &rc, errstr, errsz)))
 		return rc;
 	for (i = 0; i < PQntuples(res) && !rc; i++, n++) {
 		status_from_row(&st, PQgetvalue(res, i, 6), res, i);
@@ -1028,4 +1026,26 @@ ot_order_active(PGconn *db, int (*fn)(void *arg, const struct ot_status *st), vo
 	}
 	PQclear(res);
 	return rc ? rc : n;
+}
+
+long
+ot_order_active(PGconn *db, int (*fn)(void *arg, const struct ot_status *st), void *arg, char *errstr,
+                size_t errsz)
+{
+	return each_status(db, "SELECT " STATUS_COLS ", id FROM orders "
+	                   "WHERE status NOT IN ('DELIVERED', 'REJECTED', 'CANCELLED')", 0, NULL, fn, arg,
+	                   errstr, errsz);
+}
+
+long
+ot_order_changed(PGconn *db, double seconds, int (*fn)(void *arg, const struct ot_status *st), void *arg,
+                 char *errstr, size_t errsz)
+{
+	char secs[32];
+	const char *p[1] = {secs};
+
+	snprintf(secs, sizeof secs, "%.3f", seconds);
+	return each_status(db, "SELECT " STATUS_COLS ", id FROM orders "
+	                   "WHERE updated_at >= now() - make_interval(secs => $1::float8)", 1, p, fn, arg,
+	                   errstr, errsz);
 }

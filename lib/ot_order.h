@@ -79,5 +79,8 @@ json_t *ot_order_get_full(PGconn *db, const char *order_id, int *rc, char *errst
  * of the database. */
 long ot_order_active(PGconn *db, int (*fn)(void *arg, const struct ot_status *st), void *arg, char *errstr,
                      size_t errsz);
+/* The same for every order changed (updated_at) in the last seconds, whatever its state. */
+long ot_order_changed(PGconn *db, double seconds, int (*fn)(void *arg, const struct ot_status *st), void *arg,
+                      char *errstr, size_t errsz);
 
 #endif

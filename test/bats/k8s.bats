@@ -98,6 +98,7 @@ render() { # render OVERLAY > yaml
 		[ "$status" -eq 0 ] || { echo "$output" | grep -v '^ok' >&2; false; }
 		assert_output --partial 'ok Deployment ot-consume'
 		assert_output --partial 'ok CronJob ot-cache-warm'
+		assert_output --partial 'ok CronJob ot-cache-repair'
 		assert_output --partial 'ok Job ot-topics'
 		assert_line 'all held'
 	done

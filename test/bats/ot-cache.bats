@@ -9,6 +9,10 @@ setup() {
 	[ -n "$ID" ]
 }
 
+teardown() {
+	stop_bg
+}
+
 @test "ot-cache: get answers from Redis when the order is cached" {
 	run --separate-stderr ot-cache get "$ID"
 	assert_success
@@ -290,7 +294,6 @@ setup() {
 }
 
 @test "ot-cache: sync with --http-addr serves /healthz, /readyz and /metrics; rebuild never listens" {
-	teardown() { stop_bg; }
 	port=$(free_port)
 	topic="orders.events.$RUNID"
 	printf '%s\n' "$(event INVENTORY_RESERVED "$ID")" | ot-consume 2>/dev/null
@@ -319,7 +322,6 @@ setup() {
 }
 
 @test "ot-cache: sync's /readyz is 503 while Redis does not answer" {
-	teardown() { stop_bg; }
 	port=$(free_port)
 	rp=$(free_port)
 	proxy "$rp" 127.0.0.1 "$(redis_port)"
@@ -333,4 +335,62 @@ setup() {
 	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
 	assert_line --index 1 503
 	assert_line --index 0 --partial '"status":"unavailable","error":"Redis: '
+}
+
+# An ot-serve on a free port whose Redis is reached through a proxy it alone uses; its port in
+# $1_PORT, its pid in $1_PID, the proxy's in $1_PROXY: serve_via_proxy NAME
+serve_via_proxy() {
+	local name=$1 port px
+	port=$(free_port) px=$(free_port)
+	proxy "$px" 127.0.0.1 "$(redis_port)"
+	printf -v "${name}_PROXY" '%s' "$PROXY_PID"
+	start_bg "$BATS_TEST_TMPDIR/$name.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_API_KEY="key-$RUNID-0123456789" \
+		OT_REDIS_URL="${OT_REDIS_URL/:$(redis_port)/:$px}" ot-serve
+	printf -v "${name}_PID" '%s' "${BG_PIDS[-1]}"
+	printf -v "${name}_PORT" '%s' "$port"
+	wait_health "$port"
+}
+# The status a replica on PORT serves for ID, and its X-Cache: served PORT ID
+served() {
+	curl -s -D "$BATS_TEST_TMPDIR/h" "http://127.0.0.1:$1/orders/$2" | jq -r .status
+	tr -d '\r' < "$BATS_TEST_TMPDIR/h" | sed -n 's/^[Xx]-[Cc]ache: //p'
+}
+
+@test "ot-cache: a cancel whose ot-serve died before Redis took it is served by every replica once verify --repair --since runs" {
+	serve_via_proxy a
+	serve_via_proxy b
+	run served "$b_PORT" "$ID"
+	assert_output "$(printf 'PENDING\nHIT')"
+	kill "$a_PROXY"                     # a's Redis link is cut...
+	run curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer key-$RUNID-0123456789" \
+		"http://127.0.0.1:$a_PORT/orders/$ID/cancel"
+	assert_output 200                   # ...the cancel is committed...
+	kill -KILL "$a_PID"                 # ...and a dies before it could repair Redis.
+	[ "$(status_of "$ID")" = CANCELLED ]
+	run served "$b_PORT" "$ID"
+	assert_output "$(printf 'PENDING\nHIT')"
+	# What the ot-cache-repair CronJob runs every minute.
+	run --separate-stderr ot-cache verify --repair --since 2m
+	assert_success
+	assert_line --partial "{\"drift\":\"stale\",\"order_id\":\"$ID\",\"cached\":{\"status\":\"PENDING\",\"version\":1},\"database\":{\"status\":\"CANCELLED\",\"version\":2}}"
+	for i in $(seq 1 60); do [ "$(served "$b_PORT" "$ID" | head -1)" = CANCELLED ] && break; sleep 1; done
+	run served "$b_PORT" "$ID"
+	assert_output "$(printf 'CANCELLED\nHIT')"
+	run --separate-stderr ot-cache verify --since 2m
+	assert_success
+	assert_output ''
+}
+
+@test "ot-serve: on SIGTERM, a status Redis did not take is named in the log by its order id" {
+	serve_via_proxy a
+	kill "$a_PROXY"
+	run curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer key-$RUNID-0123456789" \
+		"http://127.0.0.1:$a_PORT/orders/$ID/cancel"
+	assert_output 200
+	kill -TERM "$a_PID"
+	wait "$a_PID"   # exit status 0
+	BG_PIDS=("$a_PROXY")
+	run grep '"level":"warn"' "$BATS_TEST_TMPDIR/a.log"
+	assert_output --partial "\"msg\":\"cache entry not repaired before exit"
+	assert_output --partial "\"order_id\":\"$ID\""
 }

@@ -199,6 +199,22 @@ redacts_a_password_quoted_in_a_message(void **state)
 	assert_string_equal(out, "host=db pas");
 }
 
+static void
+durations_in_seconds(void **state)
+{
+	(void)state;
+	assert_int_equal(ot_duration("90s"), 90);
+	assert_int_equal(ot_duration("15m"), 900);
+	assert_int_equal(ot_duration("2h"), 7200);
+	assert_int_equal(ot_duration("45"), 45);
+	assert_int_equal(ot_duration("0"), 0);
+	assert_int_equal(ot_duration(""), -1);
+	assert_int_equal(ot_duration("m"), -1);
+	assert_int_equal(ot_duration("-5m"), -1);
+	assert_int_equal(ot_duration("5d"), -1);
+	assert_int_equal(ot_duration("5ms"), -1);
+}
+
 int
 main(void)
 {
@@ -212,6 +228,7 @@ main(void)
 		cmocka_unit_test(redacts_postgresql_uris),
 		cmocka_unit_test(redacts_redis_urls),
 		cmocka_unit_test(redacts_a_password_quoted_in_a_message),
+		cmocka_unit_test(durations_in_seconds),
 	};
 	return cmocka_run_group_tests_name("text", tests, NULL, NULL);
 }
