@@ -70,6 +70,14 @@ count_repair(void)
 	                            "did not take.", "tool", NULL, 0), 1, ot_metrics_tool());
 }
 
+static void
+count_none(void)
+{
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_none_hits_total", "Reads of an order the database does "
+	                            "not have, answered by a negative entry without asking it.", "tool", NULL, 0),
+	              1, ot_metrics_tool());
+}
+
 /* So a rate over them has a series before the first write, fill or repair. */
 static void
 metrics_zero(void)
@@ -85,6 +93,9 @@ metrics_zero(void)
 	                            "a miss.", "tool", NULL, 0), 0, ot_metrics_tool());
 	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_repairs_total", "Entries put back after a write Redis "
 	                            "did not take.", "tool", NULL, 0), 0, ot_metrics_tool());
+	ot_metric_add(ot_metric_new(OT_COUNTER, "ot_cache_none_hits_total", "Reads of an order the database does "
+	                            "not have, answered by a negative entry without asking it.", "tool", NULL, 0),
+	              0, ot_metrics_tool());
 }
 
 struct ot_cache *
@@ -493,22 +504,41 @@ ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, ch
 }
 
 /* Takes (take_it) or drops the refill lock of one order: a key with a 2 s expiry, so a reader
- * that died holding it does not block the others for long. Returns 1 when taken, 0 when another
- * holds it, -1 when Redis did not answer or answered an error (MOVED, say). */
+ * that died holding it does not block the others for long. The same key, set to "none" for
+ * OT_CACHE_NONE_MS, says the database has no such order (a negative entry): SET NX GET tells
+ * the three apart in one round trip (Redis 7.0 or later), and the CAS script deletes it when
+ * the order is written. Returns 1 when taken, 0 when another holds it, 2 when the order is
+ * known not to exist, -1 when Redis did not answer or answered an error (MOVED, say). */
 static int
 refill_lock(redisContext *r, const char *order_id, int take_it)
 {
-	redisReply *rep = take_it ? redisCommand(r, "SET lock:" OT_REDIS_KEY_FMT " 1 NX PX 2000", order_id)
-	                          : redisCommand(r, "DEL lock:" OT_REDIS_KEY_FMT, order_id);
-	int got = !rep || rep->type == REDIS_REPLY_ERROR ? -1 : take_it && rep->type == REDIS_REPLY_STATUS;
+	redisReply *rep = take_it ? redisCommand(r, "SET " OT_REDIS_LOCK_FMT " 1 NX PX 2000 GET", order_id)
+	                          : redisCommand(r, "DEL " OT_REDIS_LOCK_FMT, order_id);
+	int got;
 
+	if (!rep || rep->type == REDIS_REPLY_ERROR)
+		got = -1;
+	else if (!take_it)
+		got = 0;
+	else if (rep->type == REDIS_REPLY_NIL)
+		got = 1;
+	else
+		got = rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "none") ? 2 : 0;
 	freeReplyObject(rep);
 	return got;
 }
 
+/* In place of the lock just held: the database has no such order, for OT_CACHE_NONE_MS. */
+static void
+refill_none(redisContext *r, const char *order_id)
+{
+	freeReplyObject(redisCommand(r, "SET " OT_REDIS_LOCK_FMT " none PX %d", order_id, OT_CACHE_NONE_MS));
+}
+
 /* The single-flight wait on r: 1 with st when Redis came to hold the order (another's refill,
- * or one that landed meanwhile), 0 with the lock taken (*got) or after waiting for another's
- * refill in vain, -1 when Redis failed or answered an error. */
+ * or one that landed meanwhile), 2 when Redis says the order does not exist, 0 with the lock
+ * taken (*got) or after waiting for another's refill in vain, -1 when Redis failed or answered
+ * an error. */
 static int
 refill_wait(redisContext *r, const char *order_id, struct ot_status *st, int *got)
 {
@@ -523,9 +553,10 @@ refill_wait(redisContext *r, const char *order_id, struct ot_status *st, int *go
 			if ((rc = ot_redis_get_status(r, order_id, st, err, sizeof err)) != 0)
 				return rc < 0 ? -1 : 1;
 		}
-		if ((*got = refill_lock(r, order_id, 1)) < 0) {
+		if ((*got = refill_lock(r, order_id, 1)) < 0 || *got == 2) {
+			rc = *got;
 			*got = 0;
-			return -1;
+			return rc;
 		}
 		if (*got) {
 			/* Taken: another's refill may have landed since this reader missed. */
@@ -555,10 +586,15 @@ ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_
 	do
 		r = conn(c, l, order_id);
 	while ((!r || (rc = refill_wait(r, order_id, st, &got)) < 0) && again(l, r, OT_ESERVICE, &tries));
-	*hit = !r || rc < 0 ? -1 : rc; /* served by another's refill: counted as the miss it was */
+	/* served by another's refill, or known not to exist: counted as the miss it was */
+	*hit = !r || rc < 0 ? -1 : rc == 2 ? 1 : rc;
 	if (r && r->err)
 		l->broke = 1;
 	give(c, l);
+	if (rc == 2) {
+		count_none();
+		return 0;
+	}
 	if (*hit == 1)
 		return 1;
 	rc = ot_order_load(db, order_id, st, errstr, errsz);
@@ -566,8 +602,12 @@ ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_
 		if (rc == 1 && ot_cache_fill(c, st, err, sizeof err) < 0)
 			OT_WARN(order_id, "cache refill failed: %s", err);
 		l = take(c);
-		if ((r = conn(c, l, order_id)))
-			refill_lock(r, order_id, 0);
+		if ((r = conn(c, l, order_id))) {
+			if (rc == 0)
+				refill_none(r, order_id);
+			else
+				refill_lock(r, order_id, 0);
+		}
 		give(c, l);
 	}
 	return rc;

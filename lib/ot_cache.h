@@ -16,6 +16,9 @@
  * statuses; the tools hand them here. The cache is a copy: a failed write is logged and
  * repaired later, never an error for the caller. Every function is safe from any thread: each
  * call takes a connection from the object's own pool and gives it back. */
+/* How long "no such order" is remembered after a read found none in the database. */
+#define OT_CACHE_NONE_MS 5000
+
 struct ot_cache;
 struct ot_batch_res;
 struct ot_breaker;
@@ -57,7 +60,9 @@ int ot_cache_fill(struct ot_cache *c, const struct ot_status *st, char *errstr, 
  * or its circuit open). */
 int ot_cache_read(struct ot_cache *c, const char *order_id, struct ot_status *st, char *errstr, size_t errsz);
 /* After a miss: the database, refilling Redis under a single-flight lock (readers of the same
- * missing order wait up to 0.5 s for one refill instead of all querying). *hit gets 1 when
+ * missing order wait up to 0.5 s for one refill instead of all querying). An order the database
+ * does not have is remembered as such for OT_CACHE_NONE_MS (until it is written, if sooner),
+ * and answered 0 without the database meanwhile. *hit gets 1 when
  * another's refill answered from Redis, 0 when the database did with Redis answering, -1 when
  * the database did without Redis (down). Returns 1, 0 (no such order), or an ot_rc. */
 int ot_cache_refill(struct ot_cache *c, PGconn *db, const char *order_id, struct ot_status *st, int *hit,

@@ -25,13 +25,14 @@
 #define TTL_ACTIVE 3600
 #define TTL_TERMINAL (7 * 86400)
 
-/* KEYS[1] order:{id}, KEYS[2] orderlog:{id}; ARGV: version status updated_at lat lon eta ttl
- * message known-only. Writes only a newer version, so late or repeated events never move a status
+/* KEYS[1] order:{id}, KEYS[2] orderlog:{id}, KEYS[3] lock:order:{id}; ARGV: version status
+ * updated_at lat lon eta ttl message known-only. Writes only a newer version, so late or repeated events never move a status
  * backwards. orderlog keeps the last changes (by version) for streams that resume, and its
  * newest version is a floor that outlives order:{id}: a refill that read the database just
  * before a newer write cannot put the older status back after the entry was invalidated or
  * expired in between. known-only "1" writes nothing (returns 2) for an order Redis knows
- * nothing of. */
+ * nothing of. A write deletes the order's negative entry ("none" in KEYS[3]), never a refill's
+ * lock. */
 static const char cas_src[] =
 	"local cur = redis.call('HGET', KEYS[1], 'version')\n"
 	"if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end\n"
@@ -39,6 +40,7 @@ static const char cas_src[] =
 	"if top[2] and tonumber(top[2]) > tonumber(ARGV[1]) then return 0 end\n"
 	"if ARGV[9] == '1' and not cur and not top[2] then return 2 end\n"
 	"redis.call('DEL', KEYS[1])\n"
+	"if redis.call('GET', KEYS[3]) == 'none' then redis.call('DEL', KEYS[3]) end\n"
 	"redis.call('HSET', KEYS[1], 'version', ARGV[1], 'status', ARGV[2], 'updated_at', ARGV[3])\n"
 	"if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lat', ARGV[4], 'lon', ARGV[5]) end\n"
 	"if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'eta', ARGV[6]) end\n"
@@ -483,10 +485,11 @@ ttl_of(const struct ot_status *st)
 }
 
 /* The arguments of one CAS write, after the script: numkeys, keys and values. */
+#define CAS_ARGC 13
 struct cas_args {
-	char key[80], logkey[80], ver[24], lat[32], lon[32], ttl[16];
+	char key[80], logkey[80], lockkey[80], ver[24], lat[32], lon[32], ttl[16];
 	char *msg;           /* the status JSON: free it */
-	const char *argv[12];
+	const char *argv[CAS_ARGC];
 };
 
 static void
@@ -496,6 +499,7 @@ cas_args(struct cas_args *a, const struct ot_status *st, int known_only)
 
 	snprintf(a->key, sizeof a->key, OT_REDIS_KEY_FMT, st->order_id);
 	snprintf(a->logkey, sizeof a->logkey, OT_REDIS_LOG_FMT, st->order_id);
+	snprintf(a->lockkey, sizeof a->lockkey, OT_REDIS_LOCK_FMT, st->order_id);
 	snprintf(a->ver, sizeof a->ver, "%lld", st->version);
 	a->lat[0] = a->lon[0] = '\0';
 	if (st->has_pos) {
@@ -506,10 +510,10 @@ cas_args(struct cas_args *a, const struct ot_status *st, int known_only)
 	o = ot_status_to_json(st);
 	a->msg = json_dumps(o, OT_JSON_FLAGS);
 	json_decref(o);
-	a->argv[0] = "2"; a->argv[1] = a->key; a->argv[2] = a->logkey;
-	a->argv[3] = a->ver; a->argv[4] = st->status; a->argv[5] = st->updated_at; a->argv[6] = a->lat;
-	a->argv[7] = a->lon; a->argv[8] = st->eta; a->argv[9] = a->ttl; a->argv[10] = a->msg ? a->msg : "{}";
-	a->argv[11] = known_only ? "1" : "0";
+	a->argv[0] = "3"; a->argv[1] = a->key; a->argv[2] = a->logkey; a->argv[3] = a->lockkey;
+	a->argv[4] = a->ver; a->argv[5] = st->status; a->argv[6] = st->updated_at; a->argv[7] = a->lat;
+	a->argv[8] = a->lon; a->argv[9] = st->eta; a->argv[10] = a->ttl; a->argv[11] = a->msg ? a->msg : "{}";
+	a->argv[12] = known_only ? "1" : "0";
 }
 
 /* The CAS script's answer: 1 written, 2 unknown (known-only), 0 stale; -1 not an answer. */
@@ -531,7 +535,7 @@ put_status(redisContext *r, const struct ot_status *st, int known_only, char *er
 	if (r->err)
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
 	cas_args(&a, st, known_only);
-	rep = ot_redis_evalsha(r, &cas_script, 12, a.argv, NULL);
+	rep = ot_redis_evalsha(r, &cas_script, CAS_ARGC, a.argv, NULL);
 	free(a.msg);
 	if ((rc = cas_result(rep)) < 0)
 		return reply_error(r, rep, "CAS write", errstr, errsz);
@@ -553,7 +557,7 @@ ot_redis_put_many(redisContext *r, const struct ot_status *sts, size_t n, int *r
 		return ot_err(OT_ESERVICE, errstr, errsz, "Redis: %s", r->errstr);
 	for (sent = 0; sent < n; sent++) {
 		cas_args(&a, &sts[sent], 0);
-		appended = ot_redis_append_evalsha(r, &cas_script, 12, a.argv, NULL);
+		appended = ot_redis_append_evalsha(r, &cas_script, CAS_ARGC, a.argv, NULL);
 		free(a.msg);
 		if (appended != REDIS_OK)
 			break;
@@ -575,7 +579,7 @@ ot_redis_put_many(redisContext *r, const struct ot_status *sts, size_t n, int *r
 		if (results[i] != 3)
 			continue;
 		cas_args(&a, &sts[i], 0);
-		rep = ot_redis_evalsha(r, &cas_script, 12, a.argv, NULL);
+		rep = ot_redis_evalsha(r, &cas_script, CAS_ARGC, a.argv, NULL);
 		free(a.msg);
 		if ((results[i] = cas_result(rep)) < 0)
 			rc = reply_error(r, rep, "CAS write", errstr, errsz);

@@ -87,6 +87,8 @@ int ot_redis_noscript(const redisReply *rep);
  * channel order:{ID}. */
 #define OT_REDIS_KEY_FMT "order:{%s}"
 #define OT_REDIS_LOG_FMT "orderlog:{%s}"
+/* The single-flight refill lock, and the negative entry "none" (ot_cache_refill). */
+#define OT_REDIS_LOCK_FMT "lock:order:{%s}"
 /* The Redis Cluster slot of an order's keys: that of its id, their hash tag. */
 unsigned ot_redis_order_slot(const char *order_id);
 /* The order id in a key or channel named order:{ID}, NUL-terminated in id (64 bytes). Returns 1,

@@ -394,3 +394,31 @@ served() {
 	assert_output --partial "\"msg\":\"cache entry not repaired before exit"
 	assert_output --partial "\"order_id\":\"$ID\""
 }
+
+@test "ot-cache: an order the database does not have is remembered for 5 s, and forgotten when it is written" {
+	port=$(free_port)
+	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$port" ot-serve
+	wait_health "$port"
+	none=$(uuid)
+	for i in 1 2 3; do
+		run curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/orders/$none"
+		assert_output 404
+	done
+	[ "$(rcli GET "lock:order:{$none}")" = none ]
+	ttl=$(rcli PTTL "lock:order:{$none}")
+	[ "$ttl" -gt 0 ]
+	[ "$ttl" -le 5000 ]
+	# the first read asked the database; the next two did not
+	[ "$(metric_of "$port" 'ot_cache_none_hits_total{tool="ot-serve"}')" = 2 ]
+	# ot-cache get reads through the same entry
+	run --separate-stderr ot-cache get "$none"
+	assert_failure 65
+	# An order written to the cache drops its negative entry (here one set by hand: a reader that
+	# found nothing just before the order's transaction committed).
+	rcli DEL "order:{$ID}" "orderlog:{$ID}" >/dev/null
+	rcli SET "lock:order:{$ID}" none PX 5000 >/dev/null
+	event INVENTORY_RESERVED "$ID" | ot-consume 2>/dev/null
+	[ "$(rcli EXISTS "lock:order:{$ID}")" = 0 ]
+	run curl -s "http://127.0.0.1:$port/orders/$ID"
+	assert_output --partial '"status":"CONFIRMED"'
+}
