@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <sys/stat.h>
 
 #include "ot_config.h"
 #include "ot_err.h"
@@ -154,6 +155,7 @@ int
 ot_config_read_kafka_file(struct ot_config *c, const char *path, char *errstr, size_t errsz)
 {
 	char *file[OT_MAX_KAFKA_PROPS], *line = NULL, *k, *v, *eq, *end;
+	struct stat sb;
 	size_t cap = 0, n = 0, i;
 	long lineno = 0;
 	int rc = -1;
@@ -161,6 +163,10 @@ ot_config_read_kafka_file(struct ot_config *c, const char *path, char *errstr, s
 
 	if (!(f = fopen(path, "r")))
 		return ot_err(-1, errstr, errsz, "-F %s: %s", path, strerror(errno));
+	/* It holds SASL passwords and key passphrases: only its owner (and group) should read it. */
+	if (!fstat(fileno(f), &sb) && (sb.st_mode & (S_IROTH | S_IWOTH)))
+		OT_WARN(NULL, "-F %s can be read%s by every user of this machine, and may hold passwords: "
+		        "chmod o-rwx %s", path, sb.st_mode & S_IWOTH ? " and written" : "", path);
 	while (getline(&line, &cap, f) >= 0) {
 		lineno++;
 		for (k = line; *k == ' ' || *k == '\t'; k++)

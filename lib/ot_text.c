@@ -1,8 +1,10 @@
 /* ot_text: UTF-8 cut on character boundaries, invalid bytes escaped rather than lost, and
  * passwords taken out of connection strings before they are shown. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ot_text.h"
 
@@ -148,30 +150,48 @@ value_end(const char *p)
 	return p;
 }
 
-/* Calls each(arg, start, len) for every password value in conn (as it is written there). */
+/* The length of a URL's scheme and "://" at the start of s (RFC 3986: a letter, then letters,
+ * digits, + - .), in any case; 0 when s is not a URL. */
+static size_t
+url_scheme(const char *s)
+{
+	size_t n = 0;
+
+	if (!isalpha((unsigned char)s[0]))
+		return 0;
+	while (isalnum((unsigned char)s[n]) || s[n] == '+' || s[n] == '-' || s[n] == '.')
+		n++;
+	return strncmp(s + n, "://", 3) ? 0 : n + 3;
+}
+
+/* Calls each(arg, start, len) for every password value in conn (as it is written there): in a
+ * URL of any scheme (redis://, REDIS://, postgresql://, one we do not know) the password of the
+ * user information and of the query; in key = value pairs, password and sslpassword, in any
+ * case. Redacting too much is harmless, printing a password is not. */
 static void
 each_secret(const char *conn, void (*each)(void *arg, const char *s, size_t n), void *arg)
 {
 	const char *p = conn, *k, *v, *e, *auth, *at, *q;
-	int redis = !strncmp(conn, "redis://", 8) || !strncmp(conn, "rediss://", 9);
+	size_t n = url_scheme(conn);
+	int pg = n && (!strncasecmp(conn, "postgresql://", n) || !strncasecmp(conn, "postgres://", n));
 
-	if (redis || !strncmp(conn, "postgresql://", 13) || !strncmp(conn, "postgres://", 11)) {
-		auth = strstr(conn, "://") + 3;
+	if (n) {
+		auth = conn + n;
 		/* The last @ ends the user information: a password may hold an unencoded @. */
 		at = strrchr(auth, '@');
 		if (at) {
 			q = memchr(auth, ':', (size_t)(at - auth));
 			if (q)
 				each(arg, q + 1, (size_t)(at - q - 1));
-			else if (redis) /* redis://secret@host: the whole of it is the password */
+			else if (!pg) /* redis://secret@host: the whole of it is the password */
 				each(arg, auth, (size_t)(at - auth));
 		}
 		/* Query parameters: ?password=...&sslpassword=... */
 		for (q = strchr(at ? at : auth, '?'); q; q = strchr(q + 1, '&')) {
 			k = q + 1;
-			if (!strncmp(k, "password=", 9))
+			if (!strncasecmp(k, "password=", 9))
 				v = k + 9;
-			else if (!strncmp(k, "sslpassword=", 12))
+			else if (!strncasecmp(k, "sslpassword=", 12))
 				v = k + 12;
 			else
 				continue;
@@ -202,8 +222,8 @@ each_secret(const char *conn, void (*each)(void *arg, const char *s, size_t n), 
 			p++;
 		v = p;
 		p = value_end(v);
-		if (((size_t)(e - k) == 8 && !strncmp(k, "password", 8)) ||
-		    ((size_t)(e - k) == 11 && !strncmp(k, "sslpassword", 11)))
+		if (((size_t)(e - k) == 8 && !strncasecmp(k, "password", 8)) ||
+		    ((size_t)(e - k) == 11 && !strncasecmp(k, "sslpassword", 11)))
 			each(arg, v, (size_t)(p - v));
 	}
 }

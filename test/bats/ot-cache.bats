@@ -70,6 +70,13 @@ teardown() {
 	echo "$stderr" | grep -qF 'Redis URL redis://user:***@127.0.0.1:nope/0: bad port'
 	OT_REDIS_URL='redis://hunter2@127.0.0.1:1/0' run --separate-stderr ot-cache invalidate "$ID"
 	echo "$stderr" | grep -qF 'redis://***@127.0.0.1:1/0'
+	# a scheme it does not take (in capitals, or another's) is refused (78), its password hidden
+	for url in 'REDIS://:hunter2@127.0.0.1:1/0' 'valkey://u:hunter2@127.0.0.1:1/0'; do
+		OT_REDIS_URL=$url run --separate-stderr ot-cache invalidate "$ID"
+		assert_failure 78
+		echo "$stderr" | grep -qF "Redis URL ${url/hunter2/***}: expected redis://"
+		refute grep -q hunter2 <<<"$stderr"
+	done
 	OT_REDIS_URL='redis://:hunter2@127.0.0.1:1/0' run --separate-stderr ot-cache get "$ID"
 	assert_success
 	! echo "$stderr" | grep -q hunter2 || false

@@ -246,6 +246,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 @test "ot-consume: a failing connection never shows the database password (conninfo, URI, help)" {
 	for db in 'host=127.0.0.1 port=1 dbname=x user=u password=hunter2 connect_timeout=2' \
 		"host=127.0.0.1 port=1 dbname=x password='hunter2 with space' connect_timeout=2" \
+		'host=127.0.0.1 port=1 dbname=x PASSWORD=hunter2 connect_timeout=2' \
 		'postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=2' \
 		'postgresql://u@127.0.0.1:1/x?password=hunter2&connect_timeout=2' \
 		'postgresql://u:hunter2@[::1'; do

@@ -292,21 +292,34 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=svc\nsasl.password=pw-%s\n' "$RUNID" > "$conf"
 	run --separate-stderr ot-relay -F "$conf" -i "kafka:$topic" -O - -G "h-$RUNID" -e
 	assert_failure 69
-	! echo "$stderr" | grep -q "pw-$RUNID"
+	refute grep -q "pw-$RUNID" <<<"$stderr"
 	printf 'sasl.password=pw-%s\nno.such.property=1\n' "$RUNID" > "$conf"
 	OT_KAFKA_CONFIG=$conf run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "h-$RUNID" -e
 	assert_failure 78
 	echo "$stderr" | grep -q 'kafka property no.such.property'
 	run --separate-stderr ot-relay -X "sasl.password=pw-$RUNID" -X "no.such.property=pw-$RUNID" -i "kafka:$topic" -O - -e
 	assert_failure 78
-	! echo "$stderr" | grep -q "pw-$RUNID"
+	refute grep -q "pw-$RUNID" <<<"$stderr"
 	printf 'sasl.password pw-%s\n' "$RUNID" > "$conf"
 	run --separate-stderr ot-relay -F "$conf" -i - </dev/null
 	assert_failure 78
 	echo "$stderr" | grep -q "$conf:1: expected property=value"
-	! echo "$stderr" | grep -q "pw-$RUNID"
+	refute grep -q "pw-$RUNID" <<<"$stderr"
 	run --separate-stderr ot-relay -F "$BATS_TEST_TMPDIR/missing" -i - </dev/null
 	assert_failure 78
+}
+
+@test "ot-relay: a -F file that every user can read is used, with a warning that says how to fix it" {
+	conf="$BATS_TEST_TMPDIR/kafka.properties"
+	printf 'bootstrap.servers=%s\n' "$OT_KAFKA_BROKERS" > "$conf"
+	chmod 644 "$conf"
+	run --separate-stderr ot-relay -F "$conf" topics list
+	assert_success
+	echo "$stderr" | grep '"level":"warn"' | grep -qF "\"msg\":\"-F $conf can be read by every user of this machine, and may hold passwords: chmod o-rwx $conf\""
+	chmod 640 "$conf"
+	run --separate-stderr ot-relay -F "$conf" topics list
+	assert_success
+	refute grep -q 'every user' <<<"$stderr"
 }
 
 # A dead letter as replay --dry-run prints it: dead_letter ORIGIN_TOPIC [EXTRA_HEADERS_JSON]

@@ -147,6 +147,9 @@ redacts_key_value_conninfo(void **state)
 	/* trailing white space: the scan once stepped past the end (found by fuzz_redis_url) */
 	expect_redacted("\n", "\n");
 	expect_redacted("host=db password=x ", "host=db password=*** ");
+	/* libpq refuses keys in capitals, and its error quotes the string: hide them all the same */
+	expect_redacted("host=db PASSWORD=hunter2", "host=db PASSWORD=***");
+	expect_redacted("host=db SslPassword=k", "host=db SslPassword=***");
 }
 
 /* postgresql:// URIs: the password of the user information and of the query. */
@@ -156,6 +159,8 @@ redacts_postgresql_uris(void **state)
 	(void)state;
 	expect_redacted("postgresql://ordertrack:change-me@db:5432/ot_orders",
 	                "postgresql://ordertrack:***@db:5432/ot_orders");
+	expect_redacted("POSTGRESQL://ordertrack:change-me@db/ot_orders", "POSTGRESQL://ordertrack:***@db/ot_orders");
+	expect_redacted("postgresql://ordertrack@db/ot_orders", "postgresql://ordertrack@db/ot_orders");
 	expect_redacted("postgres://u:p%40ss@db/x?sslmode=require", "postgres://u:***@db/x?sslmode=require");
 	expect_redacted("postgresql://u:p@ss@db/x", "postgresql://u:***@db/x");
 	expect_redacted("postgresql://u@db/x?password=secret&sslmode=require",
@@ -176,6 +181,12 @@ redacts_redis_urls(void **state)
 	expect_redacted("rediss://u:p@redis", "rediss://u:***@redis");
 	expect_redacted("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0");
 	expect_redacted("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1");
+	/* a scheme in capitals, or one nobody knows: still a URL, its password still hidden */
+	expect_redacted("REDIS://:pa55@redis:6379/0", "REDIS://:***@redis:6379/0");
+	expect_redacted("Rediss://pa55@redis", "Rediss://***@redis");
+	expect_redacted("valkey://u:pa55@cache:6379", "valkey://u:***@cache:6379");
+	expect_redacted("redis+sentinel://pa55@s1,s2/mymaster", "redis+sentinel://***@s1,s2/mymaster");
+	expect_redacted("redis://h/0?PASSWORD=pa55&db=1", "redis://h/0?PASSWORD=***&db=1");
 }
 
 /* A message that quotes the connection string (libpq's parse errors do) loses the password. */
