@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -136,9 +137,10 @@ ot_rfc3339_valid(const char *s)
 int
 ot_traceparent_valid(const char *s)
 {
-	return s && strlen(s) == 55 && is_hex(s, 2) && s[2] == '-' && is_hex(s + 3, 32) &&
-	       s[35] == '-' && is_hex(s + 36, 16) && s[52] == '-' && is_hex(s + 53, 2) &&
-	       strncmp(s + 3, "00000000000000000000000000000000", 32) != 0;
+	/* W3C Trace Context: version ff and an all-zero trace id or parent id are invalid. */
+	return s && strlen(s) == 55 && is_hex(s, 2) && strncasecmp(s, "ff", 2) && s[2] == '-' &&
+	       is_hex(s + 3, 32) && s[35] == '-' && is_hex(s + 36, 16) && s[52] == '-' && is_hex(s + 53, 2) &&
+	       strncmp(s + 3, "00000000000000000000000000000000", 32) && strncmp(s + 36, "0000000000000000", 16);
 }
 
 void
@@ -189,9 +191,14 @@ ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz)
 	    copy_str(ev->type, sizeof ev->type, obj, "type", 1, errstr, errsz) ||
 	    copy_str(ev->order_id, sizeof ev->order_id, obj, "order_id", 1, errstr, errsz) ||
 	    copy_str(ev->ts, sizeof ev->ts, obj, "ts", 1, errstr, errsz) ||
-	    copy_str(ev->source, sizeof ev->source, obj, "source", 0, errstr, errsz) ||
-	    copy_str(ev->traceparent, sizeof ev->traceparent, obj, "traceparent", 0, errstr, errsz))
+	    copy_str(ev->source, sizeof ev->source, obj, "source", 0, errstr, errsz))
 		return -1;
+	/* Tracing is never a reason to refuse a record: a traceparent that is not one (not a
+	 * string, too long, malformed) is dropped, as a header's is, and the record starts a new
+	 * trace. */
+	if (copy_str(ev->traceparent, sizeof ev->traceparent, obj, "traceparent", 0, NULL, 0) ||
+	    !ot_traceparent_valid(ev->traceparent))
+		ev->traceparent[0] = '\0';
 	if (!ot_uuid_valid(ev->id))
 		return ot_err(-1, errstr, errsz, "field \"id\" is not a UUID: \"%s\"", ev->id);
 	/* An upper-case id would name another cache entry than the order's. */
@@ -199,8 +206,6 @@ ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz)
 		return ot_err(-1, errstr, errsz, "field \"order_id\" is not a UUID");
 	if (!ot_rfc3339_valid(ev->ts))
 		return ot_err(-1, errstr, errsz, "field \"ts\" is not an RFC 3339 timestamp: \"%s\"", ev->ts);
-	if (ev->traceparent[0] && !ot_traceparent_valid(ev->traceparent))
-		return ot_err(-1, errstr, errsz, "field \"traceparent\" is not a W3C traceparent");
 	v = json_object_get(obj, "version");
 	if (v && !json_is_null(v)) {
 		if (!json_is_integer(v) || json_integer_value(v) < 0)

@@ -59,6 +59,7 @@ long long ot_now_ms(void);
 long long ot_now_us(void);
 int ot_rfc3339_valid(const char *s);
 void ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent_or_null);
+/* 1 when s is a W3C traceparent a trace may continue from (not version ff, no all-zero id). */
 int ot_traceparent_valid(const char *s);
 
 #endif

@@ -99,16 +99,6 @@ random_hex(char *out, size_t n)
 	ot_hex(out, b, n);
 }
 
-static int
-all_zero(const char *s, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n && s[i] == '0'; i++)
-		;
-	return i == n;
-}
-
 static void
 lower_copy(char *dst, const char *src, size_t n)
 {
@@ -126,8 +116,7 @@ begin(struct ot_span *s, const char *name, enum ot_span_kind kind, const char *p
 	struct detail *d;
 
 	memset(s, 0, sizeof *s);
-	if (parent && ot_traceparent_valid(parent) && strncasecmp(parent, "ff", 2) &&
-	    !all_zero(parent + 36, 16)) {
+	if (parent && ot_traceparent_valid(parent)) {
 		lower_copy(s->trace_id, parent + 3, 32);
 		lower_copy(s->parent_id, parent + 36, 16);
 	} else if (p) {

@@ -160,6 +160,18 @@ $(delivery IN_TRANSIT '"lat":123,"lon":4.89')"
 	echo "$stderr" | grep -q '"msg":"0 records'
 }
 
+@test "ot-consume: an envelope whose traceparent is not one is applied in a trace of its own, never dead-lettered" {
+	topic="inventory.events.$RUNID"
+	event INVENTORY_RESERVED "$ID" | sed 's/"source":"test",/"source":"test","traceparent":"00-not-a-trace",/' |
+		ot-relay -i - -O "kafka:$topic" --raw 2>/dev/null
+	run --separate-stderr ot-consume -i "kafka:$topic" -G "g-$RUNID" -e
+	assert_success
+	echo "$stderr" | grep -q '"msg":"1 records: 1 applied, 0 skipped, 0 refused, 0 dead-lettered'
+	[ "$(status_of "$ID")" = CONFIRMED ]
+	run sql_orders "SELECT traceparent FROM outbox WHERE key = '$ID' AND type = 'ORDER_STATUS_UPDATED'"
+	assert_output --regexp '^00-[0-9a-f]{32}-[0-9a-f]{16}-01$'
+}
+
 @test "ot-consume: --attempts is validated" {
 	run --separate-stderr ot-consume --attempts 0 </dev/null
 	assert_failure 64

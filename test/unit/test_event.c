@@ -75,7 +75,6 @@ refuses_bad_envelopes(void **state)
 		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"version\":-1}", "\"version\""},
 		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"version\":\"4\"}", "\"version\""},
 		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"data\":[]}", "\"data\" must be an object"},
-		{"{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\",\"traceparent\":\"00-x\"}", "traceparent"},
 		{"{\"id\":\"" ID "\",\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\",\"ts\":\"2026-11-24T18:00:00Z\"}", "not JSON"},
 		{"{\"id\":", "not JSON"},
 		{"[1,2]", "must be a JSON object"},
@@ -88,6 +87,27 @@ refuses_bad_envelopes(void **state)
 		if (parse(bad[i].json, &ev) != -1 || !strstr(err, bad[i].says))
 			fail_msg("%s: got \"%s\", wanted an error saying %s", bad[i].json, err, bad[i].says);
 		assert_null(ev.data);
+	}
+}
+
+/* A traceparent that is not one never refuses the record: it is dropped, and a new trace starts. */
+static void
+drops_a_bad_traceparent(void **state)
+{
+	static const char *const bad[] = {"\"00-x\"", "7", "\"" TP "-and-more\"", "{}",
+	                                  "\"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\""};
+	struct ot_event ev;
+	char json[512];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(json, sizeof json, "{\"id\":\"" ID "\",\"type\":\"X\",\"order_id\":\"" OID "\","
+		         "\"ts\":\"2026-11-24T18:00:00Z\",\"traceparent\":%s}", bad[i]);
+		if (parse(json, &ev) != 0)
+			fail_msg("%s: refused: %s", json, err);
+		assert_string_equal(ev.traceparent, "");
+		ot_event_clear(&ev);
 	}
 }
 
@@ -213,6 +233,7 @@ main(void)
 		cmocka_unit_test(parses_a_full_envelope),
 		cmocka_unit_test(parses_a_minimal_envelope),
 		cmocka_unit_test(refuses_bad_envelopes),
+		cmocka_unit_test(drops_a_bad_traceparent),
 		cmocka_unit_test(round_trips),
 		cmocka_unit_test(uuids_are_valid_v4_and_distinct),
 		cmocka_unit_test(order_ids_are_lower_cased),
