@@ -65,8 +65,9 @@ usage(FILE *f, int full)
 	        "                          and headers around each value\n"
 	        "      --raw               with -i, copy lines without checking they are envelopes\n"
 	        "\nreplay republishes dead letters to the topic in their ot-dlq-topic header, with their\n"
-	        "key, value and original headers and ot-replay-count raised by one. It reads the whole\n"
-	        "dead-letter topic (-o to start elsewhere) and commits nothing; --dry-run prints the\n"
+	        "key, value and original headers and ot-replay-count raised by one. It reads the\n"
+	        "dead-letter topic (-o to start elsewhere) up to its end at the start, so a record that\n"
+	        "fails again meanwhile waits for the next replay, and commits nothing; --dry-run prints the\n"
 	        "records as JSON lines instead, which replay --from - takes back after any filtering.\n"
 	        "      --from SPEC         a dead-letter topic, or - for JSON lines\n"
 	        "      --since TIME        only records dead-lettered at or after TIME (RFC 3339 or ms)\n"
@@ -457,7 +458,10 @@ main(int argc, char **argv)
 		}
 		cfg.exit_at_end = 1;
 		snprintf(spec, sizeof spec, "%s%s", strcmp(from, "-") ? "kafka:" : "", from);
-		if (!(in = ot_in_open(spec, &cfg, &rc, err, sizeof err))) {
+		/* Up to the ends the topic had at the start: a record that fails again and is
+		 * dead-lettered meanwhile waits for the next replay, instead of going round. */
+		if (!(in = ot_in_open(spec, &cfg, &rc, err, sizeof err)) ||
+		    (rc = ot_in_stop_at_end(in, err, sizeof err))) {
 			OT_ERROR(NULL, "%s", err);
 			goto out;
 		}

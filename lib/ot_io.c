@@ -17,7 +17,8 @@
 #define KAFKA_PREFIX "kafka"
 #define MAX_PARTS 256
 
-struct part { char topic[128]; int32_t partition; int eof; };
+/* end: where ot_in_stop_at_end stops this partition (-1: at its end whenever that is). */
+struct part { char topic[128]; int32_t partition; int eof; int64_t end; };
 
 struct ot_in {
 	/* stdin */
@@ -33,6 +34,8 @@ struct ot_in {
 	int exit_at_end;
 	struct part parts[MAX_PARTS];
 	int nparts;
+	struct part ends[MAX_PARTS]; /* ot_in_stop_at_end's high watermarks, by topic and partition */
+	int nends;
 	struct ot_out *dlq;   /* dead letters, opened with the consumer */
 	char group[128];
 	char traceparent[64]; /* the current record's header, for ot_msg */
@@ -226,6 +229,18 @@ out:
 	rd_kafka_topic_partition_list_destroy(committed);
 }
 
+/* The offset ot_in_stop_at_end saw as a partition's end, or -1. */
+static int64_t
+end_of(const struct ot_in *in, const char *topic, int32_t partition)
+{
+	int i;
+
+	for (i = 0; i < in->nends; i++)
+		if (in->ends[i].partition == partition && !strcmp(in->ends[i].topic, topic))
+			return in->ends[i].end;
+	return -1;
+}
+
 static void
 rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -239,6 +254,7 @@ rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list
 			snprintf(in->parts[i].topic, sizeof in->parts[i].topic, "%s", parts->elems[i].topic);
 			in->parts[i].partition = parts->elems[i].partition;
 			in->parts[i].eof = 0;
+			in->parts[i].end = end_of(in, parts->elems[i].topic, parts->elems[i].partition);
 			in->nparts++;
 		}
 		OT_INFO(NULL, "kafka: assigned %d partitions", parts->cnt);
@@ -465,6 +481,44 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 	return in;
 }
 
+int
+ot_in_stop_at_end(struct ot_in *in, char *errstr, size_t errsz)
+{
+	rd_kafka_topic_partition_list_t *subs = NULL;
+	const struct rd_kafka_metadata *md;
+	const struct rd_kafka_metadata_topic *t;
+	rd_kafka_resp_err_t err;
+	int64_t lo, hi;
+	int i, j, rc = 0;
+
+	if (!in->rk)
+		return 0;
+	if ((err = rd_kafka_subscription(in->rk, &subs)))
+		return ot_err(OT_ESERVICE, errstr, errsz, "kafka: %s", rd_kafka_err2str(err));
+	if (!(md = all_metadata(in->rk, 10000, errstr, errsz))) {
+		rd_kafka_topic_partition_list_destroy(subs);
+		return OT_ESERVICE;
+	}
+	for (i = 0; i < subs->cnt && !rc; i++) {
+		if (!(t = find_topic(md, subs->elems[i].topic)))
+			continue; /* not there yet: nothing in it to read */
+		for (j = 0; j < t->partition_cnt && !rc; j++) {
+			if ((err = rd_kafka_query_watermark_offsets(in->rk, t->topic, t->partitions[j].id, &lo, &hi,
+			                                            10000))) {
+				rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: the end of %s [%d]: %s", t->topic,
+				            (int)t->partitions[j].id, rd_kafka_err2str(err));
+			} else if (in->nends < MAX_PARTS) {
+				snprintf(in->ends[in->nends].topic, sizeof in->ends[0].topic, "%s", t->topic);
+				in->ends[in->nends].partition = t->partitions[j].id;
+				in->ends[in->nends++].end = hi;
+			}
+		}
+	}
+	rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_partition_list_destroy(subs);
+	return rc;
+}
+
 const char *
 ot_in_tool(const struct ot_in *in)
 {
@@ -689,9 +743,16 @@ ot_in_next(struct ot_in *in, struct ot_msg *m, int timeout_ms, char *errstr, siz
 		rd_kafka_message_destroy(km);
 		return r;
 	}
+	p = find_part(in, rd_kafka_topic_name(km->rkt), km->partition);
+	if (p && p->end >= 0 && km->offset >= p->end) {
+		/* Written after ot_in_stop_at_end looked: not for this run. */
+		p->eof = 1;
+		rd_kafka_message_destroy(km);
+		return in->exit_at_end && all_eof(in) ? -1 : 0;
+	}
 	in->cur = km;
-	if ((p = find_part(in, rd_kafka_topic_name(km->rkt), km->partition)))
-		p->eof = 0;
+	if (p)
+		p->eof = p->end >= 0 && km->offset + 1 >= p->end;
 	memset(m, 0, sizeof *m);
 	m->value = km->payload ? km->payload : "";
 	m->len = km->len;

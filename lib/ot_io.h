@@ -45,6 +45,11 @@ void ot_in_release(struct ot_in *in, struct ot_msg *m);
 /* Marks m processed: its offset may now be committed. Call only after its effect is durable. */
 void ot_in_done(struct ot_in *in, const struct ot_msg *m);
 int ot_in_is_kafka(const struct ot_in *in);
+/* From Kafka: reads each partition of the subscribed topics only up to its end as it is now
+ * (its high watermark); a record written later is not returned, and with -e the run ends at
+ * those ends. For a run whose own output may come back to its input (replay). Call once, right
+ * after ot_in_open. Returns 0 (stdin: nothing to do) or OT_ESERVICE with errstr. */
+int ot_in_stop_at_end(struct ot_in *in, char *errstr, size_t errsz);
 /* The tool it reads for (cfg->tool), for metric labels. */
 const char *ot_in_tool(const struct ot_in *in);
 /* Asks a Kafka broker for metadata within timeout_ms, from any thread: 0 when one answered (or
