@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sysexits.h>
 #include <time.h>
@@ -125,6 +126,34 @@ whole(const char *s, const char *name, int lo, int hi, int *out)
 	return 0;
 }
 
+/* The API keys must be worth guessing at: each at least OT_API_KEY_MIN characters, none the
+ * example file's placeholder. 0, or -1 after saying which key (by position: never the key). */
+#define OT_API_KEY_MIN 16
+static int
+check_keys(const char *keys)
+{
+	const char *k, *end;
+	size_t n;
+	int i = 0, count = 1;
+
+	for (k = keys; *k; k++)
+		count += *k == ',';
+	for (k = keys;; k = end + 1) {
+		end = k + strcspn(k, ",");
+		n = (size_t)(end - k);
+		i++;
+		if (n < OT_API_KEY_MIN) {
+			fprintf(stderr, "%s: API key %d of %d (OT_API_KEY or --api-key) is %s: use at least %d random "
+			        "characters, e.g. from openssl rand -hex 32\n", argv0, i, count,
+			        n == 9 && !strncmp(k, "CHANGE-ME", 9) ? "the example file's placeholder"
+			        : n ? "too short" : "empty", OT_API_KEY_MIN);
+			return -1;
+		}
+		if (!*end)
+			return 0;
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -187,6 +216,10 @@ main(int argc, char **argv)
 	    (lmax && whole(lmax, "local-cache-max", 1, 10000000, &o.local_cache_max))) {
 		ot_config_free(&cfg);
 		return EX_USAGE;
+	}
+	if (o.api_keys && *o.api_keys && check_keys(o.api_keys)) {
+		ot_config_free(&cfg);
+		return EX_CONFIG;
 	}
 	if ((r = ot_config_done(&cfg, ":8080")))
 		return r;

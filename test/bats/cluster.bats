@@ -252,7 +252,7 @@ assert_cluster_clean() {
 
 @test "cluster: ot-serve on a Redis Cluster: reads through its pipe at each order's master, the rate limiter, resumed and live streams, and POST" {
 	export OT_REDIS_URL="$OT_REDIS_CLUSTER_URL"
-	local port key=key-$RUNID base i id
+	local port key=key-$RUNID-0123456789 base i id
 	port=$(free_port)
 	base="http://127.0.0.1:$port"
 	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_API_KEY="$key" \
@@ -310,7 +310,7 @@ assert_cluster_clean() {
 
 @test "cluster: with one master killed, writes for its slots are marked and repaired once it is back; the other masters take theirs at once" {
 	export OT_REDIS_URL="$OT_REDIS_CLUSTER_URL"
-	local port key=key-$RUNID base i id dead=${PORTS[2]} pid
+	local port key=key-$RUNID-0123456789 base i id dead=${PORTS[2]} pid
 	port=$(free_port)
 	base="http://127.0.0.1:$port"
 	start_bg "$BATS_TEST_TMPDIR/serve.log" env OT_HTTP_ADDR="127.0.0.1:$port" OT_API_KEY="$key" ot-serve

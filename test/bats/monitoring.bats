@@ -57,7 +57,7 @@ wait_prom() { # wait_prom QUERY EXPECTED SECONDS
 	command -v prometheus >/dev/null || fail "prometheus is not installed: scripts/deps"
 	serve=$(free_port) reserve=$(free_port) relay_o=$(free_port) relay_i=$(free_port)
 	consume=$(free_port) cache=$(free_port) PROM=$(free_port)
-	key="k-$RUNID"
+	key="k-$RUNID-0123456789"
 
 	# The orders relay in CDC mode, so the slot's gauges exist; the inventory one polls.
 	start_bg "$BATS_TEST_TMPDIR/relay-orders.log" ot-relay --db orders -O kafka --mode cdc --slot "$SLOT" --http-addr "127.0.0.1:$relay_o"

@@ -7,7 +7,7 @@ setup() {
 	common_setup
 	PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
-	KEY="key-$RUNID"
+	KEY="key-$RUNID-0123456789"
 }
 
 teardown() {
@@ -119,7 +119,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 }
 
 @test "ot-serve: an Idempotency-Key reused with another body is 422; another key's holder never gets the order" {
-	serve OT_API_KEY="$KEY,other-$RUNID"
+	serve OT_API_KEY="$KEY,other-$RUNID-0123456789"
 	body="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"1 First Street\"}"
 	run http -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$body" "$BASE/orders"
 	assert_line --index 1 201
@@ -136,7 +136,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 0 '{"error":"Idempotency-Key already used with a different request body"}'
 	grep -qi '^Content-Type: application/json' "$BATS_TEST_TMPDIR/h"
 	# the holder of another key with the same Idempotency-Key gets an order of its own
-	KEY="other-$RUNID" run http -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$body" "$BASE/orders"
+	KEY="other-$RUNID-0123456789" run http -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: k-$RUNID" -d "$body" "$BASE/orders"
 	assert_line --index 1 201
 	refute_line --index 0 --partial "$id"
 	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'c-$RUNID'")" = 2 ]
@@ -320,7 +320,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 }
 
 @test "ot-serve: writes need the API key (401 without or with a wrong one); X-API-Key works too" {
-	serve OT_API_KEY="other-key,$KEY"
+	serve OT_API_KEY="other-key-0123456789,$KEY"
 	body="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"1 Key Street\"}"
 	run anon -D "$BATS_TEST_TMPDIR/h" -X POST -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
 	assert_line --index 1 401
@@ -370,7 +370,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 }
 
 @test "ot-serve: a client over its rate gets 429 with Retry-After; another client is not affected" {
-	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3 OT_API_KEY="$KEY,other-$RUNID"
+	serve OT_RATE_LIMIT=2 OT_RATE_BURST=3 OT_API_KEY="$KEY,other-$RUNID-0123456789"
 	id=$(place_order "c-$RUNID")
 	codes=$(for i in 1 2 3 4 5 6; do
 		curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer $KEY" "$BASE/orders/$id"
@@ -380,7 +380,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 429
 	assert_line --index 0 --partial '"error":"rate limit exceeded"'
 	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
-	KEY="other-$RUNID" run http "$BASE/orders/$id"
+	KEY="other-$RUNID-0123456789" run http "$BASE/orders/$id"
 	assert_line --index 1 200
 	[ "$(metric ot_rate_limited_total)" -ge 4 ]
 	sleep 1.1 # the limit is 2 a second: one more is allowed again
@@ -972,4 +972,18 @@ reader() {
 	[ "$(status_of "$id")" = CANCELLED ]
 	# 127 whole characters (254 bytes) of the 200 fit in the 255 bytes kept
 	[ "$(sql_orders "SELECT length(reason), octet_length(reason) FROM orders WHERE id = '$id'")" = "127|254" ]
+}
+
+@test "ot-serve: an API key shorter than 16 characters, empty, or the example file's placeholder is refused at start (78), never printed" {
+	for keys in sh0rt CHANGE-ME "$KEY,,$KEY" "$KEY,tiny"; do
+		OT_HTTP_ADDR="127.0.0.1:$PORT" OT_API_KEY=$keys run --separate-stderr ot-serve
+		assert_failure 78
+		echo "$stderr" | grep -q 'use at least 16 random characters'
+		refute grep -qE "sh0rt|tiny" <<<"$stderr"
+	done
+	OT_HTTP_ADDR="127.0.0.1:$PORT" run --separate-stderr ot-serve --api-key CHANGE-ME
+	assert_failure 78
+	echo "$stderr" | grep -qF "API key 1 of 1 (OT_API_KEY or --api-key) is the example file's placeholder"
+	OT_HTTP_ADDR="127.0.0.1:$PORT" OT_API_KEY="$KEY,tiny" run --separate-stderr ot-serve
+	echo "$stderr" | grep -qF 'API key 2 of 2 (OT_API_KEY or --api-key) is too short'
 }

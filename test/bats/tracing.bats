@@ -20,7 +20,7 @@ setup() {
 	common_setup
 	PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
-	KEY="key-$RUNID"
+	KEY="key-$RUNID-0123456789"
 	SKU="T-$RUNID"
 	stock "$SKU" 10
 	# A trace id and a parent span id of the caller's, as a browser's instrumentation sends them.
