@@ -2,6 +2,9 @@
 .SUFFIXES:
 
 VERSION   = 0.1.0
+# SPDX: no licence has been granted (the repository has no licence file), so all rights are
+# reserved; the image's org.opencontainers.image.licenses label and its SBOM say the same.
+LICENSE   = LicenseRef-Proprietary
 PREFIX   ?= /usr/local
 BINDIR    = $(PREFIX)/bin
 MANDIR    = $(PREFIX)/share/man
