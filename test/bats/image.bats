@@ -95,7 +95,7 @@ tls_redis() {
 	TLS_PORT=$(free_port)
 	redis-server --port 0 --tls-port "$TLS_PORT" --tls-cert-file "$TLS/server.crt" \
 		--tls-key-file "$TLS/server.key" --tls-ca-cert-file "$TLS/ca.crt" --tls-auth-clients no \
-		--save '' --appendonly no --dir "$TLS" --logfile "$TLS/redis.log" &
+		--save '' --appendonly no --dir "$TLS" --logfile "$TLS/redis.log" >/dev/null 2>&1 3>&- &
 	TLS_PID=$!
 	local i
 	for i in $(seq 1 50); do
@@ -290,14 +290,25 @@ tcli() { redis-cli --tls --cacert "$TLS/ca.crt" -p "$TLS_PORT" "$@"; }
 	done
 }
 
-@test "image: rediss:// to a Redis with TLS only: an order placed and consumed lands there, ot-serve reads it back" {
+@test "image: rediss:// to a Redis with TLS only: an order placed and consumed lands there, ot-serve reads and streams it" {
 	common_setup
 	tls_redis
 	PODMAN_ARGS=(-v "$TLS:/tls:ro")
-	local url="rediss://127.0.0.1:$TLS_PORT/0?cacert=/tls/ca.crt" id port
+	local url="rediss://127.0.0.1:$TLS_PORT/0?cacert=/tls/ca.crt" id port i
 	id=$(request "c-$RUNID" | OT_REDIS_URL=$url ot ot-place 2>"$BATS_TEST_TMPDIR/place.log" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
 	[ -n "$id" ] || { cat "$BATS_TEST_TMPDIR/place.log" >&2; false; }
 	[ "$(tcli HGET "order:{$id}" status)" = PENDING ]
+	# ot-serve, subscribed to the changes over TLS, with a live stream of the order open.
+	port=$(free_port)
+	OT_REDIS_URL=$url ot_bg serve ot-serve --http-addr "127.0.0.1:$port"
+	wait_health "$port"
+	for i in $(seq 1 50); do
+		podman logs "ot-$RUNID-serve" 2>&1 | grep -q 'live streams subscribed' && break
+		sleep 0.1
+	done
+	curl -sN --max-time 30 "http://127.0.0.1:$port/orders/$id/events" > "$BATS_TEST_TMPDIR/stream" 3>&- &
+	local stream=$!
+	sleep 0.5
 	# Confirmed, then carried to the door: ot-consume writes each status through to Redis.
 	{ event INVENTORY_RESERVED "$id"; echo "$id" | ot-courier -n 1; } |
 		OT_REDIS_URL=$url ot ot-consume 2>"$BATS_TEST_TMPDIR/consume.log"
@@ -306,10 +317,17 @@ tcli() { redis-cli --tls --cacert "$TLS/ca.crt" -p "$TLS_PORT" "$@"; }
 	[ "$(tcli HGET "order:{$id}" version)" = "$(version_of "$id")" ]
 	run grep -c '"level":"\(warn\|error\)"' "$BATS_TEST_TMPDIR/consume.log"
 	assert_output 0
-	# A fresh ot-serve answers from the TLS Redis: a hit, not the database.
-	port=$(free_port)
-	OT_REDIS_URL=$url ot_bg serve ot-serve --http-addr "127.0.0.1:$port"
-	wait_health "$port"
+	# Each change reached the stream through the subscription.
+	for i in $(seq 1 100); do
+		grep -q '"status":"DELIVERED"' "$BATS_TEST_TMPDIR/stream" && break
+		sleep 0.1
+	done
+	kill "$stream" 2>/dev/null || true
+	run grep -o '"status":"[A-Z_]*"' "$BATS_TEST_TMPDIR/stream"
+	assert_line '"status":"CONFIRMED"'
+	assert_line '"status":"IN_TRANSIT"'
+	assert_line '"status":"DELIVERED"'
+	# A read is a hit in the TLS Redis, not the database.
 	run curl -s -D "$BATS_TEST_TMPDIR/headers" "http://127.0.0.1:$port/orders/$id"
 	assert_output --partial '"status":"DELIVERED"'
 	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/headers"
