@@ -2,6 +2,9 @@
 .SUFFIXES:
 
 VERSION   = 0.1.0
+# SPDX: no licence has been granted (the repository has no licence file), so all rights are
+# reserved; the image's org.opencontainers.image.licenses label and its SBOM say the same.
+LICENSE   = LicenseRef-Proprietary
 PREFIX   ?= /usr/local
 BINDIR    = $(PREFIX)/bin
 MANDIR    = $(PREFIX)/share/man
@@ -13,9 +16,10 @@ OT_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -MMD -MP -DOT_VERSION='"$(VERS
             -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 OT_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # Redis over TLS (rediss://) where hiredis has it: hiredis >= 1.0 with hiredis_ssl (Debian 12's
-# 0.14 has not; such a build refuses rediss:// URLs with exit status 78).
-ifeq ($(shell pkg-config --exists hiredis_ssl 2>/dev/null && echo yes),yes)
-PKGS     += hiredis_ssl
+# 0.14 has not; such a build refuses rediss:// URLs with exit status 78). OpenSSL itself checks
+# the server's name, which hiredis does not.
+ifeq ($(shell pkg-config --exists hiredis_ssl openssl 2>/dev/null && echo yes),yes)
+PKGS     += hiredis_ssl openssl
 OT_CFLAGS += -DOT_HAVE_HIREDIS_SSL
 endif
 ifeq ($(WERROR),1)

@@ -265,9 +265,8 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 	/* A Redis URL that cannot work is a configuration error at start, not a retry loop later. */
 	if (ot_redis_parse_url(c->redis_url, &ru, errstr, errsz))
 		return -1;
-	if (ru.tls && !ot_redis_tls_available())
-		return ot_err(-1, errstr, errsz, "Redis URL rediss://%s:%d: this build has no TLS "
-		              "(hiredis_ssl was not found when it was built)", ru.host, ru.port);
+	if (ot_redis_tls_check(&ru, errstr, errsz))
+		return -1;
 	fill(&c->kafka_config, "OT_KAFKA_CONFIG", NULL);
 	if (c->kafka_config && *c->kafka_config &&
 	    ot_config_read_kafka_file(c, c->kafka_config, errstr, errsz))

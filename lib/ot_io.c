@@ -322,7 +322,7 @@ stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 	struct ot_in *in = opaque;
 	json_t *root = json_loadb(json, len, 0, NULL), *t, *p;
 	const char *topic, *key;
-	char part[16];
+	char part[24]; /* any json_int_t */
 
 	(void)rk;
 	if (!lag)

@@ -18,7 +18,12 @@
 #include "ot_text.h"
 
 #ifdef OT_HAVE_HIREDIS_SSL
+#include <arpa/inet.h>
 #include <hiredis/hiredis_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
 #endif
 
 /* Seconds an order stays cached: short while it moves, longer once it is settled. */
@@ -211,32 +216,112 @@ ot_redis_tls_available(void)
 }
 
 #ifdef OT_HAVE_HIREDIS_SSL
-/* Starts TLS on r, verifying the server against u->cacert or the system's CAs. */
+/* One TLS context for the process, made at the first check or connection: the CA bundle is
+ * read once, and every connection (a thread's, a cluster node's) shares it. */
+static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *tls_ctx;
+static char tls_ca[sizeof ((struct ot_redis_url *)0)->cacert];
+
+/* A reference to the context that verifies servers against cacert ("" = the system's CAs), or
+ * NULL with errstr when cacert cannot be read or holds no certificate. Caller SSL_CTX_free's. */
+static SSL_CTX *
+tls_context(const char *cacert, char *errstr, size_t errsz)
+{
+	SSL_CTX *ctx = NULL;
+	unsigned long e;
+
+	pthread_mutex_lock(&tls_mu);
+	if (tls_ctx && !strcmp(tls_ca, cacert)) {
+		ctx = tls_ctx;
+		goto out;
+	}
+	if (cacert[0] && access(cacert, R_OK)) {
+		ot_err(-1, errstr, errsz, "Redis TLS: cacert %s: %s", cacert, strerror(errno));
+		goto out;
+	}
+	ERR_clear_error();
+	if (!(ctx = SSL_CTX_new(TLS_client_method())) || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION))
+		goto failed;
+	if (cacert[0] ? !SSL_CTX_load_verify_locations(ctx, cacert, NULL)
+	              : !SSL_CTX_set_default_verify_paths(ctx) ||
+	                !SSL_CTX_load_verify_locations(ctx, NULL, "/etc/ssl/certs"))
+		goto failed;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_free(tls_ctx);
+	tls_ctx = ctx;
+	snprintf(tls_ca, sizeof tls_ca, "%s", cacert);
+	goto out;
+failed:
+	e = ERR_peek_last_error();
+	ot_err(-1, errstr, errsz, "Redis TLS: CA %s: %s", cacert[0] ? cacert : "/etc/ssl/certs",
+	       e ? ERR_reason_error_string(e) : "cannot be loaded");
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	ctx = NULL;
+out:
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&tls_mu);
+	return ctx;
+}
+
+/* Starts TLS on r: the server's certificate must chain to u->cacert (or the system's CAs) and
+ * name u->host, a DNS name or an IP address, as HTTPS clients check it. */
 static int
 start_tls(redisContext *r, const struct ot_redis_url *u, const char *shown, char *errstr, size_t errsz)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	redisSSLContextError e = REDIS_SSL_CTX_NONE;
-	redisSSLContext *ssl;
+	SSL_CTX *ctx = tls_context(u->cacert, errstr, errsz);
+	unsigned char ip[16];
+	SSL *ssl;
+	long v;
+	int ok;
 
-	pthread_once(&once, (void (*)(void))redisInitOpenSSL);
-	ssl = redisCreateSSLContext(u->cacert[0] ? u->cacert : NULL, u->cacert[0] ? NULL : "/etc/ssl/certs",
-	                            NULL, NULL, u->host, &e);
-	if (!ssl || e != REDIS_SSL_CTX_NONE) {
-		redisFreeSSLContext(ssl);
-		return ot_err(OT_ECONFIG, errstr, errsz, "Redis TLS for %s: %s", shown,
-		              redisSSLContextGetError(e));
+	if (!ctx)
+		return OT_ECONFIG;
+	ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds its own reference */
+	if (!ssl)
+		return ot_err(OT_ESERVICE, errstr, errsz, "Redis TLS for %s: out of memory", shown);
+	if (inet_pton(AF_INET, u->host, ip) == 1 || inet_pton(AF_INET6, u->host, ip) == 1)
+		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), u->host);
+	else
+		ok = SSL_set_tlsext_host_name(ssl, u->host) && SSL_set1_host(ssl, u->host);
+	if (!ok) {
+		SSL_free(ssl);
+		return ot_err(OT_ECONFIG, errstr, errsz, "Redis TLS for %s: bad host name", shown);
 	}
-	/* The connection keeps a reference to the context's SSL_CTX: freeing ours is safe. */
-	if (redisInitiateSSLWithContext(r, ssl) != REDIS_OK) {
-		ot_err(OT_ESERVICE, errstr, errsz, "Redis TLS handshake with %s: %s", shown, r->errstr);
-		redisFreeSSLContext(ssl);
+	/* hiredis owns ssl once the handshake succeeded, and not before. */
+	if (redisInitiateSSL(r, ssl) != REDIS_OK) {
+		v = SSL_get_verify_result(ssl);
+		ot_err(OT_ESERVICE, errstr, errsz, "Redis TLS handshake with %s: %s%s%s", shown, r->errstr,
+		       v != X509_V_OK ? ": " : "", v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
+		SSL_free(ssl);
+		ERR_clear_error();
 		return OT_ESERVICE;
 	}
-	redisFreeSSLContext(ssl);
 	return 0;
 }
 #endif
+
+int
+ot_redis_tls_check(const struct ot_redis_url *u, char *errstr, size_t errsz)
+{
+#ifdef OT_HAVE_HIREDIS_SSL
+	SSL_CTX *ctx;
+
+	if (!u->tls)
+		return 0;
+	if (!(ctx = tls_context(u->cacert, errstr, errsz)))
+		return -1;
+	SSL_CTX_free(ctx);
+	return 0;
+#else
+	if (!u->tls)
+		return 0;
+	return ot_err(-1, errstr, errsz, "Redis URL rediss://%s:%d: this build has no TLS "
+	              "(hiredis_ssl was not found when it was built)", u->host, u->port);
+#endif
+}
 
 redisContext *
 ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz)

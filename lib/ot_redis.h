@@ -26,6 +26,10 @@ struct ot_redis_url {
 int ot_redis_parse_url(const char *url, struct ot_redis_url *u, char *errstr, size_t errsz);
 /* Whether this build can connect with TLS (hiredis_ssl was found at build time). */
 int ot_redis_tls_available(void);
+/* For rediss:// (u->tls): whether this build has TLS and the CA bundle (u->cacert, else the
+ * system's) loads, which then serves every connection. Returns 0 (always for redis:// and
+ * unix://) or -1 with errstr: a configuration error. */
+int ot_redis_tls_check(const struct ot_redis_url *u, char *errstr, size_t errsz);
 /* Connects (over TLS for rediss://), authenticates (AUTH user password for an ACL user) and
  * selects the db. Returns NULL with errstr; caller redisFree's. */
 redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz);
