@@ -989,6 +989,12 @@ admin_client(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
 	return rk;
 }
 
+rd_kafka_t *
+ot_kafka_admin(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	return admin_client(cfg, rc, errstr, errsz);
+}
+
 static json_t *
 describe_topic(const struct rd_kafka_metadata *md, const char *topic)
 {
