@@ -404,7 +404,8 @@ ot_lag_refresh(struct ot_lag *l, char *errstr, size_t errsz)
 		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto out;
 	}
-	qsort(r.seen, r.nseen, sizeof *r.seen, by_key);
+	if (r.nseen)
+		qsort(r.seen, r.nseen, sizeof *r.seen, by_key);
 	ot_metric_retain(l->lag, keep_lag, &r);
 	ot_metric_retain(l->members, keep_members, &r);
 	atomic_store(&l->ok_ms, ot_now_ms());
