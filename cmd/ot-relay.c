@@ -12,6 +12,7 @@
 #include "ot_err.h"
 #include "ot_health.h"
 #include "ot_io.h"
+#include "ot_lag.h"
 #include "ot_log.h"
 #include "ot_order.h"
 #include "ot_outbox.h"
@@ -26,7 +27,7 @@ static const char *argv0 = "ot-relay";
 enum {
 	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_META, OPT_RAW,
 	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT,
-	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION
+	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION, OPT_INTERVAL
 };
 
 /* What "topics create" makes when it is named no topic: every topic the tools use. */
@@ -48,8 +49,9 @@ usage(FILE *f, int full)
 	        "       %s -i INPUT -O kafka:TOPIC [options]\n"
 	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n"
 	        "       %s topics create [--partitions N] [--replication-factor N] [TOPIC...]\n"
-	        "       %s topics list [TOPIC...]\n",
-	        argv0, argv0, argv0, argv0, argv0);
+	        "       %s topics list [TOPIC...]\n"
+	        "       %s lag [--interval SECONDS] [GROUP...]   (%s lag -h)\n",
+	        argv0, argv0, argv0, argv0, argv0, argv0, argv0);
 	if (!full)
 		return;
 	fprintf(f, "\nDrains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
@@ -189,6 +191,118 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 	return OT_OK;
 }
 
+static void
+lag_usage(FILE *f, int full)
+{
+	fprintf(f, "usage: %s lag [--interval SECONDS] [-b BROKERS] [-X prop=val] [-F FILE] [--http-addr ADDR] "
+	        "[GROUP...]\n", argv0);
+	if (!full)
+		return;
+	fprintf(f, "\nServes consumer-group lag as Kafka sees it on /metrics (default port 8085): every\n"
+	        "group's committed offsets against each partition's high watermark, read every\n"
+	        "--interval seconds, whether or not a member of the group is alive. GROUP names\n"
+	        "limit it to those groups. /readyz answers 200 while the last reading is recent.\n\n"
+	        "      --interval SECONDS  between readings (default 10)\n"
+	        "  -b, --brokers LIST      Kafka bootstrap servers (OT_KAFKA_BROKERS)\n"
+	        "  -X prop=val             a librdkafka property (repeatable)\n"
+	        "  -F, --kafka-config FILE librdkafka properties, one prop=value a line (OT_KAFKA_CONFIG)\n"
+	        "      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
+	        "      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
+	        "  -h, --help              this help\n"
+	        "  -V, --version           print the version\n");
+}
+
+/* /readyz of "lag": a reading at most max_ms old. */
+struct lag_check {
+	struct ot_lag *lag;
+	long long max_ms;
+};
+
+static int
+lag_ready(void *arg, char *why, size_t whysz)
+{
+	struct lag_check *c = arg;
+
+	return ot_lag_ready(c->lag, c->max_ms, why, whysz);
+}
+
+/* "lag": the consumer-group lag exporter, until SIGTERM. */
+static int
+lag_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"brokers", required_argument, NULL, 'b'},
+		{"kafka-config", required_argument, NULL, 'F'},
+		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
+		{"http-addr", required_argument, NULL, OT_OPT_HTTP_ADDR},
+		{"interval", required_argument, NULL, OPT_INTERVAL},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	struct ot_lag *lag = NULL;
+	struct ot_health *health = NULL;
+	struct ot_health_deps deps = {0};
+	struct lag_check check;
+	long long interval_ms = 10000;
+	char err[1024], *end;
+	int c, r, rc = OT_OK, failing = 0;
+
+	ot_config_init(&cfg, argv0);
+	while ((c = getopt_long(argc, argv, "b:X:F:hV", longopts, NULL)) != -1) {
+		if ((r = ot_config_arg(&cfg, c, optarg, lag_usage)) != OT_ARG_TOOL) {
+			if (r >= 0)
+				return r;
+			continue;
+		}
+		if (c == OPT_INTERVAL) {
+			double s = strtod(optarg, &end);
+			if (*end || end == optarg || !(s >= 0.1 && s <= 3600)) {
+				fprintf(stderr, "%s: lag: --interval %s: expected 0.1 to 3600 seconds\n", argv0, optarg);
+				return EX_USAGE;
+			}
+			interval_ms = (long long)(s * 1000);
+		}
+	}
+	if ((r = ot_config_done(&cfg, ":8085")))
+		return r;
+	ot_signal_install();
+	if (!(lag = ot_lag_new(&cfg, (const char *const *)argv + optind, (size_t)(argc - optind), &rc, err,
+	                       sizeof err))) {
+		OT_ERROR(NULL, "lag: %s", err);
+		goto out;
+	}
+	/* Ready while a reading is at most three intervals (and a slow one) old. */
+	check.lag = lag;
+	check.max_ms = 3 * interval_ms + 30000;
+	if (!(health = ot_health_serve(&cfg, 1, &deps, &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	ot_health_check(health, lag_ready, &check);
+	OT_INFO(NULL, "lag: reading %s every %lld ms", optind < argc ? "the groups named" : "every consumer group",
+	        interval_ms);
+	while (!ot_stop) {
+		long long next = ot_now_ms() + interval_ms;
+		if (ot_lag_refresh(lag, err, sizeof err)) {
+			if (!failing++)
+				OT_WARN(NULL, "lag: %s", err);
+		} else if (failing) {
+			OT_INFO(NULL, "lag: read again after %d failed readings", failing);
+			failing = 0;
+		}
+		while (!ot_stop && ot_now_ms() < next)
+			usleep(50000);
+	}
+	rc = OT_OK;
+out:
+	ot_health_stop(health);
+	ot_lag_free(lag);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
+}
+
 /* "topics create|list [TOPIC...]": one JSON line per topic on stdout. */
 static int
 topics(const struct ot_config *cfg, const char *verb, const char *const *names, size_t n,
@@ -287,6 +401,11 @@ main(int argc, char **argv)
 	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, dbset = 0, outset = 0;
 	long total = 0;
 
+	if (argc > 1 && !strcmp(argv[1], "lag")) {
+		static char name[] = "ot-relay lag"; /* getopt's messages begin with it */
+		argv[1] = name;
+		return lag_main(argc - 1, argv + 1);
+	}
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "O:i:hV", longopts, NULL)) != -1) {
 		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {

@@ -18,6 +18,8 @@
 struct ot_health {
 	struct ot_health_deps deps;
 	struct ot_httpd *srv;
+	int (*_Atomic check)(void *arg, char *why, size_t whysz);
+	void *_Atomic check_arg;
 };
 
 /* 0 when the PostgreSQL server behind conninfo accepts connections. A fresh connection attempt
@@ -66,7 +68,7 @@ ready(void *app, char *why, size_t whysz)
 		snprintf(why, whysz, "%s", err);
 		return -1;
 	}
-	return 0;
+	return h->check ? h->check(h->check_arg, why, whysz) : 0;
 }
 
 struct ot_health *
@@ -86,6 +88,15 @@ ot_health_start(const char *addr, const struct ot_health_deps *deps, int *rc, ch
 		return NULL;
 	}
 	return h;
+}
+
+void
+ot_health_check(struct ot_health *h, int (*check)(void *arg, char *why, size_t whysz), void *arg)
+{
+	if (!h)
+		return;
+	h->check_arg = arg;
+	h->check = check;
 }
 
 void

@@ -31,6 +31,9 @@ struct ot_health *ot_health_start(const char *addr, const struct ot_health_deps 
 struct ot_config;
 struct ot_health *ot_health_serve(const struct ot_config *cfg, int long_running,
                                   const struct ot_health_deps *deps, int *rc, char *errstr, size_t errsz);
+/* Adds the tool's own readiness check, asked after deps from the server's thread: check(arg)
+ * returns 0 when ready, else -1 with why. Call right after start; h NULL does nothing. */
+void ot_health_check(struct ot_health *h, int (*check)(void *arg, char *why, size_t whysz), void *arg);
 /* Stops serving and frees. Accepts NULL. */
 void ot_health_stop(struct ot_health *h);
 

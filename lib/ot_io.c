@@ -241,6 +241,29 @@ end_of(const struct ot_in *in, const char *topic, int32_t partition)
 	return -1;
 }
 
+/* ot_kafka_consumer_lag{tool,topic,partition}: per partition this member is assigned. */
+static struct ot_metric *
+lag_metric(void)
+{
+	static struct ot_metric *lag;
+
+	if (!lag)
+		lag = ot_metric_new(OT_GAUGE, "ot_kafka_consumer_lag", "Records a consumer group is behind: the "
+		                    "partition's high watermark minus its committed offset.", "tool,topic,partition", NULL, 0);
+	return lag;
+}
+
+/* Keeps a lag series (tool, topic, partition) unless its partition is in the list revoked. */
+static int
+not_revoked(const char *const *values, void *arg)
+{
+	const rd_kafka_topic_partition_list_t *revoked = arg;
+	char *end;
+	long n = strtol(values[2], &end, 10);
+
+	return *end || !rd_kafka_topic_partition_list_find(revoked, values[1], (int32_t)n);
+}
+
 static void
 rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -263,6 +286,9 @@ rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list
 		/* Commit what is done before the partitions move to another member. */
 		rd_kafka_commit(rk, NULL, 0);
 		in->nparts = 0;
+		/* Their lag is the new owner's to report now: a copy frozen here would be summed
+		 * with it. */
+		ot_metric_retain(lag_metric(), not_revoked, parts);
 		OT_INFO(NULL, "kafka: partitions revoked");
 		rd_kafka_assign(rk, NULL);
 	}
@@ -313,27 +339,27 @@ lag_seen(const char *const *values, void *arg)
 
 /* librdkafka's statistics (statistics.interval.ms) as ot_kafka_consumer_lag: per assigned
  * partition, its consumer_lag is the high watermark (last stable offset under read_committed)
- * minus the group's committed offset; -1 while either is unknown, and then left out. */
+ * minus the group's committed offset; -1 while either is unknown, and then left out. The
+ * report also lists partitions this member lost in a rebalance, at their lag when lost and
+ * never refreshed: only the assigned ones count. */
 static int
 stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
-	static struct ot_metric *lag;
-	static struct lagset ls; /* only the consumer's own thread calls this */
+	static struct lagset ls; /* only the consumer's own thread calls this, as it does rebalance */
+	struct ot_metric *lag = lag_metric();
 	struct ot_in *in = opaque;
 	json_t *root = json_loadb(json, len, 0, NULL), *t, *p;
 	const char *topic, *key;
 	char part[24]; /* any json_int_t */
 
 	(void)rk;
-	if (!lag)
-		lag = ot_metric_new(OT_GAUGE, "ot_kafka_consumer_lag", "Records a consumer group is behind: the "
-		                    "partition's high watermark minus its committed offset.", "tool,topic,partition", NULL, 0);
 	ls.n = 0;
 	json_object_foreach(json_object_get(root, "topics"), topic, t) {
 		json_object_foreach(json_object_get(t, "partitions"), key, p) {
 			json_int_t n = json_integer_value(json_object_get(p, "partition"));
 			json_int_t l = json_integer_value(json_object_get(p, "consumer_lag"));
-			if (n < 0 || l < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || ls.n == 256)
+			if (n < 0 || l < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || ls.n == 256 ||
+			    !find_part(in, topic, (int32_t)n))
 				continue;
 			snprintf(part, sizeof part, "%lld", (long long)n);
 			snprintf(ls.seen[ls.n++], sizeof ls.seen[0], "%s\n%s", topic, part);
@@ -1022,6 +1048,12 @@ admin_client(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
 		return NULL;
 	}
 	return rk;
+}
+
+rd_kafka_t *
+ot_kafka_admin(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	return admin_client(cfg, rc, errstr, errsz);
 }
 
 static json_t *

@@ -109,6 +109,10 @@ int ot_out_recent_ids(struct ot_out *o, const char *topic, long last,
  * factor above the broker count), or OT_ESERVICE (unreachable, not authorized to create). */
 int ot_kafka_create_topics(const struct ot_config *cfg, const char *const *topics, size_t n,
                            int partitions, int replication, int *created, char *errstr, size_t errsz);
+/* A client for metadata and the admin API (a producer handle) with cfg's brokers and
+ * properties, once a broker answered. Returns NULL with *rc (OT_ECONFIG, OT_ESERVICE) and
+ * errstr; the caller frees it with rd_kafka_destroy. */
+struct rd_kafka_s *ot_kafka_admin(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz);
 /* The topics as a JSON array of {"topic","partitions","replication_factor"}, or
  * {"topic","error":"unknown topic"} for one that does not exist; with n 0 every topic but
  * Kafka's internal (__) ones. Returns a new reference, or NULL with *rc and errstr. */

@@ -2,10 +2,14 @@
 """prom-check: asks a running Prometheus whether ordertrack's monitoring expressions have data.
 
 Usage:
-  prom-check.py config REPO_PROMETHEUS_YML OUT_YML RULES_YML JOB=HOST:PORT[,HOST:PORT]...
+  prom-check.py config REPO_PROMETHEUS_YML OUT_YML RULES_YML [--alertmanager=HOST:PORT] JOB=HOST:PORT[,HOST:PORT]...
       writes OUT_YML: the repository's scrape configuration with each job's discovery replaced
-      by static targets, 1 s scrapes and rule evaluations, and RULES_YML as its rule file.
-      Fails if a job of the repository's file has no targets given, or a given job is unknown.
+      by static targets (its relabelling kept), 1 s scrapes and rule evaluations, RULES_YML as
+      its rule file, and alerts sent to the Alertmanager given (else none). Fails if a job of
+      the repository's file has no targets given, or a given job is unknown.
+  prom-check.py rules RULES_YML OUT_YML
+      writes OUT_YML: the rules with every "for" shortened to 5 s and the WAL threshold of
+      OtCdcRetainedWalHigh lowered to 0 bytes, so a test sees them fire in seconds.
   prom-check.py query URL < EXPRS
       EXPRS is scripts/check-monitoring --exprs output (KIND<TAB>WHERE<TAB>EXPR lines).
       A dashboard expression must return at least one series. A rule expression mostly
@@ -26,8 +30,11 @@ import yaml
 
 def make_config(src, out, rules, pairs):
     conf = yaml.safe_load(open(src))
-    targets = {}
+    targets, am = {}, None
     for p in pairs:
+        if p.startswith("--alertmanager="):
+            am = p.split("=", 1)[1]
+            continue
         job, _, addrs = p.partition("=")
         targets[job] = addrs.split(",")
     jobs = [j["job_name"] for j in conf["scrape_configs"]]
@@ -38,14 +45,27 @@ def make_config(src, out, rules, pairs):
     for j in conf["scrape_configs"]:
         for k in [k for k in j if k.endswith("_sd_configs")]:
             del j[k]
-        j.pop("relabel_configs", None)
         j["static_configs"] = [{"targets": targets[j["job_name"]]}]
         j["scrape_interval"] = "1s"
         j["scrape_timeout"] = "1s"
     conf["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     conf["rule_files"] = [rules]
     conf.pop("alerting", None)
+    if am:
+        conf["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]}
     yaml.safe_dump(conf, open(out, "w"), sort_keys=False)
+
+
+def fast_rules(src, out):
+    rules = yaml.safe_load(open(src))
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            if "for" in r:
+                r["for"] = "5s"
+            if r.get("alert") == "OtCdcRetainedWalHigh":
+                assert "> 1073741824" in r["expr"]
+                r["expr"] = r["expr"].replace("> 1073741824", "> 0")
+    yaml.safe_dump(rules, open(out, "w"), sort_keys=False)
 
 
 def get(url, path, **params):
@@ -102,6 +122,8 @@ def query(url):
 if __name__ == "__main__":
     if len(sys.argv) >= 5 and sys.argv[1] == "config":
         make_config(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "rules":
+        fast_rules(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "query":
         query(sys.argv[2])
     else:
