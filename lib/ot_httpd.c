@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "ot_event.h"
 #include "ot_httpd.h"
 #include "ot_log.h"
+#include "ot_text.h"
 #include "ot_trace.h"
 #include "ot_metrics.h"
 
@@ -32,6 +34,7 @@
 #define HEAD_MS 10000             /* each request's line and headers must arrive within this */
 #define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
 #define MAX_CONNECTIONS 1024     /* unless the tool asks for more */
+#define LOG_EVERY_MS 10000        /* one warning this often for messages MHD repeats per connection */
 
 struct ot_httpd {
 	struct MHD_Daemon *d;
@@ -465,31 +468,47 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	*con_cls = NULL;
 }
 
+/* MHD's messages, by their format: most come once per connection (refused, dropped by its
+ * client, cut for slowness, a live stream whose client went), so under a flood each says itself
+ * once every LOG_EVERY_MS as a warning, with how many more there were, the rest at debug level. */
+static pthread_mutex_t said_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct said {
+	unsigned key;        /* ot_hash32 of the format; 0: free */
+	long long last;      /* ms, monotonic, when it was last a warning */
+	long quiet;          /* times since, at debug level */
+} said[64];
+
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
 	size_t n;
-	static atomic_llong last_conn_msg;
-	long long now, last;
+	unsigned key = ot_hash32(fmt) | 1;
+	struct said *w = &said[key % (sizeof said / sizeof said[0])];
+	long long now = ot_now_ms();
+	long quiet = 0;
+	int loud = 1;
 
 	(void)cls;
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	/* MHD says this once per connection refused or dropped, and once per live stream whose
-	 * client went: under a flood, one warning each 10 s, the rest at debug level. */
-	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed") ||
-	    strstr(msg, "application error generating response") || strstr(msg, "Failed to send")) {
-		now = ot_now_ms();
-		last = atomic_load(&last_conn_msg);
-		if ((last && now - last < 10000) || !atomic_compare_exchange_strong(&last_conn_msg, &last, now)) {
-			OT_DEBUG(NULL, "http: %s", msg);
-			return;
-		}
+	pthread_mutex_lock(&said_mu);
+	if (w->key == key && now - w->last < LOG_EVERY_MS) {
+		w->quiet++;
+		loud = 0;
+	} else {
+		quiet = w->key == key ? w->quiet : 0;
+		*w = (struct said){key, now, 0};
 	}
-	OT_WARN(NULL, "http: %s", msg);
+	pthread_mutex_unlock(&said_mu);
+	if (!loud)
+		OT_DEBUG(NULL, "http: %s", msg);
+	else if (quiet)
+		OT_WARN(NULL, "http: %s (and %ld more like it since the last, at debug level)", msg, quiet);
+	else
+		OT_WARN(NULL, "http: %s", msg);
 }
 
 /* MHD decodes the path in place, so an encoded NUL would end it early and "/orders/{id}%00"
@@ -562,6 +581,9 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	unsigned poller = MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
 	struct ot_httpd *s = NULL;
 	int fd = -1, threads = o->threads > 1 ? o->threads : 1;
+	/* A pool of one is MHD's own polling thread, and MHD warns when asked for it. */
+	struct MHD_OptionItem pool[] = {{threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+	                                 (intptr_t)threads, NULL}, {MHD_OPTION_END, 0, NULL}};
 
 	m_requests = ot_metric_new(OT_COUNTER, "ot_http_requests_total", "HTTP requests answered, by route and status.",
 	                           "route,code", NULL, 0);
@@ -581,13 +603,12 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	s->o.max_connections = o->max_connections > 0 ? o->max_connections : MAX_CONNECTIONS;
 	pthread_mutex_init(&s->ready_mu, NULL);
 	pthread_mutex_init(&s->tcp_mu, NULL);
-	/* MHD_OPTION_THREAD_POOL_SIZE 1 is a pool of one, still its own thread: the same. */
 	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | poller | MHD_USE_ITC | MHD_USE_ERROR_LOG |
 	                        MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE,
 	                        0, NULL, NULL, handler, s,
 	                        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-	                        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+	                        MHD_OPTION_ARRAY, pool,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
 	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
 	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections,
