@@ -1429,9 +1429,11 @@ quiesce(void *app)
 struct ot_http *
 ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc, char *errstr, size_t errsz)
 {
-	struct ot_httpd_opts so = {cfg->http_addr, THREADS, o->max_per_client, routes, orders,
-	                           sizeof(struct serve_req), NULL, request_done, quiesce, NULL,
-	                           o->max_streams + API_CONNECTIONS};
+	struct ot_httpd_opts so = {
+		.addr = cfg->http_addr, .threads = THREADS, .max_per_client = o->max_per_client, .routes = routes,
+		.fallback = orders, .req_size = sizeof(struct serve_req), .done = request_done, .quiesce = quiesce,
+		.max_connections = o->max_streams + API_CONNECTIONS,
+	};
 	struct ot_redis_url u;
 	struct ot_live_hooks hooks;
 	struct ot_http *h = NULL;

@@ -29,3 +29,34 @@ health_port() {
 	assert_output 0
 	run ! grep -q 'thread pool' "$BATS_TEST_TMPDIR/tool.log"
 }
+
+@test "health port: 16 connections at once from one address, so one client cannot fill its slots and fail the liveness probe" {
+	health_port
+	# 100 connections from 127.0.0.2 trickling their heads: 16 get in, the rest are closed at once
+	python3 "$ROOT/test/tools/slow-heads.py" 127.0.0.1 "$PORT" 100 3 127.0.0.2 > "$BATS_TEST_TMPDIR/flood" &
+	flood=$!
+	sleep 1
+	# meanwhile the probes from elsewhere answer
+	for i in 1 2 3; do
+		run curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$PORT/healthz"
+		assert_output 200
+	done
+	wait "$flood"
+	echo "# $(cat "$BATS_TEST_TMPDIR/flood")" >&3
+	run cat "$BATS_TEST_TMPDIR/flood"
+	assert_output --partial '"failed": 0, "refused": 84, "open": 16'
+	[ "$(metric_of "$PORT" ot_http_client_refused_total)" = 84 ]
+}
+
+@test "health port: a request with a body is answered at once (405, or 400 for a GET), never waited for" {
+	health_port
+	for args in "-p /healthz" "-p /metrics" "-m GET -p /healthz" "-m PUT -p /readyz"; do
+		# shellcheck disable=SC2086
+		run python3 "$ROOT/test/tools/slow-bodies.py" 127.0.0.1 "$PORT" 3 4 -s 127.0.0.3 $args
+		echo "# $args: $output" >&3
+		assert_output --regexp '"answered": \{"40[05]": 3\}, "answer_max_s": 0(\.[0-9])?, "open": 0'
+	done
+	run curl -s -w '\n%{http_code}' -X POST -d x "http://127.0.0.1:$PORT/healthz"
+	assert_line --index 0 '{"error":"method not allowed"}'
+	assert_line --index 1 405
+}
