@@ -2,7 +2,6 @@
  * served by ot_httpd. */
 #include <jansson.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -663,17 +662,11 @@ get_order(struct call *x, const char *id)
 	return MHD_YES;
 }
 
-/* The client's address, as "ip:ADDR". */
+/* The client's address, as "ip:ADDR": behind a trusted proxy, the one its headers name. */
 static void
 addr_of(struct call *x, char *out, size_t outsz)
 {
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(x->con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	char host[64] = "unknown";
-
-	if (ci && ci->client_addr)
-		getnameinfo(ci->client_addr, ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-		            : sizeof(struct sockaddr_in), host, sizeof host, NULL, 0, NI_NUMERICHOST);
-	snprintf(out, outsz, "ip:%s", host);
+	snprintf(out, outsz, "ip:%s", x->rq->client);
 }
 
 /* Takes one request from client's lease: 1 when it had one. */
@@ -787,11 +780,13 @@ gcra_sync(struct call *x, const char *client, double per_s, int burst, int take,
 }
 
 /* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
- * identity: a new one per request must not buy a fresh limit). A request carrying a key also
- * meets its address's stricter limit on failed authentications: a wrong key counts against
- * it, and past it every key is refused unchecked, a right guess too, so keys cannot be guessed
- * faster than AUTH_FAIL_RATE. With Redis down or its circuit open nothing is enforced (fails
- * open), since refusing every client would turn a cache outage into an API outage.
+ * identity: a new one per request must not buy a fresh limit), behind a trusted proxy the
+ * client's own. A request with a valid key is judged by its key's budget alone; one with a
+ * wrong key also counts against its address's stricter limit on failed authentications, past
+ * which it gets 429, so one client sending junk keys slows itself and no one else (behind the
+ * ingress, without trusted proxies, its address is everyone's). With Redis down or its circuit
+ * open nothing is enforced (fails open), since refusing every client would turn a cache outage
+ * into an API outage.
  * Where the rate allows (lease_n > 1), a request takes lease_n requests from Redis at once when
  * all may pass, and the client's next ones spend them here without a round trip: Redis has
  * counted them already, so no client gets more than its limit across every server; a lease not
@@ -835,10 +830,10 @@ within_limit(struct call *x, long *wait_ms)
 		ot_rpipe_send(x->h->pipe, &x->sr->rj);
 		return -1;
 	}
-	if (x->sr->auth) {
+	if (x->sr->auth < 0) {
 		char fails[96];
 		snprintf(fails, sizeof fails, "authfail:%s", addr);
-		rc = gcra_sync(x, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
+		rc = gcra_sync(x, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, 1, wait_ms, err, sizeof err);
 	}
 	if (rc > 0 && x->h->rate > 0 && !(x->sr->auth > 0 && lease_take(x->h, client))) {
 		rc = gcra_sync(x, client, x->h->rate, x->h->burst, n, wait_ms, err, sizeof err);
@@ -1290,20 +1285,55 @@ readyz_route(void *app, struct ot_httpd_req *rq)
 	return offload(&x, readyz); /* its check may wait up to a second */
 }
 
+static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
+static const char *const allow_post[] = {"Allow", "POST", NULL};
+/* The route label of each resource in the metrics. */
+static const char *const res_name[] = {
+	[OT_RES_ORDERS] = "order_post", [OT_RES_ORDER] = "order_get", [OT_RES_CANCEL] = "order_cancel",
+	[OT_RES_EVENTS] = "order_events", [OT_RES_WS] = "order_ws",
+};
+
+/* Before the body of a request to the order API is read (ot_httpd_opts.head): what would be
+ * refused whatever the body holds is refused now, so sending a body slowly buys nothing: 404,
+ * 405, a write without a valid key 401 (a wrong key past its address's limit on failed
+ * authentications 429, as within_limit counts it), a placement not in JSON 415. */
+static enum MHD_Result
+orders_head(void *app, struct ot_httpd_req *rq)
+{
+	const char *ctype = MHD_lookup_connection_value(rq->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	enum ot_order_res res;
+	char oid[64];
+	long wait_ms;
+	struct call x;
+
+	if (call_of(app, rq, &x))
+		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	if ((res = ot_http_order_path(rq->url, oid, sizeof oid)) == OT_RES_NONE)
+		return reply_error(&x, 404, "no such resource", NULL);
+	rq->route = res_name[res];
+	if (res != OT_RES_ORDERS && res != OT_RES_CANCEL)
+		return not_allowed(&x, allow_get);
+	if (strcmp(rq->method, MHD_HTTP_METHOD_POST))
+		return not_allowed(&x, allow_post);
+	authenticate(&x);
+	/* A wrong key's check is the event thread's (gcra_sync): within_limit does not suspend it. */
+	if (x.sr->auth < 0 && !within_limit(&x, &wait_ms))
+		return too_many(&x, wait_ms);
+	if (x.sr->auth < 1)
+		return unauthorized(&x);
+	if (res == OT_RES_ORDERS && !is_json(ctype))
+		return reply_error(&x, 415, "Content-Type must be application/json", NULL);
+	return MHD_YES;
+}
+
 /* /orders and /orders/{id}[/cancel|/events|/ws]: authenticated and rate-limited; anything
  * else is 404. */
 static enum MHD_Result
 orders_route(void *app, struct ot_httpd_req *rq)
 {
-	static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
-	static const char *const allow_post[] = {"Allow", "POST", NULL};
 	const char *url = rq->url, *method = rq->method;
 	int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
 	int post = !strcmp(method, MHD_HTTP_METHOD_POST);
-	static const char *const names[] = {
-		[OT_RES_ORDERS] = "order_post", [OT_RES_ORDER] = "order_get", [OT_RES_CANCEL] = "order_cancel",
-		[OT_RES_EVENTS] = "order_events", [OT_RES_WS] = "order_ws",
-	};
 	enum ot_order_res res;
 	char oid[64];
 	long wait_ms;
@@ -1314,7 +1344,7 @@ orders_route(void *app, struct ot_httpd_req *rq)
 		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
 	if ((res = ot_http_order_path(url, oid, sizeof oid)) == OT_RES_NONE)
 		return reply_error(&x, 404, "no such resource", NULL);
-	rq->route = names[res];
+	rq->route = res_name[res];
 	authenticate(&x);
 	if ((lim = within_limit(&x, &wait_ms)) < 0)
 		return MHD_YES; /* suspended: this runs again once Redis answered */
@@ -1431,7 +1461,8 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 {
 	struct ot_httpd_opts so = {
 		.addr = cfg->http_addr, .threads = THREADS, .max_per_client = o->max_per_client, .routes = routes,
-		.fallback = orders, .req_size = sizeof(struct serve_req), .done = request_done, .quiesce = quiesce,
+		.fallback = orders, .head = orders_head, .trusted = o->trusted, .request_ms = o->request_ms,
+		.req_size = sizeof(struct serve_req), .done = request_done, .quiesce = quiesce,
 		.max_connections = o->max_streams + API_CONNECTIONS,
 	};
 	struct ot_redis_url u;
