@@ -133,7 +133,7 @@ struct call {
 enum ot_cache_result { OT_C_HIT, OT_C_MISS, OT_C_BYPASS, OT_C_LOCAL, OT_C_COUNT };
 static const char *const cache_label[OT_C_COUNT] = {"hit", "miss", "bypass", "local"};
 static struct ot_metric *m_reads, *m_limited, *m_circuit, *m_opens, *m_rejected, *m_degraded, *m_streams,
-	*m_subscribed, *m_messages, *m_sent, *m_lentries, *m_lflushes;
+	*m_subscribed, *m_messages, *m_sent, *m_lentries, *m_lflushes, *m_db_down;
 
 static _Thread_local struct conns *tconns;
 
@@ -1099,6 +1099,20 @@ cache_degraded(struct ot_http *h)
 	return down || !ls.connected || ot_breaker_read(&h->redis_cb, &opens, &rejected) != OT_BREAKER_CLOSED;
 }
 
+/* 1 while the orders database does not answer, as far as is known without I/O: the last
+ * readiness check (if recent) found it down, or its circuit is open. Writes then get 503. */
+static int
+db_down(struct ot_http *h)
+{
+	long opens, rejected;
+	int down;
+
+	pthread_mutex_lock(&h->ready_mu);
+	down = h->ready_at && ot_now_ms() - h->ready_at < READY_FRESH_MS && !h->ready_db;
+	pthread_mutex_unlock(&h->ready_mu);
+	return down || ot_breaker_read(&h->pg_cb, &opens, &rejected) == OT_BREAKER_OPEN;
+}
+
 /* Before each scrape: the circuits, the cache and the live streams as they are now. */
 static void
 collect(void *arg)
@@ -1116,6 +1130,7 @@ collect(void *arg)
 		ot_metric_set(m_rejected, (double)rejected, dep[i]);
 	}
 	ot_metric_set(m_degraded, cache_degraded(h));
+	ot_metric_set(m_db_down, db_down(h));
 	ot_live_read(h->live, &ls);
 	ot_metric_set(m_streams, ls.sse, "sse");
 	ot_metric_set(m_streams, ls.ws, "websocket");
@@ -1145,6 +1160,8 @@ register_metrics(void)
 	                           "circuit", NULL, 0);
 	m_degraded = ot_metric_new(OT_GAUGE, "ot_cache_degraded", "1 while reads cannot use Redis and go to the database.",
 	                           NULL, NULL, 0);
+	m_db_down = ot_metric_new(OT_GAUGE, "ot_db_down", "1 while the orders database does not answer: writes get "
+	                          "503, reads come from the caches.", NULL, NULL, 0);
 	m_streams = ot_metric_new(OT_GAUGE, "ot_live_streams", "Live status streams open, by protocol.", "protocol", NULL, 0);
 	m_subscribed = ot_metric_new(OT_GAUGE, "ot_live_subscribed",
 	                             "1 while the Redis subscription feeding the streams holds.", NULL, NULL, 0);
@@ -1213,32 +1230,37 @@ ready_state(struct call *x, int *db, int *redis)
 	pthread_mutex_unlock(&x->h->ready_mu);
 }
 
-/* GET /healthz: 200 while the process runs; the body says whether the cache is degraded. */
+/* GET /healthz: 200 while the process runs; the body says whether the cache is degraded and
+ * whether the database is down. */
 static enum MHD_Result
 healthz(struct call *x)
 {
-	return reply_json(x, 200, json_pack("{s:s, s:s}", "status", "ok", "cache",
-	                                    cache_degraded(x->h) ? "degraded" : "ok"), NULL);
+	return reply_json(x, 200, json_pack("{s:s, s:s, s:s}", "status", "ok", "cache",
+	                                    cache_degraded(x->h) ? "degraded" : "ok", "db",
+	                                    db_down(x->h) ? "down" : "ok"), NULL);
 }
 
-/* GET /readyz: can this replica serve? Every read and write needs PostgreSQL; Redis only
- * speeds reads up (they fall back to the database), so Redis down is reported, not 503: one
- * Redis blip must not take every replica out of its Service at once. */
+/* GET /readyz: can this replica serve reads? With Redis down they come from the database; with
+ * the database down, from Redis (writes and cache misses get 503 meanwhile). Either one down is
+ * reported, not 503: an outage of one must not take every replica out of its Service at once,
+ * when each can still answer. Both down is 503. */
 static enum MHD_Result
 readyz(struct call *x)
 {
+	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int db, redis;
 	json_t *o;
 
 	ready_state(x, &db, &redis);
-	o = json_pack("{s:s, s:s, s:s}", "status", db ? "ready" : "unavailable", "db", db ? "ok" : "down",
+	o = json_pack("{s:s, s:s, s:s}", "status", db || redis ? "ready" : "unavailable", "db", db ? "ok" : "down",
 	              "redis", redis ? "ok" : "down");
 	if (o && !redis)
 		json_object_set_new(o, "cache", json_string("degraded"));
 	if (o && !db)
-		json_object_set_new(o, "error", json_string(!redis ? "PostgreSQL and Redis are down"
-		                                            : "PostgreSQL is down"));
-	return reply_json(x, db ? 200 : 503, o, NULL);
+		json_object_set_new(o, "writes", json_string("unavailable"));
+	if (o && !db && !redis)
+		json_object_set_new(o, "error", json_string("PostgreSQL and Redis are down"));
+	return reply_json(x, db || redis ? 200 : 503, o, db || redis ? NULL : retry);
 }
 
 

@@ -35,8 +35,9 @@ struct ot_http_opts {
  * migrates the orders database once, then serves on a pool of four threads, each with its own
  * PostgreSQL and Redis connections made on its first request, and one more thread that closes
  * connections whose request takes over o->request_ms to arrive. The orders database must answer
- * at start; Redis need not (reads then come from the database). Returns NULL with *rc and
- * errstr: OT_ESERVICE when the database is unreachable or the address is in use, OT_ECONFIG
+ * at start; Redis need not (reads then come from the database). Later, either may go: reads
+ * need one of them, writes the database (503 with Retry-After without it). Returns NULL with
+ * *rc and errstr: OT_ESERVICE when the database is unreachable or the address is in use, OT_ECONFIG
  * for a bad address or Redis URL. Free with ot_http_stop. */
 struct ot_http *ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc,
                               char *errstr, size_t errsz);

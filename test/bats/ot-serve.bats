@@ -177,7 +177,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 200
 	assert_line --index 0 '{"status":"ready","db":"ok","redis":"ok"}'
 	run http "$BASE/healthz"
-	assert_line --index 0 '{"status":"ok","cache":"ok"}'
+	assert_line --index 0 '{"status":"ok","cache":"ok","db":"ok"}'
 	[ "$(metric ot_cache_degraded)" = 0 ]
 	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 	sleep 1.1 # past the age of the last check
@@ -186,7 +186,7 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 0 '{"status":"ready","db":"ok","redis":"down","cache":"degraded"}'
 	run http "$BASE/healthz"
 	assert_line --index 1 200
-	assert_line --index 0 '{"status":"ok","cache":"degraded"}'
+	assert_line --index 0 '{"status":"ok","cache":"degraded","db":"ok"}'
 	[ "$(metric ot_cache_degraded)" = 1 ]
 	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
 	assert_line --index 1 200
@@ -243,6 +243,83 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 		sleep 0.2
 	done
 	grep -qi '^X-Cache: HIT' "$BATS_TEST_TMPDIR/h"
+}
+
+@test "ot-serve: with PostgreSQL down /readyz stays 200 while Redis answers: cached reads answer, writes get 503 with Retry-After, /healthz and metrics say so; writes work again once it is back" {
+	pgp=$(free_port)
+	pghost=$(echo "$OT_ORDERS_DB" | sed -n 's/.*port=\([0-9]*\).*/\1/p')
+	proxy "$pgp" 127.0.0.1 "$pghost"
+	serve OT_ORDERS_DB="$OT_ORDERS_DB port=$pgp"
+	body="{\"customer_id\":\"c-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"1 Outage Street\"}"
+	run http -X POST -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 201
+	id=$(echo "${lines[0]}" | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ "$(metric ot_db_down)" = 0 ]
+	kill "$PROXY_PID"
+	sleep 1.1 # past the age of the last check
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/readyz"
+	assert_line --index 1 200
+	assert_line --index 0 '{"status":"ready","db":"down","redis":"ok","writes":"unavailable"}'
+	run http "$BASE/healthz"
+	assert_line --index 1 200
+	assert_line --index 0 '{"status":"ok","cache":"ok","db":"down"}'
+	[ "$(metric ot_db_down)" = 1 ]
+	# the order is in Redis: its status, its stream and its ETag answer without the database
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+	assert_line --index 1 200
+	assert_line --index 0 --partial "\"order_id\":\"$id\",\"status\":\"PENDING\",\"version\":1"
+	run curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "v1"' "$BASE/orders/$id"
+	assert_output 304
+	sse live "$BASE/orders/$id/events"
+	wait_lines live 1 '^id: 1$'
+	# writes, and reads Redis cannot answer, wait for the database: 503 with Retry-After
+	run http -D "$BATS_TEST_TMPDIR/h" -X POST -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 503
+	assert_line --index 0 '{"error":"the orders database is unavailable"}'
+	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
+	run http -D "$BATS_TEST_TMPDIR/h" -X POST "$BASE/orders/$id/cancel"
+	assert_line --index 1 503
+	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$(uuid)"
+	assert_line --index 1 503
+	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
+	# back: the next check sees it, and writes go through again
+	proxy "$pgp" 127.0.0.1 "$pghost"
+	for i in $(seq 1 50); do
+		run http -X POST "$BASE/orders/$id/cancel"
+		[ "${lines[1]}" = 200 ] && break
+		sleep 0.2
+	done
+	assert_line --index 1 200
+	assert_line --index 0 --partial '"status":"CANCELLED"'
+	[ "$(status_of "$id")" = CANCELLED ]
+	wait_lines live 1 '"status":"CANCELLED"'
+	run http -X POST -H 'Content-Type: application/json' -d "$body" "$BASE/orders"
+	assert_line --index 1 201
+	sleep 1.1
+	run http "$BASE/readyz"
+	assert_line --index 0 '{"status":"ready","db":"ok","redis":"ok"}'
+	[ "$(metric ot_db_down)" = 0 ]
+	run http "$BASE/healthz"
+	assert_line --index 0 '{"status":"ok","cache":"ok","db":"ok"}'
+}
+
+@test "ot-serve: with PostgreSQL and Redis both down /readyz is 503 with Retry-After" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	pgp=$(free_port)
+	pghost=$(echo "$OT_ORDERS_DB" | sed -n 's/.*port=\([0-9]*\).*/\1/p')
+	proxy "$pgp" 127.0.0.1 "$pghost"
+	serve OT_ORDERS_DB="$OT_ORDERS_DB port=$pgp" OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	kill "$PROXY_PID"
+	redis-cli -p "$OWN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+	sleep 1.1
+	run http -D "$BATS_TEST_TMPDIR/h" "$BASE/readyz"
+	assert_line --index 1 503
+	assert_line --index 0 '{"status":"unavailable","db":"down","redis":"down","cache":"degraded","writes":"unavailable","error":"PostgreSQL and Redis are down"}'
+	grep -qi '^Retry-After: 1' "$BATS_TEST_TMPDIR/h"
+	run http "$BASE/healthz"
+	assert_line --index 1 200
 }
 
 @test "ot-serve: /readyz checks PostgreSQL and Redis at most once a second however often it is asked" {
