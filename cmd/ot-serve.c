@@ -15,13 +15,14 @@
 #include "ot_metrics.h"
 #include "ot_order.h"
 #include "ot_pg.h"
+#include "ot_proxy.h"
 #include "ot_signal.h"
 
 static const char *argv0 = "ot-serve";
 
 enum {
 	OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS, OPT_WS_ORIGINS,
-	OPT_MAX_PER_CLIENT, OPT_LOCAL_CACHE_MS, OPT_LOCAL_CACHE_MAX
+	OPT_MAX_PER_CLIENT, OPT_LOCAL_CACHE_MS, OPT_LOCAL_CACHE_MAX, OPT_TRUSTED_PROXIES, OPT_REQUEST_TIMEOUT
 };
 
 static void
@@ -44,18 +45,21 @@ usage(FILE *f, int full)
 	        "                      Idempotency-Key header serves as request_id) -> 201, 200 if placed before\n"
 	        "  POST /orders/{id}/cancel  cancel it while it is not yet on its way -> 200, 409\n"
 	        "  GET  /              the tracking page\n"
-	        "  GET  /healthz       200 while the process runs; \"cache\":\"degraded\" without Redis\n"
-	        "  GET  /readyz        200 while PostgreSQL answers (Redis down shows in the body), else\n"
-	        "                      503; from a check at most a second old\n"
+	        "  GET  /healthz       200 while the process runs; \"cache\":\"degraded\" without Redis,\n"
+	        "                      \"db\":\"down\" without PostgreSQL\n"
+	        "  GET  /readyz        200 while PostgreSQL or Redis answers (reads need one of them; the\n"
+	        "                      body says which is down), else 503; from a check at most a second old\n"
 	        "  GET  /metrics       Prometheus text: requests, latencies, cache, circuits, streams\n"
 	        "Writes (POST) and ?full=1 need an API key: Authorization: Bearer KEY or\n"
 	        "X-API-Key: KEY (else 401).\n"
 	        "Requests under /orders are rate limited per client in Redis (GCRA; 429 + Retry-After):\n"
-	        "a valid API key, else the address; wrong keys count per address against a stricter\n"
-	        "limit (10, then one every 6 s), past which every key from it is refused.\n"
-	        "Redis may be down at start: reads then come from the database.\n"
+	        "a valid API key (by its budget alone), else the address; wrong keys count per address\n"
+	        "against a stricter limit (10, then one every 6 s), past which they get 429. Behind\n"
+	        "--trusted-proxies the address is the client's, from X-Forwarded-For or Forwarded.\n"
+	        "Redis may be down at start: reads then come from the database. With PostgreSQL down\n"
+	        "later, reads come from Redis and writes get 503 with Retry-After.\n"
 	        "Exits 0 on SIGINT/SIGTERM; 64 usage; 69 the orders database unreachable at start or the\n"
-	        "address in use; 78 a bad address or Redis URL.\n\n"
+	        "address in use; 78 a bad address, Redis URL or OT_TRUSTED_PROXIES.\n\n"
 	        "  -h, --help              this help\n"
 	        "  -V, --version           print the version\n"
 	        "      --api-key KEY[,KEY] keys that may write (OT_API_KEY)\n"
@@ -66,8 +70,15 @@ usage(FILE *f, int full)
 	        "      --max-streams N     live streams open at once (OT_MAX_STREAMS; 512)\n"
 	        "      --ws-origins O[,O]  the only Origins a WebSocket may come from, as\n"
 	        "                          https://host[:port] (OT_WS_ORIGINS; any)\n"
-	        "      --max-per-client N  connections open at once from one address, 0 for no limit\n"
+	        "      --max-per-client N  connections open at once from one address (behind a trusted\n"
+	        "                          proxy, requests at once from one client), 0 for no limit\n"
 	        "                          (OT_MAX_PER_CLIENT; 64)\n"
+	        "      --trusted-proxies CIDR[,CIDR]\n"
+	        "                          reverse proxies (the ingress) whose X-Forwarded-For or\n"
+	        "                          Forwarded names the client (OT_TRUSTED_PROXIES; none)\n"
+	        "      --request-timeout S seconds a request's head and body may take to arrive, from\n"
+	        "                          the connection's start or its previous answer; a body must\n"
+	        "                          also keep up 1 KiB a second (OT_REQUEST_TIMEOUT_S; 10)\n"
 	        "      --local-cache-ms MS an in-process cache entry serves reads at most this long;\n"
 	        "                          Redis invalidates it sooner on any change; 0 turns the\n"
 	        "                          in-process cache off (OT_LOCAL_CACHE_MS; 1000)\n"
@@ -170,20 +181,25 @@ main(int argc, char **argv)
 		{"max-per-client", required_argument, NULL, OPT_MAX_PER_CLIENT},
 		{"local-cache-ms", required_argument, NULL, OPT_LOCAL_CACHE_MS},
 		{"local-cache-max", required_argument, NULL, OPT_LOCAL_CACHE_MAX},
+		{"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
+		{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
 		{NULL, 0, NULL, 0}
 	};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64, 1000, 10000, NULL};
+	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64, 1000, 10000, NULL,
+	                         NULL, 10000};
 	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
 	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
 	const char *pmax = getenv("OT_MAX_PER_CLIENT");
 	const char *lms = getenv("OT_LOCAL_CACHE_MS"), *lmax = getenv("OT_LOCAL_CACHE_MAX");
+	const char *proxies = getenv("OT_TRUSTED_PROXIES"), *rto = getenv("OT_REQUEST_TIMEOUT_S");
+	struct ot_proxies *trusted = NULL;
 	struct ot_http *h = NULL;
 	PGconn *db = NULL;
 	long n;
 	char err[1024];
-	int c, r, rc = OT_OK;
+	int c, r, rc = OT_OK, timeout_s = 10, proxies_flag = 0;
 
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "hV", longopts, NULL)) != -1) {
@@ -202,6 +218,8 @@ main(int argc, char **argv)
 		case OPT_MAX_PER_CLIENT: pmax = optarg; continue;
 		case OPT_LOCAL_CACHE_MS: lms = optarg; continue;
 		case OPT_LOCAL_CACHE_MAX: lmax = optarg; continue;
+		case OPT_TRUSTED_PROXIES: proxies = optarg, proxies_flag = 1; continue;
+		case OPT_REQUEST_TIMEOUT: rto = optarg; continue;
 		}
 	}
 	if (optind < argc) {
@@ -213,7 +231,8 @@ main(int argc, char **argv)
 	    (nmax && whole(nmax, "max-streams", 1, 100000, &o.max_streams)) ||
 	    (pmax && whole(pmax, "max-per-client", 0, 100000, &o.max_per_client)) ||
 	    (lms && whole(lms, "local-cache-ms", 0, 60000, &o.local_cache_ms)) ||
-	    (lmax && whole(lmax, "local-cache-max", 1, 10000000, &o.local_cache_max))) {
+	    (lmax && whole(lmax, "local-cache-max", 1, 10000000, &o.local_cache_max)) ||
+	    (rto && whole(rto, "request-timeout", 1, 300, &timeout_s))) {
 		ot_config_free(&cfg);
 		return EX_USAGE;
 	}
@@ -221,8 +240,17 @@ main(int argc, char **argv)
 		ot_config_free(&cfg);
 		return EX_CONFIG;
 	}
-	if ((r = ot_config_done(&cfg, ":8080")))
+	if (!(trusted = ot_proxies_parse(proxies, err, sizeof err))) {
+		fprintf(stderr, "%s: %s: %s\n", argv0, proxies_flag ? "--trusted-proxies" : "OT_TRUSTED_PROXIES", err);
+		ot_config_free(&cfg);
+		return proxies_flag ? EX_USAGE : EX_CONFIG;
+	}
+	o.trusted = trusted;
+	o.request_ms = timeout_s * 1000;
+	if ((r = ot_config_done(&cfg, ":8080"))) {
+		ot_proxies_free(trusted);
 		return r;
+	}
 	ot_signal_install();
 	raise_nofile(o.max_streams);
 	ot_metrics_process(argv0, OT_VERSION);
@@ -236,6 +264,8 @@ main(int argc, char **argv)
 		goto out;
 	}
 	OT_INFO(NULL, "listening on %s", cfg.http_addr);
+	if (ot_proxies_count(trusted))
+		OT_INFO(NULL, "clients behind %s are named by X-Forwarded-For or Forwarded", proxies);
 	for (n = 0; !ot_stop; n++) {
 		nanosleep(&tick, NULL);
 		/* Once a second, the cache statistics the workers counted go to Redis. */
@@ -254,6 +284,7 @@ main(int argc, char **argv)
 	PQfinish(db);
 out:
 	ot_cache_free(o.cache);
+	ot_proxies_free(trusted);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);
 }

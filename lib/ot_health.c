@@ -14,6 +14,9 @@
 
 #define CHECK_MS 500        /* per database or Redis, so /readyz answers within a probe's timeout */
 #define KAFKA_CHECK_MS 1000 /* a broker's metadata answer may queue behind a busy consumer's fetches */
+/* Connections at once from one address: the kubelet and Prometheus need a few; one client must
+ * not fill the server's 1,024 and fail the liveness probe. */
+#define PER_CLIENT 16
 
 struct ot_health {
 	struct ot_health_deps deps;
@@ -74,7 +77,7 @@ ready(void *app, char *why, size_t whysz)
 struct ot_health *
 ot_health_start(const char *addr, const struct ot_health_deps *deps, int *rc, char *errstr, size_t errsz)
 {
-	struct ot_httpd_opts o = {addr, 1, 0, NULL, NULL, 0, ready, NULL, NULL, NULL, 0};
+	struct ot_httpd_opts o = {.addr = addr, .threads = 1, .max_per_client = PER_CLIENT, .ready = ready};
 	struct ot_health *h = calloc(1, sizeof *h);
 
 	if (!h) {

@@ -2,7 +2,6 @@
  * served by ot_httpd. */
 #include <jansson.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -134,7 +133,7 @@ struct call {
 enum ot_cache_result { OT_C_HIT, OT_C_MISS, OT_C_BYPASS, OT_C_LOCAL, OT_C_COUNT };
 static const char *const cache_label[OT_C_COUNT] = {"hit", "miss", "bypass", "local"};
 static struct ot_metric *m_reads, *m_limited, *m_circuit, *m_opens, *m_rejected, *m_degraded, *m_streams,
-	*m_subscribed, *m_messages, *m_sent, *m_lentries, *m_lflushes;
+	*m_subscribed, *m_messages, *m_sent, *m_lentries, *m_lflushes, *m_db_down;
 
 static _Thread_local struct conns *tconns;
 
@@ -663,17 +662,11 @@ get_order(struct call *x, const char *id)
 	return MHD_YES;
 }
 
-/* The client's address, as "ip:ADDR". */
+/* The client's address, as "ip:ADDR": behind a trusted proxy, the one its headers name. */
 static void
 addr_of(struct call *x, char *out, size_t outsz)
 {
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(x->con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	char host[64] = "unknown";
-
-	if (ci && ci->client_addr)
-		getnameinfo(ci->client_addr, ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-		            : sizeof(struct sockaddr_in), host, sizeof host, NULL, 0, NI_NUMERICHOST);
-	snprintf(out, outsz, "ip:%s", host);
+	snprintf(out, outsz, "ip:%s", x->rq->client);
 }
 
 /* Takes one request from client's lease: 1 when it had one. */
@@ -787,11 +780,13 @@ gcra_sync(struct call *x, const char *client, double per_s, int burst, int take,
 }
 
 /* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
- * identity: a new one per request must not buy a fresh limit). A request carrying a key also
- * meets its address's stricter limit on failed authentications: a wrong key counts against
- * it, and past it every key is refused unchecked, a right guess too, so keys cannot be guessed
- * faster than AUTH_FAIL_RATE. With Redis down or its circuit open nothing is enforced (fails
- * open), since refusing every client would turn a cache outage into an API outage.
+ * identity: a new one per request must not buy a fresh limit), behind a trusted proxy the
+ * client's own. A request with a valid key is judged by its key's budget alone; one with a
+ * wrong key also counts against its address's stricter limit on failed authentications, past
+ * which it gets 429, so one client sending junk keys slows itself and no one else (behind the
+ * ingress, without trusted proxies, its address is everyone's). With Redis down or its circuit
+ * open nothing is enforced (fails open), since refusing every client would turn a cache outage
+ * into an API outage.
  * Where the rate allows (lease_n > 1), a request takes lease_n requests from Redis at once when
  * all may pass, and the client's next ones spend them here without a round trip: Redis has
  * counted them already, so no client gets more than its limit across every server; a lease not
@@ -835,10 +830,10 @@ within_limit(struct call *x, long *wait_ms)
 		ot_rpipe_send(x->h->pipe, &x->sr->rj);
 		return -1;
 	}
-	if (x->sr->auth) {
+	if (x->sr->auth < 0) {
 		char fails[96];
 		snprintf(fails, sizeof fails, "authfail:%s", addr);
-		rc = gcra_sync(x, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, x->sr->auth < 0, wait_ms, err, sizeof err);
+		rc = gcra_sync(x, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, 1, wait_ms, err, sizeof err);
 	}
 	if (rc > 0 && x->h->rate > 0 && !(x->sr->auth > 0 && lease_take(x->h, client))) {
 		rc = gcra_sync(x, client, x->h->rate, x->h->burst, n, wait_ms, err, sizeof err);
@@ -1104,6 +1099,20 @@ cache_degraded(struct ot_http *h)
 	return down || !ls.connected || ot_breaker_read(&h->redis_cb, &opens, &rejected) != OT_BREAKER_CLOSED;
 }
 
+/* 1 while the orders database does not answer, as far as is known without I/O: the last
+ * readiness check (if recent) found it down, or its circuit is open. Writes then get 503. */
+static int
+db_down(struct ot_http *h)
+{
+	long opens, rejected;
+	int down;
+
+	pthread_mutex_lock(&h->ready_mu);
+	down = h->ready_at && ot_now_ms() - h->ready_at < READY_FRESH_MS && !h->ready_db;
+	pthread_mutex_unlock(&h->ready_mu);
+	return down || ot_breaker_read(&h->pg_cb, &opens, &rejected) == OT_BREAKER_OPEN;
+}
+
 /* Before each scrape: the circuits, the cache and the live streams as they are now. */
 static void
 collect(void *arg)
@@ -1121,6 +1130,7 @@ collect(void *arg)
 		ot_metric_set(m_rejected, (double)rejected, dep[i]);
 	}
 	ot_metric_set(m_degraded, cache_degraded(h));
+	ot_metric_set(m_db_down, db_down(h));
 	ot_live_read(h->live, &ls);
 	ot_metric_set(m_streams, ls.sse, "sse");
 	ot_metric_set(m_streams, ls.ws, "websocket");
@@ -1150,6 +1160,8 @@ register_metrics(void)
 	                           "circuit", NULL, 0);
 	m_degraded = ot_metric_new(OT_GAUGE, "ot_cache_degraded", "1 while reads cannot use Redis and go to the database.",
 	                           NULL, NULL, 0);
+	m_db_down = ot_metric_new(OT_GAUGE, "ot_db_down", "1 while the orders database does not answer: writes get "
+	                          "503, reads come from the caches.", NULL, NULL, 0);
 	m_streams = ot_metric_new(OT_GAUGE, "ot_live_streams", "Live status streams open, by protocol.", "protocol", NULL, 0);
 	m_subscribed = ot_metric_new(OT_GAUGE, "ot_live_subscribed",
 	                             "1 while the Redis subscription feeding the streams holds.", NULL, NULL, 0);
@@ -1218,32 +1230,37 @@ ready_state(struct call *x, int *db, int *redis)
 	pthread_mutex_unlock(&x->h->ready_mu);
 }
 
-/* GET /healthz: 200 while the process runs; the body says whether the cache is degraded. */
+/* GET /healthz: 200 while the process runs; the body says whether the cache is degraded and
+ * whether the database is down. */
 static enum MHD_Result
 healthz(struct call *x)
 {
-	return reply_json(x, 200, json_pack("{s:s, s:s}", "status", "ok", "cache",
-	                                    cache_degraded(x->h) ? "degraded" : "ok"), NULL);
+	return reply_json(x, 200, json_pack("{s:s, s:s, s:s}", "status", "ok", "cache",
+	                                    cache_degraded(x->h) ? "degraded" : "ok", "db",
+	                                    db_down(x->h) ? "down" : "ok"), NULL);
 }
 
-/* GET /readyz: can this replica serve? Every read and write needs PostgreSQL; Redis only
- * speeds reads up (they fall back to the database), so Redis down is reported, not 503: one
- * Redis blip must not take every replica out of its Service at once. */
+/* GET /readyz: can this replica serve reads? With Redis down they come from the database; with
+ * the database down, from Redis (writes and cache misses get 503 meanwhile). Either one down is
+ * reported, not 503: an outage of one must not take every replica out of its Service at once,
+ * when each can still answer. Both down is 503. */
 static enum MHD_Result
 readyz(struct call *x)
 {
+	static const char *const retry[] = {"Retry-After", "1", NULL};
 	int db, redis;
 	json_t *o;
 
 	ready_state(x, &db, &redis);
-	o = json_pack("{s:s, s:s, s:s}", "status", db ? "ready" : "unavailable", "db", db ? "ok" : "down",
+	o = json_pack("{s:s, s:s, s:s}", "status", db || redis ? "ready" : "unavailable", "db", db ? "ok" : "down",
 	              "redis", redis ? "ok" : "down");
 	if (o && !redis)
 		json_object_set_new(o, "cache", json_string("degraded"));
 	if (o && !db)
-		json_object_set_new(o, "error", json_string(!redis ? "PostgreSQL and Redis are down"
-		                                            : "PostgreSQL is down"));
-	return reply_json(x, db ? 200 : 503, o, NULL);
+		json_object_set_new(o, "writes", json_string("unavailable"));
+	if (o && !db && !redis)
+		json_object_set_new(o, "error", json_string("PostgreSQL and Redis are down"));
+	return reply_json(x, db || redis ? 200 : 503, o, db || redis ? NULL : retry);
 }
 
 
@@ -1290,20 +1307,55 @@ readyz_route(void *app, struct ot_httpd_req *rq)
 	return offload(&x, readyz); /* its check may wait up to a second */
 }
 
+static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
+static const char *const allow_post[] = {"Allow", "POST", NULL};
+/* The route label of each resource in the metrics. */
+static const char *const res_name[] = {
+	[OT_RES_ORDERS] = "order_post", [OT_RES_ORDER] = "order_get", [OT_RES_CANCEL] = "order_cancel",
+	[OT_RES_EVENTS] = "order_events", [OT_RES_WS] = "order_ws",
+};
+
+/* Before the body of a request to the order API is read (ot_httpd_opts.head): what would be
+ * refused whatever the body holds is refused now, so sending a body slowly buys nothing: 404,
+ * 405, a write without a valid key 401 (a wrong key past its address's limit on failed
+ * authentications 429, as within_limit counts it), a placement not in JSON 415. */
+static enum MHD_Result
+orders_head(void *app, struct ot_httpd_req *rq)
+{
+	const char *ctype = MHD_lookup_connection_value(rq->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	enum ot_order_res res;
+	char oid[64];
+	long wait_ms;
+	struct call x;
+
+	if (call_of(app, rq, &x))
+		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
+	if ((res = ot_http_order_path(rq->url, oid, sizeof oid)) == OT_RES_NONE)
+		return reply_error(&x, 404, "no such resource", NULL);
+	rq->route = res_name[res];
+	if (res != OT_RES_ORDERS && res != OT_RES_CANCEL)
+		return not_allowed(&x, allow_get);
+	if (strcmp(rq->method, MHD_HTTP_METHOD_POST))
+		return not_allowed(&x, allow_post);
+	authenticate(&x);
+	/* A wrong key's check is the event thread's (gcra_sync): within_limit does not suspend it. */
+	if (x.sr->auth < 0 && !within_limit(&x, &wait_ms))
+		return too_many(&x, wait_ms);
+	if (x.sr->auth < 1)
+		return unauthorized(&x);
+	if (res == OT_RES_ORDERS && !is_json(ctype))
+		return reply_error(&x, 415, "Content-Type must be application/json", NULL);
+	return MHD_YES;
+}
+
 /* /orders and /orders/{id}[/cancel|/events|/ws]: authenticated and rate-limited; anything
  * else is 404. */
 static enum MHD_Result
 orders_route(void *app, struct ot_httpd_req *rq)
 {
-	static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
-	static const char *const allow_post[] = {"Allow", "POST", NULL};
 	const char *url = rq->url, *method = rq->method;
 	int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
 	int post = !strcmp(method, MHD_HTTP_METHOD_POST);
-	static const char *const names[] = {
-		[OT_RES_ORDERS] = "order_post", [OT_RES_ORDER] = "order_get", [OT_RES_CANCEL] = "order_cancel",
-		[OT_RES_EVENTS] = "order_events", [OT_RES_WS] = "order_ws",
-	};
 	enum ot_order_res res;
 	char oid[64];
 	long wait_ms;
@@ -1314,7 +1366,7 @@ orders_route(void *app, struct ot_httpd_req *rq)
 		return ot_httpd_reply_error(rq, 500, "out of memory", NULL);
 	if ((res = ot_http_order_path(url, oid, sizeof oid)) == OT_RES_NONE)
 		return reply_error(&x, 404, "no such resource", NULL);
-	rq->route = names[res];
+	rq->route = res_name[res];
 	authenticate(&x);
 	if ((lim = within_limit(&x, &wait_ms)) < 0)
 		return MHD_YES; /* suspended: this runs again once Redis answered */
@@ -1429,9 +1481,12 @@ quiesce(void *app)
 struct ot_http *
 ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc, char *errstr, size_t errsz)
 {
-	struct ot_httpd_opts so = {cfg->http_addr, THREADS, o->max_per_client, routes, orders,
-	                           sizeof(struct serve_req), NULL, request_done, quiesce, NULL,
-	                           o->max_streams + API_CONNECTIONS};
+	struct ot_httpd_opts so = {
+		.addr = cfg->http_addr, .threads = THREADS, .max_per_client = o->max_per_client, .routes = routes,
+		.fallback = orders, .head = orders_head, .trusted = o->trusted, .request_ms = o->request_ms,
+		.req_size = sizeof(struct serve_req), .done = request_done, .quiesce = quiesce,
+		.max_connections = o->max_streams + API_CONNECTIONS,
+	};
 	struct ot_redis_url u;
 	struct ot_live_hooks hooks;
 	struct ot_http *h = NULL;

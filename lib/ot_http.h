@@ -7,6 +7,7 @@
 struct ot_cache;
 struct ot_config;
 struct ot_http;
+struct ot_proxies;
 
 /* What ot-serve adds to the shared configuration. */
 struct ot_http_opts {
@@ -24,14 +25,19 @@ struct ot_http_opts {
 	int local_cache_max;   /* entries it holds at most */
 	struct ot_cache *cache; /* the order status cache (required): used from ot_http_start to
 	                         * ot_http_stop, behind the server's Redis circuit breaker */
+	const struct ot_proxies *trusted; /* reverse proxies whose X-Forwarded-For or Forwarded
+	                         * names the client, for the rate limits and max_per_client; NULL:
+	                         * none. Must outlive the server */
+	int request_ms;        /* each request's head and body must arrive within this; 0: 10 s */
 };
 
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),
  * migrates the orders database once, then serves on a pool of four threads, each with its own
  * PostgreSQL and Redis connections made on its first request, and one more thread that closes
- * connections whose request head takes over 10 s to arrive. The orders database must answer
- * at start; Redis need not (reads then come from the database). Returns NULL with *rc and
- * errstr: OT_ESERVICE when the database is unreachable or the address is in use, OT_ECONFIG
+ * connections whose request takes over o->request_ms to arrive. The orders database must answer
+ * at start; Redis need not (reads then come from the database). Later, either may go: reads
+ * need one of them, writes the database (503 with Retry-After without it). Returns NULL with
+ * *rc and errstr: OT_ESERVICE when the database is unreachable or the address is in use, OT_ECONFIG
  * for a bad address or Redis URL. Free with ot_http_stop. */
 struct ot_http *ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc,
                               char *errstr, size_t errsz);

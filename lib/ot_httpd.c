@@ -1,13 +1,17 @@
 /* ot_httpd: libmicrohttpd with the limits every listener here needs, a route table, and the
  * health, readiness and metrics endpoints. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,10 +20,11 @@
 #include "ot_event.h"
 #include "ot_httpd.h"
 #include "ot_log.h"
+#include "ot_text.h"
 #include "ot_trace.h"
 #include "ot_metrics.h"
 
-#define MAX_DISCARD (1024 * 1024) /* a body past this is not even read: the connection closes */
+#define MAX_DISCARD (1024 * 1024) /* a chunked body past this is not even read: the connection closes */
 #define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
 #define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
 /* A connection's memory in MHD: the request line and headers, then the answer's headers. MHD
@@ -29,9 +34,13 @@
 #define HEADER_LIMIT (7 * 1024)
 #define HEAD_MAX (5 * 1024 + 512)
 #define IDLE_S 30                 /* a connection silent this long is closed */
-#define HEAD_MS 10000             /* each request's line and headers must arrive within this */
-#define SWEEP_MS 250              /* how often connections are checked against HEAD_MS */
+#define REQUEST_MS 10000          /* each request's head and body must arrive within this ... */
+#define BODY_RATE 1024            /* ... and its body at this many bytes a second at least, ... */
+#define BODY_GRACE_MS 1000        /* ... counted from this long after its head */
+#define SWEEP_MS 250              /* how often connections are checked against those */
 #define MAX_CONNECTIONS 1024     /* unless the tool asks for more */
+#define CLIENT_BUCKETS 1024       /* of the per-client counts */
+#define LOG_EVERY_MS 10000        /* one warning this often for messages MHD repeats per connection */
 
 struct ot_httpd {
 	struct MHD_Daemon *d;
@@ -42,22 +51,39 @@ struct ot_httpd {
 	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
 	int ready;           /* what it found: 1 ready */
 	char ready_why[256];
-	pthread_mutex_t tcp_mu; /* guards tcps and each one's head_since and listed */
-	struct tcp *tcps;    /* the open connections waiting for a request head */
-	pthread_t sweeper;   /* closes connections past HEAD_MS */
+	pthread_mutex_t tcp_mu; /* guards tcps, each one's state below, and clients */
+	struct tcp *tcps;    /* the open connections waiting for a request's head or body */
+	pthread_t sweeper;   /* closes connections past their deadline */
 	int sweeping;        /* the sweeper runs: join it */
 	atomic_int stop_sweep;
+	struct client {      /* connections (requests, behind a trusted proxy) open per client */
+		char addr[OT_ADDR_MAX];
+		int n;
+		struct client *next;
+	} *clients[CLIENT_BUCKETS];
 };
 
-/* One TCP connection, from MHD's connection notifications, so a head that trickles in a byte
- * at a time (each byte resets MHD's idle timer) still meets a deadline. */
+/* One TCP connection, from MHD's connection notifications, so a request that trickles in a
+ * byte at a time (each byte resets MHD's idle timer) still meets a deadline. */
 struct tcp {
 	MHD_socket fd;
-	long long head_since; /* ms, monotonic: waiting for a request head since; 0 while a request
-	                       * is handled, after an upgrade, or once closed */
-	int listed;           /* on tcps: only connections waiting for a head are, so the sweep
+	long long since;      /* ms, monotonic: waiting for a request since (its head, then its
+	                       * body); 0 while a request is handled, after an upgrade, or once closed */
+	long long body_at;    /* ms, monotonic: its head came then, and its body is awaited; 0 before */
+	size_t got;           /* bytes of that body received */
+	int listed;           /* on tcps: only connections waiting for a request are, so the sweep
 	                       * does not walk every live stream four times a second */
+	int counted;          /* on the per-client counts, as a connection of peer */
+	int trusted;          /* peer is a trusted proxy: each request's client is in its headers */
+	char peer[OT_ADDR_MAX];
 	struct tcp *prev, *next;
+};
+
+/* What ot_httpd keeps of a request beside what the app sees; the app's ext follows it. */
+struct req {
+	struct ot_httpd_req rq; /* first: the two convert */
+	int counted;         /* on the per-client counts, as a request of rq.client */
+	int dispatched;      /* its body is in and its route ran */
 };
 
 /* Puts t on the list or takes it off. tcp_mu held. */
@@ -83,7 +109,48 @@ tcp_list(struct ot_httpd *s, struct tcp *t, int on)
 }
 
 static const double http_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
-static struct ot_metric *m_requests, *m_duration, *m_slow;
+static struct ot_metric *m_requests, *m_duration, *m_slow, *m_slow_bodies, *m_refused;
+
+/* Adds d to addr's count and returns the new count; -1 when out of memory. tcp_mu held. */
+static int
+client_add(struct ot_httpd *s, const char *addr, int d)
+{
+	struct client **b = &s->clients[ot_hash32(addr) % CLIENT_BUCKETS], **c, *gone;
+
+	for (c = b; *c; c = &(*c)->next) {
+		if (strcmp((*c)->addr, addr))
+			continue;
+		if (((*c)->n += d) > 0)
+			return (*c)->n;
+		gone = *c;
+		*c = gone->next;
+		free(gone);
+		return 0;
+	}
+	if (d <= 0)
+		return 0;
+	if (!(*c = calloc(1, sizeof **c)))
+		return -1;
+	snprintf((*c)->addr, sizeof (*c)->addr, "%s", addr);
+	return (*c)->n = d;
+}
+
+/* The address of con's peer as text, an IPv4-mapped IPv6 one as IPv4; "unknown" if none. */
+static void
+peer_of(struct MHD_Connection *con, char *out, size_t outsz)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	char buf[OT_ADDR_MAX] = "";
+
+	snprintf(out, outsz, "unknown");
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, sizeof buf);
+	else if (sa && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf, sizeof buf);
+	if (buf[0])
+		ot_addr_canon(buf, strlen(buf), out, outsz);
+}
 
 enum MHD_Result
 ot_httpd_reply(struct ot_httpd_req *rq, unsigned status, const char *type, const char *body, size_t len,
@@ -232,42 +299,93 @@ find(const struct ot_httpd_route *t, const char *url)
 	return NULL;
 }
 
-static enum MHD_Result
-dispatch(struct ot_httpd *s, struct ot_httpd_req *rq, const char *url, const char *method)
+/* Where a request goes: *r its route, or NULL for the fallback. Returns 1 with *ret when it is
+ * answered here instead: a control character in the path 400, no route and no fallback 404, a
+ * method the route does not take 405. */
+static int
+route_of(struct ot_httpd *s, struct ot_httpd_req *rq, const char *url, const char *method,
+         const struct ot_httpd_route **r, enum MHD_Result *ret)
 {
 	static const char *const allow_get[] = {"Allow", "GET, HEAD", NULL};
 	static const char *const allow_post[] = {"Allow", "POST", NULL};
-	const struct ot_httpd_route *r;
 	int get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
 
+	*r = NULL;
 	for (const char *p = url; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return ot_httpd_reply_error(rq, 400, "the path holds a control character", NULL);
-	if (!(r = find(s->o.routes, url)) && !(r = find(builtin, url)))
-		return s->o.fallback ? s->o.fallback(s->o.app, rq)
-		                     : ot_httpd_reply_error(rq, 404, "no such resource", NULL);
-	rq->route = r->name;
-	if (!strcmp(r->methods, "GET") ? !get : strcmp(method, r->methods))
-		return ot_httpd_reply_error(rq, 405, "method not allowed", strcmp(r->methods, "POST") ? allow_get
-		                                                                                    : allow_post);
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			*ret = ot_httpd_reply_error(rq, 400, "the path holds a control character", NULL);
+			return 1;
+		}
+	if (!(*r = find(s->o.routes, url)) && !(*r = find(builtin, url))) {
+		if (s->o.fallback)
+			return 0;
+		*ret = ot_httpd_reply_error(rq, 404, "no such resource", NULL);
+		return 1;
+	}
+	rq->route = (*r)->name;
+	if (!strcmp((*r)->methods, "GET") ? !get : strcmp(method, (*r)->methods)) {
+		*ret = ot_httpd_reply_error(rq, 405, "method not allowed", strcmp((*r)->methods, "POST") ? allow_get
+		                                                                                     : allow_post);
+		return 1;
+	}
+	return 0;
+}
+
+static enum MHD_Result
+dispatch(struct ot_httpd *s, struct ot_httpd_req *rq, const char *url, const char *method)
+{
+	const struct ot_httpd_route *r;
+	enum MHD_Result ret;
+
+	if (route_of(s, rq, url, method, &r, &ret))
+		return ret;
+	if (!r)
+		return s->o.fallback(s->o.app, rq);
 	if (!r->fn)
 		return readyz(s, rq);
 	return r->fn(s->o.app, rq);
 }
 
-/* Marks con's request head as arrived (waiting 0) or the connection as waiting for the next
- * one (waiting 1). */
-static void
-head_done(struct ot_httpd *s, struct MHD_Connection *con, int waiting)
+static struct tcp *
+tcp_of(struct MHD_Connection *con)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	struct tcp *t = ci ? ci->socket_context : NULL;
+
+	return ci ? ci->socket_context : NULL;
+}
+
+/* What con waits for now: a request (WAIT_REQUEST, from now), the rest of its request's body
+ * (WAIT_BODY, its head in), or nothing the sweep checks (WAIT_NONE: handled, upgraded). */
+enum wait { WAIT_NONE, WAIT_REQUEST, WAIT_BODY };
+
+static void
+waits(struct ot_httpd *s, struct MHD_Connection *con, enum wait w)
+{
+	struct tcp *t = tcp_of(con);
 
 	if (!t)
 		return;
 	pthread_mutex_lock(&s->tcp_mu);
-	t->head_since = waiting ? ot_now_ms() : 0;
-	tcp_list(s, t, waiting);
+	if (w == WAIT_REQUEST)
+		t->since = ot_now_ms();
+	else if (w == WAIT_NONE)
+		t->since = 0;
+	t->body_at = w == WAIT_BODY ? ot_now_ms() : 0;
+	t->got = 0;
+	tcp_list(s, t, w != WAIT_NONE && t->since);
+	pthread_mutex_unlock(&s->tcp_mu);
+}
+
+/* n more bytes of con's request body came. */
+static void
+body_got(struct ot_httpd *s, struct MHD_Connection *con, size_t n)
+{
+	struct tcp *t = tcp_of(con);
+
+	if (!t)
+		return;
+	pthread_mutex_lock(&s->tcp_mu);
+	t->got += n;
 	pthread_mutex_unlock(&s->tcp_mu);
 }
 
@@ -279,16 +397,29 @@ notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_Co
 	struct ot_httpd *s = cls;
 	const union MHD_ConnectionInfo *ci;
 	struct tcp *t = *socket_context;
+	int n = 0;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
 		if (!ci || !(t = calloc(1, sizeof *t)))
 			return; /* not watched: MHD's idle timeout still applies */
 		t->fd = ci->connect_fd;
-		t->head_since = ot_now_ms();
+		peer_of(con, t->peer, sizeof t->peer);
+		t->trusted = ot_proxies_has(s->o.trusted, t->peer);
+		t->since = ot_now_ms();
 		pthread_mutex_lock(&s->tcp_mu);
-		tcp_list(s, t, 1);
+		/* A trusted proxy carries many clients: they are counted by request instead. */
+		if (s->o.max_per_client && !t->trusted && (n = client_add(s, t->peer, 1)) > 0)
+			t->counted = 1;
+		if (n > s->o.max_per_client) { /* refused: MHD sees it end and closes it */
+			shutdown(t->fd, SHUT_RDWR);
+			t->since = 0;
+		} else {
+			tcp_list(s, t, 1);
+		}
 		pthread_mutex_unlock(&s->tcp_mu);
+		if (n > s->o.max_per_client)
+			ot_metric_add(m_refused, 1);
 		*socket_context = t;
 		return;
 	}
@@ -296,13 +427,25 @@ notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_Co
 		return;
 	pthread_mutex_lock(&s->tcp_mu);
 	tcp_list(s, t, 0);
+	if (t->counted)
+		client_add(s, t->peer, -1);
 	pthread_mutex_unlock(&s->tcp_mu);
 	free(t);
 	*socket_context = NULL;
 }
 
-/* Shuts down every connection that has waited over HEAD_MS for a request head; MHD then sees it
- * end and closes it. */
+/* 1 when t, waiting for a request, is too slow: past the deadline, or its body below BODY_RATE. */
+static int
+too_slow(const struct ot_httpd *s, const struct tcp *t, long long now)
+{
+	long long late = now - t->body_at - BODY_GRACE_MS;
+
+	if (now - t->since > s->o.request_ms)
+		return 1;
+	return t->body_at && late > 0 && (long long)t->got * 1000 < (long long)BODY_RATE * late;
+}
+
+/* Shuts down every connection whose request is too slow; MHD then sees it end and closes it. */
 static void *
 sweep(void *arg)
 {
@@ -310,27 +453,30 @@ sweep(void *arg)
 	struct timespec tick = {0, SWEEP_MS * 1000000L};
 	struct tcp *t, *next;
 	long long now;
-	long n;
+	long heads, bodies;
 
 	while (!atomic_load(&s->stop_sweep)) {
 		nanosleep(&tick, NULL);
 		now = ot_now_ms();
-		n = 0;
+		heads = bodies = 0;
 		pthread_mutex_lock(&s->tcp_mu);
 		for (t = s->tcps; t; t = next) {
 			next = t->next;
-			if (t->head_since && now - t->head_since > HEAD_MS) {
+			if (t->since && too_slow(s, t, now)) {
 				shutdown(t->fd, SHUT_RDWR);
-				t->head_since = 0;
+				*(t->body_at ? &bodies : &heads) += 1;
+				t->since = t->body_at = 0;
 				tcp_list(s, t, 0);
-				n++;
 			}
 		}
 		pthread_mutex_unlock(&s->tcp_mu);
-		if (n) {
-			ot_metric_add(m_slow, (double)n);
-			OT_DEBUG(NULL, "closed %ld connections that sent no request head within %d s", n, HEAD_MS / 1000);
-		}
+		if (heads)
+			ot_metric_add(m_slow, (double)heads);
+		if (bodies)
+			ot_metric_add(m_slow_bodies, (double)bodies);
+		if (heads || bodies)
+			OT_DEBUG(NULL, "closed %ld connections whose request head and %ld whose body came too slowly",
+			         heads, bodies);
 	}
 	return NULL;
 }
@@ -362,22 +508,114 @@ add_len(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 	return MHD_YES;
 }
 
+/* The values of every header called name, joined with ", ", into j. */
+struct joined {
+	const char *name;
+	char buf[HEAD_MAX + 1];
+	size_t len;
+};
+
+static enum MHD_Result
+join_values(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct joined *j = cls;
+	int n;
+
+	(void)kind;
+	if (!value || strcasecmp(key, j->name))
+		return MHD_YES;
+	n = snprintf(j->buf + j->len, sizeof j->buf - j->len, "%s%s", j->len ? ", " : "", value);
+	if (n > 0)
+		j->len = j->len + (size_t)n < sizeof j->buf ? j->len + (size_t)n : sizeof j->buf - 1;
+	return MHD_YES;
+}
+
+/* rq->client: con's peer, or behind a trusted proxy the client its forwarding headers name.
+ * Returns 1 when the client is a proxy's, to be counted per request. */
+static int
+client_of(struct ot_httpd *s, struct MHD_Connection *con, struct ot_httpd_req *rq)
+{
+	struct tcp *t = tcp_of(con);
+	struct joined xff, fwd; /* no larger than the head they come from */
+	char peer[OT_ADDR_MAX];
+
+	if (t)
+		snprintf(peer, sizeof peer, "%s", t->peer);
+	else
+		peer_of(con, peer, sizeof peer);
+	snprintf(rq->client, sizeof rq->client, "%s", peer);
+	if (!(t ? t->trusted : ot_proxies_has(s->o.trusted, peer)))
+		return 0;
+	xff.name = "X-Forwarded-For";
+	fwd.name = "Forwarded";
+	xff.len = fwd.len = 0;
+	MHD_get_connection_values(con, MHD_HEADER_KIND, join_values, &xff);
+	MHD_get_connection_values(con, MHD_HEADER_KIND, join_values, &fwd);
+	ot_proxy_client(s->o.trusted, peer, xff.len ? xff.buf : NULL, fwd.len ? fwd.buf : NULL, rq->client,
+	                sizeof rq->client);
+	return 1;
+}
+
+/* A request's head is in: what can be answered without its body is, at once (431, 429 past the
+ * per-client cap, 413, a GET with a body 400, 404, 405 and whatever the app's head hook
+ * refuses); otherwise the connection waits for the body, if one comes, against the deadline. */
+static enum MHD_Result
+head_in(struct ot_httpd *s, struct req *b, struct MHD_Connection *con, const char *url, const char *method)
+{
+	static const char *const retry[] = {"Retry-After", "1", NULL};
+	struct ot_httpd_req *rq = &b->rq;
+	const char *clen = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	unsigned long long len = clen ? strtoull(clen, NULL, 10) : 0;
+	const struct ot_httpd_route *r;
+	enum MHD_Result ret = MHD_YES;
+	size_t head = strlen(method) + strlen(url) + 12;
+	int n = 0;
+
+	MHD_get_connection_values(con, MHD_HEADER_KIND, add_len, &head);
+	if (head > HEAD_MAX) {
+		waits(s, con, WAIT_NONE);
+		return too_large(rq);
+	}
+	if (client_of(s, con, rq) && s->o.max_per_client) {
+		pthread_mutex_lock(&s->tcp_mu);
+		b->counted = (n = client_add(s, rq->client, 1)) > 0;
+		pthread_mutex_unlock(&s->tcp_mu);
+	}
+	rq->url = url;
+	if (n > s->o.max_per_client) {
+		ot_metric_add(m_refused, 1);
+		ret = ot_httpd_reply_error(rq, 429, "too many requests at once from this client", retry);
+	} else if (len > OT_HTTPD_MAX_BODY) {
+		/* Refused before the client sends it, rather than read and thrown away. */
+		ret = ot_httpd_reply_error(rq, 413, "request body larger than 64 KiB", NULL);
+	} else if (len || te) {
+		if (!strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD))
+			ret = ot_httpd_reply_error(rq, 400, "a GET or HEAD request takes no body", NULL);
+		else if (!route_of(s, rq, url, method, &r, &ret) && !r && s->o.head)
+			ret = s->o.head(s->o.app, rq);
+	}
+	rq->url = NULL;
+	waits(s, con, (len || te) && !rq->status ? WAIT_BODY : WAIT_NONE);
+	return ret;
+}
+
 static enum MHD_Result
 handler(void *cls, struct MHD_Connection *con, const char *url, const char *method,
         const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
 	struct ot_httpd *s = cls;
 	struct ot_httpd_req *rq = *con_cls;
-	const char *clen;
-	size_t i, head;
+	struct req *b = (struct req *)(void *)rq;
+	size_t i;
 
 	(void)version;
 	if (!rq) {
-		head_done(s, con, 0);
-		if (!(rq = calloc(1, sizeof *rq + s->o.req_size)))
+		if (!(b = calloc(1, sizeof *b + s->o.req_size)))
 			return MHD_NO;
+		rq = &b->rq;
 		*con_cls = rq;
-		rq->ext = s->o.req_size ? rq + 1 : NULL;
+		rq->ext = s->o.req_size ? b + 1 : NULL;
 		rq->con = con;
 		rq->srv = s;
 		atomic_fetch_add(&s->inflight, 1);
@@ -388,21 +626,14 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		for (i = 0; rq->path[i]; i++) /* the log line must stay valid JSON */
 			if ((unsigned char)rq->path[i] < 0x20 || (unsigned char)rq->path[i] > 0x7e)
 				rq->path[i] = '?';
-		head = strlen(method) + strlen(url) + 12;
-		MHD_get_connection_values(con, MHD_HEADER_KIND, add_len, &head);
-		if (head > HEAD_MAX)
-			return too_large(rq);
-		/* Refused before the client sends it, rather than read and thrown away. */
-		clen = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (clen && strtoull(clen, NULL, 10) > MAX_DISCARD)
-			return ot_httpd_reply_error(rq, 413, "request body larger than 64 KiB", NULL);
-		return MHD_YES;
+		return head_in(s, b, con, url, method);
 	}
 	if (rq->status) { /* answered early: whatever still arrives is dropped */
 		*upload_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_size) {
+		body_got(s, con, *upload_size);
 		/* Only a chunked body gets this far, and MHD cannot answer in mid-body. */
 		if ((rq->seen += *upload_size) > MAX_DISCARD) {
 			OT_WARN(NULL, "%s %s: body over %d bytes, closing the connection", rq->method, rq->path, MAX_DISCARD);
@@ -419,6 +650,10 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		}
 		*upload_size = 0;
 		return MHD_YES;
+	}
+	if (!b->dispatched) { /* the whole request is in: no deadline while it is answered */
+		b->dispatched = 1;
+		waits(s, con, WAIT_NONE);
 	}
 	if (rq->parked == 2) {
 		rq->parked = 0;
@@ -442,9 +677,14 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 
 	if (!rq)
 		return;
-	/* A kept-alive connection waits for its next head from now; an upgraded one is the app's. */
+	if (((struct req *)(void *)rq)->counted) {
+		pthread_mutex_lock(&s->tcp_mu);
+		client_add(s, rq->client, -1);
+		pthread_mutex_unlock(&s->tcp_mu);
+	}
+	/* A kept-alive connection waits for its next request from now; an upgraded one ends. */
 	if (rq->status != 101)
-		head_done(s, con, 1);
+		waits(s, con, WAIT_REQUEST);
 	atomic_fetch_sub(&s->inflight, 1);
 	secs = (double)(ot_now_us() - rq->t0) / 1e6;
 	snprintf(code, sizeof code, "%u", rq->status);
@@ -465,31 +705,47 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 	*con_cls = NULL;
 }
 
+/* MHD's messages, by their format: most come once per connection (refused, dropped by its
+ * client, cut for slowness, a live stream whose client went), so under a flood each says itself
+ * once every LOG_EVERY_MS as a warning, with how many more there were, the rest at debug level. */
+static pthread_mutex_t said_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct said {
+	unsigned key;        /* ot_hash32 of the format; 0: free */
+	long long last;      /* ms, monotonic, when it was last a warning */
+	long quiet;          /* times since, at debug level */
+} said[64];
+
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
 	size_t n;
-	static atomic_llong last_conn_msg;
-	long long now, last;
+	unsigned key = ot_hash32(fmt) | 1;
+	struct said *w = &said[key % (sizeof said / sizeof said[0])];
+	long long now = ot_now_ms();
+	long quiet = 0;
+	int loud = 1;
 
 	(void)cls;
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	/* MHD says this once per connection refused or dropped, and once per live stream whose
-	 * client went: under a flood, one warning each 10 s, the rest at debug level. */
-	if (strstr(msg, "connection limit") || strstr(msg, "Connection socket is closed") ||
-	    strstr(msg, "application error generating response") || strstr(msg, "Failed to send")) {
-		now = ot_now_ms();
-		last = atomic_load(&last_conn_msg);
-		if ((last && now - last < 10000) || !atomic_compare_exchange_strong(&last_conn_msg, &last, now)) {
-			OT_DEBUG(NULL, "http: %s", msg);
-			return;
-		}
+	pthread_mutex_lock(&said_mu);
+	if (w->key == key && now - w->last < LOG_EVERY_MS) {
+		w->quiet++;
+		loud = 0;
+	} else {
+		quiet = w->key == key ? w->quiet : 0;
+		*w = (struct said){key, now, 0};
 	}
-	OT_WARN(NULL, "http: %s", msg);
+	pthread_mutex_unlock(&said_mu);
+	if (!loud)
+		OT_DEBUG(NULL, "http: %s", msg);
+	else if (quiet)
+		OT_WARN(NULL, "http: %s (and %ld more like it since the last, at debug level)", msg, quiet);
+	else
+		OT_WARN(NULL, "http: %s", msg);
 }
 
 /* MHD decodes the path in place, so an encoded NUL would end it early and "/orders/{id}%00"
@@ -562,6 +818,9 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	unsigned poller = MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
 	struct ot_httpd *s = NULL;
 	int fd = -1, threads = o->threads > 1 ? o->threads : 1;
+	/* A pool of one is MHD's own polling thread, and MHD warns when asked for it. */
+	struct MHD_OptionItem pool[] = {{threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+	                                 (intptr_t)threads, NULL}, {MHD_OPTION_END, 0, NULL}};
 
 	m_requests = ot_metric_new(OT_COUNTER, "ot_http_requests_total", "HTTP requests answered, by route and status.",
 	                           "route,code", NULL, 0);
@@ -569,7 +828,14 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	                           "Time from a request's headers to its answer, by route.", "route", http_bounds,
 	                           sizeof http_bounds / sizeof http_bounds[0]);
 	m_slow = ot_metric_new(OT_COUNTER, "ot_http_slow_heads_total",
-	                       "Connections closed for not sending a request head within 10 s.", NULL, NULL, 0);
+	                       "Connections closed for not sending a request head within the request deadline.",
+	                       NULL, NULL, 0);
+	m_slow_bodies = ot_metric_new(OT_COUNTER, "ot_http_slow_bodies_total",
+	                              "Connections closed for a request body past the request deadline or below "
+	                              "1 KiB a second.", NULL, NULL, 0);
+	m_refused = ot_metric_new(OT_COUNTER, "ot_http_client_refused_total",
+	                          "Connections (requests, behind a trusted proxy) refused past the per-client cap.",
+	                          NULL, NULL, 0);
 	if ((*rc = listen_on(o->addr, &fd, errstr, errsz)))
 		return NULL;
 	if (!(s = calloc(1, sizeof *s))) {
@@ -579,19 +845,20 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	s->o = *o;
 	s->o.max_per_client = o->max_per_client > 0 ? o->max_per_client : 0;
 	s->o.max_connections = o->max_connections > 0 ? o->max_connections : MAX_CONNECTIONS;
+	s->o.request_ms = o->request_ms > 0 ? o->request_ms : REQUEST_MS;
 	pthread_mutex_init(&s->ready_mu, NULL);
 	pthread_mutex_init(&s->tcp_mu, NULL);
-	/* MHD_OPTION_THREAD_POOL_SIZE 1 is a pool of one, still its own thread: the same. */
+	/* The per-client cap is notify's, not MHD's (MHD_OPTION_PER_IP_CONNECTION_LIMIT), so that
+	 * a trusted proxy's connections are left out of it. */
 	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | poller | MHD_USE_ITC | MHD_USE_ERROR_LOG |
 	                        MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE,
 	                        0, NULL, NULL, handler, s,
 	                        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-	                        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+	                        MHD_OPTION_ARRAY, pool,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_S,
 	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_LIMIT,
 	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections,
-	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->o.max_per_client,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed, s,
 	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 	                        MHD_OPTION_NOTIFY_CONNECTION, notify, s,
@@ -645,6 +912,11 @@ ot_httpd_stop(struct ot_httpd *s)
 		atomic_store(&s->stop_sweep, 1);
 		pthread_join(s->sweeper, NULL);
 	}
+	for (size_t i = 0; i < CLIENT_BUCKETS; i++)
+		for (struct client *c = s->clients[i], *next; c; c = next) {
+			next = c->next;
+			free(c);
+		}
 	pthread_mutex_destroy(&s->ready_mu);
 	pthread_mutex_destroy(&s->tcp_mu);
 	free(s);

@@ -8,6 +8,8 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "ot_proxy.h"
+
 struct ot_httpd;
 
 /* One request as a route sees it, from its headers to its completion. */
@@ -17,6 +19,8 @@ struct ot_httpd_req {
 	char method[16], path[128]; /* path with control and non-ASCII bytes as '?', for logs */
 	const char *url;     /* the decoded path itself, while the route runs */
 	char order_id[64];   /* the order it concerns, for its log lines; "" if none */
+	char client[OT_ADDR_MAX]; /* who sent it: the peer's address, or behind a trusted proxy the
+	                       * client its forwarding headers name (ot_proxy_client) */
 	char *body;          /* the first OT_HTTPD_MAX_BODY bytes of the body, NUL-terminated */
 	size_t len, seen;    /* bytes kept, bytes received: seen > OT_HTTPD_MAX_BODY means too big */
 	unsigned status;     /* 0 until a response is queued */
@@ -47,10 +51,22 @@ struct ot_httpd_route {
 struct ot_httpd_opts {
 	const char *addr;    /* "[host:]port", "*:port", "[v6]:port" */
 	int threads;         /* worker threads; < 1 means 1 */
-	int max_per_client;  /* connections at once from one address; 0: no limit */
+	int max_per_client;  /* connections at once from one address; from a trusted proxy, requests
+	                      * at once (live streams included) from one client, past which 429;
+	                      * 0: no limit */
 	const struct ot_httpd_route *routes; /* ends with a NULL path; may be NULL. A path here
 	                                      * replaces the built-in /healthz, /readyz or /metrics */
 	ot_httpd_fn fallback; /* any other path; NULL: 404 */
+	/* Runs for a fallback request that announces a body, once its head is in and before any of
+	 * the body is read: it answers (ot_httpd_reply*) a request that would be refused whatever
+	 * the body holds (401, 404, 405, 415, 429), so no one holds a connection by sending a
+	 * doomed body slowly; else it returns MHD_YES without an answer and the body is read. A
+	 * route in the table is judged by its method alone. NULL: every body is read. */
+	ot_httpd_fn head;
+	const struct ot_proxies *trusted; /* peers whose forwarding headers name the client; NULL:
+	                                   * none. Must outlive the server */
+	int request_ms;      /* each request's head and body must arrive within this of the
+	                      * connection's start or its previous answer; < 1 means 10 s */
 	size_t req_size;     /* bytes of ext per request */
 	/* The check behind the built-in /readyz: 0 when the tool can do its job now, else -1 with
 	 * why. It runs at most once a second, one at a time, and should take under a second.
@@ -63,10 +79,15 @@ struct ot_httpd_opts {
 	                      * Past it a new connection waits in the listen queue */
 };
 
-/* Binds o->addr and serves on o->threads threads, with per-address connection caps, a 10 s
- * deadline on each request head, 7 KiB per connection for a request head and its answer's
- * headers (431 past it) and 413 for bodies over 64 KiB. Counts
- * every request in ot_http_requests_total{route,code} and ot_http_request_duration_seconds.
+/* Binds o->addr and serves on o->threads threads, with per-client caps, one deadline
+ * (o->request_ms) for each request's head and body together, a body that must also keep up 1 KiB
+ * a second after its first second, 7 KiB per connection for a request head and its answer's
+ * headers (431 past it), and 413 for bodies over 64 KiB (at once when Content-Length says so).
+ * A GET or HEAD that announces a body is 400, and a method a route does not take 405, before
+ * the body is read. Counts every request in ot_http_requests_total{route,code} and
+ * ot_http_request_duration_seconds, connections cut for slowness in ot_http_slow_heads_total
+ * and ot_http_slow_bodies_total, and those refused past the per-client cap in
+ * ot_http_client_refused_total.
  * Returns NULL with *rc and errstr: OT_ESERVICE when the address is in use, OT_ECONFIG when it
  * is not one to listen on, OT_EINTERNAL otherwise. Free with ot_httpd_stop. */
 struct ot_httpd *ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errsz);
