@@ -204,6 +204,9 @@ rebuild(struct ot_config *cfg, const char *input, struct ot_cache *cache, int sy
 		OT_ERROR(NULL, "%s", err);
 		return rc;
 	}
+	/* A rebuild reads once, in a group of its own: it leaves no offsets (and no lag) behind. */
+	if (!sync)
+		ot_in_keep_no_place(in);
 	deps.in = in;
 	if (!(health = ot_health_serve(cfg, sync && ot_in_is_kafka(in) && !cfg->exit_at_end && !cfg->count, &deps,
 	                               &rc, err, sizeof err)) && rc) {

@@ -32,6 +32,7 @@ struct ot_in {
 	rd_kafka_message_t *cur;
 	struct ot_offset start; /* -o, for partitions the group has no offset on */
 	int exit_at_end;
+	int keep_no_place;    /* ot_in_keep_no_place: offsets are never stored */
 	struct part parts[MAX_PARTS];
 	int nparts;
 	struct part ends[MAX_PARTS]; /* ot_in_stop_at_end's high watermarks, by topic and partition */
@@ -816,12 +817,18 @@ ot_in_done(struct ot_in *in, const struct ot_msg *m)
 {
 	rd_kafka_topic_partition_list_t *l;
 
-	if (!in->rk)
+	if (!in->rk || in->keep_no_place)
 		return;
 	l = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(l, m->topic, m->partition)->offset = m->offset + 1;
 	rd_kafka_offsets_store(in->rk, l);
 	rd_kafka_topic_partition_list_destroy(l);
+}
+
+void
+ot_in_keep_no_place(struct ot_in *in)
+{
+	in->keep_no_place = 1;
 }
 
 void

@@ -68,6 +68,9 @@ int ot_in_dead_letter(struct ot_in *in, const struct ot_msg *m, const char *erro
  * "timestamp" (ms),"key","headers":{...},"value"} where value is the parsed JSON if it parses, else the string.
  * Returns a new reference. */
 json_t *ot_in_describe(const struct ot_in *in, const struct ot_msg *m);
+/* For a one-off read in a group of its own (ot-cache rebuild): ot_in_done stores nothing, so
+ * the group commits no offset and leaves nothing behind whose lag would grow. */
+void ot_in_keep_no_place(struct ot_in *in);
 /* Commits what is done and closes. Accepts NULL. */
 void ot_in_free(struct ot_in *in);
 
