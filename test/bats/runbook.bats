@@ -2,7 +2,7 @@
 # k8s/monitoring/runbook.md, tried for real: each procedure's `sh` blocks marked
 # <!-- runbook-test: NAME --> are taken from the runbook as written and run against the real
 # stack; where a step says `kubectl` (stop, start, scale a Deployment), the test stops or starts
-# the process itself. "Cache rebuild and verify" and "Schema upgrade" are not run here.
+# the process itself.
 # On its own: eval "$(scripts/ot-stack env)"; bats test/bats/runbook.bats
 bats_require_minimum_version 1.5.0
 
@@ -152,6 +152,27 @@ for _ in range(300):
 	done
 	run grep -c "^ot_kafka_consumergroup_lag{group=\"$GROUP\",topic=\"$topic\",partition=\"[0-3]\"} 0$" <<< "$output"
 	assert_output 4
+}
+
+@test "runbook: cache rebuild and verify: drift found and repaired; after a flush the rebuild puts every order back" {
+	export TOPIC="orders.events.$RUNID"
+	order_history "$TOPIC" rb
+	mapfile -t ids < "$BATS_TEST_TMPDIR/rb.ids"
+	rcli HSET "order:{${ids[0]}}" version 1 status PENDING >/dev/null
+	rcli HSET 'order:{}' status PENDING version 1 >/dev/null
+	step cache/verify
+	assert_success
+	assert_line "{\"drift\":\"stale\",\"order_id\":\"${ids[0]}\",\"key\":null}"
+	assert_line '{"drift":"orphan","order_id":null,"key":"order:{}"}'
+	step cache/repair
+	assert_success
+	[ "$(rcli HGET "order:{${ids[0]}}" status)" = "$(status_of "${ids[0]}")" ]
+	[ "$(rcli EXISTS 'order:{}')" = 0 ]
+	rcli FLUSHALL >/dev/null
+	step cache/rebuild
+	assert_success
+	assert_output ''
+	assert_cache_restored rb
 }
 
 @test "runbook: rotating API keys: both keys write while they overlap, only the new one after" {
