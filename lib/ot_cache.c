@@ -438,18 +438,22 @@ ot_cache_fill(struct ot_cache *c, const struct ot_status *st, char *errstr, size
 	return rc;
 }
 
+/* Each order is its own call (and its own answer to the breaker): on a Redis Cluster with one
+ * master down, its orders fail and the others' are repaired, whatever their order. One that
+ * failed goes to the back of the list, so the breaker's next probe is another order: a dead
+ * master's first order cannot hold the repair of every other master's back. */
 long
 ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 {
-	char ids[64][64];
+	char ids[64][64], failed[64][64];
 	struct ot_status st;
-	struct link *l = NULL;
+	struct link *l;
 	long fixed = 0;
-	int n, i, rc = 0;
+	int n, nf, i, j, rc = 0, refused = 0;
 
 	if (!atomic_load(&c->ndirty))
 		return 0;
-	for (;;) {
+	do {
 		pthread_mutex_lock(&c->dirty_mu);
 		n = atomic_load(&c->ndirty);
 		n = n < 64 ? n : 64;
@@ -461,27 +465,36 @@ ot_cache_repair(struct ot_cache *c, PGconn *db, char *errstr, size_t errsz)
 			c->dirty_lost = 0;
 		}
 		pthread_mutex_unlock(&c->dirty_mu);
-		if (!n)
-			break;
-		if (!l && !(l = take(c)))
-			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-		for (i = 0; i < n && !rc; i++) {
+		for (i = nf = 0; i < n && !refused && rc != OT_EINTERNAL; i++) {
 			if ((rc = ot_order_load(db, ids[i], &st, errstr, errsz)) < 0)
-				break;
-			if (rc == 1 && (rc = put_one(c, l, &st, 0, errstr, errsz)) < 0)
-				break;
-			OT_INFO(ids[i], "cache repaired to version %lld", st.version);
-			count_repair();
-			fixed++;
+				break; /* the database: nothing more this time */
+			if (rc == 1) {
+				if (!(l = take(c))) {
+					rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+					break;
+				}
+				rc = put_one(c, l, &st, 0, errstr, errsz);
+				refused = l->refused;
+				give(c, l);
+				if (rc < 0) {
+					if (!refused)
+						memcpy(failed[nf++], ids[i], sizeof ids[i]);
+					continue;
+				}
+				OT_INFO(ids[i], "cache repaired to version %lld", st.version);
+				count_repair();
+				fixed++;
+			}
 			rc = 0;
 		}
-		for (; i < n; i++) /* not this time: keep them for the next call */
-			mark_dirty(c, ids[i]);
-		if (rc < 0)
-			break;
-	}
-	give(c, l);
-	return rc < 0 ? rc : fixed;
+		/* Not this time: the untried first, then those that failed. */
+		for (j = refused ? i - 1 : i; j < n; j++)
+			mark_dirty(c, ids[j]);
+		for (j = 0; j < nf; j++)
+			mark_dirty(c, failed[j]);
+	} while (n == 64 && !refused && rc >= 0 && !nf);
+	return rc < 0 ? rc : nf || refused ? ot_err(OT_ESERVICE, errstr, errsz, "Redis: %d orders not repaired yet",
+	                                            (int)atomic_load(&c->ndirty)) : fixed;
 }
 
 int
