@@ -26,7 +26,7 @@ static const char *argv0 = "ot-relay";
 enum {
 	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_META, OPT_RAW,
 	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT,
-	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION
+	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION, OPT_LOCK_TIMEOUT
 };
 
 /* What "topics create" makes when it is named no topic: every topic the tools use. */
@@ -48,8 +48,9 @@ usage(FILE *f, int full)
 	        "       %s -i INPUT -O kafka:TOPIC [options]\n"
 	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n"
 	        "       %s topics create [--partitions N] [--replication-factor N] [TOPIC...]\n"
-	        "       %s topics list [TOPIC...]\n",
-	        argv0, argv0, argv0, argv0, argv0);
+	        "       %s topics list [TOPIC...]\n"
+	        "       %s migrate [--db orders|inventory] [--lock-timeout DURATION]\n",
+	        argv0, argv0, argv0, argv0, argv0, argv0);
 	if (!full)
 		return;
 	fprintf(f, "\nDrains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
@@ -84,6 +85,11 @@ usage(FILE *f, int full)
 	        "tool creates a topic itself. topics list prints topics as JSON lines.\n"
 	        "      --partitions N      partitions of a new topic (default 12)\n"
 	        "      --replication-factor N  replicas of a new topic (default: the broker's)\n"
+	        "\nmigrate brings the databases' schemas (both, or --db's) to this release's, once, under\n"
+	        "a lock, as a deployment step run with the migration role. Every other command refuses\n"
+	        "a schema newer than it knows (exit 78). It takes --orders-db, --inventory-db and\n"
+	        "--log-level only.\n"
+	        "      --lock-timeout D    how long to wait for any one lock: 500ms, 5s, 1m (default 10s)\n"
 	        "\n"
 	        "  -h, --help              this help\n"
 	        "  -V, --version           print the version\n%s", ot_config_usage);
@@ -241,6 +247,114 @@ out:
 	return ot_exit_status(rc);
 }
 
+/* The usage of a subcommand: its own lines of usage(). */
+static void
+sub_usage(FILE *f, int full)
+{
+	usage(f, full);
+}
+
+/* "500ms", "5s", "1m" or plain seconds, in milliseconds; -1 if it is none of them. */
+static long
+duration_ms(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || v < 0 || v > 86400000L)
+		return -1;
+	if (!strcmp(end, "ms"))
+		return v;
+	if (!*end || !strcmp(end, "s"))
+		return v * 1000;
+	if (!strcmp(end, "m"))
+		return v * 60000;
+	return -1;
+}
+
+/* Brings one database's schema to this binary's; one JSON line on stdout. */
+static int
+migrate_db(const char *conninfo, const char *db, long lock_ms, char *err, size_t errsz)
+{
+	struct ot_pg_schema s;
+	PGconn *c;
+	int rc, applied = 0;
+
+	if (!(c = ot_pg_connect(conninfo, err, errsz)))
+		return OT_ESERVICE;
+	rc = ot_pg_migrate(c, db, (int)lock_ms, &s, &applied, err, errsz);
+	PQfinish(c);
+	if (rc)
+		return rc;
+	printf("{\"db\":\"%s\",\"from\":%d,\"to\":%d,\"applied\":%d}\n", db, s.version,
+	       applied ? s.known : s.version, applied);
+	OT_INFO(NULL, "migrate: %s at version %d%s", db, applied ? s.known : s.version,
+	        applied ? "" : ", as it was");
+	if (fflush(stdout) || ferror(stdout))
+		return ot_err(OT_EOUTPUT, err, errsz, "writing output failed");
+	return OT_OK;
+}
+
+/* "migrate [--db NAME] [--lock-timeout D]". argv[0] is "migrate". */
+static int
+migrate_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"orders-db", required_argument, NULL, OT_OPT_ORDERS_DB},
+		{"inventory-db", required_argument, NULL, OT_OPT_INVENTORY_DB},
+		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
+		{"db", required_argument, NULL, OPT_DB},
+		{"lock-timeout", required_argument, NULL, OPT_LOCK_TIMEOUT},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	const char *only = NULL;
+	long lock_ms = OT_PG_LOCK_TIMEOUT_MS;
+	char err[1024];
+	int c, r = EX_USAGE, rc = OT_OK;
+
+	ot_config_init(&cfg, argv0);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		if ((r = ot_config_arg(&cfg, c, optarg, sub_usage)) != OT_ARG_TOOL) {
+			if (r >= 0)
+				goto out;
+			continue;
+		}
+		r = EX_USAGE;
+		if (c == OPT_DB) {
+			if (strcmp(optarg, "orders") && strcmp(optarg, "inventory")) {
+				fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, optarg);
+				goto out;
+			}
+			only = optarg;
+		} else if (c == OPT_LOCK_TIMEOUT && (lock_ms = duration_ms(optarg)) <= 0) {
+			fprintf(stderr, "%s: --lock-timeout %s: expected 500ms, 5s, 1m or seconds, above 0\n",
+			        argv0, optarg);
+			goto out;
+		}
+	}
+	r = EX_USAGE;
+	if (optind < argc) {
+		fprintf(stderr, "%s: migrate takes no arguments\n", argv0);
+		goto out;
+	}
+	if ((r = ot_config_done(&cfg, NULL)))
+		goto out;
+	if (!only || !strcmp(only, "orders"))
+		rc = migrate_db(cfg.orders_db, "orders", lock_ms, err, sizeof err);
+	if (!rc && (!only || !strcmp(only, "inventory")))
+		rc = migrate_db(cfg.inventory_db, "inventory", lock_ms, err, sizeof err);
+	if (rc)
+		OT_ERROR(NULL, "migrate: %s", err);
+	r = ot_exit_status(rc);
+out:
+	ot_config_free(&cfg);
+	return r;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -286,6 +400,9 @@ main(int argc, char **argv)
 	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, dbset = 0, outset = 0;
 	long total = 0;
 
+	/* A subcommand comes first and has options of its own. */
+	if (argc > 1 && !strcmp(argv[1], "migrate"))
+		return migrate_main(argc - 1, argv + 1);
 	ot_config_init(&cfg, argv0);
 	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "O:i:hV", longopts, NULL)) != -1) {
 		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
