@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
-# The databases' schema: ot-relay migrate and the version every tool checks at start, each test
-# on databases of its own on the stack's PostgreSQL.
+# The databases' schema: ot-relay migrate, the version every tool checks at start, and the
+# roles of lib/sql/roles.sql (migration, runtime, replication), each test on databases and
+# roles of its own on the stack's PostgreSQL.
 bats_require_minimum_version 1.5.0
 
 setup() {
@@ -48,6 +49,15 @@ fresh_dbs() {
 	DBS+=("$O" "$I")
 }
 
+# The three roles of lib/sql/roles.sql, named for this test, in database DB: roles DB
+# (sets M, A, C: the migration, runtime and replication roles)
+roles() {
+	M=m_$ID A=a_$ID C=c_$ID
+	ROLES=("$C" "$A" "$M")
+	psql "$(conn "$1")" -Xq -v ON_ERROR_STOP=1 -v migrate_role="$M" -v app_role="$A" -v cdc_role="$C" \
+		-f "$ROOT/lib/sql/roles.sql"
+}
+
 # The tools pointed at this test's databases as ROLE (default: the superuser): as [ROLE] CMD...
 as() {
 	local role=
@@ -64,6 +74,8 @@ as() {
 	assert_line --index 1 "{\"db\":\"inventory\",\"from\":0,\"to\":$VI,\"applied\":$VI}"
 	echo "$stderr" | grep -q "\"msg\":\"applied migration orders/$NEWEST\""
 	[ "$(psql "$(conn "$O")" -XAtc 'SELECT max(version) FROM schema_migrations')" = "$V" ]
+	# The CDC relay's publication is the schema's: a migration made it.
+	[ "$(psql "$(conn "$O")" -XAtc "SELECT count(*) FROM pg_publication WHERE pubname = 'ot_outbox'")" = 1 ]
 	run --separate-stderr as -- ot-relay migrate
 	assert_success
 	assert_output "{\"db\":\"orders\",\"from\":$V,\"to\":$V,\"applied\":0}
@@ -143,4 +155,91 @@ as() {
 	assert_success
 	assert_output "{\"db\":\"orders\",\"from\":$from,\"to\":$V,\"applied\":1}"
 	[ "$(psql "$(conn "$O")" -XAtc 'SELECT count(*) FROM schema_migrations WHERE version = 4')" = 1 ]
+}
+
+@test "schema: the runtime role runs the pipeline's rows but no DDL, and refuses a schema left behind (exit 78)" {
+	fresh_dbs
+	roles "$O"
+	roles "$I"
+	run --separate-stderr as "$M" ot-relay migrate
+	assert_success
+	# The pipeline as the runtime role: stock, an order, its reservation, its confirmation.
+	local sku="R-$RUNID" id
+	printf '{"sku":"%s","qty":5}\n' "$sku" | as "$A" ot-reserve stock 2>/dev/null
+	id=$(request "c-$RUNID" "[{\"sku\":\"$sku\",\"qty\":2}]" | as "$A" ot-place 2>/dev/null | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ -n "$id" ]
+	as "$A" ot-relay --db orders --once 2>/dev/null | as "$A" ot-reserve -i - 2>/dev/null
+	as "$A" ot-relay --db inventory --once 2>/dev/null | as "$A" ot-consume -i - 2>/dev/null
+	[ "$(psql "$(conn "$O")" -XAtc "SELECT status FROM orders WHERE id = '$id'")" = CONFIRMED ]
+	[ "$(psql "$(conn "$I")" -XAtc "SELECT available, reserved FROM stock WHERE sku = '$sku'")" = "3|2" ]
+	# DDL is refused it.
+	run psql "$(conn "$O" "$A")" -X -v ON_ERROR_STOP=1 -c "CREATE TABLE extra (a int)"
+	assert_failure
+	assert_output --partial 'permission denied for schema public'
+	run psql "$(conn "$O" "$A")" -X -v ON_ERROR_STOP=1 -c "DROP TABLE orders"
+	assert_failure
+	assert_output --partial 'must be owner of table orders'
+	run psql "$(conn "$I" "$A")" -X -v ON_ERROR_STOP=1 -c "ALTER TABLE stock ADD COLUMN extra int"
+	assert_failure
+	assert_output --partial 'must be owner of table stock'
+	# A schema behind this release (its migrations not run yet): the tool cannot migrate as
+	# this role, and says what to do.
+	psql "$(conn "$O")" -Xqc "DELETE FROM schema_migrations WHERE version = 4"
+	run --separate-stderr as "$A" ot-place </dev/null
+	assert_failure 78
+	echo "$stderr" | grep -q "migrating orders to version $V (1 migration pending): permission denied for schema public: this role may not change the schema; run ot-relay migrate with the migration role's connection string first"
+	run --separate-stderr as "$M" ot-relay migrate --db orders
+	assert_success
+	assert_output "{\"db\":\"orders\",\"from\":$V,\"to\":$V,\"applied\":1}"
+	run --separate-stderr as "$A" ot-place </dev/null
+	assert_success
+}
+
+@test "schema: the replication role streams the outbox for a CDC relay; the runtime role is refused (exit 78)" {
+	fresh_dbs
+	roles "$O"
+	as "$M" ot-relay migrate --db orders >/dev/null 2>&1
+	local id
+	id=$(request "c-$RUNID" | as "$A" ot-place 2>/dev/null | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ -n "$id" ]
+	run --separate-stderr as "$A" ot-relay --db orders --mode cdc --once --slot "s_$ID"
+	assert_failure 78
+	echo "$stderr" | grep -q "role $A lacks REPLICATION: a relay in --mode cdc needs a role that has it"
+	run --separate-stderr as "$C" ot-relay --db orders --mode cdc --once --slot "s_$ID"
+	assert_success
+	assert_output --partial "\"type\":\"ORDER_CREATED\",\"order_id\":\"$id\""
+	echo "$stderr" | grep -q "cdc: created replication slot s_$ID"
+	# Relayed rows are deleted: the replication role has the runtime role's rows too.
+	[ "$(psql "$(conn "$O")" -XAtc 'SELECT count(*) FROM outbox')" = 0 ]
+	# And it streams what is written after the slot was made.
+	id=$(request "d-$RUNID" | as "$A" ot-place 2>/dev/null | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	run --separate-stderr as "$C" ot-relay --db orders --mode cdc --once --slot "s_$ID"
+	assert_success
+	assert_output --partial "\"order_id\":\"$id\""
+	run --separate-stderr as "$C" ot-relay --db orders --mode cdc --slot "s_$ID" --drop-slot
+	assert_success
+}
+
+@test "schema: roles.sql takes over a database made before the roles, and run again changes nothing" {
+	fresh_dbs
+	# Made by the superuser, as before the roles.
+	as -- ot-relay migrate >/dev/null 2>&1
+	roles "$O"
+	[ "$(psql "$(conn "$O")" -XAtc "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")" = "$M" ]
+	[ "$(psql "$(conn "$O")" -XAtc "SELECT pg_get_userbyid(pubowner) FROM pg_publication WHERE pubname = 'ot_outbox'")" = "$M" ]
+	psql "$(conn "$O")" -XAt -c "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1" \
+		-c "SELECT rolname, rolreplication FROM pg_roles WHERE rolname IN ('$M', '$A', '$C') ORDER BY 1" \
+		-c "SELECT relname, relacl FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1" >"$BATS_TEST_TMPDIR/before"
+	roles "$O"
+	psql "$(conn "$O")" -XAt -c "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1" \
+		-c "SELECT rolname, rolreplication FROM pg_roles WHERE rolname IN ('$M', '$A', '$C') ORDER BY 1" \
+		-c "SELECT relname, relacl FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1" >"$BATS_TEST_TMPDIR/after"
+	diff -u "$BATS_TEST_TMPDIR/before" "$BATS_TEST_TMPDIR/after"
+	# The migration role can now alter what the superuser made.
+	psql "$(conn "$O")" -Xqc "DELETE FROM schema_migrations WHERE version = 4"
+	run --separate-stderr as "$M" ot-relay migrate --db orders
+	assert_success
+	assert_output "{\"db\":\"orders\",\"from\":$V,\"to\":$V,\"applied\":1}"
+	run --separate-stderr as "$A" ot-place </dev/null
+	assert_success
 }
