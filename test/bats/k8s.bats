@@ -29,6 +29,9 @@ setup() {
 
 overlays() { (cd "$ROOT/k8s/overlays" && ls -d */ | tr -d /); }
 
+# The rendered objects, one JSON line each, for jq: objects FILE
+objects() { node "$K8S_TOOLS/policy.mjs" --json "$1"; }
+
 # kubectl's own kustomize, where kubectl has one from v4 on (Debian's kubectl 1.20 has v2).
 kubectl_kustomize_ok() {
 	command -v kubectl >/dev/null && kubectl version --client 2>/dev/null | grep -qE 'Kustomize Version: v([4-9]|[1-9][0-9])'
@@ -107,7 +110,7 @@ render() { # render OVERLAY > yaml
 	grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/dev.yaml"
 }
 
-@test "k8s: the policy check catches a writable root, a missing probe, a password and a sweep beside CDC" {
+@test "k8s: the policy check catches a writable root, a missing probe, a password, a sweep beside CDC, an open Ingress and a reset scale" {
 	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
 	sed -e '0,/readOnlyRootFilesystem: true/s//readOnlyRootFilesystem: false/' \
 		-e '0,/livenessProbe:/s//livenessProbez:/' \
@@ -123,6 +126,15 @@ render() { # render OVERLAY > yaml
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/both.yaml"
 	[ "$status" -eq 1 ]
 	assert_output --partial 'CronJob ot-relay-sweep-orders: polls the orders outbox while Deployment ot-relay-orders streams it by CDC'
+	# An Ingress open at /, a count an autoscaler owns.
+	sed -i -e '0,/pathType: Exact/s//pathType: Prefix/' "$TREE/base/ingress.yaml"
+	sed -i -e 's/^  # No replicas:.*/  replicas: 2/' "$TREE/base/ot-serve.yaml"
+	render prod > "$BATS_TEST_TMPDIR/prod-broken.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod-broken.yaml"
+	[ "$status" -eq 1 ]
+	assert_line 'FAIL Ingress ot-serve: path / (Prefix) reaches /metrics'
+	assert_line 'FAIL Ingress ot-serve: path / (Prefix) reaches /healthz'
+	assert_line 'FAIL Deployment ot-serve: sets replicas 2 while HorizontalPodAutoscaler ot-serve owns its count: every apply resets the scale'
 }
 
 @test "k8s: no secret env file is committed, and an example sits beside each generator's" {
@@ -174,4 +186,41 @@ render() { # render OVERLAY > yaml
 		done < <(node "$K8S_TOOLS/policy.mjs" --ports "$BATS_TEST_TMPDIR/$o.yaml")
 	done
 	[ -z "$failed" ] || { echo "not listening on the port their probes and Services name:$failed" >&2; false; }
+}
+
+@test "k8s: the Ingress routes the page and /orders only: no path reaches /metrics, /readyz or /healthz" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		assert_line 'ok Ingress ot-serve'
+		run objects "$BATS_TEST_TMPDIR/$o.yaml"
+		run jq -r 'select(.kind == "Ingress") | .spec.rules[].http.paths[] | "\(.pathType) \(.path) \(.backend.service.name)"' <<<"$output"
+		assert_output "Exact / ot-serve
+Exact /index.html ot-serve
+Prefix /orders ot-serve"
+	done
+}
+
+@test "k8s: an autoscaler owns its Deployment's count (no replicas set), and prod keeps at least two consumers" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		assert_line 'ok Deployment ot-serve scaled by HorizontalPodAutoscaler ot-serve'
+	done
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
+	assert_line 'ok Deployment ot-reserve scaled by ScaledObject ot-reserve'
+	assert_line 'ok Deployment ot-consume scaled by ScaledObject ot-consume'
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "ScaledObject" or .kind == "HorizontalPodAutoscaler") | "\(.kind) \(.metadata.name) \(.spec.minReplicaCount // .spec.minReplicas)"' <<<"$output"
+	assert_output "HorizontalPodAutoscaler ot-serve 3
+ScaledObject ot-consume 2
+ScaledObject ot-reserve 2"
+	# Without an autoscaler (dev's consumers), the count is the overlay's.
+	run objects "$BATS_TEST_TMPDIR/dev.yaml"
+	run jq -r 'select(.kind == "Deployment") | "\(.metadata.name) \(.spec.replicas)"' <<<"$output"
+	assert_line 'ot-serve null'
+	assert_line 'ot-reserve 1'
+	assert_line 'ot-consume 1'
 }

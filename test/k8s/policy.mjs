@@ -1,18 +1,22 @@
 // What every rendered overlay must hold beyond the schemas: Pod Security "restricted" on every
 // pod template, requests and limits, probes on every Deployment, no secret in plain text,
 // deadlines on jobs, Services and probes naming ports the containers declare, one outbox mode
-// per database, consumers capped by the partition count.
+// per database, consumers capped by the partition count, nothing operational behind the
+// Ingress, no replica count where an autoscaler owns it.
 // Usage: node policy.mjs FILE            prints "ok ..." / "FAIL ..." lines, exit 1 on a FAIL
 //        node policy.mjs --ports FILE    prints "DEPLOYMENT PORT ARGS_JSON" per probed port
+//        node policy.mjs --json FILE     prints each object as one line of JSON (for jq)
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 
-const ports = process.argv[2] === '--ports';
-const file = process.argv[ports ? 3 : 2];
+const mode = process.argv[2]?.startsWith('--') ? process.argv[2] : null;
+const ports = mode === '--ports';
+const file = process.argv[mode ? 3 : 2];
 const objs = parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS()).filter(Boolean);
 let fails = 0;
 const fail = (what, why) => { console.log(`FAIL ${what}: ${why}`); fails++; };
 const ok = (what) => console.log(`ok ${what}`);
+const named = (kind, name) => objs.find((o) => o.kind === kind && o.metadata.name === name);
 
 // Pod templates with their owner's name.
 const pods = [];
@@ -25,6 +29,11 @@ for (const o of objs) {
 
 const secretish = /(PASS|SECRET|TOKEN|KEY|_DB$|_URL$|CREDENTIAL)/i;
 const plaintext = /(password|passwd|secret)\s*[=:]/i;
+
+if (mode === '--json') {
+  for (const o of objs) console.log(JSON.stringify(o));
+  process.exit(0);
+}
 
 if (ports) {
   for (const p of pods.filter((p) => p.owner.kind === 'Deployment')) {
@@ -134,6 +143,38 @@ const partitions = Number(topics && argsOf(topics).match(/--partitions (\d+)/)?.
 for (const so of objs.filter((o) => o.kind === 'ScaledObject')) {
   if (!(so.spec.maxReplicaCount <= partitions)) fail(`ScaledObject ${so.metadata.name}`, `maxReplicaCount ${so.spec.maxReplicaCount} exceeds ${partitions} partitions`);
   else ok(`ScaledObject ${so.metadata.name}`);
+}
+
+// Nothing operational is public: no Ingress path reaches the probes or the metrics, which
+// share ot-serve's port. Prefix matches whole path elements; ImplementationSpecific is taken
+// as a plain string prefix, as ingress-nginx does.
+const operational = ['/metrics', '/readyz', '/healthz'];
+function reaches(p, path) {
+  const q = p.path ?? '/';
+  if (p.pathType === 'Exact') return path === q;
+  if (p.pathType === 'Prefix') { const b = q.replace(/\/+$/, ''); return b === '' || path === b || path.startsWith(`${b}/`); }
+  return path.startsWith(q);
+}
+for (const ing of objs.filter((o) => o.kind === 'Ingress')) {
+  const what = `Ingress ${ing.metadata.name}`;
+  const before = fails;
+  if (ing.spec.defaultBackend) fail(what, 'has a defaultBackend: every path reaches it');
+  for (const r of ing.spec.rules ?? []) {
+    for (const p of r.http?.paths ?? []) {
+      for (const op of operational) if (reaches(p, op)) fail(what, `path ${p.path} (${p.pathType}) reaches ${op}`);
+    }
+  }
+  if (fails === before) ok(what);
+}
+
+// Where an HPA or a ScaledObject owns a Deployment's count, the Deployment sets none: every
+// apply would put it back to the manifest's number.
+for (const a of objs.filter((o) => o.kind === 'HorizontalPodAutoscaler' || o.kind === 'ScaledObject')) {
+  const ref = a.spec.scaleTargetRef, kind = ref.kind ?? 'Deployment';
+  const d = named(kind, ref.name);
+  if (!d) fail(`${a.kind} ${a.metadata.name}`, `scales ${kind} ${ref.name}, which is not there`);
+  else if (d.spec.replicas != null) fail(`${kind} ${ref.name}`, `sets replicas ${d.spec.replicas} while ${a.kind} ${a.metadata.name} owns its count: every apply resets the scale`);
+  else ok(`${kind} ${ref.name} scaled by ${a.kind} ${a.metadata.name}`);
 }
 
 console.log(fails ? `${fails} failed` : 'all held');
