@@ -2,9 +2,12 @@
 // pod template, requests and limits, probes on every Deployment, no secret in plain text,
 // deadlines on jobs, Services and probes naming ports the containers declare, one outbox mode
 // per database, consumers capped by the partition count, nothing operational behind the
-// Ingress, no replica count where an autoscaler owns it.
+// Ingress, no replica count where an autoscaler owns it, release Jobs named by their content.
 // Usage: node policy.mjs FILE            prints "ok ..." / "FAIL ..." lines, exit 1 on a FAIL
 //        node policy.mjs --ports FILE    prints "DEPLOYMENT PORT ARGS_JSON" per probed port
+//        node policy.mjs --command FILE KIND NAME
+//                                        prints the first container's args as a JSON array, its
+//                                        $(VAR)s filled from its env and ConfigMaps
 //        node policy.mjs --json FILE     prints each object as one line of JSON (for jq)
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
@@ -16,7 +19,19 @@ const objs = parseAllDocuments(readFileSync(file, 'utf8')).map((d) => d.toJS()).
 let fails = 0;
 const fail = (what, why) => { console.log(`FAIL ${what}: ${why}`); fails++; };
 const ok = (what) => console.log(`ok ${what}`);
+
+// A generated name without kustomize's hash suffix: ordertrack-db-migrate-2hkgfhbd7d -> ordertrack-db-migrate.
+const unhashed = (name) => name.replace(/-[a-z0-9]{10}$/, '');
 const named = (kind, name) => objs.find((o) => o.kind === kind && o.metadata.name === name);
+// A container's environment as the kubelet builds it from ConfigMaps and plain values (Secrets
+// are left out: their values are not the manifest's), and its args with $(VAR) filled from it.
+function envOf(c) {
+  const env = {};
+  for (const f of c.envFrom ?? []) if (f.configMapRef) Object.assign(env, named('ConfigMap', f.configMapRef.name)?.data ?? {});
+  for (const e of c.env ?? []) if (e.value != null) env[e.name] = e.value;
+  return env;
+}
+const expand = (c) => (c.args ?? c.command ?? []).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, v) => envOf(c)[v] ?? m));
 
 // Pod templates with their owner's name.
 const pods = [];
@@ -32,6 +47,15 @@ const plaintext = /(password|passwd|secret)\s*[=:]/i;
 
 if (mode === '--json') {
   for (const o of objs) console.log(JSON.stringify(o));
+  process.exit(0);
+}
+
+if (mode === '--command') {
+  const [kind, name] = process.argv.slice(4);
+  const o = objs.find((x) => x.kind === kind && (x.metadata.name === name || unhashed(x.metadata.name) === name));
+  const t = o?.kind === 'CronJob' ? o.spec.jobTemplate.spec.template : o?.spec?.template;
+  if (!t) { console.error(`no ${kind} ${name}`); process.exit(1); }
+  console.log(JSON.stringify(expand(t.spec.containers[0])));
   process.exit(0);
 }
 
@@ -139,7 +163,7 @@ for (const p of pods.filter((x) => x.owner.kind === 'Deployment' && / --mode cdc
 
 // Consumers never scale past the partition count the topics Job creates.
 const topics = pods.find((p) => / topics create/.test(argsOf(p)));
-const partitions = Number(topics && argsOf(topics).match(/--partitions (\d+)/)?.[1]);
+const partitions = Number(topics && expand(topics.spec.containers[0]).join(' ').match(/--partitions (\d+)/)?.[1]);
 for (const so of objs.filter((o) => o.kind === 'ScaledObject')) {
   if (!(so.spec.maxReplicaCount <= partitions)) fail(`ScaledObject ${so.metadata.name}`, `maxReplicaCount ${so.spec.maxReplicaCount} exceeds ${partitions} partitions`);
   else ok(`ScaledObject ${so.metadata.name}`);
@@ -175,6 +199,31 @@ for (const a of objs.filter((o) => o.kind === 'HorizontalPodAutoscaler' || o.kin
   if (!d) fail(`${a.kind} ${a.metadata.name}`, `scales ${kind} ${ref.name}, which is not there`);
   else if (d.spec.replicas != null) fail(`${kind} ${ref.name}`, `sets replicas ${d.spec.replicas} while ${a.kind} ${a.metadata.name} owns its count: every apply resets the scale`);
   else ok(`${kind} ${ref.name} scaled by ${a.kind} ${a.metadata.name}`);
+}
+
+// A Job's template cannot change: a Job is named by its content, the ConfigMap of its name
+// (hash included) holding its settings and its image.
+for (const p of pods.filter((x) => x.owner.kind === 'Job')) {
+  const c = p.spec.containers[0];
+  const cm = (c.envFrom ?? []).map((f) => f.configMapRef?.name).find((n) => n === p.owner.metadata.name);
+  if (!cm || !named('ConfigMap', cm)) fail(p.what, 'its name is not that of a ConfigMap of its settings: a changed Job could not be applied');
+  else if (named('ConfigMap', cm).data?.OT_RELEASE_IMAGE !== c.image) fail(p.what, `its ConfigMap ${cm} names image ${named('ConfigMap', cm).data?.OT_RELEASE_IMAGE}, not its ${c.image}: a new release would not rename it`);
+  else ok(`${p.what} named by its content`);
+}
+
+const refs = (c) => [...(c.envFrom ?? []).map((f) => f.secretRef ? ['Secret', f.secretRef.name] : ['ConfigMap', f.configMapRef?.name]),
+  ...(c.env ?? []).flatMap((e) => e.valueFrom?.secretKeyRef ? [['Secret', e.valueFrom.secretKeyRef.name]]
+    : e.valueFrom?.configMapKeyRef ? [['ConfigMap', e.valueFrom.configMapKeyRef.name]] : [])];
+
+// The migration Job is applied alone, before the rest of a release (README, "Schema
+// upgrade"): everything it reads carries its label, so `kubectl apply -l` takes it along.
+const component = (o) => o?.metadata?.labels?.['app.kubernetes.io/component'];
+for (const p of pods.filter((x) => component(x.owner) === 'migration')) {
+  const before = fails;
+  for (const c of p.spec.containers) {
+    for (const [k, n] of refs(c)) if (named(k, n) && component(named(k, n)) !== 'migration') fail(p.what, `reads ${k} ${n}, which is not applied with it (label app.kubernetes.io/component: migration)`);
+  }
+  if (fails === before) ok(`${p.what} applied alone with what it reads`);
 }
 
 console.log(fails ? `${fails} failed` : 'all held');
