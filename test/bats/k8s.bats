@@ -122,7 +122,7 @@ render() { # render OVERLAY > yaml
 	grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/dev.yaml"
 }
 
-@test "k8s: the policy check catches a writable root, a missing probe, a password, a sweep beside CDC, an open Ingress, a reset scale and a Job of fixed name" {
+@test "k8s: the policy check catches a writable root, a missing probe, a password, a sweep beside CDC, an open Ingress, a reset scale, a Job of fixed name, a wrong role and open egress" {
 	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
 	sed -e '0,/readOnlyRootFilesystem: true/s//readOnlyRootFilesystem: false/' \
 		-e '0,/livenessProbe:/s//livenessProbez:/' \
@@ -138,10 +138,13 @@ render() { # render OVERLAY > yaml
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/both.yaml"
 	[ "$status" -eq 1 ]
 	assert_output --partial 'CronJob ot-relay-sweep-orders: polls the orders outbox while Deployment ot-relay-orders streams it by CDC'
-	# An Ingress open at /, a count an autoscaler owns, a Job named for ever the same.
+	# An Ingress open at /, a count an autoscaler owns, a Job named for ever the same, the
+	# CDC relay on the runtime role, egress left at the base's placeholder.
 	sed -i -e '0,/pathType: Exact/s//pathType: Prefix/' "$TREE/base/ingress.yaml"
 	sed -i -e 's/^  # No replicas:.*/  replicas: 2/' "$TREE/base/ot-serve.yaml"
 	sed -i -e '/^configurations:/,+1d' "$TREE/jobs/kustomization.yaml"
+	sed -i -e 's/value: ordertrack-db-cdc/value: ordertrack-db/' "$TREE/components/outbox-cdc-orders/kustomization.yaml"
+	sed -i -e '/target: {kind: NetworkPolicy, name: allow-redis}/,+2d' "$TREE/overlays/prod/kustomization.yaml"
 	render prod > "$BATS_TEST_TMPDIR/prod-broken.yaml"
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod-broken.yaml"
 	[ "$status" -eq 1 ]
@@ -149,6 +152,8 @@ render() { # render OVERLAY > yaml
 	assert_line 'FAIL Ingress ot-serve: path / (Prefix) reaches /healthz'
 	assert_line 'FAIL Deployment ot-serve: sets replicas 2 while HorizontalPodAutoscaler ot-serve owns its count: every apply resets the scale'
 	assert_line 'FAIL Job ot-topics: its name is not that of a ConfigMap of its settings: a changed Job could not be applied'
+	assert_line 'FAIL Deployment ot-relay-orders: reads ordertrack-db: it runs as the role of ordertrack-db-cdc'
+	assert_line 'FAIL NetworkPolicy allow-redis: egress to 192.0.2.1/32, the base'"'"'s placeholder: the overlay names no address for it'
 }
 
 @test "k8s: no secret env file is committed, and an example sits beside each generator's" {
@@ -162,8 +167,8 @@ render() { # render OVERLAY > yaml
 			n=$((n + 1))
 		done
 	done
-	# db, db-migrate and api in each.
-	[ "$n" -ge 6 ]
+	# db, db-migrate and api in each, db-cdc in prod.
+	[ "$n" -ge 7 ]
 	! grep -rn 'kind: Secret' "$ROOT/k8s" --include='*.yaml'
 }
 
@@ -308,6 +313,46 @@ retention.ms=2592000000"
 	echo "$stderr" | grep -q "creating topic n.$RUNID"
 	run --separate-stderr ot-relay topics list "$t.dlq"
 	assert_output --partial '"config":{"min.insync.replicas":"1","retention.ms":"2592000000"}'
+}
+
+@test "k8s: egress goes only to each backend's addresses, named by the overlay" {
+	local o p
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		for p in allow-postgres allow-redis allow-kafka allow-trace-collector; do
+			assert_line "ok NetworkPolicy $p"
+		done
+	done
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "NetworkPolicy" and .metadata.name == "allow-postgres") | .spec.egress[] | "\(.ports[0].port) \([.to[].ipBlock.cidr] | join(" "))"' <<<"$output"
+	assert_output '5432 10.40.1.10/32 10.40.1.11/32'
+	# The base alone names no address: every backend policy says so.
+	"$KUSTOMIZE" build "$TREE/base" > "$BATS_TEST_TMPDIR/base.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/base.yaml"
+	for p in allow-postgres allow-redis allow-kafka allow-trace-collector; do
+		assert_line "FAIL NetworkPolicy $p: egress to 192.0.2.1/32, the base's placeholder: the overlay names no address for it"
+	done
+}
+
+@test "k8s: each database role's Secret goes where the role belongs: migration to ot-migrate, replication to the CDC relay, runtime to the rest" {
+	local o
+	render prod > "$BATS_TEST_TMPDIR/prod.yaml"
+	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.spec.template != null or .spec.jobTemplate != null)
+		| [.metadata.name, ((.spec.jobTemplate.spec.template // .spec.template).spec.containers[0].envFrom // [] | map(.secretRef.name // empty) | map(sub("-[a-z0-9]{10}$"; "")) | join(","))]
+		| join(" ")' <<<"$output"
+	assert_line 'ot-serve ordertrack-db'
+	assert_line 'ot-relay-orders ordertrack-db-cdc'
+	assert_line 'ot-relay-inventory ordertrack-db'
+	assert_line --regexp '^ot-migrate-[a-z0-9]{10} ordertrack-db-migrate$'
+	assert_line --regexp '^ot-topics-[a-z0-9]{10} $'
+	[ "$(printf '%s\n' "$output" | grep -c 'ordertrack-db-migrate')" = 1 ]
+	[ "$(printf '%s\n' "$output" | grep -c 'ordertrack-db-cdc')" = 1 ]
+	# Dev polls both outboxes: no replication role at all.
+	run grep -c 'ordertrack-db-cdc' "$BATS_TEST_TMPDIR/dev.yaml"
+	assert_output 0
 }
 
 @test "k8s: a schema upgrade as the README has it: the migration Job alone first, as the migration role, then the Deployments as the runtime role; an older binary refused" {

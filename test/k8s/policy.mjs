@@ -2,7 +2,8 @@
 // pod template, requests and limits, probes on every Deployment, no secret in plain text,
 // deadlines on jobs, Services and probes naming ports the containers declare, one outbox mode
 // per database, consumers capped by the partition count, nothing operational behind the
-// Ingress, no replica count where an autoscaler owns it, release Jobs named by their content.
+// Ingress, no replica count where an autoscaler owns it, release Jobs named by their content,
+// each database role's Secret only where it belongs, egress only to the backends' addresses.
 // Usage: node policy.mjs FILE            prints "ok ..." / "FAIL ..." lines, exit 1 on a FAIL
 //        node policy.mjs --ports FILE    prints "DEPLOYMENT PORT ARGS_JSON" per probed port
 //        node policy.mjs --command FILE KIND NAME
@@ -211,9 +212,21 @@ for (const p of pods.filter((x) => x.owner.kind === 'Job')) {
   else ok(`${p.what} named by its content`);
 }
 
+// Each database role's connection strings go where that role belongs (lib/sql/roles.sql): the
+// migration role's to the migrate Job alone, the replication role's to a relay in CDC mode
+// alone, the runtime role's to everything else. Every Secret and ConfigMap named is rendered.
 const refs = (c) => [...(c.envFrom ?? []).map((f) => f.secretRef ? ['Secret', f.secretRef.name] : ['ConfigMap', f.configMapRef?.name]),
   ...(c.env ?? []).flatMap((e) => e.valueFrom?.secretKeyRef ? [['Secret', e.valueFrom.secretKeyRef.name]]
     : e.valueFrom?.configMapKeyRef ? [['ConfigMap', e.valueFrom.configMapKeyRef.name]] : [])];
+for (const p of pods) {
+  for (const c of p.spec.containers) {
+    const args = expand(c).join(' ');
+    const dbs = refs(c).filter(([k, n]) => k === 'Secret' && /^ordertrack-db/.test(unhashed(n))).map(([, n]) => unhashed(n));
+    const want = / migrate( |$)/.test(args) ? 'ordertrack-db-migrate' : / --mode cdc/.test(args) ? 'ordertrack-db-cdc' : 'ordertrack-db';
+    for (const [k, n] of refs(c)) if (!named(k, n)) fail(p.what, `${k} ${n} is not rendered`);
+    for (const d of dbs) if (d !== want) fail(p.what, `reads ${d}: it runs as the role of ${want}`);
+  }
+}
 
 // The migration Job is applied alone, before the rest of a release (README, "Schema
 // upgrade"): everything it reads carries its label, so `kubectl apply -l` takes it along.
@@ -224,6 +237,23 @@ for (const p of pods.filter((x) => component(x.owner) === 'migration')) {
     for (const [k, n] of refs(c)) if (named(k, n) && component(named(k, n)) !== 'migration') fail(p.what, `reads ${k} ${n}, which is not applied with it (label app.kubernetes.io/component: migration)`);
   }
   if (fails === before) ok(`${p.what} applied alone with what it reads`);
+}
+
+// Egress only to the backends' addresses: every rule names where it goes, none is the whole
+// internet, and no overlay kept the base's documentation address (192.0.2.0/24, RFC 5737).
+for (const np of objs.filter((o) => o.kind === 'NetworkPolicy' && (o.spec.policyTypes ?? []).includes('Egress'))) {
+  const what = `NetworkPolicy ${np.metadata.name}`;
+  const before = fails;
+  for (const r of np.spec.egress ?? []) {
+    if (!r.to?.length) fail(what, `egress to port ${(r.ports ?? []).map((x) => x.port).join(',') || 'any'} goes anywhere: name its destinations`);
+    for (const t of r.to ?? []) {
+      const cidr = t.ipBlock?.cidr ?? '';
+      if (/\/0$/.test(cidr)) fail(what, `egress to ${cidr}: anywhere`);
+      if (/^192\.0\.2\./.test(cidr)) fail(what, `egress to ${cidr}, the base's placeholder: the overlay names no address for it`);
+      if (t.podSelector && !Object.keys(t.podSelector).length && !t.namespaceSelector) fail(what, 'egress to every pod of the namespace');
+    }
+  }
+  if (fails === before) ok(what);
 }
 
 console.log(fails ? `${fails} failed` : 'all held');
