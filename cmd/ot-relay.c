@@ -203,13 +203,6 @@ drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
 	return OT_OK;
 }
 
-/* The usage of a subcommand: its own lines of usage(). */
-static void
-sub_usage(FILE *f, int full)
-{
-	usage(f, full);
-}
-
 static int
 is_dlq(const char *topic)
 {
@@ -344,6 +337,10 @@ topics_main(int argc, char **argv)
 	int c, r = EX_USAGE, create = !strcmp(verb, "create"), topic_opts = 0, partitions = 12,
 	    replication = -1, isr = 0, dlq_isr = 0;
 
+	if (!strcmp(verb, "-h") || !strcmp(verb, "--help")) {
+		usage(stdout, 1);
+		return EX_OK;
+	}
 	if (!create && strcmp(verb, "list")) {
 		fprintf(stderr, "%s: topics create|list [options] [TOPIC...]\n", argv0);
 		return EX_USAGE;
@@ -358,7 +355,7 @@ topics_main(int argc, char **argv)
 	/* Options after the verb: argv + 1 is "create" or "list" and its options. */
 	optind = 1;
 	while ((c = getopt_long(argc - 1, argv + 1, "b:X:F:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, sub_usage)) != OT_ARG_TOOL) {
+		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
 			if (r >= 0)
 				goto out;
 			continue;
@@ -479,7 +476,7 @@ migrate_main(int argc, char **argv)
 	ot_config_init(&cfg, argv0);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, sub_usage)) != OT_ARG_TOOL) {
+		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
 			if (r >= 0)
 				goto out;
 			continue;

@@ -303,6 +303,12 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 		run --separate-stderr ot-relay $a
 		assert_failure 64
 	done
+	# Help, where a subcommand's options go too.
+	for a in "topics -h" "topics create -h" "topics list --help" "migrate -h"; do
+		run --separate-stderr ot-relay $a
+		assert_success
+		assert_line --index 0 --partial 'usage: ot-relay'
+	done
 }
 
 @test "ot-relay: a consumer does not create its topics; it waits for them and says so" {
