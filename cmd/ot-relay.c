@@ -1,4 +1,5 @@
 /* ot-relay: the Event Relay — an outbox drained to Kafka or stdout, or envelopes piped to Kafka. */
+#include <ctype.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "ot_replay.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_topics.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-relay";
@@ -27,7 +29,7 @@ static const char *argv0 = "ot-relay";
 enum {
 	OPT_DB = OT_OPT_TOOL_BASE, OPT_ONCE, OPT_META, OPT_RAW,
 	OPT_FROM, OPT_SINCE, OPT_UNTIL, OPT_DRY_RUN, OPT_MAX, OPT_LIMIT, OPT_MODE, OPT_SLOT,
-	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION, OPT_INTERVAL
+	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION, OPT_CONFIG, OPT_DLQ_CONFIG, OPT_LOCK_TIMEOUT, OPT_INTERVAL
 };
 
 /* What "topics create" makes when it is named no topic: every topic the tools use. */
@@ -48,10 +50,12 @@ usage(FILE *f, int full)
 	fprintf(f, "usage: %s [--db orders|inventory] [--mode poll|cdc] [-O OUTPUT] [--once] [options]\n"
 	        "       %s -i INPUT -O kafka:TOPIC [options]\n"
 	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n"
-	        "       %s topics create [--partitions N] [--replication-factor N] [TOPIC...]\n"
+	        "       %s topics create [--partitions N] [--replication-factor N] [--config KEY=VALUE]\n"
+	        "                            [--dlq-config KEY=VALUE] [TOPIC...]\n"
 	        "       %s topics list [TOPIC...]\n"
+	        "       %s migrate [--db orders|inventory] [--lock-timeout DURATION]\n"
 	        "       %s lag [--interval SECONDS] [GROUP...]   (%s lag -h)\n",
-	        argv0, argv0, argv0, argv0, argv0, argv0, argv0);
+	        argv0, argv0, argv0, argv0, argv0, argv0, argv0, argv0);
 	if (!full)
 		return;
 	fprintf(f, "\nDrains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
@@ -82,11 +86,22 @@ usage(FILE *f, int full)
 	        "      --slot NAME         cdc: the replication slot (default ot_relay_<db>)\n"
 	        "      --drop-slot         cdc: drop the slot, so the server keeps no more WAL for it, and exit\n"
 	        "      --once              drain the outbox and exit (for a CronJob)\n"
-	        "\ntopics create makes each TOPIC that does not exist (default: the orders, inventory and\n"
-	        "delivery topics and their .dlq), as a deployment step run by someone allowed to; no\n"
-	        "tool creates a topic itself. topics list prints topics as JSON lines.\n"
+	        "\ntopics create makes each TOPIC (default: the orders, inventory and delivery topics and\n"
+	        "their .dlq) as asked, as a deployment step run by someone allowed to; no tool creates a\n"
+	        "topic itself. It is idempotent: a topic that exists keeps its partitions and replicas\n"
+	        "and gets the settings asked, its other settings left. topics list prints topics as JSON\n"
+	        "lines. They take -b, -X, -F and --log-level only.\n"
 	        "      --partitions N      partitions of a new topic (default 12)\n"
-	        "      --replication-factor N  replicas of a new topic (default: the broker's)\n"
+	        "      --replication-factor N  replicas of a new topic, and of an existing one (refused\n"
+	        "                          if it has others; default: the broker's)\n"
+	        "      --config KEY=VALUE  a topic setting, such as min.insync.replicas=2 (repeatable)\n"
+	        "      --dlq-config KEY=VALUE  a setting of the .dlq topics only, over --config, such as\n"
+	        "                          retention.ms=2592000000 (repeatable)\n"
+	        "\nmigrate brings the databases' schemas (both, or --db's) to this release's, once, under\n"
+	        "a lock, as a deployment step run with the migration role. Every other command refuses\n"
+	        "a schema newer than it knows (exit 78). It takes --orders-db, --inventory-db and\n"
+	        "--log-level only.\n"
+	        "      --lock-timeout D    how long to wait for any one lock: 500ms, 5s, 1m (default 10s)\n"
 	        "\n"
 	        "  -h, --help              this help\n"
 	        "  -V, --version           print the version\n%s", ot_config_usage);
@@ -303,34 +318,57 @@ out:
 	return ot_exit_status(rc);
 }
 
-/* "topics create|list [TOPIC...]": one JSON line per topic on stdout. */
 static int
-topics(const struct ot_config *cfg, const char *verb, const char *const *names, size_t n,
-       int partitions, int replication)
+is_dlq(const char *topic)
 {
+	size_t n = strlen(topic);
+
+	return n > 4 && !strcmp(topic + n - 4, ".dlq");
+}
+
+/* "topics create|list": one JSON line per topic on stdout. */
+static int
+topics(const struct ot_config *cfg, int create, const char *const *names, size_t n, int partitions,
+       int replication, const char *const *conf, size_t nconf, const char *const *dlq_conf, size_t ndlq)
+{
+	struct ot_topic_spec *spec = NULL;
+	enum ot_topic_outcome *outcome = NULL;
+	const char **both = NULL;
 	char err[1024], *line;
-	int *created = NULL, rc = OT_OK, unknown = 0;
+	int rc = OT_OK, unknown = 0;
 	json_t *a = NULL, *t;
 	size_t i;
 
-	if (!strcmp(verb, "create")) {
+	if (create) {
 		if (!n) {
 			names = default_topics;
 			n = sizeof default_topics / sizeof default_topics[0];
 		}
-		if (!(created = calloc(n, sizeof *created))) {
+		spec = calloc(n, sizeof *spec);
+		outcome = calloc(n, sizeof *outcome);
+		both = calloc(nconf + ndlq + 1, sizeof *both);
+		if (!spec || !outcome || !both) {
 			rc = ot_err(OT_EINTERNAL, err, sizeof err, "out of memory");
 			goto out;
 		}
-		if ((rc = ot_kafka_create_topics(cfg, names, n, partitions, replication, created, err,
-		                                 sizeof err)))
+		/* A dead-letter topic's own settings come after the others: they win. */
+		memcpy(both, conf, nconf * sizeof *both);
+		memcpy(both + nconf, dlq_conf, ndlq * sizeof *both);
+		for (i = 0; i < n; i++) {
+			spec[i] = (struct ot_topic_spec){names[i], partitions, replication, both, nconf};
+			if (is_dlq(names[i]))
+				spec[i].nconfig = nconf + ndlq;
+		}
+		if ((rc = ot_topics_ensure(cfg, spec, n, outcome, err, sizeof err)))
 			goto out;
 	}
-	if (!(a = ot_kafka_topics(cfg, names, n, &rc, err, sizeof err)))
+	if (!(a = ot_topics_describe(cfg, names, n, &rc, err, sizeof err)))
 		goto out;
 	json_array_foreach(a, i, t) {
-		if (created)
-			json_object_set_new(t, "created", json_boolean(created[i]));
+		if (outcome) {
+			json_object_set_new(t, "created", json_boolean(outcome[i] == OT_TOPIC_CREATED));
+			json_object_set_new(t, "altered", json_boolean(outcome[i] == OT_TOPIC_ALTERED));
+		}
 		if (json_object_get(t, "error"))
 			unknown++;
 		if (!(line = json_dumps(t, OT_JSON_FLAGS))) {
@@ -339,7 +377,7 @@ topics(const struct ot_config *cfg, const char *verb, const char *const *names, 
 		}
 		puts(line);
 		free(line);
-		if (created && created[i])
+		if (outcome && outcome[i] == OT_TOPIC_CREATED)
 			OT_INFO(NULL, "topics: created %s", names[i]);
 	}
 	if (fflush(stdout) || ferror(stdout)) {
@@ -352,8 +390,242 @@ out:
 	if (rc)
 		OT_ERROR(NULL, "%s", err);
 	json_decref(a);
-	free(created);
+	free(spec);
+	free(outcome);
+	free(both);
 	return ot_exit_status(rc);
+}
+
+/* A topic setting: key=value, the key a Kafka config name. The min.insync.replicas one, if
+ * any, into *isr. Returns 0, or -1 after saying why on stderr. */
+static int
+topic_setting(const char *opt, const char *s, int *isr)
+{
+	const char *eq = strchr(s, '=');
+	size_t i;
+
+	for (i = 0; eq && s + i < eq && (isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'); i++)
+		;
+	if (!eq || eq == s || s + i != eq || !eq[1]) {
+		fprintf(stderr, "%s: %s %s: expected KEY=VALUE, such as retention.ms=2592000000\n", argv0, opt, s);
+		return -1;
+	}
+	if (!strncmp(s, "min.insync.replicas=", 20))
+		*isr = atoi(eq + 1);
+	return 0;
+}
+
+/* A number of --partitions or --replication-factor, 1 to max; -1 after saying why. */
+static int
+count_arg(const char *opt, const char *s, int max)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*end || end == s || v < 1 || v > max) {
+		fprintf(stderr, "%s: %s %s: expected 1 to %d\n", argv0, opt, s, max);
+		return -1;
+	}
+	return (int)v;
+}
+
+/* "topics create|list [options] [TOPIC...]". argv[0] is "topics". */
+static int
+topics_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"brokers", required_argument, NULL, 'b'},
+		{"kafka-config", required_argument, NULL, 'F'},
+		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
+		{"partitions", required_argument, NULL, OPT_PARTITIONS},
+		{"replication-factor", required_argument, NULL, OPT_REPLICATION},
+		{"config", required_argument, NULL, OPT_CONFIG},
+		{"dlq-config", required_argument, NULL, OPT_DLQ_CONFIG},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	const char *verb = argc > 1 ? argv[1] : "", **conf, **dlq;
+	size_t nconf = 0, ndlq = 0;
+	char err[512];
+	int c, r = EX_USAGE, create = !strcmp(verb, "create"), topic_opts = 0, partitions = 12,
+	    replication = -1, isr = 0, dlq_isr = 0;
+
+	if (!strcmp(verb, "-h") || !strcmp(verb, "--help")) {
+		usage(stdout, 1);
+		return EX_OK;
+	}
+	if (!create && strcmp(verb, "list")) {
+		fprintf(stderr, "%s: topics create|list [options] [TOPIC...]\n", argv0);
+		return EX_USAGE;
+	}
+	ot_config_init(&cfg, argv0);
+	conf = calloc((size_t)argc, sizeof *conf);
+	dlq = calloc((size_t)argc, sizeof *dlq);
+	if (!conf || !dlq) {
+		r = EX_OSERR;
+		goto out;
+	}
+	/* Options after the verb: argv + 1 is "create" or "list" and its options. */
+	optind = 1;
+	while ((c = getopt_long(argc - 1, argv + 1, "b:X:F:hV", longopts, NULL)) != -1) {
+		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
+			if (r >= 0)
+				goto out;
+			continue;
+		}
+		r = EX_USAGE;
+		topic_opts = 1;
+		switch (c) {
+		case OPT_PARTITIONS:
+			if ((partitions = count_arg("--partitions", optarg, 10000)) < 0)
+				goto out;
+			break;
+		case OPT_REPLICATION:
+			if ((replication = count_arg("--replication-factor", optarg, 32)) < 0)
+				goto out;
+			break;
+		case OPT_CONFIG:
+			if (topic_setting("--config", optarg, &isr))
+				goto out;
+			conf[nconf++] = optarg;
+			break;
+		case OPT_DLQ_CONFIG:
+			if (topic_setting("--dlq-config", optarg, &dlq_isr))
+				goto out;
+			dlq[ndlq++] = optarg;
+			break;
+		}
+	}
+	r = EX_USAGE;
+	if (topic_opts && !create) {
+		fprintf(stderr, "%s: --partitions, --replication-factor, --config and --dlq-config belong to "
+		        "topics create\n", argv0);
+		goto out;
+	}
+	/* Contradictory: a quorum larger than the replicas could never be met. */
+	if (replication > 0 && (isr > replication || dlq_isr > replication)) {
+		fprintf(stderr, "%s: min.insync.replicas=%d is more than --replication-factor %d: producers "
+		        "with acks=all could never write\n", argv0, isr > dlq_isr ? isr : dlq_isr, replication);
+		goto out;
+	}
+	for (c = optind + 1; c < argc; c++) {
+		if (ot_replay_target_check(argv[c], err, sizeof err)) {
+			fprintf(stderr, "%s: topics: %s\n", argv0, err);
+			goto out;
+		}
+	}
+	if ((r = ot_config_done(&cfg, NULL)))
+		goto out;
+	r = topics(&cfg, create, (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1),
+	           partitions, replication, conf, nconf, dlq, ndlq);
+out:
+	ot_config_free(&cfg);
+	free(conf);
+	free(dlq);
+	return r;
+}
+
+/* "500ms", "5s", "1m" or plain seconds, in milliseconds; -1 if it is none of them. */
+static long
+duration_ms(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || v < 0 || v > 86400000L)
+		return -1;
+	if (!strcmp(end, "ms"))
+		return v;
+	if (!*end || !strcmp(end, "s"))
+		return v * 1000;
+	if (!strcmp(end, "m"))
+		return v * 60000;
+	return -1;
+}
+
+/* Brings one database's schema to this binary's; one JSON line on stdout. */
+static int
+migrate_db(const char *conninfo, const char *db, long lock_ms, char *err, size_t errsz)
+{
+	struct ot_pg_schema s;
+	PGconn *c;
+	int rc, applied = 0;
+
+	if (!(c = ot_pg_connect(conninfo, err, errsz)))
+		return OT_ESERVICE;
+	rc = ot_pg_migrate(c, db, (int)lock_ms, &s, &applied, err, errsz);
+	PQfinish(c);
+	if (rc)
+		return rc;
+	printf("{\"db\":\"%s\",\"from\":%d,\"to\":%d,\"applied\":%d}\n", db, s.version,
+	       applied ? s.known : s.version, applied);
+	OT_INFO(NULL, "migrate: %s at version %d%s", db, applied ? s.known : s.version,
+	        applied ? "" : ", as it was");
+	if (fflush(stdout) || ferror(stdout))
+		return ot_err(OT_EOUTPUT, err, errsz, "writing output failed");
+	return OT_OK;
+}
+
+/* "migrate [--db NAME] [--lock-timeout D]". argv[0] is "migrate". */
+static int
+migrate_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"orders-db", required_argument, NULL, OT_OPT_ORDERS_DB},
+		{"inventory-db", required_argument, NULL, OT_OPT_INVENTORY_DB},
+		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
+		{"db", required_argument, NULL, OPT_DB},
+		{"lock-timeout", required_argument, NULL, OPT_LOCK_TIMEOUT},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	struct ot_config cfg;
+	const char *only = NULL;
+	long lock_ms = OT_PG_LOCK_TIMEOUT_MS;
+	char err[1024];
+	int c, r = EX_USAGE, rc = OT_OK;
+
+	ot_config_init(&cfg, argv0);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
+			if (r >= 0)
+				goto out;
+			continue;
+		}
+		r = EX_USAGE;
+		if (c == OPT_DB) {
+			if (strcmp(optarg, "orders") && strcmp(optarg, "inventory")) {
+				fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, optarg);
+				goto out;
+			}
+			only = optarg;
+		} else if (c == OPT_LOCK_TIMEOUT && (lock_ms = duration_ms(optarg)) <= 0) {
+			fprintf(stderr, "%s: --lock-timeout %s: expected 500ms, 5s, 1m or seconds, above 0\n",
+			        argv0, optarg);
+			goto out;
+		}
+	}
+	r = EX_USAGE;
+	if (optind < argc) {
+		fprintf(stderr, "%s: migrate takes no arguments\n", argv0);
+		goto out;
+	}
+	if ((r = ot_config_done(&cfg, NULL)))
+		goto out;
+	if (!only || !strcmp(only, "orders"))
+		rc = migrate_db(cfg.orders_db, "orders", lock_ms, err, sizeof err);
+	if (!rc && (!only || !strcmp(only, "inventory")))
+		rc = migrate_db(cfg.inventory_db, "inventory", lock_ms, err, sizeof err);
+	if (rc)
+		OT_ERROR(NULL, "migrate: %s", err);
+	r = ot_exit_status(rc);
+out:
+	ot_config_free(&cfg);
+	return r;
 }
 
 int
@@ -376,8 +648,6 @@ main(int argc, char **argv)
 		{"mode", required_argument, NULL, OPT_MODE},
 		{"slot", required_argument, NULL, OPT_SLOT},
 		{"drop-slot", no_argument, NULL, OPT_DROP_SLOT},
-		{"partitions", required_argument, NULL, OPT_PARTITIONS},
-		{"replication-factor", required_argument, NULL, OPT_REPLICATION},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -394,13 +664,18 @@ main(int argc, char **argv)
 	struct ot_replay_stats rst;
 	const char *from = NULL, *mode = "poll", *slot = NULL;
 	char slotbuf[64];
-	int replay_opts = 0, topic_opts = 0, partitions = 12, replication = -1;
+	int replay_opts = 0;
 	const char *dbname = "orders", *output = "-", *input = NULL;
 	PGconn *db = NULL;
 	char err[1024];
 	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, dbset = 0, outset = 0;
 	long total = 0;
 
+	/* A subcommand comes first and has options of its own. */
+	if (argc > 1 && !strcmp(argv[1], "topics"))
+		return topics_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "migrate"))
+		return migrate_main(argc - 1, argv + 1);
 	if (argc > 1 && !strcmp(argv[1], "lag")) {
 		static char name[] = "ot-relay lag"; /* getopt's messages begin with it */
 		argv[1] = name;
@@ -448,49 +723,7 @@ main(int argc, char **argv)
 				rp.limit = r;
 			replay_opts = 1;
 			break;
-		case OPT_PARTITIONS:
-		case OPT_REPLICATION: {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-			if (*end || end == optarg || v < 1 || v > (c == OPT_PARTITIONS ? 10000 : 32)) {
-				fprintf(stderr, "%s: %s %s: expected 1 to %d\n", argv0,
-				        c == OPT_PARTITIONS ? "--partitions" : "--replication-factor", optarg,
-				        c == OPT_PARTITIONS ? 10000 : 32);
-				return EX_USAGE;
-			}
-			if (c == OPT_PARTITIONS)
-				partitions = (int)v;
-			else
-				replication = (int)v;
-			topic_opts = 1;
-			break;
 		}
-		}
-	}
-	if (optind < argc && !strcmp(argv[optind], "topics")) {
-		const char *verb = optind + 1 < argc ? argv[optind + 1] : "";
-		if ((strcmp(verb, "create") && strcmp(verb, "list")) || (topic_opts && strcmp(verb, "create")) ||
-		    replay_opts || input || dbset || outset || once || slot || sm.meta || sm.raw) {
-			fprintf(stderr, "%s: topics create [--partitions N] [--replication-factor N] [TOPIC...] "
-			        "or topics list [TOPIC...], with no other mode's options\n", argv0);
-			return EX_USAGE;
-		}
-		for (r = optind + 2; r < argc; r++) {
-			if (ot_replay_target_check(argv[r], err, sizeof err)) {
-				fprintf(stderr, "%s: topics: %s\n", argv0, err);
-				return EX_USAGE;
-			}
-		}
-		if ((r = ot_config_done(&cfg, NULL)))
-			return r;
-		r = topics(&cfg, verb, (const char *const *)argv + optind + 2, (size_t)(argc - optind - 2),
-		           partitions, replication);
-		ot_config_free(&cfg);
-		return r;
-	}
-	if (topic_opts) {
-		fprintf(stderr, "%s: --partitions and --replication-factor belong to topics create\n", argv0);
-		return EX_USAGE;
 	}
 	if (optind < argc && !strcmp(argv[optind], "replay")) {
 		optind++;

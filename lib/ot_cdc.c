@@ -366,14 +366,28 @@ setup(PGconn *db, const char *slot, char *errstr, size_t errsz)
 	PGresult *res;
 	int rc, n, lost;
 
+	/* Said plainly, before PostgreSQL refuses the slot in its own words. */
+	res = ot_pg_query(db, "SELECT rolreplication OR rolsuper, current_user FROM pg_roles "
+	                  "WHERE rolname = current_user", 0, NULL, &rc, errstr, errsz);
+	if (!res)
+		return rc;
+	if (PQntuples(res) && strcmp(PQgetvalue(res, 0, 0), "t")) {
+		rc = ot_err(OT_ECONFIG, errstr, errsz, "role %s lacks REPLICATION: a relay in --mode cdc "
+		            "needs a role that has it (the replication role of lib/sql/roles.sql)",
+		            PQgetvalue(res, 0, 1));
+		PQclear(res);
+		return rc;
+	}
+	PQclear(res);
+	/* The publication is the schema's (a migration makes it): the relay never needs DDL. */
 	res = ot_pg_query(db, "SELECT 1 FROM pg_publication WHERE pubname = 'ot_outbox'", 0, NULL, &rc, errstr, errsz);
 	if (!res)
 		return rc;
 	n = PQntuples(res);
 	PQclear(res);
-	if (!n && (rc = ot_pg_exec(db, "CREATE PUBLICATION ot_outbox FOR TABLE outbox WITH (publish = 'insert')",
-	                           0, NULL, errstr, errsz)))
-		return rc;
+	if (!n)
+		return ot_err(OT_ECONFIG, errstr, errsz, "the publication ot_outbox is missing: run ot-relay "
+		              "migrate (a migration creates it)");
 	res = ot_pg_query(db, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
 	                  1, p, &rc, errstr, errsz);
 	if (!res)

@@ -7,8 +7,8 @@
 struct ot_out;
 
 /* Streams every row inserted into db's outbox ("orders"/"inventory", at conninfo) to out, in
- * commit order, through the publication ot_outbox and the replication slot `slot` (both
- * created on first use). A transaction's LSN is confirmed to the server only after all its
+ * commit order, through the publication ot_outbox (a migration makes it) and the replication
+ * slot `slot` (created on first use: the role needs REPLICATION, and DML on the outbox). A transaction's LSN is confirmed to the server only after all its
  * records were acknowledged, and its rows are then deleted; standby status updates go out at
  * least every few seconds, confirming the server's position while nothing is pending, so an
  * idle database's WAL is not held back. Resumes after a restart from the last confirmed LSN;

@@ -149,20 +149,6 @@ find_topic(const struct rd_kafka_metadata *md, const char *topic)
 }
 
 static int
-topics_known(rd_kafka_t *rk, const char *const *topics, size_t n)
-{
-	const struct rd_kafka_metadata *md = all_metadata(rk, 5000, NULL, 0);
-	size_t i, found = 0;
-
-	if (!md)
-		return 0;
-	for (i = 0; i < n; i++)
-		found += find_topic(md, topics[i]) != NULL;
-	rd_kafka_metadata_destroy(md);
-	return found == n;
-}
-
-static int
 is_kafka_spec(const char *spec)
 {
 	return !strncmp(spec, KAFKA_PREFIX, 5) && (spec[5] == '\0' || spec[5] == ':');
@@ -1031,8 +1017,8 @@ ot_out_free(struct ot_out *o)
 }
 
 /* A client for metadata and the admin API, with the operator's properties. */
-static rd_kafka_t *
-admin_client(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+rd_kafka_t *
+ot_kafka_admin(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
 {
 	rd_kafka_conf_t *conf;
 	rd_kafka_t *rk;
@@ -1055,169 +1041,6 @@ admin_client(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
 		return NULL;
 	}
 	return rk;
-}
-
-rd_kafka_t *
-ot_kafka_admin(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
-{
-	return admin_client(cfg, rc, errstr, errsz);
-}
-
-static json_t *
-describe_topic(const struct rd_kafka_metadata *md, const char *topic)
-{
-	const struct rd_kafka_metadata_topic *t = find_topic(md, topic);
-
-	if (!t)
-		return json_pack("{s:s, s:s}", "topic", topic, "error", "unknown topic");
-	return json_pack("{s:s, s:i, s:i}", "topic", topic, "partitions", t->partition_cnt,
-	                 "replication_factor", t->partitions[0].replica_cnt);
-}
-
-static int
-by_name(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-json_t *
-ot_kafka_topics(const struct ot_config *cfg, const char *const *topics, size_t n, int *rc,
-                char *errstr, size_t errsz)
-{
-	const struct rd_kafka_metadata *md;
-	rd_kafka_t *rk;
-	json_t *a = NULL;
-	size_t i;
-	int j;
-
-	if (!(rk = admin_client(cfg, rc, errstr, errsz)))
-		return NULL;
-	if (!(md = all_metadata(rk, 10000, errstr, errsz))) {
-		*rc = OT_ESERVICE;
-		goto out;
-	}
-	a = json_array();
-	if (n == 0) {
-		const char **all = calloc((size_t)md->topic_cnt + 1, sizeof *all);
-		size_t k = 0;
-		if (!all) {
-			*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-			json_decref(a);
-			a = NULL;
-			rd_kafka_metadata_destroy(md);
-			goto out;
-		}
-		for (j = 0; j < md->topic_cnt; j++)
-			if (strncmp(md->topics[j].topic, "__", 2)) /* Kafka's own */
-				all[k++] = md->topics[j].topic;
-		qsort(all, k, sizeof *all, by_name);
-		for (i = 0; i < k; i++)
-			json_array_append_new(a, describe_topic(md, all[i]));
-		free(all);
-	} else {
-		for (i = 0; i < n; i++)
-			json_array_append_new(a, describe_topic(md, topics[i]));
-	}
-	rd_kafka_metadata_destroy(md);
-	*rc = OT_OK;
-out:
-	rd_kafka_destroy(rk);
-	return a;
-}
-
-/* A refusal the operator fixes in the request (a factor above the broker count, a bad name),
- * not by waiting. */
-static int
-create_error_rc(rd_kafka_resp_err_t err)
-{
-	switch (err) {
-	case RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR:
-	case RD_KAFKA_RESP_ERR_INVALID_PARTITIONS:
-	case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-	case RD_KAFKA_RESP_ERR_INVALID_REPLICA_ASSIGNMENT:
-	case RD_KAFKA_RESP_ERR_INVALID_CONFIG:
-	case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
-		return OT_ECONFIG;
-	default:
-		return OT_ESERVICE;
-	}
-}
-
-int
-ot_kafka_create_topics(const struct ot_config *cfg, const char *const *topics, size_t n,
-                       int partitions, int replication, int *created, char *errstr, size_t errsz)
-{
-	rd_kafka_t *rk;
-	rd_kafka_NewTopic_t **nt = NULL;
-	rd_kafka_AdminOptions_t *opts = NULL;
-	rd_kafka_queue_t *q = NULL;
-	rd_kafka_event_t *ev = NULL;
-	const rd_kafka_topic_result_t **res;
-	size_t i, j, nres, nnew = 0;
-	char e[512];
-	int rc;
-
-	if (!(rk = admin_client(cfg, &rc, errstr, errsz)))
-		return rc;
-	if (!(nt = calloc(n ? n : 1, sizeof *nt))) {
-		rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		if (created)
-			created[i] = 0;
-		if (!(nt[nnew] = rd_kafka_NewTopic_new(topics[i], partitions, replication, e, sizeof e))) {
-			rc = ot_err(OT_ECONFIG, errstr, errsz, "kafka: topic %s: %s", topics[i], e);
-			goto out;
-		}
-		nnew++;
-	}
-	q = rd_kafka_queue_new(rk);
-	opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-	rd_kafka_AdminOptions_set_operation_timeout(opts, 15000, e, sizeof e);
-	rd_kafka_CreateTopics(rk, nt, nnew, opts, q);
-	if (!(ev = rd_kafka_queue_poll(q, 30000))) {
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: creating topics timed out");
-		goto out;
-	}
-	if (rd_kafka_event_error(ev)) {
-		rc = ot_err(OT_ESERVICE, errstr, errsz, "kafka: creating topics: %s",
-		            rd_kafka_event_error_string(ev));
-		goto out;
-	}
-	res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres);
-	for (i = 0; i < nres; i++) {
-		rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
-		const char *name = rd_kafka_topic_result_name(res[i]);
-		if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-			continue;
-		if (err) {
-			rc = ot_err(create_error_rc(err), errstr, errsz, "kafka: creating topic %s: %s", name,
-			            rd_kafka_topic_result_error_string(res[i]) ? rd_kafka_topic_result_error_string(res[i])
-			            : rd_kafka_err2str(err));
-			goto out;
-		}
-		for (j = 0; created && j < n; j++)
-			if (!strcmp(topics[j], name))
-				created[j] = 1;
-	}
-	/* A consumer that subscribes before the topics show in metadata may not see them for
-	 * seconds: return once every one has its partitions. */
-	for (i = 0; i < 100 && !topics_known(rk, topics, n); i++)
-		rd_kafka_poll(rk, 100);
-	rc = OT_OK;
-out:
-	if (ev)
-		rd_kafka_event_destroy(ev);
-	if (opts)
-		rd_kafka_AdminOptions_destroy(opts);
-	if (q)
-		rd_kafka_queue_destroy(q);
-	if (nt)
-		rd_kafka_NewTopic_destroy_array(nt, nnew);
-	free(nt);
-	rd_kafka_destroy(rk);
-	return rc;
 }
 
 /* Producer settings copied into a consumer draw a warning per property: keep only errors. */

@@ -104,22 +104,9 @@ int ot_out_recent_ids(struct ot_out *o, const char *topic, long last,
                       void (*each)(const char *id, size_t len, void *arg), void *arg,
                       char *errstr, size_t errsz);
 
-/* Creates each of the n topics that does not exist yet, with partitions partitions and
- * replication replicas (-1: the broker's default.replication.factor), through the admin API
- * with cfg's properties, and returns once all n show in the metadata. An existing topic is
- * left as it is. created (n entries, may be NULL) gets 1 for a topic created now, 0 for one
- * that was there. Returns 0, OT_ECONFIG for a request Kafka calls invalid (a replication
- * factor above the broker count), or OT_ESERVICE (unreachable, not authorized to create). */
-int ot_kafka_create_topics(const struct ot_config *cfg, const char *const *topics, size_t n,
-                           int partitions, int replication, int *created, char *errstr, size_t errsz);
-/* A client for metadata and the admin API (a producer handle) with cfg's brokers and
- * properties, once a broker answered. Returns NULL with *rc (OT_ECONFIG, OT_ESERVICE) and
- * errstr; the caller frees it with rd_kafka_destroy. */
+/* A client for metadata and the admin API (ot_topics), with cfg's brokers and properties,
+ * once a broker answered. Returns NULL with *rc (OT_ECONFIG, OT_ESERVICE) and errstr; the
+ * caller frees it with rd_kafka_destroy. */
 struct rd_kafka_s *ot_kafka_admin(const struct ot_config *cfg, int *rc, char *errstr, size_t errsz);
-/* The topics as a JSON array of {"topic","partitions","replication_factor"}, or
- * {"topic","error":"unknown topic"} for one that does not exist; with n 0 every topic but
- * Kafka's internal (__) ones. Returns a new reference, or NULL with *rc and errstr. */
-json_t *ot_kafka_topics(const struct ot_config *cfg, const char *const *topics, size_t n, int *rc,
-                        char *errstr, size_t errsz);
 
 #endif

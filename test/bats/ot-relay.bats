@@ -225,14 +225,16 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 @test "ot-relay topics create: makes missing topics with --partitions and --replication-factor, leaves existing ones" {
 	run --separate-stderr ot-relay topics create --partitions 5 --replication-factor 1 "a.$RUNID" "b.$RUNID"
 	assert_success
-	assert_line --index 0 "{\"topic\":\"a.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"created\":true}"
-	assert_line --index 1 "{\"topic\":\"b.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"created\":true}"
+	assert_line --index 0 "{\"topic\":\"a.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"config\":{},\"created\":true,\"altered\":false}"
+	assert_line --index 1 "{\"topic\":\"b.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"config\":{},\"created\":true,\"altered\":false}"
+	# Partitions are not changed (more would move keys): said, and left.
 	run --separate-stderr ot-relay topics create --partitions 2 "a.$RUNID"
 	assert_success
-	assert_output "{\"topic\":\"a.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"created\":false}"
+	assert_output "{\"topic\":\"a.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"config\":{},\"created\":false,\"altered\":false}"
+	echo "$stderr" | grep -q "topics: a.$RUNID has 5 partitions, not 2: left as it is"
 	run --separate-stderr ot-relay topics list "b.$RUNID" "none.$RUNID"
 	assert_failure 65
-	assert_line --index 0 "{\"topic\":\"b.$RUNID\",\"partitions\":5,\"replication_factor\":1}"
+	assert_line --index 0 "{\"topic\":\"b.$RUNID\",\"partitions\":5,\"replication_factor\":1,\"config\":{}}"
 	assert_line --index 1 "{\"topic\":\"none.$RUNID\",\"error\":\"unknown topic\"}"
 	ot-relay topics list 2>/dev/null | grep -q "\"topic\":\"a.$RUNID\""
 	# Without names: every topic the tools use, here already made by ot-stack up.
@@ -249,12 +251,63 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	assert_failure 69
 }
 
+@test "ot-relay topics create: settings per topic and for the dead-letter topics; an existing topic is brought in line, its other settings kept" {
+	t="s.$RUNID"
+	run --separate-stderr ot-relay topics create --partitions 3 --replication-factor 1 --config min.insync.replicas=1 \
+		--config retention.ms=86400000 --dlq-config retention.ms=2592000000 "$t" "$t.dlq"
+	assert_success
+	assert_line --index 0 "{\"topic\":\"$t\",\"partitions\":3,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"86400000\"},\"created\":true,\"altered\":false}"
+	assert_line --index 1 "{\"topic\":\"$t.dlq\",\"partitions\":3,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"2592000000\"},\"created\":true,\"altered\":false}"
+	# A setting added: the others stay (Kafka's AlterConfigs would reset what it is not sent).
+	run --separate-stderr ot-relay topics create --config segment.ms=3600000 "$t"
+	assert_success
+	assert_output "{\"topic\":\"$t\",\"partitions\":3,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"86400000\",\"segment.ms\":\"3600000\"},\"created\":false,\"altered\":true}"
+	echo "$stderr" | grep -q "topics: $t: segment.ms=3600000 (was the broker's default)"
+	# The first command again: every topic in line already, nothing altered, nothing lost.
+	run --separate-stderr ot-relay topics create --partitions 3 --replication-factor 1 --config min.insync.replicas=1 \
+		--config retention.ms=86400000 --dlq-config retention.ms=2592000000 "$t" "$t.dlq"
+	assert_success
+	assert_line --index 0 "{\"topic\":\"$t\",\"partitions\":3,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"86400000\",\"segment.ms\":\"3600000\"},\"created\":false,\"altered\":false}"
+	assert_line --index 1 --partial "\"created\":false,\"altered\":false}"
+	# Another dead-letter retention: that topic alone changes.
+	run --separate-stderr ot-relay topics create --config min.insync.replicas=1 --dlq-config retention.ms=1209600000 "$t" "$t.dlq"
+	assert_success
+	assert_line --index 0 --partial "\"created\":false,\"altered\":false}"
+	assert_line --index 1 "{\"topic\":\"$t.dlq\",\"partitions\":3,\"replication_factor\":1,\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"1209600000\"},\"created\":false,\"altered\":true}"
+	echo "$stderr" | grep -q "topics: $t.dlq: retention.ms=1209600000 (was 2592000000)"
+	# Refused, nothing changed: another replication factor (a reassignment), a quorum larger
+	# than the topic's replicas, a setting Kafka does not know.
+	run --separate-stderr ot-relay topics create --replication-factor 3 --config min.insync.replicas=2 "$t"
+	assert_failure 78
+	echo "$stderr" | grep -q "topic $t has replication factor 1, not the 3 asked"
+	run --separate-stderr ot-relay topics create --config min.insync.replicas=2 "$t" "$t.dlq"
+	assert_failure 78
+	echo "$stderr" | grep -q "topic $t: min.insync.replicas=2 is more than its replication factor 1: producers with acks=all could never write to it"
+	run --separate-stderr ot-relay topics create --config no.such.setting=1 "u.$RUNID"
+	assert_failure 78
+	echo "$stderr" | grep -q "creating topic u.$RUNID"
+	run --separate-stderr ot-relay topics list "$t" "$t.dlq" "u.$RUNID"
+	assert_failure 65
+	assert_line --index 0 --partial "\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"86400000\",\"segment.ms\":\"3600000\"}}"
+	assert_line --index 1 --partial "\"config\":{\"min.insync.replicas\":\"1\",\"retention.ms\":\"1209600000\"}}"
+	assert_line --index 2 "{\"topic\":\"u.$RUNID\",\"error\":\"unknown topic\"}"
+}
+
 @test "ot-relay topics: bad values and combinations are refused with 64" {
 	for a in "topics" "topics drop" "topics create --partitions 0" "topics create --partitions x" \
 		"topics create --replication-factor 0" "topics list --partitions 3" "--partitions 3" \
-		"topics create --once" "topics create -O kafka" "topics create __consumer_offsets" "topics create a/b"; do
+		"topics create --once" "topics create -O kafka" "topics create __consumer_offsets" "topics create a/b" \
+		"topics create --config retention.ms" "topics create --config =1" "topics create --dlq-config x=" \
+		"topics list --config a=b" "--config a=b" "topics create --replication-factor 1 --config min.insync.replicas=2" \
+		"topics create --replication-factor 2 --dlq-config min.insync.replicas=3"; do
 		run --separate-stderr ot-relay $a
 		assert_failure 64
+	done
+	# Help, where a subcommand's options go too.
+	for a in "topics -h" "topics create -h" "topics list --help" "migrate -h"; do
+		run --separate-stderr ot-relay $a
+		assert_success
+		assert_line --index 0 --partial 'usage: ot-relay'
 	done
 }
 

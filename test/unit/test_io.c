@@ -12,6 +12,7 @@
 
 #include "ot_config.h"
 #include "ot_io.h"
+#include "ot_topics.h"
 
 static char err[512];
 
@@ -60,7 +61,7 @@ stop_at_end_reads_only_what_was_there(void **state)
 {
 	const char *brokers = getenv("OT_TEST_KAFKA_BROKERS");
 	char topic[64], spec[80], group[80];
-	const char *topics[1] = {topic};
+	struct ot_topic_spec want = {topic, 2, -1, NULL, 0};
 	struct ot_config cfg;
 	struct ot_out *o;
 	struct ot_in *in;
@@ -76,7 +77,7 @@ stop_at_end_reads_only_what_was_there(void **state)
 	cfg.group = strdup(group);
 	cfg.offset = strdup("beginning");
 	cfg.exit_at_end = 1;
-	assert_int_equal(ot_kafka_create_topics(&cfg, topics, 1, 2, -1, NULL, err, sizeof err), 0);
+	assert_int_equal(ot_topics_ensure(&cfg, &want, 1, NULL, err, sizeof err), 0);
 	o = ot_out_open("kafka", &cfg, &rc, err, sizeof err);
 	assert_non_null(o);
 	send_n(o, topic, 0, 3);
