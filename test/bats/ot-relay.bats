@@ -366,11 +366,11 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	conf="$BATS_TEST_TMPDIR/kafka.properties"
 	printf 'bootstrap.servers=%s\n' "$OT_KAFKA_BROKERS" > "$conf"
 	chmod 644 "$conf"
-	run --separate-stderr ot-relay -F "$conf" topics list
+	run --separate-stderr ot-relay topics list -F "$conf"
 	assert_success
 	echo "$stderr" | grep '"level":"warn"' | grep -qF "\"msg\":\"-F $conf can be read by every user of this machine, and may hold passwords: chmod o-rwx $conf\""
 	chmod 640 "$conf"
-	run --separate-stderr ot-relay -F "$conf" topics list
+	run --separate-stderr ot-relay topics list -F "$conf"
 	assert_success
 	refute grep -q 'every user' <<<"$stderr"
 }
