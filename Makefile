@@ -12,8 +12,19 @@ PKGS      = rdkafka hiredis libpq jansson libmicrohttpd nettle libcurl
 
 CC       ?= cc
 WARN      = -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
+# lib/ in folders by layer, lowest first: a folder's code includes only its own folder's
+# headers and those of the folders before it (scripts/check-layers holds it to that).
+#   core    errors, text, ids, time, logging, tracing, metrics, signals, config, pool, breaker
+#   model   order states and statuses, record outcomes, the event envelope, event types, topics
+#   store   PostgreSQL and its migrations, Redis, the cluster router, the pipe
+#   stream  stdio and Kafka in and out, the run loop, outbox, CDC, replay, topics, lag
+#   saga    orders and inventory: the choreographed saga's steps
+#   cache   the one order-status cache, and its near cache
+#   http    the small server, health ports, the API and its routes, live streams, the page
+#   tool    what every tool does at start
+LAYERS    = core model store stream saga cache http tool
 OT_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -MMD -MP -DOT_VERSION='"$(VERSION)"' \
-            -Ilib $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+            $(addprefix -Ilib/,$(LAYERS)) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 OT_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # Redis over TLS (rediss://) where hiredis has it: hiredis >= 1.0 with hiredis_ssl (Debian 12's
 # 0.14 has not; such a build refuses rediss:// URLs with exit status 78). OpenSSL itself checks
@@ -32,9 +43,9 @@ endif
 
 TOOLS   = ot-place ot-reserve ot-consume ot-relay ot-cache ot-serve
 BINS    = $(addprefix bin/,$(TOOLS))
-LIBSRC  = $(wildcard lib/*.c)
+LIBSRC  = $(wildcard $(addsuffix /*.c,$(addprefix lib/,$(LAYERS))))
 LIBOBJ  = $(patsubst lib/%.c,build/lib/%.o,$(LIBSRC)) build/lib/ot_sql.o build/lib/ot_page.o
-SQL     = $(sort $(wildcard lib/sql/*/*.sql))
+SQL     = $(sort $(wildcard lib/store/sql/*/*.sql))
 UNITSRC = $(wildcard test/unit/test_*.c)
 UNITS   = $(patsubst test/unit/%.c,build/test/%,$(UNITSRC))
 FUZZSRC = $(wildcard test/fuzz/fuzz_*.c)
@@ -60,9 +71,9 @@ build/lib/ot_sql.c: $(SQL) scripts/embed-sql
 build/lib/ot_sql.o: build/lib/ot_sql.c
 	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
 
-build/lib/ot_page.c: lib/page/index.html scripts/embed-page
+build/lib/ot_page.c: lib/http/page/index.html scripts/embed-page
 	@mkdir -p $(@D)
-	scripts/embed-page lib/page/index.html > $@
+	scripts/embed-page lib/http/page/index.html > $@
 
 build/lib/ot_page.o: build/lib/ot_page.c
 	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
@@ -158,4 +169,4 @@ clean:
 	rm -rf build bin
 
 .PHONY: all deps units check demo image lint install clean fuzzers fuzz fuzz-replay tools
--include $(wildcard build/*/*.d build/fuzz/*/*.d)
+-include $(wildcard build/*/*.d build/*/*/*.d build/fuzz/*/*.d build/fuzz/*/*/*.d)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The small HTTP server every long-running tool shares (lib/ot_httpd.c), on a health port:
+# The small HTTP server every long-running tool shares (lib/http/ot_httpd.c), on a health port:
 # what ot-serve's API gets from it, its /healthz, /readyz and /metrics get too.
 bats_require_minimum_version 1.5.0
 

@@ -368,12 +368,12 @@ Secret ordertrack-db-migrate-[a-z0-9]{10}
 Job ot-migrate-[a-z0-9]{10}$'
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
 	assert_output --regexp 'ok Job ot-migrate-[a-z0-9]{10} applied alone with what it reads'
-	# 2. The Job's command, on databases set up with lib/sql/roles.sql, as the migration role.
+	# 2. The Job's command, on databases set up with lib/store/sql/roles.sql, as the migration role.
 	fresh_dbs
 	roles "$O"
 	roles "$I"
 	local argv v
-	v=$(ls "$ROOT"/lib/sql/orders/*.sql | wc -l)
+	v=$(ls "$ROOT"/lib/store/sql/orders/*.sql | wc -l)
 	mapfile -t argv < <(command_of "$BATS_TEST_TMPDIR/prod.yaml" Job ot-migrate)
 	[ "${argv[*]}" = "ot-relay migrate --lock-timeout 5s" ]
 	run --separate-stderr as "$M" "${argv[@]}"

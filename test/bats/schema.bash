@@ -39,13 +39,13 @@ fresh_dbs() {
 	DBS+=("$O" "$I")
 }
 
-# The three roles of lib/sql/roles.sql, named for this test, in database DB: roles DB
+# The three roles of lib/store/sql/roles.sql, named for this test, in database DB: roles DB
 # (sets M, A, C: the migration, runtime and replication roles)
 roles() {
 	M=m_$ID A=a_$ID C=c_$ID
 	ROLES=("$C" "$A" "$M")
 	psql "$(conn "$1")" -Xq -v ON_ERROR_STOP=1 -v migrate_role="$M" -v app_role="$A" -v cdc_role="$C" \
-		-f "$ROOT/lib/sql/roles.sql"
+		-f "$ROOT/lib/store/sql/roles.sql"
 }
 
 # The tools pointed at this test's databases as ROLE (-- for the superuser): as ROLE|-- CMD...

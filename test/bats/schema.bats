@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # The databases' schema: ot-relay migrate, the version every tool checks at start, and the
-# roles of lib/sql/roles.sql (migration, runtime, replication), each test on databases and
+# roles of lib/store/sql/roles.sql (migration, runtime, replication), each test on databases and
 # roles of its own on the stack's PostgreSQL.
 bats_require_minimum_version 1.5.0
 
@@ -10,8 +10,8 @@ setup() {
 	common_setup
 	schema_setup
 	# The newest migration this tree carries, per database.
-	NEWEST=$(basename "$(ls "$ROOT"/lib/sql/orders/*.sql | sort | tail -1)" .sql)
-	NEWEST_INV=$(basename "$(ls "$ROOT"/lib/sql/inventory/*.sql | sort | tail -1)" .sql)
+	NEWEST=$(basename "$(ls "$ROOT"/lib/store/sql/orders/*.sql | sort | tail -1)" .sql)
+	NEWEST_INV=$(basename "$(ls "$ROOT"/lib/store/sql/inventory/*.sql | sort | tail -1)" .sql)
 	V=$((10#${NEWEST%%_*}))
 	VI=$((10#${NEWEST_INV%%_*}))
 }

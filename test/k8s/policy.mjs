@@ -219,7 +219,7 @@ for (const p of pods.filter((x) => x.owner.kind === 'Job')) {
   else ok(`${p.what} named by its content`);
 }
 
-// Each database role's connection strings go where that role belongs (lib/sql/roles.sql): the
+// Each database role's connection strings go where that role belongs (lib/store/sql/roles.sql): the
 // migration role's to the migrate Job alone, the replication role's to a relay in CDC mode
 // alone, the runtime role's to everything else. Every Secret and ConfigMap named is rendered.
 const refs = (c) => [...(c.envFrom ?? []).map((f) => f.secretRef ? ['Secret', f.secretRef.name] : ['ConfigMap', f.configMapRef?.name]),

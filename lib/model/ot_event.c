@@ -1,161 +1,16 @@
 /* ot_event: the envelope every tool reads and writes. */
-#include <fcntl.h>
-#include <nettle/sha2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "ot_err.h"
 #include "ot_event.h"
+#include "ot_id.h"
+#include "ot_time.h"
 #include "ot_trace.h"
-
-static void
-random_bytes(unsigned char *buf, size_t n)
-{
-	static int fd = -1;
-	size_t got = 0;
-	ssize_t r;
-
-	if (fd < 0)
-		fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	while (fd >= 0 && got < n && (r = read(fd, buf + got, n - got)) > 0)
-		got += (size_t)r;
-	for (; got < n; got++) /* /dev/urandom unavailable: still unique enough per process */
-		buf[got] = (unsigned char)(rand() ^ (int)clock() ^ getpid());
-}
-
-void
-ot_hex(char *out, const unsigned char *b, size_t n)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-void
-ot_sha256_hex(const void *p, size_t n, char out[65])
-{
-	struct sha256_ctx ctx;
-	uint8_t d[SHA256_DIGEST_SIZE];
-
-	sha256_init(&ctx);
-	sha256_update(&ctx, n, p);
-	sha256_digest(&ctx, sizeof d, d);
-	ot_hex(out, d, sizeof d);
-}
-
-void
-ot_uuid(char out[OT_UUID_LEN])
-{
-	unsigned char b[16];
-	char h[33];
-
-	random_bytes(b, sizeof b);
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	ot_hex(h, b, 16);
-	snprintf(out, OT_UUID_LEN, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
-
-static int
-is_hex(const char *s, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (!strchr("0123456789abcdefABCDEF", s[i]) || !s[i])
-			return 0;
-	return 1;
-}
-
-int
-ot_uuid_valid(const char *s)
-{
-	return s && strlen(s) == 36 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-' &&
-	       is_hex(s, 8) && is_hex(s + 9, 4) && is_hex(s + 14, 4) && is_hex(s + 19, 4) &&
-	       is_hex(s + 24, 12);
-}
-
-int
-ot_id_canon(char *id)
-{
-	char *p;
-
-	if (!ot_uuid_valid(id))
-		return -1;
-	for (p = id; *p; p++)
-		if (*p >= 'A' && *p <= 'F')
-			*p = (char)(*p - 'A' + 'a');
-	return 0;
-}
-
-void
-ot_now_rfc3339(char out[OT_TS_LEN])
-{
-	struct timespec ts;
-	struct tm tm;
-	char buf[24];
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, OT_TS_LEN, "%.19s.%03dZ", buf, (int)(ts.tv_nsec / 1000000));
-}
-
-int
-ot_rfc3339_valid(const char *s)
-{
-	int y, mo, d, h, mi, sec, n = 0;
-	const char *p;
-
-	if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
-		return 0;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-		return 0;
-	p = s + 19;
-	if (*p == '.') {
-		p++;
-		if (*p < '0' || *p > '9')
-			return 0;
-		while (*p >= '0' && *p <= '9')
-			p++;
-	}
-	if ((*p == 'Z' || *p == 'z') && !p[1])
-		return 1;
-	return (*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':';
-}
-
-int
-ot_traceparent_valid(const char *s)
-{
-	/* W3C Trace Context: version ff and an all-zero trace id or parent id are invalid. */
-	return s && strlen(s) == 55 && is_hex(s, 2) && strncasecmp(s, "ff", 2) && s[2] == '-' &&
-	       is_hex(s + 3, 32) && s[35] == '-' && is_hex(s + 36, 16) && s[52] == '-' && is_hex(s + 53, 2) &&
-	       strncmp(s + 3, "00000000000000000000000000000000", 32) && strncmp(s + 36, "0000000000000000", 16);
-}
-
-void
-ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent)
-{
-	unsigned char b[24];
-	char h[49];
-
-	random_bytes(b, sizeof b);
-	ot_hex(h, b, sizeof b);
-	if (parent && ot_traceparent_valid(parent))
-		snprintf(out, OT_TRACEPARENT_LEN, "00-%.32s-%.16s-01", parent + 3, h);
-	else
-		snprintf(out, OT_TRACEPARENT_LEN, "00-%.32s-%.16s-01", h, h + 32);
-}
 
 static int
 copy_str(char *dst, size_t dstsz, json_t *obj, const char *field, int required,
@@ -296,19 +151,4 @@ ot_event_dump(const struct ot_event *ev)
 
 	json_decref(o);
 	return s;
-}
-
-long long
-ot_now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
-long long
-ot_now_ms(void)
-{
-	return ot_now_us() / 1000;
 }

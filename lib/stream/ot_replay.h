@@ -37,7 +37,5 @@ int ot_replay_count_parse(const char *s, int *n);
  * __consumer_offsets, start with "__"). Returns 0 if it may, -1 with errstr if not. */
 int ot_replay_target_check(const char *topic, char *errstr, size_t errsz);
 
-/* Parses an RFC 3339 time or a count of milliseconds since the epoch. Returns 0 or -1. */
-int ot_time_ms(const char *s, long long *ms);
 
 #endif

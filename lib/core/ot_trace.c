@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 #include "ot_err.h"
-#include "ot_event.h"
+#include "ot_id.h"
+#include "ot_time.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
 #include "ot_text.h"
@@ -109,11 +110,31 @@ lower_copy(char *dst, const char *src, size_t n)
 	dst[n] = '\0';
 }
 
+/* The log's context: the ids of the thread's current span. */
+static int
+log_context(const char **trace_id, const char **span_id)
+{
+	if (!cur)
+		return 0;
+	*trace_id = cur->trace_id;
+	*span_id = cur->id;
+	return 1;
+}
+
+static void
+set_log_context(void)
+{
+	ot_log_set_context(log_context);
+}
+
 static void
 begin(struct ot_span *s, const char *name, enum ot_span_kind kind, const char *parent)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	const struct ot_span *p = cur;
 	struct detail *d;
+
+	pthread_once(&once, set_log_context);
 
 	memset(s, 0, sizeof *s);
 	if (parent && ot_traceparent_valid(parent)) {
@@ -524,4 +545,27 @@ ot_trace_stop(int timeout_ms)
 	pthread_mutex_unlock(&mu);
 	free(export_url);
 	export_url = NULL;
+}
+
+int
+ot_traceparent_valid(const char *s)
+{
+	/* W3C Trace Context: version ff and an all-zero trace id or parent id are invalid. */
+	return s && strlen(s) == 55 && ot_hex_valid(s, 2) && strncasecmp(s, "ff", 2) && s[2] == '-' &&
+	       ot_hex_valid(s + 3, 32) && s[35] == '-' && ot_hex_valid(s + 36, 16) && s[52] == '-' && ot_hex_valid(s + 53, 2) &&
+	       strncmp(s + 3, "00000000000000000000000000000000", 32) && strncmp(s + 36, "0000000000000000", 16);
+}
+
+void
+ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent)
+{
+	unsigned char b[24];
+	char h[49];
+
+	ot_random(b, sizeof b);
+	ot_hex(h, b, sizeof b);
+	if (parent && ot_traceparent_valid(parent))
+		snprintf(out, OT_TRACEPARENT_LEN, "00-%.32s-%.16s-01", parent + 3, h);
+	else
+		snprintf(out, OT_TRACEPARENT_LEN, "00-%.32s-%.16s-01", h, h + 32);
 }

@@ -16,46 +16,6 @@
 #define MAX_HEADERS 64
 
 int
-ot_time_ms(const char *s, long long *ms)
-{
-	struct tm tm;
-	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0;
-	long long frac = 0, scale = 1000;
-	const char *p;
-	char *end;
-
-	if (!s || !*s)
-		return -1;
-	*ms = strtoll(s, &end, 10);
-	if (!*end)
-		return *ms >= 0 ? 0 : -1;
-	if (!ot_rfc3339_valid(s) ||
-	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6)
-		return -1;
-	p = s + n;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++)
-			if (scale > 1) {
-				scale /= 10;
-				frac += (*p - '0') * scale;
-			}
-	if (*p == '+' || *p == '-') {
-		sscanf(p + 1, "%2d:%2d", &oh, &om);
-		if (*p == '-')
-			oh = -oh, om = -om;
-	}
-	memset(&tm, 0, sizeof tm);
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	*ms = ((long long)timegm(&tm) - oh * 3600LL - om * 60LL) * 1000 + frac;
-	return 0;
-}
-
-int
 ot_replay_count_parse(const char *s, int *n)
 {
 	long v = 0;

@@ -10,8 +10,12 @@ void ot_log_init(const char *tool, const char *level);
 int ot_log_parse_level(const char *s);
 extern int ot_log_level;
 
+/* Where a line written inside a span gets its ids: fn sets them and returns 1 when the calling
+ * thread is in a span. ot_trace sets it (the log knows nothing of spans). */
+void ot_log_set_context(int (*fn)(const char **trace_id, const char **span_id));
+
 /* Writes {"ts","level","tool","msg"[,"order_id"][,"trace_id","span_id"]}. order_id, trace_id may
- * be NULL; a NULL trace_id takes the ids of the thread's current span (ot_trace), if any.
+ * be NULL; a NULL trace_id takes the ids of the thread's current span, if any.
  * Use the OT_LOG macro: it checks the level before any formatting work. */
 void ot_log_write(int level, const char *order_id, const char *trace_id, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

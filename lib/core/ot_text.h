@@ -4,6 +4,11 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
+/* How every tool writes JSON: one line, fields in the order built, reals without noise digits. */
+#define OT_JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10))
+
 /* 1 when the n bytes at s are valid UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
  * above U+10FFFF), else 0. */
 int ot_utf8_valid(const char *s, size_t n);

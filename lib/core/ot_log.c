@@ -1,14 +1,14 @@
 /* ot_log: JSON lines on stderr, one write(2) per line so concurrent writers do not interleave. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "ot_event.h"
+#include "ot_time.h"
 #include "ot_log.h"
 #include "ot_text.h"
-#include "ot_trace.h"
 
 int ot_log_level = OT_LOG_INFO;
 static char log_tool[32] = "ordertrack";
@@ -102,11 +102,19 @@ put_field(struct line *l, const char *name, const char *value)
 	put_string(l, value);
 }
 
+static int (*_Atomic log_context)(const char **, const char **);
+
+void
+ot_log_set_context(int (*fn)(const char **trace_id, const char **span_id))
+{
+	log_context = fn;
+}
+
 void
 ot_log_write(int level, const char *order_id, const char *trace_id, const char *fmt, ...)
 {
 	char msg[2048], ts[OT_TS_LEN];
-	const struct ot_span *sp;
+	const char *tid, *sid;
 	struct line l;
 	va_list ap;
 	int len;
@@ -133,9 +141,9 @@ ot_log_write(int level, const char *order_id, const char *trace_id, const char *
 		put_field(&l, "order_id", order_id);
 	if (trace_id && *trace_id) {
 		put_field(&l, "trace_id", trace_id);
-	} else if ((sp = ot_span_current())) {
-		put_field(&l, "trace_id", sp->trace_id);
-		put_field(&l, "span_id", sp->id);
+	} else if (log_context && log_context(&tid, &sid)) {
+		put_field(&l, "trace_id", tid);
+		put_field(&l, "span_id", sid);
 	}
 	memcpy(l.buf + l.n, "}\n", 2); /* put() always leaves room for this */
 	l.n += 2;

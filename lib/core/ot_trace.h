@@ -4,6 +4,13 @@
 
 #include <stddef.h>
 
+#define OT_TRACEPARENT_LEN 56 /* "00-" 32 "-" 16 "-01" + NUL */
+
+/* A new traceparent: a child of parent when it is valid, else the root of a new trace. */
+void ot_traceparent_new(char out[OT_TRACEPARENT_LEN], const char *parent_or_null);
+/* 1 when s is a W3C traceparent a trace may continue from (not version ff, no all-zero id). */
+int ot_traceparent_valid(const char *s);
+
 enum ot_span_kind { OT_SPAN_INTERNAL, OT_SPAN_SERVER, OT_SPAN_CLIENT, OT_SPAN_PRODUCER, OT_SPAN_CONSUMER };
 
 /* One span, on the caller's stack (or in its request). Ids are always made, so the context
