@@ -19,6 +19,7 @@
 #include "ot_run.h"
 #include "ot_signal.h"
 #include "ot_text.h"
+#include "ot_tool.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-cache";
@@ -281,9 +282,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: %s takes no arguments\n", argv0, cmd);
 		return EX_USAGE;
 	}
-	if ((rc = ot_config_done(&cfg, !strcmp(cmd, "sync") ? ":8084" : NULL)))
+	if ((rc = ot_tool_start(&cfg, !strcmp(cmd, "sync") ? ":8084" : NULL)))
 		return rc;
-	ot_signal_install();
 	if (!(cache = ot_cache_new(cfg.redis_url))) {
 		OT_ERROR(NULL, "out of memory");
 		rc = OT_EINTERNAL;

@@ -15,6 +15,7 @@
 #include "ot_pg.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_tool.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-consume";
@@ -145,9 +146,8 @@ main(int argc, char **argv)
 		usage(stderr, 0);
 		return EX_USAGE;
 	}
-	if ((r = ot_config_done(&cfg, ":8083")))
+	if ((r = ot_tool_start(&cfg, ":8083")))
 		return r;
-	ot_signal_install();
 	if (!(cs.db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

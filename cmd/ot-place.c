@@ -15,6 +15,7 @@
 #include "ot_pg.h"
 #include "ot_run.h"
 #include "ot_signal.h"
+#include "ot_tool.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-place";
@@ -159,9 +160,8 @@ main(int argc, char **argv)
 		usage(stderr, 0);
 		return EX_USAGE;
 	}
-	if ((r = ot_config_done(&cfg, NULL)))
+	if ((r = ot_tool_start(&cfg, NULL)))
 		return r;
-	ot_signal_install();
 	if (!(p.db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

@@ -22,6 +22,7 @@
 #include "ot_run.h"
 #include "ot_signal.h"
 #include "ot_topics.h"
+#include "ot_tool.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-relay";
@@ -280,9 +281,8 @@ lag_main(int argc, char **argv)
 			interval_ms = (long long)(s * 1000);
 		}
 	}
-	if ((r = ot_config_done(&cfg, ":8085")))
+	if ((r = ot_tool_start(&cfg, ":8085")))
 		return r;
-	ot_signal_install();
 	if (!(lag = ot_lag_new(&cfg, (const char *const *)argv + optind, (size_t)(argc - optind), &rc, err,
 	                       sizeof err))) {
 		OT_ERROR(NULL, "lag: %s", err);
@@ -516,7 +516,7 @@ topics_main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if ((r = ot_config_done(&cfg, NULL)))
+	if ((r = ot_tool_start(&cfg, NULL)))
 		goto out;
 	r = topics(&cfg, create, (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1),
 	           partitions, replication, conf, nconf, dlq, ndlq);
@@ -614,7 +614,7 @@ migrate_main(int argc, char **argv)
 		fprintf(stderr, "%s: migrate takes no arguments\n", argv0);
 		goto out;
 	}
-	if ((r = ot_config_done(&cfg, NULL)))
+	if ((r = ot_tool_start(&cfg, NULL)))
 		goto out;
 	if (!only || !strcmp(only, "orders"))
 		rc = migrate_db(cfg.orders_db, "orders", lock_ms, err, sizeof err);
@@ -774,9 +774,8 @@ main(int argc, char **argv)
 		return EX_USAGE;
 	}
 	/* Only an outbox relay runs for long: it alone has a port of its own. */
-	if ((r = ot_config_done(&cfg, !input && !from && !once && !drop_slot ? ":8082" : NULL)))
+	if ((r = ot_tool_start(&cfg, !input && !from && !once && !drop_slot ? ":8082" : NULL)))
 		return r;
-	ot_signal_install();
 	if (!slot) {
 		snprintf(slotbuf, sizeof slotbuf, "ot_relay_%s", dbname);
 		slot = slotbuf;

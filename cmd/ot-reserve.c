@@ -16,6 +16,7 @@
 #include "ot_run.h"
 #include "ot_signal.h"
 #include "ot_text.h"
+#include "ot_tool.h"
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-reserve";
@@ -149,9 +150,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: stock reads - or a file, not Kafka\n", argv0);
 		return EX_USAGE;
 	}
-	if ((r = ot_config_done(&cfg, strcmp(cmd, "run") ? NULL : ":8081")))
+	if ((r = ot_tool_start(&cfg, strcmp(cmd, "run") ? NULL : ":8081")))
 		return r;
-	ot_signal_install();
 	if (!(rs.db = ot_pg_open(cfg.inventory_db, "inventory", &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

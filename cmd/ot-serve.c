@@ -17,6 +17,7 @@
 #include "ot_pg.h"
 #include "ot_proxy.h"
 #include "ot_signal.h"
+#include "ot_tool.h"
 
 static const char *argv0 = "ot-serve";
 
@@ -247,11 +248,10 @@ main(int argc, char **argv)
 	}
 	o.trusted = trusted;
 	o.request_ms = timeout_s * 1000;
-	if ((r = ot_config_done(&cfg, ":8080"))) {
+	if ((r = ot_tool_start(&cfg, ":8080"))) {
 		ot_proxies_free(trusted);
 		return r;
 	}
-	ot_signal_install();
 	raise_nofile(o.max_streams);
 	ot_metrics_process(argv0, OT_VERSION);
 	if (!(o.cache = ot_cache_new(cfg.redis_url))) {

@@ -17,6 +17,7 @@
 #include "ot_pg.h"
 #include "ot_rcluster.h"
 #include "ot_redis.h"
+#include "ot_rlink.h"
 #include "ot_run.h"
 #include "ot_trace.h"
 
@@ -28,7 +29,7 @@
 /* One pooled connection (to the one server, or to every master of a cluster): taken by a
  * call, given back after. */
 struct link {
-	struct ot_redis_link k;
+	struct ot_rlink k;
 	int allowed;            /* this call holds an allowance of the breaker: report it */
 	int refused;            /* the breaker refused this call: Redis is not tried */
 	int broke;              /* this call found Redis unreachable or a connection broken */
@@ -123,7 +124,7 @@ ot_cache_free(struct ot_cache *c)
 	if (c->dirty) { /* initialised */
 		while ((l = c->idle)) {
 			c->idle = l->next;
-			ot_redis_link_close(&l->k);
+			ot_rlink_close(&l->k);
 			free(l);
 		}
 		pthread_mutex_destroy(&c->mu);
@@ -168,7 +169,7 @@ give(struct ot_cache *c, struct link *l)
 }
 
 /* The connection for a key (the one server, or the master of the key's slot; key NULL: any),
- * as ot_redis_link_conn; NULL too when the breaker refused the call. An order's keys share the
+ * as ot_rlink_conn; NULL too when the breaker refused the call. An order's keys share the
  * slot of its id (their hash tag), so the id itself names the slot of all of them. */
 static redisContext *
 conn(struct ot_cache *c, struct link *l, const char *key)
@@ -177,13 +178,13 @@ conn(struct ot_cache *c, struct link *l, const char *key)
 
 	if (!l || l->refused)
 		return NULL;
-	if (!(r = ot_redis_link_conn(&l->k, c->url, key)))
+	if (!(r = ot_rlink_conn(&l->k, c->url, key)))
 		l->broke = 1;
 	return r;
 }
 
 /* After a command on r failed with rc (r NULL: no connection was had): whether to send it again
- * (ot_redis_link_retry: in a cluster, after the map was read again); a broken connection is
+ * (ot_rlink_retry: in a cluster, after the map was read again); a broken connection is
  * noted for the breaker. Never when the breaker refused the call. */
 static int
 again(struct link *l, redisContext *r, int rc, int *tries)
@@ -192,7 +193,7 @@ again(struct link *l, redisContext *r, int rc, int *tries)
 		return 0;
 	if (rc < 0 && r && r->err)
 		l->broke = 1;
-	return ot_redis_link_retry(&l->k, r, rc, tries);
+	return ot_rlink_retry(&l->k, r, rc, tries);
 }
 
 void

@@ -8,7 +8,7 @@
 
 #include "ot_event.h"
 #include "ot_lcache.h"
-#include "ot_live.h"
+#include "ot_rsub.h"
 #include "ot_log.h"
 #include "ot_text.h"
 
@@ -421,7 +421,7 @@ message(void *arg, const redisReply *rep)
 }
 
 void
-ot_lcache_hooks(struct ot_lcache *c, struct ot_live_hooks *h)
+ot_lcache_hooks(struct ot_lcache *c, struct ot_rsub_hooks *h)
 {
 	memset(h, 0, sizeof *h);
 	h->connecting = connecting;

@@ -10,7 +10,7 @@
 #include "ot_redis.h"
 
 struct ot_lcache;
-struct ot_live_hooks;
+struct ot_rsub_hooks;
 
 /* How it stays coherent: on each (re)connection the subscription turns on CLIENT TRACKING
  * BCAST PREFIX order: redirected to itself, so Redis tells it about every change of an
@@ -25,7 +25,7 @@ struct ot_lcache *ot_lcache_new(size_t max, int max_age_ms);
 /* Accepts NULL. Only once ot_live no longer calls its hooks. */
 void ot_lcache_free(struct ot_lcache *c);
 /* Fills h with the hooks ot_live_start calls for c. */
-void ot_lcache_hooks(struct ot_lcache *c, struct ot_live_hooks *h);
+void ot_lcache_hooks(struct ot_lcache *c, struct ot_rsub_hooks *h);
 
 /* 1 with st (and, when body is not NULL, the status as one JSON line, NUL-terminated, in body,
  * its length in *blen; bodysz 512 is enough) when c holds a fresh entry for order_id; else 0. */

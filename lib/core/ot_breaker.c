@@ -1,6 +1,6 @@
 /* ot_breaker: fail fast while a service is down, and probe it back one call at a time. */
 
-#include "ot_event.h"
+#include "ot_time.h"
 #include "ot_breaker.h"
 #include "ot_log.h"
 

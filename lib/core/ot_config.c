@@ -10,7 +10,6 @@
 #include "ot_err.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
-#include "ot_redis.h"
 #include "ot_trace.h"
 
 const char ot_config_usage[] =
@@ -231,7 +230,6 @@ fill(char **dst, const char *env, const char *def)
 int
 ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz)
 {
-	struct ot_redis_url ru;
 	struct ot_offset off;
 
 	fill(&c->brokers, "OT_KAFKA_BROKERS", "localhost:9092");
@@ -262,11 +260,6 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 		else if (int_in(v, 1, OT_BATCH_MAX, &c->batch))
 			return ot_err(-1, errstr, errsz, "OT_BATCH=%s: expected 1 to %d", v, OT_BATCH_MAX);
 	}
-	/* A Redis URL that cannot work is a configuration error at start, not a retry loop later. */
-	if (ot_redis_parse_url(c->redis_url, &ru, errstr, errsz))
-		return -1;
-	if (ot_redis_tls_check(&ru, errstr, errsz))
-		return -1;
 	fill(&c->kafka_config, "OT_KAFKA_CONFIG", NULL);
 	if (c->kafka_config && *c->kafka_config &&
 	    ot_config_read_kafka_file(c, c->kafka_config, errstr, errsz))
@@ -321,16 +314,4 @@ ot_config_arg(struct ot_config *c, int opt, const char *arg, void (*usage)(FILE 
 	default:
 		return OT_ARG_TOOL;
 	}
-}
-
-int
-ot_config_done(struct ot_config *c, const char *default_http_addr)
-{
-	char err[1024];
-
-	if (!ot_config_finish(c, default_http_addr, err, sizeof err))
-		return 0;
-	fprintf(stderr, "%s: %s\n", c->tool, err);
-	ot_config_free(c);
-	return EX_CONFIG;
 }

@@ -94,8 +94,5 @@ enum { OT_ARG_TOOL = -1, OT_ARG_DONE = -2 };
  * for it to handle), or an exit status for main to return: 0 after -h or -V, 64 for a usage
  * error. */
 int ot_config_arg(struct ot_config *c, int opt, const char *arg, void (*usage)(FILE *f, int full));
-/* ot_config_finish for main: a bad setting is reported on stderr and c freed. Returns 0, or
- * 78 for main to return. */
-int ot_config_done(struct ot_config *c, const char *default_http_addr);
 
 #endif

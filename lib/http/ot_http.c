@@ -30,6 +30,7 @@
 #include "ot_pool.h"
 #include "ot_rcluster.h"
 #include "ot_redis.h"
+#include "ot_rlink.h"
 #include "ot_rpipe.h"
 #include "ot_text.h"
 #include "ot_trace.h"
@@ -39,7 +40,7 @@
 #define STREAMS_RETRY_S "5"       /* Retry-After of a stream refused for want of a slot */
 #define SLOW_THREADS 4            /* threads with a database connection each, for the slow part */
 #define MAX_BODY OT_HTTPD_MAX_BODY /* a larger request body is answered 413 */
-#define REDIS_TIMEOUT_MS 1000     /* as ot_redis_link_conn connects */
+#define REDIS_TIMEOUT_MS 1000     /* as ot_rlink_conn connects */
 #define READY_TIMEOUT_MS 500      /* per check, so /readyz answers well within a probe's timeout */
 #define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
 #define READY_FRESH_MS 10000      /* /healthz trusts the last readiness check this long */
@@ -61,7 +62,7 @@
 struct conns {
 	PGconn *db;
 	int db_pid;          /* the backend STATEMENT_TIMEOUT was set on: PQreset forgets it */
-	struct ot_redis_link redis; /* the rate limiter's and readiness check's */
+	struct ot_rlink redis; /* the rate limiter's and readiness check's */
 	struct conns *next;
 };
 
@@ -609,7 +610,7 @@ refresh_ahead(struct ot_http *h, const char *id, uint64_t mark)
 		return;
 	}
 	f->rj.done = refreshed;
-	f->rj.slot = (int)ot_redis_order_slot(id);
+	f->rj.slot = (int)ot_rlink_order_slot(id);
 	f->h = h;
 	f->mark = mark;
 	snprintf(f->oid, sizeof f->oid, "%s", id);
@@ -655,7 +656,7 @@ get_order(struct call *x, const char *id)
 	}
 	sr->rj.len = len;
 	sr->rj.done = got_status;
-	sr->rj.slot = (int)ot_redis_order_slot(id);
+	sr->rj.slot = (int)ot_rlink_order_slot(id);
 	sr->mark = x->h->lc ? ot_lcache_mark(x->h->lc, id) : 0;
 	ot_httpd_suspend(x->rq);
 	ot_rpipe_send(x->h->pipe, &sr->rj);
@@ -772,9 +773,9 @@ gcra_sync(struct call *x, const char *client, double per_s, int burst, int take,
 		return 1;
 	snprintf(key, sizeof key, OT_REDIS_RL_FMT, client);
 	do
-		r = ot_redis_link_conn(&x->c->redis, x->h->redis_url, key);
+		r = ot_rlink_conn(&x->c->redis, x->h->redis_url, key);
 	while ((!r || (rc = ot_redis_gcra(r, client, per_s, burst, take, wait_ms, err, errsz)) < 0) &&
-	       ot_redis_link_retry(&x->c->redis, r, r ? rc : OT_ESERVICE, &tries));
+	       ot_rlink_retry(&x->c->redis, r, r ? rc : OT_ESERVICE, &tries));
 	ot_breaker_done(&x->h->redis_cb, r && !r->err);
 	return r ? rc : 1;
 }
@@ -1198,7 +1199,7 @@ redis_ready(struct call *x)
 	int tries, rc = OT_ESERVICE;
 
 	for (tries = 0; tries < 2 && rc; tries++) {
-		if (!(r = ot_redis_link_conn(&x->c->redis, x->h->redis_url, NULL)))
+		if (!(r = ot_rlink_conn(&x->c->redis, x->h->redis_url, NULL)))
 			break;
 		t0 = ot_now_ms();
 		redisSetTimeout(r, quick);
@@ -1488,7 +1489,7 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		.max_connections = o->max_streams + API_CONNECTIONS,
 	};
 	struct ot_redis_url u;
-	struct ot_live_hooks hooks;
+	struct ot_rsub_hooks hooks;
 	struct ot_http *h = NULL;
 	redisContext *r;
 	PGconn *db;
@@ -1578,7 +1579,7 @@ ot_http_stop(struct ot_http *h)
 	for (c = h->conns; c; c = next) {
 		next = c->next;
 		PQfinish(c->db);
-		ot_redis_link_close(&c->redis);
+		ot_rlink_close(&c->redis);
 		free(c);
 	}
 	ot_live_stop(h->live);

@@ -100,7 +100,7 @@ struct ot_live {
 	int closing;                    /* no new streams: the server stops */
 	atomic_long messages, sent;
 	atomic_int connected;
-	struct ot_live_hooks hooks;     /* the in-process cache's */
+	struct ot_rsub_hooks hooks;     /* the in-process cache's */
 };
 
 /* epoll data of what is not a stream */
@@ -895,7 +895,7 @@ hub(void *arg)
 }
 
 struct ot_live *
-ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_live_hooks *hooks,
+ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_rsub_hooks *hooks,
               char *errstr, size_t errsz)
 {
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_wake};

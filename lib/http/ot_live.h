@@ -6,19 +6,9 @@
 #include <microhttpd.h>
 #include <stddef.h>
 
-struct ot_live;
+#include "ot_rsub.h"
 
-/* What a cache kept beside the hub (ot_lcache) hears from its subscription. Each hook runs on
- * the hub's thread and may be NULL. */
-struct ot_live_hooks {
-	/* On each new connection, before PSUBSCRIBE order:*: may send its own commands on r. */
-	void (*connecting)(void *arg, redisContext *r);
-	/* The subscription holds (1, once PSUBSCRIBE answered) or dropped (0; also at the end). */
-	void (*subscribed)(void *arg, int up);
-	/* Every message the subscription receives, before the streams get it. */
-	void (*message)(void *arg, const redisReply *rep);
-	void *arg;
-};
+struct ot_live;
 
 /* Starts the hub: one event loop thread holding a PSUBSCRIBE order:* connection to redis_url
  * (it reconnects by itself while Redis is down) that writes every change to every stream, SSE
@@ -26,7 +16,7 @@ struct ot_live_hooks {
  * max_s seconds (the client reconnects with Last-Event-ID); at most max_streams are open at
  * once. hooks (copied; may be NULL) hear the subscription too. Returns NULL with errstr when out of memory or the thread
  * cannot start. Free with ot_live_stop. */
-struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_live_hooks *hooks,
+struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_rsub_hooks *hooks,
                               char *errstr, size_t errsz);
 /* Refuses new streams and ends every open one: up to 3 s for them to write what is queued and
  * close; then those whose client does not read are cut. Returns once no WebSocket is open and

@@ -34,30 +34,6 @@ int ot_redis_tls_check(const struct ot_redis_url *u, char *errstr, size_t errsz)
  * selects the db. Returns NULL with errstr; caller redisFree's. */
 redisContext *ot_redis_connect(const char *url, int timeout_ms, char *errstr, size_t errsz);
 
-/* A connection to a Redis that may be a cluster, for one thread: the first use finds out which
- * (CLUSTER SLOTS), then holds the one server's connection or every master's. Zero it before
- * first use; ot_redis_link_close frees what it holds. */
-struct ot_rcluster;
-struct ot_redis_link {
-	redisContext *r;        /* a single server */
-	struct ot_rcluster *cl; /* a cluster */
-	long long last_try;     /* ms: the last attempt to connect */
-	long long refreshed;    /* ms: the map last read again because a master failed */
-	char err[256];          /* why the last ot_redis_link_conn found no connection, when known */
-};
-/* The live connection for key (the one server, or the master of key's slot; key NULL: any
- * master), connecting when needed, at most five attempts a second. NULL while Redis is
- * unreachable (err may say why). Valid until the next call on the link. */
-redisContext *ot_redis_link_conn(struct ot_redis_link *k, const char *url, const char *key);
-/* After a command on r (from ot_redis_link_conn; NULL: none was had) failed with rc < 0: 1 when
- * it is worth sending once more because, in a cluster, the map has been read again: the answer
- * was a redirection (MOVED: a slot moved to another master), or the slot's master did not
- * answer (a replica may have taken its slots over; then at most once a second). *tries counts,
- * so a command goes at most twice. */
-int ot_redis_link_retry(struct ot_redis_link *k, redisContext *r, int rc, int *tries);
-/* Frees the connections; the link may be used again. */
-void ot_redis_link_close(struct ot_redis_link *k);
-
 /* A Lua script Redis runs by its SHA-1 (EVALSHA), so a call sends the digest, not the source:
  * loaded into Redis's script cache on first use and again whenever Redis lost it (NOSCRIPT
  * after a restart or SCRIPT FLUSH). Define one, static, with OT_REDIS_SCRIPT(source); the
@@ -93,8 +69,6 @@ int ot_redis_noscript(const redisReply *rep);
 #define OT_REDIS_LOG_FMT "orderlog:{%s}"
 /* The single-flight refill lock, and the negative entry "none" (ot_cache_refill). */
 #define OT_REDIS_LOCK_FMT "lock:order:{%s}"
-/* The Redis Cluster slot of an order's keys: that of its id, their hash tag. */
-unsigned ot_redis_order_slot(const char *order_id);
 /* The order id in a key or channel named order:{ID}, NUL-terminated in id (64 bytes). Returns 1,
  * or 0 when name is not one. */
 int ot_redis_order_of(const char *name, char id[64]);

@@ -9,6 +9,7 @@
 #include "ot_log.h"
 #include "ot_rcluster.h"
 #include "ot_redis.h"
+#include "ot_rlink.h"
 #include "ot_rpipe.h"
 
 #define BATCH_MAX 512   /* commands per write: bounds one batch's wait and memory */
@@ -18,7 +19,7 @@ struct ot_rpipe {
 	char *url;
 	/* The pipe thread's alone: a single server's connection, or, once the server said it is a
 	 * cluster, the router to its masters, kept for good (it follows the cluster's changes). */
-	struct ot_redis_link k;
+	struct ot_rlink k;
 	redisContext *at[BATCH_MAX]; /* in a cluster batch, where each job went (NULL: nowhere) */
 	pthread_mutex_t mu;          /* guards the queue and stop */
 	pthread_cond_t cv;
@@ -241,7 +242,7 @@ pipe_thread(void *arg)
 
 	while ((batch = take(p))) {
 		/* The first connection finds out whether Redis is a cluster. */
-		r = p->k.cl ? NULL : ot_redis_link_conn(&p->k, p->url, NULL);
+		r = p->k.cl ? NULL : ot_rlink_conn(&p->k, p->url, NULL);
 		if (p->k.cl)
 			run_cluster(p, batch);
 		else
@@ -294,7 +295,7 @@ ot_rpipe_free(struct ot_rpipe *p)
 	pthread_mutex_unlock(&p->mu);
 	if (p->started)
 		pthread_join(p->t, NULL);
-	ot_redis_link_close(&p->k);
+	ot_rlink_close(&p->k);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p->url);

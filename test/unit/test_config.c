@@ -12,6 +12,7 @@
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_redis.h"
+#include "ot_tool.h"
 
 static char err[512];
 
@@ -422,12 +423,12 @@ a_redis_url_is_checked_at_start(void **state)
 	(void)state;
 	setenv("OT_REDIS_URL", "redis://u:hunter2@h:0/0", 1);
 	ot_config_init(&c, "ot-test");
-	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), -1);
+	assert_int_equal(ot_tool_finish(&c, NULL, err, sizeof err), -1);
 	assert_null(strstr(err, "hunter2"));
 	ot_config_free(&c);
 	setenv("OT_REDIS_URL", "rediss://h:6380/0", 1);
 	ot_config_init(&c, "ot-test");
-	assert_int_equal(ot_config_finish(&c, NULL, err, sizeof err), ot_redis_tls_available() ? 0 : -1);
+	assert_int_equal(ot_tool_finish(&c, NULL, err, sizeof err), ot_redis_tls_available() ? 0 : -1);
 	if (!ot_redis_tls_available())
 		assert_non_null(strstr(err, "no TLS"));
 	ot_config_free(&c);
