@@ -137,7 +137,7 @@ rebuild_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 		ot_run_span(&sp, m, &ev);
 	ot_event_clear(&ev);
 	if (rc <= 0)
-		return rc ? rc : OT_SKIP;
+		return rc ? rc : OT_IGNORED; /* an event that carries no status */
 	rc = apply_status(rp, &st, errstr, errsz);
 	if (rp->sync) {
 		if (rc < 0)
@@ -153,11 +153,9 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 {
 	int rc;
 
-	if ((rc = ot_cache_put_known(rp->cache, st, errstr, errsz)) != 2) {
-		if (rc == 0)
-			ot_run_skipped_as("stale"); /* the cache already had a newer version */
-		return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
-	}
+	/* rc 0: the cache already had a newer version */
+	if ((rc = ot_cache_put_known(rp->cache, st, errstr, errsz)) != 2)
+		return rc < 0 ? rc : rc ? OT_APPLIED : OT_STALE;
 	/* Redis knows nothing of this order (it lost its data, or never had it): its status comes
 	 * from the database, which is never older than this change. */
 	if (!rp->db && !(rp->db = ot_pg_open(rp->orders_db, "orders", &rc, errstr, errsz)))
@@ -165,9 +163,9 @@ apply_status(struct replay *rp, struct ot_status *st, char *errstr, size_t errsz
 	if ((rc = ot_pg_ensure(rp->db, errstr, errsz)))
 		return rc;
 	if ((rc = ot_order_load(rp->db, st->order_id, st, errstr, errsz)) <= 0)
-		return rc ? rc : OT_SKIP; /* not in this database: nothing to cache */
+		return rc ? rc : OT_NOT_HERE; /* not in this database: nothing to cache */
 	rc = ot_cache_fill(rp->cache, st, errstr, errsz);
-	return rc < 0 ? rc : rc ? OT_OK : OT_SKIP;
+	return rc < 0 ? rc : rc ? OT_APPLIED : OT_STALE;
 }
 
 /* Replays the topic from its beginning to its end; a fresh group each time, so nothing of an

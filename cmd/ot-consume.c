@@ -59,9 +59,9 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	ot_run_span(&sp, m, &ev);
 	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
 		rc = ot_order_apply(c->db, &ev, c->consumer, &st, errstr, errsz);
-	if ((rc == OT_OK || rc == OT_SKIP) && st.version)
+	if (rc >= 0 && st.version)
 		ot_cache_put(c->cache, &st);
-	if ((rc == OT_EINPUT || rc == OT_SKIP) && errstr[0]) {
+	if ((rc > 0 || ot_refused(rc)) && errstr[0]) {
 		/* Say which order, so the refusal or skip can be found by order_id in the logs. */
 		char tmp[768];
 		snprintf(tmp, sizeof tmp, "order %s: %s", ev.order_id, errstr);
@@ -91,7 +91,7 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 	if (!rc) /* committed: the cache follows, in one round trip */
 		ot_cache_put_results(c->cache, res, n);
 	for (i = 0; i < n; i++)
-		if ((res[i].rc == OT_SKIP || res[i].rc == OT_EINPUT) && res[i].err[0]) {
+		if ((res[i].rc > 0 || ot_refused(res[i].rc)) && res[i].err[0]) {
 			char tmp[sizeof res[i].err];
 			snprintf(tmp, sizeof tmp, "order %s: %s", evs[i].order_id, res[i].err);
 			memcpy(res[i].err, tmp, sizeof tmp);

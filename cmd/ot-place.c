@@ -82,7 +82,7 @@ handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	free(s);
 	if (!rc)
 		rc = ot_out_flush(p->out, 10000, errstr, errsz);
-	return rc ? rc : (created ? OT_OK : OT_SKIP);
+	return rc ? rc : created ? OT_APPLIED : OT_PLACED_BEFORE;
 }
 
 /* The requests waiting, in one transaction; those that do not parse, or that the batch could

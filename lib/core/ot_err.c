@@ -9,10 +9,12 @@
 int
 ot_exit_status(int rc)
 {
+	if (rc >= 0) /* done, or an outcome that changed nothing */
+		return EX_OK;
 	switch (rc) {
-	case OT_OK: case OT_SKIP: return EX_OK;
-	case OT_EINPUT: case OT_ECONFLICT: return EX_DATAERR;
+	case OT_EINPUT: case OT_ECONFLICT: case OT_ENOTFOUND: return EX_DATAERR;
 	case OT_ESERVICE: return EX_UNAVAILABLE;
+	case OT_ERACE: return EX_TEMPFAIL;
 	case OT_EOUTPUT: return EX_IOERR;
 	case OT_ECONFIG: return EX_CONFIG;
 	default: return EX_SOFTWARE;

@@ -286,7 +286,8 @@ static enum MHD_Result
 failed(struct call *x, int rc, const char *err)
 {
 	OT_WARN(x->rq->order_id, "%s %s: %s", x->rq->method, x->rq->path, err);
-	return rc == OT_ESERVICE ? unavailable(x) : reply_error(x, 500, "internal error", NULL);
+	/* A race still lost after the second look is worth a retry, like a service down. */
+	return rc == OT_ESERVICE || rc == OT_ERACE ? unavailable(x) : reply_error(x, 500, "internal error", NULL);
 }
 
 static int
@@ -969,7 +970,7 @@ cancel_order(struct call *x, const char *id)
 	ot_event_clear(&ev);
 	/* What this server wrote: no read after the answer may show the status from before. */
 	ot_lcache_forget(x->h->lc, id);
-	if (rc == OT_EINPUT && strstr(err, "unknown order"))
+	if (rc == OT_ENOTFOUND)
 		return not_found(x, id);
 	if (rc == OT_EINPUT)
 		return reply_error(x, 409, err, NULL);

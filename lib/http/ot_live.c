@@ -19,6 +19,7 @@
 #include "ot_event.h"
 #include "ot_err.h"
 #include "ot_live.h"
+#include "ot_ws.h"
 #include "ot_log.h"
 #include "ot_redis.h"
 #include "ot_text.h"
@@ -27,7 +28,6 @@
 #define PING_MS 15000            /* a comment or ping frame this often keeps proxies from closing */
 #define MAX_QUEUE (256 * 1024)   /* a client this far behind is cut off; it reconnects and resumes */
 #define CUT_MS 5000              /* an ended stream whose client reads nothing is cut after this */
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_IN 4096               /* the largest frame a client of this stream may send */
 #define EVENTS 512               /* epoll events taken at once */
 
@@ -164,27 +164,6 @@ enqueue(struct sub *s, const void *p, size_t n)
 	s->len += n;
 }
 
-/* A WebSocket frame header for a server frame of n payload bytes; returns its length. */
-static size_t
-ws_header(unsigned char *h, int opcode, size_t n)
-{
-	h[0] = (unsigned char)(0x80 | opcode);
-	if (n < 126) {
-		h[1] = (unsigned char)n;
-		return 2;
-	}
-	if (n < 65536) {
-		h[1] = 126;
-		h[2] = (unsigned char)(n >> 8);
-		h[3] = (unsigned char)n;
-		return 4;
-	}
-	h[1] = 127;
-	for (int i = 0; i < 8; i++)
-		h[2 + i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
-	return 10;
-}
-
 /* One message as each kind of stream carries it: SSE data for MHD to frame, the same as an
  * HTTP chunk for the hub to write, a WebSocket frame. */
 struct wire {
@@ -206,7 +185,7 @@ static int
 wire_make(struct wire *m, const char *sse, size_t sse_len, int opcode, const void *p, size_t n)
 {
 	unsigned char h[10];
-	size_t hl = ws_header(h, opcode, n);
+	size_t hl = ot_ws_header(h, opcode, n);
 	char cl[24];
 	int cn = snprintf(cl, sizeof cl, "%zx\r\n", sse_len);
 
@@ -1160,138 +1139,6 @@ ot_live_sse(struct ot_live *lv, struct MHD_Connection *con, const char *order_id
 
 /* ---- WebSocket ---- */
 
-static uint32_t
-rol(uint32_t v, int n)
-{
-	return (v << n) | (v >> (32 - n));
-}
-
-static void
-sha1(const unsigned char *msg, size_t len, unsigned char out[20])
-{
-	uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-	unsigned char block[64];
-	uint64_t bits = (uint64_t)len * 8;
-	size_t total = ((len + 8) / 64 + 1) * 64;
-
-	for (size_t off = 0; off < total; off += 64) {
-		uint32_t w[80], a, b, c, d, e, f, k, t;
-		for (size_t i = 0; i < 64; i++) {
-			size_t at = off + i;
-			block[i] = at < len ? msg[at] : at == len ? 0x80 : 0;
-			if (at >= total - 8)
-				block[i] = (unsigned char)(bits >> (8 * (total - 1 - at)));
-		}
-		for (int i = 0; i < 16; i++)
-			w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
-			       (uint32_t)block[4 * i + 2] << 8 | block[4 * i + 3];
-		for (int i = 16; i < 80; i++)
-			w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-		a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-		for (int i = 0; i < 80; i++) {
-			if (i < 20)
-				f = (b & c) | (~b & d), k = 0x5A827999;
-			else if (i < 40)
-				f = b ^ c ^ d, k = 0x6ED9EBA1;
-			else if (i < 60)
-				f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
-			else
-				f = b ^ c ^ d, k = 0xCA62C1D6;
-			t = rol(a, 5) + f + e + k + w[i];
-			e = d, d = c, c = rol(b, 30), b = a, a = t;
-		}
-		h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
-	}
-	for (int i = 0; i < 20; i++)
-		out[i] = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
-}
-
-void
-ot_live_ws_accept(const char *key, char out[29])
-{
-	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	unsigned char in[128], d[20];
-	size_t kl = strlen(key), i, o = 0;
-
-	if (kl > sizeof in - sizeof WS_GUID)
-		kl = sizeof in - sizeof WS_GUID;
-	memcpy(in, key, kl);
-	memcpy(in + kl, WS_GUID, sizeof WS_GUID - 1);
-	sha1(in, kl + sizeof WS_GUID - 1, d);
-	for (i = 0; i + 2 < 20; i += 3) {
-		uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
-		out[o++] = b64[v >> 18 & 63], out[o++] = b64[v >> 12 & 63];
-		out[o++] = b64[v >> 6 & 63], out[o++] = b64[v & 63];
-	}
-	/* 20 = 6 * 3 + 2: two bytes left, one '=' */
-	uint32_t v = (uint32_t)d[18] << 16 | (uint32_t)d[19] << 8;
-	out[o++] = b64[v >> 18 & 63], out[o++] = b64[v >> 12 & 63], out[o++] = b64[v >> 6 & 63];
-	out[o++] = '=';
-	out[o] = '\0';
-}
-
-/* Close status codes a peer may send (RFC 6455 7.4, and the IANA registry). */
-static int
-ws_code_valid(unsigned code)
-{
-	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-	       (code >= 3000 && code <= 4999);
-}
-
-int
-ot_live_ws_frame(const unsigned char *b, size_t n, size_t max, int *frag, struct ot_ws_frame *f)
-{
-	uint64_t len;
-	size_t hl = 6; /* two bytes and the mask */
-
-	memset(f, 0, sizeof *f);
-	if (n < 2)
-		return 0;
-	f->fin = b[0] >> 7;
-	f->opcode = b[0] & 0x0f;
-	len = b[1] & 0x7f;
-	/* No extension was agreed, so no RSV bit; a client masks every frame. */
-	if ((b[0] & 0x70) || (f->opcode > 2 && f->opcode < 8) || f->opcode > 10 || !(b[1] & 0x80))
-		goto protocol;
-	if (f->opcode >= 8 && (!f->fin || len > 125))
-		goto protocol;
-	if ((f->opcode == 0 && !*frag) || ((f->opcode == 1 || f->opcode == 2) && *frag))
-		goto protocol;
-	hl += len == 126 ? 2 : len == 127 ? 8 : 0;
-	if (n < hl)
-		return 0;
-	if (len == 126) {
-		len = (uint64_t)b[2] << 8 | b[3];
-	} else if (len == 127) {
-		len = 0;
-		for (int i = 0; i < 8; i++)
-			len = len << 8 | b[2 + i];
-	}
-	if (len > max || hl + len > max) {
-		f->code = 1009;
-		return -1;
-	}
-	if (n < hl + len)
-		return 0;
-	f->head = hl;
-	f->len = (size_t)len;
-	f->mask = b + hl - 4;
-	if (f->opcode == 8 && len == 1) /* half a status code: read no byte past the frame */
-		goto protocol;
-	if (f->opcode == 8 && len) {
-		unsigned code = (unsigned)(b[hl] ^ f->mask[0]) << 8 | (b[hl + 1] ^ f->mask[1]);
-		if (!ws_code_valid(code))
-			goto protocol;
-		f->code = (int)code;
-	}
-	if (f->opcode <= 2)
-		*frag = !f->fin;
-	return 1;
-protocol:
-	f->code = 1002;
-	return -1;
-}
-
 /* Queues a close frame with code; the stream ends once it is written. Lock held. */
 static void
 ws_close(struct sub *s, int code)
@@ -1324,7 +1171,7 @@ ws_input(struct sub *s, unsigned char *in)
 	if (got < 0 || s->closed) /* after a close, what the client sends is dropped */
 		return;
 	inlen += (size_t)got;
-	while ((rc = ot_live_ws_frame(in + at, inlen - at, WS_IN, &s->frag, &f)) == 1) {
+	while ((rc = ot_ws_frame(in + at, inlen - at, WS_IN, &s->frag, &f)) == 1) {
 		const unsigned char *p = in + at + f.head;
 		if (f.opcode == 8) { /* the client's close, answered with its own code */
 			ws_close(s, f.code ? f.code : 1000);
@@ -1332,7 +1179,7 @@ ws_input(struct sub *s, unsigned char *in)
 		}
 		if (f.opcode == 9) { /* ping: pong with the same payload, unmasked */
 			unsigned char pong[10 + 125];
-			size_t hl = ws_header(pong, 10, f.len);
+			size_t hl = ot_ws_header(pong, 10, f.len);
 			for (size_t i = 0; i < f.len; i++)
 				pong[hl + i] = p[i] ^ f.mask[i % 4];
 			put(s, pong, hl + f.len);
@@ -1411,7 +1258,7 @@ ot_live_ws(struct ot_live *lv, struct MHD_Connection *con, const char *key, cons
 		sub_free(s);
 		return MHD_NO;
 	}
-	ot_live_ws_accept(key, accept);
+	ot_ws_accept(key, accept);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
 	MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
 	ret = MHD_queue_response(con, MHD_HTTP_SWITCHING_PROTOCOLS, r);

@@ -78,7 +78,7 @@ release(PGconn *db, const char *order_id, const char *reason, long long version,
 		return rc;
 	if (PQntuples(res) == 0) {
 		PQclear(res);
-		return OT_SKIP;
+		return OT_NOTHING_TO_RELEASE;
 	}
 	items = json_array();
 	for (i = 0; i < PQntuples(res); i++)
@@ -130,7 +130,7 @@ expire_one(PGconn *db, const char *order_id, char *errstr, size_t errsz)
 		/* A trace of its own: nothing the order did caused it. */
 		ot_span_begin(&sp, "expire reservation", OT_SPAN_INTERNAL, NULL);
 		ot_span_tag(&sp, "order_id", order_id);
-		rc = open ? release(db, order_id, "expired", 0, NULL, NULL, errstr, errsz) : OT_SKIP;
+		rc = open ? release(db, order_id, "expired", 0, NULL, NULL, errstr, errsz) : OT_NOTHING_TO_RELEASE;
 		ot_span_end(&sp);
 	}
 	if (rc >= 0) {
@@ -165,23 +165,21 @@ ot_inventory_expire(PGconn *db, long older_than_s, char *errstr, size_t errsz)
 }
 
 /* What ev asks of the inventory before any transaction: OT_OK to act on it (*items, for
- * ORDER_CREATED, its lines; caller frees), OT_SKIP with *as for what commits nothing,
- * OT_EINPUT for a malformed one. */
+ * ORDER_CREATED, its lines; caller frees), OT_IGNORED for what commits nothing, OT_EINPUT for
+ * a malformed one. */
 static int
-screen(const struct ot_event *ev, char **items, const char **as, char *errstr, size_t errsz)
+screen(const struct ot_event *ev, char **items, char *errstr, size_t errsz)
 {
 	*items = NULL;
-	*as = "ignored";
 	/* A status the inventory does not act on commits nothing, not even processed_events:
 	 * redelivered, it is skipped again just the same. */
 	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_CANCELLED") &&
 	    (strcmp(ev->type, "ORDER_STATUS_UPDATED") || !confirms(ev)))
-		return OT_SKIP;
+		return OT_IGNORED;
 	if (!ot_uuid_valid(ev->order_id))
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
 	if (!strcmp(ev->type, "ORDER_CREATED") && !(*items = items_of(ev, errstr, errsz)))
 		return OT_EINPUT;
-	*as = "duplicate";
 	return OT_OK;
 }
 
@@ -434,7 +432,7 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, con
 		if (res[i].rc != OT_OK)
 			continue;
 		if (!fresh[i]) {
-			res[i].rc = OT_SKIP;
+			res[i].rc = OT_DUPLICATE;
 			continue;
 		}
 		ot_span_enter(sp ? &sp[i] : NULL);
@@ -443,7 +441,7 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, con
 				reserved_now = res[j].rc == OT_OK && fresh[j] && !strcmp(evs[j].type, "ORDER_CREATED") &&
 				               !strcmp(evs[j].order_id, evs[i].order_id);
 			if (decided[i] || reserved_now)
-				res[i].rc = OT_SKIP; /* this order's stock was decided by an earlier event */
+				res[i].rc = OT_DUPLICATE; /* this order's stock was decided by an earlier event */
 			else
 				rc = reserve(&evs[i], skus, nskus, pd);
 		} else if (!strcmp(evs[i].type, "ORDER_CANCELLED")) {
@@ -456,10 +454,10 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, con
 				if ((k = sku_of(skus, nskus, json_string_value(json_object_get(it, "sku")))))
 					k->available += json_integer_value(json_object_get(it, "qty"));
 			json_decref(released);
-			if (rc == OT_SKIP)
-				res[i].rc = rc = OT_SKIP; /* nothing reserved: nothing to release */
-			if (rc == OT_SKIP)
+			if (rc == OT_NOTHING_TO_RELEASE) {
+				res[i].rc = rc; /* nothing reserved: nothing to release */
 				rc = OT_OK;
+			}
 		} else {
 			/* ORDER_STATUS_UPDATED to CONFIRMED: the reservation can no longer expire. */
 			json_array_append_new(confirmed, json_string(evs[i].order_id));
@@ -490,7 +488,7 @@ ot_inventory_handle_batch(PGconn *db, const struct ot_msg *ms, const struct ot_e
 	}
 	for (i = 0; i < n; i++)
 		if (res[i].rc == OT_OK &&
-		    (res[i].rc = screen(&evs[i], &items[i], &res[i].as, res[i].err, sizeof res[i].err)) == OT_OK) {
+		    (res[i].rc = screen(&evs[i], &items[i], res[i].err, sizeof res[i].err)) == OT_OK) {
 			ids[i] = evs[i].id;
 			todo++;
 		}
@@ -552,13 +550,11 @@ out:
 int
 ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer, char *errstr, size_t errsz)
 {
-	struct ot_batch_res res = {.rc = OT_OK, .as = "duplicate"};
+	struct ot_batch_res res = {.rc = OT_OK};
 	int rc;
 
 	if ((rc = ot_inventory_handle_batch(db, NULL, ev, 1, consumer, &res, errstr, errsz)))
 		return rc;
 	snprintf(errstr, errsz, "%s", res.err);
-	if (res.rc == OT_SKIP)
-		ot_run_skipped_as(res.as);
 	return res.rc;
 }

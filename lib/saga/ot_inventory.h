@@ -18,7 +18,7 @@ int ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz);
  * ORDER_STATUS_UPDATED to CONFIRMED — marks the reservation confirmed, so it never expires.
  * Other types, and ORDER_STATUS_UPDATED to any other status, are skipped without a
  * transaction: nothing is committed for them, not even processed_events.
- * Returns OT_OK, OT_SKIP, OT_EINPUT, OT_ESERVICE. */
+ * Returns OT_APPLIED, the outcome that changed nothing, OT_EINPUT, OT_ESERVICE. */
 int ot_inventory_handle(PGconn *db, const struct ot_event *ev, const char *consumer,
                         char *errstr, size_t errsz);
 
@@ -30,7 +30,7 @@ long ot_inventory_expire(PGconn *db, long older_than_s, char *errstr, size_t err
 /* ot_inventory_handle for n events in one transaction: the stock rows they change locked
  * first in SKU order, then each in turn; no transaction when none needs one. The caller
  * presets res[i].rc to OT_OK for the events to handle (ms[i], the record of event i, names its
- * span). Each res[i] gets OT_OK, OT_SKIP (with .as) or OT_EINPUT (malformed: nothing written,
+ * span). Each res[i] gets its outcome (OT_APPLIED, or why nothing changed) or OT_EINPUT (malformed: nothing written,
  * for the per-record path). Returns OT_OK once committed, or the ot_rc that lost the
  * transaction (nothing committed). */
 struct ot_batch_res;

@@ -347,7 +347,7 @@ insert_orders(PGconn *db, const char *source, const char *scope, struct placing 
 		if (!q)
 			goto out;
 		if ((size_t)PQntuples(q) != nkeys) /* lost a race with the same request_id: theirs stands */
-			rc = ot_err(OT_ESERVICE, errstr, errsz, "a request_id was placed meanwhile by another request: retry");
+			rc = ot_err(OT_ERACE, errstr, errsz, "a request_id was placed meanwhile by another request: retry");
 		PQclear(q);
 		if (rc)
 			goto out;
@@ -416,12 +416,12 @@ ot_order_place_as(PGconn *db, json_t *req, const char *source, const char *scope
 		memset(&res, 0, sizeof res);
 		res.rc = OT_OK;
 		rc = ot_order_place_batch_as(db, &req, 1, source, scope, order, &res, errstr, errsz);
-		if (rc != OT_ESERVICE || !strstr(errstr, "request_id was placed meanwhile"))
+		if (rc != OT_ERACE)
 			break;
 	}
 	if (rc)
 		return rc;
-	if (res.rc != OT_OK && res.rc != OT_SKIP)
+	if (res.rc < 0)
 		return ot_err(res.rc, errstr, errsz, "%s", res.err);
 	*created = res.rc == OT_OK;
 	if (st)
@@ -484,12 +484,12 @@ ot_order_place_batch_as(PGconn *db, json_t *const *reqs, size_t n, const char *s
 		if (place_done(db, source, &pl[i], &orders[i], &res[i].st, res[i].err, sizeof res[i].err)) {
 			/* Committed, so not to be placed again, but not read back: said, not printed. */
 			OT_ERROR(pl[i].id, "order placed, but not read back: %s", res[i].err);
-			res[i].rc = OT_SKIP;
+			res[i].rc = OT_UNREAD;
 			res[i].st.version = 0;
 			continue;
 		}
 		if (!pl[i].created) {
-			res[i].rc = OT_SKIP;
+			res[i].rc = OT_PLACED_BEFORE;
 			res[i].st.version = 0; /* cached when it was placed */
 		} else if (own && sp[i].exported) {
 			ot_span_traceparent(&sp[i], res[i].tp);
@@ -512,7 +512,7 @@ out:
 	return rc;
 }
 
-/* The status an event asks for; OT_SKIP for events that move no order. */
+/* The status an event asks for; OT_IGNORED for events that move no order. */
 static int
 target_of(const struct ot_event *ev, int *to, char *errstr, size_t errsz)
 {
@@ -529,10 +529,10 @@ target_of(const struct ot_event *ev, int *to, char *errstr, size_t errsz)
 		 * release that answers a cancel changes nothing here. */
 		s = json_object_get(ev->data, "reason");
 		if (!json_is_string(s) || strcmp(json_string_value(s), "expired"))
-			return OT_SKIP;
+			return OT_IGNORED;
 		*to = OT_ST_CANCELLED;
 	} else if (!strcmp(ev->type, "ORDER_CREATED") || !strcmp(ev->type, "ORDER_STATUS_UPDATED"))
-		return OT_SKIP;
+		return OT_IGNORED;
 	else if (!strcmp(ev->type, "DELIVERY_UPDATED")) {
 		s = json_object_get(ev->data, "status");
 		*to = json_is_string(s) ? ot_state_parse(json_string_value(s)) : -1;
@@ -612,8 +612,8 @@ struct row {
 	struct ot_status st;      /* the current status, for the events' payloads */
 };
 
-/* Checks ev before any transaction: OT_OK with s filled, OT_SKIP (a type that moves no order),
- * or OT_EINPUT. */
+/* Checks ev before any transaction: OT_OK with s filled, OT_IGNORED (a type that moves no
+ * order), or OT_EINPUT. */
 static int
 step_check(const struct ot_event *ev, struct step *s, char *errstr, size_t errsz)
 {
@@ -750,12 +750,12 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, str
 			/* Redelivered: the process that applied it may have died between its commit and
 			 * its cache write (its offset was never stored). The cache gets the database's. */
 			s->kind = REFRESH;
-			res[i].rc = ot_err(OT_SKIP, res[i].err, sizeof res[i].err, "event %s was already applied",
+			res[i].rc = ot_err(OT_DUPLICATE, res[i].err, sizeof res[i].err, "event %s was already applied",
 			                   evs[i].id);
 			continue;
 		}
 		if (!(w = row_of(rows, nrows, evs[i].order_id))) {
-			res[i].rc = ot_err(OT_EINPUT, res[i].err, sizeof res[i].err, "%s for unknown order %s",
+			res[i].rc = ot_err(OT_ENOTFOUND, res[i].err, sizeof res[i].err, "%s for unknown order %s",
 			                   evs[i].type, evs[i].order_id);
 			json_array_append_new(refused, json_string(evs[i].id));
 			continue;
@@ -765,14 +765,12 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, str
 		case OT_TR_LATE:
 			/* The processed_events row stays: a third copy is then refused at once. */
 			s->kind = REFRESH;
-			res[i].as = "late";
-			res[i].rc = ot_err(OT_SKIP, res[i].err, sizeof res[i].err,
+			res[i].rc = ot_err(OT_LATE, res[i].err, sizeof res[i].err,
 			                   "late %s: the order was cancelled meanwhile", evs[i].type);
 			continue;
 		case OT_TR_STALE:
 			s->kind = REFRESH;
-			res[i].as = "stale";
-			res[i].rc = ot_err(OT_SKIP, res[i].err, sizeof res[i].err, "stale %s: order is already %s",
+			res[i].rc = ot_err(OT_STALE, res[i].err, sizeof res[i].err, "stale %s: order is already %s",
 			                   ot_state_name(s->to), ot_state_name(w->status));
 			continue;
 		case OT_TR_IMPOSSIBLE:
@@ -887,7 +885,7 @@ after_commit(PGconn *db, const char *consumer, const struct ot_event *evs, struc
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		if (res[i].rc == OT_SKIP && !strcmp(res[i].as, "late"))
+		if (res[i].rc == OT_LATE)
 			atomic_fetch_add(&late_count, 1);
 		ot_span_enter(sp ? &sp[i] : NULL);
 		if (steps[i].kind == APPLIED) {
@@ -928,8 +926,6 @@ ot_order_apply_batch(PGconn *db, const struct ot_msg *ms, const struct ot_event 
 		if (res[i].rc != OT_OK)
 			continue; /* refused before: left to the per-record path */
 		res[i].rc = step_check(&evs[i], &steps[i], res[i].err, sizeof res[i].err);
-		if (res[i].rc == OT_SKIP)
-			res[i].as = "ignored";
 		todo += res[i].rc == OT_OK;
 	}
 	if (!todo)
@@ -973,7 +969,7 @@ int
 ot_order_apply(PGconn *db, const struct ot_event *ev, const char *consumer, struct ot_status *st,
                char *errstr, size_t errsz)
 {
-	struct ot_batch_res res = {.rc = OT_OK, .as = "duplicate"};
+	struct ot_batch_res res = {.rc = OT_OK};
 	int rc;
 
 	if (st)
@@ -984,8 +980,6 @@ ot_order_apply(PGconn *db, const struct ot_event *ev, const char *consumer, stru
 	if (st)
 		*st = res.st;
 	snprintf(errstr, errsz, "%s", res.err);
-	if (res.rc == OT_SKIP)
-		ot_run_skipped_as(res.as);
 	return res.rc;
 }
 

@@ -29,8 +29,8 @@ int ot_order_place_as(PGconn *db, json_t *req, const char *source, const char *s
 /* ot_order_place for n requests in one transaction and one commit (scope ""). The caller
  * presets res[i].rc to OT_OK for the requests to place; the rest are left alone. Each res[i]
  * gets OT_OK (orders[i] the new order, a new reference; res[i].st its status for the cache,
- * res[i].tp its trace), OT_SKIP (its request_id placed
- * orders[i] before), or for a request refused without a trace in the transaction OT_EINPUT or
+ * res[i].tp its trace), OT_PLACED_BEFORE (its request_id placed orders[i] before),
+ * OT_UNREAD (placed, but not read back), or for a request refused without a trace in the transaction OT_EINPUT or
  * OT_ECONFLICT, for the per-record path to report. Returns OT_OK once committed, or the ot_rc
  * that lost the transaction (nothing committed, orders[] all NULL). */
 struct ot_batch_res;
@@ -48,16 +48,18 @@ int ot_order_fingerprint(const json_t *req, char out[65]);
  * (and ORDER_CANCELLED with the order's lines when it cancels) and commits. st, if not NULL,
  * gets the status for the cache: the new one, or the current one when a stale event says the
  * cache may be behind (version 0: nothing to write). Never touches the cache.
- * INVENTORY_RELEASED with reason "expired" cancels the order. Returns OT_OK, OT_SKIP
- * (duplicate, stale, or late: for an order cancelled meanwhile), OT_EINPUT (impossible
- * transition, unknown order, bad event), OT_ESERVICE. */
+ * INVENTORY_RELEASED with reason "expired" cancels the order. Returns OT_APPLIED, the
+ * outcome that changed nothing (OT_DUPLICATE, OT_STALE, OT_LATE: for an order cancelled
+ * meanwhile, OT_IGNORED: a type that moves no order), OT_ENOTFOUND (an unknown order),
+ * OT_EINPUT (an impossible transition, a bad event), OT_ESERVICE. */
 int ot_order_apply(PGconn *db, const struct ot_event *ev, const char *consumer, struct ot_status *st,
                    char *errstr, size_t errsz);
 
 /* ot_order_apply for n events in one transaction (ms[i], the record event i came in, names
  * its span): each through the same guarded transition, one commit. The caller presets
  * res[i].rc to OT_OK for the events to apply; the others are left as they are. Each res[i]
- * gets OT_OK, OT_SKIP (with its reason in .as and .err), or OT_EINPUT for an event refused
+ * gets its outcome (the message for the log in .err), or a refusal (OT_EINPUT, OT_ENOTFOUND)
+ * for an event refused
  * without a trace in the transaction (for the per-record path to dead-letter), and in .st
  * and .tp the status for the cache as ot_order_apply gives it. Returns OT_OK once committed,
  * or the ot_rc that lost the transaction (nothing committed). */

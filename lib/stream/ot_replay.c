@@ -10,6 +10,7 @@
 #include "ot_io.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
+#include "ot_outcome.h"
 #include "ot_replay.h"
 #include "ot_signal.h"
 
@@ -86,7 +87,7 @@ one(json_t *rec, struct ot_out *out, const struct ot_replay *o, struct ot_replay
 		}
 		if ((o->since_ms && ts < o->since_ms) || (o->until_ms && ts >= o->until_ms)) {
 			st->filtered++;
-			return OT_SKIP;
+			return OT_FILTERED;
 		}
 	}
 	if (ot_replay_target_check(origin, why, sizeof why)) {

@@ -9,6 +9,7 @@
 #include "ot_event.h"
 #include "ot_log.h"
 #include "ot_metrics.h"
+#include "ot_outcome.h"
 #include "ot_run.h"
 #include "ot_signal.h"
 
@@ -31,17 +32,10 @@ ot_backoff(int attempt)
 #define MAX_TOPICS 16
 
 static struct ot_metric *m_records, *m_handling, *m_age;
-static _Thread_local const char *skip_as;
 /* The timestamp of the last record handled per topic, for the age gauge at scrape time. */
 static pthread_mutex_t last_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct { char tool[32], topic[128]; long long ts_ms; } last[MAX_TOPICS];
 static int nlast;
-
-void
-ot_run_skipped_as(const char *result)
-{
-	skip_as = result;
-}
 
 static void
 age_collect(void *arg)
@@ -151,6 +145,19 @@ ot_run_set_idle(void (*fn)(void *arg), void *arg)
 	idle_arg = arg;
 }
 
+/* A record taken, with its outcome: counted, and one that changed nothing logged at info. */
+static void
+counted(struct ot_run_stats *st, const char *tool, const struct ot_msg *m, int outcome, const char *err)
+{
+	if (outcome == OT_APPLIED || outcome == OT_UNREAD)
+		st->ok++;
+	else
+		st->skipped++;
+	ot_metric_add(m_records, 1, tool, m->topic, ot_outcome_label(outcome));
+	if (outcome != OT_APPLIED && err[0])
+		OT_INFO(NULL, "%s: skipped: %s", m->where, err);
+}
+
 /* What one() returns when a stop request interrupted a record: the loop ends, not in error. */
 #define STOPPED 100
 
@@ -166,9 +173,8 @@ one(struct ot_in *in, ot_handler h, void *arg, const struct ot_msg *m, struct ot
 
 	for (attempt = 1;; attempt++) {
 		err[0] = '\0';
-		skip_as = "duplicate";
 		r = h(arg, m, err, sizeof err);
-		if (r == OT_OK || r == OT_SKIP || r == OT_EINPUT || attempt >= max || ot_stop)
+		if (r >= 0 || ot_refused(r) || attempt >= max || ot_stop)
 			break;
 		st->retries++;
 		ot_metric_add(m_records, 1, tool, m->topic, "retried");
@@ -177,20 +183,14 @@ one(struct ot_in *in, ot_handler h, void *arg, const struct ot_msg *m, struct ot
 	}
 	ot_metric_observe(m_handling, (double)(ot_now_us() - t0) / 1e6, tool, m->topic);
 	note_last(tool, m);
-	if (r == OT_OK) {
-		st->ok++;
-		ot_metric_add(m_records, 1, tool, m->topic, "applied");
-	} else if (r == OT_SKIP) {
-		st->skipped++;
-		ot_metric_add(m_records, 1, tool, m->topic, skip_as);
-		if (err[0])
-			OT_INFO(NULL, "%s: skipped: %s", m->where, err);
-	} else if (r == OT_EINPUT) {
+	if (r >= 0) {
+		counted(st, tool, m, r, err);
+	} else if (ot_refused(r)) {
 		if ((rc = poison(in, m, err, attempt, st)))
 			return rc;
 	} else if (ot_stop) {
 		return STOPPED; /* interrupted between attempts: left for the next run */
-	} else if (r == OT_ESERVICE || r == OT_EOUTPUT) {
+	} else if (r == OT_ESERVICE || r == OT_EOUTPUT || r == OT_ERACE) {
 		/* Not done: the record is read again after a restart. */
 		OT_ERROR(NULL, "%s: giving up after %d attempts: %s", m->where, attempt, err);
 		return r;
@@ -282,7 +282,6 @@ batch(struct ot_in *in, ot_handler h, void *arg, struct kept *k, struct ot_msg *
 	for (i = 0; i < n; i++) {
 		ms[i] = k[i].m;
 		res[i].rc = OT_EINTERNAL;
-		res[i].as = "duplicate";
 		res[i].err[0] = '\0';
 	}
 	err[0] = '\0';
@@ -296,7 +295,7 @@ batch(struct ot_in *in, ot_handler h, void *arg, struct kept *k, struct ot_msg *
 	}
 	each = (double)(ot_now_us() - t0) / 1e6 / (double)n;
 	for (i = 0; i < n; i++) {
-		if (res[i].rc == OT_EINPUT) {
+		if (ot_refused(res[i].rc)) {
 			/* Refused inside the batch, judged against the state the records before it left,
 			 * as one at a time: a poison record, with its reason. Retried alone after the
 			 * batch, it would be judged against later records' effects too. */
@@ -307,7 +306,7 @@ batch(struct ot_in *in, ot_handler h, void *arg, struct kept *k, struct ot_msg *
 			ot_in_done(in, &ms[i]);
 			continue;
 		}
-		if (res[i].rc != OT_OK && res[i].rc != OT_SKIP) {
+		if (res[i].rc < 0) {
 			/* Not taken by the batch, having written nothing: alone, with its retries. */
 			if ((rc = one(in, h, arg, &ms[i], st)))
 				return rc;
@@ -315,15 +314,7 @@ batch(struct ot_in *in, ot_handler h, void *arg, struct kept *k, struct ot_msg *
 		}
 		ot_metric_observe(m_handling, each, tool, ms[i].topic);
 		note_last(tool, &ms[i]);
-		if (res[i].rc == OT_OK) {
-			st->ok++;
-			ot_metric_add(m_records, 1, tool, ms[i].topic, "applied");
-		} else {
-			st->skipped++;
-			ot_metric_add(m_records, 1, tool, ms[i].topic, res[i].as);
-			if (res[i].err[0])
-				OT_INFO(NULL, "%s: skipped: %s", ms[i].where, res[i].err);
-		}
+		counted(st, tool, &ms[i], res[i].rc, res[i].err);
 		ot_in_done(in, &ms[i]);
 	}
 	return 0;

@@ -7,20 +7,21 @@
 
 #include "ot_event.h"
 #include "ot_io.h"
+#include "ot_outcome.h"
 #include "ot_status.h"
 #include "ot_trace.h"
 
-/* Handles one record. Returns OT_OK, OT_SKIP, OT_EINPUT (a poison record), OT_ESERVICE (a
- * transient failure: retried), or another ot_rc (retried, then treated as poison). */
+/* Handles one record. Returns its ot_outcome (OT_APPLIED, or why it changed nothing), a
+ * refusal (OT_EINPUT, OT_ENOTFOUND: a poison record), OT_ESERVICE or OT_ERACE (a transient
+ * failure: retried), or another ot_rc (retried, then treated as poison). */
 typedef int (*ot_handler)(void *arg, const struct ot_msg *m, char *errstr, size_t errsz);
 
 /* What a batch handler did with one record. */
 struct ot_batch_res {
-	int rc;           /* OT_OK applied, OT_SKIP, OT_EINPUT refused (a poison record, judged
-	                   * where it stands in the batch), or anything else: not taken, for the
-	                   * per-record path */
-	const char *as;   /* for OT_SKIP: why, as ot_run_skipped_as (a literal; "duplicate" preset) */
-	char err[256];    /* for OT_SKIP a message to log at info, for OT_EINPUT the reason */
+	int rc;           /* an ot_outcome (OT_APPLIED, or why it changed nothing), a refusal
+	                   * (ot_refused: a poison record, judged where it stands in the batch), or
+	                   * anything else: not taken, for the per-record path */
+	char err[256];    /* for an outcome a message to log at info, for a refusal the reason */
 	/* Set by a handler that committed a status for the cache (version 0: none), in the order
 	 * committed; tp the record's trace (a traceparent, "": the caller's current span). */
 	struct ot_status st;
@@ -29,8 +30,8 @@ struct ot_batch_res {
 
 /* Applies records ms[0..n) in one transaction, in order. Returns OT_OK once it committed,
  * with each record's outcome in res[i]; a record it refused or could not take (res[i].rc
- * neither OT_OK nor OT_SKIP) must have left nothing committed. ot_run then reports or
- * dead-letters the refused (OT_EINPUT) with res[i].err, and sends the others through the
+ * below 0) must have left nothing committed. ot_run then reports or dead-letters the
+ * refused (ot_refused) with res[i].err, and sends the others through the
  * per-record handler. Any other return means nothing of the batch was committed (errstr says
  * why): every record goes through the per-record handler, with its retries and dead letter. */
 typedef int (*ot_batch_handler)(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res,
@@ -68,11 +69,6 @@ void ot_run_set_idle(void (*fn)(void *arg), void *arg);
  * trace. s is the thread's current span until ot_span_end, so the handler's log lines and the
  * events it emits belong to it. */
 void ot_run_span(struct ot_span *s, const struct ot_msg *m, const struct ot_event *ev);
-/* Names why the handler running now skipped its record (returned OT_SKIP), for
- * ot_records_total{result}: "duplicate" (the default), "stale", "late" or "ignored" (a type
- * or status the consumer does not act on). The string must be
- * a literal. Only meaningful inside a handler that ot_run calls. */
-void ot_run_skipped_as(const char *result);
 
 /* Sleeps the backoff for attempt n (0-based): 100 ms doubling to 5 s, with jitter.
  * Returns early on ot_stop. */

@@ -1,4 +1,4 @@
-/* Fuzzes the WebSocket frame parser (ot_live_ws_frame) over what a client may send on a live
+/* Fuzzes the WebSocket frame parser (ot_ws_frame) over what a client may send on a live
  * stream: frames are read one after another as the server does, and whatever the parser takes
  * must be a frame RFC 6455 allows (masked, no RSV bits, a known opcode, control frames short and
  * final) that lies inside the buffer; whatever it refuses gets a close code. The same stream cut
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ot_live.h"
+#include "ot_ws.h"
 
 #define MAX 4096
 
@@ -27,7 +28,7 @@ read_all(const uint8_t *d, size_t n, size_t chunk, int *fail)
 		have = have + chunk < n ? have + chunk : n;
 		while (at < have) {
 			memset(&f, 0, sizeof f);
-			r = ot_live_ws_frame(d + at, have - at, MAX, &frag, &f);
+			r = ot_ws_frame(d + at, have - at, MAX, &frag, &f);
 			if (r < 0) {
 				if (f.code != 1002 && f.code != 1009)
 					abort();

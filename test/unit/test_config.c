@@ -12,6 +12,7 @@
 #include "ot_config.h"
 #include "ot_err.h"
 #include "ot_redis.h"
+#include "ot_outcome.h"
 #include "ot_tool.h"
 
 static char err[512];
@@ -440,7 +441,9 @@ exit_statuses_follow_sysexits(void **state)
 {
 	(void)state;
 	assert_int_equal(ot_exit_status(OT_OK), 0);
-	assert_int_equal(ot_exit_status(OT_SKIP), 0);
+	assert_int_equal(ot_exit_status(OT_STALE), 0);
+	assert_int_equal(ot_exit_status(OT_ENOTFOUND), 65);
+	assert_int_equal(ot_exit_status(OT_ERACE), 75);
 	assert_int_equal(ot_exit_status(OT_EINPUT), 65);
 	assert_int_equal(ot_exit_status(OT_ESERVICE), 69);
 	assert_int_equal(ot_exit_status(OT_EINTERNAL), 70);

@@ -15,6 +15,7 @@
 
 #include "ot_breaker.h"
 #include "ot_live.h"
+#include "ot_ws.h"
 
 static void
 ws_accept_matches_rfc6455(void **state)
@@ -23,9 +24,9 @@ ws_accept_matches_rfc6455(void **state)
 
 	(void)state;
 	/* The example of RFC 6455, section 1.3. */
-	ot_live_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", out);
+	ot_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", out);
 	assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-	ot_live_ws_accept("x3JJHMbDL1EzLkh9GBhXDw==", out);
+	ot_ws_accept("x3JJHMbDL1EzLkh9GBhXDw==", out);
 	assert_string_equal(out, "HSmrc0sMlYUkAGmm5OPpG2HaGWk=");
 }
 
@@ -53,12 +54,12 @@ frame(unsigned char *out, unsigned char b0, const char *p, size_t n)
 	return h + 4 + n;
 }
 
-/* What ot_live_ws_frame says of buf with no fragmented message under way: 1, 0, or the close code. */
+/* What ot_ws_frame says of buf with no fragmented message under way: 1, 0, or the close code. */
 static int
 verdict(const unsigned char *buf, size_t n)
 {
 	struct ot_ws_frame f;
-	int frag = 0, rc = ot_live_ws_frame(buf, n, 4096, &frag, &f);
+	int frag = 0, rc = ot_ws_frame(buf, n, 4096, &frag, &f);
 
 	return rc < 0 ? f.code : rc;
 }
@@ -72,7 +73,7 @@ ws_frame_reads_whole_masked_frames(void **state)
 	int frag = 0;
 
 	(void)state;
-	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, n, 4096, &frag, &f), 1);
 	assert_int_equal(f.opcode, 9);
 	assert_int_equal(f.head, 6);
 	assert_int_equal(f.len, 2);
@@ -84,15 +85,15 @@ ws_frame_reads_whole_masked_frames(void **state)
 	char big[300];
 	memset(big, 'a', sizeof big);
 	n = frame(b, 0x81, big, sizeof big);
-	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, n, 4096, &frag, &f), 1);
 	assert_int_equal(f.head, 8);
 	assert_int_equal(f.len, 300);
 	/* a close with a status, which the parser reads */
 	n = frame(b, 0x88, "\x03\xe8" "bye", 5);
-	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, n, 4096, &frag, &f), 1);
 	assert_int_equal(f.code, 1000);
 	n = frame(b, 0x88, "", 0);
-	assert_int_equal(ot_live_ws_frame(b, n, 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, n, 4096, &frag, &f), 1);
 	assert_int_equal(f.code, 0);
 }
 
@@ -147,16 +148,16 @@ ws_frame_follows_fragmented_messages(void **state)
 	int frag = 0;
 
 	(void)state;
-	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x01, "a", 1), 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, frame(b, 0x01, "a", 1), 4096, &frag, &f), 1);
 	assert_int_equal(frag, 1);
 	/* a ping between fragments is allowed */
-	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x89, "", 0), 4096, &frag, &f), 1);
-	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x00, "b", 1), 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, frame(b, 0x89, "", 0), 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, frame(b, 0x00, "b", 1), 4096, &frag, &f), 1);
 	assert_int_equal(frag, 1);
 	/* a new message before this one ended */
-	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x81, "c", 1), 4096, &frag, &f), -1);
+	assert_int_equal(ot_ws_frame(b, frame(b, 0x81, "c", 1), 4096, &frag, &f), -1);
 	assert_int_equal(f.code, 1002);
-	assert_int_equal(ot_live_ws_frame(b, frame(b, 0x80, "d", 1), 4096, &frag, &f), 1);
+	assert_int_equal(ot_ws_frame(b, frame(b, 0x80, "d", 1), 4096, &frag, &f), 1);
 	assert_int_equal(frag, 0);
 }
 
