@@ -956,7 +956,7 @@ cancel_order(struct call *x, const char *id)
 		return unavailable(x);
 	}
 	reason = json_object_get(req, "reason");
-	ot_event_init(&ev, "ORDER_CANCELLED", id, 0, "ot-serve",
+	ot_event_init(&ev, OT_EV_ORDER_CANCELLED, id, 0, "ot-serve",
 	              json_pack("{s:s}", "reason", json_is_string(reason) ? json_string_value(reason)
 	                                                               : "cancelled by the customer"), NULL);
 	json_decref(req);

@@ -54,6 +54,7 @@ ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz)
 	if (copy_str(ev->traceparent, sizeof ev->traceparent, obj, "traceparent", 0, NULL, 0) ||
 	    !ot_traceparent_valid(ev->traceparent))
 		ev->traceparent[0] = '\0';
+	ev->kind = ot_event_type_of(ev->type);
 	if (!ot_uuid_valid(ev->id))
 		return ot_err(-1, errstr, errsz, "field \"id\" is not a UUID: \"%s\"", ev->id);
 	/* An upper-case id would name another cache entry than the order's. */
@@ -92,15 +93,44 @@ ot_event_parse(struct ot_event *ev, const char *buf, size_t len, char *errstr, s
 	return rc;
 }
 
+static const char *const type_names[OT_EV_TYPES] = {
+	[OT_EV_OTHER] = "",
+	[OT_EV_ORDER_CREATED] = "ORDER_CREATED",
+	[OT_EV_ORDER_STATUS_UPDATED] = "ORDER_STATUS_UPDATED",
+	[OT_EV_ORDER_CANCELLED] = "ORDER_CANCELLED",
+	[OT_EV_INVENTORY_RESERVED] = "INVENTORY_RESERVED",
+	[OT_EV_INVENTORY_RESERVATION_FAILED] = "INVENTORY_RESERVATION_FAILED",
+	[OT_EV_INVENTORY_RELEASED] = "INVENTORY_RELEASED",
+	[OT_EV_DELIVERY_UPDATED] = "DELIVERY_UPDATED",
+};
+
+const char *
+ot_event_type_name(enum ot_event_type t)
+{
+	return t > OT_EV_OTHER && t < OT_EV_TYPES ? type_names[t] : "";
+}
+
+enum ot_event_type
+ot_event_type_of(const char *name)
+{
+	int t;
+
+	for (t = OT_EV_OTHER + 1; t < OT_EV_TYPES; t++)
+		if (!strcmp(name, type_names[t]))
+			return (enum ot_event_type)t;
+	return OT_EV_OTHER;
+}
+
 void
-ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long long version,
+ot_event_init(struct ot_event *ev, enum ot_event_type kind, const char *order_id, long long version,
               const char *source, json_t *data, const char *parent_tp)
 {
 	const struct ot_span *cur;
 
 	memset(ev, 0, sizeof *ev);
 	ot_uuid(ev->id);
-	snprintf(ev->type, sizeof ev->type, "%s", type);
+	ev->kind = kind;
+	snprintf(ev->type, sizeof ev->type, "%s", ot_event_type_name(kind));
 	snprintf(ev->order_id, sizeof ev->order_id, "%s", order_id);
 	ot_id_canon(ev->order_id);
 	ev->version = version;

@@ -10,9 +10,30 @@
 #include "ot_time.h"
 #include "ot_trace.h"
 
+/* The topics, each named once; a topic's dead letters go to "<topic>.dlq". */
+#define OT_TOPIC_ORDERS "orders.events"
+#define OT_TOPIC_INVENTORY "inventory.events"
+#define OT_TOPIC_DELIVERY "delivery.updates"
+
+/* The event types, each named once (ot_event_type_name). A type this release does not know
+ * parses as OT_EV_OTHER, its name kept in type. */
+enum ot_event_type {
+	OT_EV_OTHER,
+	OT_EV_ORDER_CREATED,                /* orders.events: placed, PENDING */
+	OT_EV_ORDER_STATUS_UPDATED,         /* orders.events: each accepted transition */
+	OT_EV_ORDER_CANCELLED,              /* orders.events: a cancel, with the order's lines */
+	OT_EV_INVENTORY_RESERVED,           /* inventory.events */
+	OT_EV_INVENTORY_RESERVATION_FAILED, /* inventory.events: {short_skus} */
+	OT_EV_INVENTORY_RELEASED,           /* inventory.events: {items, reason} */
+	OT_EV_DELIVERY_UPDATED,             /* delivery.updates: {status, lat, lon} */
+	OT_EV_TYPES
+};
+const char *ot_event_type_name(enum ot_event_type t);
+enum ot_event_type ot_event_type_of(const char *name);
 
 struct ot_event {
 	char id[OT_UUID_LEN];
+	enum ot_event_type kind; /* type, as the enum */
 	char type[48];
 	char order_id[64];
 	long long version;
@@ -28,11 +49,11 @@ struct ot_event {
 int ot_event_parse(struct ot_event *ev, const char *buf, size_t len, char *errstr, size_t errsz);
 int ot_event_from_json(struct ot_event *ev, json_t *obj, char *errstr, size_t errsz);
 
-/* A new event with a fresh id and timestamp; a UUID order_id is kept in its canonical form. data
+/* A new event of kind with a fresh id and timestamp; a UUID order_id is kept in its canonical form. data
  * is stolen (NULL means {}). Its traceparent names the thread's current span (ot_trace) if there
  * is one, else parent_tp if that is valid, else a new trace; ot_outbox_add then puts the span of
  * its insert in between. */
-void ot_event_init(struct ot_event *ev, const char *type, const char *order_id, long long version,
+void ot_event_init(struct ot_event *ev, enum ot_event_type kind, const char *order_id, long long version,
                    const char *source, json_t *data, const char *parent_tp);
 void ot_event_clear(struct ot_event *ev);
 

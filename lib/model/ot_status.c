@@ -29,7 +29,7 @@ ot_status_from_event(const struct ot_event *ev, struct ot_status *st, char *errs
 	json_t *d = ev->data, *v;
 
 	memset(st, 0, sizeof *st);
-	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_STATUS_UPDATED"))
+	if (ev->kind != OT_EV_ORDER_CREATED && ev->kind != OT_EV_ORDER_STATUS_UPDATED)
 		return 0;
 	snprintf(st->order_id, sizeof st->order_id, "%s", ev->order_id);
 	st->version = ev->version;

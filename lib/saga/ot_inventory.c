@@ -87,7 +87,7 @@ release(PGconn *db, const char *order_id, const char *reason, long long version,
 	PQclear(res);
 	if (released)
 		*released = json_incref(items);
-	ot_event_init(&out, "INVENTORY_RELEASED", order_id, version, "ot-reserve",
+	ot_event_init(&out, OT_EV_INVENTORY_RELEASED, order_id, version, "ot-reserve",
 	              json_pack("{s:o, s:s}", "items", items, "reason", reason), traceparent);
 	rc = ot_outbox_add(db, OT_TOPIC_INVENTORY, &out, errstr, errsz);
 	ot_event_clear(&out);
@@ -173,12 +173,12 @@ screen(const struct ot_event *ev, char **items, char *errstr, size_t errsz)
 	*items = NULL;
 	/* A status the inventory does not act on commits nothing, not even processed_events:
 	 * redelivered, it is skipped again just the same. */
-	if (strcmp(ev->type, "ORDER_CREATED") && strcmp(ev->type, "ORDER_CANCELLED") &&
-	    (strcmp(ev->type, "ORDER_STATUS_UPDATED") || !confirms(ev)))
+	if (ev->kind != OT_EV_ORDER_CREATED && ev->kind != OT_EV_ORDER_CANCELLED &&
+	    (ev->kind != OT_EV_ORDER_STATUS_UPDATED || !confirms(ev)))
 		return OT_IGNORED;
 	if (!ot_uuid_valid(ev->order_id))
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
-	if (!strcmp(ev->type, "ORDER_CREATED") && !(*items = items_of(ev, errstr, errsz)))
+	if (ev->kind == OT_EV_ORDER_CREATED && !(*items = items_of(ev, errstr, errsz)))
 		return OT_EINPUT;
 	return OT_OK;
 }
@@ -227,7 +227,7 @@ lock_stock(PGconn *db, const struct ot_event *evs, char **items, const struct ot
 		if (items[i])
 			json_array_foreach(json_object_get(evs[i].data, "items"), j, it)
 				json_array_append(names, json_object_get(it, "sku"));
-		else if (!strcmp(evs[i].type, "ORDER_CANCELLED"))
+		else if (evs[i].kind == OT_EV_ORDER_CANCELLED)
 			json_array_append_new(orders, json_string(evs[i].order_id));
 	}
 	if (!json_array_size(names) && !json_array_size(orders))
@@ -401,7 +401,7 @@ reserve(const struct ot_event *ev, struct sku *skus, size_t nskus, struct pendin
 			json_array_append_new(pd->rows, json_pack("[s, s, I]", ev->order_id, name, json_integer_value(v)));
 		}
 		data = json_pack("{s:O}", "items", items);
-		ot_event_init(&pd->outs[pd->nouts++], "INVENTORY_RESERVED", ev->order_id, ev->version, "ot-reserve", data,
+		ot_event_init(&pd->outs[pd->nouts++], OT_EV_INVENTORY_RESERVED, ev->order_id, ev->version, "ot-reserve", data,
 		              ev->traceparent);
 		OT_INFO(ev->order_id, "reserved stock");
 	} else {
@@ -409,7 +409,7 @@ reserve(const struct ot_event *ev, struct sku *skus, size_t nskus, struct pendin
 		OT_INFO(ev->order_id, "reservation failed: short of %zu SKUs", json_array_size(shortl));
 		data = json_pack("{s:o, s:s}", "short_skus", shortl, "reason", "insufficient stock");
 		shortl = NULL;
-		ot_event_init(&pd->outs[pd->nouts++], "INVENTORY_RESERVATION_FAILED", ev->order_id, ev->version,
+		ot_event_init(&pd->outs[pd->nouts++], OT_EV_INVENTORY_RESERVATION_FAILED, ev->order_id, ev->version,
 		              "ot-reserve", data, ev->traceparent);
 	}
 	json_decref(shortl);
@@ -436,15 +436,15 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, con
 			continue;
 		}
 		ot_span_enter(sp ? &sp[i] : NULL);
-		if (!strcmp(evs[i].type, "ORDER_CREATED")) {
+		if (evs[i].kind == OT_EV_ORDER_CREATED) {
 			for (j = 0, reserved_now = 0; j < i && !reserved_now; j++)
-				reserved_now = res[j].rc == OT_OK && fresh[j] && !strcmp(evs[j].type, "ORDER_CREATED") &&
+				reserved_now = res[j].rc == OT_OK && fresh[j] && evs[j].kind == OT_EV_ORDER_CREATED &&
 				               !strcmp(evs[j].order_id, evs[i].order_id);
 			if (decided[i] || reserved_now)
 				res[i].rc = OT_DUPLICATE; /* this order's stock was decided by an earlier event */
 			else
 				rc = reserve(&evs[i], skus, nskus, pd);
-		} else if (!strcmp(evs[i].type, "ORDER_CANCELLED")) {
+		} else if (evs[i].kind == OT_EV_ORDER_CANCELLED) {
 			/* What the batch reserved is written first: the release reads it. */
 			released = NULL;
 			if (!(rc = flush(db, pd, skus, nskus, errstr, errsz)))

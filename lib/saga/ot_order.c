@@ -312,7 +312,7 @@ insert_orders(PGconn *db, const char *source, const char *scope, struct placing 
 			continue;
 		/* The event's time is the order's: a cache rebuilt from events matches the database. */
 		ot_span_enter(&sp[i]);
-		ot_event_init(&evs[nev], "ORDER_CREATED", pl[i].id, 1, source,
+		ot_event_init(&evs[nev], OT_EV_ORDER_CREATED, pl[i].id, 1, source,
 		              json_pack("{s:s, s:s, s:O, s:s}", "customer_id", pl[i].customer, "address", pl[i].address,
 		                        "items", pl[i].items, "status", "PENDING"), NULL);
 		ot_span_leave(&sp[i]);
@@ -518,30 +518,31 @@ target_of(const struct ot_event *ev, int *to, char *errstr, size_t errsz)
 {
 	json_t *s;
 
-	if (!strcmp(ev->type, "INVENTORY_RESERVED"))
-		*to = OT_ST_CONFIRMED;
-	else if (!strcmp(ev->type, "INVENTORY_RESERVATION_FAILED"))
-		*to = OT_ST_REJECTED;
-	else if (!strcmp(ev->type, "ORDER_CANCELLED"))
-		*to = OT_ST_CANCELLED;
-	else if (!strcmp(ev->type, "INVENTORY_RELEASED")) {
+	switch (ev->kind) {
+	case OT_EV_INVENTORY_RESERVED: *to = OT_ST_CONFIRMED; return OT_OK;
+	case OT_EV_INVENTORY_RESERVATION_FAILED: *to = OT_ST_REJECTED; return OT_OK;
+	case OT_EV_ORDER_CANCELLED: *to = OT_ST_CANCELLED; return OT_OK;
+	case OT_EV_INVENTORY_RELEASED:
 		/* Stock released because its reservation expired: the order cannot go on. A
 		 * release that answers a cancel changes nothing here. */
 		s = json_object_get(ev->data, "reason");
 		if (!json_is_string(s) || strcmp(json_string_value(s), "expired"))
 			return OT_IGNORED;
 		*to = OT_ST_CANCELLED;
-	} else if (!strcmp(ev->type, "ORDER_CREATED") || !strcmp(ev->type, "ORDER_STATUS_UPDATED"))
+		return OT_OK;
+	case OT_EV_ORDER_CREATED:
+	case OT_EV_ORDER_STATUS_UPDATED:
 		return OT_IGNORED;
-	else if (!strcmp(ev->type, "DELIVERY_UPDATED")) {
+	case OT_EV_DELIVERY_UPDATED:
 		s = json_object_get(ev->data, "status");
 		*to = json_is_string(s) ? ot_state_parse(json_string_value(s)) : -1;
 		if (*to != OT_ST_PREPARING && *to != OT_ST_IN_TRANSIT && *to != OT_ST_DELIVERED)
 			return ot_err(OT_EINPUT, errstr, errsz, "field \"data.status\" of DELIVERY_UPDATED must be "
 			              "PREPARING, IN_TRANSIT or DELIVERED");
-	} else
+		return OT_OK;
+	default:
 		return ot_err(OT_EINPUT, errstr, errsz, "unknown event type \"%s\"", ev->type);
-	return OT_OK;
+	}
 }
 
 /* Optional position: both lat and lon, in range, or neither. */
@@ -585,7 +586,7 @@ cancel_event(PGconn *db, const struct ot_event *cause, long long version, const 
 		return rc;
 	items = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
 	PQclear(res);
-	ot_event_init(out, "ORDER_CANCELLED", cause->order_id, version, "ot-consume",
+	ot_event_init(out, OT_EV_ORDER_CANCELLED, cause->order_id, version, "ot-consume",
 	              json_pack("{s:s, s:o}", "reason", reason, "items", items ? items : json_array()),
 	              cause->traceparent);
 	return OT_OK;
@@ -636,7 +637,7 @@ step_check(const struct ot_event *ev, struct step *s, char *errstr, size_t errsz
 	}
 	if (s->to == OT_ST_CANCELLED) {
 		sk = json_object_get(ev->data, "reason");
-		ot_utf8_copy(s->reason, sizeof s->reason, !strcmp(ev->type, "INVENTORY_RELEASED") ?
+		ot_utf8_copy(s->reason, sizeof s->reason, ev->kind == OT_EV_INVENTORY_RELEASED ?
 		             "reservation expired" : json_is_string(sk) ? json_string_value(sk) : "cancelled");
 	}
 	return OT_OK;
@@ -809,7 +810,7 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, str
 			json_object_set_new(data, "reason", json_string(s->reason));
 		/* The events it causes are children of its handling. */
 		ot_span_enter(sp ? &sp[i] : NULL);
-		ot_event_init(&outs[(*nouts)++], "ORDER_STATUS_UPDATED", evs[i].order_id, s->st.version, "ot-consume",
+		ot_event_init(&outs[(*nouts)++], OT_EV_ORDER_STATUS_UPDATED, evs[i].order_id, s->st.version, "ot-consume",
 		              data, evs[i].traceparent);
 		rc = s->to == OT_ST_CANCELLED ? cancel_event(db, &evs[i], s->st.version, s->reason, &outs[*nouts],
 		                                             errstr, errsz) : OT_OK;

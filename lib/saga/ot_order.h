@@ -9,10 +9,6 @@
 #include "ot_event.h"
 #include "ot_status.h"
 
-#define OT_TOPIC_ORDERS "orders.events"
-#define OT_TOPIC_INVENTORY "inventory.events"
-#define OT_TOPIC_DELIVERY "delivery.updates"
-
 /* Places one order request {customer_id, items[{sku,qty}], address, request_id?}: the order,
  * its items and an ORDER_CREATED outbox row in one transaction. *order gets the created order
  * (new reference); *created is 0 when request_id had already placed it. st, if not NULL, gets

@@ -118,11 +118,13 @@ round_trips(void **state)
 	char *s;
 
 	(void)state;
-	ot_event_init(&a, "DELIVERY_UPDATED", OID, 7, "test", json_pack("{s:s, s:f}", "status", "IN_TRANSIT", "lat", 52.5), NULL);
+	ot_event_init(&a, OT_EV_DELIVERY_UPDATED, OID, 7, "test", json_pack("{s:s, s:f}", "status", "IN_TRANSIT", "lat", 52.5), NULL);
 	s = ot_event_dump(&a);
 	assert_non_null(s);
 	assert_int_equal(parse(s, &b), 0);
 	assert_string_equal(a.id, b.id);
+	assert_string_equal(b.type, "DELIVERY_UPDATED");
+	assert_int_equal(b.kind, OT_EV_DELIVERY_UPDATED);
 	assert_string_equal(a.type, b.type);
 	assert_string_equal(a.order_id, b.order_id);
 	assert_int_equal(a.version, b.version);
@@ -175,7 +177,7 @@ order_ids_are_lower_cased(void **state)
 	                       "\"5D3C2B1A-0F9E-4D8C-B7A6-958473625140\",\"ts\":\"2026-11-24T18:00:00Z\"}", &ev), 0);
 	assert_string_equal(ev.order_id, OID);
 	ot_event_clear(&ev);
-	ot_event_init(&ev, "X", "5D3C2B1A-0F9E-4D8C-B7A6-958473625140", 1, "test", NULL, NULL);
+	ot_event_init(&ev, OT_EV_ORDER_CREATED, "5D3C2B1A-0F9E-4D8C-B7A6-958473625140", 1, "test", NULL, NULL);
 	assert_string_equal(ev.order_id, OID);
 	ot_event_clear(&ev);
 }

@@ -118,16 +118,16 @@ an_event_names_the_current_span_else_its_cause(void **state)
 	char tp[56];
 
 	(void)state;
-	ot_event_init(&ev, "X", "0b6c0000-0000-4000-8000-000000000001", 1, "t", NULL, TP);
+	ot_event_init(&ev, OT_EV_ORDER_STATUS_UPDATED, "0b6c0000-0000-4000-8000-000000000001", 1, "t", NULL, TP);
 	assert_string_equal(ev.traceparent, TP); /* no span: the cause's context as it came */
 	ot_event_clear(&ev);
 	ot_span_begin(&s, "handle", OT_SPAN_CONSUMER, TP);
-	ot_event_init(&ev, "X", "0b6c0000-0000-4000-8000-000000000001", 1, "t", NULL, TP);
+	ot_event_init(&ev, OT_EV_ORDER_STATUS_UPDATED, "0b6c0000-0000-4000-8000-000000000001", 1, "t", NULL, TP);
 	ot_span_traceparent(&s, tp);
 	assert_string_equal(ev.traceparent, tp);
 	ot_event_clear(&ev);
 	ot_span_end(&s);
-	ot_event_init(&ev, "X", "0b6c0000-0000-4000-8000-000000000001", 1, "t", NULL, NULL);
+	ot_event_init(&ev, OT_EV_ORDER_STATUS_UPDATED, "0b6c0000-0000-4000-8000-000000000001", 1, "t", NULL, NULL);
 	assert_true(ot_traceparent_valid(ev.traceparent));
 	ot_event_clear(&ev);
 }
