@@ -1,5 +1,4 @@
 /* ot-consume: inventory events and delivery updates applied to orders, write-through to Redis. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,24 +25,19 @@ struct consume {
 	const char *consumer;
 };
 
-static void
-usage(FILE *f, int full)
-{
-	fprintf(f, "usage: %s [-i INPUT] [options]\n", argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nApplies events to orders through guarded transitions:\n"
-	        "  INVENTORY_RESERVED -> CONFIRMED, INVENTORY_RESERVATION_FAILED -> REJECTED,\n"
-	        "  DELIVERY_UPDATED {status: PREPARING|IN_TRANSIT|DELIVERED, lat, lon, eta},\n"
-	        "  ORDER_CANCELLED -> CANCELLED (announced on orders.events, so stock is released),\n"
-	        "  INVENTORY_RELEASED {reason: expired} -> CANCELLED.\n"
-	        "Each change commits with ORDER_STATUS_UPDATED in the outbox, then is written to Redis\n"
-	        "with its version. Duplicates and late events change nothing; impossible transitions\n"
-	        "are refused and logged.\n\n"
-	        "  -i, --input SPEC        - (stdin, default), a file, or kafka:TOPIC[,TOPIC]\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n%s", ot_config_usage);
-}
+static const struct ot_opt opts[] = {
+	{"input", 'i', "SPEC", "- (stdin, default), a file, or kafka:TOPIC[,TOPIC]"},
+};
+
+static const char about[] =
+	"Applies events to orders through guarded transitions:\n"
+	"  INVENTORY_RESERVED -> CONFIRMED, INVENTORY_RESERVATION_FAILED -> REJECTED,\n"
+	"  DELIVERY_UPDATED {status: PREPARING|IN_TRANSIT|DELIVERED, lat, lon, eta},\n"
+	"  ORDER_CANCELLED -> CANCELLED (announced on orders.events, so stock is released),\n"
+	"  INVENTORY_RELEASED {reason: expired} -> CANCELLED.\n"
+	"Each change commits with ORDER_STATUS_UPDATED in the outbox, then is written to Redis\n"
+	"with its version. Duplicates and late events change nothing; impossible transitions\n"
+	"are refused and logged.";
 
 static int
 handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
@@ -114,36 +108,24 @@ repair(void *arg)
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		OT_CONFIG_LONGOPTS,
-		{"input", required_argument, NULL, 'i'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
+	const char *input = "-";
+	const struct ot_cli cli = {"[-i INPUT] [options]", about,
+	                           OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_BATCH | OT_USE_ORDERS | OT_USE_REDIS | OT_USE_HTTP,
+	                           opts, 1, ot_tool_take_string, &input};
 	struct ot_config cfg;
 	struct consume cs = {0};
 	struct ot_in *in = NULL;
 	struct ot_health *health = NULL;
 	struct ot_health_deps deps = {0};
 	struct ot_run_stats st;
-	const char *input = "-";
 	char err[1024];
-	int c, rc = OT_OK, r;
+	int rc = OT_OK, r, next, done;
 
 	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				return r;
-			continue;
-		}
-		switch (c) {
-		case 'i': input = optarg; break;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr, 0);
+	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done)
+		return r;
+	if (next < argc) {
+		ot_tool_usage(&cfg, &cli, stderr);
 		return EX_USAGE;
 	}
 	if ((r = ot_tool_start(&cfg, ":8083")))
@@ -160,17 +142,9 @@ main(int argc, char **argv)
 	}
 	if (ot_cache_ping(cs.cache, err, sizeof err))
 		OT_WARN(NULL, "%s; the database is updated and the cache repaired on read", err);
-	if (!(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
-		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
 	deps.orders_db = cfg.orders_db;
-	deps.in = in;
-	if (!(health = ot_health_serve(&cfg, ot_in_is_kafka(in) && !cfg.exit_at_end && !cfg.count, &deps,
-	                               &rc, err, sizeof err)) && rc) {
-		OT_ERROR(NULL, "%s", err);
+	if (!(in = ot_tool_input(&cfg, input, &deps, &health, &rc)))
 		goto out;
-	}
 	ot_run_set_idle(repair, &cs);
 	ot_run_set_batch(handle_batch);
 	rc = ot_run(in, handle, &cs, &st);

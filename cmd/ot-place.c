@@ -1,5 +1,4 @@
 /* ot-place: order requests in, orders placed, created orders out. */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,20 +25,15 @@ struct place {
 	struct ot_out *out;
 };
 
-static void
-usage(FILE *f, int full)
-{
-	fprintf(f, "usage: %s [-i INPUT] [options]\n", argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nPlaces order requests, one JSON object a line:\n"
-	        "  {\"customer_id\":\"c1\",\"items\":[{\"sku\":\"A\",\"qty\":1}],\"address\":\"...\",\"request_id\":\"r1\"}\n"
-	        "Each order and its ORDER_CREATED outbox row commit together; the order is cached as\n"
-	        "PENDING and printed. A request_id seen before prints the order it placed.\n\n"
-	        "  -i, --input SPEC        - (stdin, default) or a file\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n%s", ot_config_usage);
-}
+static const struct ot_opt opts[] = {
+	{"input", 'i', "SPEC", "- (stdin, default) or a file"},
+};
+
+static const char about[] =
+	"Places order requests, one JSON object a line:\n"
+	"  {\"customer_id\":\"c1\",\"items\":[{\"sku\":\"A\",\"qty\":1}],\"address\":\"...\",\"request_id\":\"r1\"}\n"
+	"Each order and its ORDER_CREATED outbox row commit together; the order is cached as\n"
+	"PENDING and printed. A request_id seen before prints the order it placed.";
 
 static int
 handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
@@ -130,34 +124,21 @@ handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		OT_CONFIG_LONGOPTS,
-		{"input", required_argument, NULL, 'i'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
+	const char *input = "-";
+	const struct ot_cli cli = {"[-i INPUT] [options]", about, OT_USE_BATCH | OT_USE_ORDERS | OT_USE_REDIS,
+	                           opts, 1, ot_tool_take_string, &input};
 	struct ot_config cfg;
 	struct place p = {0};
 	struct ot_in *in = NULL;
 	struct ot_run_stats st;
-	const char *input = "-";
 	char err[1024];
-	int c, rc = OT_OK, r;
+	int rc = OT_OK, r, next, done;
 
 	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				return r;
-			continue;
-		}
-		switch (c) {
-		case 'i': input = optarg; break;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr, 0);
+	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done)
+		return r;
+	if (next < argc) {
+		ot_tool_usage(&cfg, &cli, stderr);
 		return EX_USAGE;
 	}
 	if ((r = ot_tool_start(&cfg, NULL)))

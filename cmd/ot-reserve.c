@@ -1,5 +1,4 @@
 /* ot-reserve: the Inventory Service — load stock, reserve it for new orders. */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,28 +24,6 @@ struct reserve {
 	PGconn *db;
 	const char *consumer;
 };
-
-static void
-usage(FILE *f, int full)
-{
-	fprintf(f, "usage: %s [run] [-i INPUT] [options]\n"
-	        "       %s stock [-i INPUT]\n"
-	        "       %s expire [--older-than DURATION]\n", argv0, argv0, argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nrun (default): on ORDER_CREATED, reserves every line of the order or none, and\n"
-	        "  writes INVENTORY_RESERVED or INVENTORY_RESERVATION_FAILED (naming the short SKUs)\n"
-	        "  to the inventory outbox. A repeated event changes nothing.\n"
-	        "  ORDER_CANCELLED releases the order's reservation (INVENTORY_RELEASED); an\n"
-	        "  ORDER_STATUS_UPDATED to CONFIRMED marks it confirmed.\n"
-	        "stock: sets available stock from lines {\"sku\":\"A\",\"qty\":100}.\n"
-	        "expire: releases reservations whose order was not confirmed within DURATION\n"
-	        "  (default 15m; 90s, 15m, 2h or seconds), each as INVENTORY_RELEASED \"expired\".\n\n"
-	        "      --older-than D      expire: the deadline\n"
-	        "  -i, --input SPEC        - (stdin, default), a file, or kafka:TOPIC[,TOPIC]\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n%s", ot_config_usage);
-}
 
 static int
 handle_event(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
@@ -100,97 +77,154 @@ handle_stock(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	return rc;
 }
 
-int
-main(int argc, char **argv)
+static const struct ot_opt input_opt[] = {
+	{"input", 'i', "SPEC", "- (stdin, default), a file, or kafka:TOPIC[,TOPIC]"},
+};
+static const struct ot_opt stock_opt[] = {
+	{"input", 'i', "SPEC", "- (stdin, default) or a file"},
+};
+static const struct ot_opt expire_opt[] = {
+	{"older-than", OT_OPT_TOOL_BASE, "D", "the deadline: 90s, 15m, 2h or seconds (default 15m)"},
+};
+
+static int
+take_duration(void *arg, int key, const char *val)
 {
-	static const struct option longopts[] = {
-		OT_CONFIG_LONGOPTS,
-		{"input", required_argument, NULL, 'i'},
-		{"older-than", required_argument, NULL, OT_OPT_TOOL_BASE},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
+	(void)key;
+	if ((*(long *)arg = ot_duration(val)) < 0) {
+		fprintf(stderr, "%s: --older-than %s: expected 90s, 15m, 2h or seconds\n", argv0, val);
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+/* The options, the start and the inventory database of a subcommand; 0 with r->db, or the
+ * exit status. */
+static int
+start(struct ot_config *cfg, const struct ot_cli *cli, int argc, char **argv, const char *addr,
+      struct reserve *r)
+{
+	char err[1024];
+	int rc, next, done;
+
+	ot_config_init(cfg, argv0);
+	if ((rc = ot_tool_args(cfg, cli, argc, argv, &next, &done)) || done)
+		return rc ? rc : -1;
+	if (next < argc) {
+		ot_tool_usage(cfg, cli, stderr);
+		return EX_USAGE;
+	}
+	if ((rc = ot_tool_start(cfg, addr)))
+		return rc;
+	r->consumer = argv0; /* processed_events is per service, whatever the Kafka group */
+	if (!(r->db = ot_pg_open(cfg->inventory_db, "inventory", &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		ot_config_free(cfg);
+		return ot_exit_status(rc);
+	}
+	return 0;
+}
+
+/* "expire": releases the reservations of orders left unconfirmed. */
+static int
+expire_main(int argc, char **argv)
+{
+	long older = 15 * 60;
+	const struct ot_cli cli = {"expire [--older-than DURATION]",
+	                           "Releases reservations whose order was not confirmed within DURATION, each as\n"
+	                           "INVENTORY_RELEASED \"expired\".", OT_USE_INVENTORY, expire_opt, 1, take_duration, &older};
 	struct ot_config cfg;
 	struct reserve rs = {0};
-	struct ot_in *in = NULL;
-	struct ot_health *health = NULL;
-	struct ot_health_deps deps = {0};
-	struct ot_run_stats st;
-	const char *input = "-", *cmd = "run";
-	long older = 15 * 60;
 	char err[1024];
-	int c, rc = OT_OK, r;
+	long n;
+	int rc;
 
-	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				return r;
-			continue;
-		}
-		switch (c) {
-		case 'i': input = optarg; break;
-		case OT_OPT_TOOL_BASE:
-			if ((older = ot_duration(optarg)) < 0) {
-				fprintf(stderr, "%s: --older-than %s: expected 90s, 15m, 2h or seconds\n", argv0, optarg);
-				return EX_USAGE;
-			}
-			break;
-		}
+	if ((rc = start(&cfg, &cli, argc, argv, NULL, &rs)))
+		return rc < 0 ? 0 : rc;
+	if ((n = ot_inventory_expire(rs.db, older, err, sizeof err)) < 0) {
+		OT_ERROR(NULL, "expire: %s", err);
+		rc = (int)n;
+	} else {
+		OT_INFO(NULL, "expired the reservations of %ld orders unconfirmed after %lds", n, older);
 	}
-	if (optind < argc)
-		cmd = argv[optind++];
-	if (optind < argc || (strcmp(cmd, "run") && strcmp(cmd, "stock") && strcmp(cmd, "expire"))) {
-		fprintf(stderr, "%s: unknown command or extra argument: %s\n", argv0, optind < argc ? argv[optind] : cmd);
-		usage(stderr, 0);
-		return EX_USAGE;
-	}
-	if (!strcmp(cmd, "stock") && !strncmp(input, "kafka", 5)) {
+	PQfinish(rs.db);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
+}
+
+/* "stock": sets the stock of each SKU read. */
+static int
+stock_main(int argc, char **argv)
+{
+	const char *input = "-";
+	const struct ot_cli cli = {"stock [-i INPUT]", "Sets available stock from lines {\"sku\":\"A\",\"qty\":100}.",
+	                           OT_USE_INVENTORY, stock_opt, 1, ot_tool_take_string, &input};
+	struct ot_config cfg;
+	struct reserve rs = {0};
+	struct ot_run_stats st;
+	struct ot_in *in;
+	char err[1024];
+	int rc;
+
+	if ((rc = start(&cfg, &cli, argc, argv, NULL, &rs)))
+		return rc < 0 ? 0 : rc;
+	if (!strncmp(input, "kafka", 5)) {
 		fprintf(stderr, "%s: stock reads - or a file, not Kafka\n", argv0);
-		return EX_USAGE;
-	}
-	if ((r = ot_tool_start(&cfg, strcmp(cmd, "run") ? NULL : ":8081")))
-		return r;
-	if (!(rs.db = ot_pg_open(cfg.inventory_db, "inventory", &rc, err, sizeof err))) {
+		rc = OT_ECONFIG;
+	} else if (!(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
-	rs.consumer = argv0; /* processed_events is per service, whatever the Kafka group */
-	if (!strcmp(cmd, "expire")) {
-		long n = ot_inventory_expire(rs.db, older, err, sizeof err);
-		if (n < 0) {
-			OT_ERROR(NULL, "expire: %s", err);
-			rc = (int)n;
-		} else {
-			OT_INFO(NULL, "expired the reservations of %ld orders unconfirmed after %lds", n, older);
-		}
-		goto out;
-	}
-	if (!(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
-		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
-	deps.inventory_db = cfg.inventory_db;
-	deps.in = in;
-	if (!(health = ot_health_serve(&cfg, !strcmp(cmd, "run") && ot_in_is_kafka(in) && !cfg.exit_at_end &&
-	                               !cfg.count, &deps, &rc, err, sizeof err)) && rc) {
-		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
-	if (!strcmp(cmd, "stock")) {
+	} else {
 		rc = ot_run(in, handle_stock, &rs, &st);
 		OT_INFO(NULL, "%ld stock lines: %ld loaded, %ld bad", st.records, st.ok, st.bad);
-	} else {
-		ot_run_set_batch(handle_batch);
-		rc = ot_run(in, handle_event, &rs, &st);
-		OT_INFO(NULL, "%ld records: %ld handled, %ld skipped, %ld bad, %ld dead-lettered, %ld retries",
-		        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);
+		ot_in_free(in);
 	}
+	PQfinish(rs.db);
+	ot_config_free(&cfg);
+	return rc == OT_ECONFIG ? EX_USAGE : ot_exit_status(rc);
+}
+
+/* "run" (the default): reserves, releases and confirms as the order events say. */
+static int
+run_main(int argc, char **argv)
+{
+	const char *input = "-";
+	const struct ot_cli cli = {"[run] [-i INPUT] [options]",
+	                           "On ORDER_CREATED, reserves every line of the order or none, and writes\n"
+	                           "INVENTORY_RESERVED or INVENTORY_RESERVATION_FAILED (naming the short SKUs) to the\n"
+	                           "inventory outbox. A repeated event changes nothing. ORDER_CANCELLED releases the\n"
+	                           "order's reservation (INVENTORY_RELEASED); an ORDER_STATUS_UPDATED to CONFIRMED\n"
+	                           "marks it confirmed. Subcommands: stock, expire (ot-reserve stock -h).",
+	                           OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_BATCH | OT_USE_INVENTORY | OT_USE_HTTP,
+	                           input_opt, 1, ot_tool_take_string, &input};
+	struct ot_config cfg;
+	struct reserve rs = {0};
+	struct ot_health_deps deps = {0};
+	struct ot_health *health = NULL;
+	struct ot_run_stats st;
+	struct ot_in *in = NULL;
+	int rc;
+
+	if ((rc = start(&cfg, &cli, argc, argv, ":8081", &rs)))
+		return rc < 0 ? 0 : rc;
+	deps.inventory_db = cfg.inventory_db;
+	if (!(in = ot_tool_input(&cfg, input, &deps, &health, &rc)))
+		goto out;
+	ot_run_set_batch(handle_batch);
+	rc = ot_run(in, handle_event, &rs, &st);
+	OT_INFO(NULL, "%ld records: %ld handled, %ld skipped, %ld bad, %ld dead-lettered, %ld retries",
+	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);
 out:
 	ot_health_stop(health);
 	ot_in_free(in);
 	PQfinish(rs.db);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct ot_sub subs[] = {{"run", run_main}, {"stock", stock_main}, {"expire", expire_main}};
+
+	return ot_tool_dispatch(argv0, subs, sizeof subs / sizeof *subs, run_main, argc, argv);
 }

@@ -3,8 +3,75 @@
 #define OT_TOOL_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 struct ot_config;
+struct ot_health;
+struct ot_health_deps;
+struct ot_in;
+
+/* The options every tool shares, in groups: a tool (or one of its subcommands) names the
+ * groups it uses, and any other shared option is a usage error (64) for it. --log-level, -h
+ * and -V are always taken. */
+enum {
+	OT_USE_KAFKA = 1 << 0,     /* -b, -X, -F: a Kafka client */
+	OT_USE_CONSUMER = 1 << 1,  /* -G, -o, -e, -c, --attempts: a Kafka consumer */
+	OT_USE_BATCH = 1 << 2,     /* --batch */
+	OT_USE_ORDERS = 1 << 3,    /* --orders-db */
+	OT_USE_INVENTORY = 1 << 4, /* --inventory-db */
+	OT_USE_REDIS = 1 << 5,     /* --redis */
+	OT_USE_HTTP = 1 << 6       /* --http-addr */
+};
+
+/* One option of a tool's own: key is its short letter, or a value from OT_OPT_TOOL_BASE for a
+ * long option alone; arg names its value (NULL: it takes none); help is its usage line, which
+ * may hold "\n" for more. */
+struct ot_opt {
+	const char *name;
+	int key;
+	const char *arg;
+	const char *help;
+};
+
+/* How a command line reads. synopsis: the usage lines after the tool's name ("[-i INPUT]
+ * [options]"); about: what it does, for -h. */
+struct ot_cli {
+	const char *synopsis, *about;
+	unsigned use;              /* the shared groups it takes */
+	const struct ot_opt *own;  /* its own options, own[0..n) */
+	size_t n;
+	/* Takes the value of one of its own options: 0, or an exit status (64 after saying why). */
+	int (*take)(void *arg, int key, const char *val);
+	void *arg;
+};
+
+/* A consumer's input (spec: -, a file, kafka:TOPIC[,TOPIC]) opened, and for a long run from
+ * Kafka (no -e, no -c) its health port served, deps naming what /readyz checks besides the
+ * input. Returns the input with *health (NULL: nothing served), or NULL with the error logged
+ * and *rc set. */
+struct ot_in *ot_tool_input(struct ot_config *c, const char *spec, struct ot_health_deps *deps,
+                            struct ot_health **health, int *rc);
+
+/* A take for a tool whose one option of its own is a string: *(const char **)arg = val. */
+int ot_tool_take_string(void *arg, int key, const char *val);
+
+/* The option loop of a tool or subcommand: the shared options it uses go into c, its own to
+ * cli->take; -h prints the usage (cli's synopsis and about, then every option it takes) on
+ * stdout and returns 0 with *done set; -V the version. Returns 0 with *next the index of the
+ * first operand, or the exit status for main to return (64 for an option it does not take). */
+int ot_tool_args(struct ot_config *c, const struct ot_cli *cli, int argc, char **argv, int *next, int *done);
+/* The short usage on f, as a usage error prints it. */
+void ot_tool_usage(const struct ot_config *c, const struct ot_cli *cli, FILE *f);
+
+/* A subcommand: its name and what runs it, with argv[0] its name. */
+struct ot_sub {
+	const char *name;
+	int (*run)(int argc, char **argv);
+};
+/* Runs the subcommand argv[1] names from subs[0..n) with argc - 1, argv + 1, or, when argv[1]
+ * names none (or is absent), fallback (NULL: a usage error, 64, listing the subcommands). */
+int ot_tool_dispatch(const char *tool, const struct ot_sub *subs, size_t n, int (*fallback)(int, char **),
+                     int argc, char **argv);
 
 /* ot_config_finish (the environment, defaults, logging, metrics, tracing), then what the
  * config itself cannot check: a Redis URL that cannot work (its form, a CA file for rediss://

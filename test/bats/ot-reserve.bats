@@ -190,9 +190,12 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}' "$e4")"
 	run curl -s -w '%{http_code}' "http://127.0.0.1:$port/readyz"
 	assert_output "$(printf '{"status":"unavailable","error":"the inventory database does not answer"}\n503')"
 	stop_bg
+	# expire takes no --http-addr (64); told to listen by the environment, it does not.
 	run --separate-stderr ot-reserve expire --http-addr "127.0.0.1:$port"
+	assert_failure 64
+	OT_HTTP_ADDR="127.0.0.1:$port" run --separate-stderr ot-reserve expire
 	assert_success
-	! grep -q 'health and metrics on' <<<"$stderr"
+	refute grep -q 'health and metrics on' <<<"$stderr"
 }
 
 @test "ot-reserve: one batch decides orders in turn against what the earlier ones left, releases and confirms" {
