@@ -111,7 +111,7 @@ main(int argc, char **argv)
 	const char *input = "-";
 	const struct ot_cli cli = {"[-i INPUT] [options]", about,
 	                           OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_BATCH | OT_USE_ORDERS | OT_USE_REDIS | OT_USE_HTTP,
-	                           opts, 1, ot_tool_take_string, &input};
+	                           opts, 1, ot_tool_take_string, &input, 0};
 	struct ot_config cfg;
 	struct consume cs = {0};
 	struct ot_in *in = NULL;

@@ -126,7 +126,7 @@ main(int argc, char **argv)
 {
 	const char *input = "-";
 	const struct ot_cli cli = {"[-i INPUT] [options]", about, OT_USE_BATCH | OT_USE_ORDERS | OT_USE_REDIS,
-	                           opts, 1, ot_tool_take_string, &input};
+	                           opts, 1, ot_tool_take_string, &input, 0};
 	struct ot_config cfg;
 	struct place p = {0};
 	struct ot_in *in = NULL;

@@ -132,7 +132,7 @@ expire_main(int argc, char **argv)
 	long older = 15 * 60;
 	const struct ot_cli cli = {"expire [--older-than DURATION]",
 	                           "Releases reservations whose order was not confirmed within DURATION, each as\n"
-	                           "INVENTORY_RELEASED \"expired\".", OT_USE_INVENTORY, expire_opt, 1, take_duration, &older};
+	                           "INVENTORY_RELEASED \"expired\".", OT_USE_INVENTORY, expire_opt, 1, take_duration, &older, 0};
 	struct ot_config cfg;
 	struct reserve rs = {0};
 	char err[1024];
@@ -158,7 +158,7 @@ stock_main(int argc, char **argv)
 {
 	const char *input = "-";
 	const struct ot_cli cli = {"stock [-i INPUT]", "Sets available stock from lines {\"sku\":\"A\",\"qty\":100}.",
-	                           OT_USE_INVENTORY, stock_opt, 1, ot_tool_take_string, &input};
+	                           OT_USE_INVENTORY, stock_opt, 1, ot_tool_take_string, &input, 0};
 	struct ot_config cfg;
 	struct reserve rs = {0};
 	struct ot_run_stats st;
@@ -195,7 +195,7 @@ run_main(int argc, char **argv)
 	                           "order's reservation (INVENTORY_RELEASED); an ORDER_STATUS_UPDATED to CONFIRMED\n"
 	                           "marks it confirmed. Subcommands: stock, expire (ot-reserve stock -h).",
 	                           OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_BATCH | OT_USE_INVENTORY | OT_USE_HTTP,
-	                           input_opt, 1, ot_tool_take_string, &input};
+	                           input_opt, 1, ot_tool_take_string, &input, 0};
 	struct ot_config cfg;
 	struct reserve rs = {0};
 	struct ot_health_deps deps = {0};

@@ -1,5 +1,5 @@
 /* ot-serve: the Order Service HTTP API and the live tracking page. */
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,70 +21,114 @@
 
 static const char *argv0 = "ot-serve";
 
-enum {
-	OPT_API_KEY = OT_OPT_TOOL_BASE, OPT_RATE, OPT_BURST, OPT_STREAM_MAX, OPT_MAX_STREAMS, OPT_WS_ORIGINS,
-	OPT_MAX_PER_CLIENT, OPT_LOCAL_CACHE_MS, OPT_LOCAL_CACHE_MAX, OPT_TRUSTED_PROXIES, OPT_REQUEST_TIMEOUT
-};
+static const char about[] =
+	"Serves the orders API and the tracking page on [HOST:]PORT (default :8080, every\n"
+	"IPv4 interface; [::]:PORT for IPv6), with four event threads that never wait on Redis or\n"
+	"PostgreSQL (their reads go through one pipelined connection and four pooled threads):\n"
+	"  GET  /orders/{id}   status from the in-process cache or Redis, else the database\n"
+	"                      (X-Cache: HIT|MISS|BYPASS),\n"
+	"                      with an ETag (If-None-Match -> 304); ?full=1 adds customer,\n"
+	"                      items and address, from the database (needs the API key)\n"
+	"  GET  /orders/{id}/events  the status changes as Server-Sent Events (Last-Event-ID\n"
+	"                      resumes); the same stream over WebSocket with Upgrade: websocket,\n"
+	"                      or at /orders/{id}/ws\n"
+	"  POST /orders        place an order (application/json, at most 64 KiB; an\n"
+	"                      Idempotency-Key header serves as request_id) -> 201, 200 if placed before\n"
+	"  POST /orders/{id}/cancel  cancel it while it is not yet on its way -> 200, 409\n"
+	"  GET  /              the tracking page\n"
+	"  GET  /healthz       200 while the process runs; \"cache\":\"degraded\" without Redis,\n"
+	"                      \"db\":\"down\" without PostgreSQL\n"
+	"  GET  /readyz        200 while PostgreSQL or Redis answers (reads need one of them; the\n"
+	"                      body says which is down), else 503; from a check at most a second old\n"
+	"  GET  /metrics       Prometheus text: requests, latencies, cache, circuits, streams\n"
+	"Writes (POST) and ?full=1 need an API key: Authorization: Bearer KEY or\n"
+	"X-API-Key: KEY (else 401).\n"
+	"Requests under /orders are rate limited per client in Redis (GCRA; 429 + Retry-After):\n"
+	"a valid API key (by its budget alone), else the address; wrong keys count per address\n"
+	"against a stricter limit (10, then one every 6 s), past which they get 429. Behind\n"
+	"--trusted-proxies the address is the client's, from X-Forwarded-For or Forwarded.\n"
+	"Redis may be down at start: reads then come from the database. With PostgreSQL down\n"
+	"later, reads come from Redis and writes get 503 with Retry-After.\n"
+	"Exits 0 on SIGINT/SIGTERM; 64 usage; 69 the orders database unreachable at start or the\n"
+	"address in use; 78 a bad address, Redis URL or OT_TRUSTED_PROXIES.";
 
-static void
-usage(FILE *f, int full)
+/* ot-serve's own settings: flag, variable, and for a number its bounds and where it goes in
+ * the options (a string stays in value). */
+static struct setting {
+	struct ot_opt o;
+	const char *env;
+	char kind;            /* 'n' a number, 'w' a whole number, 's' a string */
+	double lo, hi;
+	size_t off;           /* in struct ot_http_opts, for 'n' and 'w' */
+	const char *value;    /* the flag's, else the variable's, else NULL */
+	int flag;             /* value came from the flag */
+} settings[] = {
+	{{"api-key", OT_OPT_TOOL_BASE, "KEY[,KEY]", "keys that may write (OT_API_KEY)"}, "OT_API_KEY", 's', 0, 0, 0, NULL, 0},
+	{{"rate", OT_OPT_TOOL_BASE + 1, "N", "requests a second per client, 0 for no limit (OT_RATE_LIMIT; 50)"},
+	 "OT_RATE_LIMIT", 'n', 0, 1e6, offsetof(struct ot_http_opts, rate), NULL, 0},
+	{{"burst", OT_OPT_TOOL_BASE + 2, "N", "requests a client may make at once (OT_RATE_BURST; 100)"},
+	 "OT_RATE_BURST", 'w', 1, 1000000, offsetof(struct ot_http_opts, burst), NULL, 0},
+	{{"stream-max", OT_OPT_TOOL_BASE + 3, "S", "seconds a live stream lasts before the client resumes it\n"
+	  "(OT_STREAM_MAX_S; 300)"}, "OT_STREAM_MAX_S", 'w', 1, 86400, offsetof(struct ot_http_opts, stream_max_s), NULL, 0},
+	{{"max-streams", OT_OPT_TOOL_BASE + 4, "N", "live streams open at once (OT_MAX_STREAMS; 512)"},
+	 "OT_MAX_STREAMS", 'w', 1, 100000, offsetof(struct ot_http_opts, max_streams), NULL, 0},
+	{{"ws-origins", OT_OPT_TOOL_BASE + 5, "O[,O]", "the only Origins a WebSocket may come from, as\n"
+	  "https://host[:port] (OT_WS_ORIGINS; any)"}, "OT_WS_ORIGINS", 's', 0, 0, 0, NULL, 0},
+	{{"max-per-client", OT_OPT_TOOL_BASE + 6, "N", "connections open at once from one address (behind a trusted\n"
+	  "proxy, requests at once from one client), 0 for no limit\n(OT_MAX_PER_CLIENT; 64)"},
+	 "OT_MAX_PER_CLIENT", 'w', 0, 100000, offsetof(struct ot_http_opts, max_per_client), NULL, 0},
+	{{"trusted-proxies", OT_OPT_TOOL_BASE + 7, "CIDR[,CIDR]", "reverse proxies (the ingress) whose X-Forwarded-For or\n"
+	  "Forwarded names the client (OT_TRUSTED_PROXIES; none)"},
+	 "OT_TRUSTED_PROXIES", 's', 0, 0, 0, NULL, 0},
+	{{"request-timeout", OT_OPT_TOOL_BASE + 8, "S", "seconds a request's head and body may take to arrive, from\n"
+	  "the connection's start or its previous answer; a body must\nalso keep up 1 KiB a second "
+	  "(OT_REQUEST_TIMEOUT_S; 10)"}, "OT_REQUEST_TIMEOUT_S", 'w', 1, 300, offsetof(struct ot_http_opts, request_ms),
+	 NULL, 0},
+	{{"local-cache-ms", OT_OPT_TOOL_BASE + 9, "MS", "an in-process cache entry serves reads at most this long;\n"
+	  "Redis invalidates it sooner on any change; 0 turns the\nin-process cache off (OT_LOCAL_CACHE_MS; 1000)"},
+	 "OT_LOCAL_CACHE_MS", 'w', 0, 60000, offsetof(struct ot_http_opts, local_cache_ms), NULL, 0},
+	{{"local-cache-max", OT_OPT_TOOL_BASE + 10, "N", "order statuses the in-process cache holds at most\n"
+	  "(OT_LOCAL_CACHE_MAX; 10000)"}, "OT_LOCAL_CACHE_MAX", 'w', 1, 10000000,
+	 offsetof(struct ot_http_opts, local_cache_max), NULL, 0},
+};
+#define NSETTINGS (sizeof settings / sizeof *settings)
+enum { S_API_KEY, S_WS_ORIGINS = 5, S_PROXIES = 7, S_TIMEOUT = 8 };
+
+static int
+take(void *arg, int key, const char *val)
 {
-	fprintf(f, "usage: %s [--http-addr [HOST:]PORT] [options]\n", argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nServes the orders API and the tracking page on [HOST:]PORT (default :8080, every\n"
-	        "IPv4 interface; [::]:PORT for IPv6), with four event threads that never wait on Redis or\n"
-	        "PostgreSQL (their reads go through one pipelined connection and four pooled threads):\n"
-	        "  GET  /orders/{id}   status from the in-process cache or Redis, else the database\n"
-	        "                      (X-Cache: HIT|MISS|BYPASS),\n"
-	        "                      with an ETag (If-None-Match -> 304); ?full=1 adds customer,\n"
-	        "                      items and address, from the database (needs the API key)\n"
-	        "  GET  /orders/{id}/events  the status changes as Server-Sent Events (Last-Event-ID\n"
-	        "                      resumes); the same stream over WebSocket with Upgrade: websocket,\n"
-	        "                      or at /orders/{id}/ws\n"
-	        "  POST /orders        place an order (application/json, at most 64 KiB; an\n"
-	        "                      Idempotency-Key header serves as request_id) -> 201, 200 if placed before\n"
-	        "  POST /orders/{id}/cancel  cancel it while it is not yet on its way -> 200, 409\n"
-	        "  GET  /              the tracking page\n"
-	        "  GET  /healthz       200 while the process runs; \"cache\":\"degraded\" without Redis,\n"
-	        "                      \"db\":\"down\" without PostgreSQL\n"
-	        "  GET  /readyz        200 while PostgreSQL or Redis answers (reads need one of them; the\n"
-	        "                      body says which is down), else 503; from a check at most a second old\n"
-	        "  GET  /metrics       Prometheus text: requests, latencies, cache, circuits, streams\n"
-	        "Writes (POST) and ?full=1 need an API key: Authorization: Bearer KEY or\n"
-	        "X-API-Key: KEY (else 401).\n"
-	        "Requests under /orders are rate limited per client in Redis (GCRA; 429 + Retry-After):\n"
-	        "a valid API key (by its budget alone), else the address; wrong keys count per address\n"
-	        "against a stricter limit (10, then one every 6 s), past which they get 429. Behind\n"
-	        "--trusted-proxies the address is the client's, from X-Forwarded-For or Forwarded.\n"
-	        "Redis may be down at start: reads then come from the database. With PostgreSQL down\n"
-	        "later, reads come from Redis and writes get 503 with Retry-After.\n"
-	        "Exits 0 on SIGINT/SIGTERM; 64 usage; 69 the orders database unreachable at start or the\n"
-	        "address in use; 78 a bad address, Redis URL or OT_TRUSTED_PROXIES.\n\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n"
-	        "      --api-key KEY[,KEY] keys that may write (OT_API_KEY)\n"
-	        "      --rate N            requests a second per client, 0 for no limit (OT_RATE_LIMIT; 50)\n"
-	        "      --burst N           requests a client may make at once (OT_RATE_BURST; 100)\n"
-	        "      --stream-max S      seconds a live stream lasts before the client resumes it\n"
-	        "                          (OT_STREAM_MAX_S; 300)\n"
-	        "      --max-streams N     live streams open at once (OT_MAX_STREAMS; 512)\n"
-	        "      --ws-origins O[,O]  the only Origins a WebSocket may come from, as\n"
-	        "                          https://host[:port] (OT_WS_ORIGINS; any)\n"
-	        "      --max-per-client N  connections open at once from one address (behind a trusted\n"
-	        "                          proxy, requests at once from one client), 0 for no limit\n"
-	        "                          (OT_MAX_PER_CLIENT; 64)\n"
-	        "      --trusted-proxies CIDR[,CIDR]\n"
-	        "                          reverse proxies (the ingress) whose X-Forwarded-For or\n"
-	        "                          Forwarded names the client (OT_TRUSTED_PROXIES; none)\n"
-	        "      --request-timeout S seconds a request's head and body may take to arrive, from\n"
-	        "                          the connection's start or its previous answer; a body must\n"
-	        "                          also keep up 1 KiB a second (OT_REQUEST_TIMEOUT_S; 10)\n"
-	        "      --local-cache-ms MS an in-process cache entry serves reads at most this long;\n"
-	        "                          Redis invalidates it sooner on any change; 0 turns the\n"
-	        "                          in-process cache off (OT_LOCAL_CACHE_MS; 1000)\n"
-	        "      --local-cache-max N order statuses the in-process cache holds at most\n"
-	        "                          (OT_LOCAL_CACHE_MAX; 10000)\n%s", ot_config_usage);
+	(void)arg;
+	settings[key - OT_OPT_TOOL_BASE].value = val;
+	settings[key - OT_OPT_TOOL_BASE].flag = 1;
+	return 0;
+}
+
+/* Each number set by flag or variable, checked and stored in o. 0, or -1 after saying why. */
+static int
+numbers(struct ot_http_opts *o)
+{
+	struct setting *t;
+	char *end;
+	double v;
+	size_t i;
+
+	for (i = 0; i < NSETTINGS; i++) {
+		t = &settings[i];
+		if (t->kind == 's' || !t->value)
+			continue;
+		v = strtod(t->value, &end);
+		if (end == t->value || *end || v < t->lo || v > t->hi || (t->kind == 'w' && v != (int)v)) {
+			fprintf(stderr, "%s: --%s %s: expected a%s number from %g to %g\n", argv0, t->o.name, t->value,
+			        t->kind == 'w' ? " whole" : "", t->lo, t->hi);
+			return -1;
+		}
+		if (t->kind == 'n')
+			*(double *)((char *)o + t->off) = v;
+		else
+			*(int *)((char *)o + t->off) = (int)v;
+	}
+	o->request_ms *= 1000; /* given in seconds */
+	return 0;
 }
 
 /* Each live stream holds a descriptor: the soft limit goes up to the hard one, and a hard
@@ -106,36 +150,6 @@ raise_nofile(int max_streams)
 		OT_WARN(NULL, "open files limited to %llu: fewer than --max-streams %d need (%llu); "
 		        "raise the hard limit (ulimit -Hn, LimitNOFILE)", (unsigned long long)rl.rlim_cur,
 		        max_streams, (unsigned long long)want);
-}
-
-/* Parses a number in [lo, hi] for the option named; 0, or -1 after saying why. */
-static int
-number(const char *s, const char *name, double lo, double hi, double *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (end == s || *end || v < lo || v > hi) {
-		fprintf(stderr, "%s: --%s %s: expected a number from %g to %g\n", argv0, name, s, lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-static int
-whole(const char *s, const char *name, int lo, int hi, int *out)
-{
-	double v;
-
-	if (number(s, name, lo, hi, &v))
-		return -1;
-	if (v != (int)v) {
-		fprintf(stderr, "%s: --%s %s: expected a whole number\n", argv0, name, s);
-		return -1;
-	}
-	*out = (int)v;
-	return 0;
 }
 
 /* The API keys must be worth guessing at: each at least OT_API_KEY_MIN characters, none the
@@ -169,85 +183,44 @@ check_keys(const char *keys)
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		OT_CONFIG_LONGOPTS,
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{"api-key", required_argument, NULL, OPT_API_KEY},
-		{"rate", required_argument, NULL, OPT_RATE},
-		{"burst", required_argument, NULL, OPT_BURST},
-		{"stream-max", required_argument, NULL, OPT_STREAM_MAX},
-		{"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
-		{"ws-origins", required_argument, NULL, OPT_WS_ORIGINS},
-		{"max-per-client", required_argument, NULL, OPT_MAX_PER_CLIENT},
-		{"local-cache-ms", required_argument, NULL, OPT_LOCAL_CACHE_MS},
-		{"local-cache-max", required_argument, NULL, OPT_LOCAL_CACHE_MAX},
-		{"trusted-proxies", required_argument, NULL, OPT_TRUSTED_PROXIES},
-		{"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-		{NULL, 0, NULL, 0}
-	};
+	const struct ot_cli cli = {"[--http-addr [HOST:]PORT] [options]", about, OT_USE_ORDERS | OT_USE_REDIS | OT_USE_HTTP,
+	                           &settings[0].o, NSETTINGS, take, NULL, sizeof settings[0]};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {getenv("OT_API_KEY"), 50, 100, 300, 512, getenv("OT_WS_ORIGINS"), 64, 1000, 10000, NULL,
-	                         NULL, 10000};
-	const char *rate = getenv("OT_RATE_LIMIT"), *burst = getenv("OT_RATE_BURST");
-	const char *smax = getenv("OT_STREAM_MAX_S"), *nmax = getenv("OT_MAX_STREAMS");
-	const char *pmax = getenv("OT_MAX_PER_CLIENT");
-	const char *lms = getenv("OT_LOCAL_CACHE_MS"), *lmax = getenv("OT_LOCAL_CACHE_MAX");
-	const char *proxies = getenv("OT_TRUSTED_PROXIES"), *rto = getenv("OT_REQUEST_TIMEOUT_S");
+	struct ot_http_opts o = {NULL, 50, 100, 300, 512, NULL, 64, 1000, 10000, NULL, NULL, 10};
 	struct ot_proxies *trusted = NULL;
 	struct ot_http *h = NULL;
 	PGconn *db = NULL;
+	size_t i;
 	long n;
 	char err[1024];
-	int c, r, rc = OT_OK, timeout_s = 10, proxies_flag = 0;
+	int r, rc = OT_OK, next, done;
 
+	for (i = 0; i < NSETTINGS; i++)
+		settings[i].value = getenv(settings[i].env);
 	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				return r;
-			continue;
-		}
-		switch (c) {
-		case OPT_API_KEY: o.api_keys = optarg; continue;
-		case OPT_RATE: rate = optarg; continue;
-		case OPT_BURST: burst = optarg; continue;
-		case OPT_STREAM_MAX: smax = optarg; continue;
-		case OPT_MAX_STREAMS: nmax = optarg; continue;
-		case OPT_WS_ORIGINS: o.ws_origins = optarg; continue;
-		case OPT_MAX_PER_CLIENT: pmax = optarg; continue;
-		case OPT_LOCAL_CACHE_MS: lms = optarg; continue;
-		case OPT_LOCAL_CACHE_MAX: lmax = optarg; continue;
-		case OPT_TRUSTED_PROXIES: proxies = optarg, proxies_flag = 1; continue;
-		case OPT_REQUEST_TIMEOUT: rto = optarg; continue;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr, 0);
+	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done)
+		return r;
+	if (next < argc) {
+		ot_tool_usage(&cfg, &cli, stderr);
 		return EX_USAGE;
 	}
-	if ((rate && number(rate, "rate", 0, 1e6, &o.rate)) || (burst && whole(burst, "burst", 1, 1000000, &o.burst)) ||
-	    (smax && whole(smax, "stream-max", 1, 86400, &o.stream_max_s)) ||
-	    (nmax && whole(nmax, "max-streams", 1, 100000, &o.max_streams)) ||
-	    (pmax && whole(pmax, "max-per-client", 0, 100000, &o.max_per_client)) ||
-	    (lms && whole(lms, "local-cache-ms", 0, 60000, &o.local_cache_ms)) ||
-	    (lmax && whole(lmax, "local-cache-max", 1, 10000000, &o.local_cache_max)) ||
-	    (rto && whole(rto, "request-timeout", 1, 300, &timeout_s))) {
+	if (numbers(&o)) {
 		ot_config_free(&cfg);
 		return EX_USAGE;
 	}
+	o.api_keys = settings[S_API_KEY].value;
+	o.ws_origins = settings[S_WS_ORIGINS].value;
 	if (o.api_keys && *o.api_keys && check_keys(o.api_keys)) {
 		ot_config_free(&cfg);
 		return EX_CONFIG;
 	}
-	if (!(trusted = ot_proxies_parse(proxies, err, sizeof err))) {
-		fprintf(stderr, "%s: %s: %s\n", argv0, proxies_flag ? "--trusted-proxies" : "OT_TRUSTED_PROXIES", err);
+	if (!(trusted = ot_proxies_parse(settings[S_PROXIES].value, err, sizeof err))) {
+		fprintf(stderr, "%s: %s: %s\n", argv0, settings[S_PROXIES].flag ? "--trusted-proxies" : "OT_TRUSTED_PROXIES", err);
 		ot_config_free(&cfg);
-		return proxies_flag ? EX_USAGE : EX_CONFIG;
+		return settings[S_PROXIES].flag ? EX_USAGE : EX_CONFIG;
 	}
 	o.trusted = trusted;
-	o.request_ms = timeout_s * 1000;
 	if ((r = ot_tool_start(&cfg, ":8080"))) {
 		ot_proxies_free(trusted);
 		return r;
@@ -265,7 +238,7 @@ main(int argc, char **argv)
 	}
 	OT_INFO(NULL, "listening on %s", cfg.http_addr);
 	if (ot_proxies_count(trusted))
-		OT_INFO(NULL, "clients behind %s are named by X-Forwarded-For or Forwarded", proxies);
+		OT_INFO(NULL, "clients behind %s are named by X-Forwarded-For or Forwarded", settings[S_PROXIES].value);
 	for (n = 0; !ot_stop; n++) {
 		nanosleep(&tick, NULL);
 		/* Once a second, the cache statistics the workers counted go to Redis. */

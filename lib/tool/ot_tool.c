@@ -82,7 +82,10 @@ usage_line(FILE *f, const struct ot_opt *o)
 		n = snprintf(head, sizeof head, "      --%s", o->name);
 	if (o->arg)
 		n += snprintf(head + n, sizeof head - (size_t)n, " %s", o->arg);
-	fprintf(f, "%-25s ", head);
+	if (n > 25) /* the help goes on a line of its own */
+		fprintf(f, "%s\n%26s", head, "");
+	else
+		fprintf(f, "%-25s ", head);
 	for (p = o->help; (nl = strchr(p, '\n')); p = nl + 1)
 		fprintf(f, "%.*s\n%26s", (int)(nl - p), p, "");
 	fprintf(f, "%s\n", p);
@@ -92,6 +95,13 @@ void
 ot_tool_usage(const struct ot_config *c, const struct ot_cli *cli, FILE *f)
 {
 	fprintf(f, "usage: %s %s\n", c->tool, cli->synopsis);
+}
+
+/* The i-th of cli's own options. */
+static const struct ot_opt *
+own(const struct ot_cli *cli, size_t i)
+{
+	return (const struct ot_opt *)((const char *)cli->own + i * (cli->stride ? cli->stride : sizeof *cli->own));
 }
 
 static void
@@ -104,8 +114,8 @@ help(const struct ot_config *c, const struct ot_cli *cli)
 		printf("\n%s\n", cli->about);
 	putchar('\n');
 	for (i = 0; i < cli->n; i++)
-		if (cli->own[i].help)
-			usage_line(stdout, &cli->own[i]);
+		if (own(cli, i)->help)
+			usage_line(stdout, own(cli, i));
 	for (i = 0; i < NSHARED; i++)
 		if (!shared[i].use || (shared[i].use & cli->use))
 			usage_line(stdout, &shared[i].o);
@@ -119,7 +129,7 @@ tables(const struct ot_cli *cli, struct option *lo, char *so, size_t sosz)
 	const struct ot_opt *o;
 
 	for (i = 0; i < cli->n + NSHARED; i++) {
-		o = i < cli->n ? &cli->own[i] : &shared[i - cli->n].o;
+		o = i < cli->n ? own(cli, i) : &shared[i - cli->n].o;
 		if (i >= cli->n && shared[i - cli->n].use && !(shared[i - cli->n].use & cli->use))
 			continue;
 		if (n + 1 >= MAX_OPTS || k + 3 >= sosz)
@@ -199,7 +209,7 @@ ot_tool_args(struct ot_config *c, const struct ot_cli *cli, int argc, char **arg
 			ot_tool_usage(c, cli, stderr);
 			return EX_USAGE;
 		}
-		for (i = 0; i < cli->n && cli->own[i].key != opt; i++)
+		for (i = 0; i < cli->n && own(cli, i)->key != opt; i++)
 			;
 		if (i < cli->n) {
 			if ((r = cli->take(cli->arg, opt, optarg)))

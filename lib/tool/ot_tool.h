@@ -43,6 +43,8 @@ struct ot_cli {
 	/* Takes the value of one of its own options: 0, or an exit status (64 after saying why). */
 	int (*take)(void *arg, int key, const char *val);
 	void *arg;
+	size_t stride;             /* bytes from one of own to the next, when each sits at the start
+	                            * of a larger struct; 0: an array of struct ot_opt */
 };
 
 /* A consumer's input (spec: -, a file, kafka:TOPIC[,TOPIC]) opened, and for a long run from
