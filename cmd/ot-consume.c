@@ -39,58 +39,29 @@ static const char about[] =
 	"with its version. Duplicates and late events change nothing; impossible transitions\n"
 	"are refused and logged.";
 
+/* One event: the order's state moves, and the cache follows what committed. */
 static int
-handle(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
+apply_one(void *arg, const struct ot_event *ev, char *errstr, size_t errsz)
 {
 	struct consume *c = arg;
-	struct ot_event ev;
 	struct ot_status st;
-	struct ot_span sp;
-	int rc;
+	int rc = ot_order_apply(c->db, ev, c->consumer, &st, errstr, errsz);
 
-	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
-		return OT_EINPUT;
-	ot_run_span(&sp, m, &ev);
-	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
-		rc = ot_order_apply(c->db, &ev, c->consumer, &st, errstr, errsz);
 	if (rc >= 0 && st.version)
 		ot_cache_put(c->cache, &st);
-	if ((rc > 0 || ot_refused(rc)) && errstr[0]) {
-		/* Say which order, so the refusal or skip can be found by order_id in the logs. */
-		char tmp[768];
-		snprintf(tmp, sizeof tmp, "order %s: %s", ev.order_id, errstr);
-		snprintf(errstr, errsz, "%s", tmp);
-	}
-	if (rc < 0)
-		ot_span_error(&sp, errstr);
-	ot_span_end(&sp);
-	ot_event_clear(&ev);
 	return rc;
 }
 
-/* The records waiting, in one transaction: the events that parse go to ot_order_apply_batch;
- * the rest are left to handle(), which reports them. */
+/* The events waiting, in one transaction; once committed the cache follows in one round trip. */
 static int
-handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res, char *errstr, size_t errsz)
+apply_batch(void *arg, const struct ot_msg *ms, const struct ot_event *evs, size_t n, struct ot_batch_res *res,
+            char *errstr, size_t errsz)
 {
 	struct consume *c = arg;
-	struct ot_event *evs;
-	size_t i;
-	int rc;
+	int rc = ot_order_apply_batch(c->db, ms, evs, n, c->consumer, res, errstr, errsz);
 
-	if (!(evs = ot_run_events(ms, n, res)))
-		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	if (!(rc = ot_pg_ensure(c->db, errstr, errsz)))
-		rc = ot_order_apply_batch(c->db, ms, evs, n, c->consumer, res, errstr, errsz);
-	if (!rc) /* committed: the cache follows, in one round trip */
+	if (!rc)
 		ot_cache_put_results(c->cache, res, n);
-	for (i = 0; i < n; i++)
-		if ((res[i].rc > 0 || ot_refused(res[i].rc)) && res[i].err[0]) {
-			char tmp[sizeof res[i].err];
-			snprintf(tmp, sizeof tmp, "order %s: %s", evs[i].order_id, res[i].err);
-			memcpy(res[i].err, tmp, sizeof tmp);
-		}
-	ot_run_events_free(evs, n);
 	return rc;
 }
 
@@ -146,8 +117,7 @@ main(int argc, char **argv)
 	if (!(in = ot_tool_input(&cfg, input, &deps, &health, &rc)))
 		goto out;
 	ot_run_set_idle(repair, &cs);
-	ot_run_set_batch(handle_batch);
-	rc = ot_run(in, handle, &cs, &st);
+	rc = ot_run_step(in, &(struct ot_step){cs.db, apply_one, apply_batch, &cs}, &st);
 	OT_INFO(NULL, "%ld records: %ld applied, %ld skipped, %ld refused, %ld dead-lettered, %ld retries; "
 	        "%ld of the skipped late (the order was cancelled meanwhile)",
 	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries, ot_order_late());

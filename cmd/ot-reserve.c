@@ -26,39 +26,21 @@ struct reserve {
 };
 
 static int
-handle_event(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
+apply_one(void *arg, const struct ot_event *ev, char *errstr, size_t errsz)
 {
 	struct reserve *r = arg;
-	struct ot_event ev;
-	struct ot_span sp;
-	int rc;
 
-	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
-		return OT_EINPUT;
-	ot_run_span(&sp, m, &ev);
-	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
-		rc = ot_inventory_handle(r->db, &ev, r->consumer, errstr, errsz);
-	if (rc < 0)
-		ot_span_error(&sp, errstr);
-	ot_span_end(&sp);
-	ot_event_clear(&ev);
-	return rc;
+	return ot_inventory_handle(r->db, ev, r->consumer, errstr, errsz);
 }
 
-/* The records waiting, in one transaction; those that do not parse are left to handle_event. */
+/* The events waiting, in one transaction. */
 static int
-handle_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res, char *errstr, size_t errsz)
+apply_batch(void *arg, const struct ot_msg *ms, const struct ot_event *evs, size_t n, struct ot_batch_res *res,
+            char *errstr, size_t errsz)
 {
 	struct reserve *r = arg;
-	struct ot_event *evs;
-	int rc;
 
-	if (!(evs = ot_run_events(ms, n, res)))
-		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
-	if (!(rc = ot_pg_ensure(r->db, errstr, errsz)))
-		rc = ot_inventory_handle_batch(r->db, ms, evs, n, r->consumer, res, errstr, errsz);
-	ot_run_events_free(evs, n);
-	return rc;
+	return ot_inventory_handle_batch(r->db, ms, evs, n, r->consumer, res, errstr, errsz);
 }
 
 static int
@@ -209,8 +191,7 @@ run_main(int argc, char **argv)
 	deps.inventory_db = cfg.inventory_db;
 	if (!(in = ot_tool_input(&cfg, input, &deps, &health, &rc)))
 		goto out;
-	ot_run_set_batch(handle_batch);
-	rc = ot_run(in, handle_event, &rs, &st);
+	rc = ot_run_step(in, &(struct ot_step){rs.db, apply_one, apply_batch, &rs}, &st);
 	OT_INFO(NULL, "%ld records: %ld handled, %ld skipped, %ld bad, %ld dead-lettered, %ld retries",
 	        st.records, st.ok, st.skipped, st.bad, st.dead, st.retries);
 out:

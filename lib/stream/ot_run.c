@@ -10,6 +10,7 @@
 #include "ot_log.h"
 #include "ot_metrics.h"
 #include "ot_outcome.h"
+#include "ot_pg.h"
 #include "ot_run.h"
 #include "ot_signal.h"
 
@@ -203,8 +204,8 @@ one(struct ot_in *in, ot_handler h, void *arg, const struct ot_msg *m, struct ot
 
 static ot_batch_handler batch_fn;
 
-struct ot_event *
-ot_run_events(const struct ot_msg *ms, size_t n, struct ot_batch_res *res)
+static struct ot_event *
+run_events(const struct ot_msg *ms, size_t n, struct ot_batch_res *res)
 {
 	struct ot_event *evs = calloc(n, sizeof *evs);
 
@@ -214,8 +215,8 @@ ot_run_events(const struct ot_msg *ms, size_t n, struct ot_batch_res *res)
 	return evs;
 }
 
-void
-ot_run_events_free(struct ot_event *evs, size_t n)
+static void
+run_events_free(struct ot_event *evs, size_t n)
 {
 	for (size_t i = 0; evs && i < n; i++)
 		ot_event_clear(&evs[i]);
@@ -405,4 +406,61 @@ out:
 	if (stats)
 		*stats = st;
 	return rc;
+}
+
+/* The order id before a skip's or a refusal's message; other messages are left as they are. */
+static void
+name_order(int rc, const char *order_id, char *msg, size_t sz)
+{
+	char tmp[768];
+
+	if ((rc > 0 || ot_refused(rc)) && msg[0]) {
+		snprintf(tmp, sizeof tmp, "order %s: %s", order_id, msg);
+		snprintf(msg, sz, "%s", tmp);
+	}
+}
+
+static int
+step_one(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
+{
+	const struct ot_step *step = arg;
+	struct ot_event ev;
+	struct ot_span sp;
+	int rc;
+
+	if (ot_event_parse(&ev, m->value, m->len, errstr, errsz))
+		return OT_EINPUT;
+	ot_run_span(&sp, m, &ev);
+	if (!(rc = ot_pg_ensure(step->db, errstr, errsz)))
+		rc = step->one(step->arg, &ev, errstr, errsz);
+	name_order(rc, ev.order_id, errstr, errsz);
+	if (rc < 0)
+		ot_span_error(&sp, errstr);
+	ot_span_end(&sp);
+	ot_event_clear(&ev);
+	return rc;
+}
+
+static int
+step_batch(void *arg, const struct ot_msg *ms, size_t n, struct ot_batch_res *res, char *errstr, size_t errsz)
+{
+	const struct ot_step *step = arg;
+	struct ot_event *evs;
+	int rc;
+
+	if (!(evs = run_events(ms, n, res)))
+		return ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+	if (!(rc = ot_pg_ensure(step->db, errstr, errsz)))
+		rc = step->batch(step->arg, ms, evs, n, res, errstr, errsz);
+	for (size_t i = 0; i < n; i++)
+		name_order(res[i].rc, evs[i].order_id, res[i].err, sizeof res[i].err);
+	run_events_free(evs, n);
+	return rc;
+}
+
+int
+ot_run_step(struct ot_in *in, const struct ot_step *step, struct ot_run_stats *stats)
+{
+	ot_run_set_batch(step->batch ? step_batch : NULL);
+	return ot_run(in, step_one, (void *)step, stats);
 }

@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include <libpq-fe.h>
+
 #include "ot_event.h"
 #include "ot_io.h"
 #include "ot_outcome.h"
@@ -52,11 +54,21 @@ struct ot_run_stats {
  * ot_record_handling_seconds{tool,topic}, and from Kafka the age of the last record handled
  * per topic in ot_kafka_last_record_age_seconds{tool,topic}. */
 int ot_run(struct ot_in *in, ot_handler h, void *arg, struct ot_run_stats *stats);
-/* For a batch handler: the envelopes of ms[0..n), parsed; res[i].rc is OT_OK for each that
- * parses and "not taken" for the others (left to the per-record handler, which reports them).
- * NULL out of memory. Free with ot_run_events_free. */
-struct ot_event *ot_run_events(const struct ot_msg *ms, size_t n, struct ot_batch_res *res);
-void ot_run_events_free(struct ot_event *evs, size_t n);
+/* A step of the saga over envelopes, run by ot_run_step: one applies ev; batch, if not NULL,
+ * applies evs[0..n) (those with res[i].rc OT_OK: the others did not parse) in one transaction,
+ * as an ot_batch_handler does. Both run on db, reconnected first if it was lost, and return what
+ * an ot_handler and an ot_batch_handler return. */
+struct ot_step {
+	PGconn *db;
+	int (*one)(void *arg, const struct ot_event *ev, char *errstr, size_t errsz);
+	int (*batch)(void *arg, const struct ot_msg *ms, const struct ot_event *evs, size_t n,
+	             struct ot_batch_res *res, char *errstr, size_t errsz);
+	void *arg;
+};
+/* ot_run over a step: each record's envelope parsed (one that does not parse is refused with
+ * OT_EINPUT), handled in its span (ot_run_span), and the message of a skip or refusal prefixed
+ * with "order ID: ", so it can be found by order id in the logs. Sets the batch handler. */
+int ot_run_step(struct ot_in *in, const struct ot_step *step, struct ot_run_stats *stats);
 /* Lets ot_run apply the records that are waiting, up to ot_in_batch(in) of them, with hb in
  * one transaction (and h for what hb could not take). NULL: one record at a time. */
 void ot_run_set_batch(ot_batch_handler hb);
