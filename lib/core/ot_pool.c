@@ -3,12 +3,10 @@
 #include <stdlib.h>
 
 #include "ot_pool.h"
+#include "ot_queue.h"
 
 struct ot_pool {
-	pthread_mutex_t mu;  /* guards the queue and stop */
-	pthread_cond_t cv;
-	struct ot_pool_job *head, *tail;
-	int stop;
+	struct ot_queue q;
 	int n;               /* threads started */
 	pthread_t *t;
 };
@@ -17,22 +15,13 @@ static void *
 worker(void *arg)
 {
 	struct ot_pool *p = arg;
-	struct ot_pool_job *j;
+	struct ot_qnode *n;
 
-	pthread_mutex_lock(&p->mu);
-	for (;;) {
-		while (!p->head && !p->stop)
-			pthread_cond_wait(&p->cv, &p->mu);
-		if (!(j = p->head))
-			break; /* stopping, and nothing is left */
-		if (!(p->head = j->next))
-			p->tail = NULL;
-		pthread_mutex_unlock(&p->mu);
-		j->next = NULL;
+	/* One job at a time; NULL once stopping with nothing left. */
+	while ((n = ot_queue_take(&p->q, 1, 1))) {
+		struct ot_pool_job *j = (struct ot_pool_job *)n;
 		j->fn(j);
-		pthread_mutex_lock(&p->mu);
 	}
-	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
@@ -47,8 +36,7 @@ ot_pool_new(int threads)
 		free(p);
 		return NULL;
 	}
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
+	ot_queue_init(&p->q);
 	for (; p->n < threads; p->n++)
 		if (pthread_create(&p->t[p->n], NULL, worker, p)) {
 			ot_pool_free(p);
@@ -60,15 +48,7 @@ ot_pool_new(int threads)
 void
 ot_pool_run(struct ot_pool *p, struct ot_pool_job *j)
 {
-	j->next = NULL;
-	pthread_mutex_lock(&p->mu);
-	if (p->tail)
-		p->tail->next = j;
-	else
-		p->head = j;
-	p->tail = j;
-	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	ot_queue_push(&p->q, &j->node);
 }
 
 void
@@ -76,14 +56,10 @@ ot_pool_free(struct ot_pool *p)
 {
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->mu);
-	p->stop = 1;
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	ot_queue_stop(&p->q);
 	for (int i = 0; i < p->n; i++)
 		pthread_join(p->t[i], NULL);
-	pthread_cond_destroy(&p->cv);
-	pthread_mutex_destroy(&p->mu);
+	ot_queue_destroy(&p->q);
 	free(p->t);
 	free(p);
 }

@@ -3,12 +3,14 @@
 #ifndef OT_POOL_H
 #define OT_POOL_H
 
+#include "ot_queue.h"
+
 struct ot_pool;
 
 /* One piece of work, embedded in whatever it works on: no allocation per job. */
 struct ot_pool_job {
+	struct ot_qnode node; /* first: the queue's link */
 	void (*fn)(struct ot_pool_job *j);
-	struct ot_pool_job *next;
 };
 
 /* Starts threads threads (at least 1). NULL when out of memory or threads cannot start. */

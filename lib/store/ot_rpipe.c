@@ -1,5 +1,6 @@
 /* ot_rpipe: a thread that batches queued Redis commands on one connection, or on one per master
  * of a Redis Cluster. */
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,33 +22,27 @@ struct ot_rpipe {
 	 * cluster, the router to its masters, kept for good (it follows the cluster's changes). */
 	struct ot_rlink k;
 	redisContext *at[BATCH_MAX]; /* in a cluster batch, where each job went (NULL: nowhere) */
-	pthread_mutex_t mu;          /* guards the queue and stop */
-	pthread_cond_t cv;
-	struct ot_rpipe_job *head, *tail;
-	int stop, started;
+	struct ot_queue q;
+	int started;
 	pthread_t t;
 };
+
+/* Jobs taken from the queue, linked by their next in the same order. */
+static struct ot_rpipe_job *
+jobs(struct ot_qnode *n)
+{
+	struct ot_rpipe_job *first = (struct ot_rpipe_job *)n;
+
+	for (; n; n = n->next)
+		((struct ot_rpipe_job *)n)->next = (struct ot_rpipe_job *)n->next;
+	return first;
+}
 
 /* Up to BATCH_MAX queued jobs, oldest first; NULL once stopped with nothing left. */
 static struct ot_rpipe_job *
 take(struct ot_rpipe *p)
 {
-	struct ot_rpipe_job *first, *last;
-	int n;
-
-	pthread_mutex_lock(&p->mu);
-	while (!p->head && !p->stop)
-		pthread_cond_wait(&p->cv, &p->mu);
-	first = p->head;
-	for (last = first, n = 1; last && last->next && n < BATCH_MAX; last = last->next, n++)
-		;
-	if (last) {
-		if (!(p->head = last->next))
-			p->tail = NULL;
-		last->next = NULL;
-	}
-	pthread_mutex_unlock(&p->mu);
-	return first;
+	return jobs(ot_queue_take(&p->q, BATCH_MAX, 1));
 }
 
 /* Hands j its reply (NULL: none) and frees that. */
@@ -66,11 +61,7 @@ fail_queued(struct ot_rpipe *p)
 {
 	struct ot_rpipe_job *j, *next;
 
-	pthread_mutex_lock(&p->mu);
-	j = p->head;
-	p->head = p->tail = NULL;
-	pthread_mutex_unlock(&p->mu);
-	for (; j; j = next) {
+	for (j = jobs(ot_queue_take(&p->q, INT_MAX, 0)); j; j = next) {
 		next = j->next;
 		answer(j, NULL);
 	}
@@ -260,8 +251,7 @@ ot_rpipe_new(const char *url)
 		free(p);
 		return NULL;
 	}
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
+	ot_queue_init(&p->q);
 	if (pthread_create(&p->t, NULL, pipe_thread, p)) {
 		ot_rpipe_free(p);
 		return NULL;
@@ -273,15 +263,7 @@ ot_rpipe_new(const char *url)
 void
 ot_rpipe_send(struct ot_rpipe *p, struct ot_rpipe_job *j)
 {
-	j->next = NULL;
-	pthread_mutex_lock(&p->mu);
-	if (p->tail)
-		p->tail->next = j;
-	else
-		p->head = j;
-	p->tail = j;
-	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	ot_queue_push(&p->q, &j->node);
 }
 
 void
@@ -289,15 +271,11 @@ ot_rpipe_free(struct ot_rpipe *p)
 {
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->mu);
-	p->stop = 1;
-	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	ot_queue_stop(&p->q);
 	if (p->started)
 		pthread_join(p->t, NULL);
 	ot_rlink_close(&p->k);
-	pthread_cond_destroy(&p->cv);
-	pthread_mutex_destroy(&p->mu);
+	ot_queue_destroy(&p->q);
 	free(p->url);
 	free(p);
 }

@@ -7,10 +7,13 @@
 
 #include <hiredis/hiredis.h>
 
+#include "ot_queue.h"
+
 struct ot_rpipe;
 
 /* One command and what to do with its reply; embedded in the request it serves. */
 struct ot_rpipe_job {
+	struct ot_qnode node; /* first: the queue's link */
 	char *cmd;           /* in Redis protocol (redisFormatCommand): the pipe frees it */
 	int len;
 	/* The hash slot of the command's key (ot_rcluster_slot), or -1 for a command of no key
@@ -24,7 +27,7 @@ struct ot_rpipe_job {
 	 * one command (the cluster's map keeps changing). rep is freed after; j may be freed by
 	 * done itself (the pipe no longer touches it). done may queue another command. */
 	void (*done)(struct ot_rpipe_job *j, redisReply *rep);
-	struct ot_rpipe_job *next;
+	struct ot_rpipe_job *next; /* the pipe's own, for the batch it is in */
 };
 
 /* A pipe to the Redis at url, connected on first use and again after a failure (at most five
