@@ -1,5 +1,5 @@
-/* ot_httpd: libmicrohttpd with the limits every listener here needs, a route table, and the
- * health, readiness and metrics endpoints. */
+/* ot_httpd_server: libmicrohttpd with the limits every listener here needs, a route table, and the
+ * health, readiness and metrics endpoints (the limits on each connection: ot_httpd_conn.c). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,65 +19,11 @@
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_httpd.h"
+#include "ot_httpd_int.h"
 #include "ot_log.h"
 #include "ot_text.h"
 #include "ot_trace.h"
 #include "ot_metrics.h"
-
-#define MAX_DISCARD (1024 * 1024) /* a chunked body past this is not even read: the connection closes */
-#define READY_MAX_AGE_MS 1000     /* /readyz answers from a check at most this old */
-#define DRAIN_MS 5000             /* how long a stop waits for requests in flight */
-/* A connection's memory in MHD: the request line and headers, then the answer's headers. MHD
- * zeroes all of it and keeps it as long as the connection, so it is most of what a live stream
- * costs. A head over HEAD_MAX is answered 431 here, while there is still room for the answer:
- * left to MHD, a head just under HEADER_LIMIT got no answer at all. */
-#define HEADER_LIMIT (7 * 1024)
-#define HEAD_MAX (5 * 1024 + 512)
-#define IDLE_S 30                 /* a connection silent this long is closed */
-#define REQUEST_MS 10000          /* each request's head and body must arrive within this ... */
-#define BODY_RATE 1024            /* ... and its body at this many bytes a second at least, ... */
-#define BODY_GRACE_MS 1000        /* ... counted from this long after its head */
-#define SWEEP_MS 250              /* how often connections are checked against those */
-#define MAX_CONNECTIONS 1024     /* unless the tool asks for more */
-#define CLIENT_BUCKETS 1024       /* of the per-client counts */
-#define LOG_EVERY_MS 10000        /* one warning this often for messages MHD repeats per connection */
-
-struct ot_httpd {
-	struct MHD_Daemon *d;
-	struct ot_httpd_opts o;
-	atomic_int inflight; /* requests begun and not completed */
-	atomic_int parked;   /* requests between ot_httpd_suspend and ot_httpd_resume */
-	pthread_mutex_t ready_mu; /* one readiness check at a time; guards the three below */
-	long long ready_at;  /* ms, monotonic, of the last check; 0: none yet */
-	int ready;           /* what it found: 1 ready */
-	char ready_why[256];
-	pthread_mutex_t tcp_mu; /* guards tcps, each one's state below, and clients */
-	struct tcp *tcps;    /* the open connections waiting for a request's head or body */
-	pthread_t sweeper;   /* closes connections past their deadline */
-	int sweeping;        /* the sweeper runs: join it */
-	atomic_int stop_sweep;
-	struct client {      /* connections (requests, behind a trusted proxy) open per client */
-		char addr[OT_ADDR_MAX];
-		int n;
-		struct client *next;
-	} *clients[CLIENT_BUCKETS];
-};
-
-/* One TCP connection, from MHD's connection notifications, so a request that trickles in a
- * byte at a time (each byte resets MHD's idle timer) still meets a deadline. */
-struct tcp {
-	MHD_socket fd;
-	long long since;      /* ms, monotonic: waiting for a request since (its head, then its
-	                       * body); 0 while a request is handled, after an upgrade, or once closed */
-	long long body_at;    /* ms, monotonic: its head came then, and its body is awaited; 0 before */
-	size_t got;           /* bytes of that body received */
-	int listed;           /* on tcps: only connections waiting for a request are, so the sweep
-	                       * does not walk every live stream four times a second */
-	int counted;          /* on the per-client counts, as a connection of peer */
-	int trusted;          /* peer is a trusted proxy: each request's client is in its headers */
-	char peer[OT_ADDR_MAX];
-	struct tcp *prev, *next;
-};
 
 /* What ot_httpd keeps of a request beside what the app sees; the app's ext follows it. */
 struct req {
@@ -86,71 +32,8 @@ struct req {
 	int dispatched;      /* its body is in and its route ran */
 };
 
-/* Puts t on the list or takes it off. tcp_mu held. */
-static void
-tcp_list(struct ot_httpd *s, struct tcp *t, int on)
-{
-	if (t->listed == on)
-		return;
-	if (on) {
-		t->prev = NULL;
-		if ((t->next = s->tcps))
-			t->next->prev = t;
-		s->tcps = t;
-	} else {
-		if (t->prev)
-			t->prev->next = t->next;
-		else
-			s->tcps = t->next;
-		if (t->next)
-			t->next->prev = t->prev;
-	}
-	t->listed = on;
-}
-
 static const double http_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
-static struct ot_metric *m_requests, *m_duration, *m_slow, *m_slow_bodies, *m_refused;
-
-/* Adds d to addr's count and returns the new count; -1 when out of memory. tcp_mu held. */
-static int
-client_add(struct ot_httpd *s, const char *addr, int d)
-{
-	struct client **b = &s->clients[ot_hash32(addr) % CLIENT_BUCKETS], **c, *gone;
-
-	for (c = b; *c; c = &(*c)->next) {
-		if (strcmp((*c)->addr, addr))
-			continue;
-		if (((*c)->n += d) > 0)
-			return (*c)->n;
-		gone = *c;
-		*c = gone->next;
-		free(gone);
-		return 0;
-	}
-	if (d <= 0)
-		return 0;
-	if (!(*c = calloc(1, sizeof **c)))
-		return -1;
-	snprintf((*c)->addr, sizeof (*c)->addr, "%s", addr);
-	return (*c)->n = d;
-}
-
-/* The address of con's peer as text, an IPv4-mapped IPv6 one as IPv4; "unknown" if none. */
-static void
-peer_of(struct MHD_Connection *con, char *out, size_t outsz)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-	char buf[OT_ADDR_MAX] = "";
-
-	snprintf(out, outsz, "unknown");
-	if (sa && sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, sizeof buf);
-	else if (sa && sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf, sizeof buf);
-	if (buf[0])
-		ot_addr_canon(buf, strlen(buf), out, outsz);
-}
+static struct ot_metric *m_requests, *m_duration;
 
 enum MHD_Result
 ot_httpd_reply(struct ot_httpd_req *rq, unsigned status, const char *type, const char *body, size_t len,
@@ -346,141 +229,6 @@ dispatch(struct ot_httpd *s, struct ot_httpd_req *rq, const char *url, const cha
 	return r->fn(s->o.app, rq);
 }
 
-static struct tcp *
-tcp_of(struct MHD_Connection *con)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-
-	return ci ? ci->socket_context : NULL;
-}
-
-/* What con waits for now: a request (WAIT_REQUEST, from now), the rest of its request's body
- * (WAIT_BODY, its head in), or nothing the sweep checks (WAIT_NONE: handled, upgraded). */
-enum wait { WAIT_NONE, WAIT_REQUEST, WAIT_BODY };
-
-static void
-waits(struct ot_httpd *s, struct MHD_Connection *con, enum wait w)
-{
-	struct tcp *t = tcp_of(con);
-
-	if (!t)
-		return;
-	pthread_mutex_lock(&s->tcp_mu);
-	if (w == WAIT_REQUEST)
-		t->since = ot_now_ms();
-	else if (w == WAIT_NONE)
-		t->since = 0;
-	t->body_at = w == WAIT_BODY ? ot_now_ms() : 0;
-	t->got = 0;
-	tcp_list(s, t, w != WAIT_NONE && t->since);
-	pthread_mutex_unlock(&s->tcp_mu);
-}
-
-/* n more bytes of con's request body came. */
-static void
-body_got(struct ot_httpd *s, struct MHD_Connection *con, size_t n)
-{
-	struct tcp *t = tcp_of(con);
-
-	if (!t)
-		return;
-	pthread_mutex_lock(&s->tcp_mu);
-	t->got += n;
-	pthread_mutex_unlock(&s->tcp_mu);
-}
-
-/* MHD_OPTION_NOTIFY_CONNECTION: each connection on the list from its start to its close. MHD
- * closes the socket only after CLOSED, so a socket on the list is still this connection's. */
-static void
-notify(void *cls, struct MHD_Connection *con, void **socket_context, enum MHD_ConnectionNotificationCode toe)
-{
-	struct ot_httpd *s = cls;
-	const union MHD_ConnectionInfo *ci;
-	struct tcp *t = *socket_context;
-	int n = 0;
-
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
-		if (!ci || !(t = calloc(1, sizeof *t)))
-			return; /* not watched: MHD's idle timeout still applies */
-		t->fd = ci->connect_fd;
-		peer_of(con, t->peer, sizeof t->peer);
-		t->trusted = ot_proxies_has(s->o.trusted, t->peer);
-		t->since = ot_now_ms();
-		pthread_mutex_lock(&s->tcp_mu);
-		/* A trusted proxy carries many clients: they are counted by request instead. */
-		if (s->o.max_per_client && !t->trusted && (n = client_add(s, t->peer, 1)) > 0)
-			t->counted = 1;
-		if (n > s->o.max_per_client) { /* refused: MHD sees it end and closes it */
-			shutdown(t->fd, SHUT_RDWR);
-			t->since = 0;
-		} else {
-			tcp_list(s, t, 1);
-		}
-		pthread_mutex_unlock(&s->tcp_mu);
-		if (n > s->o.max_per_client)
-			ot_metric_add(m_refused, 1);
-		*socket_context = t;
-		return;
-	}
-	if (!t)
-		return;
-	pthread_mutex_lock(&s->tcp_mu);
-	tcp_list(s, t, 0);
-	if (t->counted)
-		client_add(s, t->peer, -1);
-	pthread_mutex_unlock(&s->tcp_mu);
-	free(t);
-	*socket_context = NULL;
-}
-
-/* 1 when t, waiting for a request, is too slow: past the deadline, or its body below BODY_RATE. */
-static int
-too_slow(const struct ot_httpd *s, const struct tcp *t, long long now)
-{
-	long long late = now - t->body_at - BODY_GRACE_MS;
-
-	if (now - t->since > s->o.request_ms)
-		return 1;
-	return t->body_at && late > 0 && (long long)t->got * 1000 < (long long)BODY_RATE * late;
-}
-
-/* Shuts down every connection whose request is too slow; MHD then sees it end and closes it. */
-static void *
-sweep(void *arg)
-{
-	struct ot_httpd *s = arg;
-	struct timespec tick = {0, SWEEP_MS * 1000000L};
-	struct tcp *t, *next;
-	long long now;
-	long heads, bodies;
-
-	while (!atomic_load(&s->stop_sweep)) {
-		nanosleep(&tick, NULL);
-		now = ot_now_ms();
-		heads = bodies = 0;
-		pthread_mutex_lock(&s->tcp_mu);
-		for (t = s->tcps; t; t = next) {
-			next = t->next;
-			if (t->since && too_slow(s, t, now)) {
-				shutdown(t->fd, SHUT_RDWR);
-				*(t->body_at ? &bodies : &heads) += 1;
-				t->since = t->body_at = 0;
-				tcp_list(s, t, 0);
-			}
-		}
-		pthread_mutex_unlock(&s->tcp_mu);
-		if (heads)
-			ot_metric_add(m_slow, (double)heads);
-		if (bodies)
-			ot_metric_add(m_slow_bodies, (double)bodies);
-		if (heads || bodies)
-			OT_DEBUG(NULL, "closed %ld connections whose request head and %ld whose body came too slowly",
-			         heads, bodies);
-	}
-	return NULL;
-}
-
 /* MHD calls this once with the headers, once per piece of body, and once at the end. */
 /* 431 with nothing MHD does not add itself: what is left of the connection's memory after a
  * head this large may hold little more than the status line. */
@@ -508,54 +256,6 @@ add_len(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 	return MHD_YES;
 }
 
-/* The values of every header called name, joined with ", ", into j. */
-struct joined {
-	const char *name;
-	char buf[HEAD_MAX + 1];
-	size_t len;
-};
-
-static enum MHD_Result
-join_values(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-	struct joined *j = cls;
-	int n;
-
-	(void)kind;
-	if (!value || strcasecmp(key, j->name))
-		return MHD_YES;
-	n = snprintf(j->buf + j->len, sizeof j->buf - j->len, "%s%s", j->len ? ", " : "", value);
-	if (n > 0)
-		j->len = j->len + (size_t)n < sizeof j->buf ? j->len + (size_t)n : sizeof j->buf - 1;
-	return MHD_YES;
-}
-
-/* rq->client: con's peer, or behind a trusted proxy the client its forwarding headers name.
- * Returns 1 when the client is a proxy's, to be counted per request. */
-static int
-client_of(struct ot_httpd *s, struct MHD_Connection *con, struct ot_httpd_req *rq)
-{
-	struct tcp *t = tcp_of(con);
-	struct joined xff, fwd; /* no larger than the head they come from */
-	char peer[OT_ADDR_MAX];
-
-	if (t)
-		snprintf(peer, sizeof peer, "%s", t->peer);
-	else
-		peer_of(con, peer, sizeof peer);
-	snprintf(rq->client, sizeof rq->client, "%s", peer);
-	if (!(t ? t->trusted : ot_proxies_has(s->o.trusted, peer)))
-		return 0;
-	xff.name = "X-Forwarded-For";
-	fwd.name = "Forwarded";
-	xff.len = fwd.len = 0;
-	MHD_get_connection_values(con, MHD_HEADER_KIND, join_values, &xff);
-	MHD_get_connection_values(con, MHD_HEADER_KIND, join_values, &fwd);
-	ot_proxy_client(s->o.trusted, peer, xff.len ? xff.buf : NULL, fwd.len ? fwd.buf : NULL, rq->client,
-	                sizeof rq->client);
-	return 1;
-}
-
 /* A request's head is in: what can be answered without its body is, at once (431, 429 past the
  * per-client cap, 413, a GET with a body 400, 404, 405 and whatever the app's head hook
  * refuses); otherwise the connection waits for the body, if one comes, against the deadline. */
@@ -574,17 +274,17 @@ head_in(struct ot_httpd *s, struct req *b, struct MHD_Connection *con, const cha
 
 	MHD_get_connection_values(con, MHD_HEADER_KIND, add_len, &head);
 	if (head > HEAD_MAX) {
-		waits(s, con, WAIT_NONE);
+		httpd_waits(s, con, WAIT_NONE);
 		return too_large(rq);
 	}
-	if (client_of(s, con, rq) && s->o.max_per_client) {
+	if (httpd_client_of(s, con, rq) && s->o.max_per_client) {
 		pthread_mutex_lock(&s->tcp_mu);
-		b->counted = (n = client_add(s, rq->client, 1)) > 0;
+		b->counted = (n = httpd_client_add(s, rq->client, 1)) > 0;
 		pthread_mutex_unlock(&s->tcp_mu);
 	}
 	rq->url = url;
 	if (n > s->o.max_per_client) {
-		ot_metric_add(m_refused, 1);
+		httpd_count_refused();
 		ret = ot_httpd_reply_error(rq, 429, "too many requests at once from this client", retry);
 	} else if (len > OT_HTTPD_MAX_BODY) {
 		/* Refused before the client sends it, rather than read and thrown away. */
@@ -596,7 +296,7 @@ head_in(struct ot_httpd *s, struct req *b, struct MHD_Connection *con, const cha
 			ret = s->o.head(s->o.app, rq);
 	}
 	rq->url = NULL;
-	waits(s, con, (len || te) && !rq->status ? WAIT_BODY : WAIT_NONE);
+	httpd_waits(s, con, (len || te) && !rq->status ? WAIT_BODY : WAIT_NONE);
 	return ret;
 }
 
@@ -633,7 +333,7 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		body_got(s, con, *upload_size);
+		httpd_body_got(s, con, *upload_size);
 		/* Only a chunked body gets this far, and MHD cannot answer in mid-body. */
 		if ((rq->seen += *upload_size) > MAX_DISCARD) {
 			OT_WARN(NULL, "%s %s: body over %d bytes, closing the connection", rq->method, rq->path, MAX_DISCARD);
@@ -653,7 +353,7 @@ handler(void *cls, struct MHD_Connection *con, const char *url, const char *meth
 	}
 	if (!b->dispatched) { /* the whole request is in: no deadline while it is answered */
 		b->dispatched = 1;
-		waits(s, con, WAIT_NONE);
+		httpd_waits(s, con, WAIT_NONE);
 	}
 	if (rq->parked == 2) {
 		rq->parked = 0;
@@ -679,12 +379,12 @@ completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_Reques
 		return;
 	if (((struct req *)(void *)rq)->counted) {
 		pthread_mutex_lock(&s->tcp_mu);
-		client_add(s, rq->client, -1);
+		httpd_client_add(s, rq->client, -1);
 		pthread_mutex_unlock(&s->tcp_mu);
 	}
 	/* A kept-alive connection waits for its next request from now; an upgraded one ends. */
 	if (rq->status != 101)
-		waits(s, con, WAIT_REQUEST);
+		httpd_waits(s, con, WAIT_REQUEST);
 	atomic_fetch_sub(&s->inflight, 1);
 	secs = (double)(ot_now_us() - rq->t0) / 1e6;
 	snprintf(code, sizeof code, "%u", rq->status);
@@ -827,15 +527,7 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	m_duration = ot_metric_new(OT_HISTOGRAM, "ot_http_request_duration_seconds",
 	                           "Time from a request's headers to its answer, by route.", "route", http_bounds,
 	                           sizeof http_bounds / sizeof http_bounds[0]);
-	m_slow = ot_metric_new(OT_COUNTER, "ot_http_slow_heads_total",
-	                       "Connections closed for not sending a request head within the request deadline.",
-	                       NULL, NULL, 0);
-	m_slow_bodies = ot_metric_new(OT_COUNTER, "ot_http_slow_bodies_total",
-	                              "Connections closed for a request body past the request deadline or below "
-	                              "1 KiB a second.", NULL, NULL, 0);
-	m_refused = ot_metric_new(OT_COUNTER, "ot_http_client_refused_total",
-	                          "Connections (requests, behind a trusted proxy) refused past the per-client cap.",
-	                          NULL, NULL, 0);
+	httpd_conn_metrics();
 	if ((*rc = listen_on(o->addr, &fd, errstr, errsz)))
 		return NULL;
 	if (!(s = calloc(1, sizeof *s))) {
@@ -861,13 +553,13 @@ ot_httpd_start(const struct ot_httpd_opts *o, int *rc, char *errstr, size_t errs
 	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections,
 	                        MHD_OPTION_NOTIFY_COMPLETED, completed, s,
 	                        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-	                        MHD_OPTION_NOTIFY_CONNECTION, notify, s,
+	                        MHD_OPTION_NOTIFY_CONNECTION, httpd_notify, s,
 	                        MHD_OPTION_END);
 	if (!s->d) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start the HTTP server on %s", o->addr);
 		goto fail;
 	}
-	if (pthread_create(&s->sweeper, NULL, sweep, s)) {
+	if (pthread_create(&s->sweeper, NULL, httpd_sweep, s)) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
 		goto fail;
 	}
