@@ -263,14 +263,19 @@ ot_limit_check(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req 
 enum MHD_Result
 ot_limit_refuse(struct ot_httpd_req *rq, enum ot_limit_verdict v, long wait_ms)
 {
-	char secs[24];
+	char secs[24], msg[128];
 	const char *hdr[] = {"Retry-After", secs, NULL};
+	long s = (wait_ms + 999) / 1000;
 
-	(void)v;
-	snprintf(secs, sizeof secs, "%ld", (wait_ms + 999) / 1000);
+	snprintf(secs, sizeof secs, "%ld", s);
+	/* A client locked out for its wrong keys should learn that a key is what is wrong. */
+	if (v == OT_LIMIT_AUTH)
+		snprintf(msg, sizeof msg, "too many failed authentications from this client; retry after %ld s", s);
+	else
+		snprintf(msg, sizeof msg, "rate limit exceeded");
 	ot_metric_add(m_limited, 1);
-	return ot_httpd_reply_json(rq, 429, json_pack("{s:s, s:f}", "error", "rate limit exceeded",
-	                                              "retry_after_s", (double)wait_ms / 1000), hdr);
+	return ot_httpd_reply_json(rq, 429, json_pack("{s:s, s:f}", "error", msg, "retry_after_s", (double)wait_ms / 1000),
+	                           hdr);
 }
 
 void

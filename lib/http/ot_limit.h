@@ -49,7 +49,8 @@ void ot_limit_free(struct ot_limit *l);
  * down, its circuit open, or out of memory, OT_LIMIT_GO. A refusal sets *wait_ms. */
 enum ot_limit_verdict ot_limit_check(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq,
                                      struct ot_rlink *link, int auth, const char *key_id, long *wait_ms);
-/* The 429 for a refusal v, with Retry-After from wait_ms; counted in ot_rate_limited_total. */
+/* The 429 for a refusal v, with Retry-After from wait_ms and a body that says which limit it
+ * was; counted in ot_rate_limited_total. */
 enum MHD_Result ot_limit_refuse(struct ot_httpd_req *rq, enum ot_limit_verdict v, long wait_ms);
 /* Registers ot_rate_limited_total. */
 void ot_limit_metrics(void);
