@@ -56,7 +56,7 @@ enum ot_order_res {
 };
 /* Which resource path names, with its {id} segment copied into id (at most idsz - 1 bytes; not
  * yet checked to be a UUID: ot_id_canon does that) for the per-order ones, "" otherwise. Pure:
- * the route and id parser of the HTTP boundary. */
+ * the route and id parser of the HTTP boundary, read from ot_api.c's route table. */
 enum ot_order_res ot_http_order_path(const char *path, char *id, size_t idsz);
 
 /* The tracking page: build/lib/ot_page.c, generated from lib/page/index.html by scripts/embed-page. */

@@ -547,6 +547,30 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	assert_line --index 1 404
 }
 
+@test "ot-serve: a 429 after failed authentications says why in its body, unlike one for the rate" {
+	OWN_REDIS_PORT=$((PORT + 1))
+	own_redis
+	serve OT_RATE_LIMIT=0 OT_REDIS_URL="redis://127.0.0.1:$OWN_REDIS_PORT/0"
+	for i in $(seq 1 10); do
+		run anon -X POST -H "Authorization: Bearer guess-$i" -H 'Content-Type: application/json' -d '{}' "$BASE/orders"
+		assert_line --index 1 401
+	done
+	run anon -D "$BATS_TEST_TMPDIR/h" -X POST -H 'Authorization: Bearer guess-11' -H 'Content-Type: application/json' \
+		-d '{}' "$BASE/orders"
+	assert_line --index 1 429
+	retry=$(tr -d '\r' < "$BATS_TEST_TMPDIR/h" | sed -n 's/^Retry-After: //Ip')
+	[ "$retry" -ge 1 ]
+	assert_line --index 0 --partial "\"error\":\"too many failed authentications from this client; retry after $retry s\""
+	refute_output --partial 'rate limit exceeded'
+	# a read with a wrong key meets the same limit, and hears the same
+	run anon -H 'X-API-Key: guess-12' "$BASE/orders/00000000-0000-4000-8000-000000000000"
+	assert_line --index 1 429
+	assert_line --index 0 --partial '"error":"too many failed authentications from this client; retry after '
+	# the right key is not refused
+	run http "$BASE/orders/00000000-0000-4000-8000-000000000000"
+	assert_line --index 1 404
+}
+
 @test "ot-serve: behind --trusted-proxies each client has its own limits, named by X-Forwarded-For or Forwarded; from an untrusted peer those headers count for nothing" {
 	OWN_REDIS_PORT=$((PORT + 1))
 	own_redis
