@@ -38,6 +38,7 @@ struct ot_in {
 	struct part ends[MAX_PARTS]; /* ot_in_stop_at_end's high watermarks, by topic and partition */
 	int nends;
 	struct ot_out *dlq;   /* dead letters, opened with the consumer */
+	int no_dlq;           /* ot_in_open_no_dlq: it sends none, so needs no "<topic>.dlq" */
 	char group[128];
 	char traceparent[64]; /* the current record's header, for ot_msg */
 	char tool[32];        /* the lag gauges' tool label */
@@ -433,19 +434,20 @@ open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg,
 			names[n++] = tok;
 		}
 	}
-	for (i = 0; i < n; i++) /* each input topic and its dead-letter topic */
+	for (i = 0; i < n; i++) /* each input topic and, for one that dead-letters, its own */
 		names[n + i] = dlqs[i];
 	/* Topics are made by "ot-relay topics create", not here: a consumer needs no right to
 	 * create them. One missing is waited for (subscribed all the same), and said once. */
 	if ((md = all_metadata(in->rk, 5000, NULL, 0))) {
-		for (i = 0; i < 2 * n; i++)
+		for (i = 0; i < (in->no_dlq ? 1 : 2) * n; i++)
 			if (!find_topic(md, names[i]))
 				OT_WARN(NULL, "kafka: topic %s does not exist (yet); create it with "
 				        "ot-relay topics create %s", names[i], names[i]);
 		rd_kafka_metadata_destroy(md);
 	}
 	r = 0;
-	in->dlq = ot_out_open(KAFKA_PREFIX, cfg, &r, errstr, errsz);
+	if (!in->no_dlq)
+		in->dlq = ot_out_open(KAFKA_PREFIX, cfg, &r, errstr, errsz);
 	if (!r && rd_kafka_subscribe(in->rk, subs))
 		r = ot_err(OT_ESERVICE, errstr, errsz, "kafka: cannot subscribe to %s", topics);
 	rd_kafka_topic_partition_list_destroy(subs);
@@ -457,8 +459,8 @@ open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *cfg,
 	return in;
 }
 
-struct ot_in *
-ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+static struct ot_in *
+in_open(const char *spec, const struct ot_config *cfg, int no_dlq, int *rc, char *errstr, size_t errsz)
 {
 	struct ot_in *in = calloc(1, sizeof *in);
 	int dummy;
@@ -470,6 +472,7 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		return NULL;
 	}
+	in->no_dlq = no_dlq;
 	in->count = cfg->count;
 	snprintf(in->tool, sizeof in->tool, "%s", cfg->tool ? cfg->tool : "ordertrack");
 	in->attempts = cfg->attempts > 0 ? cfg->attempts : 8;
@@ -492,6 +495,18 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 		return NULL;
 	}
 	return in;
+}
+
+struct ot_in *
+ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	return in_open(spec, cfg, 0, rc, errstr, errsz);
+}
+
+struct ot_in *
+ot_in_open_no_dlq(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	return in_open(spec, cfg, 1, rc, errstr, errsz);
 }
 
 int
