@@ -1,5 +1,4 @@
-/* ot-cache: cache maintenance — get (cache-aside), warm, invalidate. */
-#include <getopt.h>
+/* ot-cache: cache maintenance — get (cache-aside), warm, invalidate, rebuild, sync, stats, verify. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,38 +22,6 @@
 #include "ot_trace.h"
 
 static const char *argv0 = "ot-cache";
-
-static void
-usage(FILE *f, int full)
-{
-	fprintf(f, "usage: %s get [ID...]\n"
-	        "       %s warm\n"
-	        "       %s invalidate [ID...]\n"
-	        "       %s rebuild [-i kafka:orders.events] [-o beginning]\n"
-	        "       %s sync [-i kafka:orders.events] [-G group]\n"
-	        "       %s stats\n"
-	        "       %s verify [--repair] [--since DURATION]\n", argv0, argv0, argv0, argv0, argv0, argv0, argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nget: prints each order's status as JSON, from Redis, else from the database (and\n"
-	        "  refills Redis). warm: caches every order not yet in a final state. invalidate:\n"
-	        "  deletes the cached entries. Without IDs, get and invalidate read ids from stdin.\n"
-	        "rebuild: replays orders.events (from the beginning, to its end) into Redis through the\n"
-	        "  same versioned compare-and-set as live writes, so the result matches them.\n"
-	        "sync: the same, continuously, in a consumer group (default ot-cache-sync): keeps a\n"
-	        "  second cache, or one that lost its data, in step with Kafka.\n"
-	        "stats: hits, misses, fills and hit ratio of cache-aside reads, keys per state.\n"
-	        "verify: compares Redis with the database and prints each drift as a JSON line;\n"
-	        "  --repair replaces drifted entries with the database's state. Exits 65 on drift\n"
-	        "  left unrepaired. --since checks only the orders the database changed lately, from\n"
-	        "  the database's side: run every minute with --repair, it mends what a writer that\n"
-	        "  died could not.\n\n"
-	        "      --repair            verify: fix what drifted\n"
-	        "      --since D           verify: only orders changed in the last D (90s, 15m, 2h)\n"
-	        "  -i, --input SPEC        rebuild: kafka:TOPIC or - (default kafka:orders.events)\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n%s", ot_config_usage);
-}
 
 /* Next id from argv, else from stdin, in its canonical form when it is a UUID; NULL at the end. */
 static const char *
@@ -222,167 +189,333 @@ rebuild(struct ot_config *cfg, const char *input, struct ot_cache *cache, int sy
 	return rc;
 }
 
-int
-main(int argc, char **argv)
-{
-	static const struct option longopts[] = {
-		OT_CONFIG_LONGOPTS,
-		{"input", required_argument, NULL, 'i'},
-		{"repair", no_argument, NULL, OT_OPT_TOOL_BASE},
-		{"since", required_argument, NULL, OT_OPT_TOOL_BASE + 1},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
+/* A subcommand's run: its config, the cache, and where its operands start. */
+struct job {
 	struct ot_config cfg;
-	struct ot_cache *cache = NULL;
-	PGconn *db = NULL;
-	const char *cmd, *id, *input = "kafka:" OT_TOPIC_ORDERS;
-	char err[1024], *line = NULL;
-	size_t cap = 0;
-	int c, rc = OT_OK, i = 0, bad = 0, n = 0, repair = 0, redis_down = 0;
-	long count, since = -1;
+	struct ot_cache *cache;
+	PGconn *db;
+	int next, redis_down;
+};
 
-	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "i:hV", longopts, NULL)) != -1) {
-		if ((rc = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (rc >= 0)
-				return rc;
-			continue;
+/* The end of every subcommand: output flushed and checked, everything freed; the exit status. */
+static int
+finish(struct job *j, int rc)
+{
+	if (fflush(stdout) && !rc)
+		rc = OT_EOUTPUT;
+	ot_cache_free(j->cache);
+	PQfinish(j->db);
+	ot_config_free(&j->cfg);
+	return ot_exit_status(rc);
+}
+
+enum { IDS = 1, REDIS_MAY_FAIL = 2, ORDERS_DB = 4 };
+
+/* A subcommand's start: its options (argv[0] its name; operands only with IDS), the config,
+ * the cache with Redis answering (unless REDIS_MAY_FAIL: then j->redis_down), and with
+ * ORDERS_DB the database. Returns 0, -1 after -h or -V, or the exit status. */
+static int
+start(struct job *j, const struct ot_cli *cli, int argc, char **argv, int how, const char *addr)
+{
+	static char prog[64];
+	const char *name = argv[0];
+	char err[1024];
+	int rc, done;
+
+	memset(j, 0, sizeof *j);
+	ot_config_init(&j->cfg, argv0);
+	snprintf(prog, sizeof prog, "%s %s", argv0, argv[0]); /* getopt's messages begin with it */
+	argv[0] = prog;
+	if ((rc = ot_tool_args(&j->cfg, cli, argc, argv, &j->next, &done)) || done ||
+	    (!(how & IDS) && j->next < argc)) {
+		if (!rc && !done) {
+			fprintf(stderr, "%s: %s takes no arguments\n", argv0, name);
+			rc = EX_USAGE;
 		}
-		switch (c) {
-		case 'i': input = optarg; break;
-		case OT_OPT_TOOL_BASE: repair = 1; break;
-		case OT_OPT_TOOL_BASE + 1:
-			if ((since = ot_duration(optarg)) <= 0) {
-				fprintf(stderr, "%s: --since %s: expected 90s, 15m, 2h or seconds\n", argv0, optarg);
-				return EX_USAGE;
-			}
-			break;
-		}
+		ot_config_free(&j->cfg);
+		return rc ? rc : -1;
 	}
-	rc = OT_OK;
-	if (optind >= argc || (strcmp(argv[optind], "get") && strcmp(argv[optind], "warm") &&
-	                       strcmp(argv[optind], "invalidate") && strcmp(argv[optind], "rebuild") &&
-	                       strcmp(argv[optind], "sync") && strcmp(argv[optind], "stats") &&
-	                       strcmp(argv[optind], "verify"))) {
-		if (optind < argc)
-			fprintf(stderr, "%s: unknown command: %s\n", argv0, argv[optind]);
-		usage(stderr, 0);
-		return EX_USAGE;
-	}
-	cmd = argv[optind++];
-	if ((repair || since > 0) && strcmp(cmd, "verify")) {
-		fprintf(stderr, "%s: --%s belongs to verify\n", argv0, repair ? "repair" : "since");
-		return EX_USAGE;
-	}
-	if ((strcmp(cmd, "get") && strcmp(cmd, "invalidate")) && optind < argc) {
-		fprintf(stderr, "%s: %s takes no arguments\n", argv0, cmd);
-		return EX_USAGE;
-	}
-	if ((rc = ot_tool_start(&cfg, !strcmp(cmd, "sync") ? ":8084" : NULL)))
+	if ((rc = ot_tool_start(&j->cfg, addr)))
 		return rc;
-	if (!(cache = ot_cache_new(cfg.redis_url))) {
+	if (!(j->cache = ot_cache_new(j->cfg.redis_url))) {
 		OT_ERROR(NULL, "out of memory");
-		rc = OT_EINTERNAL;
-		goto out;
+		return finish(j, OT_EINTERNAL);
 	}
-	if (ot_cache_ping(cache, err, sizeof err)) {
-		if (strcmp(cmd, "get")) {
+	if (ot_cache_ping(j->cache, err, sizeof err)) {
+		if (!(how & REDIS_MAY_FAIL)) {
 			OT_ERROR(NULL, "%s", err);
-			rc = OT_ESERVICE;
-			goto out;
+			return finish(j, OT_ESERVICE);
 		}
 		OT_WARN(NULL, "%s; reading the database", err);
-		redis_down = 1;
+		j->redis_down = 1;
 	}
-	if (!strcmp(cmd, "rebuild") || !strcmp(cmd, "sync")) {
-		rc = rebuild(&cfg, input, cache, !strcmp(cmd, "sync"));
-		goto out;
-	}
-	if (!strcmp(cmd, "stats")) {
-		json_t *o = ot_cache_stats(cache, err, sizeof err);
-		char *js = o ? json_dumps(o, OT_JSON_FLAGS) : NULL;
-		if (!o) {
-			OT_ERROR(NULL, "%s", err);
-			rc = OT_ESERVICE;
-		} else if (!js || puts(js) == EOF) {
-			rc = OT_EOUTPUT;
-		}
-		free(js);
-		json_decref(o);
-		goto out;
-	}
-	if (strcmp(cmd, "invalidate") && !(db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
+	if ((how & ORDERS_DB) && !(j->db = ot_pg_open(j->cfg.orders_db, "orders", &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
-		goto out;
+		return finish(j, rc);
 	}
-	if (!strcmp(cmd, "verify")) {
-		struct ot_drift d;
-		long drift;
+	return 0;
+}
 
-		if (since > 0)
-			rc = (count = ot_cache_verify_since(cache, db, (double)since, repair, stdout, &d, err, sizeof err)) < 0
-			     ? (int)count : OT_OK;
-		else
-			rc = ot_cache_verify(cache, db, repair, stdout, &d, err, sizeof err);
-		if (rc) {
-			OT_ERROR(NULL, "verify: %s", err);
-			goto out;
-		}
-		drift = d.stale + d.ahead + d.mismatch + d.orphan;
-		if (since > 0)
-			OT_INFO(NULL, "verify: %ld orders changed in the last %lds: %ld cached and checked: %ld stale, "
-			        "%ld ahead, %ld mismatched, %ld repaired; %ld not cached", count, since, d.checked,
-			        d.stale, d.ahead, d.mismatch, d.repaired, d.missing);
-		else
-			OT_INFO(NULL, "verify: %ld cached entries checked: %ld stale, %ld ahead, %ld mismatched, "
-			        "%ld orphaned, %ld repaired; %ld active orders not cached", d.checked, d.stale,
-			        d.ahead, d.mismatch, d.orphan, d.repaired, d.missing);
-		if (drift > d.repaired)
-			rc = OT_EINPUT;
-		goto out;
-	}
-	if (!strcmp(cmd, "warm")) {
-		count = ot_cache_warm(cache, db, err, sizeof err);
-		if (count < 0) {
-			OT_ERROR(NULL, "%s", err);
-			rc = (int)count;
-		} else {
-			OT_INFO(NULL, "warmed %ld active orders", count);
-		}
-		goto out;
-	}
-	argc -= optind;
-	argv += optind;
+/* Runs one on each id of the operands, else of stdin; an id that is not a UUID, or that one
+ * counts in *bad (not found), makes the run's status 65. Returns 0 or the error that stopped it. */
+static int
+each_id(struct job *j, int argc, char **argv, int (*one)(struct job *j, const char *id, int *bad))
+{
+	const char *id;
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = OT_OK, i = 0, bad = 0;
+
+	argc -= j->next;
+	argv += j->next;
 	while (!ot_stop && (id = next_id(argv, &i, argc, &line, &cap))) {
-		n++;
 		if (!ot_uuid_valid(id)) {
 			OT_ERROR(NULL, "order id is not a UUID: %s", id);
 			bad++;
-		} else if (!strcmp(cmd, "get")) {
-			if ((rc = get(db, redis_down ? NULL : cache, id, &bad)))
-				break;
-		} else {
-			c = ot_cache_invalidate(cache, id, err, sizeof err);
-			if (c < 0) {
-				OT_ERROR(id, "%s", err);
-				rc = c;
-				break;
-			}
-			OT_INFO(id, "%s", c ? "invalidated" : "was not cached");
+		} else if ((rc = one(j, id, &bad))) {
+			break;
 		}
 	}
-	if (!rc && bad)
-		rc = OT_EINPUT;
-	if (!strcmp(cmd, "get") && !redis_down)
-		ot_cache_stats_flush(cache, err, sizeof err);
-out:
-	if (fflush(stdout) && !rc)
-		rc = OT_EOUTPUT;
 	free(line);
-	ot_cache_free(cache);
-	PQfinish(db);
-	ot_config_free(&cfg);
-	return ot_exit_status(rc);
+	return !rc && bad ? OT_EINPUT : rc;
+}
+
+static int
+get_one(struct job *j, const char *id, int *bad)
+{
+	return get(j->db, j->redis_down ? NULL : j->cache, id, bad);
+}
+
+/* "get [ID...]": each order's status, cache-aside. */
+static int
+get_main(int argc, char **argv)
+{
+	const struct ot_cli cli = {"get [ID...] [options]",
+	                           "Prints each order's status as JSON, from Redis, else from the database (and\n"
+	                           "refills Redis); with Redis unreachable, from the database. Without IDs, reads\n"
+	                           "one id a line from stdin.", OT_USE_ORDERS | OT_USE_REDIS, NULL, 0, NULL, NULL, 0};
+	struct job j;
+	char err[1024];
+	int rc;
+
+	if ((rc = start(&j, &cli, argc, argv, IDS | REDIS_MAY_FAIL | ORDERS_DB, NULL)))
+		return rc < 0 ? 0 : rc;
+	rc = each_id(&j, argc, argv, get_one);
+	if (!j.redis_down)
+		ot_cache_stats_flush(j.cache, err, sizeof err);
+	return finish(&j, rc);
+}
+
+static int
+invalidate_one(struct job *j, const char *id, int *bad)
+{
+	char err[1024];
+	int c;
+
+	(void)bad;
+	if ((c = ot_cache_invalidate(j->cache, id, err, sizeof err)) < 0) {
+		OT_ERROR(id, "%s", err);
+		return c;
+	}
+	OT_INFO(id, "%s", c ? "invalidated" : "was not cached");
+	return OT_OK;
+}
+
+/* "invalidate [ID...]": deletes the cached entries. */
+static int
+invalidate_main(int argc, char **argv)
+{
+	const struct ot_cli cli = {"invalidate [ID...] [options]",
+	                           "Deletes the cached entries. Without IDs, reads one id a line from stdin.",
+	                           OT_USE_REDIS, NULL, 0, NULL, NULL, 0};
+	struct job j;
+	int rc;
+
+	if ((rc = start(&j, &cli, argc, argv, IDS, NULL)))
+		return rc < 0 ? 0 : rc;
+	return finish(&j, each_id(&j, argc, argv, invalidate_one));
+}
+
+/* "warm": caches every order not yet in a final state. */
+static int
+warm_main(int argc, char **argv)
+{
+	const struct ot_cli cli = {"warm [options]", "Caches every order not yet delivered, rejected or cancelled.",
+	                           OT_USE_ORDERS | OT_USE_REDIS, NULL, 0, NULL, NULL, 0};
+	struct job j;
+	char err[1024];
+	long n;
+	int rc;
+
+	if ((rc = start(&j, &cli, argc, argv, ORDERS_DB, NULL)))
+		return rc < 0 ? 0 : rc;
+	if ((n = ot_cache_warm(j.cache, j.db, err, sizeof err)) < 0) {
+		OT_ERROR(NULL, "%s", err);
+		return finish(&j, (int)n);
+	}
+	OT_INFO(NULL, "warmed %ld active orders", n);
+	return finish(&j, OT_OK);
+}
+
+static const struct ot_opt input_opt[] = {
+	{"input", 'i', "SPEC", "kafka:TOPIC or - (default kafka:orders.events)"},
+};
+
+/* "rebuild" and "sync": the order events replayed into Redis, once or continuously. */
+static int
+replay_main(int argc, char **argv, int sync)
+{
+	const char *input = "kafka:" OT_TOPIC_ORDERS;
+	const struct ot_cli rebuild_cli = {"rebuild [-i INPUT] [options]",
+	                                   "Replays orders.events (from the beginning, to its end) into Redis through the\n"
+	                                   "same versioned compare-and-set as live writes, so the result matches them.",
+	                                   OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_ORDERS | OT_USE_REDIS, input_opt, 1,
+	                                   ot_tool_take_string, &input, 0};
+	const struct ot_cli sync_cli = {"sync [-i INPUT] [options]",
+	                                "The same as rebuild, continuously, in a consumer group (default ot-cache-sync):\n"
+	                                "keeps a second cache, or one that lost its data, in step with Kafka.",
+	                                OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_ORDERS | OT_USE_REDIS | OT_USE_HTTP,
+	                                input_opt, 1, ot_tool_take_string, &input, 0};
+	struct job j;
+	int rc;
+
+	if ((rc = start(&j, sync ? &sync_cli : &rebuild_cli, argc, argv, 0, sync ? ":8084" : NULL)))
+		return rc < 0 ? 0 : rc;
+	return finish(&j, rebuild(&j.cfg, input, j.cache, sync));
+}
+
+static int
+rebuild_main(int argc, char **argv)
+{
+	return replay_main(argc, argv, 0);
+}
+
+static int
+sync_main(int argc, char **argv)
+{
+	return replay_main(argc, argv, 1);
+}
+
+/* "stats": the cache-aside counters and the keys per state, as one JSON line. */
+static int
+stats_main(int argc, char **argv)
+{
+	const struct ot_cli cli = {"stats [options]",
+	                           "Prints hits, misses, fills and hit ratio of cache-aside reads, and keys per state.",
+	                           OT_USE_REDIS, NULL, 0, NULL, NULL, 0};
+	struct job j;
+	char err[1024], *js;
+	json_t *o;
+	int rc;
+
+	if ((rc = start(&j, &cli, argc, argv, 0, NULL)))
+		return rc < 0 ? 0 : rc;
+	if (!(o = ot_cache_stats(j.cache, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		return finish(&j, OT_ESERVICE);
+	}
+	js = json_dumps(o, OT_JSON_FLAGS);
+	rc = !js || puts(js) == EOF ? OT_EOUTPUT : OT_OK;
+	free(js);
+	json_decref(o);
+	return finish(&j, rc);
+}
+
+struct verify {
+	int repair;
+	long since;   /* seconds; -1: every cached entry */
+};
+
+static const struct ot_opt verify_opt[] = {
+	{"repair", OT_OPT_TOOL_BASE, NULL, "replace drifted entries with the database's state"},
+	{"since", OT_OPT_TOOL_BASE + 1, "D", "only orders the database changed in the last D (90s, 15m, 2h)"},
+};
+
+static int
+verify_take(void *arg, int key, const char *val)
+{
+	struct verify *v = arg;
+
+	if (key == OT_OPT_TOOL_BASE)
+		v->repair = 1;
+	else if ((v->since = ot_duration(val)) <= 0) {
+		fprintf(stderr, "%s: --since %s: expected 90s, 15m, 2h or seconds\n", argv0, val);
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+/* "verify": Redis compared with the database, each drift a JSON line; 65 on drift left. */
+static int
+verify_main(int argc, char **argv)
+{
+	struct verify v = {0, -1};
+	const struct ot_cli cli = {"verify [--repair] [--since DURATION] [options]",
+	                           "Compares Redis with the database and prints each drift as a JSON line. Exits 65\n"
+	                           "on drift left unrepaired. --since checks only the orders the database changed\n"
+	                           "lately, from the database's side: run every minute with --repair, it mends what\n"
+	                           "a writer that died could not.", OT_USE_ORDERS | OT_USE_REDIS, verify_opt, 2,
+	                           verify_take, &v, 0};
+	struct ot_drift d;
+	struct job j;
+	char err[1024];
+	long count = 0;
+	int rc;
+
+	if ((rc = start(&j, &cli, argc, argv, ORDERS_DB, NULL)))
+		return rc < 0 ? 0 : rc;
+	if (v.since > 0)
+		rc = (count = ot_cache_verify_since(j.cache, j.db, (double)v.since, v.repair, stdout, &d, err,
+		                                    sizeof err)) < 0 ? (int)count : OT_OK;
+	else
+		rc = ot_cache_verify(j.cache, j.db, v.repair, stdout, &d, err, sizeof err);
+	if (rc) {
+		OT_ERROR(NULL, "verify: %s", err);
+		return finish(&j, rc);
+	}
+	if (v.since > 0)
+		OT_INFO(NULL, "verify: %ld orders changed in the last %lds: %ld cached and checked: %ld stale, "
+		        "%ld ahead, %ld mismatched, %ld repaired; %ld not cached", count, v.since, d.checked,
+		        d.stale, d.ahead, d.mismatch, d.repaired, d.missing);
+	else
+		OT_INFO(NULL, "verify: %ld cached entries checked: %ld stale, %ld ahead, %ld mismatched, "
+		        "%ld orphaned, %ld repaired; %ld active orders not cached", d.checked, d.stale,
+		        d.ahead, d.mismatch, d.orphan, d.repaired, d.missing);
+	return finish(&j, d.stale + d.ahead + d.mismatch + d.orphan > d.repaired ? OT_EINPUT : OT_OK);
+}
+
+static const struct ot_sub subs[] = {
+	{"get", get_main}, {"warm", warm_main}, {"invalidate", invalidate_main}, {"rebuild", rebuild_main},
+	{"sync", sync_main}, {"stats", stats_main}, {"verify", verify_main},
+};
+#define NSUBS (sizeof subs / sizeof *subs)
+
+/* No subcommand named: -h and -V answer, anything else is a usage error. */
+static int
+no_command(int argc, char **argv)
+{
+	FILE *f = stderr;
+	size_t i;
+
+	if (argc > 1 && (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version"))) {
+		puts(OT_VERSION);
+		return EX_OK;
+	}
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")))
+		f = stdout;
+	else if (argc > 1 && argv[1][0] == '-')
+		fprintf(stderr, "%s: %s: options go after the command\n", argv0, argv[1]);
+	else if (argc > 1)
+		fprintf(stderr, "%s: unknown command: %s\n", argv0, argv[1]);
+	fprintf(f, "usage: %s COMMAND [options]   (%s COMMAND -h for each)\n\ncommands:", argv0, argv0);
+	for (i = 0; i < NSUBS; i++)
+		fprintf(f, " %s", subs[i].name);
+	fputc('\n', f);
+	return f == stdout ? EX_OK : EX_USAGE;
+}
+
+int
+main(int argc, char **argv)
+{
+	return ot_tool_dispatch(argv0, subs, NSUBS, no_command, argc, argv);
 }

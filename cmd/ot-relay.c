@@ -1,6 +1,5 @@
 /* ot-relay: the Event Relay — an outbox drained to Kafka or stdout, or envelopes piped to Kafka. */
 #include <ctype.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,80 +32,180 @@ enum {
 	OPT_DROP_SLOT, OPT_PARTITIONS, OPT_REPLICATION, OPT_CONFIG, OPT_DLQ_CONFIG, OPT_LOCK_TIMEOUT, OPT_INTERVAL
 };
 
-/* What "topics create" makes when it is named no topic: every topic the tools use. */
-static const char *const default_topics[] = {
-	OT_TOPIC_ORDERS, OT_TOPIC_ORDERS ".dlq", OT_TOPIC_INVENTORY, OT_TOPIC_INVENTORY ".dlq",
-	OT_TOPIC_DELIVERY, OT_TOPIC_DELIVERY ".dlq",
+/* A job's options: the config, its own options to cli->take, the operands from *next (none
+ * unless operands). prog names it in getopt's messages ("ot-relay replay"); NULL keeps
+ * argv[0]. Returns 0, -1 after -h or -V, or the exit status, with cfg freed. */
+static int
+args(struct ot_config *cfg, const struct ot_cli *cli, int argc, char **argv, char *prog, int operands, int *next)
+{
+	int rc, done;
+
+	ot_config_init(cfg, argv0);
+	if (prog)
+		argv[0] = prog;
+	if (!(rc = ot_tool_args(cfg, cli, argc, argv, next, &done)) && !done && !operands && *next < argc) {
+		fprintf(stderr, "%s: unexpected argument: %s\n", argv0, argv[*next]);
+		ot_tool_usage(cfg, cli, stderr);
+		rc = EX_USAGE;
+	}
+	if (rc || done)
+		ot_config_free(cfg);
+	return rc ? rc : done ? -1 : 0;
+}
+
+static int
+usage_error(struct ot_config *cfg)
+{
+	ot_config_free(cfg);
+	return EX_USAGE;
+}
+
+/* The outbox relay, the default job. */
+static const struct ot_opt relay_opt[] = {
+	{"db", OPT_DB, "NAME", "orders (default) or inventory"},
+	{"output", 'O', "SPEC", "- (default), kafka or kafka:TOPIC"},
+	{"mode", OPT_MODE, "MODE", "poll (default): read the table; cdc: stream inserts from the WAL\n"
+	 "(logical replication, pgoutput; needs wal_level=logical)"},
+	{"slot", OPT_SLOT, "NAME", "cdc: the replication slot (default ot_relay_<db>)"},
+	{"drop-slot", OPT_DROP_SLOT, NULL, "cdc: drop the slot, so the server keeps no more WAL for it, and exit"},
+	{"once", OPT_ONCE, NULL, "drain the outbox and exit (for a CronJob)"},
+	{"attempts", OT_OPT_ATTEMPTS, "N", "tries of a batch while a service fails (OT_RETRY_ATTEMPTS, 8)"},
 };
 
+struct relay {
+	struct ot_config *cfg;
+	const char *db, *output, *mode, *slot;
+	int once, drop_slot, outset;
+};
+
+static int
+relay_take(void *arg, int key, const char *val)
+{
+	struct relay *r = arg;
+	char err[512];
+
+	if ((key == OPT_DB && strcmp(val, "orders") && strcmp(val, "inventory")) ||
+	    (key == OPT_MODE && strcmp(val, "poll") && strcmp(val, "cdc"))) {
+		fprintf(stderr, "%s: %s %s: expected %s\n", argv0, key == OPT_DB ? "--db" : "--mode", val,
+		        key == OPT_DB ? "orders or inventory" : "poll or cdc");
+		return EX_USAGE;
+	}
+	if (key == OT_OPT_ATTEMPTS && ot_config_opt(r->cfg, key, val, err, sizeof err) < 0) {
+		fprintf(stderr, "%s: %s\n", argv0, err);
+		return EX_USAGE;
+	}
+	switch (key) {
+	case OPT_DB: r->db = val; break;
+	case 'O': r->output = val; r->outset = 1; break;
+	case OPT_MODE: r->mode = val; break;
+	case OPT_SLOT: r->slot = val; break;
+	case OPT_ONCE: r->once = 1; break;
+	case OPT_DROP_SLOT: r->drop_slot = 1; break;
+	}
+	return 0;
+}
+
+/* --drop-slot: the slot gone, so the server keeps no WAL for it. */
+static int
+drop_slot(const char *conn, const char *slot)
+{
+	char err[1024];
+	int rc;
+
+	if ((rc = ot_cdc_drop(conn, slot, err, sizeof err)) < 0) {
+		OT_ERROR(NULL, "cdc: %s", err);
+		return rc;
+	}
+	OT_INFO(NULL, "cdc: replication slot %s %s", slot, rc ? "dropped" : "did not exist");
+	return OT_OK;
+}
+
+static int
+relay_main(int argc, char **argv)
+{
+	struct ot_config cfg;
+	struct relay r = {&cfg, "orders", "-", "poll", NULL, 0, 0, 0};
+	const struct ot_cli cli = {"[--db orders|inventory] [--mode poll|cdc] [-O OUTPUT] [--once] [options]",
+	                           "Drains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
+	                           "(each row to its own topic, key = order_id, headers ot-id, ot-type, traceparent).\n"
+	                           "Rows are deleted only after every record of the batch was acknowledged. It runs until\n"
+	                           "stopped, woken by LISTEN/NOTIFY, or with --once drains what is there and exits.\n"
+	                           "Other jobs: the copy (ot-relay -i INPUT -h), replay, topics, migrate and lag\n"
+	                           "(ot-relay replay -h).", OT_USE_KAFKA | OT_USE_BATCH | OT_USE_ORDERS |
+	                           OT_USE_INVENTORY | OT_USE_HTTP, relay_opt, 7, relay_take, &r, 0};
+	struct ot_health_deps deps = {0};
+	struct ot_health *health = NULL;
+	struct ot_outbox_watch *watch = NULL;
+	struct ot_out *out = NULL;
+	PGconn *db = NULL;
+	char err[1024], slot[64];
+	const char *conn;
+	long total = 0;
+	int next, rc;
+
+	if ((rc = args(&cfg, &cli, argc, argv, NULL, 0, &next)))
+		return rc < 0 ? 0 : rc;
+	if (r.drop_slot && (strcmp(r.mode, "cdc") || r.once || r.outset)) {
+		fprintf(stderr, "%s: --drop-slot takes --mode cdc, --db and --slot only\n", argv0);
+		return usage_error(&cfg);
+	}
+	/* Only a relay that runs for long has a port of its own. */
+	if ((rc = ot_tool_start(&cfg, !r.once && !r.drop_slot ? ":8082" : NULL)))
+		return rc;
+	if (!r.slot) {
+		snprintf(slot, sizeof slot, "ot_relay_%s", r.db);
+		r.slot = slot;
+	}
+	conn = !strcmp(r.db, "orders") ? cfg.orders_db : cfg.inventory_db;
+	if (r.drop_slot) {
+		rc = drop_slot(conn, r.slot);
+		goto out;
+	}
+	if (!(out = ot_out_open(r.output, &cfg, &rc, err, sizeof err)) ||
+	    !(db = ot_pg_open(conn, r.db, &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	ot_outbox_metrics_db(r.db);
+	deps.orders_db = !strcmp(r.db, "orders") ? cfg.orders_db : NULL;
+	deps.inventory_db = !strcmp(r.db, "orders") ? NULL : cfg.inventory_db;
+	deps.out = out;
+	if (!(health = ot_health_serve(&cfg, !r.once, &deps, &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	if (health && !(watch = ot_outbox_watch_start(conn, r.db, strcmp(r.mode, "cdc") ? NULL : r.slot, err,
+	                                              sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		rc = OT_EINTERNAL;
+		goto out;
+	}
+	if (!strcmp(r.mode, "cdc")) {
+		PQfinish(db);
+		db = NULL;
+		if ((rc = ot_cdc_relay(conn, r.db, r.slot, out, r.once, cfg.attempts, &total, err, sizeof err)))
+			OT_ERROR(NULL, "cdc: %s", err);
+		OT_INFO(NULL, "relayed %ld events from the %s outbox's WAL", total, r.db);
+		goto out;
+	}
+	OT_INFO(NULL, "relaying the %s outbox to %s%s", r.db, r.output, r.once ? " (once)" : "");
+	rc = ot_outbox_drain(db, out, cfg.batch, r.once, cfg.attempts, &total);
+	OT_INFO(NULL, "relayed %ld events from the %s outbox", total, r.db);
+out:
+	ot_outbox_watch_stop(watch);
+	ot_health_stop(health);
+	ot_out_free(out);
+	PQfinish(db);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
+}
+
+/* The copy (-i): envelopes from a pipe, a file or a topic to stdout or a topic. */
 struct stream {
 	struct ot_in *in;
 	struct ot_out *out;
 	int meta, raw;
 };
-
-static void
-usage(FILE *f, int full)
-{
-	fprintf(f, "usage: %s [--db orders|inventory] [--mode poll|cdc] [-O OUTPUT] [--once] [options]\n"
-	        "       %s -i INPUT -O kafka:TOPIC [options]\n"
-	        "       %s replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n"
-	        "       %s topics create [--partitions N] [--replication-factor N] [--config KEY=VALUE]\n"
-	        "                            [--dlq-config KEY=VALUE] [TOPIC...]\n"
-	        "       %s topics list [TOPIC...]\n"
-	        "       %s migrate [--db orders|inventory] [--lock-timeout DURATION]\n"
-	        "       %s lag [--interval SECONDS] [GROUP...]   (%s lag -h)\n",
-	        argv0, argv0, argv0, argv0, argv0, argv0, argv0, argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nDrains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
-	        "(each row to its own topic, key = order_id, headers ot-id, ot-type, traceparent).\n"
-	        "Rows are deleted only after every record of the batch was acknowledged. It runs until\n"
-	        "stopped, woken by LISTEN/NOTIFY, or with --once drains what is there and exits.\n"
-	        "With -i it instead copies envelopes from INPUT (-, a file or kafka:TOPIC) to OUTPUT,\n"
-	        "keyed by order_id; a Kafka offset is stored only once its record was written.\n\n"
-	        "      --db NAME           orders (default) or inventory\n"
-	        "  -O, --output SPEC       - (default), kafka or kafka:TOPIC\n"
-	        "  -i, --input SPEC        copy envelopes from -, a file or kafka:TOPIC instead of an outbox\n"
-	        "      --meta              with -i kafka:TOPIC -O -, print topic, partition, offset, key\n"
-	        "                          and headers around each value\n"
-	        "      --raw               with -i, copy lines without checking they are envelopes\n"
-	        "\nreplay republishes dead letters to the topic in their ot-dlq-topic header, with their\n"
-	        "key, value and original headers and ot-replay-count raised by one. It reads the\n"
-	        "dead-letter topic (-o to start elsewhere) up to its end at the start, so a record that\n"
-	        "fails again meanwhile waits for the next replay, and commits nothing; --dry-run prints the\n"
-	        "records as JSON lines instead, which replay --from - takes back after any filtering.\n"
-	        "      --from SPEC         a dead-letter topic, or - for JSON lines\n"
-	        "      --since TIME        only records dead-lettered at or after TIME (RFC 3339 or ms)\n"
-	        "      --until TIME        only records dead-lettered before TIME\n"
-	        "      --dry-run           print instead of publishing\n"
-	        "      --max N             stop after N records\n"
-	        "      --limit N           refuse records already replayed N times (default 3)\n"
-	        "      --mode MODE         poll (default): read the table; cdc: stream inserts from the WAL\n"
-	        "                          (logical replication, pgoutput; needs wal_level=logical)\n"
-	        "      --slot NAME         cdc: the replication slot (default ot_relay_<db>)\n"
-	        "      --drop-slot         cdc: drop the slot, so the server keeps no more WAL for it, and exit\n"
-	        "      --once              drain the outbox and exit (for a CronJob)\n"
-	        "\ntopics create makes each TOPIC (default: the orders, inventory and delivery topics and\n"
-	        "their .dlq) as asked, as a deployment step run by someone allowed to; no tool creates a\n"
-	        "topic itself. It is idempotent: a topic that exists keeps its partitions and replicas\n"
-	        "and gets the settings asked, its other settings left. topics list prints topics as JSON\n"
-	        "lines. They take -b, -X, -F and --log-level only.\n"
-	        "      --partitions N      partitions of a new topic (default 12)\n"
-	        "      --replication-factor N  replicas of a new topic, and of an existing one (refused\n"
-	        "                          if it has others; default: the broker's)\n"
-	        "      --config KEY=VALUE  a topic setting, such as min.insync.replicas=2 (repeatable)\n"
-	        "      --dlq-config KEY=VALUE  a setting of the .dlq topics only, over --config, such as\n"
-	        "                          retention.ms=2592000000 (repeatable)\n"
-	        "\nmigrate brings the databases' schemas (both, or --db's) to this release's, once, under\n"
-	        "a lock, as a deployment step run with the migration role. Every other command refuses\n"
-	        "a schema newer than it knows (exit 78). It takes --orders-db, --inventory-db and\n"
-	        "--log-level only.\n"
-	        "      --lock-timeout D    how long to wait for any one lock: 500ms, 5s, 1m (default 10s)\n"
-	        "\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n%s", ot_config_usage);
-}
 
 static int
 publish(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
@@ -159,240 +258,198 @@ publish(void *arg, const struct ot_msg *m, char *errstr, size_t errsz)
 	return rc;
 }
 
-static int
-drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
-{
-	char err[1024];
-	long n;
-	int attempt = 0, listening = 0, reconciled = 0, more = 1;
+static const struct ot_opt copy_opt[] = {
+	{"input", 'i', "SPEC", "-, a file or kafka:TOPIC"},
+	{"output", 'O', "SPEC", "- (default) or kafka:TOPIC"},
+	{"meta", OPT_META, NULL, "with -i kafka:TOPIC -O -, print topic, partition, offset, key\n"
+	 "and headers around each value"},
+	{"raw", OPT_RAW, NULL, "copy lines without checking they are envelopes"},
+};
 
-	while (!ot_stop) {
-		if (!listening && !once && !ot_pg_ensure(db, NULL, 0))
-			listening = ot_outbox_listen(db, err, sizeof err) == 0;
-		/* At start and after every failure: rows Kafka took but the DELETE never removed. */
-		n = reconciled ? 0 : ot_outbox_reconcile(db, out, batch > 1000 ? batch : 1000, err, sizeof err);
-		if (n >= 0) {
-			reconciled = 1;
-			/* The NOTIFYs queued so far are for rows this poll sees: one poll for them all. */
-			if (listening && ot_outbox_wait(db, 0) < 0)
-				listening = 0;
-			n = ot_outbox_relay(db, out, batch, &more, err, sizeof err);
-		}
-		if (n < 0) {
-			if (n != OT_ESERVICE || ++attempt >= max) {
-				OT_ERROR(NULL, "relay: %s", err);
-				return (int)n;
-			}
-			OT_WARN(NULL, "relay: attempt %d of %d failed, retrying: %s", attempt, max, err);
-			listening = 0;
-			reconciled = 0;
-			ot_backoff(attempt);
-			ot_pg_ensure(db, NULL, 0);
-			continue;
-		}
-		attempt = 0;
-		*total += n;
-		if (n > 0)
-			OT_DEBUG(NULL, "relayed %ld events", n);
-		/* Rows left (a full batch, an order's next row): at once. The table seen empty: no
-		 * poll that would find nothing, only a NOTIFY (or the timeout) brings the next. */
-		if (n > 0 && more)
-			continue;
-		if (once)
-			break;
-		/* Idle: wait for a NOTIFY, or poll once a second in case one was missed. */
-		if (ot_outbox_wait(db, 1000) < 0)
-			listening = 0;
-	}
-	return OT_OK;
-}
-
-static void
-lag_usage(FILE *f, int full)
-{
-	fprintf(f, "usage: %s lag [--interval SECONDS] [-b BROKERS] [-X prop=val] [-F FILE] [--http-addr ADDR] "
-	        "[GROUP...]\n", argv0);
-	if (!full)
-		return;
-	fprintf(f, "\nServes consumer-group lag as Kafka sees it on /metrics (default port 8085): every\n"
-	        "group's committed offsets against each partition's high watermark, read every\n"
-	        "--interval seconds, whether or not a member of the group is alive. GROUP names\n"
-	        "limit it to those groups. /readyz answers 200 while the last reading is recent.\n\n"
-	        "      --interval SECONDS  between readings (default 10)\n"
-	        "  -b, --brokers LIST      Kafka bootstrap servers (OT_KAFKA_BROKERS)\n"
-	        "  -X prop=val             a librdkafka property (repeatable)\n"
-	        "  -F, --kafka-config FILE librdkafka properties, one prop=value a line (OT_KAFKA_CONFIG)\n"
-	        "      --http-addr ADDR    [host:]port for health and metrics (OT_HTTP_ADDR)\n"
-	        "      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
-	        "  -h, --help              this help\n"
-	        "  -V, --version           print the version\n");
-}
-
-/* /readyz of "lag": a reading at most max_ms old. */
-struct lag_check {
-	struct ot_lag *lag;
-	long long max_ms;
+struct copy {
+	const char *input, *output;
+	int meta, raw;
 };
 
 static int
-lag_ready(void *arg, char *why, size_t whysz)
+copy_take(void *arg, int key, const char *val)
 {
-	struct lag_check *c = arg;
+	struct copy *c = arg;
 
-	return ot_lag_ready(c->lag, c->max_ms, why, whysz);
+	switch (key) {
+	case 'i': c->input = val; break;
+	case 'O': c->output = val; break;
+	case OPT_META: c->meta = 1; break;
+	case OPT_RAW: c->raw = 1; break;
+	}
+	return 0;
 }
 
-/* "lag": the consumer-group lag exporter, until SIGTERM. */
 static int
-lag_main(int argc, char **argv)
+copy_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{"brokers", required_argument, NULL, 'b'},
-		{"kafka-config", required_argument, NULL, 'F'},
-		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
-		{"http-addr", required_argument, NULL, OT_OPT_HTTP_ADDR},
-		{"interval", required_argument, NULL, OPT_INTERVAL},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
+	struct copy c = {NULL, "-", 0, 0};
+	const struct ot_cli cli = {"-i INPUT [-O OUTPUT] [--meta | --raw] [options]",
+	                           "Copies envelopes from INPUT (-, a file or kafka:TOPIC) to OUTPUT, keyed by\n"
+	                           "order_id; a Kafka offset is stored only once its record was written.",
+	                           OT_USE_KAFKA | OT_USE_CONSUMER, copy_opt, 4, copy_take, &c, 0};
+	struct stream sm = {NULL, NULL, 0, 0};
+	struct ot_run_stats st;
 	struct ot_config cfg;
-	struct ot_lag *lag = NULL;
-	struct ot_health *health = NULL;
-	struct ot_health_deps deps = {0};
-	struct lag_check check;
-	long long interval_ms = 10000;
-	char err[1024], *end;
-	int c, r, rc = OT_OK, failing = 0;
+	char err[1024];
+	int next, rc, r;
 
-	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, "b:X:F:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, lag_usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				return r;
-			continue;
-		}
-		if (c == OPT_INTERVAL) {
-			double s = strtod(optarg, &end);
-			if (*end || end == optarg || !(s >= 0.1 && s <= 3600)) {
-				fprintf(stderr, "%s: lag: --interval %s: expected 0.1 to 3600 seconds\n", argv0, optarg);
-				return EX_USAGE;
-			}
-			interval_ms = (long long)(s * 1000);
-		}
+	if ((rc = args(&cfg, &cli, argc, argv, NULL, 0, &next)))
+		return rc < 0 ? 0 : rc;
+	if (c.meta && (!c.input || strncmp(c.input, "kafka", 5) || strcmp(c.output, "-"))) {
+		fprintf(stderr, "%s: --meta needs -i kafka:TOPIC and -O -\n", argv0);
+		return usage_error(&cfg);
 	}
-	if ((r = ot_tool_start(&cfg, ":8085")))
-		return r;
-	if (!(lag = ot_lag_new(&cfg, (const char *const *)argv + optind, (size_t)(argc - optind), &rc, err,
-	                       sizeof err))) {
-		OT_ERROR(NULL, "lag: %s", err);
-		goto out;
-	}
-	/* Ready while a reading is at most three intervals (and a slow one) old. */
-	check.lag = lag;
-	check.max_ms = 3 * interval_ms + 30000;
-	if (!(health = ot_health_serve(&cfg, 1, &deps, &rc, err, sizeof err)) && rc) {
+	if ((rc = ot_tool_start(&cfg, NULL)))
+		return rc;
+	sm.meta = c.meta;
+	sm.raw = c.raw;
+	if (!(sm.out = ot_out_open(c.output, &cfg, &rc, err, sizeof err)) ||
+	    !(sm.in = ot_in_open(c.input, &cfg, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
-	ot_health_check(health, lag_ready, &check);
-	OT_INFO(NULL, "lag: reading %s every %lld ms", optind < argc ? "the groups named" : "every consumer group",
-	        interval_ms);
-	while (!ot_stop) {
-		long long next = ot_now_ms() + interval_ms;
-		if (ot_lag_refresh(lag, err, sizeof err)) {
-			if (!failing++)
-				OT_WARN(NULL, "lag: %s", err);
-		} else if (failing) {
-			OT_INFO(NULL, "lag: read again after %d failed readings", failing);
-			failing = 0;
-		}
-		while (!ot_stop && ot_now_ms() < next)
-			usleep(50000);
+	rc = ot_run(sm.in, publish, &sm, &st);
+	if ((r = ot_out_flush(sm.out, 30000, err, sizeof err))) {
+		OT_ERROR(NULL, "%s", err);
+		rc = r;
 	}
-	rc = OT_OK;
+	OT_INFO(NULL, "%ld records: %ld published, %ld bad, %ld dead-lettered", st.records, r ? 0 : st.ok, st.bad,
+	        st.dead);
 out:
-	ot_health_stop(health);
-	ot_lag_free(lag);
+	ot_in_free(sm.in);
+	ot_out_free(sm.out);
 	ot_config_free(&cfg);
 	return ot_exit_status(rc);
 }
 
+/* Whether the command line asks for the copy (-i) rather than the outbox relay: the two take
+ * different options. A short option's value ends its bundle ("-G-i" is a group). */
 static int
-is_dlq(const char *topic)
+wants_copy(int argc, char **argv)
 {
-	size_t n = strlen(topic);
+	const char *a;
+	int k;
 
-	return n > 4 && !strcmp(topic + n - 4, ".dlq");
+	for (k = 1; k < argc && strcmp(argv[k], "--"); k++) {
+		a = argv[k];
+		if (!strncmp(a, "--inp", 5) && !strncmp(a, "--input", strcspn(a, "=")))
+			return 1;
+		if (a[0] != '-' || a[1] == '-')
+			continue;
+		for (a++; *a && !strchr("bXFGocO", *a); a++)
+			if (*a == 'i')
+				return 1;
+	}
+	return 0;
 }
 
-/* "topics create|list": one JSON line per topic on stdout. */
+/* No subcommand: the outbox relay, or with -i the copy. */
 static int
-topics(const struct ot_config *cfg, int create, const char *const *names, size_t n, int partitions,
-       int replication, const char *const *conf, size_t nconf, const char *const *dlq_conf, size_t ndlq)
+relay_or_copy(int argc, char **argv)
 {
-	struct ot_topic_spec *spec = NULL;
-	enum ot_topic_outcome *outcome = NULL;
-	const char **both = NULL;
-	char err[1024], *line;
-	int rc = OT_OK, unknown = 0;
-	json_t *a = NULL, *t;
-	size_t i;
+	return wants_copy(argc, argv) ? copy_main(argc, argv) : relay_main(argc, argv);
+}
 
-	if (create) {
-		if (!n) {
-			names = default_topics;
-			n = sizeof default_topics / sizeof default_topics[0];
+/* "replay": dead letters sent back to their topics, or printed. */
+struct replay_opts {
+	struct ot_replay rp;
+	const char *from, *output;
+};
+
+static const struct ot_opt replay_opt[] = {
+	{"from", OPT_FROM, "SPEC", "a dead-letter topic, or - for JSON lines as --dry-run prints them"},
+	{"since", OPT_SINCE, "TIME", "only records dead-lettered at or after TIME (RFC 3339 or ms)"},
+	{"until", OPT_UNTIL, "TIME", "only records dead-lettered before TIME"},
+	{"dry-run", OPT_DRY_RUN, NULL, "print instead of publishing"},
+	{"max", OPT_MAX, "N", "stop after N records"},
+	{"limit", OPT_LIMIT, "N", "refuse records already replayed N times (default 3)"},
+	{"output", 'O', "SPEC", "kafka (default; each record to its ot-dlq-topic), or - with --dry-run"},
+};
+
+static int
+replay_take(void *arg, int key, const char *val)
+{
+	struct replay_opts *o = arg;
+	int n;
+
+	if (key == OPT_FROM) {
+		o->from = val;
+	} else if (key == 'O') {
+		o->output = val;
+	} else if (key == OPT_DRY_RUN) {
+		o->rp.dry_run = 1;
+	} else if (key == OPT_SINCE || key == OPT_UNTIL) {
+		if (ot_time_ms(val, key == OPT_SINCE ? &o->rp.since_ms : &o->rp.until_ms)) {
+			fprintf(stderr, "%s: %s %s: expected an RFC 3339 time or milliseconds\n", argv0,
+			        key == OPT_SINCE ? "--since" : "--until", val);
+			return EX_USAGE;
 		}
-		spec = calloc(n, sizeof *spec);
-		outcome = calloc(n, sizeof *outcome);
-		both = calloc(nconf + ndlq + 1, sizeof *both);
-		if (!spec || !outcome || !both) {
-			rc = ot_err(OT_EINTERNAL, err, sizeof err, "out of memory");
-			goto out;
-		}
-		/* A dead-letter topic's own settings come after the others: they win. */
-		memcpy(both, conf, nconf * sizeof *both);
-		memcpy(both + nconf, dlq_conf, ndlq * sizeof *both);
-		for (i = 0; i < n; i++) {
-			spec[i] = (struct ot_topic_spec){names[i], partitions, replication, both, nconf};
-			if (is_dlq(names[i]))
-				spec[i].nconfig = nconf + ndlq;
-		}
-		if ((rc = ot_topics_ensure(cfg, spec, n, outcome, err, sizeof err)))
-			goto out;
+	} else if ((n = atoi(val)) < 1) {
+		fprintf(stderr, "%s: %s %s: expected a number >= 1\n", argv0, key == OPT_MAX ? "--max" : "--limit", val);
+		return EX_USAGE;
+	} else if (key == OPT_MAX) {
+		o->rp.max = n;
+	} else {
+		o->rp.limit = n;
 	}
-	if (!(a = ot_topics_describe(cfg, names, n, &rc, err, sizeof err)))
-		goto out;
-	json_array_foreach(a, i, t) {
-		if (outcome) {
-			json_object_set_new(t, "created", json_boolean(outcome[i] == OT_TOPIC_CREATED));
-			json_object_set_new(t, "altered", json_boolean(outcome[i] == OT_TOPIC_ALTERED));
-		}
-		if (json_object_get(t, "error"))
-			unknown++;
-		if (!(line = json_dumps(t, OT_JSON_FLAGS))) {
-			rc = ot_err(OT_EINTERNAL, err, sizeof err, "out of memory");
-			goto out;
-		}
-		puts(line);
-		free(line);
-		if (outcome && outcome[i] == OT_TOPIC_CREATED)
-			OT_INFO(NULL, "topics: created %s", names[i]);
+	return 0;
+}
+
+static int
+replay_main(int argc, char **argv)
+{
+	static char prog[] = "ot-relay replay";
+	struct replay_opts o = {{0, 0, 0, 3, 0}, NULL, NULL};
+	const struct ot_cli cli = {"replay --from TOPIC.dlq|- [--since TIME] [--until TIME] [--dry-run] [--max N]\n"
+	                           "                [--limit N] [options]",
+	                           "Republishes dead letters to the topic in their ot-dlq-topic header, with their key,\n"
+	                           "value and original headers and ot-replay-count raised by one. It reads the\n"
+	                           "dead-letter topic (-o to start elsewhere) up to its end at the start, so a record\n"
+	                           "that fails again meanwhile waits for the next replay, and commits nothing;\n"
+	                           "--dry-run prints the records as JSON lines instead, which replay --from - takes\n"
+	                           "back after any filtering.", OT_USE_KAFKA | OT_USE_CONSUMER, replay_opt, 7, replay_take,
+	                           &o, 0};
+	struct ot_replay_stats st;
+	struct ot_config cfg;
+	struct ot_out *out = NULL;
+	struct ot_in *in = NULL;
+	char err[1024];
+	int next, rc;
+
+	if ((rc = args(&cfg, &cli, argc, argv, prog, 0, &next)))
+		return rc < 0 ? 0 : rc;
+	if (!o.output)
+		o.output = o.rp.dry_run ? "-" : "kafka";
+	if (!o.from) {
+		fprintf(stderr, "%s: replay needs --from TOPIC.dlq or -\n", argv0);
+		return usage_error(&cfg);
 	}
-	if (fflush(stdout) || ferror(stdout)) {
-		rc = ot_err(OT_EOUTPUT, err, sizeof err, "writing output failed");
-		goto out;
+	if (!o.rp.dry_run && !strcmp(o.output, "-")) {
+		fprintf(stderr, "%s: replay publishes to Kafka; use --dry-run to print\n", argv0);
+		return usage_error(&cfg);
 	}
-	if (unknown)
-		rc = ot_err(OT_EINPUT, err, sizeof err, "topics: %d of the topics named do not exist", unknown);
-out:
-	if (rc)
+	if ((rc = ot_tool_start(&cfg, NULL)))
+		return rc;
+	if (!(out = ot_out_open(o.output, &cfg, &rc, err, sizeof err)) ||
+	    !(in = ot_replay_open(&cfg, o.from, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
-	json_decref(a);
-	free(spec);
-	free(outcome);
-	free(both);
+		goto out;
+	}
+	rc = ot_replay_run(in, out, &o.rp, &st, err, sizeof err);
+	if (rc && rc != OT_EINPUT)
+		OT_ERROR(NULL, "replay: %s", err);
+	OT_INFO(NULL, "replay: %ld read, %ld %s, %ld outside the time window, %ld refused, %ld bad", st.read,
+	        st.replayed, o.rp.dry_run ? "printed" : "replayed", st.filtered, st.refused, st.bad);
+out:
+	ot_in_free(in);
+	ot_out_free(out);
+	ot_config_free(&cfg);
 	return ot_exit_status(rc);
 }
 
@@ -429,102 +486,129 @@ count_arg(const char *opt, const char *s, int max)
 	return (int)v;
 }
 
-/* "topics create|list [options] [TOPIC...]". argv[0] is "topics". */
-static int
-topics_main(int argc, char **argv)
-{
-	static const struct option longopts[] = {
-		{"brokers", required_argument, NULL, 'b'},
-		{"kafka-config", required_argument, NULL, 'F'},
-		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
-		{"partitions", required_argument, NULL, OPT_PARTITIONS},
-		{"replication-factor", required_argument, NULL, OPT_REPLICATION},
-		{"config", required_argument, NULL, OPT_CONFIG},
-		{"dlq-config", required_argument, NULL, OPT_DLQ_CONFIG},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
-	struct ot_config cfg;
-	const char *verb = argc > 1 ? argv[1] : "", **conf, **dlq;
-	size_t nconf = 0, ndlq = 0;
-	char err[512];
-	int c, r = EX_USAGE, create = !strcmp(verb, "create"), topic_opts = 0, partitions = 12,
-	    replication = -1, isr = 0, dlq_isr = 0;
+/* "topics create|list": what each takes. */
+struct topic_opts {
+	int partitions, replication, isr, dlq_isr;
+	const char **conf, **dlq;
+	size_t nconf, ndlq;
+};
 
-	if (!strcmp(verb, "-h") || !strcmp(verb, "--help")) {
-		usage(stdout, 1);
-		return EX_OK;
-	}
-	if (!create && strcmp(verb, "list")) {
-		fprintf(stderr, "%s: topics create|list [options] [TOPIC...]\n", argv0);
+static const struct ot_opt create_opt[] = {
+	{"partitions", OPT_PARTITIONS, "N", "partitions of a new topic, 1 to 10000 (default 12)"},
+	{"replication-factor", OPT_REPLICATION, "N", "replicas of a new topic, and of an existing one (refused\n"
+	 "if it has others), 1 to 32 (default: the broker's)"},
+	{"config", OPT_CONFIG, "KEY=VALUE", "a topic setting, such as min.insync.replicas=2 (repeatable)"},
+	{"dlq-config", OPT_DLQ_CONFIG, "KEY=VALUE", "a setting of the .dlq topics only, over --config, such as\n"
+	 "retention.ms=2592000000 (repeatable)"},
+};
+
+static int
+create_take(void *arg, int key, const char *val)
+{
+	struct topic_opts *t = arg;
+
+	if (key == OPT_PARTITIONS && (t->partitions = count_arg("--partitions", val, 10000)) < 0)
 		return EX_USAGE;
+	if (key == OPT_REPLICATION && (t->replication = count_arg("--replication-factor", val, 32)) < 0)
+		return EX_USAGE;
+	if (key == OPT_CONFIG) {
+		if (topic_setting("--config", val, &t->isr))
+			return EX_USAGE;
+		t->conf[t->nconf++] = val;
 	}
-	ot_config_init(&cfg, argv0);
-	conf = calloc((size_t)argc, sizeof *conf);
-	dlq = calloc((size_t)argc, sizeof *dlq);
-	if (!conf || !dlq) {
-		r = EX_OSERR;
+	if (key == OPT_DLQ_CONFIG) {
+		if (topic_setting("--dlq-config", val, &t->dlq_isr))
+			return EX_USAGE;
+		t->dlq[t->ndlq++] = val;
+	}
+	return 0;
+}
+
+/* "topics create" (create) or "topics list"; argv[0] is the verb. */
+static int
+topics_job(int argc, char **argv, int create)
+{
+	static char create_prog[] = "ot-relay topics create", list_prog[] = "ot-relay topics list";
+	struct topic_opts t = {12, -1, 0, 0, calloc((size_t)argc, sizeof *t.conf), calloc((size_t)argc, sizeof *t.dlq),
+	                       0, 0};
+	const struct ot_cli create_cli = {"topics create [--partitions N] [--replication-factor N] [--config KEY=VALUE]\n"
+	                                  "                        [--dlq-config KEY=VALUE] [options] [TOPIC...]",
+	                                  "Makes each TOPIC (default: the orders, inventory and delivery topics and their\n"
+	                                  ".dlq) as asked, idempotently: a topic that exists keeps its partitions and\n"
+	                                  "replicas and gets the settings asked. One JSON line per topic.",
+	                                  OT_USE_KAFKA, create_opt, 4, create_take, &t, 0};
+	const struct ot_cli list_cli = {"topics list [options] [TOPIC...]",
+	                                "Prints the topics named, or all but Kafka's own, as JSON lines; 65 if one named\n"
+	                                "does not exist.", OT_USE_KAFKA, NULL, 0, NULL, NULL, 0};
+	struct ot_topics_req req;
+	struct ot_config cfg;
+	char err[1024];
+	int next, rc, i;
+
+	if (!t.conf || !t.dlq) {
+		rc = EX_OSERR;
 		goto out;
 	}
-	/* Options after the verb: argv + 1 is "create" or "list" and its options. */
-	optind = 1;
-	while ((c = getopt_long(argc - 1, argv + 1, "b:X:F:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				goto out;
-			continue;
-		}
-		r = EX_USAGE;
-		topic_opts = 1;
-		switch (c) {
-		case OPT_PARTITIONS:
-			if ((partitions = count_arg("--partitions", optarg, 10000)) < 0)
-				goto out;
-			break;
-		case OPT_REPLICATION:
-			if ((replication = count_arg("--replication-factor", optarg, 32)) < 0)
-				goto out;
-			break;
-		case OPT_CONFIG:
-			if (topic_setting("--config", optarg, &isr))
-				goto out;
-			conf[nconf++] = optarg;
-			break;
-		case OPT_DLQ_CONFIG:
-			if (topic_setting("--dlq-config", optarg, &dlq_isr))
-				goto out;
-			dlq[ndlq++] = optarg;
-			break;
-		}
-	}
-	r = EX_USAGE;
-	if (topic_opts && !create) {
-		fprintf(stderr, "%s: --partitions, --replication-factor, --config and --dlq-config belong to "
-		        "topics create\n", argv0);
+	if ((rc = args(&cfg, create ? &create_cli : &list_cli, argc, argv, create ? create_prog : list_prog, 1, &next))) {
+		rc = rc < 0 ? 0 : rc;
 		goto out;
 	}
 	/* Contradictory: a quorum larger than the replicas could never be met. */
-	if (replication > 0 && (isr > replication || dlq_isr > replication)) {
+	if (t.replication > 0 && (t.isr > t.replication || t.dlq_isr > t.replication)) {
 		fprintf(stderr, "%s: min.insync.replicas=%d is more than --replication-factor %d: producers "
-		        "with acks=all could never write\n", argv0, isr > dlq_isr ? isr : dlq_isr, replication);
+		        "with acks=all could never write\n", argv0, t.isr > t.dlq_isr ? t.isr : t.dlq_isr, t.replication);
+		rc = usage_error(&cfg);
 		goto out;
 	}
-	for (c = optind + 1; c < argc; c++) {
-		if (ot_replay_target_check(argv[c], err, sizeof err)) {
+	req = (struct ot_topics_req){t.partitions, t.replication, t.conf, t.nconf, t.dlq, t.ndlq};
+	for (i = next; i < argc; i++)
+		if (ot_replay_target_check(argv[i], err, sizeof err)) {
 			fprintf(stderr, "%s: topics: %s\n", argv0, err);
+			rc = usage_error(&cfg);
 			goto out;
 		}
+	if (!(rc = ot_tool_start(&cfg, NULL))) {
+		if ((rc = ot_topics_print(&cfg, create ? &req : NULL, (const char *const *)argv + next,
+		                          (size_t)(argc - next), stdout, err, sizeof err)))
+			OT_ERROR(NULL, "%s", err);
+		rc = ot_exit_status(rc);
+		ot_config_free(&cfg);
 	}
-	if ((r = ot_tool_start(&cfg, NULL)))
-		goto out;
-	r = topics(&cfg, create, (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1),
-	           partitions, replication, conf, nconf, dlq, ndlq);
 out:
-	ot_config_free(&cfg);
-	free(conf);
-	free(dlq);
-	return r;
+	free(t.conf);
+	free(t.dlq);
+	return rc;
+}
+
+static int
+topics_create(int argc, char **argv)
+{
+	return topics_job(argc, argv, 1);
+}
+
+static int
+topics_list(int argc, char **argv)
+{
+	return topics_job(argc, argv, 0);
+}
+
+/* "topics" without create or list: -h says what there is, anything else is a usage error. */
+static int
+topics_other(int argc, char **argv)
+{
+	int help = argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+
+	fprintf(help ? stdout : stderr, "usage: %s topics create|list [options] [TOPIC...]   (%s topics create -h)\n",
+	        argv0, argv0);
+	return help ? EX_OK : EX_USAGE;
+}
+
+static int
+topics_main(int argc, char **argv)
+{
+	static const struct ot_sub subs[] = {{"create", topics_create}, {"list", topics_list}};
+
+	return ot_tool_dispatch("ot-relay topics", subs, 2, topics_other, argc, argv);
 }
 
 /* "500ms", "5s", "1m" or plain seconds, in milliseconds; -1 if it is none of them. */
@@ -545,352 +629,155 @@ duration_ms(const char *s)
 	return -1;
 }
 
-/* Brings one database's schema to this binary's; one JSON line on stdout. */
-static int
-migrate_db(const char *conninfo, const char *db, long lock_ms, char *err, size_t errsz)
-{
-	struct ot_pg_schema s;
-	PGconn *c;
-	int rc, applied = 0;
+/* "migrate": both databases' schemas (or --db's) brought to this release's. */
+struct migrate {
+	const char *only;
+	long lock_ms;
+};
 
-	if (!(c = ot_pg_connect(conninfo, err, errsz)))
-		return OT_ESERVICE;
-	rc = ot_pg_migrate(c, db, (int)lock_ms, &s, &applied, err, errsz);
-	PQfinish(c);
-	if (rc)
-		return rc;
-	printf("{\"db\":\"%s\",\"from\":%d,\"to\":%d,\"applied\":%d}\n", db, s.version,
-	       applied ? s.known : s.version, applied);
-	OT_INFO(NULL, "migrate: %s at version %d%s", db, applied ? s.known : s.version,
-	        applied ? "" : ", as it was");
-	if (fflush(stdout) || ferror(stdout))
-		return ot_err(OT_EOUTPUT, err, errsz, "writing output failed");
-	return OT_OK;
+static const struct ot_opt migrate_opt[] = {
+	{"db", OPT_DB, "NAME", "orders or inventory: the one database to migrate (default both)"},
+	{"lock-timeout", OPT_LOCK_TIMEOUT, "D", "how long to wait for any one lock: 500ms, 5s, 1m (default 10s)"},
+};
+
+static int
+migrate_take(void *arg, int key, const char *val)
+{
+	struct migrate *m = arg;
+
+	if (key == OPT_DB && strcmp(val, "orders") && strcmp(val, "inventory")) {
+		fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, val);
+		return EX_USAGE;
+	}
+	if (key == OPT_DB)
+		m->only = val;
+	else if ((m->lock_ms = duration_ms(val)) <= 0) {
+		fprintf(stderr, "%s: --lock-timeout %s: expected 500ms, 5s, 1m or seconds, above 0\n", argv0, val);
+		return EX_USAGE;
+	}
+	return 0;
 }
 
-/* "migrate [--db NAME] [--lock-timeout D]". argv[0] is "migrate". */
 static int
 migrate_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{"orders-db", required_argument, NULL, OT_OPT_ORDERS_DB},
-		{"inventory-db", required_argument, NULL, OT_OPT_INVENTORY_DB},
-		{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL},
-		{"db", required_argument, NULL, OPT_DB},
-		{"lock-timeout", required_argument, NULL, OPT_LOCK_TIMEOUT},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
+	static char prog[] = "ot-relay migrate";
+	struct migrate m = {NULL, OT_PG_LOCK_TIMEOUT_MS};
+	const struct ot_cli cli = {"migrate [--db orders|inventory] [--lock-timeout DURATION] [options]",
+	                           "Brings the databases' schemas (both, or --db's) to this release's, once, under a\n"
+	                           "lock, as a deployment step run with the migration role. Every other command\n"
+	                           "refuses a schema newer than it knows (exit 78).",
+	                           OT_USE_ORDERS | OT_USE_INVENTORY, migrate_opt, 2, migrate_take, &m, 0};
 	struct ot_config cfg;
-	const char *only = NULL;
-	long lock_ms = OT_PG_LOCK_TIMEOUT_MS;
 	char err[1024];
-	int c, r = EX_USAGE, rc = OT_OK;
+	int next, rc;
 
-	ot_config_init(&cfg, argv0);
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				goto out;
-			continue;
-		}
-		r = EX_USAGE;
-		if (c == OPT_DB) {
-			if (strcmp(optarg, "orders") && strcmp(optarg, "inventory")) {
-				fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, optarg);
-				goto out;
-			}
-			only = optarg;
-		} else if (c == OPT_LOCK_TIMEOUT && (lock_ms = duration_ms(optarg)) <= 0) {
-			fprintf(stderr, "%s: --lock-timeout %s: expected 500ms, 5s, 1m or seconds, above 0\n",
-			        argv0, optarg);
-			goto out;
-		}
-	}
-	r = EX_USAGE;
-	if (optind < argc) {
-		fprintf(stderr, "%s: migrate takes no arguments\n", argv0);
-		goto out;
-	}
-	if ((r = ot_tool_start(&cfg, NULL)))
-		goto out;
-	if (!only || !strcmp(only, "orders"))
-		rc = migrate_db(cfg.orders_db, "orders", lock_ms, err, sizeof err);
-	if (!rc && (!only || !strcmp(only, "inventory")))
-		rc = migrate_db(cfg.inventory_db, "inventory", lock_ms, err, sizeof err);
+	if ((rc = args(&cfg, &cli, argc, argv, prog, 0, &next)) || (rc = ot_tool_start(&cfg, NULL)))
+		return rc < 0 ? 0 : rc;
+	if (!m.only || !strcmp(m.only, "orders"))
+		rc = ot_pg_migrate_report(cfg.orders_db, "orders", m.lock_ms, stdout, err, sizeof err);
+	if (!rc && (!m.only || !strcmp(m.only, "inventory")))
+		rc = ot_pg_migrate_report(cfg.inventory_db, "inventory", m.lock_ms, stdout, err, sizeof err);
 	if (rc)
 		OT_ERROR(NULL, "migrate: %s", err);
-	r = ot_exit_status(rc);
-out:
 	ot_config_free(&cfg);
-	return r;
+	return ot_exit_status(rc);
+}
+
+/* "lag": the consumer-group lag exporter, until SIGTERM. Its /readyz: a reading at most max_ms old. */
+struct lag_check {
+	struct ot_lag *lag;
+	long long max_ms;
+};
+
+static int
+lag_ready(void *arg, char *why, size_t whysz)
+{
+	struct lag_check *c = arg;
+
+	return ot_lag_ready(c->lag, c->max_ms, why, whysz);
+}
+
+static const struct ot_opt lag_opt[] = {
+	{"interval", OPT_INTERVAL, "SECONDS", "between readings, 0.1 to 3600 (default 10)"},
+};
+
+static int
+lag_take(void *arg, int key, const char *val)
+{
+	char *end;
+	double s = strtod(val, &end);
+
+	(void)key;
+	if (*end || end == val || !(s >= 0.1 && s <= 3600)) {
+		fprintf(stderr, "%s: lag: --interval %s: expected 0.1 to 3600 seconds\n", argv0, val);
+		return EX_USAGE;
+	}
+	*(long long *)arg = (long long)(s * 1000);
+	return 0;
+}
+
+static int
+lag_main(int argc, char **argv)
+{
+	static char prog[] = "ot-relay lag";
+	long long interval_ms = 10000;
+	const struct ot_cli cli = {"lag [--interval SECONDS] [options] [GROUP...]",
+	                           "Serves consumer-group lag as Kafka sees it on /metrics (default port 8085): every\n"
+	                           "group's committed offsets against each partition's high watermark, read every\n"
+	                           "--interval seconds, whether or not a member of the group is alive. GROUP names\n"
+	                           "limit it to those groups. /readyz answers 200 while the last reading is recent.",
+	                           OT_USE_KAFKA | OT_USE_HTTP, lag_opt, 1, lag_take, &interval_ms, 0};
+	struct ot_config cfg;
+	struct ot_lag *lag = NULL;
+	struct ot_health *health = NULL;
+	struct ot_health_deps deps = {0};
+	struct lag_check check;
+	char err[1024];
+	int next, rc, failing = 0;
+
+	if ((rc = args(&cfg, &cli, argc, argv, prog, 1, &next)) || (rc = ot_tool_start(&cfg, ":8085")))
+		return rc < 0 ? 0 : rc;
+	if (!(lag = ot_lag_new(&cfg, (const char *const *)argv + next, (size_t)(argc - next), &rc, err, sizeof err))) {
+		OT_ERROR(NULL, "lag: %s", err);
+		goto out;
+	}
+	/* Ready while a reading is at most three intervals (and a slow one) old. */
+	check.lag = lag;
+	check.max_ms = 3 * interval_ms + 30000;
+	if (!(health = ot_health_serve(&cfg, 1, &deps, &rc, err, sizeof err)) && rc) {
+		OT_ERROR(NULL, "%s", err);
+		goto out;
+	}
+	ot_health_check(health, lag_ready, &check);
+	OT_INFO(NULL, "lag: reading %s every %lld ms", next < argc ? "the groups named" : "every consumer group",
+	        interval_ms);
+	while (!ot_stop) {
+		long long until = ot_now_ms() + interval_ms;
+		if (ot_lag_refresh(lag, err, sizeof err)) {
+			if (!failing++)
+				OT_WARN(NULL, "lag: %s", err);
+		} else if (failing) {
+			OT_INFO(NULL, "lag: read again after %d failed readings", failing);
+			failing = 0;
+		}
+		while (!ot_stop && ot_now_ms() < until)
+			usleep(50000);
+	}
+	rc = OT_OK;
+out:
+	ot_health_stop(health);
+	ot_lag_free(lag);
+	ot_config_free(&cfg);
+	return ot_exit_status(rc);
 }
 
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		OT_CONFIG_LONGOPTS,
-		{"db", required_argument, NULL, OPT_DB},
-		{"output", required_argument, NULL, 'O'},
-		{"input", required_argument, NULL, 'i'},
-		{"once", no_argument, NULL, OPT_ONCE},
-		{"meta", no_argument, NULL, OPT_META},
-		{"raw", no_argument, NULL, OPT_RAW},
-		{"from", required_argument, NULL, OPT_FROM},
-		{"since", required_argument, NULL, OPT_SINCE},
-		{"until", required_argument, NULL, OPT_UNTIL},
-		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
-		{"max", required_argument, NULL, OPT_MAX},
-		{"limit", required_argument, NULL, OPT_LIMIT},
-		{"mode", required_argument, NULL, OPT_MODE},
-		{"slot", required_argument, NULL, OPT_SLOT},
-		{"drop-slot", no_argument, NULL, OPT_DROP_SLOT},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
+	static const struct ot_sub subs[] = {
+		{"replay", replay_main}, {"topics", topics_main}, {"migrate", migrate_main}, {"lag", lag_main},
 	};
-	struct ot_config cfg;
-	struct ot_out *out = NULL;
-	struct ot_in *in = NULL;
-	struct ot_health *health = NULL;
-	struct ot_health_deps deps = {0};
-	struct ot_outbox_watch *watch = NULL;
-	struct ot_run_stats st;
-	struct stream sm = {NULL, NULL, 0, 0};
-	struct ot_replay rp = {0, 0, 0, 3, 0};
-	struct ot_replay_stats rst;
-	const char *from = NULL, *mode = "poll", *slot = NULL;
-	char slotbuf[64];
-	int replay_opts = 0;
-	const char *dbname = "orders", *output = "-", *input = NULL;
-	PGconn *db = NULL;
-	char err[1024];
-	int c, rc = OT_OK, r, attempt, drop_slot = 0, once = 0, dbset = 0, outset = 0;
-	long total = 0;
 
-	/* A subcommand comes first and has options of its own. */
-	if (argc > 1 && !strcmp(argv[1], "topics"))
-		return topics_main(argc - 1, argv + 1);
-	if (argc > 1 && !strcmp(argv[1], "migrate"))
-		return migrate_main(argc - 1, argv + 1);
-	if (argc > 1 && !strcmp(argv[1], "lag")) {
-		static char name[] = "ot-relay lag"; /* getopt's messages begin with it */
-		argv[1] = name;
-		return lag_main(argc - 1, argv + 1);
-	}
-	ot_config_init(&cfg, argv0);
-	while ((c = getopt_long(argc, argv, OT_CONFIG_SHORTOPTS "O:i:hV", longopts, NULL)) != -1) {
-		if ((r = ot_config_arg(&cfg, c, optarg, usage)) != OT_ARG_TOOL) {
-			if (r >= 0)
-				return r;
-			continue;
-		}
-		switch (c) {
-		case OPT_DB: dbname = optarg; dbset = 1; break;
-		case 'O': output = optarg; outset = 1; break;
-		case 'i': input = optarg; break;
-		case OPT_ONCE: once = 1; break;
-		case OPT_META: sm.meta = 1; break;
-		case OPT_RAW: sm.raw = 1; break;
-		case OPT_MODE: mode = optarg; break;
-		case OPT_SLOT: slot = optarg; break;
-		case OPT_DROP_SLOT: drop_slot = 1; break;
-		case OPT_FROM: from = optarg; replay_opts = 1; break;
-		case OPT_SINCE:
-		case OPT_UNTIL:
-			if (ot_time_ms(optarg, c == OPT_SINCE ? &rp.since_ms : &rp.until_ms)) {
-				fprintf(stderr, "%s: %s %s: expected an RFC 3339 time or milliseconds\n", argv0,
-				        c == OPT_SINCE ? "--since" : "--until", optarg);
-				return EX_USAGE;
-			}
-			replay_opts = 1;
-			break;
-		case OPT_DRY_RUN: rp.dry_run = 1; replay_opts = 1; break;
-		case OPT_MAX:
-		case OPT_LIMIT:
-			r = atoi(optarg);
-			if (r < 1) {
-				fprintf(stderr, "%s: %s %s: expected a number >= 1\n", argv0,
-				        c == OPT_MAX ? "--max" : "--limit", optarg);
-				return EX_USAGE;
-			}
-			if (c == OPT_MAX)
-				rp.max = r;
-			else
-				rp.limit = r;
-			replay_opts = 1;
-			break;
-		}
-	}
-	if (optind < argc && !strcmp(argv[optind], "replay")) {
-		optind++;
-		if (!from || input || dbset || once) {
-			fprintf(stderr, "%s: replay needs --from TOPIC.dlq or -, and takes no -i, --db or --once\n", argv0);
-			return EX_USAGE;
-		}
-		if (!outset)
-			output = rp.dry_run ? "-" : "kafka";
-		if (!rp.dry_run && !strcmp(output, "-")) {
-			fprintf(stderr, "%s: replay publishes to Kafka; use --dry-run to print\n", argv0);
-			return EX_USAGE;
-		}
-	} else if (replay_opts) {
-		fprintf(stderr, "%s: --from, --since, --until, --dry-run, --max and --limit belong to replay\n", argv0);
-		return EX_USAGE;
-	}
-	if (optind < argc) {
-		usage(stderr, 0);
-		return EX_USAGE;
-	}
-	if (strcmp(mode, "poll") && strcmp(mode, "cdc")) {
-		fprintf(stderr, "%s: --mode %s: expected poll or cdc\n", argv0, mode);
-		return EX_USAGE;
-	}
-	if (drop_slot && (strcmp(mode, "cdc") || once || outset)) {
-		fprintf(stderr, "%s: --drop-slot takes --mode cdc, --db and --slot only\n", argv0);
-		return EX_USAGE;
-	}
-	if ((!strcmp(mode, "cdc") || slot) && (input || from)) {
-		fprintf(stderr, "%s: --mode cdc and --slot relay an outbox; not with -i or replay\n", argv0);
-		return EX_USAGE;
-	}
-	if (strcmp(dbname, "orders") && strcmp(dbname, "inventory")) {
-		fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, dbname);
-		return EX_USAGE;
-	}
-	if (input && (dbset || once)) {
-		fprintf(stderr, "%s: -i publishes a stream; --db and --once belong to outbox mode\n", argv0);
-		return EX_USAGE;
-	}
-	if ((sm.meta || sm.raw) && !input) {
-		fprintf(stderr, "%s: --meta and --raw belong to -i\n", argv0);
-		return EX_USAGE;
-	}
-	if (sm.meta && (strncmp(input, "kafka", 5) || strcmp(output, "-"))) {
-		fprintf(stderr, "%s: --meta needs -i kafka:TOPIC and -O -\n", argv0);
-		return EX_USAGE;
-	}
-	/* Only an outbox relay runs for long: it alone has a port of its own. */
-	if ((r = ot_tool_start(&cfg, !input && !from && !once && !drop_slot ? ":8082" : NULL)))
-		return r;
-	if (!slot) {
-		snprintf(slotbuf, sizeof slotbuf, "ot_relay_%s", dbname);
-		slot = slotbuf;
-	}
-	if (drop_slot) {
-		if ((rc = ot_cdc_drop(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, slot,
-		                      err, sizeof err)) < 0)
-			OT_ERROR(NULL, "cdc: %s", err);
-		else
-			OT_INFO(NULL, "cdc: replication slot %s %s", slot, rc ? "dropped" : "did not exist");
-		rc = rc < 0 ? rc : OT_OK;
-		goto out;
-	}
-	if (!(out = ot_out_open(output, &cfg, &rc, err, sizeof err))) {
-		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
-	if (from) {
-		char spec[300], group[64];
-
-		/* The whole dead-letter topic unless -o says otherwise, and no commits: replay
-		 * does exactly what its filters select, however often it is run. */
-		if (!strcmp(cfg.offset, "stored")) {
-			free(cfg.offset);
-			cfg.offset = strdup("beginning");
-		}
-		snprintf(group, sizeof group, "ot-relay-replay-%ld", (long)getpid());
-		if (!cfg.group || !strcmp(cfg.group, argv0)) {
-			free(cfg.group);
-			cfg.group = strdup(group);
-		}
-		cfg.exit_at_end = 1;
-		snprintf(spec, sizeof spec, "%s%s", strcmp(from, "-") ? "kafka:" : "", from);
-		/* Up to the ends the topic had at the start: a record that fails again and is
-		 * dead-lettered meanwhile waits for the next replay, instead of going round. */
-		if (!(in = ot_in_open(spec, &cfg, &rc, err, sizeof err)) ||
-		    (rc = ot_in_stop_at_end(in, err, sizeof err))) {
-			OT_ERROR(NULL, "%s", err);
-			goto out;
-		}
-		rc = ot_replay_run(in, out, &rp, &rst, err, sizeof err);
-		if (rc && rc != OT_EINPUT)
-			OT_ERROR(NULL, "replay: %s", err);
-		OT_INFO(NULL, "replay: %ld read, %ld %s, %ld outside the time window, %ld refused, %ld bad",
-		        rst.read, rst.replayed, rp.dry_run ? "printed" : "replayed", rst.filtered,
-		        rst.refused, rst.bad);
-		goto out;
-	}
-	if (input) {
-		if (!(in = ot_in_open(input, &cfg, &rc, err, sizeof err))) {
-			OT_ERROR(NULL, "%s", err);
-			goto out;
-		}
-		sm.in = in;
-		sm.out = out;
-		rc = ot_run(in, publish, &sm, &st);
-		r = ot_out_flush(out, 30000, err, sizeof err);
-		if (r) {
-			OT_ERROR(NULL, "%s", err);
-			rc = r;
-		}
-		OT_INFO(NULL, "%ld records: %ld published, %ld bad, %ld dead-lettered", st.records,
-		        r ? 0 : st.ok, st.bad, st.dead);
-		goto out;
-	}
-	if (!(db = ot_pg_open(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, dbname,
-	                      &rc, err, sizeof err))) {
-		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
-	ot_outbox_metrics_db(dbname);
-	deps.orders_db = !strcmp(dbname, "orders") ? cfg.orders_db : NULL;
-	deps.inventory_db = !strcmp(dbname, "orders") ? NULL : cfg.inventory_db;
-	deps.out = out;
-	if (!(health = ot_health_serve(&cfg, !once, &deps, &rc, err, sizeof err)) && rc) {
-		OT_ERROR(NULL, "%s", err);
-		goto out;
-	}
-	if (health && !(watch = ot_outbox_watch_start(deps.orders_db ? deps.orders_db : deps.inventory_db, dbname,
-	                                              strcmp(mode, "cdc") ? NULL : slot, err, sizeof err))) {
-		OT_ERROR(NULL, "%s", err);
-		rc = OT_EINTERNAL;
-		goto out;
-	}
-	if (!strcmp(mode, "cdc")) {
-		PQfinish(db);
-		db = NULL;
-		/* A lost connection (a PostgreSQL restart) resumes from the slot, as a restart would. */
-		for (attempt = 0;;) {
-			long n = 0;
-
-			rc = ot_cdc_run(!strcmp(dbname, "orders") ? cfg.orders_db : cfg.inventory_db, dbname,
-			                slot, out, once, &n, err, sizeof err);
-			total += n;
-			if (n > 0)
-				attempt = 0;
-			if (rc != OT_ESERVICE || once || ot_stop || ++attempt >= cfg.attempts)
-				break;
-			OT_WARN(NULL, "cdc: attempt %d of %d failed, resuming: %s", attempt, cfg.attempts, err);
-			ot_backoff(attempt);
-		}
-		if (rc)
-			OT_ERROR(NULL, "cdc: %s", err);
-		OT_INFO(NULL, "relayed %ld events from the %s outbox's WAL", total, dbname);
-		goto out;
-	}
-	OT_INFO(NULL, "relaying the %s outbox to %s%s", dbname, output, once ? " (once)" : "");
-	rc = drain(db, out, cfg.batch, once, cfg.attempts, &total);
-	OT_INFO(NULL, "relayed %ld events from the %s outbox", total, dbname);
-out:
-	ot_outbox_watch_stop(watch);
-	ot_health_stop(health);
-	ot_in_free(in);
-	ot_out_free(out);
-	PQfinish(db);
-	ot_config_free(&cfg);
-	return ot_exit_status(rc);
+	return ot_tool_dispatch(argv0, subs, sizeof subs / sizeof *subs, relay_or_copy, argc, argv);
 }

@@ -355,3 +355,25 @@ ot_pg_mark_processed(PGconn *c, const char *consumer, const char *const *ids, si
 	PQclear(q);
 	return OT_OK;
 }
+
+int
+ot_pg_migrate_report(const char *conninfo, const char *db, long lock_ms, FILE *f, char *err, size_t errsz)
+{
+	struct ot_pg_schema s;
+	PGconn *c;
+	int rc, applied = 0;
+
+	if (!(c = ot_pg_connect(conninfo, err, errsz)))
+		return OT_ESERVICE;
+	rc = ot_pg_migrate(c, db, (int)lock_ms, &s, &applied, err, errsz);
+	PQfinish(c);
+	if (rc)
+		return rc;
+	fprintf(f, "{\"db\":\"%s\",\"from\":%d,\"to\":%d,\"applied\":%d}\n", db, s.version,
+	        applied ? s.known : s.version, applied);
+	OT_INFO(NULL, "migrate: %s at version %d%s", db, applied ? s.known : s.version,
+	        applied ? "" : ", as it was");
+	if (fflush(f) || ferror(f))
+		return ot_err(OT_EOUTPUT, err, errsz, "writing output failed");
+	return OT_OK;
+}

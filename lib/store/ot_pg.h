@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct ot_migration {
 	const char *db;      /* "orders" or "inventory": the folder under lib/sql/ */
@@ -43,6 +44,10 @@ int ot_pg_schema(PGconn *c, const char *db, struct ot_pg_schema *s, char *errstr
  * Returns 0 or an ot_rc. */
 int ot_pg_migrate(PGconn *c, const char *db, int lock_timeout_ms, struct ot_pg_schema *s, int *applied,
                   char *errstr, size_t errsz);
+/* ot_pg_migrate of db at conninfo over a connection of its own, said in one JSON line on f,
+ * {"db","from","to","applied"}, and in the log. Returns 0 or an ot_rc with errstr. */
+int ot_pg_migrate_report(const char *conninfo, const char *db, long lock_timeout_ms, FILE *f, char *errstr,
+                         size_t errsz);
 /* Connects and checks the schema: newer than this binary is refused (OT_ECONFIG); behind
  * (a new database, or a release whose migrations have not run) is migrated, which needs a
  * role allowed DDL; current needs nothing more, so a role with DML only will do. Returns

@@ -15,6 +15,7 @@
 #include "ot_outbox.h"
 #include "ot_pg.h"
 #include "ot_pgoutput.h"
+#include "ot_run.h"
 #include "ot_signal.h"
 
 #define STATUS_INTERVAL_MS 2000
@@ -548,4 +549,24 @@ ot_cdc_drop(const char *conninfo, const char *slot, char *errstr, size_t errsz)
 out:
 	PQfinish(db);
 	return rc;
+}
+
+int
+ot_cdc_relay(const char *conninfo, const char *db, const char *slot, struct ot_out *out, int once, int attempts,
+             long *total, char *errstr, size_t errsz)
+{
+	long n;
+	int rc, attempt = 0;
+
+	for (;;) {
+		n = 0;
+		rc = ot_cdc_run(conninfo, db, slot, out, once, &n, errstr, errsz);
+		*total += n;
+		if (n > 0)
+			attempt = 0;
+		if (rc != OT_ESERVICE || once || ot_stop || ++attempt >= attempts)
+			return rc;
+		OT_WARN(NULL, "cdc: attempt %d of %d failed, resuming: %s", attempt, attempts, errstr);
+		ot_backoff(attempt);
+	}
 }

@@ -19,6 +19,12 @@ struct ot_out;
 int ot_cdc_run(const char *conninfo, const char *db, const char *slot, struct ot_out *out,
                int once, long *total, char *errstr, size_t errsz);
 
+/* ot_cdc_run, and after a lost connection (a PostgreSQL restart) again from the slot, as a
+ * restart would, up to attempts times in a row (each failure logged, with backoff); with once,
+ * a single run. Returns as ot_cdc_run; *total counts the records of every run. */
+int ot_cdc_relay(const char *conninfo, const char *db, const char *slot, struct ot_out *out, int once,
+                 int attempts, long *total, char *errstr, size_t errsz);
+
 /* Drops the replication slot `slot` of the database at conninfo, so the server stops keeping
  * WAL for it. Returns 1 when dropped, 0 when there was none, or an ot_rc (OT_ESERVICE while
  * a relay still streams from it) with errstr. */

@@ -16,8 +16,8 @@
 #include "ot_metrics.h"
 #include "ot_signal.h"
 
-struct ot_in *
-ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+static struct ot_in *
+in_open(const char *spec, const struct ot_config *cfg, int no_dlq, int *rc, char *errstr, size_t errsz)
 {
 	struct ot_in *in = calloc(1, sizeof *in);
 	int dummy;
@@ -29,6 +29,7 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		return NULL;
 	}
+	in->no_dlq = no_dlq;
 	in->count = cfg->count;
 	snprintf(in->tool, sizeof in->tool, "%s", cfg->tool ? cfg->tool : "ordertrack");
 	in->attempts = cfg->attempts > 0 ? cfg->attempts : 8;
@@ -51,6 +52,18 @@ ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr,
 		return NULL;
 	}
 	return in;
+}
+
+struct ot_in *
+ot_in_open(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	return in_open(spec, cfg, 0, rc, errstr, errsz);
+}
+
+struct ot_in *
+ot_in_open_no_dlq(const char *spec, const struct ot_config *cfg, int *rc, char *errstr, size_t errsz)
+{
+	return in_open(spec, cfg, 1, rc, errstr, errsz);
 }
 
 int

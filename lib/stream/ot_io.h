@@ -32,6 +32,11 @@ struct ot_in;
  * that cannot be opened). */
 struct ot_in *ot_in_open(const char *spec, const struct ot_config *cfg, int *rc,
                          char *errstr, size_t errsz);
+/* As ot_in_open, for a reader that never dead-letters what it reads (replay, whose input is
+ * itself a dead-letter topic): no dead-letter producer, and no word about a missing
+ * "<topic>.dlq"; ot_in_dead_letter fails on it. */
+struct ot_in *ot_in_open_no_dlq(const char *spec, const struct ot_config *cfg, int *rc,
+                                char *errstr, size_t errsz);
 /* Returns 1 with a record in m, 0 when nothing came within timeout_ms (with 0, when none can
  * be read without waiting), -1 at the end (EOF,
  * -e at the end of every partition, -c reached, or ot_stop), -2 on an error (errstr). */

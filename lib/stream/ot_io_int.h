@@ -35,6 +35,7 @@ struct ot_in {
 	struct part ends[MAX_PARTS]; /* ot_in_stop_at_end's high watermarks, by topic and partition */
 	int nends;
 	struct ot_out *dlq;   /* dead letters, opened with the consumer */
+	int no_dlq;           /* ot_in_open_no_dlq: it sends none, so needs no "<topic>.dlq" */
 	char group[128];
 	char traceparent[64]; /* the current record's header, for ot_msg */
 	char tool[32];        /* the lag gauges' tool label */

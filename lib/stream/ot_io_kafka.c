@@ -388,19 +388,20 @@ io_open_kafka_in(struct ot_in *in, const char *topics, const struct ot_config *c
 			names[n++] = tok;
 		}
 	}
-	for (i = 0; i < n; i++) /* each input topic and its dead-letter topic */
+	for (i = 0; i < n; i++) /* each input topic and, for one that dead-letters, its own */
 		names[n + i] = dlqs[i];
 	/* Topics are made by "ot-relay topics create", not here: a consumer needs no right to
 	 * create them. One missing is waited for (subscribed all the same), and said once. */
 	if ((md = io_all_metadata(in->rk, 5000, NULL, 0))) {
-		for (i = 0; i < 2 * n; i++)
+		for (i = 0; i < (in->no_dlq ? 1 : 2) * n; i++)
 			if (!io_find_topic(md, names[i]))
 				OT_WARN(NULL, "kafka: topic %s does not exist (yet); create it with "
 				        "ot-relay topics create %s", names[i], names[i]);
 		rd_kafka_metadata_destroy(md);
 	}
 	r = 0;
-	in->dlq = ot_out_open(KAFKA_PREFIX, cfg, &r, errstr, errsz);
+	if (!in->no_dlq)
+		in->dlq = ot_out_open(KAFKA_PREFIX, cfg, &r, errstr, errsz);
 	if (!r && rd_kafka_subscribe(in->rk, subs))
 		r = ot_err(OT_ESERVICE, errstr, errsz, "kafka: cannot subscribe to %s", topics);
 	rd_kafka_topic_partition_list_destroy(subs);

@@ -13,6 +13,8 @@
 #include "ot_metrics.h"
 #include "ot_outbox.h"
 #include "ot_pg.h"
+#include "ot_run.h"
+#include "ot_signal.h"
 #include "ot_trace.h"
 
 /* The outbox row of ev: its span (a child of ev's traceparent, a parent of its consumers'
@@ -447,4 +449,52 @@ ot_outbox_watch_stop(struct ot_outbox_watch *w)
 	free(w->conninfo);
 	free(w->slot);
 	free(w);
+}
+
+int
+ot_outbox_drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total)
+{
+	char err[1024];
+	long n;
+	int attempt = 0, listening = 0, reconciled = 0, more = 1;
+
+	while (!ot_stop) {
+		if (!listening && !once && !ot_pg_ensure(db, NULL, 0))
+			listening = ot_outbox_listen(db, err, sizeof err) == 0;
+		/* At start and after every failure: rows Kafka took but the DELETE never removed. */
+		n = reconciled ? 0 : ot_outbox_reconcile(db, out, batch > 1000 ? batch : 1000, err, sizeof err);
+		if (n >= 0) {
+			reconciled = 1;
+			/* The NOTIFYs queued so far are for rows this poll sees: one poll for them all. */
+			if (listening && ot_outbox_wait(db, 0) < 0)
+				listening = 0;
+			n = ot_outbox_relay(db, out, batch, &more, err, sizeof err);
+		}
+		if (n < 0) {
+			if (n != OT_ESERVICE || ++attempt >= max) {
+				OT_ERROR(NULL, "relay: %s", err);
+				return (int)n;
+			}
+			OT_WARN(NULL, "relay: attempt %d of %d failed, retrying: %s", attempt, max, err);
+			listening = 0;
+			reconciled = 0;
+			ot_backoff(attempt);
+			ot_pg_ensure(db, NULL, 0);
+			continue;
+		}
+		attempt = 0;
+		*total += n;
+		if (n > 0)
+			OT_DEBUG(NULL, "relayed %ld events", n);
+		/* Rows left (a full batch, an order's next row): at once. The table seen empty: no
+		 * poll that would find nothing, only a NOTIFY (or the timeout) brings the next. */
+		if (n > 0 && more)
+			continue;
+		if (once)
+			break;
+		/* Idle: wait for a NOTIFY, or poll once a second in case one was missed. */
+		if (ot_outbox_wait(db, 1000) < 0)
+			listening = 0;
+	}
+	return OT_OK;
 }

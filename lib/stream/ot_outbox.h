@@ -32,6 +32,11 @@ long ot_outbox_relay(PGconn *db, struct ot_out *out, int batch, int *more, char 
  * rows whose event is there. Does nothing when out is stdout. Returns the number of rows
  * deleted, or an ot_rc. */
 long ot_outbox_reconcile(PGconn *db, struct ot_out *out, long last, char *errstr, size_t errsz);
+/* The relay's loop: reconciles, then relays batches of batch rows to out until ot_stop (or, with
+ * once, until the outbox is empty), woken by NOTIFY or polling once a second; a failing
+ * service is retried up to max times with backoff, and logged. Adds what it relayed to
+ * *total. Returns OT_OK, or the error that stopped it. */
+int ot_outbox_drain(PGconn *db, struct ot_out *out, int batch, int once, int max, long *total);
 
 /* Begins s, the relay's "publish TOPIC" span of one event, detached (it ends once the broker
  * acknowledged; topic NULL: the output's default), as a child of parent (the row's traceparent; NULL or "" starts a trace), and

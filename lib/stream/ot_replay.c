@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "ot_config.h"
 #include "ot_err.h"
 #include "ot_event.h"
 #include "ot_io.h"
@@ -15,6 +17,36 @@
 #include "ot_signal.h"
 
 #define MAX_HEADERS 64
+
+struct ot_in *
+ot_replay_open(struct ot_config *cfg, const char *from, int *rc, char *errstr, size_t errsz)
+{
+	struct ot_in *in;
+	char spec[300], group[64];
+
+	/* The whole dead-letter topic unless -o says otherwise, and no commits: replay does
+	 * exactly what its filters select, however often it is run. */
+	if (!strcmp(cfg->offset, "stored")) {
+		free(cfg->offset);
+		cfg->offset = strdup("beginning");
+	}
+	snprintf(group, sizeof group, "%s-replay-%ld", cfg->tool, (long)getpid());
+	if (!cfg->group || !strcmp(cfg->group, cfg->tool)) {
+		free(cfg->group);
+		cfg->group = strdup(group);
+	}
+	cfg->exit_at_end = 1;
+	snprintf(spec, sizeof spec, "%s%s", strcmp(from, "-") ? "kafka:" : "", from);
+	/* Up to the ends the topic had at the start: a record that fails again and is
+	 * dead-lettered meanwhile waits for the next replay, instead of going round. */
+	if (!(in = ot_in_open_no_dlq(spec, cfg, rc, errstr, errsz)))
+		return NULL;
+	if ((*rc = ot_in_stop_at_end(in, errstr, errsz))) {
+		ot_in_free(in);
+		return NULL;
+	}
+	return in;
+}
 
 int
 ot_replay_count_parse(const char *s, int *n)

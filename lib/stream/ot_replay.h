@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+struct ot_config;
 struct ot_in;
 struct ot_out;
 
@@ -17,6 +18,12 @@ struct ot_replay {
 struct ot_replay_stats {
 	long read, replayed, filtered, refused, bad;
 };
+
+/* Opens what a replay reads: from (a dead-letter topic, or "-" for JSON lines) from its
+ * beginning unless cfg's -o says otherwise, in a group of its own unless -G names one, up to
+ * the end each partition has now, sending no dead letters of its own (cfg is changed to say
+ * so). Returns the input, or NULL with *rc and errstr. */
+struct ot_in *ot_replay_open(struct ot_config *cfg, const char *from, int *rc, char *errstr, size_t errsz);
 
 /* Reads dead letters from in (a .dlq topic, or JSON lines as --dry-run or --meta print them)
  * and republishes each to its ot-dlq-topic with its key, value and original headers plus

@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "ot_err.h"
+#include "ot_event.h"
 #include "ot_io.h"
 #include "ot_log.h"
+#include "ot_text.h"
 #include "ot_topics.h"
 
 #define ADMIN_TIMEOUT_MS 15000
@@ -549,4 +551,94 @@ out:
 		rd_kafka_metadata_destroy(md);
 	rd_kafka_destroy(rk);
 	return a;
+}
+
+static int
+is_dlq(const char *topic)
+{
+	size_t n = strlen(topic);
+
+	return n > 4 && !strcmp(topic + n - 4, ".dlq");
+}
+
+/* What "topics create" makes when it is named no topic: every topic the tools use. */
+static const char *const default_topics[] = {
+	OT_TOPIC_ORDERS, OT_TOPIC_ORDERS ".dlq", OT_TOPIC_INVENTORY, OT_TOPIC_INVENTORY ".dlq",
+	OT_TOPIC_DELIVERY, OT_TOPIC_DELIVERY ".dlq",
+};
+
+/* The topics ot_topics_ensure makes of names and req: a dead-letter topic's own settings come
+ * after the others, so they win. *both holds the settings; the caller frees it and the specs. */
+static struct ot_topic_spec *
+specs(const struct ot_topics_req *req, const char *const *names, size_t n, const char ***both)
+{
+	struct ot_topic_spec *spec = calloc(n, sizeof *spec);
+	size_t i;
+
+	if (!spec || !(*both = calloc(req->nconfig + req->ndlq_config + 1, sizeof **both))) {
+		free(spec);
+		return NULL;
+	}
+	if (req->nconfig)
+		memcpy(*both, req->config, req->nconfig * sizeof **both);
+	if (req->ndlq_config)
+		memcpy(*both + req->nconfig, req->dlq_config, req->ndlq_config * sizeof **both);
+	for (i = 0; i < n; i++)
+		spec[i] = (struct ot_topic_spec){names[i], req->partitions, req->replication, *both,
+		                                 req->nconfig + (is_dlq(names[i]) ? req->ndlq_config : 0)};
+	return spec;
+}
+
+int
+ot_topics_print(const struct ot_config *cfg, const struct ot_topics_req *req, const char *const *names, size_t n,
+                FILE *f, char *errstr, size_t errsz)
+{
+	struct ot_topic_spec *spec = NULL;
+	enum ot_topic_outcome *outcome = NULL;
+	const char **both = NULL;
+	char *line;
+	int rc = OT_OK, unknown = 0;
+	json_t *a = NULL, *t;
+	size_t i;
+
+	if (req) {
+		if (!n) {
+			names = default_topics;
+			n = sizeof default_topics / sizeof default_topics[0];
+		}
+		if (!(outcome = calloc(n, sizeof *outcome)) || !(spec = specs(req, names, n, &both))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			goto out;
+		}
+		if ((rc = ot_topics_ensure(cfg, spec, n, outcome, errstr, errsz)))
+			goto out;
+	}
+	if (!(a = ot_topics_describe(cfg, names, n, &rc, errstr, errsz)))
+		goto out;
+	json_array_foreach(a, i, t) {
+		if (outcome) {
+			json_object_set_new(t, "created", json_boolean(outcome[i] == OT_TOPIC_CREATED));
+			json_object_set_new(t, "altered", json_boolean(outcome[i] == OT_TOPIC_ALTERED));
+		}
+		if (json_object_get(t, "error"))
+			unknown++;
+		if (!(line = json_dumps(t, OT_JSON_FLAGS))) {
+			rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
+			goto out;
+		}
+		fprintf(f, "%s\n", line);
+		free(line);
+		if (outcome && outcome[i] == OT_TOPIC_CREATED)
+			OT_INFO(NULL, "topics: created %s", names[i]);
+	}
+	if (fflush(f) || ferror(f))
+		rc = ot_err(OT_EOUTPUT, errstr, errsz, "writing output failed");
+	else if (unknown)
+		rc = ot_err(OT_EINPUT, errstr, errsz, "topics: %d of the topics named do not exist", unknown);
+out:
+	json_decref(a);
+	free(spec);
+	free(outcome);
+	free(both);
+	return rc;
 }

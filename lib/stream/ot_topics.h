@@ -3,6 +3,7 @@
 #define OT_TOPICS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -43,5 +44,22 @@ int ot_topics_ensure(const struct ot_config *cfg, const struct ot_topic_spec *sp
  * Kafka's internal (__) ones, by name. Returns a new reference, or NULL with *rc and errstr. */
 json_t *ot_topics_describe(const struct ot_config *cfg, const char *const *topics, size_t n, int *rc,
                            char *errstr, size_t errsz);
+
+/* What "topics create" asks of every topic it makes: config for all, dlq_config over it for
+ * the ".dlq" ones. */
+struct ot_topics_req {
+	int partitions, replication;
+	const char *const *config;
+	size_t nconfig;
+	const char *const *dlq_config;
+	size_t ndlq_config;
+};
+
+/* With req, ot_topics_ensure of names[0..n) (n 0: every topic the tools use, and their .dlq)
+ * as req asks; then each topic as a JSON line on f, as ot_topics_describe has it (with req,
+ * plus "created" and "altered"). Returns 0, OT_EINPUT when a topic named does not exist,
+ * OT_EOUTPUT when f failed, or what stopped it, with errstr. */
+int ot_topics_print(const struct ot_config *cfg, const struct ot_topics_req *req, const char *const *names,
+                    size_t n, FILE *f, char *errstr, size_t errsz);
 
 #endif

@@ -146,6 +146,25 @@ teardown() {
 	assert_failure 69
 }
 
+@test "ot-cache: each subcommand takes only its own options, after it; another's is a usage error (64)" {
+	for a in "stats --repair" "warm --since 5m" "get -i kafka:orders.events" "invalidate --orders-db x" \
+		"stats -G g" "verify -i -" "rebuild --http-addr :0" "rebuild --repair" "sync --since 5m" "--repair verify" \
+		"--redis redis://127.0.0.1:1/0 get" "warm $ID" "bogus"; do
+		run --separate-stderr ot-cache $a
+		assert_failure 64
+		assert_output ''
+	done
+	# -h prints a subcommand's own options, and no other's
+	run --separate-stderr ot-cache verify -h
+	assert_success
+	assert_line --index 0 'usage: ot-cache verify [--repair] [--since DURATION] [options]'
+	assert_line --partial -- '--repair'
+	refute_line --partial -- '--input'
+	run --separate-stderr ot-cache -h
+	assert_success
+	assert_output --partial 'get warm invalidate rebuild sync stats verify'
+}
+
 @test "ot-cache: rebuild from the orders event log gives the same cache as live processing" {
 	drain_outboxes
 	stock "R-$RUNID" 10
@@ -330,9 +349,13 @@ teardown() {
 	[ "$(metric_of "$port" 'ot_build_info{tool="ot-cache",version="0.1.0"}')" = 1 ]
 	promcheck "$port"
 	stop_bg
-	run --separate-stderr ot-cache rebuild -i "kafka:$topic" --http-addr "127.0.0.1:$port"
+	# rebuild never listens: OT_HTTP_ADDR is not for it, and --http-addr is not its option
+	OT_HTTP_ADDR="127.0.0.1:$port" run --separate-stderr ot-cache rebuild -i "kafka:$topic"
 	assert_success
-	! grep -q 'health and metrics on' <<<"$stderr"
+	run grep -c 'health and metrics on' <<<"$stderr"
+	assert_output 0
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic" --http-addr "127.0.0.1:$port"
+	assert_failure 64
 }
 
 @test "ot-cache: sync's /readyz is 503 while Redis does not answer" {

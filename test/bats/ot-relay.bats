@@ -104,6 +104,27 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	assert_failure 64
 }
 
+@test "ot-relay: each job takes only its own options, after its name; another's is a usage error (64)" {
+	for a in "replay --from x.dlq --once" "replay --from x.dlq --db orders" "replay --from x.dlq -i -" \
+		"replay --from x.dlq --mode cdc" "lag --partitions 3" "lag -G g" "migrate --once" "migrate -O kafka" \
+		"topics list --db orders" "topics create --interval 5" "-i - --mode cdc" "-i - --db orders" \
+		"-i - --http-addr :0" "-i - --batch 5" "--meta" "--raw" "-G g" "-e" "--redis redis://127.0.0.1:1/0" \
+		"--from x.dlq" "--interval 5" "--lock-timeout 5s" "--from x.dlq replay"; do
+		run --separate-stderr ot-relay $a
+		assert_failure 64
+		assert_output ''
+	done
+	# -h says what a job takes, and nothing of another's
+	run --separate-stderr ot-relay replay -h
+	assert_success
+	assert_line --index 0 --partial 'usage: ot-relay replay --from'
+	refute_line --partial -- '--once'
+	run --separate-stderr ot-relay -i - -h
+	assert_success
+	assert_line --partial -- '--meta'
+	refute_line --partial -- '--db'
+}
+
 @test "ot-relay: a consumer group resumes from its committed offsets; -o beginning and -o s@<ms> start a fresh group" {
 	topic="replay.$RUNID"
 	id=$(uuid)
@@ -190,6 +211,21 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	ot-consume -i "kafka:$topic" -G "g-$RUNID" -e 2>/dev/null
 	[ "$(status_of "$id")" = PREPARING ]
 	ot-relay -i "kafka:$topic" -O - --meta -G "m-$RUNID" -e 2>/dev/null | tail -1 | grep -q '"ot-replay-count":"1"'
+}
+
+@test "ot-relay replay: says nothing of a dead-letter topic's own .dlq; a consumer is still told its .dlq is missing" {
+	topic="nodlq.$RUNID"
+	event DELIVERY_UPDATED "$(uuid)" '{"status":"PREPARING"}' | ot-relay -i - -O "kafka:$topic" 2>/dev/null
+	# a consumer whose dead-letter topic is not there (yet) hears of it
+	run --separate-stderr ot-relay -i "kafka:$topic" -O - -G "m-$RUNID" -e
+	assert_success
+	grep -q "topic $topic.dlq does not exist (yet)" <<<"$stderr"
+	ot-consume -i "kafka:$topic" -G "g-$RUNID" -e 2>/dev/null # an unknown order: dead-lettered
+	run --separate-stderr ot-relay replay --from "$topic.dlq" --dry-run
+	assert_success
+	[ "${#lines[@]}" = 1 ]
+	run grep -c 'dlq\.dlq' <<<"$stderr"
+	assert_output 0
 }
 
 @test "ot-relay replay: --dry-run output filtered and piped back in; --since/--until select; the replay limit refuses loops" {
