@@ -146,7 +146,7 @@ units: $(UNITS)
 
 check: deps
 	@$(MAKE) --no-print-directory all units fuzzers
-	@scripts/check $(UNITS)
+	@OT_LAYERS='$(LAYERS)' scripts/check $(UNITS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
