@@ -146,7 +146,7 @@ units: $(UNITS)
 
 check: deps
 	@$(MAKE) --no-print-directory all units fuzzers
-	@scripts/check $(UNITS)
+	@OT_LAYERS='$(LAYERS)' scripts/check $(UNITS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -161,7 +161,7 @@ lint:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
-	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(BINS) scripts/ot-courier $(DESTDIR)$(BINDIR)
 	install -m 0644 $(MANS) $(DESTDIR)$(MANDIR)/man1
 	$(if $(MANS7),install -m 0644 $(MANS7) $(DESTDIR)$(MANDIR)/man7)
 

@@ -322,7 +322,8 @@ assert_cluster_clean() {
 		if [ "$(owner_of "$(slot_of "order:{$id}")")" = "$dead" ]; then on_dead+=("$id"); else on_live+=("$id"); fi
 	done
 	# 24 random ids, none on one master of three: (2/3)^24.
-	[ "${#on_dead[@]}" -ge 1 ] && [ "${#on_live[@]}" -ge 1 ]
+	[ "${#on_dead[@]}" -ge 1 ]
+	[ "${#on_live[@]}" -ge 1 ]
 	pid=$(cat "$OT_STACK_DIR/rcluster/$dead/redis.pid")
 	KILLED=1
 	kill -9 "$pid"

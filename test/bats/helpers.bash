@@ -24,6 +24,8 @@ free_port() {
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
 	done
 }
+# Something accepts connections on 127.0.0.1:PORT: port_open PORT
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Waits until http://127.0.0.1:PORT/healthz answers 200: wait_health PORT
 wait_health() {
 	local i

@@ -119,7 +119,7 @@ render() { # render OVERLAY > yaml
 	done
 	# prod streams the orders outbox by CDC, so its sweep is gone; the inventory one polls.
 	grep -q 'name: ot-relay-sweep-inventory' "$BATS_TEST_TMPDIR/prod.yaml"
-	! grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/prod.yaml"
+	run ! grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/prod.yaml"
 	grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/dev.yaml"
 }
 

@@ -330,7 +330,7 @@ $(event INVENTORY_RELEASED "$ID" '{"reason":"cancelled"}')"
 	# one-shot runs: the port stays free
 	event INVENTORY_RESERVED "$ID" | OT_HTTP_ADDR="127.0.0.1:$port" ot-consume 2>/dev/null &
 	pid=$!
-	! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+	run ! port_open "$port"
 	wait "$pid"
 	run --separate-stderr ot-consume -i "kafka:inventory.events.$RUNID" -G "g-$RUNID" -e --http-addr "127.0.0.1:$port"
 	assert_success

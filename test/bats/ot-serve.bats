@@ -494,7 +494,9 @@ metric() { curl -s "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 	# a bucket per junk key would have let all 20 through.
 	most=$((3 + ($(date +%s%N) - t0) * 2 / 1000000000 + 1))
 	echo "# 20 reads with a new junk key each: $ok allowed (at most $most)" >&3
-	[ "$ok" -ge 3 ] && [ "$ok" -le "$most" ] && [ "$ok" -lt 20 ]
+	[ "$ok" -ge 3 ]
+	[ "$ok" -le "$most" ]
+	[ "$ok" -lt 20 ]
 	# the limit was the address's: no bucket per junk key
 	[ "$(redis-cli -p "$OWN_REDIS_PORT" --scan --pattern 'rl:key:*' | wc -l)" = 0 ]
 }

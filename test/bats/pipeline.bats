@@ -80,3 +80,49 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 		[ "$(rcli HGET "order:{$id}" status)" = CANCELLED ]
 	done
 }
+
+@test "pipeline: --help prints its usage, ports and settings to stdout and starts nothing" {
+	cd "$BATS_TEST_TMPDIR"
+	run --separate-stderr pipeline --help
+	assert_success
+	assert_line --index 0 'usage: pipeline [LOGDIR]'
+	assert_line --partial 'OT_PORT_BASE       the port base (default 8080: ports 8080, 8081, 8082, 8083 and 8085)'
+	assert_line --partial 'ot-relay --db inventory   base + 5'
+	assert_equal "$stderr" ''
+	[ ! -e "$BATS_TEST_TMPDIR/--help" ]
+	run --separate-stderr pipeline --bogus
+	assert_failure 64
+	assert_output ''
+	run --separate-stderr env OT_PORT_BASE=80x pipeline
+	assert_failure 64
+	assert_equal "$stderr" 'pipeline: OT_PORT_BASE=80x: expected a port from 1 to 65530'
+}
+
+@test "pipeline: OT_PORT_BASE moves every service's port: ot-serve on base, the others on base+1, +2, +3 and +5" {
+	local base p ok
+	# A base whose five ports are free.
+	while :; do
+		base=$(free_port)
+		ok=1
+		for p in 1 2 3 5; do
+			if port_open $((base + p)); then ok=0; fi
+		done
+		[ "$ok" = 0 ] || break
+	done
+	OT_PORT_BASE=$base pipeline "$BATS_TEST_TMPDIR/logs" &
+	pid=$!
+	BG_PIDS+=("$pid")
+	# Each port is the tool's it should be: ot_build_info says which.
+	for p in 0:ot-serve 1:ot-reserve 2:ot-relay 3:ot-consume 5:ot-relay; do
+		wait_health $((base + ${p%%:*}))
+		run curl -s "http://127.0.0.1:$((base + ${p%%:*}))/metrics"
+		assert_output --partial "ot_build_info{tool=\"${p#*:}\""
+	done
+	kill -TERM "$pid"
+	wait "$pid" # SIGTERM stops the services, and the pipeline exits 0
+	BG_PIDS=()
+	# Each service logged to a file of its own under LOGDIR.
+	for f in relay-orders relay-inventory reserve consume serve; do
+		[ -s "$BATS_TEST_TMPDIR/logs/$f.log" ]
+	done
+}
