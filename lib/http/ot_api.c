@@ -264,11 +264,15 @@ api_route(void *app, struct ot_httpd_req *rq)
 static void
 request_span(struct ot_httpd_req *rq, struct serve_req *sr)
 {
-	const char *rest = rq->url + 7, *slash;
+	int orders = !strncmp(rq->url, "/orders", 7); /* else a 404 is coming: no route to name */
+	const char *rest = orders ? rq->url + 7 : "", *slash;
 	char name[64];
 
 	slash = *rest == '/' ? strchr(rest + 1, '/') : NULL;
-	snprintf(name, sizeof name, "%s /orders%s%s", rq->method, *rest ? "/{id}" : "", slash ? slash : "");
+	if (!orders)
+		snprintf(name, sizeof name, "%s (no route)", rq->method);
+	else
+		snprintf(name, sizeof name, "%s /orders%s%s", rq->method, *rest ? "/{id}" : "", slash ? slash : "");
 	ot_span_begin_detached(&sr->span, name, OT_SPAN_SERVER,
 	                       MHD_lookup_connection_value(rq->con, MHD_HEADER_KIND, "traceparent"));
 	if (sr->span.exported) {
