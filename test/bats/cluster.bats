@@ -336,7 +336,7 @@ assert_cluster_clean() {
 	# The live masters have theirs (written at once, or repaired within seconds if the circuit
 	# opened meanwhile).
 	for id in "${on_live[@]}"; do
-		for ((i = 0; i < 100; i++)); do [ "$(ccli HGET "order:{$id}" status)" = CANCELLED ] && break; sleep 0.1; done
+		for ((i = 0; i < 300; i++)); do [ "$(ccli HGET "order:{$id}" status)" = CANCELLED ] && break; sleep 0.1; done
 		[ "$(ccli HGET "order:{$id}" status)" = CANCELLED ]
 	done
 	# Back (empty: the stack's nodes keep no data), the dead master's orders are rewritten from
