@@ -24,6 +24,7 @@ const char ot_config_usage[] =
 	"                          stay off the command line (OT_KAFKA_CONFIG)\n"
 	"      --orders-db CONN    orders database (OT_ORDERS_DB)\n"
 	"      --inventory-db CONN inventory database (OT_INVENTORY_DB)\n"
+	"      --payments-db CONN  payments database (OT_PAYMENTS_DB)\n"
 	"      --redis URL         redis://[[user]:pass@]host:port/db, rediss://... (TLS) or\n"
 	"                          unix:///path (OT_REDIS_URL)\n"
 	"      --log-level LEVEL   debug|info|warn|error (OT_LOG_LEVEL)\n"
@@ -135,6 +136,7 @@ ot_config_opt(struct ot_config *c, int opt, const char *arg, char *errstr, size_
 	case 'F': set(&c->kafka_config, arg); return 1;
 	case OT_OPT_ORDERS_DB: set(&c->orders_db, arg); return 1;
 	case OT_OPT_INVENTORY_DB: set(&c->inventory_db, arg); return 1;
+	case OT_OPT_PAYMENTS_DB: set(&c->payments_db, arg); return 1;
 	case OT_OPT_REDIS: set(&c->redis_url, arg); return 1;
 	case OT_OPT_LOG_LEVEL: set(&c->log_level, arg); return 1;
 	case OT_OPT_HTTP_ADDR: set(&c->http_addr, arg); return 1;
@@ -235,6 +237,7 @@ ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errst
 	fill(&c->brokers, "OT_KAFKA_BROKERS", "localhost:9092");
 	fill(&c->orders_db, "OT_ORDERS_DB", "dbname=ot_orders");
 	fill(&c->inventory_db, "OT_INVENTORY_DB", "dbname=ot_inventory");
+	fill(&c->payments_db, "OT_PAYMENTS_DB", "dbname=ot_payments");
 	fill(&c->redis_url, "OT_REDIS_URL", "redis://127.0.0.1:6379/0");
 	fill(&c->log_level, "OT_LOG_LEVEL", "info");
 	/* Set and empty is a choice here: no listener (a pipeline's stage). */
@@ -281,7 +284,7 @@ ot_config_free(struct ot_config *c)
 	if (!c)
 		return;
 	ot_trace_stop(OT_TRACE_STOP_MS);
-	free(c->brokers); free(c->orders_db); free(c->inventory_db); free(c->redis_url);
+	free(c->brokers); free(c->orders_db); free(c->inventory_db); free(c->payments_db); free(c->redis_url);
 	free(c->log_level); free(c->http_addr); free(c->group); free(c->offset); free(c->kafka_config);
 	for (i = 0; i < c->nprops; i++)
 		free(c->props[i]);
@@ -314,4 +317,29 @@ ot_config_arg(struct ot_config *c, int opt, const char *arg, void (*usage)(FILE 
 	default:
 		return OT_ARG_TOOL;
 	}
+}
+
+const char *const ot_db_names[] = {"orders", "inventory", "payments", NULL};
+
+int
+ot_db_known(const char *name)
+{
+	for (size_t i = 0; name && ot_db_names[i]; i++)
+		if (!strcmp(name, ot_db_names[i]))
+			return 1;
+	return 0;
+}
+
+const char *
+ot_config_db(const struct ot_config *c, const char *name)
+{
+	if (!name)
+		return NULL;
+	if (!strcmp(name, "orders"))
+		return c->orders_db;
+	if (!strcmp(name, "inventory"))
+		return c->inventory_db;
+	if (!strcmp(name, "payments"))
+		return c->payments_db;
+	return NULL;
 }

@@ -13,7 +13,7 @@
 struct ot_config {
 	const char *tool;
 	/* Owned strings; NULL until set. ot_config_finish fills every one. */
-	char *brokers, *orders_db, *inventory_db, *redis_url, *log_level, *http_addr;
+	char *brokers, *orders_db, *inventory_db, *payments_db, *redis_url, *log_level, *http_addr;
 	char *group;          /* -G: consumer group, default "<tool>" */
 	char *offset;         /* -o: beginning|end|stored|<n>|-<n>|s@<ms>, default "stored" */
 	int exit_at_end;      /* -e */
@@ -51,7 +51,7 @@ int ot_offset_parse(const char *s, struct ot_offset *o);
 #define OT_CONFIG_SHORTOPTS "b:G:o:ec:X:F:"
 enum {
 	OT_OPT_ORDERS_DB = 1000, OT_OPT_INVENTORY_DB, OT_OPT_REDIS, OT_OPT_LOG_LEVEL,
-	OT_OPT_HTTP_ADDR, OT_OPT_ATTEMPTS, OT_OPT_BATCH, OT_OPT_TOOL_BASE = 1100
+	OT_OPT_HTTP_ADDR, OT_OPT_ATTEMPTS, OT_OPT_BATCH, OT_OPT_PAYMENTS_DB, OT_OPT_TOOL_BASE = 1100
 };
 #define OT_CONFIG_LONGOPTS \
 	{"brokers", required_argument, NULL, 'b'}, \
@@ -62,6 +62,7 @@ enum {
 	{"kafka-config", required_argument, NULL, 'F'}, \
 	{"orders-db", required_argument, NULL, OT_OPT_ORDERS_DB}, \
 	{"inventory-db", required_argument, NULL, OT_OPT_INVENTORY_DB}, \
+	{"payments-db", required_argument, NULL, OT_OPT_PAYMENTS_DB}, \
 	{"redis", required_argument, NULL, OT_OPT_REDIS}, \
 	{"log-level", required_argument, NULL, OT_OPT_LOG_LEVEL}, \
 	{"http-addr", required_argument, NULL, OT_OPT_HTTP_ADDR}, \
@@ -83,6 +84,14 @@ int ot_config_read_kafka_file(struct ot_config *c, const char *path, char *errst
  * (or OT_KAFKA_CONFIG) file; starts logging, and the span exporter when OT_TRACE_URL is set.
  * Returns 0, or -1 with errstr. */
 int ot_config_finish(struct ot_config *c, const char *default_http_addr, char *errstr, size_t errsz);
+/* The service databases, each with its own schema (lib/store/sql/NAME), outbox and relay. */
+#define OT_DB_NAMES "orders, inventory or payments"
+extern const char *const ot_db_names[]; /* "orders", "inventory", "payments", NULL */
+/* Whether name is one of ot_db_names. */
+int ot_db_known(const char *name);
+/* The connection string of the database name names (one of ot_db_names), or NULL. */
+const char *ot_config_db(const struct ot_config *c, const char *name);
+
 /* Stops the span exporter (joined; OT_TRACE_STOP_MS at most) and frees c's strings. */
 void ot_config_free(struct ot_config *c);
 

@@ -342,3 +342,22 @@ ot_duration(const char *s)
 		return v * 3600;
 	return -1;
 }
+
+int
+ot_key_listed(const char *keys, const char *key)
+{
+	const char *k, *end;
+	size_t kl = strlen(key);
+
+	for (k = keys; *k; k = *end ? end + 1 : end) {
+		size_t n = strcspn(k, ",");
+		unsigned char diff = n != kl;
+
+		end = k + n;
+		for (size_t i = 0; i < n; i++)
+			diff |= (unsigned char)(k[i] ^ (i < kl ? key[i] : 0));
+		if (!diff)
+			return 1;
+	}
+	return 0;
+}

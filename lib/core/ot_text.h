@@ -37,6 +37,9 @@ size_t ot_utf8_escape(char *dst, size_t dstsz, const char *src);
  * ot_redis_parse_url reads it). Anything else is copied as it is. Returns out. */
 /* FNV-1a of the string: a cheap, stable spread of ids over buckets, stripes or TTLs. */
 unsigned ot_hash32(const char *s);
+/* 1 when key is one of the comma-separated keys, in a time that does not depend on where the
+ * first difference is. */
+int ot_key_listed(const char *keys, const char *key);
 /* "90s", "15m", "2h" or plain seconds, in seconds; -1 if it is none of them. */
 long ot_duration(const char *s);
 

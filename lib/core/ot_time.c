@@ -1,4 +1,4 @@
-/* ot_time: wall-clock timestamps in RFC 3339, and the monotonic clock for intervals. */
+/* ot_time: wall-clock timestamps in RFC 3339, the monotonic clock for intervals, retry backoff. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,4 +95,20 @@ long long
 ot_now_ms(void)
 {
 	return ot_now_us() / 1000;
+}
+
+long
+ot_backoff_ms(int attempt, long first_ms, long max_ms)
+{
+	long ms = first_ms;
+
+	if (ms <= 0)
+		return 0;
+	for (; attempt > 0 && ms < max_ms; attempt--)
+		ms *= 2;
+	if (ms > max_ms)
+		ms = max_ms;
+	if (ms < 2)
+		return ms;
+	return ms / 2 + rand() % (ms / 2 + 1);
 }

@@ -1,4 +1,4 @@
-/* ot_time: wall-clock timestamps in RFC 3339, and the monotonic clock for intervals. */
+/* ot_time: wall-clock timestamps in RFC 3339, the monotonic clock for intervals, retry backoff. */
 #ifndef OT_TIME_H
 #define OT_TIME_H
 
@@ -13,5 +13,9 @@ int ot_time_ms(const char *s, long long *ms);
 long long ot_now_ms(void);
 /* The same clock in microseconds. */
 long long ot_now_us(void);
+/* How long to wait before retry number attempt (0-based): first_ms doubling up to max_ms, then
+ * a random point between half of that and all of it, so that clients failing together do not
+ * retry together. */
+long ot_backoff_ms(int attempt, long first_ms, long max_ms);
 
 #endif

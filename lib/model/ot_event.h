@@ -14,6 +14,7 @@
 #define OT_TOPIC_ORDERS "orders.events"
 #define OT_TOPIC_INVENTORY "inventory.events"
 #define OT_TOPIC_DELIVERY "delivery.updates"
+#define OT_TOPIC_PAYMENTS "payments.events"
 
 /* The event types, each named once (ot_event_type_name). A type this release does not know
  * parses as OT_EV_OTHER, its name kept in type. */
@@ -26,6 +27,12 @@ enum ot_event_type {
 	OT_EV_INVENTORY_RESERVATION_FAILED, /* inventory.events: {short_skus} */
 	OT_EV_INVENTORY_RELEASED,           /* inventory.events: {items, reason} */
 	OT_EV_DELIVERY_UPDATED,             /* delivery.updates: {status, lat, lon} */
+	OT_EV_PAYMENT_AUTHORIZED,           /* payments.events: {amount, currency, charge_id} */
+	OT_EV_PAYMENT_DECLINED,             /* payments.events: {amount, currency, code, decline_code} */
+	OT_EV_PAYMENT_CAPTURED,             /* payments.events: {amount, currency, charge_id} */
+	OT_EV_PAYMENT_VOIDED,               /* payments.events: {amount, currency, charge_id, reason} */
+	OT_EV_PAYMENT_REFUNDED,             /* payments.events: {amount, currency, charge_id, reason} */
+	OT_EV_PAYMENT_REFUND_REQUESTED,     /* payments.events: {amount, reason, request_id}, for ot-pay */
 	OT_EV_TYPES
 };
 const char *ot_event_type_name(enum ot_event_type t);

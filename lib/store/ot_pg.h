@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 struct ot_migration {
-	const char *db;      /* "orders" or "inventory": the folder under lib/sql/ */
+	const char *db;      /* "orders", "inventory" or "payments": the folder under lib/store/sql/ */
 	int version;
 	const char *name;
 	const char *sql;
@@ -30,7 +30,7 @@ struct ot_pg_schema {
 /* Connects (5 s timeout) and routes server notices to the log. Returns NULL with errstr;
  * the caller frees with PQfinish. */
 PGconn *ot_pg_connect(const char *conninfo, char *errstr, size_t errsz);
-/* Reads db's ("orders"/"inventory") schema version into *s, with statements a role allowed
+/* Reads db's ("orders"/"inventory"/"payments") schema version into *s, with statements a role allowed
  * only DML may run (no lock, no DDL). Returns 0, or OT_ECONFIG with errstr naming both
  * versions when the database is newer than this binary (migrated by a later release: an
  * older binary must not run against it), or another ot_rc. */

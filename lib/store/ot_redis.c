@@ -30,7 +30,7 @@
 #define TTL_TERMINAL (7 * 86400)
 
 /* KEYS[1] order:{id}, KEYS[2] orderlog:{id}, KEYS[3] lock:order:{id}; ARGV: version status
- * updated_at lat lon eta ttl message known-only. Writes only a newer version, so late or repeated events never move a status
+ * updated_at lat lon eta ttl message known-only payment (its JSON, "" none). Writes only a newer version, so late or repeated events never move a status
  * backwards. orderlog keeps the last changes (by version) for streams that resume, and its
  * newest version is a floor that outlives order:{id}: a refill that read the database just
  * before a newer write cannot put the older status back after the entry was invalidated or
@@ -48,6 +48,7 @@ static const char cas_src[] =
 	"redis.call('HSET', KEYS[1], 'version', ARGV[1], 'status', ARGV[2], 'updated_at', ARGV[3])\n"
 	"if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lat', ARGV[4], 'lon', ARGV[5]) end\n"
 	"if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'eta', ARGV[6]) end\n"
+	"if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'payment', ARGV[10]) end\n"
 	"redis.call('EXPIRE', KEYS[1], ARGV[7])\n"
 	"redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[1], ARGV[1])\n"
 	"redis.call('ZADD', KEYS[2], ARGV[1], ARGV[8])\n"
@@ -490,9 +491,10 @@ ttl_of(const struct ot_status *st)
 }
 
 /* The arguments of one CAS write, after the script: numkeys, keys and values. */
-#define CAS_ARGC 13
+#define CAS_ARGC 14
 struct cas_args {
 	char key[80], logkey[80], lockkey[80], ver[24], lat[32], lon[32], ttl[16];
+	char pay[256];       /* the payment's JSON, "" none */
 	char *msg;           /* the status JSON: free it */
 	const char *argv[CAS_ARGC];
 };
@@ -512,6 +514,12 @@ cas_args(struct cas_args *a, const struct ot_status *st, int known_only)
 		snprintf(a->lon, sizeof a->lon, "%.6f", st->lon);
 	}
 	snprintf(a->ttl, sizeof a->ttl, "%d", ttl_of(st));
+	a->pay[0] = '\0';
+	if ((o = ot_payment_to_json(&st->pay))) {
+		size_t n = json_dumpb(o, a->pay, sizeof a->pay - 1, JSON_COMPACT);
+		a->pay[n < sizeof a->pay ? n : 0] = '\0';
+		json_decref(o);
+	}
 	o = ot_status_to_json(st);
 	a->msg = json_dumps(o, OT_JSON_FLAGS);
 	json_decref(o);
@@ -519,6 +527,7 @@ cas_args(struct cas_args *a, const struct ot_status *st, int known_only)
 	a->argv[4] = a->ver; a->argv[5] = st->status; a->argv[6] = st->updated_at; a->argv[7] = a->lat;
 	a->argv[8] = a->lon; a->argv[9] = st->eta; a->argv[10] = a->ttl; a->argv[11] = a->msg ? a->msg : "{}";
 	a->argv[12] = known_only ? "1" : "0";
+	a->argv[13] = a->pay;
 }
 
 /* The CAS script's answer: 1 written, 2 unknown (known-only), 0 stale; -1 not an answer. */
@@ -614,6 +623,16 @@ ot_redis_status_cmd(char **cmd, const char *order_id)
 	return redisFormatCommand(cmd, "HGETALL " OT_REDIS_KEY_FMT, order_id);
 }
 
+/* The payment field of order:{id}, its JSON. */
+static void
+status_payment(struct ot_status *st, const char *v)
+{
+	json_t *o = json_loads(v, 0, NULL);
+
+	ot_payment_from_json(o, &st->pay);
+	json_decref(o);
+}
+
 int
 ot_redis_status_of(const redisReply *rep, const char *order_id, struct ot_status *st)
 {
@@ -639,6 +658,8 @@ ot_redis_status_of(const redisReply *rep, const char *order_id, struct ot_status
 			snprintf(st->eta, sizeof st->eta, "%s", v);
 		else if (!strcmp(k, "updated_at"))
 			snprintf(st->updated_at, sizeof st->updated_at, "%s", v);
+		else if (!strcmp(k, "payment"))
+			status_payment(st, v);
 	}
 	return rep->elements > 0 && st->status[0] ? 1 : 0;
 }

@@ -251,7 +251,7 @@ close_all_ends_a_stream_blocked_in_send(void **state)
 	memset(big, 'x', sizeof big - 1);
 	for (int i = 0; i < BACKLOG; i++)
 		backlog[i] = (struct ot_live_event){i + 1, big};
-	assert_non_null(tlv = ot_live_start("redis://127.0.0.1:1/0", 300, 8, NULL, err, sizeof err));
+	assert_non_null(tlv = ot_live_start("redis://127.0.0.1:1/0", 300, 8, NULL, 0, err, sizeof err));
 	assert_non_null(d = ws_daemon(&port));
 	fd = stalled_client(port);
 	nanosleep(&ts, NULL);

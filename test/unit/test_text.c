@@ -226,6 +226,19 @@ durations_in_seconds(void **state)
 	assert_int_equal(ot_duration("5ms"), -1);
 }
 
+static void
+keys_are_matched_whole(void **state)
+{
+	(void)state;
+	assert_true(ot_key_listed("alpha-key,beta-key", "alpha-key"));
+	assert_true(ot_key_listed("alpha-key,beta-key", "beta-key"));
+	assert_false(ot_key_listed("alpha-key,beta-key", "alpha"));
+	assert_false(ot_key_listed("alpha-key,beta-key", "alpha-key,beta-key"));
+	assert_false(ot_key_listed("alpha-key,beta-key", "beta-keyX"));
+	assert_false(ot_key_listed("alpha-key", ""));
+	assert_false(ot_key_listed("", "alpha-key"));
+}
+
 int
 main(void)
 {
@@ -240,6 +253,7 @@ main(void)
 		cmocka_unit_test(redacts_redis_urls),
 		cmocka_unit_test(redacts_a_password_quoted_in_a_message),
 		cmocka_unit_test(durations_in_seconds),
+		cmocka_unit_test(keys_are_matched_whole),
 	};
 	return cmocka_run_group_tests_name("text", tests, NULL, NULL);
 }

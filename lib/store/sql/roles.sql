@@ -3,6 +3,7 @@
 -- the first `ot-relay migrate` or at any time after; running it again changes nothing:
 --   psql "host=... user=postgres dbname=ot_orders" -v ON_ERROR_STOP=1 -f lib/sql/roles.sql
 --   psql "host=... user=postgres dbname=ot_inventory" -v ON_ERROR_STOP=1 -f lib/sql/roles.sql
+--   psql "host=... user=postgres dbname=ot_payments" -v ON_ERROR_STOP=1 -f lib/sql/roles.sql
 -- then give each login role a password (\password ot_migrate) or another way in (pg_hba).
 --   ot_migrate  owns the schema: `ot-relay migrate` (the ot-migrate Job) runs as it
 --   ot_app      reads and writes rows, nothing else: every tool runs as it
