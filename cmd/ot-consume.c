@@ -31,7 +31,8 @@ static const struct ot_opt opts[] = {
 
 static const char about[] =
 	"Applies events to orders through guarded transitions:\n"
-	"  INVENTORY_RESERVED -> CONFIRMED, INVENTORY_RESERVATION_FAILED -> REJECTED,\n"
+	"  INVENTORY_RESERVED -> CONFIRMED (an order paid by card: PAYMENT_AUTHORIZED ->\n"
+	"  CONFIRMED, PAYMENT_DECLINED -> REJECTED), INVENTORY_RESERVATION_FAILED -> REJECTED,\n"
 	"  DELIVERY_UPDATED {status: PREPARING|IN_TRANSIT|DELIVERED, lat, lon, eta},\n"
 	"  ORDER_CANCELLED -> CANCELLED (announced on orders.events, so stock is released),\n"
 	"  INVENTORY_RELEASED {reason: expired} -> CANCELLED.\n"
@@ -90,17 +91,10 @@ main(int argc, char **argv)
 	struct ot_health_deps deps = {0};
 	struct ot_run_stats st;
 	char err[1024];
-	int rc = OT_OK, r, next, done;
+	int rc = OT_OK, r;
 
-	ot_config_init(&cfg, argv0);
-	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done)
-		return r;
-	if (next < argc) {
-		ot_tool_usage(&cfg, &cli, stderr);
-		return EX_USAGE;
-	}
-	if ((r = ot_tool_start(&cfg, ":8083")))
-		return r;
+	if ((r = ot_tool_begin(&cfg, argv0, &cli, argc, argv, ":8083")))
+		return r < 0 ? 0 : r;
 	if (!(cs.db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

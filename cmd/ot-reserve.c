@@ -87,16 +87,9 @@ start(struct ot_config *cfg, const struct ot_cli *cli, int argc, char **argv, co
       struct reserve *r)
 {
 	char err[1024];
-	int rc, next, done;
+	int rc;
 
-	ot_config_init(cfg, argv0);
-	if ((rc = ot_tool_args(cfg, cli, argc, argv, &next, &done)) || done)
-		return rc ? rc : -1;
-	if (next < argc) {
-		ot_tool_usage(cfg, cli, stderr);
-		return EX_USAGE;
-	}
-	if ((rc = ot_tool_start(cfg, addr)))
+	if ((rc = ot_tool_begin(cfg, argv0, cli, argc, argv, addr)))
 		return rc;
 	r->consumer = argv0; /* processed_events is per service, whatever the Kafka group */
 	if (!(r->db = ot_pg_open(cfg->inventory_db, "inventory", &rc, err, sizeof err))) {

@@ -17,8 +17,9 @@ int
 ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz)
 {
 	json_t *sku = json_object_get(line, "sku"), *qty = json_object_get(line, "qty");
-	char q[24];
-	const char *p[2];
+	json_t *price = json_object_get(line, "price");
+	char q[24], pr[24];
+	const char *p[3];
 
 	if (!json_is_object(line))
 		return ot_err(OT_EINPUT, errstr, errsz, "a stock line must be a JSON object");
@@ -26,12 +27,20 @@ ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz)
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"sku\" must be a string of 1 to 64 bytes");
 	if (!json_is_integer(qty) || json_integer_value(qty) < 0 || json_integer_value(qty) > 1000000000)
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"qty\" must be an integer from 0 to 1000000000");
+	if (price && (!json_is_integer(price) || json_integer_value(price) < 0 ||
+	              json_integer_value(price) > OT_PRICE_MAX))
+		return ot_err(OT_EINPUT, errstr, errsz, "field \"price\" must be an integer from 0 to %lld (minor units, "
+		              "cents)", (long long)OT_PRICE_MAX);
 	snprintf(q, sizeof q, "%lld", (long long)json_integer_value(qty));
+	snprintf(pr, sizeof pr, "%lld", (long long)json_integer_value(price));
 	p[0] = json_string_value(sku);
 	p[1] = q;
-	return ot_pg_exec(db, "INSERT INTO stock (sku, available) VALUES ($1, $2) ON CONFLICT (sku) "
-	                  "DO UPDATE SET available = EXCLUDED.available, updated_at = now()",
-	                  2, p, errstr, errsz);
+	p[2] = price ? pr : NULL;
+	/* A line without a price keeps the SKU's. */
+	return ot_pg_exec(db, "INSERT INTO stock (sku, available, price) VALUES ($1, $2, coalesce($3::bigint, 0)) "
+	                  "ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, "
+	                  "price = coalesce($3::bigint, stock.price), updated_at = now()",
+	                  3, p, errstr, errsz);
 }
 
 /* Validates data.items of ORDER_CREATED; returns them as a JSON string (caller frees). */
@@ -95,19 +104,28 @@ release(PGconn *db, const char *order_id, const char *reason, long long version,
 		OT_INFO(order_id, "released stock (%s)", reason);
 		if (!m)
 			m = ot_metric_new(OT_COUNTER, "ot_saga_compensations_total", "Reservations released to undo an "
-			                  "order: released (cancelled), expired (never confirmed).", "kind", NULL, 0);
-		ot_metric_add(m, 1, strcmp(reason, "expired") ? "released" : "expired");
+			                  "order: released (cancelled), expired (never confirmed), rejected (its payment "
+			                  "declined).", "kind", NULL, 0);
+		ot_metric_add(m, 1, !strcmp(reason, "cancelled") ? "released" : reason);
 	}
 	return rc;
 }
 
-/* Whether ORDER_STATUS_UPDATED ev moves the order to CONFIRMED. */
+/* Whether ORDER_STATUS_UPDATED ev moves the order to status. */
 static int
-confirms(const struct ot_event *ev)
+moves_to(const struct ot_event *ev, const char *status)
 {
 	json_t *st = json_object_get(ev->data, "status");
 
-	return json_is_string(st) && !strcmp(json_string_value(st), "CONFIRMED");
+	return ev->kind == OT_EV_ORDER_STATUS_UPDATED && json_is_string(st) && !strcmp(json_string_value(st), status);
+}
+
+/* Whether ev gives the order's stock back: a cancel, or a rejection after the stock was
+ * reserved (the payment was declined). */
+static int
+releases(const struct ot_event *ev)
+{
+	return ev->kind == OT_EV_ORDER_CANCELLED || moves_to(ev, "REJECTED");
 }
 
 /* Releases one order's reservation if it is still open and unconfirmed, re-checked under the
@@ -173,8 +191,7 @@ screen(const struct ot_event *ev, char **items, char *errstr, size_t errsz)
 	*items = NULL;
 	/* A status the inventory does not act on commits nothing, not even processed_events:
 	 * redelivered, it is skipped again just the same. */
-	if (ev->kind != OT_EV_ORDER_CREATED && ev->kind != OT_EV_ORDER_CANCELLED &&
-	    (ev->kind != OT_EV_ORDER_STATUS_UPDATED || !confirms(ev)))
+	if (ev->kind != OT_EV_ORDER_CREATED && !releases(ev) && !moves_to(ev, "CONFIRMED"))
 		return OT_IGNORED;
 	if (!ot_uuid_valid(ev->order_id))
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
@@ -188,6 +205,7 @@ struct sku {
 	char name[72];
 	long long available;
 	long long taken;          /* reserved by the batch, not written yet */
+	long long price;          /* of one, in minor units */
 };
 
 /* What a batch has decided and not written yet. */
@@ -227,7 +245,7 @@ lock_stock(PGconn *db, const struct ot_event *evs, char **items, const struct ot
 		if (items[i])
 			json_array_foreach(json_object_get(evs[i].data, "items"), j, it)
 				json_array_append(names, json_object_get(it, "sku"));
-		else if (evs[i].kind == OT_EV_ORDER_CANCELLED)
+		else if (releases(&evs[i]))
 			json_array_append_new(orders, json_string(evs[i].order_id));
 	}
 	if (!json_array_size(names) && !json_array_size(orders))
@@ -238,7 +256,7 @@ lock_stock(PGconn *db, const struct ot_event *evs, char **items, const struct ot
 	}
 	p[0] = ps;
 	p[1] = po;
-	if (!(q = ot_pg_query(db, "SELECT sku, available FROM stock WHERE sku IN "
+	if (!(q = ot_pg_query(db, "SELECT sku, available, price FROM stock WHERE sku IN "
 	                      "(SELECT jsonb_array_elements_text($1::jsonb)) OR sku IN (SELECT sku FROM reservations "
 	                      "WHERE order_id IN (SELECT jsonb_array_elements_text($2::jsonb)::uuid)) "
 	                      "ORDER BY sku FOR UPDATE", 2, p, &rc, errstr, errsz)))
@@ -250,6 +268,7 @@ lock_stock(PGconn *db, const struct ot_event *evs, char **items, const struct ot
 	for (k = 0; k < PQntuples(q); k++) {
 		snprintf((*skus)[k].name, sizeof (*skus)[k].name, "%s", PQgetvalue(q, k, 0));
 		(*skus)[k].available = strtoll(PQgetvalue(q, k, 1), NULL, 10);
+		(*skus)[k].price = strtoll(PQgetvalue(q, k, 2), NULL, 10);
 	}
 	*nskus = (size_t)PQntuples(q);
 out:
@@ -394,13 +413,19 @@ reserve(const struct ot_event *ev, struct sku *skus, size_t nskus, struct pendin
 		if (!(k = sku_of(skus, nskus, name)) || k->available < json_integer_value(v))
 			json_array_append_new(shortl, json_string(name));
 	if (json_array_size(shortl) == 0) {
+		long long amount = 0;
 		json_object_foreach_safe(want, tmp, name, v) {
 			k = sku_of(skus, nskus, name);
 			k->available -= json_integer_value(v);
 			k->taken += json_integer_value(v);
+			amount += k->price * json_integer_value(v);
 			json_array_append_new(pd->rows, json_pack("[s, s, I]", ev->order_id, name, json_integer_value(v)));
 		}
-		data = json_pack("{s:O}", "items", items);
+		/* The amount to pay, and how, for the Payment Service: an order placed with a payment
+		 * waits for it before it is confirmed. */
+		data = json_pack("{s:O, s:I}", "items", items, "amount", (json_int_t)amount);
+		if (json_object_get(ev->data, "payment"))
+			json_object_set(data, "payment", json_object_get(ev->data, "payment"));
 		ot_event_init(&pd->outs[pd->nouts++], OT_EV_INVENTORY_RESERVED, ev->order_id, ev->version, "ot-reserve", data,
 		              ev->traceparent);
 		OT_INFO(ev->order_id, "reserved stock");
@@ -444,12 +469,12 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, con
 				res[i].rc = OT_DUPLICATE; /* this order's stock was decided by an earlier event */
 			else
 				rc = reserve(&evs[i], skus, nskus, pd);
-		} else if (evs[i].kind == OT_EV_ORDER_CANCELLED) {
+		} else if (releases(&evs[i])) {
 			/* What the batch reserved is written first: the release reads it. */
 			released = NULL;
 			if (!(rc = flush(db, pd, skus, nskus, errstr, errsz)))
-				rc = release(db, evs[i].order_id, "cancelled", evs[i].version, evs[i].traceparent, &released,
-				             errstr, errsz);
+				rc = release(db, evs[i].order_id, evs[i].kind == OT_EV_ORDER_CANCELLED ? "cancelled" : "rejected",
+				             evs[i].version, evs[i].traceparent, &released, errstr, errsz);
 			json_array_foreach(released, j, it)
 				if ((k = sku_of(skus, nskus, json_string_value(json_object_get(it, "sku")))))
 					k->available += json_integer_value(json_object_get(it, "qty"));

@@ -8,13 +8,21 @@
 
 #include "ot_event.h"
 
-/* Sets the available stock of one SKU from {"sku":..,"qty":N}. Returns OT_OK, OT_EINPUT, OT_ESERVICE. */
+/* The largest price of one SKU: a billion in minor units, so that an order's amount (at most
+ * MAX_ITEMS lines of 10,000 each) stays far inside the processor's range. */
+#define OT_PRICE_MAX 1000000000LL
+
+/* Sets the available stock of one SKU, and its price when the line has one, from
+ * {"sku":..,"qty":N[,"price":CENTS]}. Returns OT_OK, OT_EINPUT, OT_ESERVICE. */
 int ot_inventory_stock(PGconn *db, json_t *line, char *errstr, size_t errsz);
 
 /* Handles, in one transaction with processed_events(consumer):
- * ORDER_CREATED — reserves every line or none, and adds INVENTORY_RESERVED or
+ * ORDER_CREATED — reserves every line or none, and adds INVENTORY_RESERVED (with the amount,
+ *   the sum of the lines' prices, and the order's payment when it has one) or
  *   INVENTORY_RESERVATION_FAILED (with the short SKUs) to the outbox;
- * ORDER_CANCELLED — releases the order's reservation and adds INVENTORY_RELEASED;
+ * ORDER_CANCELLED, and ORDER_STATUS_UPDATED to REJECTED (a payment declined after the stock
+ *   was reserved) — releases the order's reservation and adds INVENTORY_RELEASED ("cancelled",
+ *   "rejected");
  * ORDER_STATUS_UPDATED to CONFIRMED — marks the reservation confirmed, so it never expires.
  * Other types, and ORDER_STATUS_UPDATED to any other status, are skipped without a
  * transaction: nothing is committed for them, not even processed_events.

@@ -40,6 +40,11 @@ order_status_from_cols(struct ot_status *st, const char *order_id, PGresult *res
 	}
 	snprintf(st->eta, sizeof st->eta, "%s", PQgetvalue(res, row, col + 4));
 	snprintf(st->updated_at, sizeof st->updated_at, "%s", PQgetvalue(res, row, col + 5));
+	if (*PQgetvalue(res, row, col + 6)) {
+		json_t *pay = json_loads(PQgetvalue(res, row, col + 6), 0, NULL);
+		ot_payment_from_json(pay, &st->pay);
+		json_decref(pay);
+	}
 }
 
 static void
@@ -120,10 +125,10 @@ ot_order_get_full(PGconn *db, const char *order_id, int *rc, char *errstr, size_
 	}
 	status_from_row(&st, order_id, res, 0);
 	o = ot_status_to_json(&st);
-	json_object_set_new(o, "customer_id", json_string(PQgetvalue(res, 0, 6)));
-	json_object_set_new(o, "address", json_string(PQgetvalue(res, 0, 7)));
-	json_object_set_new(o, "created_at", json_string(PQgetvalue(res, 0, 8)));
-	items = json_loads(PQgetvalue(res, 0, 9), 0, NULL);
+	json_object_set_new(o, "customer_id", json_string(PQgetvalue(res, 0, STATUS_NCOLS)));
+	json_object_set_new(o, "address", json_string(PQgetvalue(res, 0, STATUS_NCOLS + 1)));
+	json_object_set_new(o, "created_at", json_string(PQgetvalue(res, 0, STATUS_NCOLS + 2)));
+	items = json_loads(PQgetvalue(res, 0, STATUS_NCOLS + 3), 0, NULL);
 	json_object_set_new(o, "items", items ? items : json_array());
 	PQclear(res);
 	return o;
@@ -167,6 +172,7 @@ order_count_transition(const char *tool, const char *to)
 struct placing {
 	const char *customer, *address, *request_id;
 	json_t *items;
+	json_t *payment;          /* {"source": token}, or NULL: paid another way */
 	char *items_s;
 	char fp[65];
 	char id[OT_UUID_LEN];
@@ -178,9 +184,48 @@ static void
 placing_free(struct placing *pl)
 {
 	json_decref(pl->items);
+	json_decref(pl->payment);
 	free(pl->items_s);
 	pl->items = NULL;
+	pl->payment = NULL;
 	pl->items_s = NULL;
+}
+
+/* The request's payment, normalised to {"source": token}: NULL with *rc OT_OK when it has
+ * none (the order is paid another way, and confirmed once its stock is reserved), or NULL
+ * with *rc OT_EINPUT naming the field. A source is a processor's token (tok_visa): letters,
+ * digits and underscores, never a card number. */
+static json_t *
+check_payment(json_t *req, int *rc, char *errstr, size_t errsz)
+{
+	json_t *pay = json_object_get(req, "payment");
+	const char *src;
+
+	*rc = OT_OK;
+	if (!pay || json_is_null(pay))
+		return NULL;
+	*rc = OT_EINPUT;
+	if (!json_is_object(pay)) {
+		ot_err(OT_EINPUT, errstr, errsz, "field \"payment\" must be an object {\"source\": TOKEN}");
+		return NULL;
+	}
+	src = json_string_value(json_object_get(pay, "source"));
+	if (!src || !*src || strlen(src) > 128) {
+		ot_err(OT_EINPUT, errstr, errsz, "field \"payment.source\" must be a string of 1 to 128 bytes");
+		return NULL;
+	}
+	for (const char *c = src; *c; c++)
+		if (!(*c >= 'a' && *c <= 'z') && !(*c >= 'A' && *c <= 'Z') && !(*c >= '0' && *c <= '9') && *c != '_') {
+			ot_err(OT_EINPUT, errstr, errsz, "field \"payment.source\" must be a processor's token "
+			       "(letters, digits and _, such as tok_visa)");
+			return NULL;
+		}
+	if (src[strspn(src, "0123456789")] == '\0') {
+		ot_err(OT_EINPUT, errstr, errsz, "field \"payment.source\" must be a processor's token, never a card number");
+		return NULL;
+	}
+	*rc = OT_OK;
+	return json_pack("{s:s}", "source", src);
 }
 
 /* Checks req before any transaction. Returns OT_OK, OT_EINPUT naming the field, OT_EINTERNAL. */
@@ -188,6 +233,7 @@ static int
 place_check(json_t *req, struct placing *pl, char *errstr, size_t errsz)
 {
 	json_t *rid;
+	int rc;
 
 	memset(pl, 0, sizeof *pl);
 	if (!json_is_object(req))
@@ -196,6 +242,8 @@ place_check(json_t *req, struct placing *pl, char *errstr, size_t errsz)
 	    !(pl->address = str_field(req, "address", 512, errstr, errsz)) ||
 	    !(pl->items = check_items(req, errstr, errsz)))
 		return OT_EINPUT;
+	if (!(pl->payment = check_payment(req, &rc, errstr, errsz)) && rc)
+		return rc;
 	rid = json_object_get(req, "request_id");
 	if (rid && !json_is_null(rid) && !(pl->request_id = str_field(req, "request_id", 200, errstr, errsz)))
 		return OT_EINPUT;
@@ -294,6 +342,8 @@ insert_orders(PGconn *db, const char *source, const char *scope, struct placing 
 		ot_event_init(&evs[nev], OT_EV_ORDER_CREATED, pl[i].id, 1, source,
 		              json_pack("{s:s, s:s, s:O, s:s}", "customer_id", pl[i].customer, "address", pl[i].address,
 		                        "items", pl[i].items, "status", "PENDING"), NULL);
+		if (pl[i].payment)
+			json_object_set(evs[nev].data, "payment", pl[i].payment);
 		ot_span_leave(&sp[i]);
 		snprintf(pl[i].ts, sizeof pl[i].ts, "%s", evs[nev].ts);
 		json_array_append_new(orders, json_pack("[s, s, s, s, O]", pl[i].id, pl[i].customer, pl[i].address,
@@ -523,7 +573,7 @@ each_status(PGconn *db, const char *query, int nparams, const char *const *param
 	if (!(res = ot_pg_query(db, query, nparams, params, &rc, errstr, errsz)))
 		return rc;
 	for (i = 0; i < PQntuples(res) && !rc; i++, n++) {
-		status_from_row(&st, PQgetvalue(res, i, 6), res, i);
+		status_from_row(&st, PQgetvalue(res, i, STATUS_NCOLS), res, i);
 		rc = fn(arg, &st);
 	}
 	PQclear(res);

@@ -39,9 +39,11 @@ int ot_order_place_batch_as(PGconn *db, json_t *const *reqs, size_t n, const cha
  * request_id left out. Returns 0 with out filled (65 bytes), or -1 out of memory. */
 int ot_order_fingerprint(const json_t *req, char out[65]);
 
-/* Applies an INVENTORY_*, DELIVERY_UPDATED or ORDER_CANCELLED event through a guarded
+/* Applies an INVENTORY_*, PAYMENT_*, DELIVERY_UPDATED or ORDER_CANCELLED event through a guarded
  * transition, records it in processed_events(consumer), adds ORDER_STATUS_UPDATED to the outbox
- * (and ORDER_CANCELLED with the order's lines when it cancels) and commits. st, if not NULL,
+ * (and ORDER_CANCELLED with the order's lines when it cancels) and commits. A PAYMENT_* event
+ * also sets the order's payment (ot_payment_supersedes decides), and one that moves no state
+ * (a capture after DELIVERED) is applied as the payment alone: same status, next version. st, if not NULL,
  * gets the status for the cache: the new one, or the current one when a stale event says the
  * cache may be behind (version 0: nothing to write). Never touches the cache.
  * INVENTORY_RELEASED with reason "expired" cancels the order. Returns OT_APPLIED, the

@@ -37,14 +37,30 @@ count_delivery(double seconds)
 	                                sizeof delivery_bounds / sizeof delivery_bounds[0]), seconds);
 }
 
-/* The status an event asks for; OT_IGNORED for events that move no order. */
+/* The status an event asks for: -1 for a payment event that only records the payment,
+ * OT_IGNORED for events that touch no order. */
 static int
 target_of(const struct ot_event *ev, int *to, char *errstr, size_t errsz)
 {
 	json_t *s;
 
 	switch (ev->kind) {
-	case OT_EV_INVENTORY_RESERVED: *to = OT_ST_CONFIRMED; return OT_OK;
+	case OT_EV_INVENTORY_RESERVED:
+		/* An order paid by card is confirmed once its payment is authorised, not before. */
+		if (json_object_get(ev->data, "payment"))
+			return OT_IGNORED;
+		*to = OT_ST_CONFIRMED;
+		return OT_OK;
+	case OT_EV_PAYMENT_AUTHORIZED: *to = OT_ST_CONFIRMED; return OT_OK;
+	case OT_EV_PAYMENT_DECLINED: *to = OT_ST_REJECTED; return OT_OK;
+	case OT_EV_PAYMENT_CAPTURED:
+	case OT_EV_PAYMENT_VOIDED:
+	case OT_EV_PAYMENT_REFUNDED:
+		/* After a delivery or a cancel: the order stays where it is, its payment moves. */
+		*to = -1;
+		return OT_OK;
+	case OT_EV_PAYMENT_REFUND_REQUESTED: /* for ot-pay: the refund, when made, is PAYMENT_REFUNDED */
+		return OT_IGNORED;
 	case OT_EV_INVENTORY_RESERVATION_FAILED: *to = OT_ST_REJECTED; return OT_OK;
 	case OT_EV_ORDER_CANCELLED: *to = OT_ST_CANCELLED; return OT_OK;
 	case OT_EV_INVENTORY_RELEASED:
@@ -59,39 +75,11 @@ target_of(const struct ot_event *ev, int *to, char *errstr, size_t errsz)
 	case OT_EV_ORDER_STATUS_UPDATED:
 		return OT_IGNORED;
 	case OT_EV_DELIVERY_UPDATED:
-		s = json_object_get(ev->data, "status");
-		*to = json_is_string(s) ? ot_state_parse(json_string_value(s)) : -1;
-		if (*to != OT_ST_PREPARING && *to != OT_ST_IN_TRANSIT && *to != OT_ST_DELIVERED)
-			return ot_err(OT_EINPUT, errstr, errsz, "field \"data.status\" of DELIVERY_UPDATED must be "
-			              "PREPARING, IN_TRANSIT or DELIVERED");
-		return OT_OK;
+		*to = ot_delivery_status(ev->data, errstr, errsz);
+		return *to < 0 ? *to : OT_OK;
 	default:
 		return ot_err(OT_EINPUT, errstr, errsz, "unknown event type \"%s\"", ev->type);
 	}
-}
-
-/* Optional position: both lat and lon, in range, or neither. */
-static int
-position_of(const struct ot_event *ev, char lat[32], char lon[32], char eta[40], char *errstr, size_t errsz)
-{
-	json_t *la = json_object_get(ev->data, "lat"), *lo = json_object_get(ev->data, "lon");
-	json_t *e = json_object_get(ev->data, "eta");
-
-	lat[0] = lon[0] = eta[0] = '\0';
-	if (la || lo) {
-		if (!json_is_number(la) || !json_is_number(lo) || fabs(json_number_value(la)) > 90 ||
-		    fabs(json_number_value(lo)) > 180)
-			return ot_err(OT_EINPUT, errstr, errsz, "fields \"data.lat\" and \"data.lon\" must both "
-			              "be numbers within [-90, 90] and [-180, 180]");
-		snprintf(lat, 32, "%.7f", json_number_value(la));
-		snprintf(lon, 32, "%.7f", json_number_value(lo));
-	}
-	if (e && !json_is_null(e)) {
-		if (!json_is_string(e) || json_string_length(e) >= 40)
-			return ot_err(OT_EINPUT, errstr, errsz, "field \"data.eta\" must be a timestamp string");
-		snprintf(eta, 40, "%s", json_string_value(e));
-	}
-	return OT_OK;
 }
 
 /* ORDER_CANCELLED on orders.events, with the order's lines, tells the Inventory Service to
@@ -119,7 +107,10 @@ cancel_event(PGconn *db, const struct ot_event *cause, long long version, const 
 
 /* One event of a batch on its way through ot_order_apply_batch. */
 struct step {
-	int to;                   /* the status it asks for */
+	int to;                   /* the status it asks for; -1 none (a payment event) */
+	int has_pay;              /* a payment event: pay is what it reports */
+	int pay_only;             /* applied as its payment alone: the status stays */
+	struct ot_payment pay;
 	char lat[32], lon[32], eta[40], reason[256];
 	int fresh;                /* first seen now: not in processed_events before */
 	int kind;                 /* what came of it: NOTHING, APPLIED, REFRESH (the cache may be behind) */
@@ -152,9 +143,18 @@ step_check(const struct ot_event *ev, struct step *s, char *errstr, size_t errsz
 		return rc;
 	if (!ot_uuid_valid(ev->order_id))
 		return ot_err(OT_EINPUT, errstr, errsz, "field \"order_id\" is not a UUID");
-	if ((rc = position_of(ev, s->lat, s->lon, s->eta, errstr, errsz)))
+	if ((rc = ot_event_position(ev->data, s->lat, s->lon, s->eta, errstr, errsz)))
 		return rc;
-	if (s->to == OT_ST_REJECTED && (sk = json_object_get(ev->data, "short_skus")) && json_is_array(sk)) {
+	s->has_pay = ot_payment_from_event(ev, &s->pay);
+	if (ev->kind == OT_EV_PAYMENT_DECLINED) {
+		/* The processor's decline code (insufficient_funds), else its error code. */
+		sk = json_object_get(ev->data, "decline_code");
+		if (!json_is_string(sk) || !json_string_length(sk))
+			sk = json_object_get(ev->data, "code");
+		snprintf(s->reason, sizeof s->reason, "payment_declined: %s",
+		         json_is_string(sk) && json_string_length(sk) ? json_string_value(sk) : "declined");
+		s->reason[ot_utf8_cut(s->reason, sizeof s->reason)] = '\0';
+	} else if (s->to == OT_ST_REJECTED && (sk = json_object_get(ev->data, "short_skus")) && json_is_array(sk)) {
 		char *d = json_dumps(sk, JSON_COMPACT);
 		snprintf(s->reason, sizeof s->reason, "insufficient stock: %s", d ? d : "");
 		s->reason[ot_utf8_cut(s->reason, sizeof s->reason)] = '\0'; /* whole characters only */
@@ -245,12 +245,111 @@ lock_orders(PGconn *db, const struct ot_event *evs, const struct ot_batch_res *r
 		snprintf(w->id, sizeof w->id, "%s", PQgetvalue(q, k, 0));
 		order_status_from_cols(&w->st, w->id, q, k, 1);
 		w->status = ot_state_parse(w->st.status);
-		w->age_s = strtod(PQgetvalue(q, k, 8), NULL);
+		w->age_s = strtod(PQgetvalue(q, k, STATUS_NCOLS + 2), NULL);
 		/* A change made now is stamped with the transaction's time, as updated_at = now(). */
-		snprintf(w->st.updated_at, sizeof w->st.updated_at, "%s", PQgetvalue(q, k, 9));
+		snprintf(w->st.updated_at, sizeof w->st.updated_at, "%s", PQgetvalue(q, k, STATUS_NCOLS + 3));
 	}
 	PQclear(q);
 	return OT_OK;
+}
+
+/* Judges the fresh event ev against its order w as the batch has left it so far: 1 to apply
+ * (s->pay_only when only its payment moves: a payment event that arrives after the order
+ * has moved on, or past the state it would move it to, is still recorded), or 0 with res
+ * telling why not (skipped, or refused: its processed_events row to be taken back, into
+ * refused). */
+static int
+judge(const struct ot_event *ev, struct ot_batch_res *res, struct step *s, const struct row *w, json_t *refused)
+{
+	int pay = s->has_pay && ot_payment_supersedes(&s->pay, &w->st.pay);
+	int tr = s->to < 0 ? OT_TR_STALE : ot_state_check(w->status, s->to);
+
+	s->from = w->status;
+	if (tr == OT_TR_APPLY)
+		return 1;
+	if (pay) {
+		s->pay_only = 1;
+		s->to = w->status;
+		return 1;
+	}
+	switch (tr) {
+	case OT_TR_LATE:
+		/* The processed_events row stays: a third copy is then refused at once. */
+		s->kind = REFRESH;
+		ot_err(res->rc = OT_LATE, res->err, sizeof res->err, "late %s: the order was cancelled meanwhile",
+		       ev->type);
+		break;
+	case OT_TR_IMPOSSIBLE:
+		ot_err(res->rc = OT_EINPUT, res->err, sizeof res->err, "impossible transition %s -> %s refused",
+		       ot_state_name(w->status), ot_state_name(s->to));
+		json_array_append_new(refused, json_string(ev->id));
+		break;
+	default:
+		s->kind = REFRESH;
+		if (s->to < 0)
+			ot_err(res->rc = OT_STALE, res->err, sizeof res->err, "stale %s: payment is already %s", ev->type,
+			       w->st.pay.status[0] ? w->st.pay.status : "unknown");
+		else
+			ot_err(res->rc = OT_STALE, res->err, sizeof res->err, "stale %s: order is already %s",
+			       ot_state_name(s->to), ot_state_name(w->status));
+		break;
+	}
+	return 0;
+}
+
+/* Applies the judged step s of ev to w: what the UPDATE at the end of the batch will leave,
+ * and in outs the events it causes (ORDER_STATUS_UPDATED, and ORDER_CANCELLED with the
+ * order's lines when it cancels). */
+static int
+apply_step(PGconn *db, const struct ot_event *ev, struct step *s, struct row *w, struct ot_span *sp,
+           struct ot_event *outs, size_t *nouts, char *errstr, size_t errsz)
+{
+	int cancels = s->to == OT_ST_CANCELLED && !s->pay_only, rc;
+	json_t *data;
+
+	w->status = s->to;
+	w->st.version++;
+	w->changed = 1;
+	snprintf(w->st.status, sizeof w->st.status, "%s", ot_state_name(s->to));
+	if (s->lat[0]) {
+		snprintf(w->lat, sizeof w->lat, "%s", s->lat);
+		snprintf(w->lon, sizeof w->lon, "%s", s->lon);
+		w->st.has_pos = 1;
+		w->st.lat = strtod(s->lat, NULL);
+		w->st.lon = strtod(s->lon, NULL);
+	}
+	if (s->eta[0]) {
+		snprintf(w->eta, sizeof w->eta, "%s", s->eta);
+		snprintf(w->st.eta, sizeof w->st.eta, "%s", s->eta);
+	}
+	if (s->pay_only)
+		s->reason[0] = '\0'; /* the order's reason is its state's, not the payment's */
+	if (s->reason[0])
+		snprintf(w->reason, sizeof w->reason, "%s", s->reason);
+	if (s->has_pay && ot_payment_supersedes(&s->pay, &w->st.pay)) {
+		struct ot_payment was = w->st.pay;
+		w->st.pay = s->pay;
+		if (!s->pay.currency[0]) { /* an event without the amount keeps the one known */
+			w->st.pay.amount = was.amount;
+			memcpy(w->st.pay.currency, was.currency, sizeof was.currency);
+		}
+	}
+	s->st = w->st;
+	s->kind = APPLIED;
+	data = ot_status_to_json(&s->st);
+	json_object_del(data, "order_id");
+	json_object_del(data, "version");
+	if (s->reason[0])
+		json_object_set_new(data, "reason", json_string(s->reason));
+	/* The events it causes are children of its handling. */
+	ot_span_enter(sp);
+	ot_event_init(&outs[(*nouts)++], OT_EV_ORDER_STATUS_UPDATED, ev->order_id, s->st.version, "ot-consume",
+	              data, ev->traceparent);
+	rc = cancels ? cancel_event(db, ev, s->st.version, s->reason, &outs[*nouts], errstr, errsz) : OT_OK;
+	ot_span_leave(sp);
+	if (!rc && cancels)
+		(*nouts)++;
+	return rc;
 }
 
 /* Decides each fresh event against its order as the batch has left it so far: applied
@@ -263,7 +362,6 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, str
 {
 	struct row *w;
 	struct step *s;
-	json_t *data;
 	size_t i;
 	int rc;
 
@@ -286,66 +384,21 @@ decide_all(PGconn *db, const struct ot_event *evs, struct ot_batch_res *res, str
 			json_array_append_new(refused, json_string(evs[i].id));
 			continue;
 		}
-		s->from = w->status;
-		switch (ot_state_check(w->status, s->to)) {
-		case OT_TR_LATE:
-			/* The processed_events row stays: a third copy is then refused at once. */
-			s->kind = REFRESH;
-			res[i].rc = ot_err(OT_LATE, res[i].err, sizeof res[i].err,
-			                   "late %s: the order was cancelled meanwhile", evs[i].type);
+		if (!judge(&evs[i], &res[i], s, w, refused))
 			continue;
-		case OT_TR_STALE:
-			s->kind = REFRESH;
-			res[i].rc = ot_err(OT_STALE, res[i].err, sizeof res[i].err, "stale %s: order is already %s",
-			                   ot_state_name(s->to), ot_state_name(w->status));
-			continue;
-		case OT_TR_IMPOSSIBLE:
-			res[i].rc = ot_err(OT_EINPUT, res[i].err, sizeof res[i].err,
-			                   "impossible transition %s -> %s refused", ot_state_name(w->status),
-			                   ot_state_name(s->to));
-			json_array_append_new(refused, json_string(evs[i].id));
-			continue;
-		case OT_TR_APPLY:
-			break;
-		}
-		/* Applied: what the UPDATE at the end of the batch will leave, step by step. */
-		w->status = s->to;
-		w->st.version++;
-		w->changed = 1;
-		snprintf(w->st.status, sizeof w->st.status, "%s", ot_state_name(s->to));
-		if (s->lat[0]) {
-			snprintf(w->lat, sizeof w->lat, "%s", s->lat);
-			snprintf(w->lon, sizeof w->lon, "%s", s->lon);
-			w->st.has_pos = 1;
-			w->st.lat = strtod(s->lat, NULL);
-			w->st.lon = strtod(s->lon, NULL);
-		}
-		if (s->eta[0]) {
-			snprintf(w->eta, sizeof w->eta, "%s", s->eta);
-			snprintf(w->st.eta, sizeof w->st.eta, "%s", s->eta);
-		}
-		if (s->reason[0])
-			snprintf(w->reason, sizeof w->reason, "%s", s->reason);
-		s->st = w->st;
-		s->kind = APPLIED;
-		data = ot_status_to_json(&s->st);
-		json_object_del(data, "order_id");
-		json_object_del(data, "version");
-		if (s->reason[0])
-			json_object_set_new(data, "reason", json_string(s->reason));
-		/* The events it causes are children of its handling. */
-		ot_span_enter(sp ? &sp[i] : NULL);
-		ot_event_init(&outs[(*nouts)++], OT_EV_ORDER_STATUS_UPDATED, evs[i].order_id, s->st.version, "ot-consume",
-		              data, evs[i].traceparent);
-		rc = s->to == OT_ST_CANCELLED ? cancel_event(db, &evs[i], s->st.version, s->reason, &outs[*nouts],
-		                                             errstr, errsz) : OT_OK;
-		ot_span_leave(sp ? &sp[i] : NULL);
-		if (rc)
+		if ((rc = apply_step(db, &evs[i], s, w, sp ? &sp[i] : NULL, outs, nouts, errstr, errsz)))
 			return rc;
-		if (s->to == OT_ST_CANCELLED)
-			(*nouts)++;
 	}
 	return OT_OK;
+}
+
+/* The payment as the orders.payment column holds it: its JSON, or null (new reference). */
+static json_t *
+pay_json(const struct ot_payment *p)
+{
+	json_t *o = ot_payment_to_json(p);
+
+	return o ? o : json_null();
 }
 
 /* The batch's writes: refused events taken back out of processed_events, every changed order
@@ -364,9 +417,10 @@ write_all(PGconn *db, const char *consumer, struct row *rows, size_t nrows, cons
 #define OPT(s) ((s)[0] ? json_string(s) : json_null())
 	for (i = 0; i < nrows; i++)
 		if (rows[i].changed)
-			json_array_append_new(upd, json_pack("[s, s, I, o, o, o, o]", rows[i].id, ot_state_name(rows[i].status),
-			                                     (json_int_t)rows[i].st.version, OPT(rows[i].lat), OPT(rows[i].lon),
-			                                     OPT(rows[i].eta), OPT(rows[i].reason)));
+			json_array_append_new(upd, json_pack("[s, s, I, o, o, o, o, o]", rows[i].id,
+			                                     ot_state_name(rows[i].status), (json_int_t)rows[i].st.version,
+			                                     OPT(rows[i].lat), OPT(rows[i].lon), OPT(rows[i].eta),
+			                                     OPT(rows[i].reason), pay_json(&rows[i].st.pay)));
 #undef OPT
 	if (json_array_size(refused)) {
 		if (!(ids = json_dumps(refused, JSON_COMPACT))) {
@@ -388,7 +442,8 @@ write_all(PGconn *db, const char *consumer, struct row *rows, size_t nrows, cons
 		p[0] = doc;
 		if ((rc = ot_pg_exec(db, "UPDATE orders o SET status = x->>1, version = (x->>2)::bigint, "
 		                     "lat = coalesce((x->>3)::float8, o.lat), lon = coalesce((x->>4)::float8, o.lon), "
-		                     "eta = coalesce(x->>5, o.eta), reason = coalesce(x->>6, o.reason), updated_at = now() "
+		                     "eta = coalesce(x->>5, o.eta), reason = coalesce(x->>6, o.reason), "
+		                     "payment = nullif(x->7, 'null'::jsonb), updated_at = now() "
 		                     "FROM jsonb_array_elements($1::jsonb) x WHERE o.id = (x->>0)::uuid",
 		                     1, p, errstr, errsz)))
 			goto out;
@@ -414,7 +469,11 @@ after_commit(PGconn *db, const char *consumer, const struct ot_event *evs, struc
 		if (res[i].rc == OT_LATE)
 			atomic_fetch_add(&late_count, 1);
 		ot_span_enter(sp ? &sp[i] : NULL);
-		if (steps[i].kind == APPLIED) {
+		if (steps[i].kind == APPLIED && steps[i].pay_only) {
+			OT_INFO(evs[i].order_id, "payment %s, order stays %s (version %lld)", steps[i].st.pay.status,
+			        steps[i].st.status, steps[i].st.version);
+			res[i].st = steps[i].st;
+		} else if (steps[i].kind == APPLIED) {
 			OT_INFO(evs[i].order_id, "%s -> %s (version %lld)", ot_state_name(steps[i].from), steps[i].st.status,
 			        steps[i].st.version);
 			order_count_transition(consumer, steps[i].st.status);

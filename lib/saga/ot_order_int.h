@@ -9,7 +9,9 @@
 
 #define TS_SQL(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define STATUS_COLS "status, version, coalesce(lat::text, ''), coalesce(lon::text, ''), " \
-                    "coalesce(eta, ''), " TS_SQL("updated_at")
+                    "coalesce(eta, ''), " TS_SQL("updated_at") ", coalesce(payment::text, '')"
+/* How many columns STATUS_COLS is. */
+#define STATUS_NCOLS 7
 
 /* The status in STATUS_COLS starting at column col of row of res, for order_id. */
 void order_status_from_cols(struct ot_status *st, const char *order_id, PGresult *res, int row, int col);

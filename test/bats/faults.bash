@@ -29,23 +29,33 @@ start_services() {
 	supervise relay-orders ot-relay --db orders -O kafka --mode "${RELAY_MODE:-poll}"
 	supervise relay-inventory ot-relay --db inventory -O kafka --mode "${RELAY_MODE:-poll}"
 	supervise reserve ot-reserve -i kafka:orders.events -G "r-$RUNID"
-	supervise consume ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID"
+	if [ -z "${PAY_URL:-}" ]; then
+		supervise consume ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID"
+		return 0
+	fi
+	# With $PAY_URL, the Payment Service too, paying with the processor there.
+	supervise relay-payments ot-relay --db payments -O kafka --mode "${RELAY_MODE:-poll}"
+	supervise pay ot-pay -i kafka:inventory.events,orders.events -G "p-$RUNID" --pay-url "$PAY_URL"
+	supervise consume ot-consume -i kafka:inventory.events,delivery.updates,payments.events -G "c-$RUNID"
 }
 
 # kill -9 the service's current process.
 kill9() { kill -KILL "$(cat "$SUP/$1.pid")"; }
 
 # N order requests with one line of SKU $SKU, qty 1..3, and with $SKU2 set a second line of
-# it (qty 1..3) on every odd one, placed as one run.
+# it (qty 1..3) on every odd one, placed as one run. With $SOURCES (payment sources, space
+# separated) the i-th order is paid with the i-th of them, round and round.
 place_run() {
 	requests > "$BATS_TEST_TMPDIR/requests"
 	ot-place < "$BATS_TEST_TMPDIR/requests" > "$BATS_TEST_TMPDIR/placed" 2>>"$BATS_TEST_TMPDIR/place.log"
 }
 requests() {
-	awk -v n="$N" -v run="$RUNID" -v sku="$SKU" -v sku2="${SKU2:-}" 'BEGIN { srand(); for (i = 1; i <= n; i++) {
+	awk -v n="$N" -v run="$RUNID" -v sku="$SKU" -v sku2="${SKU2:-}" -v sources="${SOURCES:-}" 'BEGIN {
+		srand(); ns = split(sources, src, " "); for (i = 1; i <= n; i++) {
 		second = sku2 != "" && i % 2 ? sprintf(",{\"sku\":\"%s\",\"qty\":%d}", sku2, 1 + int(rand() * 3)) : ""
-		printf "{\"customer_id\":\"f-%s-%d\",\"items\":[{\"sku\":\"%s\",\"qty\":%d}%s],\"address\":\"x\",\"request_id\":\"f-%s-%d\"}\n",
-			run, i, sku, 1 + int(rand() * 3), second, run, i } }'
+		pay = ns ? sprintf(",\"payment\":{\"source\":\"%s\"}", src[(i - 1) % ns + 1]) : ""
+		printf "{\"customer_id\":\"f-%s-%d\",\"items\":[{\"sku\":\"%s\",\"qty\":%d}%s],\"address\":\"x\",\"request_id\":\"f-%s-%d\"%s}\n",
+			run, i, sku, 1 + int(rand() * 3), second, run, i, pay } }'
 }
 
 in_run() { echo "customer_id LIKE 'f-$RUNID-%'"; }
@@ -226,6 +236,7 @@ published_twice() {
 drop_slots() {
 	ot-relay --mode cdc --db orders --drop-slot 2>/dev/null || true
 	ot-relay --mode cdc --db inventory --drop-slot 2>/dev/null || true
+	[ -z "${PAY_URL:-}" ] || ot-relay --mode cdc --db payments --drop-slot 2>/dev/null || true
 }
 
 # One line for the record, after check_invariants: fault, orders, events lost, effects applied
@@ -234,4 +245,113 @@ report() {
 	local line="fault=$1 relay=${RELAY_MODE:-poll} orders=$N lost=$LOST duplicate_effects=$DUPS published_twice=${TWICE:-?} recovery_s=$2"
 	echo "# $line" >&3
 	echo "$line" >> "${OT_FAULT_REPORT:-/dev/null}"
+}
+
+# The processor behind test/tools/http-faults.py on a port of its own, its pid in BG_PIDS and its
+# URL in PAY_URL for start_services: of its first $1 requests (default 3000) one in $2 (default 4)
+# fails at random (a 500, a 429, a reset, an answer lost after the processor acted on it, or one
+# held back 400 ms), and one in 25 starts four answers lost in a row (as many as a call's
+# attempts: its outcome unknown), then every one goes through: faulty_processor [REQUESTS] [EVERY]
+faulty_processor() {
+	local port rules i
+	port=$(free_port)
+	rules=$(awk -v n="${1:-3000}" -v every="${2:-4}" 'BEGIN { srand(); split("500 429:1 reset drop delay:400", f, " ")
+		for (i = 0; i < n; i++) print rand() < 0.04 ? "drop*4" : rand() * every < 1 ? f[1 + int(rand() * 5)] : "delay:0" }')
+	# shellcheck disable=SC2086 # one rule a word
+	python3 "$ROOT/test/tools/http-faults.py" "$port" "$OT_PAY_URL" $rules &
+	BG_PIDS+=($!)
+	PAY_URL="http://127.0.0.1:$port"
+	for ((i = 0; i < 50; i++)); do
+		port_open "$port" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# How many requests the proxy failed on purpose, by rule, on one line.
+faults_injected() {
+	curl -sf "$PAY_URL/__faults" | jq -r '[.requests[].action | select(. != "delay:0")] | group_by(.) |
+		map("\(.[0])=\(length)") | join(" ")'
+}
+
+# The processor's charges created since $1 (seconds since the epoch), read from its API as any
+# client would, a page of 100 at a time: "order_id|charge|status|amount|captured|refunded|
+# amount_refunded" lines: processor_charges SINCE
+processor_charges() {
+	local after= page
+	while :; do
+		page=$(curl -sf -u "$OT_PAY_KEY:" "$OT_PAY_URL/v1/charges?limit=100&created%5Bgte%5D=$1${after:+&starting_after=$after}") || return 1
+		jq -r '.data[] | select(.metadata.order_id) |
+			[.metadata.order_id, .id, .status, .amount, .captured, .refunded, .amount_refunded] | join("|")' <<<"$page"
+		[ "$(jq -r .has_more <<<"$page")" = true ] || return 0
+		after=$(jq -r '.data[-1].id' <<<"$page")
+	done
+}
+
+# Money, after check_invariants on a run paid by card ($SKU at $PRICE, $SKU2 at $PRICE2), as an
+# outside observer sees it: the processor's charges since $1, the payments rows and
+# payments.events.
+# - each order has at most one charge; a DELIVERED one exactly one, captured, of its total
+#   (the sum of qty x price), nothing refunded; a CANCELLED or REJECTED one no money kept (no
+#   charge, a failed one, or one refunded in full);
+# - its payment row is final and agrees: CAPTURED of the total for DELIVERED, VOIDED, REFUNDED
+#   or DECLINED for the others, never UNKNOWN, PENDING or AUTHORIZED; an order is REJECTED
+#   only when its card was declined (tok_visa never is), and one whose card was is not
+#   delivered;
+# - payments.events holds each order's changes once each: PAYMENT_AUTHORIZED then
+#   PAYMENT_CAPTURED for a delivered one, PAYMENT_DECLINED for a declined one, a
+#   PAYMENT_VOIDED or PAYMENT_REFUNDED after its authorisation for a cancelled one;
+# - the payments outbox is empty.
+# Sets CHARGES, CAPTURED (cents), VOIDED, DECLINED, TWICE_CHARGED and MONEY_BAD for report.
+check_payments() {
+	local since=$1 ids rows bad
+	ids=$(cut -d'|' -f1 "$BATS_TEST_TMPDIR/db" | paste -sd, -)
+	wait_sql payments "SELECT count(*) FROM outbox" 0 60
+	sql_orders "SELECT o.id, sum(i.qty * CASE i.sku WHEN '$SKU' THEN ${PRICE:?} ELSE ${PRICE2:-0} END)
+		FROM orders o JOIN order_items i ON i.order_id = o.id WHERE $(in_run) GROUP BY o.id ORDER BY 1" > "$BATS_TEST_TMPDIR/totals"
+	sql_payments "SELECT order_id, status, amount, captured, refunded, source FROM payments
+		WHERE order_id = ANY('{$ids}'::uuid[]) ORDER BY 1" > "$BATS_TEST_TMPDIR/payments"
+	processor_charges "$since" | grep -F -f <(cut -d'|' -f1 "$BATS_TEST_TMPDIR/db") | LC_ALL=C sort > "$BATS_TEST_TMPDIR/charges"
+	jq -r '[.key, .headers["ot-id"], .headers["ot-type"], .offset] | @tsv' "$(run_log payments.events)" |
+		LC_ALL=C sort -u -t"$(printf '\t')" -k1,1 -k2,2 | LC_ALL=C sort -t"$(printf '\t')" -k1,1 -k4,4n |
+		awk -F'\t' '{ t[$1] = t[$1] (t[$1] == "" ? "" : ",") $3 } END { for (k in t) print k "|" t[k] }' |
+		LC_ALL=C sort > "$BATS_TEST_TMPDIR/paid.events"
+	# one line an order: id|status|version|total|payment status|amount|captured|refunded|source|
+	# charges|charge status|amount|captured|amount_refunded|events
+	LC_ALL=C join -t'|' <(LC_ALL=C sort "$BATS_TEST_TMPDIR/db") <(LC_ALL=C sort "$BATS_TEST_TMPDIR/totals") |
+		LC_ALL=C join -t'|' -a1 -e - -o 1.1,1.2,1.3,1.4,2.2,2.3,2.4,2.5,2.6 - <(LC_ALL=C sort "$BATS_TEST_TMPDIR/payments") |
+		LC_ALL=C join -t'|' -a1 -e 0 -o 1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.2,2.3,2.4,2.5,2.6 - \
+			<(awk -F'|' '{ n[$1]++; c[$1] = $3 "|" $4 "|" $5 "|" $7 } END { for (k in n) print k "|" n[k] "|" c[k] }' \
+			"$BATS_TEST_TMPDIR/charges" | LC_ALL=C sort) |
+		LC_ALL=C join -t'|' -a1 -e - -o 1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,1.10,1.11,1.12,1.13,1.14,2.2 - \
+			"$BATS_TEST_TMPDIR/paid.events" > "$BATS_TEST_TMPDIR/money"
+	rows=$(wc -l < "$BATS_TEST_TMPDIR/money")
+	[ "$rows" = "$N" ] || { echo "$rows of $N orders joined their totals" >&2; return 1; }
+	TWICE_CHARGED=$(awk -F'|' '$10 > 1' "$BATS_TEST_TMPDIR/money" | wc -l)
+	awk -F'|' '
+		function bad(why) { print $1 " (" $2 ", total " $4 ", payment " $5 " " $6 "/" $7 "/" $8 " " $9 \
+			", " $10 " charges: " $11 " " $12 " captured " $13 " refunded " $14 ", events " $15 "): " why }
+		$10 > 1 { bad("charged " $10 " times") }
+		$9 == "tok_visa" && $2 == "REJECTED" { bad("a good card rejected") }
+		$9 != "tok_visa" && $2 !~ /^(REJECTED|CANCELLED)$/ { bad("a declined card not rejected") }
+		$2 == "DELIVERED" {
+			if ($10 != 1 || $11 != "succeeded" || $12 != $4 || $13 != "true" || $14 != 0) bad("not one capture of its total")
+			if ($5 != "CAPTURED" || $6 != $4 || $7 != $4 || $8 != 0) bad("payment row not CAPTURED of its total")
+			if ($15 != "PAYMENT_AUTHORIZED,PAYMENT_CAPTURED") bad("events not authorised then captured, once each")
+		}
+		$2 == "CANCELLED" || $2 == "REJECTED" {
+			if ($10 == 1 && $11 != "failed" && $14 != $12) bad("money kept")
+			if ($5 !~ /^(VOIDED|REFUNDED|DECLINED)$/ || $7 != $8) bad("payment row not given back")
+		}
+		$2 == "CANCELLED" && $15 !~ /^((PAYMENT_AUTHORIZED,)?PAYMENT_(VOIDED|REFUNDED)|PAYMENT_DECLINED|-)$/ { bad("events " $15) }
+		$2 == "REJECTED" && $15 != "PAYMENT_DECLINED" { bad("events " $15) }
+		$5 ~ /^(UNKNOWN|PENDING|AUTHORIZED|-)$/ { bad("payment left " $5) }' "$BATS_TEST_TMPDIR/money" > "$BATS_TEST_TMPDIR/money.bad"
+	MONEY_BAD=$(wc -l < "$BATS_TEST_TMPDIR/money.bad")
+	CHARGES=$(wc -l < "$BATS_TEST_TMPDIR/charges")
+	CAPTURED=$(awk -F'|' '$5 == "true" { s += $4 - $7 } END { print s + 0 }' "$BATS_TEST_TMPDIR/charges")
+	VOIDED=$(awk -F'|' '$5 ~ /^(VOIDED|REFUNDED)$/' "$BATS_TEST_TMPDIR/money" | wc -l)
+	DECLINED=$(awk -F'|' '$5 == "DECLINED"' "$BATS_TEST_TMPDIR/money" | wc -l)
+	TWICE=$(published_twice payments.events)
+	[ "$MONEY_BAD" = 0 ] || { echo "money wrong for $MONEY_BAD orders:" >&2; head -5 "$BATS_TEST_TMPDIR/money.bad" >&2; return 1; }
+	[ "$TWICE" = 0 ] || { echo "$TWICE payment events published twice" >&2; return 1; }
 }

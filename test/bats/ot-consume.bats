@@ -31,6 +31,106 @@ delivery() { # STATUS [EXTRA_DATA]
 	[ "$(rcli HGET "order:{$ID}" status)" = REJECTED ]
 }
 
+@test "ot-consume: an order paid by card waits for PAYMENT_AUTHORIZED to confirm; PAYMENT_DECLINED rejects it with the decline code" {
+	local pay='"payment":{"source":"tok_visa"},"amount":1250'
+	drain_outboxes
+	# Reserved, not yet paid: nothing changes, nothing is committed.
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID" "{$pay}")"
+	assert_success
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "PENDING|1" ]
+	[ "$(sql_orders "SELECT count(*) FROM outbox WHERE key = '$ID'")" = 0 ]
+	run --separate-stderr ot-consume <<<"$(event PAYMENT_AUTHORIZED "$ID" '{"amount":1250,"currency":"usd","charge_id":"ch_1"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, version FROM orders WHERE id = '$ID'")" = "CONFIRMED|2" ]
+	[ "$(rcli HGET "order:{$ID}" status)" = CONFIRMED ]
+	# What follows a payment's authorisation moves no order: it is recorded as its payment
+	# (CAPTURED, then a VOIDED that comes too late for it, then REFUNDED).
+	run --separate-stderr ot-consume <<<"$(event PAYMENT_CAPTURED "$ID" '{"amount":1250,"currency":"usd"}')
+$(event PAYMENT_VOIDED "$ID" '{"amount":1250,"currency":"usd"}')
+$(event PAYMENT_REFUNDED "$ID" '{"amount":1250,"currency":"usd"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, version, payment->>'status' FROM orders WHERE id = '$ID'")" = "CONFIRMED|4|REFUNDED" ]
+	# Declined: REJECTED, the processor's decline code in the reason, the event out for the
+	# inventory to release the stock.
+	local other
+	other=$(place_order "d-$RUNID")
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$other" "{$pay}")
+$(event PAYMENT_DECLINED "$other" '{"amount":1250,"code":"card_declined","decline_code":"insufficient_funds"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, reason FROM orders WHERE id = '$other'")" = "REJECTED|payment_declined: insufficient_funds" ]
+	run sql_orders "SELECT payload FROM outbox WHERE key = '$other' AND type = 'ORDER_STATUS_UPDATED'"
+	assert_output --partial '"status":"REJECTED"'
+	# A decline for an order its authorisation confirmed cannot happen (one payment an order):
+	# refused as impossible, nothing changed.
+	run --separate-stderr ot-consume <<<"$(event PAYMENT_DECLINED "$ID" '{"code":"card_declined"}')"
+	assert_failure 65
+	echo "$stderr" | grep -q 'CONFIRMED -> REJECTED'
+	[ "$(sql_orders "SELECT status FROM orders WHERE id = '$ID'")" = CONFIRMED ]
+}
+
+@test "ot-consume: every payment event is recorded on the order, after DELIVERED too, never moved back" {
+	local pay='"payment":{"source":"tok_visa"},"amount":2500' auth
+	drain_outboxes
+	auth=$(event PAYMENT_AUTHORIZED "$ID" '{"amount":2500,"currency":"usd","charge_id":"ch_1"}')
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID" "{$pay}")
+$auth"
+	assert_success
+	[ "$(sql_orders "SELECT status, version, payment FROM orders WHERE id = '$ID'")" = \
+		'CONFIRMED|2|{"amount": 2500, "status": "AUTHORIZED", "currency": "usd"}' ]
+	[ "$(rcli HGET "order:{$ID}" payment)" = '{"status":"AUTHORIZED","amount":2500,"currency":"usd"}' ]
+	run --separate-stderr ot-consume <<<"$(delivery PREPARING)
+$(delivery IN_TRANSIT)
+$(delivery DELIVERED)
+$(event PAYMENT_CAPTURED "$ID" '{"amount":2500,"currency":"usd","charge_id":"ch_1"}')"
+	assert_success
+	# Captured after the delivery: the order stays DELIVERED, a new version carries the payment
+	# to the cache and to orders.events.
+	[ "$(sql_orders "SELECT status, version, payment->>'status' FROM orders WHERE id = '$ID'")" = "DELIVERED|6|CAPTURED" ]
+	[ "$(rcli HGET "order:{$ID}" version)" = 6 ]
+	[ "$(rcli HGET "order:{$ID}" payment)" = '{"status":"CAPTURED","amount":2500,"currency":"usd"}' ]
+	run sql_orders "SELECT payload FROM outbox WHERE key = '$ID' AND type = 'ORDER_STATUS_UPDATED' ORDER BY id DESC LIMIT 1"
+	assert_output --partial '"status":"DELIVERED"'
+	assert_output --partial '"payment":{"status":"CAPTURED","amount":2500,"currency":"usd"}'
+	echo "$stderr" | grep -q '"msg":"payment CAPTURED, order stays DELIVERED (version 6)"'
+	run sql_orders "SELECT count(*) FROM outbox WHERE key = '$ID' AND type = 'ORDER_CANCELLED'"
+	assert_output 0
+	# The authorisation redelivered, or again under a new id, moves nothing back.
+	run --separate-stderr ot-consume <<<"$auth
+$(event PAYMENT_AUTHORIZED "$ID" '{"amount":2500,"currency":"usd","charge_id":"ch_1"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, version, payment->>'status' FROM orders WHERE id = '$ID'")" = "DELIVERED|6|CAPTURED" ]
+	[ "$(rcli HGET "order:{$ID}" payment)" = '{"status":"CAPTURED","amount":2500,"currency":"usd"}' ]
+}
+
+@test "ot-consume: a declined payment is recorded with its decline code; a void after a cancel keeps the order CANCELLED" {
+	local pay='"payment":{"source":"tok_visa"},"amount":900' other
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$ID" "{$pay}")
+$(event PAYMENT_DECLINED "$ID" '{"amount":900,"currency":"usd","code":"card_declined","decline_code":"insufficient_funds"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, reason, payment->>'status', payment->>'decline_code' FROM orders WHERE id = '$ID'")" = \
+		"REJECTED|payment_declined: insufficient_funds|DECLINED|insufficient_funds" ]
+	[ "$(rcli HGET "order:{$ID}" payment)" = \
+		'{"status":"DECLINED","amount":900,"currency":"usd","decline_code":"insufficient_funds"}' ]
+	# An order without a payment has none.
+	other=$(place_order "n-$RUNID")
+	event INVENTORY_RESERVED "$other" | ot-consume 2>/dev/null
+	[ "$(sql_orders "SELECT status, payment IS NULL FROM orders WHERE id = '$other'")" = "CONFIRMED|t" ]
+	run rcli HEXISTS "order:{$other}" payment
+	assert_output 0
+	# Authorised, then cancelled: the void arrives after the order is final.
+	other=$(place_order "v-$RUNID")
+	run --separate-stderr ot-consume <<<"$(event INVENTORY_RESERVED "$other" "{$pay}")
+$(event PAYMENT_AUTHORIZED "$other" '{"amount":700,"currency":"eur"}')
+$(event ORDER_CANCELLED "$other" '{"reason":"changed my mind"}')
+$(event PAYMENT_VOIDED "$other" '{"amount":700,"currency":"eur","reason":"cancelled"}')"
+	assert_success
+	[ "$(sql_orders "SELECT status, reason, payment->>'status', payment->>'amount' FROM orders WHERE id = '$other'")" = \
+		"CANCELLED|changed my mind|VOIDED|700" ]
+	[ "$(rcli HGET "order:{$other}" status)" = CANCELLED ]
+	run sql_orders "SELECT count(*) FROM outbox WHERE key = '$other' AND type = 'ORDER_CANCELLED'"
+	assert_output 1
+}
+
 @test "ot-consume: a duplicate event changes nothing" {
 	ev=$(event INVENTORY_RESERVED "$ID")
 	run --separate-stderr ot-consume <<<"$ev

@@ -226,3 +226,37 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}' "$e4")"
 		[ "$(sql_inventory "SELECT payload::jsonb->'data'->>'short_skus' FROM outbox WHERE key = '$o4'")" = "[\"$B\"]" ]
 	done
 }
+
+@test "ot-reserve: a SKU keeps its price; INVENTORY_RESERVED carries the order's amount and payment; a rejection gives the stock back" {
+	drain_outboxes
+	run --separate-stderr ot-reserve stock <<<"{\"sku\":\"$A\",\"qty\":10,\"price\":1250}
+{\"sku\":\"$B\",\"qty\":10,\"price\":99}
+{\"sku\":\"$B\",\"qty\":8}"
+	assert_success
+	# A line without a price keeps the SKU's.
+	[ "$(sql_inventory "SELECT available, price FROM stock WHERE sku = '$B'")" = "8|99" ]
+	local id=$(uuid) cash=$(uuid)
+	event ORDER_CREATED "$id" "{\"items\":[{\"sku\":\"$A\",\"qty\":2},{\"sku\":\"$B\",\"qty\":3}],\"status\":\"PENDING\",\"payment\":{\"source\":\"tok_visa\"}}" |
+		ot-reserve 2>/dev/null
+	created "$cash" "[{\"sku\":\"$B\",\"qty\":1}]" | ot-reserve 2>/dev/null
+	run sql_inventory "SELECT payload::json->'data' FROM outbox WHERE key = '$id' AND type = 'INVENTORY_RESERVED'"
+	assert_output --partial '"amount":2797'
+	assert_output --partial '"payment":{"source":"tok_visa"}'
+	# An order paid another way has its amount and no payment.
+	run sql_inventory "SELECT payload::json->'data' FROM outbox WHERE key = '$cash' AND type = 'INVENTORY_RESERVED'"
+	assert_output --partial '"amount":99'
+	refute_output --partial '"payment"'
+	# Its payment declined, the order is REJECTED: the stock comes back, once.
+	for i in 1 2; do
+		event ORDER_STATUS_UPDATED "$id" '{"status":"REJECTED","reason":"payment_declined: insufficient_funds"}' | ot-reserve 2>/dev/null
+	done
+	[ "$(sql_inventory "SELECT available, reserved FROM stock WHERE sku = '$A'")" = "10|0" ]
+	[ "$(sql_inventory "SELECT status, release_reason FROM reservations WHERE order_id = '$id' ORDER BY sku LIMIT 1")" = "RELEASED|rejected" ]
+	[ "$(sql_inventory "SELECT count(*) FROM outbox WHERE key = '$id' AND type = 'INVENTORY_RELEASED'")" = 1 ]
+	# Bad prices are named.
+	for p in -1 '"12"' 1.5 1000000001; do
+		run --separate-stderr ot-reserve stock <<<"{\"sku\":\"$A\",\"qty\":1,\"price\":$p}"
+		assert_failure 65
+		echo "$stderr" | grep -q 'field \\"price\\" must be an integer from 0 to 1000000000'
+	done
+}
