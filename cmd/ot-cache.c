@@ -141,7 +141,7 @@ static int
 rebuild(struct ot_config *cfg, const char *input, struct ot_cache *cache, int sync)
 {
 	struct replay rp = {cache, cfg->orders_db, NULL, sync};
-	struct ot_health_deps deps = {cfg->orders_db, NULL, cfg->redis_url, NULL, NULL};
+	struct ot_health_deps deps = {.orders_db = cfg->orders_db, .redis_url = cfg->redis_url};
 	struct ot_health *health;
 	struct ot_run_stats st;
 	struct ot_in *in;

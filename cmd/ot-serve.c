@@ -16,6 +16,8 @@
 #include "ot_order.h"
 #include "ot_pg.h"
 #include "ot_proxy.h"
+#include "ot_rpc.h"
+#include "ot_rsub.h"
 #include "ot_signal.h"
 #include "ot_tool.h"
 
@@ -41,6 +43,10 @@ static const char about[] =
 	"  GET  /readyz        200 while PostgreSQL or Redis answers (reads need one of them; the\n"
 	"                      body says which is down), else 503; from a check at most a second old\n"
 	"  GET  /metrics       Prometheus text: requests, latencies, cache, circuits, streams\n"
+	"On --grpc-addr (:9090), gRPC (proto/ordertrack.proto): ordertrack.Delivery/Track, an\n"
+	"order's changes after after_version as a server stream ending after a final state;\n"
+	"Delivery/Report, a courier's updates streamed in (with the API key) and written to\n"
+	"delivery.updates on Kafka (-b); grpc.health.v1.Health/Check.\n"
 	"Writes (POST) and ?full=1 need an API key: Authorization: Bearer KEY or\n"
 	"X-API-Key: KEY (else 401).\n"
 	"Requests under /orders are rate limited per client in Redis (GCRA; 429 + Retry-After):\n"
@@ -50,7 +56,7 @@ static const char about[] =
 	"Redis may be down at start: reads then come from the database. With PostgreSQL down\n"
 	"later, reads come from Redis and writes get 503 with Retry-After.\n"
 	"Exits 0 on SIGINT/SIGTERM; 64 usage; 69 the orders database unreachable at start or the\n"
-	"address in use; 78 a bad address, Redis URL or OT_TRUSTED_PROXIES.";
+	"address (HTTP or gRPC) in use; 78 a bad address, Redis URL or OT_TRUSTED_PROXIES.";
 
 /* ot-serve's own settings: flag, variable, and for a number its bounds and where it goes in
  * the options (a string stays in value). */
@@ -90,9 +96,11 @@ static struct setting {
 	{{"local-cache-max", OT_OPT_TOOL_BASE + 10, "N", "order statuses the in-process cache holds at most\n"
 	  "(OT_LOCAL_CACHE_MAX; 10000)"}, "OT_LOCAL_CACHE_MAX", 'w', 1, 10000000,
 	 offsetof(struct ot_http_opts, local_cache_max), NULL, 0},
+	{{"grpc-addr", OT_OPT_TOOL_BASE + 11, "[HOST]:PORT", "where the gRPC services listen (ordertrack.Delivery,\n"
+	  "grpc.health.v1.Health); \"off\" for none (OT_GRPC_ADDR; :9090)"}, "OT_GRPC_ADDR", 's', 0, 0, 0, NULL, 0},
 };
 #define NSETTINGS (sizeof settings / sizeof *settings)
-enum { S_API_KEY, S_WS_ORIGINS = 5, S_PROXIES = 7, S_TIMEOUT = 8 };
+enum { S_API_KEY, S_WS_ORIGINS = 5, S_PROXIES = 7, S_TIMEOUT = 8, S_GRPC = 11 };
 
 static int
 take(void *arg, int key, const char *val)
@@ -152,44 +160,43 @@ raise_nofile(int max_streams)
 		        max_streams, (unsigned long long)want);
 }
 
-/* The API keys must be worth guessing at: each at least OT_API_KEY_MIN characters, none the
- * example file's placeholder. 0, or -1 after saying which key (by position: never the key). */
-#define OT_API_KEY_MIN 16
+/* The gRPC services of --grpc-addr into *rpc, not yet listening (NULL when "off"). 0, or an
+ * ot_rc after saying why. */
 static int
-check_keys(const char *keys)
+rpc_new(const struct ot_config *cfg, const struct ot_http_opts *o, struct ot_rpc **rpc)
 {
-	const char *k, *end;
-	size_t n;
-	int i = 0, count = 1;
+	const char *a = settings[S_GRPC].value && *settings[S_GRPC].value ? settings[S_GRPC].value : ":9090";
+	char addr[300];
+	struct ot_rpc_opts ro = {addr, cfg->orders_db, o->api_keys, o->cache, o->max_streams, cfg};
 
-	for (k = keys; *k; k++)
-		count += *k == ',';
-	for (k = keys;; k = end + 1) {
-		end = k + strcspn(k, ",");
-		n = (size_t)(end - k);
-		i++;
-		if (n < OT_API_KEY_MIN) {
-			fprintf(stderr, "%s: API key %d of %d (OT_API_KEY or --api-key) is %s: use at least %d random "
-			        "characters, e.g. from openssl rand -hex 32\n", argv0, i, count,
-			        n == 9 && !strncmp(k, "CHANGE-ME", 9) ? "the example file's placeholder"
-			        : n ? "too short" : "empty", OT_API_KEY_MIN);
-			return -1;
-		}
-		if (!*end)
-			return 0;
+	*rpc = NULL;
+	if (!strcmp(a, "off"))
+		return 0;
+	/* gRPC takes "host:port"; no host means every IPv4 interface, as --http-addr. */
+	snprintf(addr, sizeof addr, "%s%s", a[0] == ':' ? "0.0.0.0" : "", a);
+	if (!strchr(a, ':')) {
+		OT_ERROR(NULL, "--grpc-addr %s: give [HOST]:PORT, or off", a);
+		return OT_ECONFIG;
 	}
+	if (!(*rpc = ot_rpc_new(&ro))) {
+		OT_ERROR(NULL, "out of memory");
+		return OT_EINTERNAL;
+	}
+	return 0;
 }
 
 int
 main(int argc, char **argv)
 {
-	const struct ot_cli cli = {"[--http-addr [HOST:]PORT] [options]", about, OT_USE_ORDERS | OT_USE_REDIS | OT_USE_HTTP,
+	const struct ot_cli cli = {"[--http-addr [HOST:]PORT] [options]", about, OT_USE_KAFKA | OT_USE_ORDERS | OT_USE_REDIS | OT_USE_HTTP,
 	                           &settings[0].o, NSETTINGS, take, NULL, sizeof settings[0]};
 	struct timespec tick = {0, 100 * 1000000L};
 	struct ot_config cfg;
-	struct ot_http_opts o = {NULL, 50, 100, 300, 512, NULL, 64, 1000, 10000, NULL, NULL, 10};
+	struct ot_http_opts o = {NULL, 50, 100, 300, 512, NULL, 64, 1000, 10000, NULL, NULL, 10, NULL};
 	struct ot_proxies *trusted = NULL;
 	struct ot_http *h = NULL;
+	struct ot_rpc *rpc = NULL;
+	struct ot_rsub_hooks listen;
 	PGconn *db = NULL;
 	size_t i;
 	long n;
@@ -211,7 +218,7 @@ main(int argc, char **argv)
 	}
 	o.api_keys = settings[S_API_KEY].value;
 	o.ws_origins = settings[S_WS_ORIGINS].value;
-	if (o.api_keys && *o.api_keys && check_keys(o.api_keys)) {
+	if (o.api_keys && *o.api_keys && ot_tool_check_keys(argv0, o.api_keys, "OT_API_KEY or --api-key")) {
 		ot_config_free(&cfg);
 		return EX_CONFIG;
 	}
@@ -232,11 +239,26 @@ main(int argc, char **argv)
 		OT_ERROR(NULL, "out of memory");
 		goto out;
 	}
+	if ((rc = rpc_new(&cfg, &o, &rpc)))
+		goto out;
+	if (rpc) {
+		ot_rpc_hooks(rpc, &listen);
+		o.listen = &listen;
+	}
 	if (!(h = ot_http_start(&cfg, &o, &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;
 	}
 	OT_INFO(NULL, "listening on %s", cfg.http_addr);
+	if (rpc)
+		ot_rpc_set_limit(rpc, ot_http_limit(h));
+	if (rpc && (r = ot_rpc_listen(rpc, err, sizeof err)) == 0) {
+		rc = OT_ESERVICE;
+		OT_ERROR(NULL, "%s", err);
+		goto stop;
+	}
+	if (rpc)
+		OT_INFO(NULL, "gRPC listening on port %d", r);
 	if (ot_proxies_count(trusted))
 		OT_INFO(NULL, "clients behind %s are named by X-Forwarded-For or Forwarded", settings[S_PROXIES].value);
 	for (n = 0; !ot_stop; n++) {
@@ -250,12 +272,15 @@ main(int argc, char **argv)
 		}
 	}
 	OT_INFO(NULL, "stopping");
+stop:
+	ot_rpc_stop(rpc);
 	ot_http_stop(h);
 	ot_cache_stats_flush(o.cache, err, sizeof err);
 	/* What the API committed and Redis has not taken: repaired now, or named in the log. */
 	ot_cache_finish(o.cache, db && !ot_pg_ensure(db, NULL, 0) ? db : NULL);
 	PQfinish(db);
 out:
+	ot_rpc_free(rpc);
 	ot_cache_free(o.cache);
 	ot_proxies_free(trusted);
 	ot_config_free(&cfg);

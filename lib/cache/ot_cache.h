@@ -7,7 +7,9 @@
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "ot_rpipe.h"
 #include "ot_status.h"
 
 /* One object holds everything the cache is: its connections, the versioned writes, reads with
@@ -22,6 +24,7 @@
 struct ot_cache;
 struct ot_batch_res;
 struct ot_breaker;
+struct ot_lcache;
 
 /* A cache over the Redis at url (the forms ot_redis_connect takes), connected on first use
  * and again after a failure (at most five attempts a second). Exports its counters at 0 for
@@ -74,6 +77,53 @@ int ot_cache_get(struct ot_cache *c, PGconn *db, const char *order_id, struct ot
 /* Counts a read the caller served without ot_cache_read (its own pipeline, an in-process copy):
  * 1 a hit, 0 a miss. */
 void ot_cache_count(struct ot_cache *c, int hit);
+/* The read order of a server (ot-serve), in one place: an order this process committed while
+ * Redis did not take it is read from the database; a fresh entry of the in-process cache
+ * answers at once; else Redis (through the pipe, or blocking); after a miss the database,
+ * refilling Redis (ot_cache_refill), after a failure the database alone. */
+
+/* Puts lc (may be NULL) and pipe (may be NULL: Redis is read blocking) in front of c; both
+ * outlive c's reads. */
+void ot_cache_front(struct ot_cache *c, struct ot_lcache *lc, struct ot_rpipe *pipe);
+/* Drops the in-process entry of order_id: for a write of this process, before it answers, so
+ * no read after it sees the status from before. */
+void ot_cache_forget(struct ot_cache *c, const char *order_id);
+
+/* Where a read was answered from. */
+enum ot_cache_from { OT_FROM_LOCAL, OT_FROM_HIT, OT_FROM_MISS, OT_FROM_BYPASS, OT_FROM_COUNT };
+
+/* One status read between its steps: the caller's memory, the cache's fields. */
+struct ot_cache_rd {
+	struct ot_rpipe_job rj;  /* first: its Redis read through the pipe */
+	struct ot_cache *c;
+	/* After ot_cache_read_send returned 1, called once on the pipe's thread: found 1 with
+	 * st (Redis had it), 0 when the database comes next (ot_cache_read_db with rd). */
+	void (*done)(struct ot_cache_rd *rd, int found, const struct ot_status *st);
+	enum ot_cache_from from; /* where the answer came from, once there is one */
+	uint64_t mark;           /* the in-process cache's mark, taken before Redis was read */
+	int via_redis;           /* Redis answered a miss: the database read refills it */
+	char oid[64];
+};
+
+/* Begins a read of order_id without waiting: 1 with st (and, when body is not NULL, the
+ * status as one JSON line in body, its length in *blen) from the in-process cache, renewed
+ * from Redis in the background past half its age; 0 when the database comes next
+ * (ot_cache_read_db); 2 when Redis does (ot_cache_read_send). */
+int ot_cache_read_start(struct ot_cache *c, const char *order_id, struct ot_cache_rd *rd, struct ot_status *st,
+                        char *body, size_t bodysz, size_t *blen);
+/* Asks Redis through the pipe for rd's order: 1 when sent (done follows, on the pipe's
+ * thread, perhaps before this returns), 0 when not (no pipe, the breaker open, out of memory):
+ * the database comes next. */
+int ot_cache_read_send(struct ot_cache *c, struct ot_cache_rd *rd,
+                       void (*done)(struct ot_cache_rd *rd, int found, const struct ot_status *st));
+/* The same read, blocking on Redis: 1 with st, 0 when the database comes next. */
+int ot_cache_read_near(struct ot_cache *c, const char *order_id, struct ot_cache_rd *rd, struct ot_status *st);
+/* The database step of rd's read on db; what it found goes into the in-process cache unless
+ * Redis invalidated the order since rd->mark, and rd->from says where it came from. Returns 1,
+ * 0 (no such order) or an ot_rc with errstr. */
+int ot_cache_read_db(struct ot_cache *c, PGconn *db, struct ot_cache_rd *rd, struct ot_status *st,
+                     char *errstr, size_t errsz);
+
 /* The changes of one order newer than version after, oldest first (orderlog:{id}): an array of
  * member (the status JSON) and score (the version) pairs; caller freeReplyObject's. NULL with
  * errstr ("" when Redis was not tried, as ot_cache_read). */
@@ -108,7 +158,7 @@ struct ot_drift {
 
 /* Compares every cached order, and every active order in the database, with the database.
  * Each drift (stale: an older version cached; ahead: a version the database never had;
- * mismatch: same version, other status or position; orphan: cached, not in the database;
+ * mismatch: same version, other status, payment or position; orphan: cached, not in the database;
  * missing: an active order not cached, which is not drift) is written to out as a JSON line.
  * With repair, drifted entries are replaced by the database's state (orphans deleted).
  * Returns 0 or an ot_rc. */

@@ -1,5 +1,5 @@
-/* ot_cache_int: what the cache's reads and writes (ot_cache.c) and its maintenance
- * (ot_cache_maint.c) share: the cache, its pool of connections and its list of orders to repair. */
+/* ot_cache_int: what the cache's reads and writes (ot_cache.c), its read order
+ * (ot_cache_read.c) and its maintenance (ot_cache_maint.c) share: the cache, its pool of connections and its list of orders to repair. */
 #ifndef OT_CACHE_INT_H
 #define OT_CACHE_INT_H
 
@@ -12,6 +12,8 @@
 #include "ot_status.h"
 
 struct ot_breaker;
+struct ot_lcache;
+struct ot_rpipe;
 
 /* Orders whose write failed after their commit, at most this many (the rest are left to the
  * TTL, ot-cache sync and ot-cache verify --repair). */
@@ -37,6 +39,8 @@ struct ot_cache {
 	atomic_int ndirty;      /* read without the lock by ot_cache_dirty's fast path */
 	int dirty_lost;
 	atomic_long hits, misses, fills; /* since the last ot_cache_stats_flush */
+	struct ot_lcache *lc;   /* ot_cache_front's: NULL when none */
+	struct ot_rpipe *pipe;
 };
 
 /* ot_cache.c: the pool. A connection for one call, having asked the breaker (NULL when out

@@ -350,7 +350,7 @@ compare(struct verify *v, redisContext *r, const char *key, const char *id, cons
 		kind = "stale";
 	else if (c->version > d->version)
 		kind = "ahead";
-	else if (strcmp(c->status, d->status) || c->has_pos != d->has_pos ||
+	else if (strcmp(c->status, d->status) || strcmp(c->pay.status, d->pay.status) || c->has_pos != d->has_pos ||
 	         (d->has_pos && (c->lat - d->lat > 1e-6 || d->lat - c->lat > 1e-6)))
 		kind = "mismatch";
 	if (!kind)

@@ -303,33 +303,6 @@ ot_lcache_forget(struct ot_lcache *c, const char *order_id)
 		invalidate(c, order_id, 0);
 }
 
-/* A status published on order:{id}: the JSON ot_status_to_json made. */
-static int
-parse(const char *id, const char *json, struct ot_status *st)
-{
-	json_t *o = json_loads(json, 0, NULL), *v;
-	int ok;
-
-	memset(st, 0, sizeof *st);
-	ok = o && json_is_string(json_object_get(o, "status")) && json_is_integer(json_object_get(o, "version"));
-	if (ok) {
-		snprintf(st->order_id, sizeof st->order_id, "%s", id);
-		snprintf(st->status, sizeof st->status, "%s", json_string_value(json_object_get(o, "status")));
-		st->version = json_integer_value(json_object_get(o, "version"));
-		if ((v = json_object_get(o, "lat")) && json_is_number(v)) {
-			st->has_pos = 1;
-			st->lat = json_number_value(v);
-			st->lon = json_number_value(json_object_get(o, "lon"));
-		}
-		if (json_is_string(v = json_object_get(o, "eta")))
-			snprintf(st->eta, sizeof st->eta, "%s", json_string_value(v));
-		if (json_is_string(v = json_object_get(o, "updated_at")))
-			snprintf(st->updated_at, sizeof st->updated_at, "%s", json_string_value(v));
-	}
-	json_decref(o);
-	return ok;
-}
-
 /* A published change replaces the entry it is not older than; an order not held stays out,
  * so a busy pipeline does not fill the cache with orders nobody reads here. Its invalidation
  * follows (Redis sends BCAST invalidations after the command that changed the key): that one
@@ -342,7 +315,7 @@ published(struct ot_lcache *c, const char *id, const char *json)
 	struct entry *e, *fresh, **p;
 	struct ot_status st;
 
-	if (!parse(id, json, &st) || !(fresh = malloc(sizeof *fresh)))
+	if (ot_status_parse(id, json, &st) != 1 || !(fresh = malloc(sizeof *fresh)))
 		return;
 	fresh->st = st;
 	fresh->published = 1;

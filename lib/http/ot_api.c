@@ -12,6 +12,7 @@
 #include "ot_id.h"
 #include "ot_limit.h"
 #include "ot_live.h"
+#include "ot_text.h"
 #include "ot_trace.h"
 
 /* The page may run its own inline script and style, and talk to this server only. */
@@ -159,33 +160,13 @@ key_of(struct call *x)
 	return key && *key ? key : NULL;
 }
 
-/* 1 when key is one of the comma-separated keys. */
-static int
-key_valid(const char *keys, const char *key)
-{
-	const char *k, *end;
-	size_t kl = strlen(key);
-
-	for (k = keys; *k; k = *end ? end + 1 : end) {
-		size_t n = strcspn(k, ",");
-		unsigned char diff = n != kl;
-		end = k + n;
-		/* Time independent of where the first difference is. */
-		for (size_t i = 0; i < n; i++)
-			diff |= (unsigned char)(k[i] ^ (i < kl ? key[i] : 0));
-		if (!diff)
-			return 1;
-	}
-	return 0;
-}
-
 /* Checks the request's key once, into sr->auth and sr->key_id. */
 static void
 authenticate(struct call *x)
 {
 	const char *key = key_of(x);
 
-	x->sr->auth = !key ? 0 : x->h->api_keys && key_valid(x->h->api_keys, key) ? 1 : -1;
+	x->sr->auth = !key ? 0 : x->h->api_keys && ot_key_listed(x->h->api_keys, key) ? 1 : -1;
 	if (x->sr->auth != 1)
 		return;
 	ot_sha256_hex(key, strlen(key), x->sr->key_id);

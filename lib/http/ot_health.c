@@ -64,6 +64,10 @@ ready(void *app, char *why, size_t whysz)
 		snprintf(why, whysz, "the inventory database does not answer");
 		return -1;
 	}
+	if (h->deps.payments_db && pg_answers(h->deps.payments_db)) {
+		snprintf(why, whysz, "the payments database does not answer");
+		return -1;
+	}
 	if (h->deps.redis_url && redis_answers(h->deps.redis_url, why, whysz))
 		return -1;
 	if ((h->deps.in && ot_in_ping(h->deps.in, KAFKA_CHECK_MS, err, sizeof err)) ||

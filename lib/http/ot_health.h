@@ -11,7 +11,7 @@ struct ot_health;
 
 /* What /readyz checks; NULL members are not checked. */
 struct ot_health_deps {
-	const char *orders_db, *inventory_db; /* libpq connection strings: the server answers */
+	const char *orders_db, *inventory_db, *payments_db; /* libpq connection strings: the server answers */
 	const char *redis_url;                /* PING answers */
 	struct ot_in *in;                     /* its Kafka consumer reaches a broker */
 	struct ot_out *out;                   /* its Kafka producer reaches a broker */

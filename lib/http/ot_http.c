@@ -250,7 +250,8 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		.max_connections = o->max_streams + API_CONNECTIONS,
 	};
 	struct ot_redis_url u;
-	struct ot_rsub_hooks hooks;
+	struct ot_rsub_hooks hooks[OT_LIVE_HOOKS];
+	size_t nhooks = 0;
 	struct ot_http *h = NULL;
 	redisContext *r;
 	PGconn *db;
@@ -297,14 +298,16 @@ ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "cannot start a thread");
 		goto fail;
 	}
+	ot_cache_front(h->cache, h->lc, h->pipe);
 	if (!(h->limit = ot_limit_new(o->rate, o->burst, h->redis_url, &h->redis_cb, h->pipe))) {
 		*rc = ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		goto fail;
 	}
 	if (h->lc)
-		ot_lcache_hooks(h->lc, &hooks);
-	if (!(h->live = ot_live_start(cfg->redis_url, o->stream_max_s, o->max_streams, h->lc ? &hooks : NULL,
-	                              errstr, errsz))) {
+		ot_lcache_hooks(h->lc, &hooks[nhooks++]);
+	if (o->listen)
+		hooks[nhooks++] = *o->listen;
+	if (!(h->live = ot_live_start(cfg->redis_url, o->stream_max_s, o->max_streams, hooks, nhooks, errstr, errsz))) {
 		*rc = OT_EINTERNAL;
 		goto fail;
 	}
@@ -324,6 +327,12 @@ fail:
 	return NULL;
 }
 
+struct ot_limit *
+ot_http_limit(struct ot_http *h)
+{
+	return h->limit;
+}
+
 void
 ot_http_stop(struct ot_http *h)
 {
@@ -338,6 +347,8 @@ ot_http_stop(struct ot_http *h)
 	ot_metrics_collector_remove(collect, h);
 	ot_call_conns_free(h);
 	ot_live_stop(h->live);
+	if (h->cache)
+		ot_cache_front(h->cache, NULL, NULL);
 	ot_lcache_free(h->lc);
 	if (h->breakers) {
 		ot_cache_set_breaker(h->cache, NULL);

@@ -7,7 +7,9 @@
 struct ot_cache;
 struct ot_config;
 struct ot_http;
+struct ot_limit;
 struct ot_proxies;
+struct ot_rsub_hooks;
 
 /* What ot-serve adds to the shared configuration. */
 struct ot_http_opts {
@@ -29,6 +31,8 @@ struct ot_http_opts {
 	                         * names the client, for the rate limits and max_per_client; NULL:
 	                         * none. Must outlive the server */
 	int request_ms;        /* each request's head and body must arrive within this; 0: 10 s */
+	const struct ot_rsub_hooks *listen; /* hears the live streams' Redis subscription too (the
+	                         * gRPC streams); NULL: none. Copied */
 };
 
 /* Binds cfg->http_addr ("[host:]port"; no host means every IPv4 interface, "[v6]:port" IPv6),
@@ -41,6 +45,8 @@ struct ot_http_opts {
  * for a bad address or Redis URL. Free with ot_http_stop. */
 struct ot_http *ot_http_start(const struct ot_config *cfg, const struct ot_http_opts *o, int *rc,
                               char *errstr, size_t errsz);
+/* The server's rate limiter (the one ot-serve's gRPC calls answer to as well); NULL when none. */
+struct ot_limit *ot_http_limit(struct ot_http *h);
 /* Stops accepting, lets requests in flight finish (up to 5 s), stops serving and frees every
  * connection. Accepts NULL. */
 void ot_http_stop(struct ot_http *h);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "ot_breaker.h"
+#include "ot_cache.h"
 #include "ot_httpd.h"
 #include "ot_limit.h"
 #include "ot_pool.h"
@@ -65,13 +66,11 @@ struct serve_req {
 	/* While the request is off its event loop (ot_httpd_suspend): */
 	struct ot_http *h;
 	struct ot_httpd_req *rq;
-	struct ot_rpipe_job rj; /* its Redis read */
+	struct ot_cache_rd rd; /* its status read, between its steps */
 	struct ot_pool_job pj; /* its database call */
 	enum MHD_Result (*fn)(struct call *x); /* what the pool runs for it */
 	char oid[64];        /* the order it reads */
 	const char *inm;     /* its If-None-Match, in MHD's memory for the request */
-	uint64_t mark;       /* ot_lcache_mark before Redis was read */
-	int via_redis;       /* the database read may refill Redis: it answered a miss */
 };
 
 /* What a route works with. */

@@ -204,43 +204,27 @@ ask_async(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq, 
 	return OT_LIMIT_WAIT;
 }
 
-/* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
- * identity: a new one per request must not buy a fresh limit), behind a trusted proxy the
- * client's own. A request with a valid key is judged by its key's budget alone; one with a
- * wrong key also counts against its address's stricter limit on failed authentications, past
- * which it gets 429, so one client sending junk keys slows itself and no one else (behind the
- * ingress, without trusted proxies, its address is everyone's). With Redis down or its circuit
- * open nothing is enforced (fails open), since refusing every client would turn a cache outage
- * into an API outage.
- * Where the rate allows (lease_n > 1), a request takes lease_n requests from Redis at once when
- * all may pass, and the client's next ones spend them here without a round trip: Redis has
- * counted them already, so no client gets more than its limit across every server; a lease not
- * spent within LEASE_MS lapses (the client loses those few). A request without a key waits for
- * Redis off the event loop: suspended while its check goes through the pipe. */
-enum ot_limit_verdict
-ot_limit_check(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq, struct ot_rlink *link,
-               int auth, const char *key_id, long *wait_ms)
+/* The verdict on a request of the client at addr ("ip:ADDRESS") with a valid key named key_id
+ * (auth 1), a wrong one (-1) or none (0), as ot_limit_check describes. With rq, a request
+ * without a key asks Redis through the pipe and may be suspended (OT_LIMIT_WAIT); without,
+ * the calling thread waits on link. */
+static enum ot_limit_verdict
+judge(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq, struct ot_rlink *link, const char *addr,
+      int auth, const char *key_id, long *wait_ms)
 {
-	char addr[72], client[96], err[256];
+	char client[96], err[256];
 	/* A request with a wrong key spends no lease and takes none: it is refused all the sooner. */
 	int rc = 1, n = auth < 0 ? 1 : l->lease_n;
 
-	*wait_ms = 0;
-	if (lr->state) { /* decided while it was suspended */
-		*wait_ms = lr->wait_ms;
-		return lr->state == 1 ? OT_LIMIT_GO : OT_LIMIT_RATE;
-	}
 	if (l->rate <= 0 && !auth)
 		return OT_LIMIT_GO;
-	/* The client's address: behind a trusted proxy, the one its headers name. */
-	snprintf(addr, sizeof addr, "ip:%s", rq->client);
 	if (auth > 0)
 		snprintf(client, sizeof client, "key:%s", key_id);
 	else
 		snprintf(client, sizeof client, "%s", addr);
 	if (!auth && lease_take(l, client))
 		return OT_LIMIT_GO;
-	if (!auth)
+	if (!auth && rq)
 		return ask_async(l, lr, rq, client, n);
 	if (auth < 0) {
 		char fails[96];
@@ -258,6 +242,49 @@ ot_limit_check(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req 
 	if (rc < 0)
 		OT_WARN(NULL, "rate limit not checked: %s", err);
 	return rc != 0 ? OT_LIMIT_GO : OT_LIMIT_RATE;
+}
+
+/* GCRA in Redis, per client: a valid API key, else the address (a key that is not valid is no
+ * identity: a new one per request must not buy a fresh limit), behind a trusted proxy the
+ * client's own. A request with a valid key is judged by its key's budget alone; one with a
+ * wrong key also counts against its address's stricter limit on failed authentications, past
+ * which it gets 429, so one client sending junk keys slows itself and no one else (behind the
+ * ingress, without trusted proxies, its address is everyone's). With Redis down or its circuit
+ * open nothing is enforced (fails open), since refusing every client would turn a cache outage
+ * into an API outage.
+ * Where the rate allows (lease_n > 1), a request takes lease_n requests from Redis at once when
+ * all may pass, and the client's next ones spend them here without a round trip: Redis has
+ * counted them already, so no client gets more than its limit across every server; a lease not
+ * spent within LEASE_MS lapses (the client loses those few). A request without a key waits for
+ * Redis off the event loop: suspended while its check goes through the pipe. */
+enum ot_limit_verdict
+ot_limit_check(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq, struct ot_rlink *link,
+               int auth, const char *key_id, long *wait_ms)
+{
+	char addr[72];
+
+	*wait_ms = 0;
+	if (lr->state) { /* decided while it was suspended */
+		*wait_ms = lr->wait_ms;
+		return lr->state == 1 ? OT_LIMIT_GO : OT_LIMIT_RATE;
+	}
+	/* The client's address: behind a trusted proxy, the one its headers name. */
+	snprintf(addr, sizeof addr, "ip:%s", rq->client);
+	return judge(l, lr, rq, link, addr, auth, key_id, wait_ms);
+}
+
+enum ot_limit_verdict
+ot_limit_check_sync(struct ot_limit *l, struct ot_rlink *link, const char *address, int auth, const char *key_id,
+                    long *wait_ms)
+{
+	char addr[72];
+	enum ot_limit_verdict v;
+
+	*wait_ms = 0;
+	snprintf(addr, sizeof addr, "ip:%s", address);
+	if ((v = judge(l, NULL, NULL, link, addr, auth, key_id, wait_ms)) != OT_LIMIT_GO)
+		ot_metric_add(m_limited, 1);
+	return v;
 }
 
 enum MHD_Result
@@ -281,5 +308,5 @@ ot_limit_refuse(struct ot_httpd_req *rq, enum ot_limit_verdict v, long wait_ms)
 void
 ot_limit_metrics(void)
 {
-	m_limited = ot_metric_new(OT_COUNTER, "ot_rate_limited_total", "Requests refused with 429.", NULL, NULL, 0);
+	m_limited = ot_metric_new(OT_COUNTER, "ot_rate_limited_total", "Requests refused by the rate limiter: HTTP 429, gRPC RESOURCE_EXHAUSTED.", NULL, NULL, 0);
 }

@@ -49,6 +49,11 @@ void ot_limit_free(struct ot_limit *l);
  * down, its circuit open, or out of memory, OT_LIMIT_GO. A refusal sets *wait_ms. */
 enum ot_limit_verdict ot_limit_check(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq,
                                      struct ot_rlink *link, int auth, const char *key_id, long *wait_ms);
+/* The same verdict for a caller that may wait (a gRPC call, on a server thread): the client's
+ * address (no port), its key's verdict auth and name key_id; Redis asked on link, the calling
+ * thread's. A refusal is counted in ot_rate_limited_total. */
+enum ot_limit_verdict ot_limit_check_sync(struct ot_limit *l, struct ot_rlink *link, const char *address, int auth,
+                                          const char *key_id, long *wait_ms);
 /* The 429 for a refusal v, with Retry-After from wait_ms and a body that says which limit it
  * was; counted in ot_rate_limited_total. */
 enum MHD_Result ot_limit_refuse(struct ot_httpd_req *rq, enum ot_limit_verdict v, long wait_ms);

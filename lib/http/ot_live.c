@@ -313,6 +313,15 @@ on_socket(struct ot_live *lv, struct sub *s, unsigned events, unsigned char *in)
 }
 
 /* Hands each reply hiredis holds to the cache's hook, and each order:{id} message to deliver. */
+/* Tells every listener the subscription holds (up) or dropped. */
+static void
+hooks_subscribed(struct ot_live *lv, int up)
+{
+	for (size_t k = 0; k < lv->nhooks; k++)
+		if (lv->hooks[k].subscribed)
+			lv->hooks[k].subscribed(lv->hooks[k].arg, up);
+}
+
 static void
 take_replies(struct ot_live *lv, redisContext *r)
 {
@@ -321,8 +330,9 @@ take_replies(struct ot_live *lv, redisContext *r)
 
 	while (redisGetReplyFromReader(r, &v) == REDIS_OK && v) {
 		rep = v;
-		if (lv->hooks.message)
-			lv->hooks.message(lv->hooks.arg, rep);
+		for (size_t k = 0; k < lv->nhooks; k++)
+			if (lv->hooks[k].message)
+				lv->hooks[k].message(lv->hooks[k].arg, rep);
 		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 && rep->element[2]->str && rep->element[3]->str)
 			deliver(lv, rep->element[2]->str, rep->element[3]->str);
 		freeReplyObject(rep);
@@ -353,8 +363,9 @@ subscribe(struct ot_live *lv, int *down_logged)
 			OT_WARN(NULL, "live streams wait for Redis: %s", err);
 		return NULL;
 	}
-	if (lv->hooks.connecting)
-		lv->hooks.connecting(lv->hooks.arg, r);
+	for (size_t k = 0; k < lv->nhooks; k++)
+		if (lv->hooks[k].connecting)
+			lv->hooks[k].connecting(lv->hooks[k].arg, r);
 	rep = redisCommand(r, "PSUBSCRIBE order:*");
 	if (!rep || rep->type == REDIS_REPLY_ERROR || epoll_ctl(lv->ep, EPOLL_CTL_ADD, r->fd, &ev)) {
 		freeReplyObject(rep);
@@ -368,8 +379,7 @@ subscribe(struct ot_live *lv, int *down_logged)
 		each_sub(lv, close_one, NULL);
 	*down_logged = 0;
 	atomic_store(&lv->connected, 1);
-	if (lv->hooks.subscribed)
-		lv->hooks.subscribed(lv->hooks.arg, 1);
+	hooks_subscribed(lv, 1);
 	OT_INFO(NULL, "live streams subscribed to order:*");
 	/* What arrived with the subscription's reply is already in hiredis's buffer. */
 	take_replies(lv, r);
@@ -431,8 +441,7 @@ hub(void *arg)
 				if (r && on_redis(lv, r)) {
 					OT_WARN(NULL, "live streams lost Redis: %s", r->errstr);
 					atomic_store(&lv->connected, 0);
-					if (lv->hooks.subscribed)
-						lv->hooks.subscribed(lv->hooks.arg, 0);
+					hooks_subscribed(lv, 0);
 					epoll_ctl(lv->ep, EPOLL_CTL_DEL, r->fd, NULL);
 					redisFree(r);
 					r = NULL;
@@ -460,14 +469,13 @@ hub(void *arg)
 	}
 	if (r)
 		redisFree(r);
-	if (lv->hooks.subscribed)
-		lv->hooks.subscribed(lv->hooks.arg, 0);
+	hooks_subscribed(lv, 0);
 	return NULL;
 }
 
 struct ot_live *
 ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_rsub_hooks *hooks,
-              char *errstr, size_t errsz)
+              size_t nhooks, char *errstr, size_t errsz)
 {
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_wake};
 	struct ot_live *lv = calloc(1, sizeof *lv);
@@ -477,8 +485,10 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot
 		ot_err(OT_EINTERNAL, errstr, errsz, "out of memory");
 		return NULL;
 	}
-	if (hooks)
-		lv->hooks = *hooks;
+	if (nhooks > OT_LIVE_HOOKS)
+		nhooks = OT_LIVE_HOOKS;
+	for (lv->nhooks = 0; hooks && lv->nhooks < nhooks; lv->nhooks++)
+		lv->hooks[lv->nhooks] = hooks[lv->nhooks];
 	lv->max_s = max_s;
 	lv->max_streams = max_streams;
 	lv->wake = -1;

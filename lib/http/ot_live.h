@@ -14,10 +14,11 @@ struct ot_live;
  * (it reconnects by itself while Redis is down) that writes every change to every stream, SSE
  * and WebSocket alike, with a helper thread for half of a large fan-out. Streams last at most
  * max_s seconds (the client reconnects with Last-Event-ID); at most max_streams are open at
- * once. hooks (copied; may be NULL) hear the subscription too. Returns NULL with errstr when out of memory or the thread
- * cannot start. Free with ot_live_stop. */
+ * once. The nhooks hooks (copied; at most OT_LIVE_HOOKS) hear the subscription too. Returns NULL
+ * with errstr when out of memory or the thread cannot start. Free with ot_live_stop. */
+#define OT_LIVE_HOOKS 4
 struct ot_live *ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot_rsub_hooks *hooks,
-                              char *errstr, size_t errsz);
+                              size_t nhooks, char *errstr, size_t errsz);
 /* Refuses new streams and ends every open one: up to 3 s for them to write what is queued and
  * close; then those whose client does not read are cut. Returns once no WebSocket is open and
  * every suspended SSE connection is back with MHD. Accepts NULL. Call it before

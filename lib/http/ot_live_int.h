@@ -87,7 +87,8 @@ struct ot_live {
 	int closing;                    /* no new streams: the server stops */
 	atomic_long messages, sent;
 	atomic_int connected;
-	struct ot_rsub_hooks hooks;     /* the in-process cache's */
+	struct ot_rsub_hooks hooks[OT_LIVE_HOOKS]; /* the in-process cache's, gRPC's streams' */
+	size_t nhooks;
 };
 
 enum { END_ALL = 1, CUT_ALL = 2 };

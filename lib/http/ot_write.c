@@ -10,7 +10,6 @@
 #include "ot_event.h"
 #include "ot_http_int.h"
 #include "ot_id.h"
-#include "ot_lcache.h"
 #include "ot_order.h"
 
 /* Joins the request's Idempotency-Key (key; NULL or "": none) to its body req, as its
@@ -84,7 +83,7 @@ ot_write_place(struct call *x)
 		return ot_reply_failed(x, rc, err);
 	snprintf(x->rq->order_id, sizeof x->rq->order_id, "%s",
 	         json_string_value(json_object_get(order, "order_id")));
-	ot_lcache_forget(x->h->lc, x->rq->order_id);
+	ot_cache_forget(x->h->cache, x->rq->order_id);
 	snprintf(loc, sizeof loc, "/orders/%s", x->rq->order_id);
 	hdr[1] = loc;
 	return reply_json(x, created ? 201 : 200, order, hdr);
@@ -129,7 +128,7 @@ cancel_order(struct call *x, const char *id)
 		ot_cache_put(x->h->cache, &st);
 	ot_event_clear(&ev);
 	/* What this server wrote: no read after the answer may show the status from before. */
-	ot_lcache_forget(x->h->lc, id);
+	ot_cache_forget(x->h->cache, id);
 	if (rc == OT_ENOTFOUND)
 		return ot_reply_not_found(x, id);
 	if (rc == OT_EINPUT)

@@ -204,6 +204,59 @@ teardown() {
 	done
 }
 
+@test "ot-cache: rebuild, warm, a refill and verify give an order's payment as live processing does" {
+	local pay='"payment":{"source":"tok_visa"},"amount":2500' ids log topic before
+	drain_outboxes
+	log="$BATS_TEST_TMPDIR/orders.events"
+	ids=("$ID" "$(place_order "d-$RUNID")" "$(place_order "a-$RUNID")" "$(place_order "n-$RUNID")")
+	printf '%s\n' "$(event INVENTORY_RESERVED "${ids[0]}" "{$pay}")" \
+		"$(event PAYMENT_AUTHORIZED "${ids[0]}" '{"amount":2500,"currency":"usd"}')" \
+		"$(event DELIVERY_UPDATED "${ids[0]}" '{"status":"PREPARING"}')" \
+		"$(event DELIVERY_UPDATED "${ids[0]}" '{"status":"IN_TRANSIT"}')" \
+		"$(event DELIVERY_UPDATED "${ids[0]}" '{"status":"DELIVERED"}')" \
+		"$(event PAYMENT_CAPTURED "${ids[0]}" '{"amount":2500,"currency":"usd"}')" \
+		"$(event INVENTORY_RESERVED "${ids[1]}" "{$pay}")" \
+		"$(event PAYMENT_DECLINED "${ids[1]}" '{"amount":2500,"currency":"usd","code":"card_declined","decline_code":"insufficient_funds"}')" \
+		"$(event INVENTORY_RESERVED "${ids[2]}" "{$pay}")" \
+		"$(event PAYMENT_AUTHORIZED "${ids[2]}" '{"amount":2500,"currency":"usd"}')" \
+		"$(event INVENTORY_RESERVED "${ids[3]}")" | ot-consume 2>/dev/null
+	ot-relay --once 2>/dev/null > "$log"
+	topic="orders.events.$RUNID"
+	ot-relay -i "$log" -O "kafka:$topic" 2>/dev/null
+	live() { for id in "${ids[@]}"; do ot-cache get "$id" 2>/dev/null; rcli HGETALL "order:{$id}" | paste - - | sort | tr '\n' ' '; echo; done; }
+	before=$(live)
+	run ot-cache get "${ids[0]}"
+	assert_output --partial '"status":"DELIVERED","version":6,'
+	assert_output --partial '"payment":{"status":"CAPTURED","amount":2500,"currency":"usd"}'
+	run ot-cache get "${ids[1]}"
+	assert_output --partial '"payment":{"status":"DECLINED","amount":2500,"currency":"usd","decline_code":"insufficient_funds"}'
+	run ot-cache get "${ids[3]}"
+	assert_output --partial '"status":"CONFIRMED"'
+	refute_output --partial payment
+	# the change log stays: Redis knows the orders, so each entry comes from the events
+	for id in "${ids[@]}"; do rcli DEL "order:{$id}" >/dev/null; done
+	run --separate-stderr ot-cache rebuild -i "kafka:$topic"
+	assert_success
+	echo "$stderr" | grep -q '"msg":"rebuild: 1[0-9] events, 4 written'
+	[ "$(live)" = "$before" ]
+	# warm (the active orders) and a refill after a miss (the others) read the database's
+	for id in "${ids[@]}"; do rcli DEL "order:{$id}" "orderlog:{$id}" >/dev/null; done
+	run --separate-stderr ot-cache warm
+	assert_success
+	[ "$(rcli HGET "order:{${ids[2]}}" payment)" = '{"status":"AUTHORIZED","amount":2500,"currency":"usd"}' ]
+	for id in "${ids[0]}" "${ids[1]}"; do ot-cache get "$id" >/dev/null 2>&1; done
+	after=$(live)
+	[ "$(echo "$after" | sed 's/"cache":"[a-z]*"//')" = "$(echo "$before" | sed 's/"cache":"[a-z]*"//')" ]
+	# a payment other than the database's at the same version is drift, and repaired
+	rcli HSET "order:{${ids[0]}}" payment '{"status":"AUTHORIZED","amount":2500,"currency":"usd"}' >/dev/null
+	run --separate-stderr ot-cache verify
+	assert_failure 65
+	assert_output --partial "{\"drift\":\"mismatch\",\"order_id\":\"${ids[0]}\""
+	run --separate-stderr ot-cache verify --repair
+	assert_success
+	[ "$(rcli HGET "order:{${ids[0]}}" payment)" = '{"status":"CAPTURED","amount":2500,"currency":"usd"}' ]
+}
+
 @test "ot-cache: after FLUSHALL, rebuild and then sync put back every order of the topic under its own key" {
 	topic="orders.events.$RUNID"
 	order_history "$topic" fl

@@ -776,6 +776,61 @@ probe_healthz() {
 	[ "$(metric 'ot_live_streams{protocol="sse"}')" -ge 1 ]
 }
 
+@test "ot-serve: an order paid by card shows its payment in GET and on its stream: authorised, then captured after the delivery" {
+	local pay='"payment":{"source":"tok_visa"},"amount":2500' auth
+	serve
+	id=$(place_order "c-$RUNID")
+	plain=$(place_order "p-$RUNID")
+	sse live "$BASE/orders/$id/events"
+	wait_lines live 1 '^id: 1$'
+	auth=$(event PAYMENT_AUTHORIZED "$id" '{"amount":2500,"currency":"usd","charge_id":"ch_1"}')
+	printf '%s\n' "$(event INVENTORY_RESERVED "$id" "{$pay}")" "$auth" | ot-consume 2>/dev/null
+	run curl -s "$BASE/orders/$id"
+	assert_output --partial '"status":"CONFIRMED","version":2,'
+	assert_output --partial '"payment":{"status":"AUTHORIZED","amount":2500,"currency":"usd"}'
+	printf '%s\n' "$(event DELIVERY_UPDATED "$id" '{"status":"PREPARING"}')" \
+		"$(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')" "$(event DELIVERY_UPDATED "$id" '{"status":"DELIVERED"}')" \
+		"$(event PAYMENT_CAPTURED "$id" '{"amount":2500,"currency":"usd","charge_id":"ch_1"}')" | ot-consume 2>/dev/null
+	wait_lines live 1 '^id: 6$'
+	run grep -A2 '^id: 6$' "$BATS_TEST_TMPDIR/live"
+	assert_line --partial '"status":"DELIVERED","version":6,'
+	assert_line --partial '"payment":{"status":"CAPTURED","amount":2500,"currency":"usd"}'
+	run curl -s "$BASE/orders/$id"
+	assert_output --partial '"status":"DELIVERED","version":6,'
+	assert_output --partial '"payment":{"status":"CAPTURED","amount":2500,"currency":"usd"}'
+	# the authorisation again changes nothing, in GET or on the stream
+	printf '%s\n' "$auth" "$(event PAYMENT_AUTHORIZED "$id" '{"amount":2500,"currency":"usd"}')" | ot-consume 2>/dev/null
+	run curl -s "$BASE/orders/$id"
+	assert_output --partial '"version":6,'
+	assert_output --partial '"payment":{"status":"CAPTURED"'
+	run curl -s -H "Authorization: Bearer $KEY" "$BASE/orders/$id?full=1"
+	assert_output --partial '"payment":{"status":"CAPTURED","amount":2500,"currency":"usd"}'
+	# an order without a payment has no payment field, from Redis or from the database
+	run curl -s "$BASE/orders/$plain"
+	assert_output --partial '"status":"PENDING"'
+	refute_output --partial payment
+	rcli DEL "order:{$plain}" >/dev/null
+	run curl -s -H "Authorization: Bearer $KEY" "$BASE/orders/$plain?full=1"
+	assert_output --partial '"customer_id":"p-'
+	refute_output --partial payment
+	[ "$(grep -c '^id: ' "$BATS_TEST_TMPDIR/live")" = 6 ]
+}
+
+@test "ot-serve: a declined payment shows with its decline code, read from the database after a miss" {
+	serve
+	id=$(place_order "c-$RUNID")
+	printf '%s\n' "$(event INVENTORY_RESERVED "$id" '{"payment":{"source":"tok_chargeDeclined"},"amount":900}')" \
+		"$(event PAYMENT_DECLINED "$id" '{"amount":900,"currency":"usd","code":"card_declined","decline_code":"insufficient_funds"}')" |
+		ot-consume 2>/dev/null
+	rcli DEL "order:{$id}" >/dev/null
+	run curl -s -D "$BATS_TEST_TMPDIR/h" "$BASE/orders/$id"
+	assert_output --partial '"status":"REJECTED"'
+	assert_output --partial '"payment":{"status":"DECLINED","amount":900,"currency":"usd","decline_code":"insufficient_funds"}'
+	grep -qi '^X-Cache: MISS' "$BATS_TEST_TMPDIR/h"
+	run curl -s "$BASE/orders/$id"
+	assert_output --partial '"decline_code":"insufficient_funds"'
+}
+
 @test "ot-serve: the same stream over WebSocket (101, Sec-WebSocket-Accept, one text frame per change)" {
 	serve
 	id=$(place_order "c-$RUNID")

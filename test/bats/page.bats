@@ -37,7 +37,13 @@ serve() { # starts ot-serve on $PORT, waits for /healthz
 	serve
 	id=$(place_order "c-$RUNID")
 	[ -n "$id" ]
-	run node "$ROOT/test/browser/track.mjs" "$BASE" "$id" "$SHOTS/tracking-page.png"
+	# an order paid by card, delivered while its payment is only authorised (check h)
+	paid=$(place_order "p-$RUNID")
+	printf '%s\n' "$(event INVENTORY_RESERVED "$paid" '{"payment":{"source":"tok_visa"},"amount":2500}')" \
+		"$(event PAYMENT_AUTHORIZED "$paid" '{"amount":2500,"currency":"usd"}')" \
+		"$(event DELIVERY_UPDATED "$paid" '{"status":"PREPARING"}')" "$(event DELIVERY_UPDATED "$paid" '{"status":"IN_TRANSIT"}')" \
+		"$(event DELIVERY_UPDATED "$paid" '{"status":"DELIVERED"}')" | ot-consume 2>/dev/null
+	run env PAID_ORDER="$paid" node "$ROOT/test/browser/track.mjs" "$BASE" "$id" "$SHOTS/tracking-page.png"
 	printf '# %s\n' "${lines[@]}" >&3
 	assert_success
 	assert_line --regexp '^ok a: the page shows PENDING .* #conn is "live"'
@@ -47,6 +53,7 @@ serve() { # starts ot-serve on $PORT, waits for /healthz
 	assert_line --regexp '^ok e: without EventSource the next position showed in [0-9]+ ms by polling \(#conn "poll"'
 	assert_line --regexp '^ok f: DELIVERED showed in [0-9]+ ms .*#conn "done" on both'
 	assert_line "ok g: screenshot saved to $SHOTS/tracking-page.png"
+	assert_line --regexp '^ok h: "Paid by card: authorised \$25\.00" while live, then "Paid by card: captured \$25\.00" and #conn "done"$'
 	assert_line 'ok no page errors or CSP violations'
 	refute_line --partial 'not ok'
 	[ -s "$SHOTS/tracking-page.png" ]

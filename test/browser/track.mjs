@@ -9,7 +9,9 @@
 // OT_REDIS_URL. One line per check on stdout ("ok ..." / "not ok ..."); exit 1 on the first
 // failure, 2 on a usage error. Without --poll it runs the whole journey (checks a-g) on a page
 // using Server-Sent Events, with a second, EventSource-less page for the polling fallback;
-// with --poll only the polling page, from PENDING to DELIVERED.
+// with --poll only the polling page, from PENDING to DELIVERED. With PAID_ORDER in the
+// environment (an order paid by card, authorised and DELIVERED at version 5), check h: its
+// page shows the payment in words and stays live until the capture, which ends it.
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -23,6 +25,7 @@ const BASE = (args[0] || process.env.BASE_URL || "").replace(/\/+$/, "");
 const ORDER = args[1] || process.env.ORDER_ID || "";
 const SHOT = args[2] || process.env.SCREENSHOT || "";
 const CONSUME = process.env.OT_CONSUME || "ot-consume";
+const PAID_ORDER = process.env.PAID_ORDER || "";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const LIVE_MS = 1000;  // a change must reach a live (SSE) page within this
 const POLL_MS = 3000;  // and a polling page (2 s interval) within this
@@ -61,8 +64,8 @@ function run(line, what) {
     p.stdin.end(line + "\n");
   });
 }
-async function consume(type, data = {}) {
-  const line = JSON.stringify({ id: randomUUID(), type, order_id: ORDER, ts: new Date().toISOString(), source: "track.mjs", data });
+async function consume(type, data = {}, order = ORDER) {
+  const line = JSON.stringify({ id: randomUUID(), type, order_id: order, ts: new Date().toISOString(), source: "track.mjs", data });
   try {
     return { t: await run(line, type), line };
   } catch (e) {
@@ -289,6 +292,22 @@ if (POLL_ONLY) {
   await page.evaluate(() => { document.getElementById("updates").open = true; });
   await shoot(page, SHOT);
   ok(`g: screenshot saved to ${SHOT}`);
+
+  // h. An order paid by card: delivered, its payment authorised, then captured.
+  if (PAID_ORDER) {
+    const payText = (p) => p.evaluate(() => document.getElementById("pay").hidden ? "" : document.getElementById("pay").textContent);
+    const paid = await open(ctx, `${BASE}/?order=${PAID_ORDER}`, []);
+    await shows(paid, "DELIVERED", 5, performance.now(), 5000, "h");
+    await connIs(paid, "live", "h (a capture to come)");
+    const before = await payText(paid);
+    if (!/^Paid by card: authorised \$25\.00/.test(before)) await fail(`h: the payment reads "${before}"`);
+    r = await consume("PAYMENT_CAPTURED", { amount: 2500, currency: "usd" }, PAID_ORDER);
+    await shows(paid, "DELIVERED", 6, r.t, LIVE_MS, "h");
+    await connIs(paid, "done", "h");
+    const after = await payText(paid);
+    if (!/^Paid by card: captured \$25\.00/.test(after)) await fail(`h: after the capture the payment reads "${after}"`);
+    ok(`h: "${before}" while live, then "${after}" and #conn "done"`);
+  }
 }
 
 if (pageErrors.length) await fail(`no page errors: ${pageErrors.join("; ")}`);
