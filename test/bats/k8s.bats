@@ -85,10 +85,15 @@ render() { # render OVERLAY > yaml
 		assert_output --partial 'ok Deployment ot-serve'
 		assert_output --partial 'ok CronJob ot-reserve-expire'
 		assert_output --partial 'ok NetworkPolicy default-deny'
+		assert_output --partial 'ok Deployment ot-pay'
+		assert_output --partial 'ok Deployment ot-relay-payments'
+		assert_output --partial 'ok CronJob ot-pay-reconcile'
+		assert_output --partial 'ok NetworkPolicy allow-ot-pay-processor'
 	done
 	# Rendered prod has what the issue asks for, KEDA's ScaledObjects included.
 	run node "$K8S_TOOLS/validate.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
 	assert_output --partial 'ok ScaledObject ot-consume'
+	assert_output --partial 'ok ScaledObject ot-pay'
 	assert_output --partial 'ok HorizontalPodAutoscaler ot-serve'
 	assert_output --partial 'ok Ingress ot-serve'
 }
@@ -115,10 +120,13 @@ render() { # render OVERLAY > yaml
 		assert_output --partial 'ok CronJob ot-cache-repair'
 		assert_output --partial 'ok Job ot-topics'
 		assert_output --partial 'ok Job ot-migrate'
+		assert_output --partial 'ok Deployment ot-pay'
+		assert_output --partial 'ok CronJob ot-pay-reconcile'
 		assert_line 'all held'
 	done
-	# prod streams the orders outbox by CDC, so its sweep is gone; the inventory one polls.
+	# prod streams the orders outbox by CDC, so its sweep is gone; inventory and payments poll.
 	grep -q 'name: ot-relay-sweep-inventory' "$BATS_TEST_TMPDIR/prod.yaml"
+	grep -q 'name: ot-relay-sweep-payments' "$BATS_TEST_TMPDIR/prod.yaml"
 	run ! grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/prod.yaml"
 	grep -q 'name: ot-relay-sweep-orders' "$BATS_TEST_TMPDIR/dev.yaml"
 }
@@ -168,14 +176,19 @@ render() { # render OVERLAY > yaml
 			n=$((n + 1))
 		done
 	done
-	# db, db-migrate and api in each, db-cdc in prod.
-	[ "$n" -ge 7 ]
+	# db, db-migrate, api and pay in each, db-cdc in prod.
+	[ "$n" -ge 9 ]
 	! grep -rn 'kind: Secret' "$ROOT/k8s" --include='*.yaml'
 }
 
 @test "k8s: every port a probe or Service names is one the tool really listens on" {
 	common_setup
+	# What the ot-topics Job makes, named by no one: the payments topics among them.
 	ot-relay topics create >/dev/null
+	run --separate-stderr ot-relay topics list payments.events payments.events.dlq
+	assert_success
+	assert_line --index 0 --partial '"topic":"payments.events"'
+	assert_line --index 1 --partial '"topic":"payments.events.dlq"'
 	local o dep port args listen i code slot seen="" failed=""
 	for o in $(overlays); do
 		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
@@ -235,10 +248,12 @@ Prefix /orders ot-serve"
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
 	assert_line 'ok Deployment ot-reserve scaled by ScaledObject ot-reserve'
 	assert_line 'ok Deployment ot-consume scaled by ScaledObject ot-consume'
+	assert_line 'ok Deployment ot-pay scaled by ScaledObject ot-pay'
 	run objects "$BATS_TEST_TMPDIR/prod.yaml"
 	run jq -r 'select(.kind == "ScaledObject" or .kind == "HorizontalPodAutoscaler") | "\(.kind) \(.metadata.name) \(.spec.minReplicaCount // .spec.minReplicas)"' <<<"$output"
 	assert_output "HorizontalPodAutoscaler ot-serve 3
 ScaledObject ot-consume 2
+ScaledObject ot-pay 2
 ScaledObject ot-reserve 2"
 	# Without an autoscaler (dev's consumers), the count is the overlay's.
 	run objects "$BATS_TEST_TMPDIR/dev.yaml"
@@ -246,6 +261,16 @@ ScaledObject ot-reserve 2"
 	assert_line 'ot-serve null'
 	assert_line 'ot-reserve 1'
 	assert_line 'ot-consume 1'
+	assert_line 'ot-pay 1'
+	# ot-consume's group reads payments.events too: KEDA scales it on that lag as well.
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "ScaledObject") | .metadata.name as $n | .spec.triggers[].metadata | "\($n) \(.consumerGroup) \(.topic)"' <<<"$output"
+	assert_output "ot-consume ot-consume inventory.events
+ot-consume ot-consume payments.events
+ot-consume ot-consume delivery.updates
+ot-pay ot-pay inventory.events
+ot-pay ot-pay orders.events
+ot-reserve ot-reserve orders.events"
 }
 
 @test "k8s: the release Jobs are named by their content: a new image or a changed setting is a new Job, the same tree the same Job" {
@@ -321,17 +346,17 @@ retention.ms=2592000000"
 	for o in $(overlays); do
 		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
 		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
-		for p in allow-postgres allow-redis allow-kafka allow-trace-collector; do
+		for p in allow-postgres allow-redis allow-kafka allow-trace-collector allow-ot-pay-postgres allow-ot-pay-processor; do
 			assert_line "ok NetworkPolicy $p"
 		done
 	done
 	run objects "$BATS_TEST_TMPDIR/prod.yaml"
 	run jq -r 'select(.kind == "NetworkPolicy" and .metadata.name == "allow-postgres") | .spec.egress[] | "\(.ports[0].port) \([.to[].ipBlock.cidr] | join(" "))"' <<<"$output"
-	assert_output '5432 10.40.1.10/32 10.40.1.11/32'
+	assert_output '5432 10.40.1.10/32 10.40.1.11/32 10.40.1.12/32'
 	# The base alone names no address: every backend policy says so.
 	"$KUSTOMIZE" build "$TREE/base" > "$BATS_TEST_TMPDIR/base.yaml"
 	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/base.yaml"
-	for p in allow-postgres allow-redis allow-kafka allow-trace-collector; do
+	for p in allow-postgres allow-redis allow-kafka allow-trace-collector allow-ot-pay-postgres allow-ot-pay-processor; do
 		assert_line "FAIL NetworkPolicy $p: egress to 192.0.2.1/32, the base's placeholder: the overlay names no address for it"
 	done
 }
@@ -347,6 +372,9 @@ retention.ms=2592000000"
 	assert_line 'ot-serve ordertrack-db'
 	assert_line 'ot-relay-orders ordertrack-db-cdc'
 	assert_line 'ot-relay-inventory ordertrack-db'
+	assert_line 'ot-relay-payments ordertrack-db'
+	assert_line 'ot-pay ordertrack-db'
+	assert_line 'ot-pay-reconcile ordertrack-db'
 	assert_line --regexp '^ot-migrate-[a-z0-9]{10} ordertrack-db-migrate$'
 	assert_line --regexp '^ot-topics-[a-z0-9]{10} $'
 	[ "$(printf '%s\n' "$output" | grep -c 'ordertrack-db-migrate')" = 1 ]
@@ -372,6 +400,7 @@ Job ot-migrate-[a-z0-9]{10}$'
 	fresh_dbs
 	roles "$O"
 	roles "$I"
+	roles "$P"
 	local argv v
 	v=$(ls "$ROOT"/lib/store/sql/orders/*.sql | wc -l)
 	mapfile -t argv < <(command_of "$BATS_TEST_TMPDIR/prod.yaml" Job ot-migrate)
@@ -411,4 +440,107 @@ Job ot-migrate-[a-z0-9]{10}$'
 	run --separate-stderr as "$A" timeout 30 "${argv[@]}"
 	assert_failure 78
 	echo "$stderr" | grep -q "the inventory schema is at version $((v + 1)) (from_the_next_release), newer than this binary knows"
+}
+
+@test "k8s: ot-pay and ot-pay-reconcile take the processor's key from a Secret and reach only DNS, Kafka, the payments database and the processor" {
+	local o
+	for o in $(overlays); do
+		render "$o" > "$BATS_TEST_TMPDIR/$o.yaml"
+		run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/$o.yaml"
+		assert_line "ok Deployment ot-pay holds the processor's key and reaches DNS, Kafka, its database and the processor only"
+		assert_line "ok CronJob ot-pay-reconcile holds the processor's key and reaches DNS, Kafka, its database and the processor only"
+		# The key: the overlay's generated Secret, by reference, in no ConfigMap.
+		run objects "$BATS_TEST_TMPDIR/$o.yaml"
+		run jq -r 'select(.kind == "Deployment" and .metadata.name == "ot-pay") | .spec.template.spec.containers[0].env[]
+			| select(.name == "OT_PAY_KEY") | "\(.value // "-") \(.valueFrom.secretKeyRef.name) \(.valueFrom.secretKeyRef.key)"' <<<"$output"
+		assert_output --regexp '^- ordertrack-pay-[a-z0-9]{10} OT_PAY_KEY$'
+		run objects "$BATS_TEST_TMPDIR/$o.yaml"
+		run jq -r 'select(.kind == "Secret" and (.metadata.name | startswith("ordertrack-pay-"))) | .data | keys | join(",")' <<<"$output"
+		assert_output OT_PAY_KEY
+		run objects "$BATS_TEST_TMPDIR/$o.yaml"
+		run jq -r 'select(.kind == "ConfigMap") | .data // {} | keys[] | select(. == "OT_PAY_KEY")' <<<"$output"
+		assert_output ''
+		# The reconcile CronJob runs as ot-pay does: its command, and the same policies.
+		run command_of "$BATS_TEST_TMPDIR/$o.yaml" CronJob ot-pay-reconcile
+		assert_output "$(printf '%s\n' ot-pay reconcile --older-than 60)"
+		node "$K8S_TOOLS/policy.mjs" --egress "$BATS_TEST_TMPDIR/$o.yaml" Deployment ot-pay > "$BATS_TEST_TMPDIR/pay.egress"
+		run node "$K8S_TOOLS/policy.mjs" --egress "$BATS_TEST_TMPDIR/$o.yaml" CronJob ot-pay-reconcile
+		assert_output "$(cat "$BATS_TEST_TMPDIR/pay.egress")"
+	done
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -c 'select(.kind == "CronJob" and .metadata.name == "ot-pay-reconcile") | [.spec.schedule, .spec.concurrencyPolicy]' <<<"$output"
+	assert_output '["*/5 * * * *","Forbid"]'
+	# Where ot-pay may connect, every policy that selects it added up: the payments database
+	# alone (the others reach all three), the processor (prod: through the egress proxy), Kafka, DNS.
+	run node "$K8S_TOOLS/policy.mjs" --egress "$BATS_TEST_TMPDIR/prod.yaml" Deployment ot-pay
+	assert_output "allow-dns 53/TCP namespace{kubernetes.io/metadata.name=kube-system} pod{k8s-app=kube-dns}
+allow-dns 53/UDP namespace{kubernetes.io/metadata.name=kube-system} pod{k8s-app=kube-dns}
+allow-kafka 9092/TCP namespace{kubernetes.io/metadata.name=kafka} pod{strimzi.io/cluster=kafka,strimzi.io/kind=Kafka}
+allow-kafka 9093/TCP namespace{kubernetes.io/metadata.name=kafka} pod{strimzi.io/cluster=kafka,strimzi.io/kind=Kafka}
+allow-ot-pay-postgres 5432/TCP 10.40.1.12/32
+allow-ot-pay-processor 3128/TCP namespace{kubernetes.io/metadata.name=egress-proxy} pod{app.kubernetes.io/name=egress-proxy}"
+	run node "$K8S_TOOLS/policy.mjs" --egress "$BATS_TEST_TMPDIR/dev.yaml" Deployment ot-pay
+	assert_output "allow-dns 53/TCP namespace{kubernetes.io/metadata.name=kube-system} pod{k8s-app=kube-dns}
+allow-dns 53/UDP namespace{kubernetes.io/metadata.name=kube-system} pod{k8s-app=kube-dns}
+allow-kafka 9092/TCP pod{app.kubernetes.io/name=kafka}
+allow-kafka 9093/TCP pod{app.kubernetes.io/name=kafka}
+allow-ot-pay-postgres 5432/TCP pod{app.kubernetes.io/instance=postgres-payments,app.kubernetes.io/name=postgresql}
+allow-ot-pay-processor 12111/TCP pod{app.kubernetes.io/name=stripe-mock}"
+	# Prod routes the processor through the proxy the policy admits: libcurl reads HTTPS_PROXY.
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "ConfigMap" and (.metadata.name | startswith("ot-pay-"))) | .data | to_entries[] | "\(.key)=\(.value)"' <<<"$output"
+	assert_output "HTTPS_PROXY=http://egress-proxy.egress-proxy.svc:3128
+OT_PAY_CURRENCY=usd
+OT_PAY_URL=https://api.stripe.com"
+	# Every other tool keeps what it had, and reaches the payments database for the relay.
+	run node "$K8S_TOOLS/policy.mjs" --egress "$BATS_TEST_TMPDIR/prod.yaml" Deployment ot-relay-payments
+	assert_line 'allow-postgres 5432/TCP 10.40.1.12/32'
+	assert_line 'allow-redis 6379/TCP 10.40.2.0/29'
+	refute_line --partial allow-ot-pay
+}
+
+@test "k8s: the policy check catches ot-pay let out to Redis, its key in plain text, and its processor's address left at the placeholder" {
+	# ot-pay no longer left out of the Redis policy; the key written into the Deployment; prod
+	# naming no processor.
+	sed -i -e '/name: allow-redis/,/policyTypes/{/matchExpressions:/d;/operator: NotIn/d}' "$TREE/base/networkpolicy.yaml"
+	python3 - "$TREE/base/ot-pay.yaml" <<-'PY'
+	import sys
+	p = sys.argv[1]
+	s = open(p).read()
+	old = "valueFrom: {secretKeyRef: {name: ordertrack-pay, key: OT_PAY_KEY}}"
+	assert old in s
+	open(p, "w").write(s.replace(old, "value: sk_live_0123456789abcdef"))
+	PY
+	sed -i -e '/target: {kind: NetworkPolicy, name: allow-ot-pay-processor}/,/ports: \[{port: 3128/d' "$TREE/overlays/prod/kustomization.yaml"
+	render prod > "$BATS_TEST_TMPDIR/prod-broken.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod-broken.yaml"
+	assert_failure 1
+	assert_line "FAIL Deployment ot-pay: holds the processor's key, and NetworkPolicy allow-redis lets it reach port 6379"
+	assert_line "FAIL CronJob ot-pay-reconcile: holds the processor's key, and NetworkPolicy allow-redis lets it reach port 6379"
+	assert_line 'FAIL Deployment ot-pay container ot-pay: env OT_PAY_KEY carries a value in plain text; use a secretKeyRef'
+	assert_line "FAIL Deployment ot-pay: container ot-pay: OT_PAY_KEY does not come from a Secret"
+	assert_line "FAIL NetworkPolicy allow-ot-pay-processor: egress to 192.0.2.1/32, the base's placeholder: the overlay names no address for it"
+	refute_line --partial 'FAIL CronJob ot-pay-reconcile: container'
+}
+
+@test "k8s: the outbox-cdc-payments component streams the payments outbox by CDC as the replication role, and its sweep goes" {
+	sed -i -e 's|^  - ../../components/outbox-cdc-orders$|&\n  - ../../components/outbox-cdc-payments|' "$TREE/overlays/prod/kustomization.yaml"
+	grep -q '^  - ../../components/outbox-cdc-payments$' "$TREE/overlays/prod/kustomization.yaml"
+	render prod > "$BATS_TEST_TMPDIR/prod.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
+	assert_success
+	assert_line 'ok Deployment ot-relay-payments alone on the payments outbox'
+	assert_line 'all held'
+	run command_of "$BATS_TEST_TMPDIR/prod.yaml" Deployment ot-relay-payments
+	assert_output "$(printf '%s\n' ot-relay --db payments --mode cdc -O kafka)"
+	run grep -c 'name: ot-relay-sweep-payments' "$BATS_TEST_TMPDIR/prod.yaml"
+	assert_output 0
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	run jq -r 'select(.kind == "Deployment" and .metadata.name == "ot-relay-payments") | .spec.template.spec.containers[0].envFrom[1].secretRef.name' <<<"$output"
+	assert_output --regexp '^ordertrack-db-cdc-[a-z0-9]{10}$'
+	# The sweep back beside it is caught, as for the orders outbox.
+	{ cat "$BATS_TEST_TMPDIR/prod.yaml"; echo ---; "$KUSTOMIZE" build "$TREE/jobs"; } > "$BATS_TEST_TMPDIR/both.yaml"
+	run node "$K8S_TOOLS/policy.mjs" "$BATS_TEST_TMPDIR/both.yaml"
+	assert_failure 1
+	assert_line 'FAIL CronJob ot-relay-sweep-payments: polls the payments outbox while Deployment ot-relay-payments streams it by CDC'
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # k8s/monitoring against the real thing: Debian's Prometheus, with the repository's scrape
 # configuration (targets rewritten to 127.0.0.1) and alert rules, scrapes every long-running
-# tool and both exporters (prometheus-postgres-exporter with the repository's queries, and
+# tool and the exporters (prometheus-postgres-exporter with the repository's queries, and
 # ot-relay lag) while orders go through; then every dashboard expression returns a series, every
 # metric a rule selects exists, and every rule evaluates without error. With every consumer and
 # relay killed, the lag, backlog and slot alerts fire, and Debian's Alertmanager routes and
@@ -21,12 +21,7 @@ setup() {
 teardown() {
 	stop_bg
 	ot-relay --mode cdc --db orders --slot "$SLOT" --drop-slot >/dev/null 2>&1 || true
-	if [ -n "${BATS_TEST_COMPLETED:-}" ] || [ ! -d "$BATS_TEST_TMPDIR" ]; then return; fi
-	# On failure, what the tools and Prometheus said last.
-	for f in "$BATS_TEST_TMPDIR"/*.log; do
-		echo "--- $(basename "$f")"
-		tail -n 5 "$f"
-	done >&2
+	show_logs 5 # what the tools and Prometheus said last
 }
 
 # Waits until http://127.0.0.1:PORT/PATH answers: wait_http PORT PATH NAME [SECONDS]
@@ -58,7 +53,7 @@ wait_prom() { # wait_prom QUERY EXPECTED SECONDS
 }
 
 # Debian's prometheus-postgres-exporter on each database, with the repository's queries, as
-# exporters/exporters.yaml runs it: start_pg_exporters ORDERS_PORT INVENTORY_PORT
+# exporters/exporters.yaml runs it: start_pg_exporters ORDERS_PORT INVENTORY_PORT [PAYMENTS_PORT]
 start_pg_exporters() {
 	DATA_SOURCE_NAME="$OT_ORDERS_DB sslmode=disable" start_bg "$BATS_TEST_TMPDIR/pgx-orders.log" \
 		prometheus-postgres-exporter --extend.query-path="$MON/exporters/postgres-queries.yaml" \
@@ -70,6 +65,12 @@ start_pg_exporters() {
 		--web.listen-address="127.0.0.1:$2"
 	wait_http "$1" /metrics prometheus-postgres-exporter
 	wait_http "$2" /metrics prometheus-postgres-exporter
+	[ -n "${3:-}" ] || return 0
+	DATA_SOURCE_NAME="$OT_PAYMENTS_DB sslmode=disable" start_bg "$BATS_TEST_TMPDIR/pgx-payments.log" \
+		prometheus-postgres-exporter --extend.query-path="$MON/exporters/postgres-queries.yaml" \
+		--disable-default-metrics --disable-settings-metrics --constantLabels=db=payments \
+		--web.listen-address="127.0.0.1:$3"
+	wait_http "$3" /metrics prometheus-postgres-exporter
 }
 
 # Debian's Alertmanager with the repository's routes and inhibitions; its receivers' endpoints
@@ -99,30 +100,54 @@ am_alerts() {
 	command -v prometheus >/dev/null || fail "prometheus is not installed: scripts/deps"
 	serve=$(free_port) reserve=$(free_port) relay_o=$(free_port) relay_i=$(free_port)
 	consume=$(free_port) cache=$(free_port) PROM=$(free_port) lag=$(free_port) pgo=$(free_port) pgi=$(free_port)
-	key="k-$RUNID-0123456789"
+	pay=$(free_port) relay_p=$(free_port) pgp=$(free_port) faults=$(free_port)
+	key="k-$RUNID-0123456789" PSKU="MP-$RUNID"
+	: "${OT_PAY_URL:?the Stripe API emulator of the stack}"
+	printf '{"sku":"%s","qty":100,"price":1250}\n' "$PSKU" | ot-reserve stock 2>/dev/null
 
 	# The orders relay in CDC mode, so the slot's gauges exist; the inventory one polls.
 	start_bg "$BATS_TEST_TMPDIR/relay-orders.log" ot-relay --db orders -O kafka --mode cdc --slot "$SLOT" --http-addr "127.0.0.1:$relay_o"
 	start_bg "$BATS_TEST_TMPDIR/relay-inventory.log" ot-relay --db inventory -O kafka --http-addr "127.0.0.1:$relay_i"
 	start_bg "$BATS_TEST_TMPDIR/reserve.log" ot-reserve -i kafka:orders.events -G "r-$RUNID" --http-addr "127.0.0.1:$reserve"
-	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i kafka:inventory.events,delivery.updates -G "c-$RUNID" --http-addr "127.0.0.1:$consume"
+	start_bg "$BATS_TEST_TMPDIR/consume.log" ot-consume -i kafka:inventory.events,payments.events,delivery.updates -G "c-$RUNID" --http-addr "127.0.0.1:$consume"
 	start_bg "$BATS_TEST_TMPDIR/cache.log" ot-cache sync -G "s-$RUNID" --http-addr "127.0.0.1:$cache"
 	OT_API_KEY=$key start_bg "$BATS_TEST_TMPDIR/serve.log" ot-serve --http-addr "127.0.0.1:$serve"
 	start_bg "$BATS_TEST_TMPDIR/lag.log" ot-relay lag --interval 1 --http-addr "127.0.0.1:$lag"
-	for t in serve:$serve reserve:$reserve relay-orders:$relay_o relay-inventory:$relay_i consume:$consume cache:$cache lag:$lag; do
+	# ot-pay in front of the emulator through a proxy whose first answer is a 500, so one
+	# processor error is counted (the request is retried and goes through).
+	start_bg "$BATS_TEST_TMPDIR/faults.log" python3 "$ROOT/test/tools/http-faults.py" "$faults" "$OT_PAY_URL" 500
+	wait_http "$faults" /__faults http-faults
+	OT_PAY_URL="http://127.0.0.1:$faults" start_bg "$BATS_TEST_TMPDIR/pay.log" \
+		ot-pay -i kafka:inventory.events,orders.events -G "p-$RUNID" --http-addr "127.0.0.1:$pay"
+	start_bg "$BATS_TEST_TMPDIR/relay-payments.log" ot-relay --db payments -O kafka --http-addr "127.0.0.1:$relay_p"
+	for t in serve:$serve reserve:$reserve relay-orders:$relay_o relay-inventory:$relay_i consume:$consume cache:$cache lag:$lag \
+		pay:$pay relay-payments:$relay_p; do
 		wait_http "${t#*:}" /metrics "ot-${t%%:*}"
 	done
-	start_pg_exporters "$pgo" "$pgi"
+	start_pg_exporters "$pgo" "$pgi" "$pgp"
 
 	python3 "$ROOT/test/tools/prom-check.py" config "$ROOT/k8s/monitoring/prometheus.yml" \
 		"$BATS_TEST_TMPDIR/prometheus.yml" "$ROOT/k8s/monitoring/rules.yml" \
 		"ot-serve=127.0.0.1:$serve" "ot-reserve=127.0.0.1:$reserve" \
 		"ot-relay-orders=127.0.0.1:$relay_o" "ot-relay-inventory=127.0.0.1:$relay_i" \
 		"ot-consume=127.0.0.1:$consume" "ot-cache=127.0.0.1:$cache" \
-		"ot-kafka-lag=127.0.0.1:$lag" "ot-postgres=127.0.0.1:$pgo,127.0.0.1:$pgi"
+		"ot-pay=127.0.0.1:$pay" "ot-relay-payments=127.0.0.1:$relay_p" \
+		"ot-kafka-lag=127.0.0.1:$lag" "ot-postgres=127.0.0.1:$pgo,127.0.0.1:$pgi,127.0.0.1:$pgp"
 	start_bg "$BATS_TEST_TMPDIR/prometheus.log" prometheus --config.file="$BATS_TEST_TMPDIR/prometheus.yml" \
 		--storage.tsdb.path="$BATS_TEST_TMPDIR/tsdb" --web.listen-address="127.0.0.1:$PROM"
 	wait_http "$PROM" /-/ready prometheus 60
+
+	# Orders paid by card: three authorised and confirmed, one declined and rejected.
+	for src in tok_visa tok_visa tok_visa tok_chargeDeclinedInsufficientFunds; do
+		printf '{"customer_id":"p-%s","items":[{"sku":"%s","qty":1}],"address":"1 Test Street","payment":{"source":"%s"}}\n' \
+			"$RUNID" "$PSKU" "$src" |
+			curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+				--data-binary @- "http://127.0.0.1:$serve/orders" > /dev/null
+	done
+	wait_sql orders "SELECT count(*) FILTER (WHERE status = 'CONFIRMED') || '|' || count(*) FILTER (WHERE status = 'REJECTED') FROM orders WHERE customer_id = 'p-$RUNID'" "3|1" 60
+	# The proxy's 500 came first, and the call that met it was sent again and went through.
+	run bash -c "curl -fsS http://127.0.0.1:$faults/__faults | jq -r '[.requests[].action] | .[0:2] | join(\" \")'"
+	assert_output '500 forward'
 
 	# Orders through the saga: ten placed over HTTP, one cancelled (stock released), the rest
 	# delivered; reads that hit and miss the cache; one record for an order nobody knows,
@@ -148,7 +173,9 @@ am_alerts() {
 	done
 
 	# Every target up, and the scrapes that saw the last of the above.
-	wait_prom 'count(up == 1)' 9 30
+	wait_prom 'count(up == 1)' 12 30
+	wait_prom 'sum(ot_payments_total{job="ot-pay",outcome="authorized"}) >= bool 3' 1 30
+	wait_prom 'sum(ot_payments_total{job="ot-pay",outcome="declined",decline_code="insufficient_funds"}) >= bool 1' 1 30
 	# (at least: a new group may also read older tests' records on a shared stack)
 	wait_prom 'sum(ot_order_transitions_total{to="DELIVERED"}) >= bool 9' 1 30
 	wait_prom 'sum(ot_records_total{result="dead_lettered"}) >= bool 1' 1 30
@@ -197,7 +224,7 @@ wait_firing() {
 @test "monitoring: with every consumer and the relays killed, the lag, backlog and slot alerts fire on a real Prometheus, and Alertmanager holds back what the dead relay explains" {
 	serve=$(free_port) reserve=$(free_port) relay_o=$(free_port) relay_i=$(free_port)
 	consume=$(free_port) cache=$(free_port) PROM=$(free_port) lag=$(free_port) pgo=$(free_port)
-	pgi=$(free_port) am=$(free_port)
+	pgi=$(free_port) am=$(free_port) pay=$(free_port) relay_p=$(free_port)
 	drain_outboxes
 
 	start_bg "$BATS_TEST_TMPDIR/relay-orders.log" ot-relay --db orders -O kafka --mode cdc --slot "$SLOT" --http-addr "127.0.0.1:$relay_o"
@@ -215,11 +242,13 @@ wait_firing() {
 	# The repository's rules with every "for" at 5 s, and OtCdcRetainedWalHigh's 1 GiB at 0
 	# bytes: the thresholds of the lag and backlog alerts stay as they are.
 	python3 "$ROOT/test/tools/prom-check.py" rules "$MON/rules.yml" "$BATS_TEST_TMPDIR/rules.yml"
-	# ot-serve and ot-cache are not part of this: their jobs point at closed ports.
+	# ot-serve, ot-cache, ot-pay and the payments relay are not part of this: their jobs point
+	# at closed ports.
 	python3 "$ROOT/test/tools/prom-check.py" config "$MON/prometheus.yml" "$BATS_TEST_TMPDIR/prometheus.yml" \
 		"$BATS_TEST_TMPDIR/rules.yml" "--alertmanager=127.0.0.1:$am" \
 		"ot-serve=127.0.0.1:$serve" "ot-reserve=127.0.0.1:$reserve" "ot-relay-orders=127.0.0.1:$relay_o" \
 		"ot-relay-inventory=127.0.0.1:$relay_i" "ot-consume=127.0.0.1:$consume" "ot-cache=127.0.0.1:$cache" \
+		"ot-pay=127.0.0.1:$pay" "ot-relay-payments=127.0.0.1:$relay_p" \
 		"ot-kafka-lag=127.0.0.1:$lag" "ot-postgres=127.0.0.1:$pgo,127.0.0.1:$pgi"
 	start_bg "$BATS_TEST_TMPDIR/prometheus.log" prometheus --config.file="$BATS_TEST_TMPDIR/prometheus.yml" \
 		--storage.tsdb.path="$BATS_TEST_TMPDIR/tsdb" --web.listen-address="127.0.0.1:$PROM"
@@ -290,6 +319,9 @@ wait_firing() {
 		alert OtCircuitOpen page service=ot-serve job=ot-serve instance=10.0.0.1:8080 circuit=redis; echo ,
 		alert OtHttp5xxRatioHigh page service=ot-serve; echo ,
 		alert OtCacheHitRatioLow ticket service=ot-serve; echo ,
+		alert OtCircuitOpen page service=ot-pay job=ot-pay instance=10.0.0.10:8086 "circuit=payment processor"; echo ,
+		alert OtPaymentProcessorErrors page service=ot-pay op=authorize; echo ,
+		alert OtPaymentsStuckUnknown page service=ot-pay; echo ,
 		alert OtCdcRetainedWalHigh page service=ot-relay-inventory db=inventory slot=ot_relay_inventory; echo ,
 		alert OtCdcSlotInactive ticket service=ot-relay-inventory db=inventory slot=ot_relay_inventory; echo ,
 		alert OtCdcSlotInactive ticket service=ot-relay-orders db=orders slot=old_slot
@@ -300,7 +332,7 @@ wait_firing() {
 	for ((i = 0; i < 20; i++)); do
 		am_alerts "$am" | jq -r '[.name, ([.labels.service, .labels.topic, .labels.slot] | map(. // "-") | join(",")), .state, (.receivers | join(","))] | join(" ")' |
 			sort > "$BATS_TEST_TMPDIR/got"
-		[ "$(wc -l < "$BATS_TEST_TMPDIR/got")" -ge 13 ] && ! grep -q ' unprocessed ' "$BATS_TEST_TMPDIR/got" && break
+		[ "$(wc -l < "$BATS_TEST_TMPDIR/got")" -ge 16 ] && ! grep -q ' unprocessed ' "$BATS_TEST_TMPDIR/got" && break
 		sleep 0.5
 	done
 	run cat "$BATS_TEST_TMPDIR/got"
@@ -315,6 +347,9 @@ wait_firing() {
 	OtCircuitOpen ot-serve,-,- active pager
 	OtHttp5xxRatioHigh ot-serve,-,- suppressed pager
 	OtCacheHitRatioLow ot-serve,-,- active ticket
+	OtCircuitOpen ot-pay,-,- active pager
+	OtPaymentProcessorErrors ot-pay,-,- suppressed pager
+	OtPaymentsStuckUnknown ot-pay,-,- active pager
 	OtCdcRetainedWalHigh ot-relay-inventory,-,ot_relay_inventory active pager
 	OtCdcSlotInactive ot-relay-inventory,-,ot_relay_inventory suppressed ticket
 	OtCdcSlotInactive ot-relay-orders,-,old_slot active ticket
@@ -416,7 +451,8 @@ wait_firing() {
 	                print(o["metadata"]["name"], "volume", ("ConfigMap", v["configMap"]["name"]) in names)
 	EOF
 	assert_output "$(printf '%s\n' 'ot-kafka-lag ConfigMap True' 'ot-postgres-exporter Secret True' \
-		'ot-postgres-exporter volume True' 'ot-postgres-exporter Secret True' 'ot-postgres-exporter volume True')"
+		'ot-postgres-exporter volume True' 'ot-postgres-exporter Secret True' 'ot-postgres-exporter volume True' \
+		'ot-postgres-exporter Secret True' 'ot-postgres-exporter volume True')"
 	run node "$dir/validate.mjs" "$BATS_TEST_TMPDIR/prod.yaml"
 	assert_success
 	assert_output --partial 'ok Deployment ot-kafka-lag'

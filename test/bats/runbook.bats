@@ -18,24 +18,12 @@ setup() {
 teardown() {
 	stop_bg
 	ot-relay --mode cdc --db orders --slot "$SLOT" --drop-slot >/dev/null 2>&1 || true
-	if [ -n "${BATS_TEST_COMPLETED:-}" ] || [ ! -d "$BATS_TEST_TMPDIR" ]; then return; fi
-	for f in "$BATS_TEST_TMPDIR"/*.log; do
-		[ -e "$f" ] || continue
-		echo "--- $(basename "$f")"
-		tail -n 5 "$f"
-	done >&2
+	show_logs 5
 }
 
 # The shell block of runbook.md marked <!-- runbook-test: NAME -->, as written there.
 block() {
-	python3 - "$ROOT/k8s/monitoring/runbook.md" "$1" <<-'EOF'
-	import re, sys, textwrap
-	text = open(sys.argv[1]).read()
-	m = re.search(r"<!-- runbook-test: %s -->[ \t]*\n[ \t]*```sh\n(.*?)\n[ \t]*```" % re.escape(sys.argv[2]), text, re.S)
-	if not m:
-	    sys.exit("runbook.md has no block marked runbook-test: " + sys.argv[2])
-	print(textwrap.dedent(m.group(1)))
-	EOF
+	doc_block "$ROOT/k8s/monitoring/runbook.md" runbook-test "$1"
 }
 
 # Runs a runbook block with bash -e and pipefail, stdout and stderr apart: step NAME
@@ -191,4 +179,52 @@ for _ in range(300):
 	step rotating-api-keys/check
 	assert_success
 	assert_output "$(printf '401\n404')"
+}
+
+# A payment left UNKNOWN: its authorisation reached the emulator, which made the charge, and
+# every answer was lost on the way back (http-faults drop*). Sets ORDER_ID.
+unknown_payment() {
+	local port
+	port=$(free_port)
+	start_bg "$BATS_TEST_TMPDIR/faults.log" python3 "$ROOT/test/tools/http-faults.py" "$port" "$OT_PAY_URL" 'drop*'
+	for ((i = 0; i < 50; i++)); do curl -fsS -o /dev/null "http://127.0.0.1:$port/__faults" 2>/dev/null && break; sleep 0.1; done
+	ORDER_ID=$(uuid)
+	export ORDER_ID
+	run bash -c "$(declare -f event uuid); event INVENTORY_RESERVED '$ORDER_ID' '{\"payment\":{\"source\":\"tok_visa\"},\"amount\":1500}' |
+		OT_PAY_URL=http://127.0.0.1:$port ot-pay 2>/dev/null"
+	assert_failure 69
+	[ "$(sql_payments "SELECT status FROM payments WHERE order_id = '$ORDER_ID'")" = UNKNOWN ]
+}
+
+@test "runbook: reconciling a payment by hand: the look finds the UNKNOWN payment, and the processor the charge made for its order" {
+	: "${OT_PAY_URL:?}" "${OT_PAY_KEY:?}"
+	unknown_payment
+	step pay-reconcile/look
+	assert_success
+	assert_line --regexp "^$ORDER_ID\|1500\|usd\|[0-9]+$"
+	step pay-reconcile/processor
+	assert_success
+	assert_output --regexp '^\{"id":"ch_[A-Za-z0-9]+","status":"succeeded","amount":1500,"currency":"usd","captured":false,"refunded":false,"created":[0-9]+\}$'
+	# The key travelled in a header: no process saw it on a command line, nothing printed it.
+	[[ "$output$stderr" != *"$OT_PAY_KEY"* ]]
+}
+
+@test "runbook: reconciling a payment by hand: ot-pay reconcile records the charge found, once" {
+	: "${OT_PAY_URL:?}" "${OT_PAY_KEY:?}"
+	ot-pay -h 2>&1 | grep -q reconcile || skip "ot-pay has no reconcile subcommand in this build"
+	unknown_payment
+	step pay-reconcile/processor
+	charge=$(jq -r .id <<<"$output")
+	[ -n "$charge" ]
+	# Older than the CronJob's --older-than 60, as a payment stuck for the alert would be.
+	sql_payments "UPDATE payments SET updated_at = now() - interval '2 minutes' WHERE order_id = '$ORDER_ID'"
+	step pay-reconcile/reconcile
+	assert_success
+	[ "$(sql_payments "SELECT status, charge_id FROM payments WHERE order_id = '$ORDER_ID'")" = "AUTHORIZED|$charge" ]
+	# Still that one charge at the processor.
+	step pay-reconcile/processor
+	assert_success
+	[ "$(wc -l <<<"$output")" = 1 ]
+	step pay-reconcile/look
+	refute_output --partial "$ORDER_ID"
 }

@@ -3,13 +3,18 @@
 // deadlines on jobs, Services and probes naming ports the containers declare, one outbox mode
 // per database, consumers capped by the partition count, nothing operational behind the
 // Ingress, no replica count where an autoscaler owns it, release Jobs named by their content,
-// each database role's Secret only where it belongs, egress only to the backends' addresses.
+// each database role's Secret only where it belongs, egress only to the backends' addresses,
+// and the pods holding the payment processor's key reaching DNS, Kafka, their database and the
+// processor alone.
 // Usage: node policy.mjs FILE            prints "ok ..." / "FAIL ..." lines, exit 1 on a FAIL
 //        node policy.mjs --ports FILE    prints "DEPLOYMENT PORT ARGS_JSON" per port of an ordertrack container
 //        node policy.mjs --command FILE KIND NAME
 //                                        prints the first container's args as a JSON array, its
 //                                        $(VAR)s filled from its env and ConfigMaps
 //        node policy.mjs --json FILE     prints each object as one line of JSON (for jq)
+//        node policy.mjs --egress FILE KIND NAME
+//                                        prints where the pods of KIND NAME may connect, one
+//                                        "POLICY PORT/PROTOCOL DESTINATION" line each, sorted
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 
@@ -50,6 +55,51 @@ const plaintext = /(password|passwd|secret)\s*[=:]/i;
 
 if (mode === '--json') {
   for (const o of objs) console.log(JSON.stringify(o));
+  process.exit(0);
+}
+
+// A label selector (matchLabels and matchExpressions) against a pod's labels; {} selects all.
+function selects(sel, labels) {
+  if (!Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => labels[k] === v)) return false;
+  return (sel?.matchExpressions ?? []).every((e) => {
+    const has = Object.hasOwn(labels, e.key);
+    if (e.operator === 'In') return has && e.values.includes(labels[e.key]);
+    if (e.operator === 'NotIn') return !has || !e.values.includes(labels[e.key]);
+    if (e.operator === 'Exists') return has;
+    if (e.operator === 'DoesNotExist') return !has;
+    return false;
+  });
+}
+const selector = (sel) => [...Object.entries(sel.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`),
+  ...(sel.matchExpressions ?? []).map((e) => `${e.key} ${e.operator} (${(e.values ?? []).join(',')})`)].join(',');
+function destination(t) {
+  if (t.ipBlock) return t.ipBlock.cidr + (t.ipBlock.except?.length ? ` except ${t.ipBlock.except.join(',')}` : '');
+  const parts = [];
+  if (t.namespaceSelector) parts.push(`namespace{${selector(t.namespaceSelector)}}`);
+  if (t.podSelector) parts.push(`pod{${selector(t.podSelector)}}`);
+  return parts.join(' ') || 'anywhere';
+}
+// Every egress rule that lets a pod template out, from each policy that selects it (policies
+// add up): [{policy, port, line}].
+function egressOf(labels) {
+  const out = [];
+  for (const np of objs.filter((o) => o.kind === 'NetworkPolicy' && (o.spec.policyTypes ?? []).includes('Egress'))) {
+    if (!selects(np.spec.podSelector, labels)) continue;
+    for (const r of np.spec.egress ?? []) {
+      for (const port of r.ports ?? [{ port: 'any' }]) {
+        for (const t of r.to ?? [{}])
+          out.push({ policy: np.metadata.name, port: port.port, line: `${np.metadata.name} ${port.port}/${port.protocol ?? 'TCP'} ${destination(t)}` });
+      }
+    }
+  }
+  return out;
+}
+
+if (mode === '--egress') {
+  const [kind, name] = process.argv.slice(4);
+  const p = pods.find((x) => x.owner.kind === kind && x.owner.metadata.name === name);
+  if (!p) { console.error(`no ${kind} ${name}`); process.exit(1); }
+  for (const l of [...new Set(egressOf(p.labels).map((e) => e.line))].sort()) console.log(l);
   process.exit(0);
 }
 
@@ -145,10 +195,12 @@ for (const svc of objs.filter((o) => o.kind === 'Service')) {
   ok(what);
 }
 
-// ConfigMaps hold no passwords.
+// ConfigMaps hold no passwords. Redis's and the payment processor's URLs are addresses (the
+// processor's key travels in a header, from a Secret); credentials inside a URL are caught below.
+const addresses = new Set(['OT_REDIS_URL', 'OT_PAY_URL']);
 for (const cm of objs.filter((o) => o.kind === 'ConfigMap')) {
   for (const [k, v] of Object.entries(cm.data ?? {}))
-    if (secretish.test(k) && k !== 'OT_REDIS_URL' || plaintext.test(String(v)) || /:\/\/[^/@:]*:[^/@]*@/.test(String(v)))
+    if (secretish.test(k) && !addresses.has(k) || plaintext.test(String(v)) || /:\/\/[^/@:]*:[^/@]*@/.test(String(v)))
       fail(`ConfigMap ${cm.metadata.name}`, `${k} looks like a secret`);
 }
 
@@ -261,6 +313,24 @@ for (const np of objs.filter((o) => o.kind === 'NetworkPolicy' && (o.spec.policy
     }
   }
   if (fails === before) ok(what);
+}
+
+// The processor's key can move money: a pod that holds it reaches DNS, Kafka, the payments
+// database and the processor, through the policies made for them, and nothing else (not the
+// other databases, Redis or the span collector, which every other tool may reach).
+const paymentsEgress = new Set(['allow-dns', 'allow-kafka', 'allow-ot-pay-postgres', 'allow-ot-pay-processor']);
+for (const p of pods) {
+  const keyed = p.spec.containers.some((c) => (c.env ?? []).some((e) => e.name === 'OT_PAY_KEY'));
+  if (!keyed) continue;
+  const before = fails;
+  for (const c of p.spec.containers) {
+    const e = (c.env ?? []).find((x) => x.name === 'OT_PAY_KEY');
+    if (e && !e.valueFrom?.secretKeyRef) fail(p.what, `container ${c.name}: OT_PAY_KEY does not come from a Secret`);
+  }
+  const eg = egressOf(p.labels);
+  for (const e of eg) if (!paymentsEgress.has(e.policy)) fail(p.what, `holds the processor's key, and NetworkPolicy ${e.policy} lets it reach port ${e.port}`);
+  for (const want of paymentsEgress) if (!eg.some((e) => e.policy === want)) fail(p.what, `holds the processor's key, and no NetworkPolicy ${want} selects it`);
+  if (fails === before) ok(`${p.what} holds the processor's key and reaches DNS, Kafka, its database and the processor only`);
 }
 
 console.log(fails ? `${fails} failed` : 'all held');
