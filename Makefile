@@ -8,7 +8,7 @@ LICENSE   = LicenseRef-Proprietary
 PREFIX   ?= /usr/local
 BINDIR    = $(PREFIX)/bin
 MANDIR    = $(PREFIX)/share/man
-PKGS      = rdkafka hiredis libpq jansson libmicrohttpd nettle libcurl
+PKGS      = rdkafka hiredis libpq jansson libmicrohttpd nettle libcurl grpc libprotobuf-c
 
 CC       ?= cc
 WARN      = -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
@@ -16,16 +16,19 @@ WARN      = -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
 # headers and those of the folders before it (scripts/check-layers holds it to that).
 #   core    errors, text, ids, time, logging, tracing, metrics, signals, config, pool, breaker
 #   model   order states and statuses, record outcomes, the event envelope, event types, topics
-#   store   PostgreSQL and its migrations, Redis, the cluster router, the pipe
+#   store   PostgreSQL and its migrations, Redis, the cluster router, the pipe, the payment client
 #   stream  stdio and Kafka in and out, the run loop, outbox, CDC, replay, topics, lag
 #   saga    orders and inventory: the choreographed saga's steps
-#   cache   the one order-status cache, and its near cache
+#   cache   the one order-status cache, its near cache and its one read order
 #   http    the small server, health ports, the API and its routes, live streams, the page
+#   rpc     the gRPC server (libgrpc, protobuf-c) and its services, from proto/
 #   tool    what every tool does at start
-LAYERS    = core model store stream saga cache http tool
+LAYERS    = core model store stream saga cache http rpc tool
 OT_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -MMD -MP -DOT_VERSION='"$(VERSION)"' \
-            $(addprefix -Ilib/,$(LAYERS)) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+            $(addprefix -Ilib/,$(LAYERS)) -Ibuild/proto $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 OT_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# Each tool loads only the libraries it calls: gRPC's are ot-serve's alone.
+OT_LDFLAGS = -Wl,--as-needed
 # Redis over TLS (rediss://) where hiredis has it: hiredis >= 1.0 with hiredis_ssl (Debian 12's
 # 0.14 has not; such a build refuses rediss:// URLs with exit status 78). OpenSSL itself checks
 # the server's name, which hiredis does not.
@@ -41,10 +44,12 @@ OT_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 OT_LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-TOOLS   = ot-place ot-reserve ot-consume ot-relay ot-cache ot-serve
+TOOLS   = ot-place ot-reserve ot-consume ot-relay ot-cache ot-serve ot-pay
 BINS    = $(addprefix bin/,$(TOOLS))
 LIBSRC  = $(wildcard $(addsuffix /*.c,$(addprefix lib/,$(LAYERS))))
-LIBOBJ  = $(patsubst lib/%.c,build/lib/%.o,$(LIBSRC)) build/lib/ot_sql.o build/lib/ot_page.o
+PROTO   = $(wildcard proto/*.proto)
+PROTOOBJ = $(patsubst proto/%.proto,build/proto/%.pb-c.o,$(PROTO))
+LIBOBJ  = $(patsubst lib/%.c,build/lib/%.o,$(LIBSRC)) build/lib/ot_sql.o build/lib/ot_page.o $(PROTOOBJ)
 SQL     = $(sort $(wildcard lib/store/sql/*/*.sql))
 UNITSRC = $(wildcard test/unit/test_*.c)
 UNITS   = $(patsubst test/unit/%.c,build/test/%,$(UNITSRC))
@@ -62,6 +67,17 @@ build/libordertrack.a: $(LIBOBJ)
 build/lib/%.o: lib/%.c
 	@mkdir -p $(@D)
 	$(CC) $(OT_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+# gRPC messages: C from proto/ by protoc-c (protobuf-c), compiled without our warnings (the
+# generated code is not ours to change). What includes them waits for the headers.
+build/proto/%.pb-c.c build/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(@D)
+	protoc-c --c_out=build/proto -Iproto $<
+
+build/proto/%.pb-c.o: build/proto/%.pb-c.c
+	$(CC) -std=c11 -O2 -g $(shell pkg-config --cflags libprotobuf-c 2>/dev/null) $(CFLAGS) -c -o $@ $<
+
+$(patsubst lib/%.c,build/lib/%.o,$(wildcard lib/rpc/*.c)): $(PROTOOBJ:.o=.h)
 
 # Migrations live as .sql files and are compiled in, so a binary never looks for them at run time.
 build/lib/ot_sql.c: $(SQL) scripts/embed-sql
@@ -123,12 +139,22 @@ build/fuzz/fuzz_%: test/fuzz/fuzz_%.c build/fuzz/libordertrack.a
 
 fuzzers: $(FUZZERS)
 
-# Clients the benchmarks drive (scripts/bench-sse): plain C, no library of ours.
+# Clients the benchmarks drive (scripts/bench-sse): C, no library of ours.
 build/tools/%: test/tools/%.c
 	@mkdir -p $(@D)
 	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $<
 
-tools: build/tools/fanout
+# The gRPC fan-out client speaks through the gRPC core library, as ot-serve does.
+build/tools/grpc-fanout: test/tools/grpc-fanout.c build/proto/ordertrack.pb-c.o
+	@mkdir -p $(@D)
+	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(OT_LIBS)
+
+# The payment client's command line (the bats tests drive lib/store/ot_stripe through it).
+build/tools/stripe-call: test/tools/stripe-call.c build/libordertrack.a
+	@mkdir -p $(@D)
+	$(CC) $(OT_CFLAGS) $(CFLAGS) $(OT_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(OT_LIBS)
+
+tools: build/tools/fanout build/tools/grpc-fanout build/tools/stripe-call
 
 # Each harness for FUZZ_TIME seconds, one after the other (scripts/fuzz run); the saved
 # corpus of each, once through, in seconds and without services (scripts/fuzz replay).
@@ -145,7 +171,7 @@ deps:
 units: $(UNITS)
 
 check: deps
-	@$(MAKE) --no-print-directory all units fuzzers
+	@$(MAKE) --no-print-directory all units fuzzers build/tools/stripe-call
 	@OT_LAYERS='$(LAYERS)' scripts/check $(UNITS)
 
 demo: deps

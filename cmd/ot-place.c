@@ -132,17 +132,10 @@ main(int argc, char **argv)
 	struct ot_in *in = NULL;
 	struct ot_run_stats st;
 	char err[1024];
-	int rc = OT_OK, r, next, done;
+	int rc = OT_OK, r;
 
-	ot_config_init(&cfg, argv0);
-	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done)
-		return r;
-	if (next < argc) {
-		ot_tool_usage(&cfg, &cli, stderr);
-		return EX_USAGE;
-	}
-	if ((r = ot_tool_start(&cfg, NULL)))
-		return r;
+	if ((r = ot_tool_begin(&cfg, argv0, &cli, argc, argv, NULL)))
+		return r < 0 ? 0 : r;
 	if (!(p.db = ot_pg_open(cfg.orders_db, "orders", &rc, err, sizeof err))) {
 		OT_ERROR(NULL, "%s", err);
 		goto out;

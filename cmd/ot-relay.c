@@ -62,7 +62,7 @@ usage_error(struct ot_config *cfg)
 
 /* The outbox relay, the default job. */
 static const struct ot_opt relay_opt[] = {
-	{"db", OPT_DB, "NAME", "orders (default) or inventory"},
+	{"db", OPT_DB, "NAME", "orders (default), inventory or payments"},
 	{"output", 'O', "SPEC", "- (default), kafka or kafka:TOPIC"},
 	{"mode", OPT_MODE, "MODE", "poll (default): read the table; cdc: stream inserts from the WAL\n"
 	 "(logical replication, pgoutput; needs wal_level=logical)"},
@@ -84,10 +84,10 @@ relay_take(void *arg, int key, const char *val)
 	struct relay *r = arg;
 	char err[512];
 
-	if ((key == OPT_DB && strcmp(val, "orders") && strcmp(val, "inventory")) ||
+	if ((key == OPT_DB && !ot_db_known(val)) ||
 	    (key == OPT_MODE && strcmp(val, "poll") && strcmp(val, "cdc"))) {
 		fprintf(stderr, "%s: %s %s: expected %s\n", argv0, key == OPT_DB ? "--db" : "--mode", val,
-		        key == OPT_DB ? "orders or inventory" : "poll or cdc");
+		        key == OPT_DB ? OT_DB_NAMES : "poll or cdc");
 		return EX_USAGE;
 	}
 	if (key == OT_OPT_ATTEMPTS && ot_config_opt(r->cfg, key, val, err, sizeof err) < 0) {
@@ -125,14 +125,14 @@ relay_main(int argc, char **argv)
 {
 	struct ot_config cfg;
 	struct relay r = {&cfg, "orders", "-", "poll", NULL, 0, 0, 0};
-	const struct ot_cli cli = {"[--db orders|inventory] [--mode poll|cdc] [-O OUTPUT] [--once] [options]",
+	const struct ot_cli cli = {"[--db orders|inventory|payments] [--mode poll|cdc] [-O OUTPUT] [--once] [options]",
 	                           "Drains a service's outbox, oldest row first, to OUTPUT: - (stdout, default) or kafka\n"
 	                           "(each row to its own topic, key = order_id, headers ot-id, ot-type, traceparent).\n"
 	                           "Rows are deleted only after every record of the batch was acknowledged. It runs until\n"
 	                           "stopped, woken by LISTEN/NOTIFY, or with --once drains what is there and exits.\n"
 	                           "Other jobs: the copy (ot-relay -i INPUT -h), replay, topics, migrate and lag\n"
 	                           "(ot-relay replay -h).", OT_USE_KAFKA | OT_USE_BATCH | OT_USE_ORDERS |
-	                           OT_USE_INVENTORY | OT_USE_HTTP, relay_opt, 7, relay_take, &r, 0};
+	                           OT_USE_INVENTORY | OT_USE_PAYMENTS | OT_USE_HTTP, relay_opt, 7, relay_take, &r, 0};
 	struct ot_health_deps deps = {0};
 	struct ot_health *health = NULL;
 	struct ot_outbox_watch *watch = NULL;
@@ -156,7 +156,7 @@ relay_main(int argc, char **argv)
 		snprintf(slot, sizeof slot, "ot_relay_%s", r.db);
 		r.slot = slot;
 	}
-	conn = !strcmp(r.db, "orders") ? cfg.orders_db : cfg.inventory_db;
+	conn = ot_config_db(&cfg, r.db);
 	if (r.drop_slot) {
 		rc = drop_slot(conn, r.slot);
 		goto out;
@@ -167,8 +167,9 @@ relay_main(int argc, char **argv)
 		goto out;
 	}
 	ot_outbox_metrics_db(r.db);
-	deps.orders_db = !strcmp(r.db, "orders") ? cfg.orders_db : NULL;
-	deps.inventory_db = !strcmp(r.db, "orders") ? NULL : cfg.inventory_db;
+	deps.orders_db = !strcmp(r.db, "orders") ? conn : NULL;
+	deps.inventory_db = !strcmp(r.db, "inventory") ? conn : NULL;
+	deps.payments_db = !strcmp(r.db, "payments") ? conn : NULL;
 	deps.out = out;
 	if (!(health = ot_health_serve(&cfg, !r.once, &deps, &rc, err, sizeof err)) && rc) {
 		OT_ERROR(NULL, "%s", err);
@@ -636,7 +637,7 @@ struct migrate {
 };
 
 static const struct ot_opt migrate_opt[] = {
-	{"db", OPT_DB, "NAME", "orders or inventory: the one database to migrate (default both)"},
+	{"db", OPT_DB, "NAME", "orders, inventory or payments: the one database to migrate (default all)"},
 	{"lock-timeout", OPT_LOCK_TIMEOUT, "D", "how long to wait for any one lock: 500ms, 5s, 1m (default 10s)"},
 };
 
@@ -645,8 +646,8 @@ migrate_take(void *arg, int key, const char *val)
 {
 	struct migrate *m = arg;
 
-	if (key == OPT_DB && strcmp(val, "orders") && strcmp(val, "inventory")) {
-		fprintf(stderr, "%s: --db %s: expected orders or inventory\n", argv0, val);
+	if (key == OPT_DB && !ot_db_known(val)) {
+		fprintf(stderr, "%s: --db %s: expected %s\n", argv0, val, OT_DB_NAMES);
 		return EX_USAGE;
 	}
 	if (key == OPT_DB)
@@ -663,21 +664,21 @@ migrate_main(int argc, char **argv)
 {
 	static char prog[] = "ot-relay migrate";
 	struct migrate m = {NULL, OT_PG_LOCK_TIMEOUT_MS};
-	const struct ot_cli cli = {"migrate [--db orders|inventory] [--lock-timeout DURATION] [options]",
-	                           "Brings the databases' schemas (both, or --db's) to this release's, once, under a\n"
+	const struct ot_cli cli = {"migrate [--db orders|inventory|payments] [--lock-timeout DURATION] [options]",
+	                           "Brings the databases' schemas (all three, or --db's) to this release's, once, under a\n"
 	                           "lock, as a deployment step run with the migration role. Every other command\n"
 	                           "refuses a schema newer than it knows (exit 78).",
-	                           OT_USE_ORDERS | OT_USE_INVENTORY, migrate_opt, 2, migrate_take, &m, 0};
+	                           OT_USE_ORDERS | OT_USE_INVENTORY | OT_USE_PAYMENTS, migrate_opt, 2, migrate_take, &m, 0};
 	struct ot_config cfg;
 	char err[1024];
 	int next, rc;
 
 	if ((rc = args(&cfg, &cli, argc, argv, prog, 0, &next)) || (rc = ot_tool_start(&cfg, NULL)))
 		return rc < 0 ? 0 : rc;
-	if (!m.only || !strcmp(m.only, "orders"))
-		rc = ot_pg_migrate_report(cfg.orders_db, "orders", m.lock_ms, stdout, err, sizeof err);
-	if (!rc && (!m.only || !strcmp(m.only, "inventory")))
-		rc = ot_pg_migrate_report(cfg.inventory_db, "inventory", m.lock_ms, stdout, err, sizeof err);
+	for (size_t i = 0; !rc && ot_db_names[i]; i++)
+		if (!m.only || !strcmp(m.only, ot_db_names[i]))
+			rc = ot_pg_migrate_report(ot_config_db(&cfg, ot_db_names[i]), ot_db_names[i], m.lock_ms, stdout,
+			                          err, sizeof err);
 	if (rc)
 		OT_ERROR(NULL, "migrate: %s", err);
 	ot_config_free(&cfg);

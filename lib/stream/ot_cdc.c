@@ -38,7 +38,7 @@ struct row {
 struct cdc {
 	PGconn *repl, *db;
 	struct ot_out *out;
-	const char *dbname;        /* orders or inventory, for the metrics */
+	const char *dbname;        /* orders, inventory or payments, for the metrics */
 	uint32_t relid;
 	int pos[C_COUNT];          /* column index of each, -1 if absent */
 	int in_txn;

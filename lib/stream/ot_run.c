@@ -17,12 +17,9 @@
 void
 ot_backoff(int attempt)
 {
-	long ms = 100L << (attempt < 6 ? attempt : 6);
+	long ms = ot_backoff_ms(attempt, 100, 5000); /* jitter: restarts of many consumers spread out */
 	struct timespec ts;
 
-	if (ms > 5000)
-		ms = 5000;
-	ms = ms / 2 + rand() % (ms / 2 + 1); /* jitter: restarts of many consumers spread out */
 	for (; ms > 0 && !ot_stop; ms -= 50) {
 		ts.tv_sec = 0;
 		ts.tv_nsec = (ms < 50 ? ms : 50) * 1000000L;

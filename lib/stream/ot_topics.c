@@ -564,7 +564,7 @@ is_dlq(const char *topic)
 /* What "topics create" makes when it is named no topic: every topic the tools use. */
 static const char *const default_topics[] = {
 	OT_TOPIC_ORDERS, OT_TOPIC_ORDERS ".dlq", OT_TOPIC_INVENTORY, OT_TOPIC_INVENTORY ".dlq",
-	OT_TOPIC_DELIVERY, OT_TOPIC_DELIVERY ".dlq",
+	OT_TOPIC_DELIVERY, OT_TOPIC_DELIVERY ".dlq", OT_TOPIC_PAYMENTS, OT_TOPIC_PAYMENTS ".dlq",
 };
 
 /* The topics ot_topics_ensure makes of names and req: a dead-letter topic's own settings come

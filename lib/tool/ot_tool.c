@@ -58,6 +58,7 @@ static const struct shared {
 	  "1 = a transaction each)"}, OT_USE_BATCH},
 	{{"orders-db", OT_OPT_ORDERS_DB, "CONN", "orders database (OT_ORDERS_DB)"}, OT_USE_ORDERS},
 	{{"inventory-db", OT_OPT_INVENTORY_DB, "CONN", "inventory database (OT_INVENTORY_DB)"}, OT_USE_INVENTORY},
+	{{"payments-db", OT_OPT_PAYMENTS_DB, "CONN", "payments database (OT_PAYMENTS_DB)"}, OT_USE_PAYMENTS},
 	{{"redis", OT_OPT_REDIS, "URL", "redis://[[user]:pass@]host:port/db, rediss://... (TLS) or\n"
 	  "unix:///path (OT_REDIS_URL)"}, OT_USE_REDIS},
 	{{"http-addr", OT_OPT_HTTP_ADDR, "ADDR", "[host:]port for health and metrics (OT_HTTP_ADDR)"}, OT_USE_HTTP},
@@ -145,6 +146,31 @@ tables(const struct ot_cli *cli, struct option *lo, char *so, size_t sosz)
 	lo[n] = (struct option){NULL, 0, NULL, 0};
 	so[k] = '\0';
 	return 0;
+}
+
+int
+ot_tool_check_keys(const char *tool, const char *keys, const char *from)
+{
+	const char *k, *end;
+	size_t n;
+	int i = 0, count = 1;
+
+	for (k = keys; *k; k++)
+		count += *k == ',';
+	for (k = keys;; k = end + 1) {
+		end = k + strcspn(k, ",");
+		n = (size_t)(end - k);
+		i++;
+		if (n < OT_API_KEY_MIN) {
+			fprintf(stderr, "%s: API key %d of %d (%s) is %s: use at least %d random characters, e.g. from "
+			        "openssl rand -hex 32\n", tool, i, count, from,
+			        n == 9 && !strncmp(k, "CHANGE-ME", 9) ? "the example file's placeholder"
+			        : n ? "too short" : "empty", OT_API_KEY_MIN);
+			return -1;
+		}
+		if (!*end)
+			return 0;
+	}
 }
 
 struct ot_in *
@@ -241,4 +267,20 @@ ot_tool_dispatch(const char *tool, const struct ot_sub *subs, size_t n, int (*fa
 		fprintf(stderr, "%s%s", i ? "|" : " ", subs[i].name);
 	fprintf(stderr, " [options] (%s COMMAND -h for each)\n", tool);
 	return EX_USAGE;
+}
+
+int
+ot_tool_begin(struct ot_config *c, const char *tool, const struct ot_cli *cli, int argc, char **argv,
+              const char *default_http_addr)
+{
+	int rc, next, done;
+
+	ot_config_init(c, tool);
+	if ((rc = ot_tool_args(c, cli, argc, argv, &next, &done)) || done)
+		return rc ? rc : -1;
+	if (next < argc) {
+		ot_tool_usage(c, cli, stderr);
+		return EX_USAGE;
+	}
+	return ot_tool_start(c, default_http_addr);
 }

@@ -20,7 +20,8 @@ enum {
 	OT_USE_ORDERS = 1 << 3,    /* --orders-db */
 	OT_USE_INVENTORY = 1 << 4, /* --inventory-db */
 	OT_USE_REDIS = 1 << 5,     /* --redis */
-	OT_USE_HTTP = 1 << 6       /* --http-addr */
+	OT_USE_HTTP = 1 << 6,      /* --http-addr */
+	OT_USE_PAYMENTS = 1 << 7   /* --payments-db */
 };
 
 /* One option of a tool's own: key is its short letter, or a value from OT_OPT_TOOL_BASE for a
@@ -51,6 +52,12 @@ struct ot_cli {
  * Kafka (no -e, no -c) its health port served, deps naming what /readyz checks besides the
  * input. Returns the input with *health (NULL: nothing served), or NULL with the error logged
  * and *rc set. */
+/* The API keys (comma-separated) must be worth guessing at: each at least OT_API_KEY_MIN
+ * characters, none the example file's placeholder. 0, or -1 after saying on stderr which key
+ * (by position, never the key) of those from where ("OT_API_KEY or --api-key"). */
+#define OT_API_KEY_MIN 16
+int ot_tool_check_keys(const char *tool, const char *keys, const char *from);
+
 struct ot_in *ot_tool_input(struct ot_config *c, const char *spec, struct ot_health_deps *deps,
                             struct ot_health **health, int *rc);
 
@@ -64,6 +71,12 @@ int ot_tool_take_string(void *arg, int key, const char *val);
 int ot_tool_args(struct ot_config *c, const struct ot_cli *cli, int argc, char **argv, int *next, int *done);
 /* The short usage on f, as a usage error prints it. */
 void ot_tool_usage(const struct ot_config *c, const struct ot_cli *cli, FILE *f);
+
+/* A tool's start, all in one: ot_config_init, ot_tool_args (no operands: a usage error), then
+ * ot_tool_start with default_http_addr. Returns 0 to go on, -1 when -h or -V was answered (exit
+ * 0), or the exit status for main to return. */
+int ot_tool_begin(struct ot_config *c, const char *tool, const struct ot_cli *cli, int argc, char **argv,
+                  const char *default_http_addr);
 
 /* A subcommand: its name and what runs it, with argv[0] its name. */
 struct ot_sub {

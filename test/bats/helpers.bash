@@ -7,13 +7,15 @@ export PATH="$ROOT/bin:$ROOT/scripts:$PATH"
 
 common_setup() {
 	: "${OT_ORDERS_DB:?run through make check, or eval \"\$(scripts/ot-stack env)\" first}"
-	: "${OT_INVENTORY_DB:?}" "${OT_REDIS_URL:?}" "${OT_KAFKA_BROKERS:?}"
+	: "${OT_INVENTORY_DB:?}" "${OT_PAYMENTS_DB:?}" "${OT_REDIS_URL:?}" "${OT_KAFKA_BROKERS:?}"
 	# Unique names per test, so tests share one stack without seeing each other's data.
 	RUNID="t$$-${BATS_TEST_NUMBER}-$RANDOM"
 	export RUNID
 	# Long-running tools listen on their default ports unless told: tests that want a
 	# listener pass --http-addr with a port of free_port.
 	export OT_HTTP_ADDR=
+	# ot-serve's gRPC on a port the kernel picks, unless a test names one.
+	export OT_GRPC_ADDR=127.0.0.1:0
 }
 
 # A port in 24000-32000 that nothing listens on (below the ephemeral range, clear of the stacks).
@@ -87,9 +89,10 @@ proxy() {
 	return 1
 }
 
-# psql against the orders or inventory database: sql_orders "SELECT ..."
+# psql against the orders, inventory or payments database: sql_orders "SELECT ..."
 sql_orders() { psql "$OT_ORDERS_DB" -XAtq -F '|' -v ON_ERROR_STOP=1 -c "$1"; }
 sql_inventory() { psql "$OT_INVENTORY_DB" -XAtq -F '|' -v ON_ERROR_STOP=1 -c "$1"; }
+sql_payments() { psql "$OT_PAYMENTS_DB" -XAtq -F "|" -v ON_ERROR_STOP=1 -c "$1"; }
 
 redis_port() { echo "$OT_REDIS_URL" | sed -n 's|redis://[^:]*:\([0-9]*\).*|\1|p'; }
 rcli() { redis-cli -p "$(redis_port)" "$@"; }
@@ -205,4 +208,31 @@ assert_cache_restored() { # PREFIX
 		run redis-cli -c -u "$OT_REDIS_URL" HMGET "order:{$id}" status version
 		assert_output "$(sql_orders "SELECT status || chr(10) || version FROM orders WHERE id = '$id'")"
 	done < "$BATS_TEST_TMPDIR/$1.ids"
+}
+
+# At a failed test's teardown, the last LINES (default 10) of each log it left in its temp
+# dir, on stderr; nothing after a test that passed. Always returns 0.
+show_logs() {
+	if [ -n "${BATS_TEST_COMPLETED:-}" ] || [ ! -d "${BATS_TEST_TMPDIR:-}" ]; then return 0; fi
+	for f in "$BATS_TEST_TMPDIR"/*.log; do
+		[ -e "$f" ] || continue
+		echo "--- $(basename "$f")"
+		tail -n "${1:-10}" "$f"
+	done >&2
+	return 0
+}
+
+# The shell block of a Markdown FILE marked <!-- MARK: NAME --> on the line before its ```sh,
+# indented or not, as written there (dedented): doc_block FILE MARK NAME.
+doc_block() {
+	python3 - "$1" "$2" "$3" <<-'EOF'
+	import re, sys, textwrap
+	path, mark, name = sys.argv[1:]
+	text = open(path).read()
+	m = re.search(r"<!-- %s: %s -->[ \t]*\n[ \t]*```sh\n(.*?)\n[ \t]*```" % (re.escape(mark), re.escape(name)),
+	              text, re.S)
+	if not m:
+	    sys.exit("%s has no block marked %s: %s" % (path, mark, name))
+	print(textwrap.dedent(m.group(1)))
+	EOF
 }

@@ -130,7 +130,7 @@ tcli() { redis-cli --tls --cacert "$TLS/ca.crt" -p "$TLS_PORT" "$@"; }
 	[ -n "$output" ]
 	# Each tool starts straight from the args, as the Kubernetes manifests run them: every
 	# library it loads is there.
-	for t in ot-place ot-reserve ot-consume ot-relay ot-cache ot-serve; do
+	for t in ot-place ot-reserve ot-consume ot-relay ot-cache ot-serve ot-pay; do
 		run podman run --rm "$IMAGE" "$t" -V
 		assert_success
 		assert_output "$VERSION"
@@ -167,7 +167,7 @@ tcli() { redis-cli --tls --cacert "$TLS/ca.crt" -p "$TLS_PORT" "$@"; }
 	# which runs ot-courier.
 	run programs "$BATS_TEST_TMPDIR/files"
 	assert_output "$(printf '%s\n' usr/bin/mawk usr/local/bin/ot-cache usr/local/bin/ot-consume usr/local/bin/ot-courier \
-		usr/local/bin/ot-place usr/local/bin/ot-relay usr/local/bin/ot-reserve usr/local/bin/ot-serve)"
+		usr/local/bin/ot-pay usr/local/bin/ot-place usr/local/bin/ot-relay usr/local/bin/ot-reserve usr/local/bin/ot-serve)"
 	echo "# $(wc -l < "$paths") paths; programs: $(echo $output | sed 's|usr/[a-z/]*bin/||g')" >&3
 	echo "# top directories: $(grep -c '^usr/lib/x86_64-linux-gnu/' "$paths") in usr/lib/x86_64-linux-gnu, $(grep -c '^usr/share/doc/' "$paths") in usr/share/doc (licences), $(grep -c '^var/lib/dpkg/status.d/' "$paths") package records" >&3
 }

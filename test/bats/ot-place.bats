@@ -132,3 +132,19 @@ $(request "c-$RUNID")"
 		[ "$(echo "$l" | jq -c '{created_at, updated_at, items}')" = "$(sql_orders "SELECT json_build_object('created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'items', (SELECT json_agg(json_build_object('sku', sku, 'qty', qty) ORDER BY line) FROM order_items WHERE order_id = o.id)) FROM orders o WHERE id = '$id'" | jq -c .)" ]
 	done
 }
+
+@test "ot-place: an order's payment source goes into ORDER_CREATED; a card number or a bad source is refused" {
+	drain_outboxes
+	local id
+	id=$(printf '{"customer_id":"c-%s","items":[{"sku":"SKU-A","qty":1}],"address":"1 Test Street","payment":{"source":"tok_visa"}}\n' "$RUNID" |
+		ot-place 2>/dev/null | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p')
+	[ -n "$id" ]
+	run sql_orders "SELECT payload::json->'data'->'payment' FROM outbox WHERE key = '$id'"
+	assert_output '{"source":"tok_visa"}'
+	for pay in '"tok_visa"' '{}' '{"source":""}' '{"source":"4242424242424242"}' '{"source":"tok visa"}' '{"source":7}'; do
+		run --separate-stderr ot-place <<<"{\"customer_id\":\"b-$RUNID\",\"items\":[{\"sku\":\"SKU-A\",\"qty\":1}],\"address\":\"x\",\"payment\":$pay}"
+		assert_failure 65
+		echo "$stderr" | grep -q 'field \\"payment'
+	done
+	[ "$(sql_orders "SELECT count(*) FROM orders WHERE customer_id = 'b-$RUNID'")" = 0 ]
+}

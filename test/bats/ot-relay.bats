@@ -51,6 +51,33 @@ teardown() {
 	[ "$(sql_inventory "SELECT count(*) FROM outbox")" = 0 ]
 }
 
+@test "ot-relay: the payments outbox is relayed with --db payments, polled and from the WAL" {
+	ot-relay --db payments --once >/dev/null 2>&1
+	local slot="s_pay_${RUNID//-/_}" i
+	# The slot first: a CDC relay streams what is committed after it.
+	run --separate-stderr ot-relay --db payments --mode cdc --slot "$slot" --once
+	assert_success
+	for i in 1 2; do
+		sql_payments "INSERT INTO outbox (topic, key, event_id, type, payload) VALUES ('payments.events', 'k-$RUNID', gen_random_uuid(), 'PAYMENT_AUTHORIZED', '{\"n\":$i,\"run\":\"$RUNID\"}')"
+	done
+	run --separate-stderr ot-relay --db payments --mode cdc --slot "$slot" --once
+	assert_success
+	assert_output "{\"n\":1,\"run\":\"$RUNID\"}
+{\"n\":2,\"run\":\"$RUNID\"}"
+	[ "$(sql_payments "SELECT count(*) FROM outbox WHERE key = 'k-$RUNID'")" = 0 ]
+	run --separate-stderr ot-relay --db payments --mode cdc --slot "$slot" --drop-slot
+	assert_success
+	# Polled.
+	sql_payments "INSERT INTO outbox (topic, key, event_id, type, payload) VALUES ('payments.events', 'k-$RUNID', gen_random_uuid(), 'PAYMENT_CAPTURED', '{\"n\":3,\"run\":\"$RUNID\"}')"
+	run --separate-stderr ot-relay --db payments --once
+	assert_success
+	assert_output "{\"n\":3,\"run\":\"$RUNID\"}"
+	[ "$(sql_payments "SELECT count(*) FROM outbox")" = 0 ]
+	run --separate-stderr ot-relay --db other --once
+	assert_failure 64
+	assert_equal "$stderr" 'ot-relay: --db other: expected orders, inventory or payments'
+}
+
 @test "ot-relay: running continuously, a new row is relayed within seconds (LISTEN/NOTIFY), SIGTERM exits 0" {
 	drain_outboxes
 	ot-relay > "$BATS_TEST_TMPDIR/out" 2> "$BATS_TEST_TMPDIR/err" &
@@ -276,9 +303,10 @@ $(event DELIVERY_UPDATED "$id" '{"status":"IN_TRANSIT"}')"
 	# Without names: every topic the tools use, here already made by ot-stack up.
 	run --separate-stderr ot-relay topics create
 	assert_success
-	[ "${#lines[@]}" = 6 ]
+	[ "${#lines[@]}" = 8 ]
 	assert_line --index 0 --partial '{"topic":"orders.events","partitions":'
 	assert_line --index 5 --partial '{"topic":"delivery.updates.dlq","partitions":'
+	assert_line --index 7 --partial '{"topic":"payments.events.dlq","partitions":'
 	# More replicas than brokers: a request to fix, not to retry.
 	run --separate-stderr ot-relay topics create --replication-factor 3 "c.$RUNID"
 	assert_failure 78

@@ -86,8 +86,9 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	run --separate-stderr pipeline --help
 	assert_success
 	assert_line --index 0 'usage: pipeline [LOGDIR]'
-	assert_line --partial 'OT_PORT_BASE       the port base (default 8080: ports 8080, 8081, 8082, 8083 and 8085)'
+	assert_line --partial 'OT_PORT_BASE       the port base (default 8080: ports 8080 to 8083 and 8085 to 8089)'
 	assert_line --partial 'ot-relay --db inventory   base + 5'
+	assert_line --partial 'ot-pay                    base + 6'
 	assert_equal "$stderr" ''
 	[ ! -e "$BATS_TEST_TMPDIR/--help" ]
 	run --separate-stderr pipeline --bogus
@@ -98,13 +99,13 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	assert_equal "$stderr" 'pipeline: OT_PORT_BASE=80x: expected a port from 1 to 65530'
 }
 
-@test "pipeline: OT_PORT_BASE moves every service's port: ot-serve on base, the others on base+1, +2, +3 and +5" {
+@test "pipeline: OT_PORT_BASE moves every service's port: ot-serve on base, the others on base+1, +2, +3, +5, +6 and +7" {
 	local base p ok
-	# A base whose five ports are free.
+	# A base whose seven ports are free.
 	while :; do
 		base=$(free_port)
 		ok=1
-		for p in 1 2 3 5; do
+		for p in 1 2 3 5 6 7; do
 			if port_open $((base + p)); then ok=0; fi
 		done
 		[ "$ok" = 0 ] || break
@@ -113,7 +114,7 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	pid=$!
 	BG_PIDS+=("$pid")
 	# Each port is the tool's it should be: ot_build_info says which.
-	for p in 0:ot-serve 1:ot-reserve 2:ot-relay 3:ot-consume 5:ot-relay; do
+	for p in 0:ot-serve 1:ot-reserve 2:ot-relay 3:ot-consume 5:ot-relay 6:ot-pay 7:ot-relay; do
 		wait_health $((base + ${p%%:*}))
 		run curl -s "http://127.0.0.1:$((base + ${p%%:*}))/metrics"
 		assert_output --partial "ot_build_info{tool=\"${p#*:}\""
@@ -122,7 +123,43 @@ count_status() { sql_orders "SELECT count(*) FROM orders WHERE customer_id LIKE 
 	wait "$pid" # SIGTERM stops the services, and the pipeline exits 0
 	BG_PIDS=()
 	# Each service logged to a file of its own under LOGDIR.
-	for f in relay-orders relay-inventory reserve consume serve; do
+	for f in relay-orders relay-inventory relay-payments reserve pay consume serve; do
 		[ -s "$BATS_TEST_TMPDIR/logs/$f.log" ]
 	done
+}
+
+@test "pipeline: with payments, a card order is authorised, confirmed, delivered and captured; a declined card is rejected and its stock returned" {
+	local base p ok paid declined
+	while :; do
+		base=$(free_port)
+		ok=1
+		for p in 1 2 3 5 6 7 9; do
+			if port_open $((base + p)); then ok=0; fi
+		done
+		[ "$ok" = 0 ] || break
+	done
+	printf '{"sku":"%s","qty":100,"price":700}\n' "$SKU" | ot-reserve stock 2>/dev/null
+	OT_PORT_BASE=$base pipeline "$BATS_TEST_TMPDIR/logs" &
+	BG_PIDS+=($!)
+	wait_health $((base + 6))
+	for src in tok_visa tok_chargeDeclinedInsufficientFunds; do
+		printf '{"customer_id":"c-%s-%s","items":[{"sku":"%s","qty":3}],"address":"1 Test Street","payment":{"source":"%s"}}\n' \
+			"$RUNID" "$src" "$SKU" "$src"
+	done | ot-place > "$BATS_TEST_TMPDIR/placed" 2>/dev/null
+	paid=$(sed -n '1s/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed")
+	declined=$(sed -n '2s/.*"order_id":"\([^"]*\)".*/\1/p' "$BATS_TEST_TMPDIR/placed")
+	wait_sql orders "SELECT status FROM orders WHERE id = '$paid'" CONFIRMED 60
+	wait_sql orders "SELECT status || ' ' || reason FROM orders WHERE id = '$declined'" "REJECTED payment_declined: insufficient_funds" 60
+	# The declined order's stock came back; the paid one keeps its three.
+	wait_sql inventory "SELECT available || '|' || reserved FROM stock WHERE sku = '$SKU'" "97|3" 60
+	echo "$paid" | ot-courier -n 1 | ot-relay -i - -O kafka:delivery.updates 2>/dev/null
+	wait_sql orders "SELECT status FROM orders WHERE id = '$paid'" DELIVERED 60
+	wait_sql payments "SELECT status || ' ' || amount || ' ' || captured FROM payments WHERE order_id = '$paid'" "CAPTURED 2100 2100" 60
+	# The processor holds one captured charge of the order's total, and for the declined one a
+	# failed charge, never captured.
+	run bash -c "curl -sf -u '$OT_PAY_KEY:' '$OT_PAY_URL/v1/charges?limit=100' | jq -r '.data[] | select(.metadata.order_id == \"$paid\" or .metadata.order_id == \"$declined\") | \"\(.metadata.order_id) \(.status) \(.amount) \(.captured)\"'"
+	assert_line "$paid succeeded 2100 true"
+	assert_line "$declined failed 2100 false"
+	assert_equal "${#lines[@]}" 2
+	wait_sql payments "SELECT count(*) FROM outbox" 0 10
 }

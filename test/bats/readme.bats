@@ -21,24 +21,12 @@ setup() {
 
 teardown() {
 	stop_bg
-	if [ -n "${BATS_TEST_COMPLETED:-}" ] || [ ! -d "$BATS_TEST_TMPDIR" ]; then return; fi
-	for f in "$BATS_TEST_TMPDIR"/*.log; do
-		[ -e "$f" ] || continue
-		echo "--- $(basename "$f")"
-		tail -n 10 "$f"
-	done >&2
+	show_logs 10
 }
 
 # The shell block of README.md marked <!-- readme-test: NAME -->, as written there.
 block() {
-	python3 - "$ROOT/README.md" "$1" <<-'EOF'
-	import re, sys
-	text = open(sys.argv[1]).read()
-	m = re.search(r"<!-- readme-test: %s -->\n```sh\n(.*?)\n```\n" % re.escape(sys.argv[2]), text, re.S)
-	if not m:
-	    sys.exit("README.md has no block marked readme-test: " + sys.argv[2])
-	print(m.group(1))
-	EOF
+	doc_block "$ROOT/README.md" readme-test "$1"
 }
 
 # Runs a README block with bash -e, at most SECONDS (default 120), stdout and stderr apart:

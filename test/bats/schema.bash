@@ -32,11 +32,13 @@ conn() {
 	printf '%s\n' "$c"
 }
 
-# Databases of this test: fresh_dbs (sets O and I, the orders and inventory databases)
+# Databases of this test: fresh_dbs (sets O, I and P, the orders, inventory and payments
+# databases)
 fresh_dbs() {
-	O=o_$ID I=i_$ID
-	psql "$(conn postgres)" -Xq -v ON_ERROR_STOP=1 -c "CREATE DATABASE $O" -c "CREATE DATABASE $I"
-	DBS+=("$O" "$I")
+	O=o_$ID I=i_$ID P=p_$ID
+	psql "$(conn postgres)" -Xq -v ON_ERROR_STOP=1 -c "CREATE DATABASE $O" -c "CREATE DATABASE $I" \
+		-c "CREATE DATABASE $P"
+	DBS+=("$O" "$I" "$P")
 }
 
 # The three roles of lib/store/sql/roles.sql, named for this test, in database DB: roles DB
@@ -53,5 +55,6 @@ as() {
 	local role=
 	if [ "$1" != -- ]; then role=$1; fi
 	shift
-	env OT_ORDERS_DB="$(conn "$O" "$role")" OT_INVENTORY_DB="$(conn "$I" "$role")" "$@"
+	env OT_ORDERS_DB="$(conn "$O" "$role")" OT_INVENTORY_DB="$(conn "$I" "$role")" \
+		OT_PAYMENTS_DB="$(conn "$P" "$role")" "$@"
 }

@@ -12,8 +12,10 @@ setup() {
 	# The newest migration this tree carries, per database.
 	NEWEST=$(basename "$(ls "$ROOT"/lib/store/sql/orders/*.sql | sort | tail -1)" .sql)
 	NEWEST_INV=$(basename "$(ls "$ROOT"/lib/store/sql/inventory/*.sql | sort | tail -1)" .sql)
+	NEWEST_PAY=$(basename "$(ls "$ROOT"/lib/store/sql/payments/*.sql | sort | tail -1)" .sql)
 	V=$((10#${NEWEST%%_*}))
 	VI=$((10#${NEWEST_INV%%_*}))
+	VP=$((10#${NEWEST_PAY%%_*}))
 }
 
 teardown() {
@@ -21,12 +23,13 @@ teardown() {
 	schema_teardown
 }
 
-@test "schema: ot-relay migrate brings both databases to this release's schema once; again, it changes nothing" {
+@test "schema: ot-relay migrate brings the three databases to this release's schema once; again, it changes nothing" {
 	fresh_dbs
 	run --separate-stderr as -- ot-relay migrate
 	assert_success
 	assert_line --index 0 "{\"db\":\"orders\",\"from\":0,\"to\":$V,\"applied\":$V}"
 	assert_line --index 1 "{\"db\":\"inventory\",\"from\":0,\"to\":$VI,\"applied\":$VI}"
+	assert_line --index 2 "{\"db\":\"payments\",\"from\":0,\"to\":$VP,\"applied\":$VP}"
 	echo "$stderr" | grep -q "\"msg\":\"applied migration orders/$NEWEST\""
 	[ "$(psql "$(conn "$O")" -XAtc 'SELECT max(version) FROM schema_migrations')" = "$V" ]
 	# The CDC relay's publication is the schema's: a migration made it.
@@ -34,10 +37,15 @@ teardown() {
 	run --separate-stderr as -- ot-relay migrate
 	assert_success
 	assert_output "{\"db\":\"orders\",\"from\":$V,\"to\":$V,\"applied\":0}
-{\"db\":\"inventory\",\"from\":$VI,\"to\":$VI,\"applied\":0}"
+{\"db\":\"inventory\",\"from\":$VI,\"to\":$VI,\"applied\":0}
+{\"db\":\"payments\",\"from\":$VP,\"to\":$VP,\"applied\":0}"
 	run --separate-stderr as -- ot-relay migrate --db inventory
 	assert_success
 	assert_output "{\"db\":\"inventory\",\"from\":$VI,\"to\":$VI,\"applied\":0}"
+	run --separate-stderr as -- ot-relay migrate --db payments
+	assert_success
+	assert_output "{\"db\":\"payments\",\"from\":$VP,\"to\":$VP,\"applied\":0}"
+	[ "$(psql "$(conn "$P")" -XAtc "SELECT count(*) FROM pg_publication WHERE pubname = 'ot_outbox'")" = 1 ]
 	# Its own options only.
 	for a in "--db other" "--lock-timeout 0" "--lock-timeout soon" "-b 127.0.0.1:1" "extra"; do
 		run --separate-stderr as -- ot-relay migrate $a
@@ -50,6 +58,7 @@ teardown() {
 	as -- ot-relay migrate >/dev/null 2>&1
 	psql "$(conn "$O")" -Xqc "INSERT INTO schema_migrations (version, name) VALUES (99, '0099_from_a_later_release')"
 	psql "$(conn "$I")" -Xqc "INSERT INTO schema_migrations (version, name) VALUES (99, '0099_from_a_later_release')"
+	psql "$(conn "$P")" -Xqc "INSERT INTO schema_migrations (version, name) VALUES (99, '0099_from_a_later_release')"
 	local port cmd
 	port=$(free_port)
 	while read -r db version newest cmd; do
@@ -69,6 +78,7 @@ teardown() {
 		inventory $VI $NEWEST_INV ot-reserve -i -
 		inventory $VI $NEWEST_INV ot-reserve stock
 		inventory $VI $NEWEST_INV ot-relay --db inventory --mode cdc --once --slot s_$ID
+		payments $VP $NEWEST_PAY ot-relay --db payments --once
 	EOF
 	# Nothing was changed: the newer schema is as it was.
 	[ "$(psql "$(conn "$O")" -XAtc 'SELECT max(version) FROM schema_migrations')" = 99 ]
@@ -116,6 +126,7 @@ teardown() {
 	fresh_dbs
 	roles "$O"
 	roles "$I"
+	roles "$P"
 	run --separate-stderr as "$M" ot-relay migrate
 	assert_success
 	# The pipeline as the runtime role: stock, an order, its reservation, its confirmation.
