@@ -544,3 +544,22 @@ OT_PAY_URL=https://api.stripe.com"
 	assert_failure 1
 	assert_line 'FAIL CronJob ot-relay-sweep-payments: polls the payments outbox while Deployment ot-relay-payments streams it by CDC'
 }
+
+@test "k8s: the gRPC ports (ot-serve 9090, ot-pay 9096) are Service ports with appProtocol kubernetes.io/h2c, on the address each tool is told, and only the ingress controller reaches them" {
+	render prod > "$BATS_TEST_TMPDIR/prod.yaml"
+	run objects "$BATS_TEST_TMPDIR/prod.yaml"
+	local all=$output
+	run jq -r 'select(.kind == "Service") | .metadata.name as $n | .spec.ports[] | select(.name == "grpc") | "\($n) \(.port) \(.targetPort) \(.appProtocol)"' <<<"$all"
+	assert_output "ot-pay 9096 grpc kubernetes.io/h2c
+ot-serve 9090 grpc kubernetes.io/h2c"
+	run jq -r 'select(.kind == "Deployment") | .metadata.name as $n | .spec.template.spec.containers[0] |
+		"\($n) \(.ports[] | select(.name == "grpc") | .containerPort) \(.env[] | select(.name | test("GRPC_ADDR")) | .value)"' <<<"$all"
+	assert_output "ot-pay 9096 :9096
+ot-serve 9090 :9090"
+	# ot-pay makes a refund when its request comes back on payments.events.
+	run jq -r 'select(.kind == "Deployment" and .metadata.name == "ot-pay") | .spec.template.spec.containers[0].args | join(" ")' <<<"$all"
+	assert_output "ot-pay -i kafka:inventory.events,orders.events,payments.events -G ot-pay"
+	run jq -r 'select(.kind == "NetworkPolicy") | .metadata.name as $n | .spec.ingress[]? | .ports[]? | select(.port == "grpc") | $n' <<<"$all"
+	assert_output "allow-ingress-to-pay-grpc
+allow-ingress-to-serve"
+}
