@@ -534,8 +534,8 @@ topics_job(int argc, char **argv, int create)
 	                       0, 0};
 	const struct ot_cli create_cli = {"topics create [--partitions N] [--replication-factor N] [--config KEY=VALUE]\n"
 	                                  "                        [--dlq-config KEY=VALUE] [options] [TOPIC...]",
-	                                  "Makes each TOPIC (default: the orders, inventory and delivery topics and their\n"
-	                                  ".dlq) as asked, idempotently: a topic that exists keeps its partitions and\n"
+	                                  "Makes each TOPIC (default: the orders, inventory, delivery and payments topics and\n"
+	                                  "their .dlq) as asked, idempotently: a topic that exists keeps its partitions and\n"
 	                                  "replicas and gets the settings asked. One JSON line per topic.",
 	                                  OT_USE_KAFKA, create_opt, 4, create_take, &t, 0};
 	const struct ot_cli list_cli = {"topics list [options] [TOPIC...]",
