@@ -20,7 +20,7 @@
 
 static const char *argv0 = "ot-pay";
 
-enum { OPT_PAY_URL = OT_OPT_TOOL_BASE, OPT_CURRENCY, OPT_OLDER_THAN, OPT_GRPC_ADDR };
+enum { OPT_PAY_URL = OT_OPT_TOOL_BASE, OPT_CURRENCY, OPT_OLDER_THAN, OPT_GRPC_ADDR, OPT_GRPC_RATE };
 
 static const struct ot_opt opts[] = {
 	{"input", 'i', "SPEC", "- (stdin, default), a file, or kafka:TOPIC[,TOPIC]"},
@@ -29,6 +29,8 @@ static const struct ot_opt opts[] = {
 	{"currency", OPT_CURRENCY, "CODE", "ISO 4217, lower case (OT_PAY_CURRENCY, usd)"},
 	{"grpc-addr", OPT_GRPC_ADDR, "ADDR", "[host]:port of ordertrack.Payment, served on a long run from Kafka\n"
 	 "(OT_PAY_GRPC_ADDR; none unless given, e.g. :9096); its API keys are OT_API_KEY,\nfrom the environment only"},
+	{"grpc-rate", OPT_GRPC_RATE, "R", "ordertrack.Payment calls a second per API key, after a burst of 2R, in\n"
+	 "this process (OT_PAY_GRPC_RATE, 5; 0: no limit)"},
 };
 
 static const char about[] =
@@ -52,8 +54,18 @@ static const char reconcile_about[] =
 	"processor left some so.";
 
 struct pay_opts {
-	const char *input, *url, *currency, *grpc;
+	const char *input, *url, *currency, *grpc, *grpc_rate;
 };
+
+/* --grpc-rate's value: calls a second, 0 to 1e6; -1 if it is not one. */
+static double
+rate_of(const char *s)
+{
+	char *end;
+	double r = strtod(s, &end);
+
+	return end == s || *end || !(r >= 0) || r > 1e6 ? -1 : r;
+}
 
 static int
 take(void *arg, int key, const char *val)
@@ -64,6 +76,13 @@ take(void *arg, int key, const char *val)
 	case 'i': o->input = val; break;
 	case OPT_PAY_URL: o->url = val; break;
 	case OPT_GRPC_ADDR: o->grpc = val; break;
+	case OPT_GRPC_RATE:
+		if (rate_of(val) < 0) {
+			fprintf(stderr, "%s: --grpc-rate %s: expected calls a second, 0 (no limit) to 1000000\n", argv0, val);
+			return EX_USAGE;
+		}
+		o->grpc_rate = val;
+		break;
 	case OPT_CURRENCY:
 		if (strlen(val) != 3 || strspn(val, "abcdefghijklmnopqrstuvwxyz") != 3) {
 			fprintf(stderr, "%s: --currency %s: expected three lower-case letters (usd, eur)\n", argv0, val);
@@ -207,18 +226,24 @@ serve_rpc(const struct ot_config *cfg, const struct pay_opts *o, const struct ot
 {
 	const char *a = o->grpc ? o->grpc : getenv("OT_PAY_GRPC_ADDR") ? getenv("OT_PAY_GRPC_ADDR") : "";
 	const char *keys = getenv("OT_API_KEY");
+	const char *rs = o->grpc_rate ? o->grpc_rate : getenv("OT_PAY_GRPC_RATE") ? getenv("OT_PAY_GRPC_RATE") : "5";
 	char addr[300], err[512];
+	double rate = rate_of(rs);
 	int port;
 
 	*rpc = NULL;
 	if (!*a || !ot_in_is_kafka(in) || cfg->exit_at_end || cfg->count)
 		return 0;
+	if (rate < 0) {
+		fprintf(stderr, "%s: OT_PAY_GRPC_RATE=%s: expected calls a second, 0 (no limit) to 1000000\n", argv0, rs);
+		return EX_CONFIG;
+	}
 	if (keys && *keys && ot_tool_check_keys(argv0, keys, "OT_API_KEY"))
 		return EX_CONFIG;
 	if (!keys || !*keys)
 		OT_WARN(NULL, "no OT_API_KEY: every ordertrack.Payment call answers UNAUTHENTICATED");
 	snprintf(addr, sizeof addr, "%s%s", *a == ':' ? "0.0.0.0" : "", a);
-	if (!(*rpc = ot_rpc_pay_start(&(struct ot_rpc_pay_opts){addr, cfg->payments_db, keys, b}, &port, err,
+	if (!(*rpc = ot_rpc_pay_start(&(struct ot_rpc_pay_opts){addr, cfg->payments_db, keys, b, rate}, &port, err,
 	                              sizeof err))) {
 		OT_ERROR(NULL, "gRPC on %s: %s", a, err);
 		return EX_UNAVAILABLE;
@@ -231,9 +256,9 @@ serve_rpc(const struct ot_config *cfg, const struct pay_opts *o, const struct ot
 static int
 run_main(int argc, char **argv)
 {
-	struct pay_opts o = {"-", NULL, NULL, NULL};
-	const struct ot_cli cli = {"[run] [-i INPUT] [--pay-url URL] [--currency CODE] [--grpc-addr ADDR] [options]",
-	                           about, OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_PAYMENTS | OT_USE_HTTP, opts, 4, take,
+	struct pay_opts o = {"-", NULL, NULL, NULL, NULL};
+	const struct ot_cli cli = {"[run] [-i INPUT] [--pay-url URL] [--currency CODE] [--grpc-addr ADDR]\n              [--grpc-rate R] [options]",
+	                           about, OT_USE_KAFKA | OT_USE_CONSUMER | OT_USE_PAYMENTS | OT_USE_HTTP, opts, 5, take,
 	                           &o, 0};
 	struct ot_config cfg;
 	struct pay_run pr = {0};

@@ -18,8 +18,6 @@
 #include "ot_text.h"
 #include "ot_time.h"
 
-#define AUTH_FAIL_RATE (1.0 / 6)  /* failed authentications a second per address, after ... */
-#define AUTH_FAIL_BURST 10        /* ... this many at once */
 #define LEASES 256                /* clients holding leased requests at once (by hash: a clash drops one) */
 #define LEASE_MS 100              /* a lease is at most this long of a client's rate ... */
 #define LEASE_MAX 64              /* ... at most this many requests, and a quarter of its burst */
@@ -229,7 +227,7 @@ judge(struct ot_limit *l, struct ot_limit_req *lr, struct ot_httpd_req *rq, stru
 	if (auth < 0) {
 		char fails[96];
 		snprintf(fails, sizeof fails, "authfail:%s", addr);
-		if ((rc = gcra_sync(l, link, fails, AUTH_FAIL_RATE, AUTH_FAIL_BURST, 1, wait_ms, err, sizeof err)) == 0)
+		if ((rc = gcra_sync(l, link, fails, OT_AUTH_FAIL_RATE, OT_AUTH_FAIL_BURST, 1, wait_ms, err, sizeof err)) == 0)
 			return OT_LIMIT_AUTH;
 	}
 	if (rc > 0 && l->rate > 0 && !(auth > 0 && lease_take(l, client))) {

@@ -8,6 +8,9 @@
 #include "ot_httpd.h"
 #include "ot_rpipe.h"
 
+#define OT_AUTH_FAIL_RATE (1.0 / 6) /* failed authentications a second per address, after ... */
+#define OT_AUTH_FAIL_BURST 10       /* ... this many at once */
+
 struct ot_breaker;
 struct ot_limit;
 struct ot_rlink;

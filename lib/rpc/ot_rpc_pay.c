@@ -2,6 +2,7 @@
  * changes read from the payments database; Refund, a refund taken into the saga
  * (ot_refund_request) for ot-pay's consumer to make — and the standard health check. */
 #include <libpq-fe.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,14 +12,17 @@
 #include "ordertrack.pb-c.h"
 #include "ot_breaker.h"
 #include "ot_err.h"
+#include "ot_gcra.h"
 #include "ot_grpc.h"
 #include "ot_id.h"
+#include "ot_limit.h"
 #include "ot_log.h"
 #include "ot_outcome.h"
 #include "ot_pg.h"
 #include "ot_refund.h"
 #include "ot_rpc.h"
 #include "ot_rpc_pay.h"
+#include "ot_time.h"
 
 #define MAX_CHANGES 200 /* GetPayment's changes, the newest kept */
 #define OT_STR_(x) #x
@@ -28,6 +32,8 @@
 struct ot_rpc_pay {
 	char *db_conninfo, *api_keys;
 	struct ot_breaker *breaker;
+	struct ot_gcra *per_key;    /* calls per API key; NULL: no limit */
+	struct ot_gcra *failed;     /* failed authentications per address */
 	struct ot_grpc *g;
 	pthread_mutex_t db_mu;  /* guards db */
 	PGconn *db;             /* NULL until the first call, or after it broke */
@@ -55,12 +61,28 @@ refuse(struct ot_grpc_call *c, grpc_status_code code, const char *why)
 static int
 admitted(struct ot_rpc_pay *r, struct ot_grpc_call *c)
 {
-	char key_id[65];
+	char key_id[65], addr[72], msg[160];
+	long wait_ms = 0;
 
 	switch (ot_rpc_api_key(r->api_keys, c, key_id)) {
-	case 1: break;
+	case 1:
+		if (r->per_key && (wait_ms = ot_gcra_take(r->per_key, key_id, ot_now_ms()))) {
+			snprintf(msg, sizeof msg, "rate limit exceeded; retry after %ld s", (wait_ms + 999) / 1000);
+			refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+			return 1;
+		}
+		break;
 	case 0: refuse(c, GRPC_STATUS_UNAUTHENTICATED, "Payment needs an API key in the authorization metadata"); return 1;
-	default: refuse(c, GRPC_STATUS_UNAUTHENTICATED, "the authorization metadata holds no valid API key"); return 1;
+	default:
+		/* A wrong key counts against its address: guessing keys is slow. */
+		if (r->failed && (wait_ms = ot_gcra_take(r->failed, ot_grpc_peer_address(c, addr, sizeof addr),
+		                                         ot_now_ms()))) {
+			snprintf(msg, sizeof msg, "too many failed authentications from this client; retry after %ld s",
+			         (wait_ms + 999) / 1000);
+			refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+		} else
+			refuse(c, GRPC_STATUS_UNAUTHENTICATED, "the authorization metadata holds no valid API key");
+		return 1;
 	}
 	if (ot_grpc_deadline_ms(c) <= 0) {
 		refuse(c, GRPC_STATUS_DEADLINE_EXCEEDED, "the deadline passed before the call was taken");
@@ -284,6 +306,11 @@ ot_rpc_pay_start(const struct ot_rpc_pay_opts *o, int *port, char *errstr, size_
 		goto fail;
 	}
 	r->breaker = o->breaker;
+	if ((o->rate > 0 && !(r->per_key = ot_gcra_new(o->rate, (int)ceil(2 * o->rate), 1024))) ||
+	    !(r->failed = ot_gcra_new(OT_AUTH_FAIL_RATE, OT_AUTH_FAIL_BURST, 1024))) {
+		ot_err(OT_ESERVICE, errstr, errsz, "out of memory");
+		goto fail;
+	}
 	pthread_mutex_init(&r->db_mu, NULL);
 	if (!(r->g = ot_grpc_start(o->addr, methods, r, errstr, errsz))) {
 		pthread_mutex_destroy(&r->db_mu);
@@ -293,6 +320,8 @@ ot_rpc_pay_start(const struct ot_rpc_pay_opts *o, int *port, char *errstr, size_
 	return r;
 fail:
 	if (r) {
+		ot_gcra_free(r->per_key);
+		ot_gcra_free(r->failed);
 		free(r->db_conninfo);
 		free(r->api_keys);
 	}
@@ -308,6 +337,8 @@ ot_rpc_pay_stop(struct ot_rpc_pay *r)
 	ot_grpc_stop(r->g);
 	PQfinish(r->db);
 	pthread_mutex_destroy(&r->db_mu);
+	ot_gcra_free(r->per_key);
+	ot_gcra_free(r->failed);
 	free(r->db_conninfo);
 	free(r->api_keys);
 	free(r);

@@ -14,6 +14,9 @@ struct ot_rpc_pay_opts {
 	const char *api_keys;        /* comma-separated; NULL or "": every call is UNAUTHENTICATED */
 	struct ot_breaker *breaker;  /* the processor's: Refund is UNAVAILABLE while it is open, and
 	                              * health NOT_SERVING (outlives the server; may be NULL) */
+	double rate;                 /* calls a second per API key after a burst of twice that, in
+	                              * this process (RESOURCE_EXHAUSTED past it); 0: no limit. Failed
+	                              * authentications are limited per address as ot-serve's are. */
 };
 
 /* Listens on o->addr and serves. Returns the server, or NULL with errstr (the address in use

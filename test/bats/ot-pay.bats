@@ -379,3 +379,31 @@ faults() {
 	run node "$client" refund "127.0.0.1:$gport" "$id" 0 "again" --key "$key"
 	assert_output --partial 'status FAILED_PRECONDITION'
 }
+
+@test "ot-pay gRPC: past --grpc-rate a key's calls answer RESOURCE_EXHAUSTED, and wrong keys past ten from one address too" {
+	teardown() { stop_bg; }
+	local gport key="key-$RUNID-0123456789" client="$ROOT/test/grpc/client.mjs" i
+	gport=$(free_port)
+	# One call every 20 s per key, after a burst of one.
+	start_bg "$BATS_TEST_TMPDIR/pay-rate.log" env OT_API_KEY="$key" ot-pay -i kafka:payments.events -G "p-$RUNID" \
+		-o end --http-addr '' --grpc-addr "127.0.0.1:$gport" --grpc-rate 0.05
+	for _ in $(seq 1 100); do grep -q '"kafka: assigned' "$BATS_TEST_TMPDIR/pay-rate.log" && break; sleep 0.1; done
+	run node "$client" payment "127.0.0.1:$gport" "$(uuid)" --key "$key"
+	assert_output --partial 'status NOT_FOUND'
+	run node "$client" payment "127.0.0.1:$gport" "$(uuid)" --key "$key"
+	assert_output --regexp '^status RESOURCE_EXHAUSTED rate limit exceeded; retry after [0-9]+ s$'
+	# The health check needs no key and is not limited.
+	run node "$client" health "127.0.0.1:$gport" ordertrack.Payment
+	assert_output SERVING
+	# Ten wrong keys are told UNAUTHENTICATED; the eleventh is refused for a while.
+	for i in $(seq 1 10); do
+		run node "$client" payment "127.0.0.1:$gport" "$(uuid)" --key "wrong-key-$i-0123456789"
+		assert_output 'status UNAUTHENTICATED the authorization metadata holds no valid API key'
+	done
+	run node "$client" payment "127.0.0.1:$gport" "$(uuid)" --key "wrong-key-11-0123456789"
+	assert_output --regexp '^status RESOURCE_EXHAUSTED too many failed authentications from this client; retry after [0-9]+ s$'
+	# A bad rate is refused before anything starts.
+	run ot-pay -i kafka:payments.events --http-addr '' --grpc-addr 127.0.0.1:0 --grpc-rate fast
+	assert_failure 64
+	assert_output --partial '--grpc-rate fast: expected calls a second'
+}
