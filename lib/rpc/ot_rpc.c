@@ -73,7 +73,15 @@ static struct ot_grpc_msg *
 pack_status(const struct ot_status *st)
 {
 	Ordertrack__OrderStatus m = ORDERTRACK__ORDER_STATUS__INIT;
+	Ordertrack__OrderPayment pay = ORDERTRACK__ORDER_PAYMENT__INIT;
 
+	if (st->pay.status[0]) {
+		pay.status = (char *)st->pay.status;
+		pay.amount = st->pay.amount;
+		pay.currency = (char *)st->pay.currency;
+		pay.decline_code = (char *)st->pay.decline_code;
+		m.payment = &pay;
+	}
 	m.order_id = (char *)st->order_id;
 	m.status = (char *)st->status;
 	m.version = st->version;

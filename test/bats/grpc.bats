@@ -71,6 +71,34 @@ DELIVERED 5 true"
 	assert_equal "${#lines[@]}" 3
 }
 
+@test "grpc: Track carries an order's card payment: authorised when confirmed, captured after the delivery; none for an order without one" {
+	serve
+	id=$(place_order "c-$RUNID")
+	track_bg "$id"
+	change "$id" INVENTORY_RESERVED '{"payment":{"source":"tok_visa"},"amount":2500}'
+	change "$id" PAYMENT_AUTHORIZED '{"amount":2500,"currency":"usd","charge_id":"ch_1"}'
+	change "$id" DELIVERY_UPDATED '{"status":"PREPARING"}'
+	change "$id" DELIVERY_UPDATED '{"status":"IN_TRANSIT"}'
+	change "$id" PAYMENT_CAPTURED '{"amount":2500,"currency":"usd","charge_id":"ch_1"}'
+	change "$id" DELIVERY_UPDATED '{"status":"DELIVERED"}'
+	for _ in $(seq 1 50); do grep -q '^status' "$BATS_TEST_TMPDIR/live.out" && break; sleep 0.1; done
+	run jq -r '"\(.status) \(.payment.status // "-") \(.payment.amount // "-") \(.payment.currency // "-")"' \
+		<(grep '^{' "$BATS_TEST_TMPDIR/live.out")
+	assert_line --index 0 "PENDING - - -"
+	assert_line "CONFIRMED AUTHORIZED 2500 usd"
+	assert_line "DELIVERED CAPTURED 2500 usd"
+	run tail -1 "$BATS_TEST_TMPDIR/live.out"
+	assert_output "status OK"
+	# A declined card: the final status carries the decline code.
+	id=$(place_order "d-$RUNID")
+	change "$id" INVENTORY_RESERVED '{"payment":{"source":"tok_chargeDeclined"},"amount":900}'
+	change "$id" PAYMENT_DECLINED '{"amount":900,"currency":"usd","code":"card_declined","decline_code":"insufficient_funds"}'
+	run client track "$GRPC" "$id" 1
+	assert_line --index 1 "status OK"
+	[ "$(echo "${lines[0]}" | jq -r '"\(.status) \(.final) \(.payment.status) \(.payment.decline_code)"')" = \
+		"REJECTED true DECLINED insufficient_funds" ]
+}
+
 @test "grpc: status codes mean what gRPC says: NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNIMPLEMENTED; health SERVING" {
 	serve
 	id=$(place_order "c-$RUNID")
