@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ot_event.h"
+#include "ot_halves.h"
 #include "ot_err.h"
 #include "ot_live.h"
 #include "ot_live_int.h"
@@ -48,80 +49,24 @@ send_any(struct ot_live *lv, struct sub *s, long long version, const struct wire
 	return r;
 }
 
-/* The helper: a second thread for the sends of a large fan-out. The sends are the cost of one
- * (the kernel's TCP work, per stream) and spread over cores. Each stream is written by one of
- * the two; the hub waits for the helper's half before it goes on. */
-#define SPLIT 1024                /* fan-outs to this many streams or more are shared */
+/* Fan-outs to this many streams or more share their sends with the helper thread (ot_halves):
+ * the sends are the cost of one (the kernel's TCP work, per stream) and spread over cores.
+ * Each stream is written by one of the two; the hub waits for the helper's half. */
+#define SPLIT 1024
 
-struct helper {
+/* One change going out: what ot_halves hands send_each. */
+struct fan_job {
 	struct ot_live *lv;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct sub **v;
-	size_t n;
-	const struct wire *m;
 	long long version;
-	long sent;
-	int busy, quit;
-	pthread_t th;
+	const struct wire *m;
 };
 
-static void *
-helper_run(void *arg)
+static long
+send_each(void *item, void *arg)
 {
-	struct helper *h = arg;
+	struct fan_job *j = arg;
 
-	pthread_mutex_lock(&h->mu);
-	for (;;) {
-		while (!h->busy && !h->quit)
-			pthread_cond_wait(&h->cv, &h->mu);
-		if (h->quit)
-			break;
-		pthread_mutex_unlock(&h->mu);
-		long sent = 0;
-		for (size_t i = 0; i < h->n; i++)
-			sent += send_any(h->lv, h->v[i], h->version, h->m);
-		pthread_mutex_lock(&h->mu);
-		h->sent = sent;
-		h->busy = 0;
-		pthread_cond_broadcast(&h->cv);
-	}
-	pthread_mutex_unlock(&h->mu);
-	return NULL;
-}
-
-static struct helper *
-helper_start(struct ot_live *lv)
-{
-	struct helper *h = calloc(1, sizeof *h);
-
-	if (!h)
-		return NULL;
-	h->lv = lv;
-	pthread_mutex_init(&h->mu, NULL);
-	pthread_cond_init(&h->cv, NULL);
-	if (pthread_create(&h->th, NULL, helper_run, h)) {
-		pthread_mutex_destroy(&h->mu);
-		pthread_cond_destroy(&h->cv);
-		free(h);
-		return NULL;
-	}
-	return h;
-}
-
-static void
-helper_stop(struct helper *h)
-{
-	if (!h)
-		return;
-	pthread_mutex_lock(&h->mu);
-	h->quit = 1;
-	pthread_cond_broadcast(&h->cv);
-	pthread_mutex_unlock(&h->mu);
-	pthread_join(h->th, NULL);
-	pthread_mutex_destroy(&h->mu);
-	pthread_cond_destroy(&h->cv);
-	free(h);
+	return send_any(j->lv, item, j->version, j->m);
 }
 
 /* Sends m to v[0, n): the helper takes the second half when there are many. The hub's thread,
@@ -129,31 +74,9 @@ helper_stop(struct helper *h)
 static long
 fan_out(struct ot_live *lv, struct sub **v, size_t n, long long version, const struct wire *m)
 {
-	struct helper *h = lv->helper;
-	size_t mine = n;
-	long sent = 0;
+	struct fan_job j = {lv, version, m};
 
-	if (h && n >= SPLIT) {
-		mine = n / 2;
-		pthread_mutex_lock(&h->mu);
-		h->v = v + mine;
-		h->n = n - mine;
-		h->m = m;
-		h->version = version;
-		h->busy = 1;
-		pthread_cond_broadcast(&h->cv);
-		pthread_mutex_unlock(&h->mu);
-	}
-	for (size_t i = 0; i < mine; i++)
-		sent += send_any(lv, v[i], version, m);
-	if (mine < n) {
-		pthread_mutex_lock(&h->mu);
-		while (h->busy)
-			pthread_cond_wait(&h->cv, &h->mu);
-		sent += h->sent;
-		pthread_mutex_unlock(&h->mu);
-	}
-	return sent;
+	return ot_halves_run(lv->helper, (void *const *)v, n, SPLIT, send_each, &j);
 }
 
 /* Applies f to every stream (lock held in f), then does what it left in w. */
@@ -500,7 +423,7 @@ ot_live_start(const char *redis_url, int max_s, int max_streams, const struct ot
 		return NULL;
 	}
 	/* Without a helper, the hub sends every change itself. */
-	if (!(lv->helper = helper_start(lv)))
+	if (!(lv->helper = ot_halves_start()))
 		OT_WARN(NULL, "live streams: no helper thread: one thread sends every change");
 	if (pthread_create(&lv->th, NULL, hub, lv)) {
 		ot_live_stop(lv);
@@ -583,7 +506,7 @@ ot_live_stop(struct ot_live *lv)
 	/* Without ot_live_close_all first, no stream may outlive the memory it uses either. */
 	end_streams(lv, 0);
 	reap(lv);
-	helper_stop(lv->helper);
+	ot_halves_stop(lv->helper);
 	free(lv->fan);
 	if (lv->wake >= 0)
 		close(lv->wake);

@@ -36,6 +36,7 @@
  */
 enum kind { SSE, WS };
 
+struct ot_halves;
 struct sub {
 	struct sub *next, **pprev;      /* in its bucket */
 	struct sub *adopt_next;         /* on lv->adopt */
@@ -83,7 +84,7 @@ struct ot_live {
 	int req, req_done;              /* what other threads ask of every stream: END_ALL, CUT_ALL */
 	struct sub **fan;               /* the hub's: the streams of one change */
 	size_t fancap;
-	struct helper *helper;          /* takes half of a large fan-out */
+	struct ot_halves *helper;       /* takes half of a large fan-out */
 	int closing;                    /* no new streams: the server stops */
 	atomic_long messages, sent;
 	atomic_int connected;

@@ -16,6 +16,7 @@
 #include "ot_cache.h"
 #include "ot_err.h"
 #include "ot_grpc.h"
+#include "ot_halves.h"
 #include "ot_id.h"
 #include "ot_io.h"
 #include "ot_limit.h"
@@ -30,6 +31,7 @@
 #include "ot_text.h"
 
 #define BUCKETS 4096
+#define FAN_SPLIT 1024 /* a change to this many streams or more: the helper sends half */
 
 /* One Track stream. Until its backlog is queued (ready), the changes the hub hears for its
  * order wait in pend, so that the client sees every version once, in order. */
@@ -51,6 +53,9 @@ struct ot_rpc {
 	pthread_mutex_t mu;             /* guards the buckets, nwatch and every watch */
 	struct watch *bucket[BUCKETS];
 	long nwatch;
+	struct watch **fan;             /* the hub's: the streams one change goes to (under mu) */
+	size_t fancap;
+	struct ot_halves *halves;       /* takes half of a large fan-out; NULL: the hub sends all */
 	atomic_int subscribed;          /* the hub holds its subscription: changes reach the streams */
 	pthread_mutex_t db_mu;          /* guards db */
 	PGconn *db;                     /* for the orders Redis does not have */
@@ -108,7 +113,25 @@ send_status(struct watch *w, const struct ot_status *st, const struct ot_grpc_ms
 	ot_grpc_msg_free(own);
 }
 
-/* Hub thread: a change published on order:{id} goes to the streams of that order. */
+/* One change going out to many streams: what ot_halves hands send_each. */
+struct fan_job {
+	const struct ot_status *st;
+	const struct ot_grpc_msg *pm;
+};
+
+/* send_status for one stream of a fan-out, on the hub's thread or the helper's (r->mu held by
+ * the hub for both). */
+static long
+send_each(void *item, void *arg)
+{
+	struct fan_job *j = arg;
+
+	send_status(item, j->st, j->pm);
+	return 1;
+}
+
+/* Hub thread: a change published on order:{id} goes to the streams of that order; from
+ * FAN_SPLIT streams on, half of the sends go to the helper thread. */
 static void
 heard(void *arg, const redisReply *rep)
 {
@@ -118,6 +141,7 @@ heard(void *arg, const redisReply *rep)
 	struct watch *w;
 	char id[64];
 	int parsed = 0;
+	size_t nfan = 0;
 
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 || !rep->element[0]->str ||
 	    strcmp(rep->element[0]->str, "pmessage") || !rep->element[2]->str || !rep->element[3]->str ||
@@ -132,7 +156,17 @@ heard(void *arg, const redisReply *rep)
 		if (st.version <= w->last)
 			continue;
 		if (w->ready) {
-			send_status(w, &st, pm);
+			if (nfan == r->fancap) {
+				size_t cap = r->fancap ? 2 * r->fancap : 64;
+				struct watch **f = realloc(r->fan, cap * sizeof *f);
+				if (!f) { /* out of memory: this one now, alone */
+					send_status(w, &st, pm);
+					continue;
+				}
+				r->fan = f;
+				r->fancap = cap;
+			}
+			r->fan[nfan++] = w;
 			continue;
 		}
 		if (w->npend == w->cappend) {
@@ -145,6 +179,8 @@ heard(void *arg, const redisReply *rep)
 		}
 		w->pend[w->npend++] = st;
 	}
+	if (nfan)
+		ot_halves_run(r->halves, (void *const *)r->fan, nfan, FAN_SPLIT, send_each, &(struct fan_job){&st, pm});
 	pthread_mutex_unlock(&r->mu);
 	ot_grpc_msg_free(pm);
 }
@@ -577,6 +613,8 @@ ot_rpc_new(const struct ot_rpc_opts *o)
 	pthread_mutex_init(&r->db_mu, NULL);
 	pthread_mutex_init(&r->out_mu, NULL);
 	pthread_mutex_init(&r->rl_mu, NULL);
+	if (!(r->halves = ot_halves_start()))
+		OT_WARN(NULL, "gRPC streams: no helper thread: one thread sends every change");
 	return r;
 }
 
@@ -622,6 +660,8 @@ ot_rpc_free(struct ot_rpc *r)
 	pthread_mutex_destroy(&r->db_mu);
 	pthread_mutex_destroy(&r->out_mu);
 	pthread_mutex_destroy(&r->rl_mu);
+	ot_halves_stop(r->halves);
+	free(r->fan);
 	ot_rlink_close(&r->rl);
 	free(r->addr);
 	free(r->orders_db);
