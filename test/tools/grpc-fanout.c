@@ -42,6 +42,7 @@ struct stream {
 	struct tag t_start, t_recv, t_status;
 	int open, over;
 	double got;          /* ms after the change's write; -1 not yet */
+	int rearm;           /* got this change: ask for the next message after the round */
 };
 
 static double
@@ -293,14 +294,24 @@ main(int argc, char **argv)
 			if (t->kind == STATUS) {
 				t->s->over = 1;
 			} else if (t->kind == RECV) {
+				double at = now_ms(); /* the arrival, before any work of the client's */
+
 				if (version_in(t->s) > version && t->s->got < 0) {
-					t->s->got = now_ms() - t0;
+					t->s->got = at - t0;
 					got++;
-				}
-				if (e.success && !t->s->over)
+					/* Its next message is the next change's: asked for once this one
+					 * reached everyone, so the client's work stays out of the others' delay. */
+					t->s->rearm = e.success;
+				} else if (e.success && !t->s->over)
 					recv_next(t->s);
 			}
 		}
+		for (i = 0; i < n; i++)
+			if (ss[i].rearm) {
+				ss[i].rearm = 0;
+				if (!ss[i].over)
+					recv_next(&ss[i]);
+			}
 		version++;
 		for (i = 0; i < n; i++)
 			if (ss[i].got >= 0)
