@@ -173,12 +173,15 @@ DELIVERED 5 true"
 	run tail -1 "$BATS_TEST_TMPDIR/live.out"
 	assert_output "status UNAVAILABLE the server is stopping: call again with after_version set to the last version seen"
 
-	# The gRPC port taken: ot-serve says so and exits 69.
-	python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0); s.bind(('127.0.0.1', $GPORT)); s.listen(); time.sleep(30)" &
+	# The gRPC port taken: ot-serve says so and exits 69. The holder sets SO_REUSEADDR, so a
+	# connection of the stopped server's left in TIME_WAIT does not keep it from binding (a
+	# listener still refuses every other bind, SO_REUSEADDR or not).
+	python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $GPORT)); s.listen(); time.sleep(30)" &
 	nc_pid=$!
 	BG_PIDS+=($nc_pid)
 	for _ in $(seq 1 50); do port_open "$GPORT" && break; sleep 0.1; done
-	run -69 env OT_HTTP_ADDR="127.0.0.1:$(free_port)" OT_GRPC_ADDR="$GRPC" ot-serve
+	port_open "$GPORT"
+	run -69 timeout 30 env OT_HTTP_ADDR="127.0.0.1:$(free_port)" OT_GRPC_ADDR="$GRPC" ot-serve
 	assert_output --partial "cannot listen for gRPC on $GRPC"
 }
 
