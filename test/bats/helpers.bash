@@ -236,3 +236,17 @@ doc_block() {
 	print(textwrap.dedent(m.group(1)))
 	EOF
 }
+
+# test/tools/http-faults.py in front of the payment processor (OT_PAY_URL), with RULEs:
+# faults RULE... (its URL in FAULTS_URL)
+faults() {
+	local port i
+	port=$(free_port)
+	start_bg "$BATS_TEST_TMPDIR/faults.log" python3 "$ROOT/test/tools/http-faults.py" "$port" "$OT_PAY_URL" "$@"
+	for ((i = 0; i < 50; i++)); do
+		port_open "$port" && break
+		sleep 0.1
+	done
+	FAULTS_URL=http://127.0.0.1:$port
+	port_open "$port"
+}

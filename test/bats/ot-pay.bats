@@ -59,18 +59,6 @@ no_answer() {
 	assert_failure 69
 }
 
-# The fault proxy in front of the emulator, with RULEs: faults RULE... (its URL in FAULTS_URL)
-faults() {
-	local port i
-	port=$(free_port)
-	start_bg "$BATS_TEST_TMPDIR/faults.log" python3 "$ROOT/test/tools/http-faults.py" "$port" "$OT_PAY_URL" "$@"
-	for ((i = 0; i < 50; i++)); do
-		port_open "$port" && break
-		sleep 0.1
-	done
-	FAULTS_URL=http://127.0.0.1:$port
-	port_open "$port"
-}
 
 @test "ot-pay: a card order is authorised before it is confirmed, captured on delivery: one charge of its total" {
 	local id

@@ -29,18 +29,6 @@ mock_charges() {
 	curl -sf -u "$OT_PAY_KEY:" "$OT_PAY_URL/v1/charges" |
 		jq -r --arg o "$1" '.data[] | select(.metadata.order_id == $o) | "\(.id) \(.captured) \(.refunded) \(.amount_refunded)"'
 }
-# The fault proxy in front of the emulator, with RULEs: faults RULE... (its URL in FAULTS_URL)
-faults() {
-	local port i
-	port=$(free_port)
-	start_bg "$BATS_TEST_TMPDIR/faults.log" python3 "$ROOT/test/tools/http-faults.py" "$port" "$OT_PAY_URL" "$@"
-	for ((i = 0; i < 50; i++)); do
-		port_open "$port" && break
-		sleep 0.1
-	done
-	FAULTS_URL=http://127.0.0.1:$port
-	port_open "$port"
-}
 # What the fault proxy saw: one "METHOD PATH KEY ACTION" line per request.
 faults_seen() { curl -sf "$FAULTS_URL/__faults" | jq -r '.requests[] | "\(.method) \(.path) \(.idempotency_key) \(.action)"'; }
 
