@@ -206,10 +206,13 @@ main(int argc, char **argv)
 	for (i = 0; i < NSETTINGS; i++)
 		settings[i].value = getenv(settings[i].env);
 	ot_config_init(&cfg, argv0);
-	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done)
+	if ((r = ot_tool_args(&cfg, &cli, argc, argv, &next, &done)) || done) {
+		ot_config_free(&cfg);
 		return r;
+	}
 	if (next < argc) {
 		ot_tool_usage(&cfg, &cli, stderr);
+		ot_config_free(&cfg);
 		return EX_USAGE;
 	}
 	if (numbers(&o)) {

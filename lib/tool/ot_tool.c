@@ -276,11 +276,14 @@ ot_tool_begin(struct ot_config *c, const char *tool, const struct ot_cli *cli, i
 	int rc, next, done;
 
 	ot_config_init(c, tool);
-	if ((rc = ot_tool_args(c, cli, argc, argv, &next, &done)) || done)
+	if ((rc = ot_tool_args(c, cli, argc, argv, &next, &done)) || done) {
+		ot_config_free(c);
 		return rc ? rc : -1;
+	}
 	if (next < argc) {
 		ot_tool_usage(c, cli, stderr);
+		ot_config_free(c);
 		return EX_USAGE;
 	}
-	return ot_tool_start(c, default_http_addr);
+	return ot_tool_start(c, default_http_addr); /* frees c when it fails */
 }

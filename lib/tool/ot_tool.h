@@ -74,7 +74,7 @@ void ot_tool_usage(const struct ot_config *c, const struct ot_cli *cli, FILE *f)
 
 /* A tool's start, all in one: ot_config_init, ot_tool_args (no operands: a usage error), then
  * ot_tool_start with default_http_addr. Returns 0 to go on, -1 when -h or -V was answered (exit
- * 0), or the exit status for main to return. */
+ * 0), or the exit status for main to return; c is freed unless it returns 0. */
 int ot_tool_begin(struct ot_config *c, const char *tool, const struct ot_cli *cli, int argc, char **argv,
                   const char *default_http_addr);
 
