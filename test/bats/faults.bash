@@ -90,13 +90,14 @@ deliver() {
 #   distinct ids ending in its status;
 # - every order is in one of $FINAL (default DELIVERED|CANCELLED);
 # - no effect applied twice: a delivered order is at version 4 + $POSITIONS (CONFIRMED,
-#   PREPARING, each IN_TRANSIT, DELIVERED), a rejected one at 2, a cancelled one's stock was
+#   PREPARING, each IN_TRANSIT, DELIVERED), one more when its capture is recorded after it
+#   ($CAPTURED=1: orders paid by card), a rejected one at 2, a cancelled one's stock was
 #   released once;
 # - stock is conserved: available + reserved = loaded, reserved = the lines of live orders
 #   ($SKU loaded with $1, and $SKU2 with $LOADED2 when set);
 # - nothing is stuck: both outboxes are empty.
 check_invariants() {
-	local loaded=$1 db redis log bad final=${FINAL:-DELIVERED|CANCELLED} delivered=$((4 + ${POSITIONS:-1}))
+	local loaded=$1 db redis log bad final=${FINAL:-DELIVERED|CANCELLED} delivered=$((4 + ${POSITIONS:-1} + ${CAPTURED:-0}))
 	db="$BATS_TEST_TMPDIR/db"
 	sql_orders "SELECT id, status, version FROM orders WHERE $(in_run) ORDER BY id" > "$db"
 	[ "$(wc -l < "$db")" = "$N" ]
@@ -114,7 +115,7 @@ check_invariants() {
 	[ -z "$bad" ] || { echo "Redis disagrees with the database: $bad" >&2; return 1; }
 	# lost: an order that did not reach a final state; double effects: a delivered order whose
 	# version is not exactly 4 + POSITIONS (CONFIRMED, PREPARING, each IN_TRANSIT, DELIVERED,
-	# once each), a rejected one past 2
+	# once each; + CAPTURED), a rejected one past 2
 	LOST=$(awk -F'|' -v f="^($final)\$" '$2 !~ f' "$db" | wc -l)
 	DUPS=$(awk -F'|' -v d="$delivered" '($2 == "DELIVERED" && $3 > d) || ($2 == "REJECTED" && $3 > 2)' "$db" | wc -l)
 	bad=$(awk -F'|' -v f="^($final)\$" -v d="$delivered" '($2 == "DELIVERED" && $3 != d) || ($2 == "REJECTED" && $3 != 2) || $2 !~ f' "$db" | head -5)
@@ -166,12 +167,14 @@ run_log() {
 # Per-order ordering, after check_invariants, from orders.events as a reader sees it: each
 # order's records are on one partition; by offset they are ORDER_CREATED at version 1, then
 # ORDER_STATUS_UPDATED at versions 2, 3, ... with no gap or step back, each a transition the
-# saga allows, ending at the database's status and version; ORDER_CANCELLED comes once, right
-# after the update to CANCELLED, for a cancelled order only.
+# saga allows (or the status kept while the payment moves: a capture, a void), ending at the
+# database's status and version; ORDER_CANCELLED comes once, right after the update to
+# CANCELLED, for a cancelled order only.
 check_ordering() {
 	local out="$BATS_TEST_TMPDIR/ordering" bad
 	jq -r 'select(.value | type == "object") | [.key, .partition, .offset, .headers["ot-type"],
-		.headers["ot-id"], .value.version, (.value.data.status // "-")] | @tsv' "$(run_log orders.events)" |
+		.headers["ot-id"], .value.version, (.value.data.status // "-"), (.value.data.payment.status // "-")] | @tsv' \
+		"$(run_log orders.events)" |
 		LC_ALL=C sort -t"$(printf '\t')" -k1,1 -k3,3n | awk -F'\t' '
 		function flush() { if (key != "") print key "|" st "|" v "|" cancels }
 		function bad(why) { print "BAD " key ": " why; broken = 1 }
@@ -180,14 +183,15 @@ check_ordering() {
 			"IN_TRANSIT>DELIVERED", t, " "); for (i in t) legal[t[i]] = 1 }
 		$5 in seen { next } # copies of one event: published_twice counts them
 		{ seen[$5] = 1 }
-		$1 != key { flush(); key = $1; part = $2; st = ""; v = 0; cancels = 0 }
+		$1 != key { flush(); key = $1; part = $2; st = ""; ps = "-"; v = 0; cancels = 0 }
 		$2 != part { bad("records on partitions " part " and " $2) }
 		$4 == "ORDER_CREATED" { if (v != 0 || $6 != 1) bad("ORDER_CREATED at version " $6 " after " v); v = 1; st = "PENDING"; next }
 		$4 == "ORDER_STATUS_UPDATED" {
 			if (v == 0) bad("an update before ORDER_CREATED")
 			if ($6 != v + 1) bad("version " $6 " after " v)
-			if (!((st ">" $7) in legal)) bad(st " -> " $7 " is no transition of the saga")
-			v = $6; st = $7; next }
+			if (!((st ">" $7) in legal) && !(st == $7 && $8 != "-" && $8 != ps))
+				bad(st " -> " $7 " is no transition of the saga")
+			v = $6; st = $7; ps = $8; next }
 		$4 == "ORDER_CANCELLED" { cancels++; if (st != "CANCELLED" || $6 != v) bad("ORDER_CANCELLED at version " $6 " in " st " " v); next }
 		{ bad("unexpected " $4) }
 		END { flush() }' > "$out"
