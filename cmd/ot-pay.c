@@ -127,6 +127,15 @@ apply_batch(void *arg, const struct ot_msg *ms, const struct ot_event *evs, size
 	return rc;
 }
 
+/* A setting: the option's value when given, else the environment's (set, even empty), else def. */
+static const char *
+setting(const char *opt, const char *env, const char *def)
+{
+	const char *v = getenv(env);
+
+	return opt ? opt : v ? v : def;
+}
+
 /* The processor's client, from the options and the environment; NULL with the error logged. */
 static struct ot_stripe *
 processor(const char *url)
@@ -135,7 +144,7 @@ processor(const char *url)
 	struct ot_stripe *s;
 	char err[512];
 
-	sc.url = url ? url : getenv("OT_PAY_URL") ? getenv("OT_PAY_URL") : "https://api.stripe.com";
+	sc.url = setting(url, "OT_PAY_URL", "https://api.stripe.com");
 	sc.key = getenv("OT_PAY_KEY");
 	if (!sc.key || !*sc.key) {
 		OT_ERROR(NULL, "OT_PAY_KEY is not set: the processor's secret key (sk_...) comes from the environment");
@@ -224,9 +233,9 @@ static int
 serve_rpc(const struct ot_config *cfg, const struct pay_opts *o, const struct ot_in *in, struct ot_breaker *b,
           struct ot_rpc_pay **rpc)
 {
-	const char *a = o->grpc ? o->grpc : getenv("OT_PAY_GRPC_ADDR") ? getenv("OT_PAY_GRPC_ADDR") : "";
+	const char *a = setting(o->grpc, "OT_PAY_GRPC_ADDR", "");
 	const char *keys = getenv("OT_API_KEY");
-	const char *rs = o->grpc_rate ? o->grpc_rate : getenv("OT_PAY_GRPC_RATE") ? getenv("OT_PAY_GRPC_RATE") : "5";
+	const char *rs = setting(o->grpc_rate, "OT_PAY_GRPC_RATE", "5");
 	char addr[300], err[512];
 	double rate = rate_of(rs);
 	int port;
@@ -272,8 +281,9 @@ run_main(int argc, char **argv)
 
 	if ((r = ot_tool_begin(&cfg, argv0, &cli, argc, argv, ":8086")))
 		return r < 0 ? 0 : r;
-	pr.py.currency = o.currency ? o.currency : getenv("OT_PAY_CURRENCY") && *getenv("OT_PAY_CURRENCY") ?
-	                 getenv("OT_PAY_CURRENCY") : "usd";
+	pr.py.currency = setting(o.currency, "OT_PAY_CURRENCY", "");
+	if (!*pr.py.currency) /* set and empty: the default */
+		pr.py.currency = "usd";
 	if ((rc = open_payer(&cfg, o.url, &pr.py)))
 		goto out;
 	deps.payments_db = cfg.payments_db;
