@@ -156,17 +156,10 @@ heard(void *arg, const redisReply *rep)
 		if (st.version <= w->last)
 			continue;
 		if (w->ready) {
-			if (nfan == r->fancap) {
-				size_t cap = r->fancap ? 2 * r->fancap : 64;
-				struct watch **f = realloc(r->fan, cap * sizeof *f);
-				if (!f) { /* out of memory: this one now, alone */
-					send_status(w, &st, pm);
-					continue;
-				}
-				r->fan = f;
-				r->fancap = cap;
-			}
-			r->fan[nfan++] = w;
+			if (!ot_grow((void **)&r->fan, &r->fancap, nfan, sizeof *r->fan))
+				r->fan[nfan++] = w;
+			else
+				send_status(w, &st, pm); /* out of memory: this one now, alone */
 			continue;
 		}
 		if (w->npend == w->cappend) {
@@ -277,7 +270,7 @@ static int
 limited(struct ot_rpc *r, struct ot_grpc_call *c, int auth, const char *key_id)
 {
 	enum ot_limit_verdict v;
-	char addr[72], msg[160];
+	char addr[72];
 	long wait_ms;
 
 	if (!r->limit)
@@ -288,11 +281,19 @@ limited(struct ot_rpc *r, struct ot_grpc_call *c, int auth, const char *key_id)
 	pthread_mutex_unlock(&r->rl_mu);
 	if (v == OT_LIMIT_GO)
 		return 0;
-	snprintf(msg, sizeof msg, "%s; retry after %ld s", v == OT_LIMIT_AUTH ? "too many failed authentications "
+	ot_rpc_exhausted(c, v == OT_LIMIT_AUTH, wait_ms);
+	return 1;
+}
+
+void
+ot_rpc_exhausted(struct ot_grpc_call *c, int auth_failures, long wait_ms)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof msg, "%s; retry after %ld s", auth_failures ? "too many failed authentications "
 	         "from this client" : "rate limit exceeded", (wait_ms + 999) / 1000);
 	ot_grpc_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
 	ot_grpc_release(c);
-	return 1;
 }
 
 /* Refuses c with code and why; the handler is done with it. */

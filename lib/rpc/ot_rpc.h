@@ -42,5 +42,8 @@ struct ot_grpc_call;
  * separated; NULL: none): 1 valid (its name, the SHA-256 of the key, in key_id), 0 none, -1 not
  * one of the keys. */
 int ot_rpc_api_key(const char *api_keys, struct ot_grpc_call *c, char key_id[65]);
+/* Ends c RESOURCE_EXHAUSTED, as HTTP answers 429: over its rate, or (auth_failures) too many
+ * failed authentications from its address; retry after wait_ms. The handler is done with c. */
+void ot_rpc_exhausted(struct ot_grpc_call *c, int auth_failures, long wait_ms);
 
 #endif

@@ -61,26 +61,22 @@ refuse(struct ot_grpc_call *c, grpc_status_code code, const char *why)
 static int
 admitted(struct ot_rpc_pay *r, struct ot_grpc_call *c)
 {
-	char key_id[65], addr[72], msg[160];
+	char key_id[65], addr[72];
 	long wait_ms = 0;
 
 	switch (ot_rpc_api_key(r->api_keys, c, key_id)) {
 	case 1:
 		if (r->per_key && (wait_ms = ot_gcra_take(r->per_key, key_id, ot_now_ms()))) {
-			snprintf(msg, sizeof msg, "rate limit exceeded; retry after %ld s", (wait_ms + 999) / 1000);
-			refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+			ot_rpc_exhausted(c, 0, wait_ms);
 			return 1;
 		}
 		break;
 	case 0: refuse(c, GRPC_STATUS_UNAUTHENTICATED, "Payment needs an API key in the authorization metadata"); return 1;
 	default:
 		/* A wrong key counts against its address: guessing keys is slow. */
-		if (r->failed && (wait_ms = ot_gcra_take(r->failed, ot_grpc_peer_address(c, addr, sizeof addr),
-		                                         ot_now_ms()))) {
-			snprintf(msg, sizeof msg, "too many failed authentications from this client; retry after %ld s",
-			         (wait_ms + 999) / 1000);
-			refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
-		} else
+		if ((wait_ms = ot_gcra_take(r->failed, ot_grpc_peer_address(c, addr, sizeof addr), ot_now_ms())))
+			ot_rpc_exhausted(c, 1, wait_ms);
+		else
 			refuse(c, GRPC_STATUS_UNAUTHENTICATED, "the authorization metadata holds no valid API key");
 		return 1;
 	}
