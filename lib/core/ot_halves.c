@@ -1,4 +1,4 @@
-/* ot_halves: a second thread that takes half of a large loop. */
+/* ot_halves: a second thread that takes half of a large loop; the lists it runs over. */
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -101,4 +101,20 @@ ot_halves_run(struct ot_halves *h, void *const *v, size_t n, size_t min, long (*
 		pthread_mutex_unlock(&h->mu);
 	}
 	return sum;
+}
+
+int
+ot_grow(void **v, size_t *cap, size_t n, size_t size)
+{
+	void *nv;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? *cap * 2 : 64;
+	if (!(nv = realloc(*v, c * size)))
+		return -1;
+	*v = nv;
+	*cap = c;
+	return 0;
 }

@@ -140,7 +140,7 @@ broadcast(struct ot_live *lv, const char *id, long long version, const struct wi
 		for (struct sub *s = lv->bucket[b]; s; s = s->next) {
 			if (id && strcmp(s->order_id, id))
 				continue;
-			if (k == lv->fancap && live_grow((void **)&lv->fan, &lv->fancap, k, sizeof *lv->fan))
+			if (k == lv->fancap && ot_grow((void **)&lv->fan, &lv->fancap, k, sizeof *lv->fan))
 				break; /* out of memory: the others miss it, and resume when their stream ends */
 			lv->fan[k++] = s;
 		}

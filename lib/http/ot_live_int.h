@@ -125,8 +125,6 @@ struct wakes {
 int live_wire_make(struct wire *m, const char *sse, size_t sse_len, int opcode, const void *p, size_t n);
 int live_change_wire(struct wire *m, long long version, const char *json);
 void live_wire_free(struct wire *m);
-/* Makes room for n + 1 elements of size in *v; -1 when out of memory. */
-int live_grow(void **v, size_t *cap, size_t n, size_t size);
 /* Does what w holds: resumes, closes. Lock not held. */
 void live_wake_all(struct wakes *w);
 /* A stream's state; each with lv->mu held (see the comments above their definitions). */

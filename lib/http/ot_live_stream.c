@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ot_halves.h"
 #include "ot_live.h"
 #include "ot_live_int.h"
 #include "ot_log.h"
@@ -109,22 +110,6 @@ live_change_wire(struct wire *m, long long version, const char *json)
 	r = live_wire_make(m, text, (size_t)hl + n + 2, 1, json, n);
 	free(text);
 	return r;
-}
-
-int
-live_grow(void **v, size_t *cap, size_t n, size_t size)
-{
-	void *nv;
-	size_t c;
-
-	if (n < *cap)
-		return 0;
-	c = *cap ? *cap * 2 : 64;
-	if (!(nv = realloc(*v, c * size)))
-		return -1;
-	*v = nv;
-	*cap = c;
-	return 0;
 }
 
 /* Lock not held. */
@@ -239,7 +224,7 @@ live_finish(struct sub *s, struct wakes *w)
 		epoll_ctl(s->lv->ep, EPOLL_CTL_DEL, s->fd, NULL);
 	s->closed = 1;
 	if (s->kind == SSE) {
-		if (!atomic_load(&s->parked) || live_grow((void **)&w->con, &w->capcon, w->ncon, sizeof *w->con))
+		if (!atomic_load(&s->parked) || ot_grow((void **)&w->con, &w->capcon, w->ncon, sizeof *w->con))
 			return; /* out of memory: tried again at the next sweep */
 		if (s->gone || s->off < s->len)
 			shutdown(s->fd, SHUT_RDWR); /* no half chunk before MHD's: MHD sees the end */
@@ -250,7 +235,7 @@ live_finish(struct sub *s, struct wakes *w)
 		w->con[w->ncon++] = s->con;
 		return;
 	}
-	if (!s->live || live_grow((void **)&w->urh, &w->capurh, w->nurh, sizeof *w->urh))
+	if (!s->live || ot_grow((void **)&w->urh, &w->capurh, w->nurh, sizeof *w->urh))
 		return;
 	if (!s->gone && !s->bye)
 		send(s->fd, bye, sizeof bye, MSG_NOSIGNAL | MSG_DONTWAIT);
